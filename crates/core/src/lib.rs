@@ -1,0 +1,26 @@
+//! hatrunk-core: every decision hatrunk makes about a call, as pure functions and small state machines.
+//!
+//! Nothing here does I/O, reads a clock or draws a random number: time and randomness come in as
+//! arguments, so the same code runs in the node, in unit tests and in deterministic simulation.
+//!
+//! # Layout
+//! - [`trunk`]: the trunk model, its file format and validation (errors name the field).
+//! - [`credentials`]: digest HA1 derivation, so passwords are never stored.
+//! - [`policy`]: failover policies (`current`, `legacy`, `custom`) over attempt outcomes.
+//! - [`plan`]: the attempt chain of one call under a mode (Only Primary, Load Balancing, Auto Fail-over).
+//! - [`cdr`]: dispositions, causes and the CDR record.
+//! - [`pool`]: concurrent-call accounting, strict and idempotent.
+//! - [`health`]: account health from OPTIONS probes with up/down thresholds.
+//! - [`rr`]: round-robin selection.
+
+pub mod cdr;
+pub mod credentials;
+pub mod error;
+pub mod health;
+pub mod plan;
+pub mod policy;
+pub mod pool;
+pub mod rr;
+pub mod trunk;
+
+pub use error::CoreError;

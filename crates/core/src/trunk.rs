@@ -1,0 +1,451 @@
+//! The trunk model and its file format (PRODUCT.md "Trunk file"), with validation that refuses a
+//! wrong file whole and names the field.
+//!
+//! [`TrunkFile`] is what an operator writes; [`Trunk`] is what is stored and routed on. Enumerated
+//! fields are read as strings and checked here, so an unknown value is reported with its field name
+//! rather than as a bare serde variant error.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::credentials::DigestHa1;
+use crate::error::CoreError;
+use crate::policy::FailoverPolicy;
+
+/// How a trunk's inbound calls are spread over its two accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    OnlyPrimary,
+    LoadBalancing,
+    AutoFailover,
+}
+
+/// Which nodes deliver a trunk's calls (PRODUCT.md "Advanced HA").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdvancedHa {
+    #[serde(rename = "none")]
+    None,
+    #[serde(rename = "2t")]
+    TwoT,
+    #[serde(rename = "4t")]
+    FourT,
+    #[serde(rename = "2t+4t")]
+    TwoTFourT,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Ip,
+    Digest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// Which of a trunk's two accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Primary,
+    Secondary,
+}
+
+/// Where an IP account's calls go: `sip:HOST[:PORT]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SipTarget {
+    pub host: String,
+    pub port: u16,
+}
+
+/// One SIP account (Primary or Secondary), validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub label: String,
+    pub auth: AuthMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub transport: Transport,
+    pub allowed_ips: Vec<IpNet>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Digest credentials; never shown (see [`Trunk::redacted`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ha1: Option<DigestHa1>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller_id: Option<String>,
+    /// Put the Primary's caller ID in the From user of outbound calls too, not only in P-Asserted-Identity.
+    #[serde(default)]
+    pub caller_id_in_from: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_interval_ms: Option<u32>,
+    pub probe_up_after: u32,
+    pub probe_down_after: u32,
+}
+
+impl Account {
+    /// The parsed delivery target of an IP account.
+    pub fn sip_target(&self) -> Option<SipTarget> {
+        self.target.as_deref().and_then(|t| parse_sip_target(t).ok())
+    }
+
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.allowed_ips.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// A validated trunk, as stored and routed on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trunk {
+    pub id: String,
+    pub numbers: Vec<String>,
+    pub max_concurrent_calls: u32,
+    pub mode: Mode,
+    pub advanced_ha: AdvancedHa,
+    pub failover_policy: FailoverPolicy,
+    pub failover_timeout_ms: u32,
+    pub max_call_duration_s: u32,
+    pub primary: Account,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secondary: Option<Account>,
+}
+
+impl Trunk {
+    pub fn account(&self, role: Role) -> Option<&Account> {
+        match role {
+            Role::Primary => Some(&self.primary),
+            Role::Secondary => self.secondary.as_ref(),
+        }
+    }
+
+    /// The trunk as the file format shows it (`trunk get -o json`): secrets removed, `password_set`
+    /// saying whether a Digest account has one, the policy spelled as in the file.
+    pub fn redacted(&self) -> serde_json::Value {
+        let account = |a: &Account| {
+            let mut v = serde_json::to_value(a).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("ha1");
+                if a.auth == AuthMode::Digest {
+                    o.insert("password_set".into(), serde_json::Value::Bool(a.ha1.is_some()));
+                }
+            }
+            v
+        };
+        let mut v = serde_json::json!({
+            "id": self.id,
+            "numbers": self.numbers,
+            "max_concurrent_calls": self.max_concurrent_calls,
+            "mode": self.mode,
+            "advanced_ha": self.advanced_ha,
+            "failover_policy": self.failover_policy.name(),
+            "failover_timeout_ms": self.failover_timeout_ms,
+            "max_call_duration_s": self.max_call_duration_s,
+            "primary": account(&self.primary),
+        });
+        if let FailoverPolicy::Custom(codes) = &self.failover_policy {
+            v["failover_codes"] = serde_json::json!(codes);
+        }
+        if let Some(s) = &self.secondary {
+            v["secondary"] = account(s);
+        }
+        v
+    }
+}
+
+/// The trunk file as written by an operator (PRODUCT.md), before validation.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkFile {
+    pub id: Option<String>,
+    pub numbers: Option<Vec<String>>,
+    pub max_concurrent_calls: Option<i64>,
+    pub mode: Option<String>,
+    pub advanced_ha: Option<String>,
+    pub failover_policy: Option<String>,
+    pub failover_codes: Option<Vec<i64>>,
+    pub failover_timeout_ms: Option<i64>,
+    /// Safety timer for calls whose BYE never comes (seconds; default 4 hours).
+    pub max_call_duration_s: Option<i64>,
+    pub primary: Option<AccountFile>,
+    pub secondary: Option<AccountFile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountFile {
+    pub label: Option<String>,
+    pub auth: Option<String>,
+    pub target: Option<String>,
+    pub transport: Option<String>,
+    pub allowed_ips: Option<Vec<String>>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub caller_id: Option<String>,
+    pub caller_id_in_from: Option<bool>,
+    pub probe_interval_ms: Option<i64>,
+    pub probe_up_after: Option<i64>,
+    pub probe_down_after: Option<i64>,
+}
+
+pub const DEFAULT_FAILOVER_TIMEOUT_MS: u32 = 2500;
+pub const DEFAULT_MAX_CALL_DURATION_S: u32 = 4 * 3600;
+pub const MAX_LIMIT: i64 = 1_000_000;
+
+impl TrunkFile {
+    pub fn from_toml(text: &str) -> Result<Self, CoreError> {
+        toml::from_str(text).map_err(|e| CoreError::Syntax(e.to_string().trim().replace('\n', " ")))
+    }
+
+    /// Check every field and build the trunk. The first wrong field is reported; nothing is partial.
+    pub fn validate(&self) -> Result<Trunk, CoreError> {
+        let id = self.id.as_deref().ok_or_else(|| CoreError::field("id", "missing"))?;
+        if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(CoreError::field("id", "must be 1-64 characters of letters, digits, '-', '_' or '.'"));
+        }
+        let numbers = self.numbers.as_ref().ok_or_else(|| CoreError::field("numbers", "missing"))?;
+        if numbers.is_empty() {
+            return Err(CoreError::field("numbers", "a trunk needs at least one number"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, n) in numbers.iter().enumerate() {
+            let field = format!("numbers[{i}]");
+            if !is_number(n) {
+                return Err(CoreError::field(field, format!("{n:?} is not a phone number (digits, optional leading '+', 3-20 digits)")));
+            }
+            if !seen.insert(normalize_number(n)) {
+                return Err(CoreError::field(field, format!("{n} is listed twice")));
+            }
+        }
+        let limit = self.max_concurrent_calls.ok_or_else(|| CoreError::field("max_concurrent_calls", "missing"))?;
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(CoreError::field("max_concurrent_calls", format!("must be between 1 and {MAX_LIMIT}, got {limit}")));
+        }
+        let mode = match self.mode.as_deref().unwrap_or("only-primary") {
+            "only-primary" => Mode::OnlyPrimary,
+            "load-balancing" => Mode::LoadBalancing,
+            "auto-failover" => Mode::AutoFailover,
+            other => return Err(CoreError::field("mode", format!("unknown mode {other:?}; expected only-primary, load-balancing or auto-failover"))),
+        };
+        let advanced_ha = match self.advanced_ha.as_deref().unwrap_or("none") {
+            "none" => AdvancedHa::None,
+            "2t" => AdvancedHa::TwoT,
+            "4t" => AdvancedHa::FourT,
+            "2t+4t" => AdvancedHa::TwoTFourT,
+            other => return Err(CoreError::field("advanced_ha", format!("unknown value {other:?}; expected none, 2t, 4t or 2t+4t"))),
+        };
+        let failover_policy = self.policy()?;
+        let failover_timeout_ms = match self.failover_timeout_ms {
+            None => DEFAULT_FAILOVER_TIMEOUT_MS,
+            Some(t) if (100..=60_000).contains(&t) => t as u32,
+            Some(t) => return Err(CoreError::field("failover_timeout_ms", format!("must be between 100 and 60000, got {t}"))),
+        };
+        let max_call_duration_s = match self.max_call_duration_s {
+            None => DEFAULT_MAX_CALL_DURATION_S,
+            Some(t) if (10..=7 * 86_400).contains(&t) => t as u32,
+            Some(t) => return Err(CoreError::field("max_call_duration_s", format!("must be between 10 and 604800, got {t}"))),
+        };
+        let primary = self.primary.as_ref().ok_or_else(|| CoreError::field("primary", "missing"))?.validate("primary")?;
+        let secondary = self.secondary.as_ref().map(|s| s.validate("secondary")).transpose()?;
+        if secondary.is_none() && mode != Mode::OnlyPrimary {
+            return Err(CoreError::field("secondary", format!("mode {:?} needs a secondary account", self.mode.as_deref().unwrap_or(""))));
+        }
+        if let Some(s) = &secondary {
+            if s.caller_id.is_some() {
+                return Err(CoreError::field("secondary.caller_id", "the Secondary uses the Primary's caller ID; set it on [primary]"));
+            }
+        }
+        Ok(Trunk {
+            id: id.to_string(),
+            numbers: numbers.iter().map(|n| normalize_number(n)).collect(),
+            max_concurrent_calls: limit as u32,
+            mode,
+            advanced_ha,
+            failover_policy,
+            failover_timeout_ms,
+            max_call_duration_s,
+            primary,
+            secondary,
+        })
+    }
+
+    fn policy(&self) -> Result<FailoverPolicy, CoreError> {
+        let name = self.failover_policy.as_deref().unwrap_or("current");
+        let policy = match name {
+            "current" => FailoverPolicy::Current,
+            "legacy" => FailoverPolicy::Legacy,
+            "custom" => {
+                let codes = self.failover_codes.as_ref().ok_or_else(|| CoreError::field("failover_codes", "required when failover_policy = \"custom\""))?;
+                if codes.is_empty() {
+                    return Err(CoreError::field("failover_codes", "needs at least one code"));
+                }
+                let mut out = Vec::new();
+                for (i, c) in codes.iter().enumerate() {
+                    if !(300..=699).contains(c) {
+                        return Err(CoreError::field(format!("failover_codes[{i}]"), format!("{c} is not a final failure code (300-699)")));
+                    }
+                    out.push(*c as u16);
+                }
+                FailoverPolicy::Custom(out)
+            }
+            other => return Err(CoreError::field("failover_policy", format!("unknown policy {other:?}; expected current, legacy or custom"))),
+        };
+        if name != "custom" && self.failover_codes.is_some() {
+            return Err(CoreError::field("failover_codes", "only allowed with failover_policy = \"custom\""));
+        }
+        Ok(policy)
+    }
+}
+
+impl AccountFile {
+    fn validate(&self, at: &str) -> Result<Account, CoreError> {
+        let f = |name: &str| format!("{at}.{name}");
+        let label = self.label.clone().unwrap_or_else(|| if at == "primary" { "Primary".into() } else { "Secondary".into() });
+        if label.is_empty() || label.len() > 64 {
+            return Err(CoreError::field(f("label"), "must be 1-64 characters"));
+        }
+        let auth = match self.auth.as_deref() {
+            Some("ip") => AuthMode::Ip,
+            Some("digest") => AuthMode::Digest,
+            Some(other) => return Err(CoreError::field(f("auth"), format!("unknown auth mode {other:?}; expected ip or digest"))),
+            None => return Err(CoreError::field(f("auth"), "missing (ip or digest)")),
+        };
+        let transport = match self.transport.as_deref().unwrap_or("udp") {
+            "udp" => Transport::Udp,
+            "tcp" => Transport::Tcp,
+            "tls" => return Err(CoreError::field(f("transport"), "tls is not supported by this build yet (udp or tcp)")),
+            other => return Err(CoreError::field(f("transport"), format!("unknown transport {other:?}; expected udp, tcp or tls"))),
+        };
+        let mut allowed_ips = Vec::new();
+        for (i, s) in self.allowed_ips.iter().flatten().enumerate() {
+            allowed_ips.push(parse_cidr(s).map_err(|r| CoreError::field(format!("{at}.allowed_ips[{i}]"), r))?);
+        }
+        let (mut target, mut username, mut ha1) = (None, None, None);
+        match auth {
+            AuthMode::Ip => {
+                let t = self.target.as_deref().ok_or_else(|| CoreError::field(f("target"), "an ip account needs a target (sip:HOST:PORT)"))?;
+                parse_sip_target(t).map_err(|r| CoreError::field(f("target"), r))?;
+                if allowed_ips.is_empty() {
+                    return Err(CoreError::field(f("allowed_ips"), "an ip account needs at least one allowed address"));
+                }
+                if self.username.is_some() || self.password.is_some() {
+                    return Err(CoreError::field(f("username"), "only digest accounts have credentials"));
+                }
+                target = Some(t.to_string());
+            }
+            AuthMode::Digest => {
+                if self.target.is_some() {
+                    return Err(CoreError::field(f("target"), "a digest account is reached at its registered contact; remove target"));
+                }
+                let u = self.username.as_deref().ok_or_else(|| CoreError::field(f("username"), "a digest account needs a username"))?;
+                if u.is_empty() || u.len() > 64 || !u.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c)) {
+                    return Err(CoreError::field(f("username"), "must be 1-64 characters of letters, digits, '-', '_', '.' or '+'"));
+                }
+                let p = self.password.as_deref().ok_or_else(|| CoreError::field(f("password"), "a digest account needs a password"))?;
+                if p.len() < 8 || p.len() > 128 {
+                    return Err(CoreError::field(f("password"), "must be 8-128 characters"));
+                }
+                username = Some(u.to_string());
+                ha1 = Some(DigestHa1::derive(u, p));
+            }
+        }
+        if let Some(c) = &self.caller_id {
+            if !is_number(c) {
+                return Err(CoreError::field(f("caller_id"), format!("{c:?} is not a phone number")));
+            }
+        }
+        let probe_interval_ms = match self.probe_interval_ms {
+            None => None,
+            Some(v) if (200..=3_600_000).contains(&v) => Some(v as u32),
+            Some(v) => return Err(CoreError::field(f("probe_interval_ms"), format!("must be between 200 and 3600000, got {v}"))),
+        };
+        let threshold = |v: Option<i64>, name: &str, default: u32| match v {
+            None => Ok(default),
+            Some(v) if (1..=100).contains(&v) => Ok(v as u32),
+            Some(v) => Err(CoreError::field(f(name), format!("must be between 1 and 100, got {v}"))),
+        };
+        Ok(Account {
+            label,
+            auth,
+            target,
+            transport,
+            allowed_ips,
+            username,
+            ha1,
+            caller_id: self.caller_id.clone(),
+            caller_id_in_from: self.caller_id_in_from.unwrap_or(false),
+            probe_interval_ms,
+            probe_up_after: threshold(self.probe_up_after, "probe_up_after", 2)?,
+            probe_down_after: threshold(self.probe_down_after, "probe_down_after", 3)?,
+        })
+    }
+}
+
+/// Parse and validate a trunk file in one step.
+pub fn parse_trunk(text: &str) -> Result<Trunk, CoreError> {
+    TrunkFile::from_toml(text)?.validate()
+}
+
+/// Reject a trunk that claims a number another trunk owns. `owner_of` looks a number up.
+pub fn check_numbers_free<'a>(trunk: &Trunk, owner_of: impl Fn(&str) -> Option<&'a str>) -> Result<(), CoreError> {
+    for n in &trunk.numbers {
+        if let Some(owner) = owner_of(n) {
+            if owner != trunk.id {
+                return Err(CoreError::NumberTaken { number: n.clone(), owner: owner.to_string() });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A number as it is indexed: digits only (a leading '+' is dropped).
+pub fn normalize_number(n: &str) -> String {
+    n.trim_start_matches('+').to_string()
+}
+
+fn is_number(n: &str) -> bool {
+    let d = n.strip_prefix('+').unwrap_or(n);
+    (3..=20).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    if let Ok(n) = s.parse::<IpNet>() {
+        return Ok(n);
+    }
+    s.parse::<IpAddr>().map(IpNet::from).map_err(|_| format!("{s:?} is not an IP address or CIDR block"))
+}
+
+/// Parse `sip:HOST[:PORT]` (an optional `user@` and `;params` are ignored). Default port 5060.
+pub fn parse_sip_target(s: &str) -> Result<SipTarget, String> {
+    let rest = s.strip_prefix("sip:").ok_or_else(|| format!("{s:?} must start with sip:"))?;
+    let rest = rest.split(';').next().unwrap_or("");
+    let hostport = rest.rsplit('@').next().unwrap_or("");
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(|| format!("{s:?}: unclosed IPv6 bracket"))?;
+        (h.to_string(), after.strip_prefix(':'))
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (hostport.to_string(), None),
+        }
+    };
+    if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c)) {
+        return Err(format!("{s:?} has no valid host"));
+    }
+    let port = match port {
+        None => 5060,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("{s:?} has a bad port"))?,
+    };
+    Ok(SipTarget { host, port })
+}
+
+#[cfg(test)]
+#[path = "trunk_tests.rs"]
+mod tests;
