@@ -1,0 +1,26 @@
+//! hatrunk-sip: SIP on the wire. Knows nothing of trunks.
+//!
+//! rsip 0.4 cannot frame streams, does not expand compact names or unfold headers, rejects unknown
+//! methods and valid escapes; so messages are framed, normalised and parsed here (RFC 3261 section 7
+//! and 25), and held against the RFC 4475 torture messages (see `docs/decisions.md`).
+//!
+//! # Layout
+//! - [`message`]: the message model (start line, ordered headers, body) and serialisation.
+//! - [`parse`]: bytes -> message, with normalisation and the checks that earn a 400.
+//! - [`headers`]: typed views of the headers a proxy reads (Via, name-addr, CSeq, URI).
+//! - [`framing`]: Content-Length framing on streams, size limits.
+//! - [`transaction`]: RFC 3261 section 17 client and server transactions, pure, timers as values.
+//! - [`transport`]: UDP and TCP sockets on tokio, behind one handle.
+//! - [`digest`]: digest authentication (RFC 7616 / 2617), done by hand.
+
+pub mod digest;
+pub mod error;
+pub mod framing;
+pub mod headers;
+pub mod message;
+pub mod parse;
+pub mod transaction;
+pub mod transport;
+
+pub use error::SipError;
+pub use message::{Method, SipMessage, StartLine};

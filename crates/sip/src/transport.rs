@@ -1,0 +1,258 @@
+//! UDP and TCP transports on tokio behind one handle (RFC 3261 section 18). TLS plugs in as another
+//! stream kind later: everything above sees only [`Proto`], peer addresses and connection ids.
+//!
+//! Incoming messages and send failures arrive on one channel as [`TransportEvent`]s. A UDP send to a
+//! port with nothing listening comes back as an ICMP error, which Linux reports only with
+//! `IP_RECVERR`; we read the error queue to learn which destination failed, so failover on
+//! "connection error" is immediate over UDP as it is over TCP.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::error::SipError;
+use crate::framing::{next_frame, MAX_MESSAGE};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Udp,
+    Tcp,
+}
+
+impl Proto {
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Proto::Udp => "UDP",
+            Proto::Tcp => "TCP",
+        }
+    }
+
+    pub fn reliable(self) -> bool {
+        self != Proto::Udp
+    }
+}
+
+/// A message as it came off a socket, not yet parsed.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub bytes: Bytes,
+    pub proto: Proto,
+    pub peer: SocketAddr,
+    /// The stream connection it came on (responses go back on it).
+    pub conn: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub enum TransportEvent {
+    Message(Incoming),
+    /// Nothing could be delivered to `peer` (ICMP unreachable, TCP refused or reset).
+    Unreachable { proto: Proto, peer: SocketAddr },
+}
+
+/// Per-connection outgoing queue depth; a peer that does not read loses messages, we keep no more.
+const CONN_QUEUE: usize = 1024;
+/// Streams open at once, inbound and outbound together.
+pub const MAX_CONNECTIONS: u64 = 4096;
+
+struct Conns {
+    by_id: HashMap<u64, mpsc::Sender<Bytes>>,
+    by_peer: HashMap<SocketAddr, u64>,
+}
+
+/// The node's sockets.
+pub struct Transports {
+    udp: Arc<UdpSocket>,
+    tcp_local: SocketAddr,
+    conns: Mutex<Conns>,
+    next_id: AtomicU64,
+    open: AtomicU64,
+    events: mpsc::Sender<TransportEvent>,
+}
+
+impl Transports {
+    /// Start UDP and TCP on the given bound sockets (binding is the caller's, so tests and
+    /// simulations can hand in their own).
+    pub fn start(udp: UdpSocket, tcp: TcpListener, events: mpsc::Sender<TransportEvent>) -> Result<Arc<Transports>, SipError> {
+        let err = |e: std::io::Error| SipError::Transport { peer: "local".into(), reason: e.to_string() };
+        let tcp_local = tcp.local_addr().map_err(err)?;
+        let udp_local = udp.local_addr().map_err(err)?;
+        if udp_local.is_ipv4() {
+            nix::sys::socket::setsockopt(&udp, nix::sys::socket::sockopt::Ipv4RecvErr, &true)
+                .map_err(|e| err(std::io::Error::from(e)))?;
+        }
+        let t = Arc::new(Transports {
+            udp: Arc::new(udp),
+            tcp_local,
+            conns: Mutex::new(Conns { by_id: HashMap::new(), by_peer: HashMap::new() }),
+            next_id: AtomicU64::new(1),
+            open: AtomicU64::new(0),
+            events,
+        });
+        tokio::spawn(udp_loop(t.clone()));
+        tokio::spawn(accept_loop(t.clone(), tcp));
+        Ok(t)
+    }
+
+    pub fn local(&self, proto: Proto) -> SocketAddr {
+        match proto {
+            Proto::Udp => self.udp.local_addr().unwrap_or(self.tcp_local),
+            Proto::Tcp => self.tcp_local,
+        }
+    }
+
+    /// Send `bytes` to `peer`. Over TCP, `conn` (if still open) is used first, then any open
+    /// connection to `peer`, then a new one. Failures come back as [`TransportEvent::Unreachable`].
+    pub fn send(self: &Arc<Self>, proto: Proto, peer: SocketAddr, conn: Option<u64>, bytes: Bytes) {
+        match proto {
+            Proto::Udp => {
+                if let Err(e) = self.udp.try_send_to(&bytes, peer) {
+                    if e.kind() != std::io::ErrorKind::WouldBlock {
+                        let _ = self.events.try_send(TransportEvent::Unreachable { proto, peer });
+                    }
+                    tracing::debug!(%peer, error = %e, "udp send failed");
+                }
+            }
+            Proto::Tcp => self.send_tcp(peer, conn, bytes),
+        }
+    }
+
+    fn send_tcp(self: &Arc<Self>, peer: SocketAddr, conn: Option<u64>, bytes: Bytes) {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let id = conn.filter(|c| conns.by_id.contains_key(c)).or_else(|| conns.by_peer.get(&peer).copied());
+        if let Some(tx) = id.and_then(|id| conns.by_id.get(&id)) {
+            if tx.try_send(bytes).is_err() {
+                tracing::warn!(%peer, "tcp send queue full or closed; message dropped");
+            }
+            return;
+        }
+        if self.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            let _ = self.events.try_send(TransportEvent::Unreachable { proto: Proto::Tcp, peer });
+            return;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(CONN_QUEUE);
+        let _ = tx.try_send(bytes);
+        conns.by_id.insert(id, tx);
+        conns.by_peer.insert(peer, id);
+        drop(conns);
+        let me = self.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), TcpStream::connect(peer)).await {
+                Ok(Ok(stream)) => me.run_conn(id, peer, stream, rx).await,
+                _ => {
+                    me.forget(id, peer);
+                    let _ = me.events.send(TransportEvent::Unreachable { proto: Proto::Tcp, peer }).await;
+                }
+            }
+        });
+    }
+
+    fn forget(&self, id: u64, peer: SocketAddr) {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.by_id.remove(&id);
+        if conns.by_peer.get(&peer) == Some(&id) {
+            conns.by_peer.remove(&peer);
+        }
+    }
+
+    async fn run_conn(self: Arc<Self>, id: u64, peer: SocketAddr, stream: TcpStream, mut rx: mpsc::Receiver<Bytes>) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let writer = tokio::spawn(async move {
+            while let Some(b) = rx.recv().await {
+                if wr.write_all(&b).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut buf = BytesMut::with_capacity(8192);
+        'read: loop {
+            match rd.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => loop {
+                    match next_frame(&mut buf) {
+                        Ok(Some(frame)) => {
+                            let m = Incoming { bytes: frame.freeze(), proto: Proto::Tcp, peer, conn: Some(id) };
+                            if self.events.send(TransportEvent::Message(m)).await.is_err() {
+                                break 'read;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::info!(%peer, error = %e, "closing tcp connection: unframeable stream");
+                            break 'read;
+                        }
+                    }
+                },
+            }
+        }
+        self.forget(id, peer);
+        writer.abort();
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn accept_loop(t: Arc<Transports>, listener: TcpListener) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else { continue };
+        if t.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            tracing::warn!(%peer, "refusing tcp connection: connection limit reached");
+            continue;
+        }
+        let id = t.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(CONN_QUEUE);
+        {
+            let mut conns = t.conns.lock().unwrap_or_else(|p| p.into_inner());
+            conns.by_id.insert(id, tx);
+            conns.by_peer.insert(peer, id);
+        }
+        tokio::spawn(t.clone().run_conn(id, peer, stream, rx));
+    }
+}
+
+async fn udp_loop(t: Arc<Transports>) {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        match t.udp.recv_from(&mut buf).await {
+            Ok((n, peer)) => {
+                let m = Incoming { bytes: Bytes::copy_from_slice(&buf[..n]), proto: Proto::Udp, peer, conn: None };
+                if t.events.send(TransportEvent::Message(m)).await.is_err() {
+                    return;
+                }
+            }
+            Err(_) => {
+                for peer in drain_icmp_errors(&t.udp) {
+                    let _ = t.events.send(TransportEvent::Unreachable { proto: Proto::Udp, peer }).await;
+                }
+            }
+        }
+    }
+}
+
+/// Read queued ICMP errors (IP_RECVERR); each names the destination we could not reach.
+fn drain_icmp_errors(sock: &UdpSocket) -> Vec<SocketAddr> {
+    use nix::sys::socket::{recvmsg, MsgFlags, SockaddrIn};
+    let mut out = Vec::new();
+    let mut data = [0u8; 1024];
+    let mut cmsg = nix::cmsg_space!([u8; 512]);
+    for _ in 0..64 {
+        let mut iov = [std::io::IoSliceMut::new(&mut data)];
+        match recvmsg::<SockaddrIn>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT) {
+            Ok(msg) => {
+                if let Some(a) = msg.address {
+                    out.push(SocketAddr::V4(std::net::SocketAddrV4::new(a.ip(), a.port())));
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    out
+}
