@@ -1,0 +1,125 @@
+//! `hatrunk`: one binary for running a node (`run`) and for operating a cluster over the admin API.
+//! Exit codes: 0 success, 1 refused by the node (bad input, not found), 2 usage error,
+//! 3 no node reachable, 4 not available in this build.
+
+mod client;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "hatrunk", version, about = "High-availability SIP trunk cluster")]
+struct Cli {
+    /// Admin endpoints (host:port, comma separated); any member serves any verb.
+    #[arg(long, global = true, env = "HATRUNK_ENDPOINTS", default_value = "127.0.0.1:7700")]
+    endpoints: String,
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value = "table")]
+    output: Format,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a node (with no config: a complete single-node cluster on loopback).
+    Run {
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+    },
+    /// A local multi-zone, multi-region demonstration (arrives with Advanced HA).
+    Demo,
+    /// Cluster membership and state.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
+    /// Trunk configuration.
+    Trunk {
+        #[command(subcommand)]
+        cmd: TrunkCmd,
+    },
+    /// Pool use per trunk and node.
+    Calls {
+        #[arg(long)]
+        trunk: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    Init,
+    Join { addr: String },
+    Remove { id: u64 },
+    Members,
+    Status,
+    TransferLeader { id: u64 },
+}
+
+#[derive(Subcommand)]
+enum TrunkCmd {
+    Apply { file: std::path::PathBuf },
+    Get { id: String },
+    List,
+    Delete { id: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.cmd {
+        Cmd::Run { config } => rt.block_on(run(config)),
+        Cmd::Demo => {
+            eprintln!("error: `hatrunk demo` needs the multi-zone cluster (Advanced HA), which this build does not have yet");
+            ExitCode::from(4)
+        }
+        cmd => rt.block_on(client::dispatch(cmd, &cli.endpoints, cli.output)),
+    }
+}
+
+async fn run(config: Option<std::path::PathBuf>) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HATRUNK_LOG").unwrap_or_else(|_| "info".into()))
+        .init();
+    let cfg = match config {
+        None => hatrunk_node::config::NodeConfig::default(),
+        Some(path) => match std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| hatrunk_node::config::NodeConfig::from_toml(&t).map_err(|e| e.to_string())) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let shutdown = async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    match hatrunk_node::runtime::run(cfg, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Node configuration (`hatrunk run --config node.toml`): a serde struct whose every field has a
+//! default, so `hatrunk run` with no file is a complete single node on loopback, and a `validate()`
+//! whose errors name the field.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::error::NodeError;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub node: NodeSection,
+    pub sip: SipSection,
+    pub cluster: ClusterSection,
+    pub http: HttpSection,
+    pub upstream: UpstreamSection,
+    pub cdr: CdrSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    pub id: u64,
+    pub name: String,
+    pub region: String,
+    pub zone: String,
+    pub role: String,
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            id: 1,
+            name: "node-1".into(),
+            region: "local".into(),
+            zone: "local-a".into(),
+            role: "sip".into(),
+            data_dir: PathBuf::from("./hatrunk-data"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipSection {
+    /// `udp:HOST:PORT`, `tcp:HOST:PORT` (`tls:` is refused until TLS lands).
+    pub listen: Vec<String>,
+    /// Host written in Via and Record-Route; defaults to the listen host.
+    pub advertise: Option<String>,
+    /// Status sent when a trunk's pool is full (with `Reason: Q.850;cause=34`).
+    pub congestion_code: u16,
+    pub nonce_lifetime_s: u64,
+    pub min_expires_s: u32,
+    pub max_expires_s: u32,
+}
+
+impl Default for SipSection {
+    fn default() -> Self {
+        SipSection {
+            listen: vec!["udp:127.0.0.1:5060".into(), "tcp:127.0.0.1:5060".into()],
+            advertise: None,
+            congestion_code: 503,
+            nonce_lifetime_s: 300,
+            min_expires_s: 60,
+            max_expires_s: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    pub listen: String,
+    pub advertise: Option<String>,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection { listen: "127.0.0.1:7700".into(), advertise: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    pub listen: String,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection { listen: "127.0.0.1:9090".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSection {
+    /// The carrier, for outbound calls: `sip:HOST:PORT`.
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CdrSection {
+    pub path: Option<PathBuf>,
+}
+
+/// The checked, resolved form of the SIP listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipListen {
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+}
+
+impl NodeConfig {
+    pub fn from_toml(text: &str) -> Result<Self, NodeError> {
+        let c: NodeConfig = toml::from_str(text).map_err(|e| NodeError::Config { field: "(file)".into(), reason: e.to_string() })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<(), NodeError> {
+        let bad = |field: &str, reason: String| Err(NodeError::Config { field: field.into(), reason });
+        if self.node.role != "sip" && self.node.role != "witness" {
+            return bad("node.role", format!("{:?}: expected sip or witness", self.node.role));
+        }
+        if self.node.id == 0 {
+            return bad("node.id", "must be at least 1".into());
+        }
+        self.sip_listen()?;
+        for (field, v) in [("cluster.listen", &self.cluster.listen), ("http.listen", &self.http.listen)] {
+            if v.parse::<SocketAddr>().is_err() {
+                return bad(field, format!("{v:?} is not HOST:PORT"));
+            }
+        }
+        if !(400..=699).contains(&self.sip.congestion_code) {
+            return bad("sip.congestion_code", format!("{} is not a failure code", self.sip.congestion_code));
+        }
+        if let Some(t) = &self.upstream.target {
+            hatrunk_core::trunk::parse_sip_target(t).map_err(|r| NodeError::Config { field: "upstream.target".into(), reason: r })?;
+        }
+        Ok(())
+    }
+
+    pub fn sip_listen(&self) -> Result<SipListen, NodeError> {
+        let (mut udp, mut tcp) = (None, None);
+        for (i, l) in self.sip.listen.iter().enumerate() {
+            let field = format!("sip.listen[{i}]");
+            let (proto, addr) = l.split_once(':').ok_or_else(|| NodeError::Config { field: field.clone(), reason: format!("{l:?}: expected udp:HOST:PORT") })?;
+            let addr: SocketAddr = addr.parse().map_err(|_| NodeError::Config { field: field.clone(), reason: format!("{l:?}: bad HOST:PORT") })?;
+            match proto {
+                "udp" => udp = Some(addr),
+                "tcp" => tcp = Some(addr),
+                "tls" => return Err(NodeError::Config { field, reason: "tls listeners are not supported by this build yet".into() }),
+                other => return Err(NodeError::Config { field, reason: format!("unknown transport {other:?}") }),
+            }
+        }
+        match (udp, tcp) {
+            (Some(udp), Some(tcp)) => Ok(SipListen { udp, tcp }),
+            _ => Err(NodeError::Config { field: "sip.listen".into(), reason: "needs one udp: and one tcp: listener".into() }),
+        }
+    }
+
+    pub fn cdr_path(&self) -> PathBuf {
+        self.cdr.path.clone().unwrap_or_else(|| self.node.data_dir.join("cdr.jsonl"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_a_loopback_node() {
+        let c = NodeConfig::default();
+        c.validate().expect("default validates");
+        let l = c.sip_listen().expect("listen");
+        assert_eq!(l.udp.port(), 5060);
+        assert_eq!(c.cdr_path(), PathBuf::from("./hatrunk-data/cdr.jsonl"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = NodeConfig::from_toml("[sip]\nlisten = [\"udp:1.2.3.4\"]").expect_err("bad");
+        assert!(e.to_string().contains("sip.listen[0]"), "{e}");
+        let e = NodeConfig::from_toml("[node]\nrole = \"boss\"").expect_err("bad");
+        assert!(e.to_string().contains("node.role"), "{e}");
+        let e = NodeConfig::from_toml("[nodes]\nid = 1").expect_err("bad");
+        assert!(e.to_string().contains("nodes"), "{e}");
+    }
+}

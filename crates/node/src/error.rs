@@ -1,0 +1,23 @@
+//! The one error type of `hatrunk-node`.
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("config field `{field}`: {reason}")]
+    Config { field: String, reason: String },
+    #[error(transparent)]
+    Trunk(#[from] hatrunk_core::CoreError),
+    #[error("trunk {0} not found")]
+    TrunkNotFound(String),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("io on {what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error(transparent)]
+    Sip(#[from] hatrunk_sip::SipError),
+}
+
+impl From<sled::Error> for NodeError {
+    fn from(e: sled::Error) -> Self {
+        NodeError::Storage(e.to_string())
+    }
+}

@@ -1,0 +1,51 @@
+//! `/metrics` (Prometheus text) and `/health` on `[http] listen`.
+
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+
+use crate::admission::Admission;
+use crate::metrics::Metrics;
+use crate::status::SharedStatus;
+use crate::store::TrunkStore;
+
+pub struct HttpState {
+    pub metrics: Arc<Metrics>,
+    pub store: Arc<dyn TrunkStore>,
+    pub admission: Arc<dyn Admission>,
+    pub status: Arc<SharedStatus>,
+}
+
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+async fn metrics(axum::extract::State(s): axum::extract::State<Arc<HttpState>>) -> String {
+    let m = &s.metrics;
+    m.pool_in_use.reset();
+    for (trunk, n) in s.admission.usage() {
+        m.pool_in_use.with_label_values(&[&trunk]).set(i64::from(n));
+    }
+    for t in s.store.list() {
+        m.pool_limit.with_label_values(&[&t.id]).set(i64::from(t.max_concurrent_calls));
+        for role in [hatrunk_core::trunk::Role::Primary, hatrunk_core::trunk::Role::Secondary] {
+            if t.account(role).is_none() {
+                continue;
+            }
+            let st = s.status.account(&t.id, role);
+            let v = match st.health.state {
+                hatrunk_core::health::HealthState::Up => 1,
+                hatrunk_core::health::HealthState::Down => 0,
+                hatrunk_core::health::HealthState::Unknown => if st.registered.is_some() { 1 } else { -1 },
+            };
+            let name = if role == hatrunk_core::trunk::Role::Primary { "primary" } else { "secondary" };
+            m.account_up.with_label_values(&[&t.id, name]).set(v);
+        }
+    }
+    m.calls_in_progress.set(s.status.calls_in_progress() as i64);
+    m.render()
+}

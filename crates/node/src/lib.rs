@@ -1,0 +1,24 @@
+//! hatrunk-node: the running node. It wires the pure decisions of `hatrunk-core` and the SIP layer of
+//! `hatrunk-sip` to sockets, storage, the admin API and metrics.
+//!
+//! # Layout
+//! - [`config`]: the node TOML, defaults and validation.
+//! - [`proxy`]: the SIP proxy engine (calls, failover, dialogs, registrar, probes), pure over events.
+//! - [`runtime`]: the node's tasks; turns engine actions into I/O.
+//! - [`store`], [`admission`]: the configuration and pool interfaces, single-node implementations.
+//! - [`admin`]: the admin gRPC service; [`http`]: `/metrics` and `/health`; [`cdr`]: the CDR writer.
+//! - [`status`], [`metrics`]: live state shared with the API.
+
+pub mod admin;
+pub mod admission;
+pub mod cdr;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod proxy;
+pub mod runtime;
+pub mod status;
+pub mod store;
+
+pub use error::NodeError;

@@ -1,0 +1,100 @@
+//! Building the messages the proxy sends: responses, the hop-by-hop ACK for a non-2xx final
+//! response (RFC 3261 section 17.1.1.3), CANCEL (section 9.1), and answers to malformed requests.
+
+use bytes::Bytes;
+use hatrunk_sip::parse::{canonical_name, parse};
+use hatrunk_sip::{Method, SipMessage};
+
+use super::reason;
+
+/// A response to `req` with our reason phrase.
+pub fn response(req: &SipMessage, code: u16, to_tag: Option<&str>) -> SipMessage {
+    req.make_response(code, reason(code), to_tag)
+}
+
+/// ACK for a non-2xx final response to the INVITE we sent as `request` (same branch, same R-URI,
+/// To from the response).
+pub fn ack_for(request: &Bytes, resp: &SipMessage) -> Bytes {
+    let Ok(inv) = parse(request, true) else { return Bytes::new() };
+    let mut ack = SipMessage::request(Method::Ack, inv.uri().unwrap_or(""));
+    if let Some(v) = inv.header("Via") {
+        ack.push("Via", v);
+    }
+    for h in ["Route"] {
+        for v in inv.headers_named(h) {
+            ack.push(h, v);
+        }
+    }
+    ack.push("Max-Forwards", "70");
+    copy(&inv, &mut ack, "From");
+    if let Some(to) = resp.header("To") {
+        ack.push("To", to);
+    }
+    copy(&inv, &mut ack, "Call-ID");
+    let n = inv.header("CSeq").and_then(|c| c.split_whitespace().next()).unwrap_or("1");
+    ack.push("CSeq", format!("{n} ACK"));
+    ack.to_bytes()
+}
+
+/// CANCEL for the INVITE we sent as `request` (RFC 3261 section 9.1: same top Via, R-URI, Call-ID,
+/// From, To and CSeq number).
+pub fn cancel_for(request: &Bytes) -> Option<SipMessage> {
+    let inv = parse(request, true).ok()?;
+    let mut c = SipMessage::request(Method::Cancel, inv.uri().unwrap_or(""));
+    c.push("Via", inv.header("Via")?);
+    for v in inv.headers_named("Route") {
+        c.push("Route", v);
+    }
+    c.push("Max-Forwards", "70");
+    for h in ["From", "To", "Call-ID"] {
+        copy(&inv, &mut c, h);
+    }
+    let n = inv.header("CSeq").and_then(|c| c.split_whitespace().next()).unwrap_or("1");
+    c.push("CSeq", format!("{n} CANCEL"));
+    c.push("Reason", "SIP;cause=487;text=\"Request Terminated\"");
+    Some(c)
+}
+
+fn copy(from: &SipMessage, to: &mut SipMessage, h: &str) {
+    if let Some(v) = from.header(h) {
+        to.push(h, v);
+    }
+}
+
+/// The reply to a request we could not parse: status line plus whatever Via/From/To/Call-ID/CSeq
+/// lines can be read, so the sender can match it. `None` for responses and unaddressable garbage.
+pub fn error_reply(bytes: &[u8], status: u16, why: &str) -> Option<SipMessage> {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim_start_matches(['\r', '\n']);
+    if text.starts_with("SIP/") {
+        return None;
+    }
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    let mut r = SipMessage::response(status, reason(status));
+    for line in head.split("\r\n").skip(1) {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        let name = canonical_name(name.trim());
+        if ["Via", "From", "To", "Call-ID", "CSeq"].contains(&name.as_str()) && value.len() < 1024 {
+            r.push(&name, value.trim());
+        }
+    }
+    r.header("Via")?;
+    let why: String = why.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(120).collect();
+    r.push("Warning", format!("399 hatrunk \"{}\"", why.replace('"', "'")));
+    Some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_reply_keeps_addressing_headers() {
+        let bad = b"INVITE sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKx\r\nCall-ID: c\r\nCSeq: 1 BYE\r\n\r\n";
+        let r = error_reply(bad, 400, "CSeq \"mismatch\"").expect("reply");
+        assert_eq!(r.code(), Some(400));
+        assert_eq!(r.header("Via"), Some("SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKx"));
+        assert!(error_reply(b"SIP/2.0 999 x\r\n\r\n", 400, "x").is_none());
+        assert!(error_reply(b"\x00\x01garbage", 400, "x").is_none());
+    }
+}

@@ -1,0 +1,552 @@
+//! The INVITE path: inbound (carrier -> PBX, by mode, with failover) and outbound (PBX -> carrier,
+//! with the Primary's caller ID), admission, CANCEL (RFC 3261 section 16.10) and the choice of the
+//! response sent upstream (section 16.7: a 503 from the last attempt becomes 500).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use hatrunk_core::cdr::{classify, AttemptRecord, Cause, Cdr, Direction, Disposition};
+use hatrunk_core::health::HealthState;
+use hatrunk_core::plan::{CallPlan, Step};
+use hatrunk_core::policy::Outcome;
+use hatrunk_core::pool::Admission as Decision;
+use hatrunk_core::trunk::{normalize_number, AuthMode, Mode, Role, Transport, Trunk};
+use hatrunk_sip::digest::{Credentials, NonceCheck};
+use hatrunk_sip::headers::{addr_uri, param, SipUri};
+use hatrunk_sip::transport::Proto;
+use hatrunk_sip::SipMessage;
+
+use super::{build, Action, Engine, Owner, Src, TimerKey};
+
+/// RFC 3261 Timer C: > 3 minutes.
+const TIMER_C_MS: u64 = 181_000;
+
+struct Attempt {
+    rec: AttemptRecord,
+    branch: String,
+    started: u64,
+    provisional: bool,
+    done: bool,
+}
+
+/// One call in progress (until its final failure, or while answered until BYE).
+pub struct Call {
+    key: String,
+    trunk: Arc<Trunk>,
+    direction: Direction,
+    /// Outbound: the account the PBX came in on.
+    via_account: Option<Role>,
+    req: SipMessage,
+    src: Src,
+    number: String,
+    pub(super) slot: String,
+    plan: Option<CallPlan>,
+    attempts: Vec<Attempt>,
+    start_ms: u64,
+    pub(super) answer_ms: Option<u64>,
+    failover_detect: Option<u64>,
+    failover_ms: Option<u64>,
+    admitted: bool,
+}
+
+impl Engine {
+    pub(super) fn on_invite(&mut self, key: String, msg: SipMessage, src: Src) {
+        let number = msg.uri().and_then(|u| SipUri::parse(u).ok()).and_then(|u| u.user_unescaped()).map(|u| normalize_number(u.split(';').next().unwrap_or("")));
+        if let Some(trunk) = number.as_deref().and_then(|n| self.store.by_number(n)) {
+            let n = number.unwrap_or_default();
+            return self.new_call(key, msg, src, trunk, Direction::Inbound, None, n);
+        }
+        // Not one of our numbers: an outbound call from a customer PBX, or nothing we route.
+        if self.cfg.upstream.is_none() {
+            return self.respond_key(&key, 404, None);
+        }
+        let by_ip = self.store.by_source(src.addr.ip()).into_iter().next();
+        let account = match by_ip {
+            Some(found) => Some(found),
+            None => match self.authenticate(&msg, "Proxy-Authorization") {
+                Ok(found) => Some(found),
+                Err(challenge) => {
+                    let Some(challenge) = challenge else { return self.respond_key(&key, 404, None) };
+                    let mut r = build::response(&msg, 407, Some(&self.tag()));
+                    r.push("Proxy-Authenticate", challenge);
+                    self.metrics.auth_failures.inc();
+                    return self.respond_msg(&key, r);
+                }
+            },
+        };
+        let Some((trunk, role)) = account else { return self.respond_key(&key, 404, None) };
+        let dialled = number.unwrap_or_default();
+        self.new_call(key, msg, src, trunk, Direction::Outbound, Some(role), dialled);
+    }
+
+    /// Check digest credentials in `header`. `Ok` names the account; `Err(Some(challenge))` means
+    /// challenge (again); `Err(None)` means there are no Digest accounts at all, so nothing to ask.
+    pub(super) fn authenticate(&mut self, msg: &SipMessage, header: &str) -> Result<(Arc<Trunk>, Role), Option<String>> {
+        let any_digest = self.store.list().iter().any(|t| [Role::Primary, Role::Secondary].iter().any(|r| t.account(*r).is_some_and(|a| a.auth == AuthMode::Digest)));
+        let challenge = |e: &mut Engine, alg, stale| e.nonces.challenge(hatrunk_core::credentials::REALM, alg, e.now_wall(), stale);
+        let Some(creds) = msg.header(header).and_then(Credentials::parse) else {
+            return Err(any_digest.then(|| challenge(self, hatrunk_sip::digest::Algorithm::Md5, false)));
+        };
+        let alg = creds.algorithm().unwrap_or(hatrunk_sip::digest::Algorithm::Md5);
+        match self.nonces.check(&creds.nonce, self.now_wall()) {
+            NonceCheck::Fresh => {}
+            NonceCheck::Stale => return Err(Some(challenge(self, alg, true))),
+            NonceCheck::Invalid => return Err(Some(challenge(self, alg, false))),
+        }
+        let found = self.store.by_username(&creds.username);
+        let ok = found.as_ref().and_then(|(t, r)| t.account(*r)).and_then(|a| a.ha1.as_ref()).is_some_and(|ha1| {
+            let h = match alg {
+                hatrunk_sip::digest::Algorithm::Md5 => &ha1.md5,
+                hatrunk_sip::digest::Algorithm::Sha256 => &ha1.sha256,
+            };
+            creds.verify(msg.method().map(|m| m.as_str()).unwrap_or(""), h)
+        });
+        match (ok, found) {
+            (true, Some(f)) => Ok(f),
+            _ => {
+                tracing::info!(user = %creds.username, "digest authentication failed");
+                Err(Some(challenge(self, alg, false)))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_call(&mut self, key: String, msg: SipMessage, src: Src, trunk: Arc<Trunk>, direction: Direction, via_account: Option<Role>, number: String) {
+        self.seq = self.seq.wrapping_add(1);
+        let id = self.seq;
+        let from_tag = param(msg.header("From").unwrap_or(""), "tag").unwrap_or("").to_string();
+        let slot = format!("{}/{}/{}", self.cfg.node, msg.header("Call-ID").unwrap_or(""), from_tag);
+        let (trunk_id, limit) = (trunk.id.clone(), trunk.max_concurrent_calls);
+        if let Some(e) = self.servers.get_mut(&key) {
+            e.call = Some(id);
+        }
+        let call = Call {
+            key,
+            trunk,
+            direction,
+            via_account,
+            req: msg,
+            src,
+            number,
+            slot: slot.clone(),
+            plan: None,
+            attempts: Vec::new(),
+            start_ms: self.now_wall(),
+            answer_ms: None,
+            failover_detect: None,
+            failover_ms: None,
+            admitted: false,
+        };
+        self.calls.insert(id, call);
+        self.out.push(Action::Admit { call: id, trunk: trunk_id, limit, slot });
+    }
+
+    pub(super) fn call_admitted(&mut self, id: u64, decision: Result<Decision, String>) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            // the caller cancelled while admission was pending: give the slot straight back
+            if let Ok(d) = decision {
+                if d.admitted() {
+                    tracing::debug!(call = id, "admitted after the call ended; releasing");
+                }
+            }
+            return;
+        };
+        let slot = call.slot.clone();
+        match decision {
+            Ok(d) if d.admitted() => call.admitted = true,
+            other => {
+                let key = call.key.clone();
+                let (code, reason) = match &other {
+                    Ok(_) => (self.cfg.congestion_code, "Q.850;cause=34;text=\"No circuit/channel available\""),
+                    Err(_) => (503, "Q.850;cause=41;text=\"Temporary failure\""),
+                };
+                if let Err(e) = &other {
+                    tracing::warn!(error = %e, "admission unavailable");
+                }
+                self.respond_key(&key, code, Some(reason));
+                self.finish(id, Disposition::Congestion, Cause::CallLimitExceeded, Some(code), false);
+                let _ = slot;
+                return;
+            }
+        }
+        let step = match call.direction {
+            Direction::Outbound => Step::Try(call.via_account.unwrap_or(Role::Primary)),
+            Direction::Inbound => {
+                let trunk = call.trunk.clone();
+                let rr = self.rr.entry(trunk.id.clone()).or_default();
+                let status = self.status.clone();
+                let (plan, step) = CallPlan::start(trunk.mode, trunk.failover_policy.clone(), rr, |r| status.probe_health(&trunk.id, r));
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.plan = Some(plan);
+                }
+                step
+            }
+        };
+        if let Step::Try(role) = step {
+            self.start_attempt(id, role);
+        }
+    }
+
+    fn start_attempt(&mut self, id: u64, role: Role) {
+        let now = self.now_wall();
+        let Some(call) = self.calls.get(&id) else { return };
+        let trunk = call.trunk.clone();
+        let n = call.attempts.len();
+        let mut rec = AttemptRecord {
+            account: Some(role),
+            node: self.cfg.node.clone(),
+            zone: self.cfg.zone.clone(),
+            region: self.cfg.region.clone(),
+            target: String::new(),
+            code: None,
+            error: None,
+            elapsed_ms: 0,
+        };
+        let dest = match call.direction {
+            Direction::Outbound => self.cfg.upstream.map(|a| (Src { proto: Proto::Udp, addr: a, conn: None }, format!("sip:{}@{a}", call.number))),
+            Direction::Inbound => self.inbound_target(&trunk, role, &call.number),
+        };
+        let Some((dest, ruri)) = dest else {
+            let outcome = match trunk.account(role).map(|a| a.auth) {
+                Some(AuthMode::Digest) => Outcome::UserNotRegistered,
+                _ => Outcome::ConnectionError,
+            };
+            rec.target = trunk.account(role).and_then(|a| a.target.clone().or_else(|| a.username.clone())).unwrap_or_default();
+            let Some(call) = self.calls.get_mut(&id) else { return };
+            call.attempts.push(Attempt { rec, branch: String::new(), started: now, provisional: false, done: true });
+            return self.attempt_outcome(id, n, outcome, None);
+        };
+        rec.target = ruri.clone();
+        let fwd = self.forward_request(id, &ruri, dest.proto);
+        let branch = self.start_client(fwd, dest, Owner::Call(id, n));
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if let Some(at) = call.failover_detect.take() {
+            call.failover_ms = Some(now.saturating_sub(at));
+        }
+        call.attempts.push(Attempt { rec, branch, started: now, provisional: false, done: false });
+        let arm_failover = call.direction == Direction::Inbound && trunk.mode == Mode::AutoFailover && role == Role::Primary;
+        if arm_failover {
+            self.arm(self.now + u64::from(trunk.failover_timeout_ms), TimerKey::Failover(id, n));
+        }
+    }
+
+    /// Where an inbound attempt to `role` goes, and its Request-URI.
+    fn inbound_target(&self, trunk: &Trunk, role: Role, number: &str) -> Option<(Src, String)> {
+        let a = trunk.account(role)?;
+        match a.auth {
+            AuthMode::Ip => {
+                let t = a.sip_target()?;
+                let ip: IpAddr = t.host.parse().ok()?;
+                let proto = if a.transport == Transport::Tcp { Proto::Tcp } else { Proto::Udp };
+                let tp = if proto == Proto::Tcp { ";transport=tcp" } else { "" };
+                let addr = SocketAddr::new(ip, t.port);
+                Some((Src { proto, addr, conn: None }, format!("sip:{number}@{}{tp}", fmt_hostport(addr))))
+            }
+            AuthMode::Digest => {
+                let b = self.registrar.lookup(a.username.as_deref()?, self.now)?;
+                Some((b.src, b.contact.clone()))
+            }
+        }
+    }
+
+    /// The caller's INVITE, rewritten for one attempt (RFC 3261 section 16.6).
+    fn forward_request(&mut self, id: u64, ruri: &str, out_proto: Proto) -> SipMessage {
+        let Some(call) = self.calls.get(&id) else { return SipMessage::request(hatrunk_sip::Method::Invite, ruri) };
+        let mut m = call.req.clone();
+        let in_proto = call.src.proto;
+        m.set_uri(ruri);
+        let mf = m.header("Max-Forwards").and_then(|v| v.parse::<u8>().ok()).unwrap_or(70);
+        m.set("Max-Forwards", mf.saturating_sub(1).to_string());
+        // pop Route entries that name us (loose routing, section 16.4)
+        while let Some(top) = m.header("Route").map(|r| addr_uri(r).to_string()) {
+            match SipUri::parse(&top) {
+                Ok(u) if self.is_us(&u) => {
+                    m.pop("Route");
+                }
+                _ => break,
+            }
+        }
+        m.remove_all("Proxy-Authorization");
+        // Record-Route: one entry per side when the transports differ (RFC 5658 double record-routing)
+        let rr = |e: &Engine, p: Proto| match p {
+            Proto::Udp => format!("<sip:{};lr>", e.hostport(Proto::Udp)),
+            Proto::Tcp => format!("<sip:{};transport=tcp;lr>", e.hostport(Proto::Tcp)),
+        };
+        if in_proto != out_proto {
+            let inner = rr(self, in_proto);
+            m.push_front("Record-Route", inner);
+        }
+        let outer = rr(self, out_proto);
+        m.push_front("Record-Route", outer);
+        if call.direction == Direction::Outbound {
+            if let Some(cid) = call.trunk.primary.caller_id.clone() {
+                m.set("P-Asserted-Identity", format!("<sip:{cid}@{}>", self.cfg.advertise));
+                if call.trunk.primary.caller_id_in_from {
+                    if let Some(from) = m.header("From").map(str::to_string) {
+                        m.set("From", rewrite_user(&from, &cid));
+                    }
+                }
+            }
+        }
+        m
+    }
+
+    pub(super) fn attempt_response(&mut self, id: u64, n: usize, resp: SipMessage) {
+        let code = resp.code().unwrap_or(0);
+        let live = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| !a.done);
+        if !live {
+            return self.late_response(id, n, resp);
+        }
+        if code == 100 {
+            return;
+        }
+        if code < 200 {
+            let key = {
+                let Some(call) = self.calls.get_mut(&id) else { return };
+                call.attempts[n].provisional = true;
+                call.key.clone()
+            };
+            self.arm(self.now + TIMER_C_MS, TimerKey::TimerC(id, n));
+            return self.respond_msg(&key, resp);
+        }
+        if code < 300 {
+            let now = self.now_wall();
+            let (key, call_id, max_s) = {
+                let Some(call) = self.calls.get_mut(&id) else { return };
+                let a = &mut call.attempts[n];
+                a.done = true;
+                a.rec.elapsed_ms = now.saturating_sub(a.started);
+                a.rec.set_outcome(Outcome::Answered(code));
+                call.answer_ms = Some(now);
+                (call.key.clone(), call.req.header("Call-ID").unwrap_or("").to_string(), call.trunk.max_call_duration_s)
+            };
+            self.metrics.answered.inc();
+            self.respond_msg(&key, resp);
+            self.dialogs.insert(call_id.clone(), id);
+            self.arm(self.now + u64::from(max_s) * 1000, TimerKey::MaxDuration(call_id));
+            return;
+        }
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.attempts[n].done = true;
+        }
+        self.attempt_outcome(id, n, Outcome::Final(code), Some(resp));
+    }
+
+    /// A response for an attempt we already gave up on (timed out, cancelled, or its call ended).
+    fn late_response(&mut self, id: u64, n: usize, resp: SipMessage) {
+        let code = resp.code().unwrap_or(0);
+        let branch = self.calls.get(&id).and_then(|c| c.attempts.get(n)).map(|a| a.branch.clone());
+        let entry = branch.as_ref().and_then(|b| self.clients.get(b)).or_else(|| self.clients.values().find(|c| c.owner == Owner::Call(id, n)));
+        let Some((dest, request)) = entry.map(|e| (e.dest, e.request.clone())) else { return };
+        if code < 200 {
+            // we could not CANCEL before a provisional response (section 9.1); now we can
+            if let Some(c) = build::cancel_for(&request) {
+                self.send(dest, c);
+            }
+        } else if code < 300 {
+            self.tear_down(&resp, dest);
+        }
+    }
+
+    /// Answered too late (after failover or CANCEL): ACK and BYE it so no leg stays up unaccounted.
+    fn tear_down(&mut self, resp: &SipMessage, dest: Src) {
+        let target = resp.header("Contact").map(|c| addr_uri(c).to_string()).unwrap_or_default();
+        let n = resp.header("CSeq").and_then(|c| c.split_whitespace().next()).and_then(|n| n.parse::<u32>().ok()).unwrap_or(1);
+        for (method, cseq) in [(hatrunk_sip::Method::Ack, n), (hatrunk_sip::Method::Bye, n + 1)] {
+            let mut m = SipMessage::request(method.clone(), target.clone());
+            for h in ["From", "To", "Call-ID"] {
+                if let Some(v) = resp.header(h) {
+                    m.push(h, v);
+                }
+            }
+            m.push("CSeq", format!("{cseq} {}", method.as_str()));
+            m.push("Max-Forwards", "70");
+            if method == hatrunk_sip::Method::Ack {
+                let b = self.branch();
+                m.push_front("Via", format!("SIP/2.0/{} {};branch={b}", dest.proto.via_name(), self.hostport(dest.proto)));
+                self.send(dest, m);
+            } else {
+                self.start_client(m, dest, Owner::Own);
+            }
+        }
+    }
+
+    pub(super) fn attempt_unreachable(&mut self, id: u64, n: usize) {
+        if self.mark_done(id, n) {
+            self.attempt_outcome(id, n, Outcome::ConnectionError, None);
+        }
+    }
+
+    pub(super) fn attempt_timeout(&mut self, id: u64, n: usize) {
+        if self.mark_done(id, n) {
+            self.attempt_outcome(id, n, Outcome::NoAnswer, None);
+        }
+    }
+
+    /// The failover timer (or Timer C) fired for attempt `n`.
+    pub(super) fn attempt_no_answer(&mut self, id: u64, n: usize, timer_c: bool) {
+        let Some(a) = self.calls.get(&id).and_then(|c| c.attempts.get(n)) else { return };
+        if a.done || (a.provisional && !timer_c) {
+            return;
+        }
+        let (provisional, branch) = (a.provisional, a.branch.clone());
+        self.mark_done(id, n);
+        if provisional {
+            if let Some((dest, req)) = self.clients.get(&branch).map(|e| (e.dest, e.request.clone())) {
+                if let Some(c) = build::cancel_for(&req) {
+                    self.send(dest, c);
+                }
+            }
+        }
+        self.attempt_outcome(id, n, Outcome::NoAnswer, None);
+    }
+
+    fn mark_done(&mut self, id: u64, n: usize) -> bool {
+        match self.calls.get_mut(&id).and_then(|c| c.attempts.get_mut(n)) {
+            Some(a) if !a.done => {
+                a.done = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Attempt `n` ended with `outcome`: fail over or finish.
+    fn attempt_outcome(&mut self, id: u64, n: usize, outcome: Outcome, resp: Option<SipMessage>) {
+        let now = self.now_wall();
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if let Some(a) = call.attempts.get_mut(n) {
+            a.rec.set_outcome(outcome);
+            a.rec.elapsed_ms = now.saturating_sub(a.started);
+        }
+        let step = call.plan.as_mut().map(|p| p.on_outcome(outcome)).unwrap_or(Step::Done);
+        if let Step::Try(role) = step {
+            call.failover_detect = Some(now);
+            let label = match outcome {
+                Outcome::Final(c) => c.to_string(),
+                Outcome::ConnectionError => "connection_error".into(),
+                Outcome::NoAnswer => "no_answer".into(),
+                _ => "other".into(),
+            };
+            self.metrics.failovers.with_label_values(&[&label]).inc();
+            return self.start_attempt(id, role);
+        }
+        let key = call.key.clone();
+        let (disposition, cause) = classify(outcome);
+        let code = match (&resp, outcome) {
+            (Some(r), _) => {
+                let mut r = r.clone();
+                let mut code = r.code().unwrap_or(500);
+                if code == 503 {
+                    // section 16.7 step 6: a proxy does not pass a 503 upstream
+                    code = 500;
+                    r.start = hatrunk_sip::StartLine::Response { code, reason: "Server Internal Error".into() };
+                }
+                self.respond_msg(&key, r);
+                code
+            }
+            (None, Outcome::NoAnswer) => self.respond_code(&key, 408),
+            (None, Outcome::Cancelled) => self.respond_code(&key, 487),
+            (None, _) => self.respond_code(&key, 480),
+        };
+        self.finish(id, disposition, cause, Some(code), false);
+    }
+
+    fn respond_code(&mut self, key: &str, code: u16) -> u16 {
+        self.respond_key(key, code, None);
+        code
+    }
+
+    pub(super) fn on_cancel(&mut self, msg: SipMessage, src: Src) {
+        let key = super::server_key(&msg);
+        let invite_key = format!("{}INVITE", key.strip_suffix("CANCEL").unwrap_or(&key));
+        let ok = self.servers.contains_key(&invite_key);
+        let reply = build::response(&msg, if ok { 200 } else { 481 }, Some(&self.tag()));
+        self.send(src, reply);
+        let Some(id) = self.servers.get(&invite_key).and_then(|e| e.call) else { return };
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if call.answer_ms.is_some() {
+            return;
+        }
+        if let Some(p) = call.plan.as_mut() {
+            p.cancel();
+        }
+        let mut live = Vec::new();
+        for (i, a) in call.attempts.iter_mut().enumerate().filter(|(_, a)| !a.done) {
+            a.done = true;
+            a.rec.set_outcome(Outcome::Cancelled);
+            live.push((i, a.provisional, a.branch.clone()));
+        }
+        for (_, provisional, branch) in live {
+            if provisional {
+                if let Some((dest, req)) = self.clients.get(&branch).map(|e| (e.dest, e.request.clone())) {
+                    if let Some(c) = build::cancel_for(&req) {
+                        self.send(dest, c);
+                    }
+                }
+            }
+        }
+        self.respond_key(&invite_key, 487, None);
+        self.finish(id, Disposition::NoAnswer, Cause::OriginatorCancel, Some(487), false);
+    }
+
+    /// The call ends without (or after) an answer: slot back, CDR out, state gone.
+    pub(super) fn finish(&mut self, id: u64, disposition: Disposition, cause: Cause, code: Option<u16>, answered: bool) {
+        let Some(call) = self.calls.remove(&id) else { return };
+        if let Some(cid) = call.req.header("Call-ID") {
+            if self.dialogs.get(cid) == Some(&id) {
+                self.dialogs.remove(cid);
+            }
+        }
+        if call.admitted {
+            self.out.push(Action::Release { slot: call.slot.clone() });
+        }
+        let now = self.now_wall();
+        let cdr = Cdr {
+            call_id: call.req.header("Call-ID").unwrap_or("").to_string(),
+            trunk: Some(call.trunk.id.clone()),
+            direction: call.direction,
+            from: addr_uri(call.req.header("From").unwrap_or("")).to_string(),
+            to: call.number.clone(),
+            start_ms: call.start_ms,
+            answer_ms: call.answer_ms,
+            end_ms: now,
+            disposition,
+            cause,
+            final_code: if answered { None } else { code },
+            failover: call.plan.as_ref().is_some_and(|p| p.failed_over()),
+            failover_ms: call.failover_ms,
+            primary_skipped: call.plan.as_ref().is_some_and(|p| p.skipped_primary),
+            attempts: call.attempts.into_iter().map(|a| a.rec).collect(),
+        };
+        let disp = serde_json::to_value(cdr.disposition).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        self.metrics.calls.with_label_values(&[&cdr.trunk.clone().unwrap_or_default(), &disp]).inc();
+        self.out.push(Action::Cdr(Box::new(cdr)));
+    }
+
+    /// Wall-clock milliseconds for CDRs; the engine's `now` is the driver's clock.
+    pub(super) fn now_wall(&self) -> u64 {
+        self.now
+    }
+
+    /// Health of an account as used to skip a Primary (probe-derived only; see docs/decisions.md).
+    #[allow(dead_code)]
+    pub(super) fn health(&self, trunk: &str, role: Role) -> HealthState {
+        self.status.probe_health(trunk, role)
+    }
+}
+
+fn fmt_hostport(a: SocketAddr) -> String {
+    match a {
+        SocketAddr::V4(v) => v.to_string(),
+        SocketAddr::V6(v) => format!("[{}]:{}", v.ip(), v.port()),
+    }
+}
+
+fn rewrite_user(from: &str, user: &str) -> String {
+    let uri = addr_uri(from);
+    let Ok(u) = SipUri::parse(uri) else { return from.to_string() };
+    let port = u.port.map(|p| format!(":{p}")).unwrap_or_default();
+    let new = format!("{}:{user}@{}{port}{}", u.scheme, u.host, u.params);
+    from.replacen(uri, &new, 1)
+}

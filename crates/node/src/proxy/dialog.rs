@@ -1,0 +1,96 @@
+//! In-dialog requests (RFC 3261 section 16.12 loose routing): ACK for 2xx forwarded statelessly,
+//! everything else (BYE, re-INVITE, INFO, UPDATE...) relayed through a transaction. A BYE ends the
+//! call's accounting: its slot goes back and its CDR is written. Calls whose BYE never comes are
+//! cleared by the trunk's `max_call_duration_s` safety timer.
+
+use std::net::{IpAddr, SocketAddr};
+
+use hatrunk_core::cdr::{Cause, Disposition};
+use hatrunk_sip::headers::{addr_uri, SipUri};
+use hatrunk_sip::transport::Proto;
+use hatrunk_sip::{Method, SipMessage};
+
+use super::{Engine, Owner, Src};
+
+/// An answered call, found by Call-ID.
+pub type Dialog = u64;
+
+impl Engine {
+    /// ACK for a 2xx (no server transaction): forward statelessly along the route set.
+    pub(super) fn route_in_dialog(&mut self, mut msg: SipMessage, _src: Src) {
+        self.pop_own_routes(&mut msg);
+        let Some(dest) = self.next_hop(&msg) else { return };
+        let mf = msg.header("Max-Forwards").and_then(|v| v.parse::<u8>().ok()).unwrap_or(70);
+        if mf == 0 {
+            return;
+        }
+        msg.set("Max-Forwards", (mf - 1).to_string());
+        let b = self.branch();
+        msg.push_front("Via", format!("SIP/2.0/{} {};branch={b}", dest.proto.via_name(), self.hostport(dest.proto)));
+        self.send(dest, msg);
+    }
+
+    /// A request inside a dialog, with its server transaction `key` already created.
+    pub(super) fn relay_in_dialog(&mut self, key: String, mut msg: SipMessage) {
+        let had_route = msg.header("Route").is_some();
+        self.pop_own_routes(&mut msg);
+        let ruri_is_us = msg.uri().and_then(|u| SipUri::parse(u).ok()).is_some_and(|u| self.is_us(&u));
+        if msg.header("Route").is_none() && ruri_is_us {
+            let _ = had_route;
+            return self.respond_key(&key, 481, None);
+        }
+        let Some(dest) = self.next_hop(&msg) else { return self.respond_key(&key, 404, None) };
+        if msg.method() == Some(&Method::Bye) {
+            if let Some(id) = msg.header("Call-ID").and_then(|c| self.dialogs.get(c)).copied() {
+                self.finish(id, Disposition::Answered, Cause::NormalClearing, None, true);
+            }
+        }
+        let mf = msg.header("Max-Forwards").and_then(|v| v.parse::<u8>().ok()).unwrap_or(70);
+        msg.set("Max-Forwards", mf.saturating_sub(1).to_string());
+        self.start_client(msg, dest, Owner::Relay(key));
+    }
+
+    /// A response to a relayed request goes back through its server transaction.
+    pub(super) fn relay_response(&mut self, key: &str, resp: SipMessage) {
+        self.respond_msg(key, resp);
+    }
+
+    /// The call outlived `max_call_duration_s` with no BYE: give its slot back.
+    pub(super) fn dialog_expired(&mut self, call_id: &str) {
+        if let Some(id) = self.dialogs.get(call_id).copied() {
+            tracing::warn!(call_id, "call reached its maximum duration without a BYE; slot reclaimed");
+            self.finish(id, Disposition::Answered, Cause::MaxDurationExceeded, None, true);
+        }
+    }
+
+    fn pop_own_routes(&self, msg: &mut SipMessage) {
+        while let Some(top) = msg.header("Route").map(|r| addr_uri(r).to_string()) {
+            match SipUri::parse(&top) {
+                Ok(u) if self.is_us(&u) => {
+                    msg.pop("Route");
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// The next hop: the top Route if any (loose routing), else the Request-URI.
+    fn next_hop(&self, msg: &SipMessage) -> Option<Src> {
+        let uri = match msg.header("Route") {
+            Some(r) => addr_uri(r).to_string(),
+            None => msg.uri()?.to_string(),
+        };
+        uri_dest(&uri)
+    }
+}
+
+/// Where a SIP URI with a literal IP host is reached (DNS is not used on the call path).
+pub(super) fn uri_dest(uri: &str) -> Option<Src> {
+    let u = SipUri::parse(uri).ok()?;
+    let ip: IpAddr = u.host.trim_matches(['[', ']']).parse().ok()?;
+    let proto = match u.param("transport") {
+        Some(t) if t.eq_ignore_ascii_case("tcp") => Proto::Tcp,
+        _ => Proto::Udp,
+    };
+    Some(Src { proto, addr: SocketAddr::new(ip, u.port.unwrap_or(5060)), conn: None })
+}

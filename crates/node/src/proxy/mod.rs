@@ -1,0 +1,546 @@
+//! The SIP proxy core: a transaction-stateful, record-routing proxy (RFC 3261 section 16) whose every
+//! decision is made synchronously from `(state, event, now)`; what must happen outside (send bytes,
+//! ask admission, write a CDR) comes out as [`Action`]s. The driver ([`crate::runtime`]) feeds it
+//! socket events, admission answers and timer ticks, so the same engine can run under turmoil.
+//!
+//! Files: `mod.rs` dispatch, transactions and timers; `call.rs` the inbound/outbound INVITE path
+//! (modes, failover, CANCEL); `dialog.rs` in-dialog routing and slot release; `registrar.rs` REGISTER
+//! and digest; `probe.rs` OPTIONS health probing; `build.rs` message construction.
+
+mod build;
+mod call;
+mod dialog;
+mod probe;
+mod registrar;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hatrunk_core::cdr::Cdr;
+use hatrunk_core::pool::Admission as Decision;
+use hatrunk_core::rr::RoundRobin;
+use hatrunk_core::trunk::Role;
+use hatrunk_sip::digest::NonceIssuer;
+use hatrunk_sip::headers::{param, SipUri, Via};
+use hatrunk_sip::message::reason_phrase;
+use hatrunk_sip::parse::parse;
+use hatrunk_sip::transaction::{ClientTx, Effect, Kind, ServerTx, Timer};
+use hatrunk_sip::transport::{Incoming, Proto};
+use hatrunk_sip::{Method, SipError, SipMessage};
+
+use crate::metrics::Metrics;
+use crate::status::SharedStatus;
+use crate::store::TrunkStore;
+
+pub use call::Call;
+use dialog::Dialog;
+use registrar::Registrar;
+
+/// Where a message came from or goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Src {
+    pub proto: Proto,
+    pub addr: SocketAddr,
+    pub conn: Option<u64>,
+}
+
+/// What the driver must carry out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Send { proto: Proto, addr: SocketAddr, conn: Option<u64>, bytes: Bytes },
+    /// Ask admission for a slot; answer with [`Engine::on_admitted`].
+    Admit { call: u64, trunk: String, limit: u32, slot: String },
+    Release { slot: String },
+    Cdr(Box<Cdr>),
+}
+
+/// What the engine needs to know about its node.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub node: String,
+    pub zone: String,
+    pub region: String,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub advertise: String,
+    pub congestion_code: u16,
+    pub upstream: Option<SocketAddr>,
+    pub nonce_secret: String,
+    pub nonce_lifetime_ms: u64,
+    pub min_expires_s: u32,
+    pub max_expires_s: u32,
+    /// Seeds branch and tag generation (deterministic under simulation).
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum TimerKey {
+    Server(String, Timer),
+    Client(String, Timer),
+    /// The per-attempt failover timer (no answer within `failover_timeout_ms`).
+    Failover(u64, usize),
+    /// RFC 3261 Timer C: a proceeding INVITE attempt that never completes.
+    TimerC(u64, usize),
+    MaxDuration(String),
+    Probe(String, Role),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner {
+    /// An attempt of a call.
+    Call(u64, usize),
+    /// A request relayed statefully for this server transaction.
+    Relay(String),
+    Probe(String, Role),
+    /// Our own request (CANCEL, teardown BYE): responses are absorbed.
+    Own,
+}
+
+struct ServerEntry {
+    tx: ServerTx,
+    src: Src,
+    last: Option<Bytes>,
+    req: SipMessage,
+    call: Option<u64>,
+}
+
+struct ClientEntry {
+    tx: ClientTx,
+    dest: Src,
+    request: Bytes,
+    ack: Option<Bytes>,
+    owner: Owner,
+}
+
+/// The proxy state of one node.
+pub struct Engine {
+    cfg: EngineConfig,
+    store: Arc<dyn TrunkStore>,
+    metrics: Arc<Metrics>,
+    status: Arc<SharedStatus>,
+    now: u64,
+    seq: u64,
+    timers: BinaryHeap<Reverse<(u64, u64)>>,
+    timer_keys: HashMap<u64, TimerKey>,
+    servers: HashMap<String, ServerEntry>,
+    clients: HashMap<String, ClientEntry>,
+    calls: HashMap<u64, Call>,
+    dialogs: HashMap<String, Dialog>,
+    registrar: Registrar,
+    rr: HashMap<String, RoundRobin>,
+    nonces: NonceIssuer,
+    out: Vec<Action>,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig, store: Arc<dyn TrunkStore>, metrics: Arc<Metrics>, status: Arc<SharedStatus>) -> Engine {
+        let nonces = NonceIssuer::new(cfg.nonce_secret.clone(), cfg.nonce_lifetime_ms);
+        Engine {
+            seq: cfg.seed,
+            cfg,
+            store,
+            metrics,
+            status,
+            now: 0,
+            timers: BinaryHeap::new(),
+            timer_keys: HashMap::new(),
+            servers: HashMap::new(),
+            clients: HashMap::new(),
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            registrar: Registrar::default(),
+            rr: HashMap::new(),
+            nonces,
+            out: Vec::new(),
+        }
+    }
+
+    /// Take the actions produced so far.
+    pub fn drain(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// When the next timer is due (ms), if any.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Fire every timer due at `now`.
+    pub fn on_tick(&mut self, now: u64) {
+        self.now = now;
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(key) = self.timer_keys.remove(&id) {
+                self.fire(key);
+            }
+        }
+        self.publish();
+    }
+
+    /// A datagram or stream frame arrived.
+    pub fn on_message(&mut self, inc: Incoming, now: u64) {
+        self.now = now;
+        let src = Src { proto: inc.proto, addr: inc.peer, conn: inc.conn };
+        match parse(&inc.bytes, inc.proto == Proto::Udp) {
+            Ok(msg) if msg.is_request() => self.on_request(msg, src),
+            Ok(msg) => self.on_response(msg),
+            Err(e) => self.on_malformed(&inc.bytes, e, src),
+        }
+    }
+
+    /// Nothing could be delivered to `addr`.
+    pub fn on_unreachable(&mut self, proto: Proto, addr: SocketAddr, now: u64) {
+        self.now = now;
+        let hit: Vec<(String, Owner)> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.dest.addr == addr && c.dest.proto == proto)
+            .map(|(b, c)| (b.clone(), c.owner.clone()))
+            .collect();
+        for (branch, owner) in hit {
+            self.clients.remove(&branch);
+            match owner {
+                Owner::Call(id, n) => self.attempt_unreachable(id, n),
+                Owner::Relay(key) => self.respond_key(&key, 503, None),
+                Owner::Probe(t, r) => self.probe_result(&t, r, false),
+                Owner::Own => {}
+            }
+        }
+    }
+
+    /// Admission answered for `call`.
+    pub fn on_admitted(&mut self, call: u64, decision: Result<Decision, String>, now: u64) {
+        self.now = now;
+        self.call_admitted(call, decision);
+    }
+
+    fn on_malformed(&mut self, bytes: &[u8], e: SipError, src: Src) {
+        self.metrics.malformed.inc();
+        tracing::debug!(peer = %src.addr, error = %e, "malformed SIP message");
+        // Answer a request we can still address (a Via to reply to); drop responses and garbage.
+        let status = match &e {
+            SipError::Malformed { status, .. } => *status,
+            _ => 400,
+        };
+        if let Some(reply) = build::error_reply(bytes, status, &e.to_string()) {
+            self.send(src, reply);
+        }
+    }
+
+    fn on_request(&mut self, mut msg: SipMessage, src: Src) {
+        let Some(method) = msg.method().cloned() else { return };
+        self.metrics.requests.with_label_values(&[method.as_str()]).inc();
+        stamp_received(&mut msg, src);
+        let key = server_key(&msg);
+        // retransmission, or ACK / CANCEL of an existing server transaction
+        if method == Method::Ack {
+            if let Some(e) = self.servers.get_mut(&key) {
+                let fx = e.tx.on_ack();
+                self.server_effects(&key, fx);
+                return;
+            }
+            return self.route_in_dialog(msg, src);
+        }
+        if let Some(e) = self.servers.get_mut(&key) {
+            let fx = e.tx.on_retransmission();
+            self.server_effects(&key, fx);
+            return;
+        }
+        if method == Method::Cancel {
+            return self.on_cancel(msg, src);
+        }
+        let kind = if method == Method::Invite { Kind::Invite } else { Kind::NonInvite };
+        let tx = ServerTx::start(kind, src.proto.reliable());
+        self.servers.insert(key.clone(), ServerEntry { tx, src, last: None, req: msg.clone(), call: None });
+        let max_forwards = msg.header("Max-Forwards").and_then(|m| m.parse::<u8>().ok()).unwrap_or(70);
+        let in_dialog = hatrunk_sip::headers::param(msg.header("To").unwrap_or(""), "tag").is_some();
+        if in_dialog {
+            if max_forwards == 0 {
+                return self.respond_key(&key, 483, None);
+            }
+            return self.relay_in_dialog(key, msg);
+        }
+        match method {
+            Method::Invite => {
+                if max_forwards == 0 {
+                    return self.respond_key(&key, 483, None);
+                }
+                self.respond_key(&key, 100, None);
+                self.on_invite(key, msg, src);
+            }
+            Method::Options => self.on_options(key, msg),
+            Method::Register => self.on_register(key, msg, src),
+            Method::Bye => self.respond_key(&key, 481, None),
+            Method::Other(_) => self.respond_key(&key, 501, None),
+            _ => self.respond_key(&key, 405, None),
+        }
+    }
+
+    fn on_options(&mut self, key: String, msg: SipMessage) {
+        if let Some(unsupported) = unsupported_require(&msg) {
+            let mut r = build::response(&msg, 420, Some(&self.tag()));
+            r.push("Unsupported", unsupported);
+            return self.respond_msg(&key, r);
+        }
+        let mut r = build::response(&msg, 200, Some(&self.tag()));
+        r.push("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER");
+        r.push("Accept", "application/sdp");
+        self.respond_msg(&key, r);
+    }
+
+    fn on_response(&mut self, mut msg: SipMessage) {
+        let Some(code) = msg.code() else { return };
+        let Some(branch) = msg.header("Via").and_then(|v| Via::parse(v).ok()).and_then(|v| v.branch().map(str::to_string)) else { return };
+        if msg.header("CSeq").is_some_and(|c| c.ends_with("CANCEL")) {
+            return; // our CANCELs are sent once, hop by hop; their 200 needs nothing
+        }
+        let Some(entry) = self.clients.get_mut(&branch) else {
+            self.metrics.stray_responses.inc();
+            return;
+        };
+        let fx = entry.tx.on_response(code);
+        let owner = entry.owner.clone();
+        msg.pop("Via");
+        let mut pass = false;
+        for f in fx {
+            match f {
+                Effect::Pass => pass = true,
+                Effect::SendAck => {
+                    let (dest, ack) = match self.clients.get_mut(&branch) {
+                        Some(e) => {
+                            if e.ack.is_none() {
+                                e.ack = Some(build::ack_for(&e.request, &msg));
+                            }
+                            (e.dest, e.ack.clone())
+                        }
+                        None => continue,
+                    };
+                    if let Some(ack) = ack {
+                        self.send_bytes(dest, ack);
+                    }
+                }
+                other => self.client_effect(&branch, other),
+            }
+        }
+        if !pass {
+            return;
+        }
+        match owner {
+            Owner::Call(id, n) => self.attempt_response(id, n, msg),
+            Owner::Relay(key) => self.relay_response(&key, msg),
+            Owner::Probe(t, r) => {
+                if code >= 200 {
+                    self.probe_result(&t, r, true)
+                }
+            }
+            Owner::Own => {}
+        }
+    }
+
+    // ---- transactions and timers -------------------------------------------------------------
+
+    fn arm(&mut self, at: u64, key: TimerKey) {
+        self.seq = self.seq.wrapping_add(1);
+        self.timers.push(Reverse((at, self.seq)));
+        self.timer_keys.insert(self.seq, key);
+    }
+
+    fn fire(&mut self, key: TimerKey) {
+        match key {
+            TimerKey::Server(k, t) => {
+                if let Some(e) = self.servers.get_mut(&k) {
+                    let fx = e.tx.on_timer(t);
+                    self.server_effects(&k, fx);
+                }
+            }
+            TimerKey::Client(b, t) => {
+                if let Some(e) = self.clients.get_mut(&b) {
+                    let fx = e.tx.on_timer(t);
+                    for f in fx {
+                        self.client_effect(&b, f);
+                    }
+                }
+            }
+            TimerKey::Failover(id, n) => self.attempt_no_answer(id, n, false),
+            TimerKey::TimerC(id, n) => self.attempt_no_answer(id, n, true),
+            TimerKey::MaxDuration(call_id) => self.dialog_expired(&call_id),
+            TimerKey::Probe(t, r) => self.probe_due(&t, r),
+        }
+    }
+
+    fn server_effects(&mut self, key: &str, fx: Vec<Effect>) {
+        for f in fx {
+            match f {
+                Effect::Retransmit => {
+                    if let Some((src, Some(b))) = self.servers.get(key).map(|e| (e.src, e.last.clone())) {
+                        self.send_bytes(src, b);
+                    }
+                }
+                Effect::Arm(t, ms) => self.arm(self.now + ms, TimerKey::Server(key.to_string(), t)),
+                Effect::Terminated => {
+                    self.servers.remove(key);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn client_effect(&mut self, branch: &str, f: Effect) {
+        match f {
+            Effect::Retransmit => {
+                if let Some((d, b)) = self.clients.get(branch).map(|e| (e.dest, e.request.clone())) {
+                    self.metrics.retransmissions.inc();
+                    self.send_bytes(d, b);
+                }
+            }
+            Effect::Arm(t, ms) => self.arm(self.now + ms, TimerKey::Client(branch.to_string(), t)),
+            Effect::Timeout => {
+                let owner = self.clients.get(branch).map(|e| e.owner.clone());
+                match owner {
+                    Some(Owner::Call(id, n)) => self.attempt_timeout(id, n),
+                    Some(Owner::Relay(key)) => self.respond_key(&key, 408, None),
+                    Some(Owner::Probe(t, r)) => self.probe_result(&t, r, false),
+                    _ => {}
+                }
+            }
+            Effect::Terminated => {
+                self.clients.remove(branch);
+            }
+            _ => {}
+        }
+    }
+
+    /// Send a request through a new client transaction; returns its branch.
+    fn start_client(&mut self, mut req: SipMessage, dest: Src, owner: Owner) -> String {
+        let branch = self.branch();
+        let via = format!("SIP/2.0/{} {};branch={branch}", dest.proto.via_name(), self.hostport(dest.proto));
+        req.push_front("Via", via);
+        if req.header("Via").is_none() {
+            return branch;
+        }
+        let kind = if req.method() == Some(&Method::Invite) { Kind::Invite } else { Kind::NonInvite };
+        let bytes = req.to_bytes();
+        self.send_bytes(dest, bytes.clone());
+        let (tx, fx) = ClientTx::start(kind, dest.proto.reliable());
+        self.clients.insert(branch.clone(), ClientEntry { tx, dest, request: bytes, ack: None, owner });
+        for f in fx {
+            self.client_effect(&branch, f);
+        }
+        branch
+    }
+
+    /// Answer the server transaction `key` with `code`.
+    fn respond_key(&mut self, key: &str, code: u16, reason_hdr: Option<&str>) {
+        let Some(req) = self.servers.get(key).map(|e| e.req.clone()) else { return };
+        let tag = (code > 100).then(|| self.tag());
+        let mut r = build::response(&req, code, tag.as_deref());
+        if let Some(reason) = reason_hdr {
+            r.push("Reason", reason);
+        }
+        self.respond_msg(key, r);
+    }
+
+    /// Send `resp` through server transaction `key` (recorded for retransmission).
+    fn respond_msg(&mut self, key: &str, resp: SipMessage) {
+        let Some(code) = resp.code() else { return };
+        let bytes = resp.to_bytes();
+        let Some(e) = self.servers.get_mut(key) else { return };
+        let fx = e.tx.on_send(code);
+        e.last = Some(bytes.clone());
+        let src = e.src;
+        self.metrics.responses.with_label_values(&[&code.to_string()]).inc();
+        self.send_bytes(src, bytes);
+        self.server_effects(key, fx);
+    }
+
+    fn send(&mut self, to: Src, msg: SipMessage) {
+        self.send_bytes(to, msg.to_bytes());
+    }
+
+    fn send_bytes(&mut self, to: Src, bytes: Bytes) {
+        self.out.push(Action::Send { proto: to.proto, addr: to.addr, conn: to.conn, bytes });
+    }
+
+    fn hostport(&self, proto: Proto) -> String {
+        let port = match proto {
+            Proto::Udp => self.cfg.udp.port(),
+            Proto::Tcp => self.cfg.tcp.port(),
+        };
+        format!("{}:{port}", self.cfg.advertise)
+    }
+
+    /// Whether a URI (a Route entry or Request-URI) points at this node.
+    fn is_us(&self, uri: &SipUri) -> bool {
+        let port = uri.port.unwrap_or(5060);
+        let host_ok = uri.host == self.cfg.advertise || uri.host == self.cfg.udp.ip().to_string() || uri.host == self.cfg.tcp.ip().to_string();
+        host_ok && (port == self.cfg.udp.port() || port == self.cfg.tcp.port())
+    }
+
+    fn branch(&mut self) -> String {
+        self.seq = self.seq.wrapping_add(1);
+        format!("z9hG4bK{:x}{:08x}", self.cfg.seed & 0xffff_ffff, self.seq)
+    }
+
+    fn tag(&mut self) -> String {
+        self.seq = self.seq.wrapping_add(1);
+        format!("ht{:x}", self.seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16)
+    }
+
+    /// Push live state (registrations, health, calls) where the admin API and metrics read it.
+    fn publish(&mut self) {
+        self.status.set_calls_in_progress(self.calls.len() + self.dialogs.len());
+        self.registrar.expire(self.now);
+    }
+}
+
+/// RFC 3261 section 17.2.3 server transaction key (with the RFC 2543 fallback when the branch has no
+/// magic cookie). ACK matches the INVITE's transaction; CANCEL has its own.
+fn server_key(msg: &SipMessage) -> String {
+    let via = msg.header("Via").and_then(|v| Via::parse(v).ok());
+    let method = match msg.method() {
+        Some(Method::Ack) => "INVITE",
+        Some(m) => m.as_str(),
+        None => "",
+    };
+    match &via {
+        Some(v) if v.branch().is_some_and(|b| b.starts_with("z9hG4bK")) => {
+            format!("{}|{}:{}|{method}", v.branch().unwrap_or(""), v.host, v.port.unwrap_or(0))
+        }
+        _ => {
+            let cseq = msg.header("CSeq").and_then(|c| c.split_whitespace().next()).unwrap_or("");
+            let from_tag = param(msg.header("From").unwrap_or(""), "tag").unwrap_or("");
+            format!("2543|{}|{cseq}|{from_tag}|{}|{method}", msg.header("Call-ID").unwrap_or(""), msg.header("Via").unwrap_or(""))
+        }
+    }
+}
+
+/// RFC 3581: record where the request really came from in its top Via.
+fn stamp_received(msg: &mut SipMessage, src: Src) {
+    let Some(top) = msg.headers.iter_mut().find(|(n, _)| n == "Via") else { return };
+    let Ok(via) = Via::parse(&top.1) else { return };
+    let ip = src.addr.ip().to_string();
+    let mut v = top.1.clone();
+    if via.host != ip && param(&via.params, "received").is_none() {
+        v.push_str(&format!(";received={ip}"));
+    }
+    if param(&via.params, "rport") == Some("") {
+        v = v.replacen(";rport", &format!(";rport={}", src.addr.port()), 1);
+    }
+    top.1 = v;
+}
+
+/// An option tag in Require that we (as UAS) do not support (RFC 3261 section 8.2.2.3).
+fn unsupported_require(msg: &SipMessage) -> Option<String> {
+    let tags: Vec<String> = msg.headers_named("Require").flat_map(|v| v.split(',').map(|t| t.trim().to_string())).filter(|t| !t.is_empty()).collect();
+    (!tags.is_empty()).then(|| tags.join(", "))
+}
+
+pub(crate) fn reason(code: u16) -> &'static str {
+    reason_phrase(code)
+}

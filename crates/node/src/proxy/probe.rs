@@ -1,0 +1,56 @@
+//! OPTIONS health probing of IP accounts that set `probe_interval_ms` (Kamailio dispatcher style):
+//! one OPTIONS per interval through a non-INVITE client transaction; any response means alive,
+//! Timer F or an unreachable port means not. Thresholds turn results into Up/Down ([`ProbeHealth`]).
+//!
+//! [`ProbeHealth`]: hatrunk_core::health::ProbeHealth
+
+use hatrunk_core::trunk::{AuthMode, Role};
+use hatrunk_sip::{Method, SipMessage};
+
+use super::{Engine, Owner, TimerKey};
+
+impl Engine {
+    /// Make sure every probed account has a probe scheduled (called on trunk changes and ticks).
+    pub fn sync_probes(&mut self, now: u64) {
+        self.now = now;
+        for t in self.store.list() {
+            for role in [Role::Primary, Role::Secondary] {
+                let Some(a) = t.account(role) else { continue };
+                if a.auth != AuthMode::Ip || a.probe_interval_ms.is_none() {
+                    continue;
+                }
+                if self.status.mark_probe_scheduled(&t.id, role) {
+                    self.arm(now, TimerKey::Probe(t.id.clone(), role));
+                }
+            }
+        }
+    }
+
+    pub(super) fn probe_due(&mut self, trunk: &str, role: Role) {
+        let t = self.store.get(trunk);
+        let Some((interval, ruri, dest)) = t.as_ref().and_then(|t| t.account(role)).and_then(|a| {
+            let target = a.target.clone()?;
+            let dest = super::dialog::uri_dest(&target)?;
+            Some((a.probe_interval_ms?, target, dest))
+        }) else {
+            self.status.unschedule_probe(trunk, role);
+            return;
+        };
+        let mut m = SipMessage::request(Method::Options, ruri.clone());
+        let tag = self.tag();
+        m.push("Max-Forwards", "70");
+        m.push("From", format!("<sip:probe@{}>;tag={tag}", self.cfg.advertise));
+        m.push("To", format!("<{ruri}>"));
+        m.push("Call-ID", format!("probe-{tag}@{}", self.cfg.advertise));
+        m.push("CSeq", "1 OPTIONS");
+        self.start_client(m, dest, Owner::Probe(trunk.to_string(), role));
+        self.arm(self.now + u64::from(interval), TimerKey::Probe(trunk.to_string(), role));
+    }
+
+    pub(super) fn probe_result(&mut self, trunk: &str, role: Role, answered: bool) {
+        let Some(a) = self.store.get(trunk).and_then(|t| t.account(role).cloned()) else { return };
+        if let Some(state) = self.status.record_probe(trunk, role, answered, self.now, a.probe_up_after, a.probe_down_after) {
+            tracing::info!(trunk, ?role, ?state, "account health changed");
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The registrar for Digest accounts (RFC 3261 section 10.3): REGISTER is challenged, verified
+//! against the account's stored HA1, and its binding kept until it expires. Calls to a Digest account
+//! go to the address the PBX registered from (so NAT works) with its Contact as Request-URI.
+
+use std::collections::HashMap;
+
+use hatrunk_sip::headers::{addr_uri, param};
+use hatrunk_sip::SipMessage;
+
+use super::{build, dialog::uri_dest, Engine, Src};
+
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub contact: String,
+    pub src: Src,
+    pub expires_ms: u64,
+}
+
+#[derive(Default)]
+pub struct Registrar {
+    bindings: HashMap<String, Binding>,
+}
+
+impl Registrar {
+    pub fn lookup(&self, user: &str, now: u64) -> Option<&Binding> {
+        self.bindings.get(user).filter(|b| b.expires_ms > now)
+    }
+
+    pub fn expire(&mut self, now: u64) {
+        self.bindings.retain(|_, b| b.expires_ms > now);
+    }
+}
+
+impl Engine {
+    pub(super) fn on_register(&mut self, key: String, msg: SipMessage, src: Src) {
+        let (trunk, role) = match self.authenticate(&msg, "Authorization") {
+            Ok(found) => found,
+            Err(challenge) => {
+                let Some(challenge) = challenge else { return self.respond_key(&key, 403, None) };
+                let mut r = build::response(&msg, 401, Some(&self.tag()));
+                r.push("WWW-Authenticate", challenge);
+                self.metrics.auth_failures.inc();
+                return self.respond_msg(&key, r);
+            }
+        };
+        let Some(user) = trunk.account(role).and_then(|a| a.username.clone()) else { return self.respond_key(&key, 403, None) };
+        let default_expires = msg.header("Expires").and_then(|e| e.trim().parse::<u32>().ok()).unwrap_or(3600);
+        let contacts: Vec<String> = msg.headers_named("Contact").map(str::to_string).collect();
+        if contacts.iter().any(|c| c == "*") {
+            if default_expires != 0 || contacts.len() > 1 {
+                return self.respond_key(&key, 400, None);
+            }
+            self.registrar.bindings.remove(&user);
+        }
+        let mut granted = None;
+        for c in contacts.iter().filter(|c| *c != "*") {
+            let expires = match param(c, "expires") {
+                Some(e) => match e.parse::<u32>() {
+                    Ok(v) => v,
+                    Err(_) => return self.respond_key(&key, 400, None),
+                },
+                None => default_expires,
+            };
+            if expires == 0 {
+                self.registrar.bindings.remove(&user);
+                continue;
+            }
+            if expires < self.cfg.min_expires_s {
+                let mut r = build::response(&msg, 423, Some(&self.tag()));
+                r.push("Min-Expires", self.cfg.min_expires_s.to_string());
+                return self.respond_msg(&key, r);
+            }
+            let expires = expires.min(self.cfg.max_expires_s);
+            let uri = addr_uri(c).to_string();
+            // deliver to where the REGISTER came from (NAT), over the transport it used
+            let dest = Src { conn: None, ..src };
+            if uri_dest(&uri).is_none() && !uri.starts_with("sip") {
+                return self.respond_key(&key, 400, None);
+            }
+            self.registrar.bindings.insert(user.clone(), Binding { contact: uri.clone(), src: dest, expires_ms: self.now + u64::from(expires) * 1000 });
+            granted = Some((uri, expires));
+        }
+        let mut r = build::response(&msg, 200, Some(&self.tag()));
+        if let Some((uri, expires)) = granted.or_else(|| self.registrar.lookup(&user, self.now).map(|b| (b.contact.clone(), ((b.expires_ms - self.now) / 1000) as u32))) {
+            r.push("Contact", format!("<{uri}>;expires={expires}"));
+        }
+        tracing::info!(user = %user, trunk = %trunk.id, "registered");
+        self.respond_msg(&key, r);
+        self.status.set_registration(&trunk.id, role, self.registrar.lookup(&user, self.now).map(|b| b.contact.clone()));
+    }
+}
