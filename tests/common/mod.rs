@@ -1,0 +1,230 @@
+//! Harness for end-to-end tests: real `hatrunk` processes and real SIPp processes on loopback,
+//! each test on its own high ports. Everything started is killed on drop.
+
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn hatrunk_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hatrunk")
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn shared() -> PathBuf {
+    repo().join("../shared")
+}
+
+/// SIPp must be installed (the test command installs Debian's sip-tester); never skip without it.
+pub fn require_sipp() {
+    let ok = Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    assert!(ok, "sipp is not installed: run the README's test command (it installs sip-tester)");
+}
+
+pub struct Node {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub sip: u16,
+    pub admin: u16,
+}
+
+impl Node {
+    /// Start a node with SIP on `base`, admin on `base+1`, HTTP on `base+2`, and `extra` TOML appended.
+    pub fn start(base: u16, extra: &str) -> Node {
+        require_sipp();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = format!(
+            "[node]\ndata_dir = \"{}\"\n[sip]\nlisten = [\"udp:127.0.0.1:{base}\", \"tcp:127.0.0.1:{base}\"]\n[cluster]\nlisten = \"127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\n{extra}",
+            dir.path().join("data").display(),
+            base + 1,
+            base + 2
+        );
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, cfg).expect("write config");
+        let log = std::fs::File::create(dir.path().join("node.log")).expect("log");
+        let child = Command::new(hatrunk_bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("HATRUNK_LOG", "info")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn hatrunk");
+        let node = Node { child, dir, sip: base, admin: base + 1 };
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", node.admin)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "node did not start:\n{}", node.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        node
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(hatrunk_bin()).args(args).env("HATRUNK_ENDPOINTS", format!("127.0.0.1:{}", self.admin)).output().expect("run cli")
+    }
+
+    /// Apply a trunk file (text); panics with the CLI's stderr if refused.
+    pub fn apply(&self, toml: &str) {
+        let out = self.try_apply(toml);
+        assert!(out.status.success(), "trunk apply failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn try_apply(&self, toml: &str) -> Output {
+        let path = self.dir.path().join(format!("trunk-{}.toml", rand_suffix()));
+        std::fs::write(&path, toml).expect("write trunk");
+        self.cli(&["trunk", "apply", path.to_str().expect("path")])
+    }
+
+    /// The CDRs written so far (one JSON object per line).
+    pub fn cdrs(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.path().join("data/cdr.jsonl")).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Wait until `n` CDRs for `call_prefix`-less filter exist (the writer is asynchronous).
+    pub fn wait_cdrs(&self, pred: impl Fn(&serde_json::Value) -> bool, n: usize) -> Vec<serde_json::Value> {
+        let t0 = Instant::now();
+        loop {
+            let v: Vec<_> = self.cdrs().into_iter().filter(|c| pred(c)).collect();
+            if v.len() >= n || t0.elapsed() > Duration::from_secs(10) {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn in_use(&self, trunk: &str) -> u64 {
+        let out = self.cli(&["calls", "--trunk", trunk, "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v[0]["in_use"].as_u64().unwrap_or(u64::MAX)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// A SIPp process, killed on drop.
+pub struct Sipp(Child);
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn scenario(name: &str) -> PathBuf {
+    let own = repo().join("tests/scenarios").join(name);
+    if own.exists() {
+        return own;
+    }
+    shared().join("sipp").join(name)
+}
+
+/// A copy of `name` with `@CODE@` replaced, in `dir`.
+pub fn with_code(dir: &Path, name: &str, code: u16) -> PathBuf {
+    let text = std::fs::read_to_string(scenario(name)).expect("scenario").replace("@CODE@", &code.to_string());
+    let path = dir.join(format!("{code}-{name}"));
+    std::fs::write(&path, text).expect("write scenario");
+    path
+}
+
+/// Start a SIPp UAS on 127.0.0.1:`port` (`tcp` for transport t1), waiting until it listens.
+pub fn uas(scenario: &Path, port: u16, tcp: bool) -> Sipp {
+    uas_on("127.0.0.1", scenario, port, tcp)
+}
+
+pub fn uas_on(ip: &str, scenario: &Path, port: u16, tcp: bool) -> Sipp {
+    let mut c = Command::new("sipp");
+    c.arg("-sf").arg(scenario).args(["-i", ip, "-p", &port.to_string(), "-nostdin", "-m", "100000"]);
+    if tcp {
+        c.args(["-t", "t1"]);
+    }
+    let child = c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn sipp");
+    std::thread::sleep(Duration::from_millis(300));
+    Sipp(child)
+}
+
+/// Result of a SIPp client run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Calls {
+    pub ok: u64,
+    pub failed: u64,
+}
+
+/// Run a SIPp UAC to completion: `calls` calls to `number` at `rate`/s, holding each `hold_ms`.
+pub fn uac(scenario: &Path, node: &Node, local_port: u16, number: &str, calls: u32, rate: u32, hold_ms: u32, extra: &[&str]) -> Calls {
+    uac_from("127.0.0.1", scenario, node, local_port, number, calls, rate, hold_ms, extra)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn uac_from(ip: &str, scenario: &Path, node: &Node, local_port: u16, number: &str, calls: u32, rate: u32, hold_ms: u32, extra: &[&str]) -> Calls {
+    let screen = node.dir.path().join(format!("screen-{local_port}-{}.log", rand_suffix()));
+    let status = Command::new("timeout")
+        .arg("120")
+        .arg("sipp")
+        .arg("-sf")
+        .arg(scenario)
+        .args(["-i", ip, "-p", &local_port.to_string()])
+        .arg(format!("127.0.0.1:{}", node.sip))
+        .args(["-s", number, "-m", &calls.to_string(), "-r", &rate.to_string(), "-l", &calls.to_string(), "-d", &hold_ms.to_string()])
+        .args(["-nostdin", "-trace_screen", "-screen_file"])
+        .arg(&screen)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run sipp");
+    let text = std::fs::read_to_string(&screen).unwrap_or_default();
+    let count = |label: &str| {
+        text.lines().filter(|l| l.contains(label)).last().and_then(|l| l.split('|').nth(2)).and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let ok = count("Successful call").unwrap_or(0);
+    let failed = count("Failed call").unwrap_or(0);
+    assert!(ok + failed > 0, "sipp ran no call (exit {status:?}):\n{text}\nnode log:\n{}", node.log());
+    Calls { ok, failed }
+}
+
+/// A trunk file: `mode`, `policy`, primary and secondary targets on loopback.
+pub fn trunk(id: &str, number: &str, limit: u32, mode: &str, policy: &str, primary: u16, secondary: u16, extra: &str) -> String {
+    format!(
+        "id = \"{id}\"\nnumbers = [\"{number}\"]\nmax_concurrent_calls = {limit}\nmode = \"{mode}\"\n{policy}\n{extra}\n\
+         [primary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:{primary}\"\nallowed_ips = [\"127.0.0.9/32\"]\n\
+         [secondary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:{secondary}\"\nallowed_ips = [\"127.0.0.9/32\"]\n"
+    )
+}
+
+/// Accounts that carried the calls of `trunk`, from its CDRs: (answered by primary, by secondary).
+pub fn answered_by(cdrs: &[serde_json::Value]) -> (usize, usize) {
+    let mut p = 0;
+    let mut s = 0;
+    for c in cdrs {
+        if let Some(last) = c["attempts"].as_array().and_then(|a| a.last()) {
+            if c["disposition"] == "ANSWERED" {
+                if last["account"] == "primary" {
+                    p += 1
+                } else {
+                    s += 1
+                }
+            }
+        }
+    }
+    (p, s)
+}
