@@ -12,7 +12,16 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
             w[i] = w[i].max(c.len());
         }
     }
-    let line = |cells: Vec<String>| cells.iter().enumerate().map(|(i, c)| format!("{:<1$}", c, w[i])).collect::<Vec<_>>().join("  ").trim_end().to_string();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{:<1$}", c, w[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
     println!("{}", line(headers.iter().map(|h| h.to_string()).collect()));
     for r in rows {
         println!("{}", line(r));
@@ -43,7 +52,15 @@ pub fn trunk(r: &pb::TrunkReply, fmt: Format, verb: &str) {
         Value::Null => "-".into(),
         other => other.to_string(),
     };
-    for k in ["id", "numbers", "max_concurrent_calls", "mode", "advanced_ha", "failover_policy", "failover_timeout_ms"] {
+    for k in [
+        "id",
+        "numbers",
+        "max_concurrent_calls",
+        "mode",
+        "advanced_ha",
+        "failover_policy",
+        "failover_timeout_ms",
+    ] {
         println!("{k:<22}{}", s(&v[k]));
     }
     for acc in ["primary", "secondary"] {
@@ -52,8 +69,19 @@ pub fn trunk(r: &pb::TrunkReply, fmt: Format, verb: &str) {
         }
         let a = &v[acc];
         let st = &v["state"][acc];
-        let target = if a["auth"] == "digest" { format!("user {}", s(&a["username"])) } else { s(&a["target"]) };
-        println!("{acc:<22}{} ({}, {}, {target}) health={} registered={}", s(&a["label"]), s(&a["auth"]), s(&a["transport"]), s(&st["health"]), s(&st["registered"]));
+        let target = if a["auth"] == "digest" {
+            format!("user {}", s(&a["username"]))
+        } else {
+            s(&a["target"])
+        };
+        println!(
+            "{acc:<22}{} ({}, {}, {target}) health={} registered={}",
+            s(&a["label"]),
+            s(&a["auth"]),
+            s(&a["transport"]),
+            s(&st["health"]),
+            s(&st["registered"])
+        );
     }
 }
 
@@ -70,7 +98,11 @@ pub fn trunks(r: &pb::TrunkList, fmt: Format) {
                 t["id"].as_str().unwrap_or("").to_string(),
                 t["mode"].as_str().unwrap_or("").to_string(),
                 t["max_concurrent_calls"].to_string(),
-                t["numbers"].as_array().map(|a| a.len()).unwrap_or(0).to_string(),
+                t["numbers"]
+                    .as_array()
+                    .map(|a| a.len())
+                    .unwrap_or(0)
+                    .to_string(),
                 t["advanced_ha"].as_str().unwrap_or("").to_string(),
             ]
         })
@@ -80,11 +112,30 @@ pub fn trunks(r: &pb::TrunkList, fmt: Format) {
 
 pub fn calls(r: &pb::CallsReply, fmt: Format) {
     if fmt == Format::Json {
-        let v: Vec<Value> = r.pools.iter().map(|p| json!({"trunk": p.trunk, "node": p.node, "in_use": p.in_use, "limit": p.limit})).collect();
+        let v: Vec<Value> = r
+            .pools
+            .iter()
+            .map(
+                |p| json!({"trunk": p.trunk, "node": p.node, "in_use": p.in_use, "limit": p.limit}),
+            )
+            .collect();
         println!("{}", Value::Array(v));
         return;
     }
-    table(&["TRUNK", "NODE", "IN_USE", "LIMIT"], r.pools.iter().map(|p| vec![p.trunk.clone(), p.node.clone(), p.in_use.to_string(), p.limit.to_string()]).collect());
+    table(
+        &["TRUNK", "NODE", "IN_USE", "LIMIT"],
+        r.pools
+            .iter()
+            .map(|p| {
+                vec![
+                    p.trunk.clone(),
+                    p.node.clone(),
+                    p.in_use.to_string(),
+                    p.limit.to_string(),
+                ]
+            })
+            .collect(),
+    );
 }
 
 fn member_json(m: &pb::Member) -> Value {
@@ -94,15 +145,34 @@ fn member_json(m: &pb::Member) -> Value {
 
 pub fn members(r: &pb::ClusterStatusReply, fmt: Format) {
     if fmt == Format::Json {
-        println!("{}", Value::Array(r.members.iter().map(member_json).collect()));
+        println!(
+            "{}",
+            Value::Array(r.members.iter().map(member_json).collect())
+        );
         return;
     }
     let rows = r
         .members
         .iter()
-        .map(|m| vec![m.id.to_string(), m.name.clone(), m.region.clone(), m.zone.clone(), m.role.clone(), m.voter.to_string(), m.leader.to_string(), m.healthy.to_string()])
+        .map(|m| {
+            vec![
+                m.id.to_string(),
+                m.name.clone(),
+                m.region.clone(),
+                m.zone.clone(),
+                m.role.clone(),
+                m.voter.to_string(),
+                m.leader.to_string(),
+                m.healthy.to_string(),
+            ]
+        })
         .collect();
-    table(&["ID", "NAME", "REGION", "ZONE", "ROLE", "VOTER", "LEADER", "HEALTHY"], rows);
+    table(
+        &[
+            "ID", "NAME", "REGION", "ZONE", "ROLE", "VOTER", "LEADER", "HEALTHY",
+        ],
+        rows,
+    );
 }
 
 pub fn status(r: &pb::ClusterStatusReply, fmt: Format) {
@@ -112,7 +182,10 @@ pub fn status(r: &pb::ClusterStatusReply, fmt: Format) {
         println!("{v}");
         return;
     }
-    println!("leader {}  term {}  commit {}  applied {}", r.leader, r.term, r.commit_index, r.applied_index);
+    println!(
+        "leader {}  term {}  commit {}  applied {}",
+        r.leader, r.term, r.commit_index, r.applied_index
+    );
     members(r, fmt);
 }
 

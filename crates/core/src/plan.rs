@@ -50,14 +50,22 @@ impl CallPlan {
             Mode::OnlyPrimary => (Role::Primary, false),
             Mode::LoadBalancing => ([Role::Primary, Role::Secondary][rr.pick(2)], false),
             Mode::AutoFailover => {
-                if health(Role::Primary) == HealthState::Down && health(Role::Secondary) != HealthState::Down {
+                if health(Role::Primary) == HealthState::Down
+                    && health(Role::Secondary) != HealthState::Down
+                {
                     (Role::Secondary, true)
                 } else {
                     (Role::Primary, false)
                 }
             }
         };
-        let plan = CallPlan { mode, policy, tried: vec![first], skipped_primary, cancelled: false };
+        let plan = CallPlan {
+            mode,
+            policy,
+            tried: vec![first],
+            skipped_primary,
+            cancelled: false,
+        };
         (plan, Step::Try(first))
     }
 
@@ -105,7 +113,8 @@ mod tests {
     fn only_primary_never_retries() {
         let mut rr = RoundRobin::default();
         for code in 300..=699 {
-            let (mut p, s) = CallPlan::start(Mode::OnlyPrimary, FailoverPolicy::Current, &mut rr, up);
+            let (mut p, s) =
+                CallPlan::start(Mode::OnlyPrimary, FailoverPolicy::Current, &mut rr, up);
             assert_eq!(s, Step::Try(Role::Primary));
             assert_eq!(p.on_outcome(Outcome::Final(code)), Step::Done);
         }
@@ -116,7 +125,8 @@ mod tests {
         let mut rr = RoundRobin::default();
         let mut firsts = vec![];
         for _ in 0..4 {
-            let (mut p, s) = CallPlan::start(Mode::LoadBalancing, FailoverPolicy::Current, &mut rr, up);
+            let (mut p, s) =
+                CallPlan::start(Mode::LoadBalancing, FailoverPolicy::Current, &mut rr, up);
             firsts.push(s);
             assert_eq!(p.on_outcome(Outcome::Final(503)), Step::Done);
             assert_eq!(p.on_outcome(Outcome::ConnectionError), Step::Done);
@@ -127,11 +137,28 @@ mod tests {
 
     #[test]
     fn auto_failover_every_code_under_each_policy() {
-        for policy in [FailoverPolicy::Current, FailoverPolicy::Legacy, FailoverPolicy::Custom(vec![486])] {
+        for policy in [
+            FailoverPolicy::Current,
+            FailoverPolicy::Legacy,
+            FailoverPolicy::Custom(vec![486]),
+        ] {
             for code in 300..=699 {
-                let (mut p, _) = CallPlan::start(Mode::AutoFailover, policy.clone(), &mut RoundRobin::default(), up);
-                let expect = if policy.triggers(Outcome::Final(code)) { Step::Try(Role::Secondary) } else { Step::Done };
-                assert_eq!(p.on_outcome(Outcome::Final(code)), expect, "{policy:?} {code}");
+                let (mut p, _) = CallPlan::start(
+                    Mode::AutoFailover,
+                    policy.clone(),
+                    &mut RoundRobin::default(),
+                    up,
+                );
+                let expect = if policy.triggers(Outcome::Final(code)) {
+                    Step::Try(Role::Secondary)
+                } else {
+                    Step::Done
+                };
+                assert_eq!(
+                    p.on_outcome(Outcome::Final(code)),
+                    expect,
+                    "{policy:?} {code}"
+                );
                 // the Secondary's failure ends the chain whatever it is
                 assert_eq!(p.on_outcome(Outcome::Final(code)), Step::Done);
             }
@@ -141,7 +168,12 @@ mod tests {
 
     #[test]
     fn cancel_stops_the_chain() {
-        let (mut p, _) = CallPlan::start(Mode::AutoFailover, FailoverPolicy::Current, &mut RoundRobin::default(), up);
+        let (mut p, _) = CallPlan::start(
+            Mode::AutoFailover,
+            FailoverPolicy::Current,
+            &mut RoundRobin::default(),
+            up,
+        );
         p.cancel();
         assert_eq!(p.on_outcome(Outcome::Final(503)), Step::Done);
         assert!(!p.failed_over());
@@ -149,16 +181,37 @@ mod tests {
 
     #[test]
     fn primary_known_down_is_skipped() {
-        let health = |r: Role| if r == Role::Primary { HealthState::Down } else { HealthState::Up };
-        let (mut p, s) = CallPlan::start(Mode::AutoFailover, FailoverPolicy::Current, &mut RoundRobin::default(), health);
+        let health = |r: Role| {
+            if r == Role::Primary {
+                HealthState::Down
+            } else {
+                HealthState::Up
+            }
+        };
+        let (mut p, s) = CallPlan::start(
+            Mode::AutoFailover,
+            FailoverPolicy::Current,
+            &mut RoundRobin::default(),
+            health,
+        );
         assert_eq!(s, Step::Try(Role::Secondary));
         assert!(p.skipped_primary);
         assert_eq!(p.on_outcome(Outcome::Final(503)), Step::Done);
         // both down: try the Primary anyway (the health view may be stale)
-        let (_, s) = CallPlan::start(Mode::AutoFailover, FailoverPolicy::Current, &mut RoundRobin::default(), |_| HealthState::Down);
+        let (_, s) = CallPlan::start(
+            Mode::AutoFailover,
+            FailoverPolicy::Current,
+            &mut RoundRobin::default(),
+            |_| HealthState::Down,
+        );
         assert_eq!(s, Step::Try(Role::Primary));
         // Load Balancing ignores health
-        let (_, s) = CallPlan::start(Mode::LoadBalancing, FailoverPolicy::Current, &mut RoundRobin::default(), health);
+        let (_, s) = CallPlan::start(
+            Mode::LoadBalancing,
+            FailoverPolicy::Current,
+            &mut RoundRobin::default(),
+            health,
+        );
         assert_eq!(s, Step::Try(Role::Primary));
     }
 }

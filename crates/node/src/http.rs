@@ -31,8 +31,13 @@ async fn metrics(axum::extract::State(s): axum::extract::State<Arc<HttpState>>) 
         m.pool_in_use.with_label_values(&[&trunk]).set(i64::from(n));
     }
     for t in s.store.list() {
-        m.pool_limit.with_label_values(&[&t.id]).set(i64::from(t.max_concurrent_calls));
-        for role in [hatrunk_core::trunk::Role::Primary, hatrunk_core::trunk::Role::Secondary] {
+        m.pool_limit
+            .with_label_values(&[&t.id])
+            .set(i64::from(t.max_concurrent_calls));
+        for role in [
+            hatrunk_core::trunk::Role::Primary,
+            hatrunk_core::trunk::Role::Secondary,
+        ] {
             if t.account(role).is_none() {
                 continue;
             }
@@ -40,9 +45,19 @@ async fn metrics(axum::extract::State(s): axum::extract::State<Arc<HttpState>>) 
             let v = match st.health.state {
                 hatrunk_core::health::HealthState::Up => 1,
                 hatrunk_core::health::HealthState::Down => 0,
-                hatrunk_core::health::HealthState::Unknown => if st.registered.is_some() { 1 } else { -1 },
+                hatrunk_core::health::HealthState::Unknown => {
+                    if st.registered.is_some() {
+                        1
+                    } else {
+                        -1
+                    }
+                }
             };
-            let name = if role == hatrunk_core::trunk::Role::Primary { "primary" } else { "secondary" };
+            let name = if role == hatrunk_core::trunk::Role::Primary {
+                "primary"
+            } else {
+                "secondary"
+            };
             m.account_up.with_label_values(&[&t.id, name]).set(v);
         }
     }

@@ -53,7 +53,10 @@ pub struct Incoming {
 pub enum TransportEvent {
     Message(Incoming),
     /// Nothing could be delivered to `peer` (ICMP unreachable, TCP refused or reset).
-    Unreachable { proto: Proto, peer: SocketAddr },
+    Unreachable {
+        proto: Proto,
+        peer: SocketAddr,
+    },
 }
 
 /// Per-connection outgoing queue depth; a peer that does not read loses messages, we keep no more.
@@ -79,8 +82,15 @@ pub struct Transports {
 impl Transports {
     /// Start UDP and TCP on the given bound sockets (binding is the caller's, so tests and
     /// simulations can hand in their own).
-    pub fn start(udp: UdpSocket, tcp: TcpListener, events: mpsc::Sender<TransportEvent>) -> Result<Arc<Transports>, SipError> {
-        let err = |e: std::io::Error| SipError::Transport { peer: "local".into(), reason: e.to_string() };
+    pub fn start(
+        udp: UdpSocket,
+        tcp: TcpListener,
+        events: mpsc::Sender<TransportEvent>,
+    ) -> Result<Arc<Transports>, SipError> {
+        let err = |e: std::io::Error| SipError::Transport {
+            peer: "local".into(),
+            reason: e.to_string(),
+        };
         let tcp_local = tcp.local_addr().map_err(err)?;
         let udp_local = udp.local_addr().map_err(err)?;
         if udp_local.is_ipv4() {
@@ -90,7 +100,10 @@ impl Transports {
         let t = Arc::new(Transports {
             udp: Arc::new(udp),
             tcp_local,
-            conns: Mutex::new(Conns { by_id: HashMap::new(), by_peer: HashMap::new() }),
+            conns: Mutex::new(Conns {
+                by_id: HashMap::new(),
+                by_peer: HashMap::new(),
+            }),
             next_id: AtomicU64::new(1),
             open: AtomicU64::new(0),
             events,
@@ -114,7 +127,9 @@ impl Transports {
             Proto::Udp => {
                 if let Err(e) = self.udp.try_send_to(&bytes, peer) {
                     if e.kind() != std::io::ErrorKind::WouldBlock {
-                        let _ = self.events.try_send(TransportEvent::Unreachable { proto, peer });
+                        let _ = self
+                            .events
+                            .try_send(TransportEvent::Unreachable { proto, peer });
                     }
                     tracing::debug!(%peer, error = %e, "udp send failed");
                 }
@@ -125,7 +140,9 @@ impl Transports {
 
     fn send_tcp(self: &Arc<Self>, peer: SocketAddr, conn: Option<u64>, bytes: Bytes) {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let id = conn.filter(|c| conns.by_id.contains_key(c)).or_else(|| conns.by_peer.get(&peer).copied());
+        let id = conn
+            .filter(|c| conns.by_id.contains_key(c))
+            .or_else(|| conns.by_peer.get(&peer).copied());
         if let Some(tx) = id.and_then(|id| conns.by_id.get(&id)) {
             if tx.try_send(bytes).is_err() {
                 tracing::warn!(%peer, "tcp send queue full or closed; message dropped");
@@ -133,7 +150,10 @@ impl Transports {
             return;
         }
         if self.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-            let _ = self.events.try_send(TransportEvent::Unreachable { proto: Proto::Tcp, peer });
+            let _ = self.events.try_send(TransportEvent::Unreachable {
+                proto: Proto::Tcp,
+                peer,
+            });
             return;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -144,11 +164,19 @@ impl Transports {
         drop(conns);
         let me = self.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(std::time::Duration::from_secs(5), TcpStream::connect(peer)).await {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), TcpStream::connect(peer))
+                .await
+            {
                 Ok(Ok(stream)) => me.run_conn(id, peer, stream, rx).await,
                 _ => {
                     me.forget(id, peer);
-                    let _ = me.events.send(TransportEvent::Unreachable { proto: Proto::Tcp, peer }).await;
+                    let _ = me
+                        .events
+                        .send(TransportEvent::Unreachable {
+                            proto: Proto::Tcp,
+                            peer,
+                        })
+                        .await;
                 }
             }
         });
@@ -162,7 +190,13 @@ impl Transports {
         }
     }
 
-    async fn run_conn(self: Arc<Self>, id: u64, peer: SocketAddr, stream: TcpStream, mut rx: mpsc::Receiver<Bytes>) {
+    async fn run_conn(
+        self: Arc<Self>,
+        id: u64,
+        peer: SocketAddr,
+        stream: TcpStream,
+        mut rx: mpsc::Receiver<Bytes>,
+    ) {
         self.open.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
@@ -180,7 +214,12 @@ impl Transports {
                 Ok(_) => loop {
                     match next_frame(&mut buf) {
                         Ok(Some(frame)) => {
-                            let m = Incoming { bytes: frame.freeze(), proto: Proto::Tcp, peer, conn: Some(id) };
+                            let m = Incoming {
+                                bytes: frame.freeze(),
+                                proto: Proto::Tcp,
+                                peer,
+                                conn: Some(id),
+                            };
                             if self.events.send(TransportEvent::Message(m)).await.is_err() {
                                 break 'read;
                             }
@@ -202,7 +241,9 @@ impl Transports {
 
 async fn accept_loop(t: Arc<Transports>, listener: TcpListener) {
     loop {
-        let Ok((stream, peer)) = listener.accept().await else { continue };
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
         if t.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
             tracing::warn!(%peer, "refusing tcp connection: connection limit reached");
             continue;
@@ -223,14 +264,25 @@ async fn udp_loop(t: Arc<Transports>) {
     loop {
         match t.udp.recv_from(&mut buf).await {
             Ok((n, peer)) => {
-                let m = Incoming { bytes: Bytes::copy_from_slice(&buf[..n]), proto: Proto::Udp, peer, conn: None };
+                let m = Incoming {
+                    bytes: Bytes::copy_from_slice(&buf[..n]),
+                    proto: Proto::Udp,
+                    peer,
+                    conn: None,
+                };
                 if t.events.send(TransportEvent::Message(m)).await.is_err() {
                     return;
                 }
             }
             Err(_) => {
                 for peer in drain_icmp_errors(&t.udp) {
-                    let _ = t.events.send(TransportEvent::Unreachable { proto: Proto::Udp, peer }).await;
+                    let _ = t
+                        .events
+                        .send(TransportEvent::Unreachable {
+                            proto: Proto::Udp,
+                            peer,
+                        })
+                        .await;
                 }
             }
         }
@@ -245,10 +297,18 @@ fn drain_icmp_errors(sock: &UdpSocket) -> Vec<SocketAddr> {
     let mut cmsg = nix::cmsg_space!([u8; 512]);
     for _ in 0..64 {
         let mut iov = [std::io::IoSliceMut::new(&mut data)];
-        match recvmsg::<SockaddrIn>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT) {
+        match recvmsg::<SockaddrIn>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+        ) {
             Ok(msg) => {
                 if let Some(a) = msg.address {
-                    out.push(SocketAddr::V4(std::net::SocketAddrV4::new(a.ip(), a.port())));
+                    out.push(SocketAddr::V4(std::net::SocketAddrV4::new(
+                        a.ip(),
+                        a.port(),
+                    )));
                 }
             }
             Err(_) => break,

@@ -10,13 +10,47 @@ fn dir() -> PathBuf {
 }
 
 fn load(name: &str) -> Vec<u8> {
-    std::fs::read(dir().join(format!("{name}.dat"))).unwrap_or_else(|e| panic!("torture file {name}: {e}"))
+    std::fs::read(dir().join(format!("{name}.dat")))
+        .unwrap_or_else(|e| panic!("torture file {name}: {e}"))
 }
 
-const VALID: &[&str] = &["wsinv", "intmeth", "esc01", "escnull", "esc02", "lwsdisp", "longreq", "dblreq", "semiuri", "transports", "mpart01", "unreason", "noreason", "badbranch", "inv2543"];
+const VALID: &[&str] = &[
+    "wsinv",
+    "intmeth",
+    "esc01",
+    "escnull",
+    "esc02",
+    "lwsdisp",
+    "longreq",
+    "dblreq",
+    "semiuri",
+    "transports",
+    "mpart01",
+    "unreason",
+    "noreason",
+    "badbranch",
+    "inv2543",
+];
 const INVALID: &[&str] = &[
-    "badinv01", "clerr", "ncl", "scalar02", "scalarlg", "quotbal", "ltgtruri", "lwsruri", "lwsstart", "trws", "escruri",
-    "baddate", "regbadct", "badaspec", "baddn", "badvers", "mismatch01", "mismatch02", "bigcode",
+    "badinv01",
+    "clerr",
+    "ncl",
+    "scalar02",
+    "scalarlg",
+    "quotbal",
+    "ltgtruri",
+    "lwsruri",
+    "lwsstart",
+    "trws",
+    "escruri",
+    "baddate",
+    "regbadct",
+    "badaspec",
+    "baddn",
+    "badvers",
+    "mismatch01",
+    "mismatch02",
+    "bigcode",
 ];
 
 #[test]
@@ -27,7 +61,11 @@ fn valid_messages_parse() {
             bad.push(format!("{name}: {e}"));
         }
     }
-    assert!(bad.is_empty(), "refused valid messages:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "refused valid messages:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -38,7 +76,10 @@ fn invalid_messages_are_refused() {
             accepted.push(*name);
         }
     }
-    assert!(accepted.is_empty(), "accepted invalid messages: {accepted:?}");
+    assert!(
+        accepted.is_empty(),
+        "accepted invalid messages: {accepted:?}"
+    );
 }
 
 #[test]

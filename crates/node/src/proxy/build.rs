@@ -15,7 +15,9 @@ pub fn response(req: &SipMessage, code: u16, to_tag: Option<&str>) -> SipMessage
 /// ACK for a non-2xx final response to the INVITE we sent as `request` (same branch, same R-URI,
 /// To from the response).
 pub fn ack_for(request: &Bytes, resp: &SipMessage) -> Bytes {
-    let Ok(inv) = parse(request, true) else { return Bytes::new() };
+    let Ok(inv) = parse(request, true) else {
+        return Bytes::new();
+    };
     let mut ack = SipMessage::request(Method::Ack, inv.uri().unwrap_or(""));
     if let Some(v) = inv.header("Via") {
         ack.push("Via", v);
@@ -31,7 +33,10 @@ pub fn ack_for(request: &Bytes, resp: &SipMessage) -> Bytes {
         ack.push("To", to);
     }
     copy(&inv, &mut ack, "Call-ID");
-    let n = inv.header("CSeq").and_then(|c| c.split_whitespace().next()).unwrap_or("1");
+    let n = inv
+        .header("CSeq")
+        .and_then(|c| c.split_whitespace().next())
+        .unwrap_or("1");
     ack.push("CSeq", format!("{n} ACK"));
     ack.to_bytes()
 }
@@ -49,7 +54,10 @@ pub fn cancel_for(request: &Bytes) -> Option<SipMessage> {
     for h in ["From", "To", "Call-ID"] {
         copy(&inv, &mut c, h);
     }
-    let n = inv.header("CSeq").and_then(|c| c.split_whitespace().next()).unwrap_or("1");
+    let n = inv
+        .header("CSeq")
+        .and_then(|c| c.split_whitespace().next())
+        .unwrap_or("1");
     c.push("CSeq", format!("{n} CANCEL"));
     c.push("Reason", "SIP;cause=487;text=\"Request Terminated\"");
     Some(c)
@@ -72,15 +80,24 @@ pub fn error_reply(bytes: &[u8], status: u16, why: &str) -> Option<SipMessage> {
     let head = text.split("\r\n\r\n").next().unwrap_or("");
     let mut r = SipMessage::response(status, reason(status));
     for line in head.split("\r\n").skip(1) {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         let name = canonical_name(name.trim());
         if ["Via", "From", "To", "Call-ID", "CSeq"].contains(&name.as_str()) && value.len() < 1024 {
             r.push(&name, value.trim());
         }
     }
     r.header("Via")?;
-    let why: String = why.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(120).collect();
-    r.push("Warning", format!("399 hatrunk \"{}\"", why.replace('"', "'")));
+    let why: String = why
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(120)
+        .collect();
+    r.push(
+        "Warning",
+        format!("399 hatrunk \"{}\"", why.replace('"', "'")),
+    );
     Some(r)
 }
 

@@ -50,10 +50,22 @@ pub struct Src {
 /// What the driver must carry out.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    Send { proto: Proto, addr: SocketAddr, conn: Option<u64>, bytes: Bytes },
+    Send {
+        proto: Proto,
+        addr: SocketAddr,
+        conn: Option<u64>,
+        bytes: Bytes,
+    },
     /// Ask admission for a slot; answer with [`Engine::on_admitted`].
-    Admit { call: u64, trunk: String, limit: u32, slot: String },
-    Release { slot: String },
+    Admit {
+        call: u64,
+        trunk: String,
+        limit: u32,
+        slot: String,
+    },
+    Release {
+        slot: String,
+    },
     Cdr(Box<Cdr>),
 }
 
@@ -136,7 +148,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(cfg: EngineConfig, store: Arc<dyn TrunkStore>, metrics: Arc<Metrics>, status: Arc<SharedStatus>) -> Engine {
+    pub fn new(
+        cfg: EngineConfig,
+        store: Arc<dyn TrunkStore>,
+        metrics: Arc<Metrics>,
+        status: Arc<SharedStatus>,
+    ) -> Engine {
         let nonces = NonceIssuer::new(cfg.nonce_secret.clone(), cfg.nonce_lifetime_ms);
         Engine {
             seq: cfg.seed,
@@ -186,7 +203,11 @@ impl Engine {
     /// A datagram or stream frame arrived.
     pub fn on_message(&mut self, inc: Incoming, now: u64) {
         self.now = now;
-        let src = Src { proto: inc.proto, addr: inc.peer, conn: inc.conn };
+        let src = Src {
+            proto: inc.proto,
+            addr: inc.peer,
+            conn: inc.conn,
+        };
         match parse(&inc.bytes, inc.proto == Proto::Udp) {
             Ok(msg) if msg.is_request() => self.on_request(msg, src),
             Ok(msg) => self.on_response(msg),
@@ -234,8 +255,13 @@ impl Engine {
     }
 
     fn on_request(&mut self, mut msg: SipMessage, src: Src) {
-        let Some(method) = msg.method().cloned() else { return };
-        self.metrics.requests.with_label_values(&[method.as_str()]).inc();
+        let Some(method) = msg.method().cloned() else {
+            return;
+        };
+        self.metrics
+            .requests
+            .with_label_values(&[method.as_str()])
+            .inc();
         stamp_received(&mut msg, src);
         let key = server_key(&msg);
         // retransmission, or ACK / CANCEL of an existing server transaction
@@ -255,11 +281,28 @@ impl Engine {
         if method == Method::Cancel {
             return self.on_cancel(msg, src);
         }
-        let kind = if method == Method::Invite { Kind::Invite } else { Kind::NonInvite };
+        let kind = if method == Method::Invite {
+            Kind::Invite
+        } else {
+            Kind::NonInvite
+        };
         let tx = ServerTx::start(kind, src.proto.reliable());
-        self.servers.insert(key.clone(), ServerEntry { tx, src, last: None, req: msg.clone(), call: None });
-        let max_forwards = msg.header("Max-Forwards").and_then(|m| m.parse::<u8>().ok()).unwrap_or(70);
-        let in_dialog = hatrunk_sip::headers::param(msg.header("To").unwrap_or(""), "tag").is_some();
+        self.servers.insert(
+            key.clone(),
+            ServerEntry {
+                tx,
+                src,
+                last: None,
+                req: msg.clone(),
+                call: None,
+            },
+        );
+        let max_forwards = msg
+            .header("Max-Forwards")
+            .and_then(|m| m.parse::<u8>().ok())
+            .unwrap_or(70);
+        let in_dialog =
+            hatrunk_sip::headers::param(msg.header("To").unwrap_or(""), "tag").is_some();
         if in_dialog {
             if max_forwards == 0 {
                 return self.respond_key(&key, 483, None);
@@ -296,7 +339,13 @@ impl Engine {
 
     fn on_response(&mut self, mut msg: SipMessage) {
         let Some(code) = msg.code() else { return };
-        let Some(branch) = msg.header("Via").and_then(|v| Via::parse(v).ok()).and_then(|v| v.branch().map(str::to_string)) else { return };
+        let Some(branch) = msg
+            .header("Via")
+            .and_then(|v| Via::parse(v).ok())
+            .and_then(|v| v.branch().map(str::to_string))
+        else {
+            return;
+        };
         if msg.header("CSeq").is_some_and(|c| c.ends_with("CANCEL")) {
             return; // our CANCELs are sent once, hop by hop; their 200 needs nothing
         }
@@ -378,7 +427,9 @@ impl Engine {
         for f in fx {
             match f {
                 Effect::Retransmit => {
-                    if let Some((src, Some(b))) = self.servers.get(key).map(|e| (e.src, e.last.clone())) {
+                    if let Some((src, Some(b))) =
+                        self.servers.get(key).map(|e| (e.src, e.last.clone()))
+                    {
                         self.send_bytes(src, b);
                     }
                 }
@@ -394,7 +445,11 @@ impl Engine {
     fn client_effect(&mut self, branch: &str, f: Effect) {
         match f {
             Effect::Retransmit => {
-                if let Some((d, b)) = self.clients.get(branch).map(|e| (e.dest, e.request.clone())) {
+                if let Some((d, b)) = self
+                    .clients
+                    .get(branch)
+                    .map(|e| (e.dest, e.request.clone()))
+                {
                     self.metrics.retransmissions.inc();
                     self.send_bytes(d, b);
                 }
@@ -419,16 +474,33 @@ impl Engine {
     /// Send a request through a new client transaction; returns its branch.
     fn start_client(&mut self, mut req: SipMessage, dest: Src, owner: Owner) -> String {
         let branch = self.branch();
-        let via = format!("SIP/2.0/{} {};branch={branch}", dest.proto.via_name(), self.hostport(dest.proto));
+        let via = format!(
+            "SIP/2.0/{} {};branch={branch}",
+            dest.proto.via_name(),
+            self.hostport(dest.proto)
+        );
         req.push_front("Via", via);
         if req.header("Via").is_none() {
             return branch;
         }
-        let kind = if req.method() == Some(&Method::Invite) { Kind::Invite } else { Kind::NonInvite };
+        let kind = if req.method() == Some(&Method::Invite) {
+            Kind::Invite
+        } else {
+            Kind::NonInvite
+        };
         let bytes = req.to_bytes();
         self.send_bytes(dest, bytes.clone());
         let (tx, fx) = ClientTx::start(kind, dest.proto.reliable());
-        self.clients.insert(branch.clone(), ClientEntry { tx, dest, request: bytes, ack: None, owner });
+        self.clients.insert(
+            branch.clone(),
+            ClientEntry {
+                tx,
+                dest,
+                request: bytes,
+                ack: None,
+                owner,
+            },
+        );
         for f in fx {
             self.client_effect(&branch, f);
         }
@@ -437,7 +509,9 @@ impl Engine {
 
     /// Answer the server transaction `key` with `code`.
     fn respond_key(&mut self, key: &str, code: u16, reason_hdr: Option<&str>) {
-        let Some(req) = self.servers.get(key).map(|e| e.req.clone()) else { return };
+        let Some(req) = self.servers.get(key).map(|e| e.req.clone()) else {
+            return;
+        };
         let tag = (code > 100).then(|| self.tag());
         let mut r = build::response(&req, code, tag.as_deref());
         if let Some(reason) = reason_hdr {
@@ -450,11 +524,16 @@ impl Engine {
     fn respond_msg(&mut self, key: &str, resp: SipMessage) {
         let Some(code) = resp.code() else { return };
         let bytes = resp.to_bytes();
-        let Some(e) = self.servers.get_mut(key) else { return };
+        let Some(e) = self.servers.get_mut(key) else {
+            return;
+        };
         let fx = e.tx.on_send(code);
         e.last = Some(bytes.clone());
         let src = e.src;
-        self.metrics.responses.with_label_values(&[&code.to_string()]).inc();
+        self.metrics
+            .responses
+            .with_label_values(&[&code.to_string()])
+            .inc();
         self.send_bytes(src, bytes);
         self.server_effects(key, fx);
     }
@@ -464,7 +543,12 @@ impl Engine {
     }
 
     fn send_bytes(&mut self, to: Src, bytes: Bytes) {
-        self.out.push(Action::Send { proto: to.proto, addr: to.addr, conn: to.conn, bytes });
+        self.out.push(Action::Send {
+            proto: to.proto,
+            addr: to.addr,
+            conn: to.conn,
+            bytes,
+        });
     }
 
     fn hostport(&self, proto: Proto) -> String {
@@ -478,7 +562,9 @@ impl Engine {
     /// Whether a URI (a Route entry or Request-URI) points at this node.
     fn is_us(&self, uri: &SipUri) -> bool {
         let port = uri.port.unwrap_or(5060);
-        let host_ok = uri.host == self.cfg.advertise || uri.host == self.cfg.udp.ip().to_string() || uri.host == self.cfg.tcp.ip().to_string();
+        let host_ok = uri.host == self.cfg.advertise
+            || uri.host == self.cfg.udp.ip().to_string()
+            || uri.host == self.cfg.tcp.ip().to_string();
         host_ok && (port == self.cfg.udp.port() || port == self.cfg.tcp.port())
     }
 
@@ -494,7 +580,8 @@ impl Engine {
 
     /// Push live state (registrations, health, calls) where the admin API and metrics read it.
     fn publish(&mut self) {
-        self.status.set_calls_in_progress(self.calls.len() + self.dialogs.len());
+        self.status
+            .set_calls_in_progress(self.calls.len() + self.dialogs.len());
         self.registrar.expire(self.now);
     }
 }
@@ -510,19 +597,33 @@ fn server_key(msg: &SipMessage) -> String {
     };
     match &via {
         Some(v) if v.branch().is_some_and(|b| b.starts_with("z9hG4bK")) => {
-            format!("{}|{}:{}|{method}", v.branch().unwrap_or(""), v.host, v.port.unwrap_or(0))
+            format!(
+                "{}|{}:{}|{method}",
+                v.branch().unwrap_or(""),
+                v.host,
+                v.port.unwrap_or(0)
+            )
         }
         _ => {
-            let cseq = msg.header("CSeq").and_then(|c| c.split_whitespace().next()).unwrap_or("");
+            let cseq = msg
+                .header("CSeq")
+                .and_then(|c| c.split_whitespace().next())
+                .unwrap_or("");
             let from_tag = param(msg.header("From").unwrap_or(""), "tag").unwrap_or("");
-            format!("2543|{}|{cseq}|{from_tag}|{}|{method}", msg.header("Call-ID").unwrap_or(""), msg.header("Via").unwrap_or(""))
+            format!(
+                "2543|{}|{cseq}|{from_tag}|{}|{method}",
+                msg.header("Call-ID").unwrap_or(""),
+                msg.header("Via").unwrap_or("")
+            )
         }
     }
 }
 
 /// RFC 3581: record where the request really came from in its top Via.
 fn stamp_received(msg: &mut SipMessage, src: Src) {
-    let Some(top) = msg.headers.iter_mut().find(|(n, _)| n == "Via") else { return };
+    let Some(top) = msg.headers.iter_mut().find(|(n, _)| n == "Via") else {
+        return;
+    };
     let Ok(via) = Via::parse(&top.1) else { return };
     let ip = src.addr.ip().to_string();
     let mut v = top.1.clone();
@@ -537,7 +638,11 @@ fn stamp_received(msg: &mut SipMessage, src: Src) {
 
 /// An option tag in Require that we (as UAS) do not support (RFC 3261 section 8.2.2.3).
 fn unsupported_require(msg: &SipMessage) -> Option<String> {
-    let tags: Vec<String> = msg.headers_named("Require").flat_map(|v| v.split(',').map(|t| t.trim().to_string())).filter(|t| !t.is_empty()).collect();
+    let tags: Vec<String> = msg
+        .headers_named("Require")
+        .flat_map(|v| v.split(',').map(|t| t.trim().to_string()))
+        .filter(|t| !t.is_empty())
+        .collect();
     (!tags.is_empty()).then(|| tags.join(", "))
 }
 

@@ -36,15 +36,22 @@ impl Engine {
         let (trunk, role) = match self.authenticate(&msg, "Authorization") {
             Ok(found) => found,
             Err(challenge) => {
-                let Some(challenge) = challenge else { return self.respond_key(&key, 403, None) };
+                let Some(challenge) = challenge else {
+                    return self.respond_key(&key, 403, None);
+                };
                 let mut r = build::response(&msg, 401, Some(&self.tag()));
                 r.push("WWW-Authenticate", challenge);
                 self.metrics.auth_failures.inc();
                 return self.respond_msg(&key, r);
             }
         };
-        let Some(user) = trunk.account(role).and_then(|a| a.username.clone()) else { return self.respond_key(&key, 403, None) };
-        let default_expires = msg.header("Expires").and_then(|e| e.trim().parse::<u32>().ok()).unwrap_or(3600);
+        let Some(user) = trunk.account(role).and_then(|a| a.username.clone()) else {
+            return self.respond_key(&key, 403, None);
+        };
+        let default_expires = msg
+            .header("Expires")
+            .and_then(|e| e.trim().parse::<u32>().ok())
+            .unwrap_or(3600);
         let contacts: Vec<String> = msg.headers_named("Contact").map(str::to_string).collect();
         if contacts.iter().any(|c| c == "*") {
             if default_expires != 0 || contacts.len() > 1 {
@@ -77,15 +84,32 @@ impl Engine {
             if uri_dest(&uri).is_none() && !uri.starts_with("sip") {
                 return self.respond_key(&key, 400, None);
             }
-            self.registrar.bindings.insert(user.clone(), Binding { contact: uri.clone(), src: dest, expires_ms: self.now + u64::from(expires) * 1000 });
+            self.registrar.bindings.insert(
+                user.clone(),
+                Binding {
+                    contact: uri.clone(),
+                    src: dest,
+                    expires_ms: self.now + u64::from(expires) * 1000,
+                },
+            );
             granted = Some((uri, expires));
         }
         let mut r = build::response(&msg, 200, Some(&self.tag()));
-        if let Some((uri, expires)) = granted.or_else(|| self.registrar.lookup(&user, self.now).map(|b| (b.contact.clone(), ((b.expires_ms - self.now) / 1000) as u32))) {
+        if let Some((uri, expires)) = granted.or_else(|| {
+            self.registrar
+                .lookup(&user, self.now)
+                .map(|b| (b.contact.clone(), ((b.expires_ms - self.now) / 1000) as u32))
+        }) {
             r.push("Contact", format!("<{uri}>;expires={expires}"));
         }
         tracing::info!(user = %user, trunk = %trunk.id, "registered");
         self.respond_msg(&key, r);
-        self.status.set_registration(&trunk.id, role, self.registrar.lookup(&user, self.now).map(|b| b.contact.clone()));
+        self.status.set_registration(
+            &trunk.id,
+            role,
+            self.registrar
+                .lookup(&user, self.now)
+                .map(|b| b.contact.clone()),
+        );
     }
 }

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Highest sustained call rate with every call failing over (Primary answers 503), hatrunk and the
+# Kamailio reference peer measured one after the other in one run with the shared harness
+# (../shared/bench/sipp-max-cps.sh). Prints both figures and their ratio.
+#
+# usage: benches/max-cps.sh [-l "LADDER"] [-t SECONDS]
+# Needs: a release build (built here), Debian's sip-tester and kamailio (installed if missing).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+shared=$(cd "$here/../shared" && pwd)
+args=("$@")
+for p in sipp:sip-tester kamailio:kamailio; do
+  command -v "${p%%:*}" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${p##*:}" >/dev/null; }
+done
+cargo build --release -p hatrunk --manifest-path "$here/Cargo.toml"
+work=$(mktemp -d /tmp/hatrunk-maxcps.XXXXXX)
+cat > "$work/node.toml" <<TOML
+[node]
+data_dir = "$work/data"
+[sip]
+listen = ["udp:127.0.0.1:15060", "tcp:127.0.0.1:15060"]
+[cluster]
+listen = "127.0.0.1:17700"
+[http]
+listen = "127.0.0.1:19090"
+TOML
+cat > "$work/trunk.toml" <<TOML
+id = "bench"
+numbers = ["1000"]
+max_concurrent_calls = 1000000
+mode = "auto-failover"
+[primary]
+auth = "ip"
+target = "sip:127.0.0.1:15081"
+allowed_ips = ["127.0.0.9/32"]
+[secondary]
+auth = "ip"
+target = "sip:127.0.0.1:15082"
+allowed_ips = ["127.0.0.9/32"]
+TOML
+HATRUNK_LOG=warn "$here/target/release/hatrunk" run --config "$work/node.toml" > "$work/node.log" 2>&1 &
+node=$!
+trap 'kill $node 2>/dev/null; kill $kam 2>/dev/null; wait 2>/dev/null' EXIT
+kam=""
+sleep 1
+"$here/target/release/hatrunk" --endpoints 127.0.0.1:17700 trunk apply "$work/trunk.toml" >/dev/null
+echo "== hatrunk"
+h=$("$shared/bench/sipp-max-cps.sh" 127.0.0.1:15060 -f 503 "${args[@]}" | tee /dev/stderr | awk -F= '/max_sustained_cps/{print $2}')
+kill $node; wait $node 2>/dev/null || true
+echo "== kamailio"
+"$shared/peers/kamailio/run-peer.sh" 127.0.0.1:15070 127.0.0.1:15081 127.0.0.1:15082 > "$work/kamailio.log" 2>&1 &
+kam=$!
+sleep 2
+k=$("$shared/bench/sipp-max-cps.sh" 127.0.0.1:15070 -f 503 "${args[@]}" | tee /dev/stderr | awk -F= '/max_sustained_cps/{print $2}')
+python3 -c "h=$h; k=$k; print(f'hatrunk_max_cps={h} kamailio_max_cps={k} ratio={h/k if k else 0:.2f}')"

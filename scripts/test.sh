@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need (Debian's sip-tester for
+# SIPp, iproute2 for network namespaces), then runs every unit and end-to-end test.
+# Fails loudly when a tool cannot be installed; no test skips because a tool is absent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v sipp >/dev/null || { echo "FATAL: sipp is still missing after installing sip-tester" >&2; exit 1; }
+[ -d ../shared/sip-torture ] || { echo "FATAL: ../shared (torture messages, SIPp scenarios) must sit beside the checkout" >&2; exit 1; }
+
+cargo build --workspace --all-targets --locked 2>/dev/null || cargo build --workspace --all-targets
+cargo test --workspace --all-targets -- --test-threads=2
