@@ -11,46 +11,19 @@ fn bad_trunk_files_are_refused_whole_and_the_old_trunk_still_routes() {
     let _p = uas(&scenario("uas_rr.xml"), 33011, false);
     let good = trunk("acme", "3300", 5, "only-primary", "", 33011, 33012, "");
     node.apply(&good);
-    node.apply(&trunk(
-        "other",
-        "3399",
-        5,
-        "only-primary",
-        "",
-        33011,
-        33012,
-        "",
-    ));
+    node.apply(&trunk("other", "3399", 5, "only-primary", "", 33011, 33012, ""));
     let mistakes = [
         (good.replace("only-primary", "sometimes"), "mode"),
-        (
-            good.replace("max_concurrent_calls = 5", "max_concurrent_calls = 0"),
-            "max_concurrent_calls",
-        ),
-        (
-            good.replace("127.0.0.9/32", "127.0.0.300/8"),
-            "primary.allowed_ips[0]",
-        ),
-        (
-            good.replace("numbers = [\"3300\"]", "numbers = [\"3300\", \"3399\"]"),
-            "3399 already belongs to trunk other",
-        ),
-        (
-            good.replace("auth = \"ip\"", "auth = \"token\""),
-            "primary.auth",
-        ),
-        (
-            good.replace("sip:127.0.0.1:33011", "http://x"),
-            "primary.target",
-        ),
+        (good.replace("max_concurrent_calls = 5", "max_concurrent_calls = 0"), "max_concurrent_calls"),
+        (good.replace("127.0.0.9/32", "127.0.0.300/8"), "primary.allowed_ips[0]"),
+        (good.replace("numbers = [\"3300\"]", "numbers = [\"3300\", \"3399\"]"), "3399 already belongs to trunk other"),
+        (good.replace("auth = \"ip\"", "auth = \"token\""), "primary.auth"),
+        (good.replace("sip:127.0.0.1:33011", "http://x"), "primary.target"),
         (format!("{good}\nfailover_codes = [503]"), "failover_codes"),
         ("this is not toml".to_string(), "does not parse"),
     ];
     for (text, field) in mistakes {
-        let out = node.try_apply(&text.replace(
-            "max_concurrent_calls = 5\n",
-            "max_concurrent_calls = 5\nmax_call_duration_s = 60\n",
-        ));
+        let out = node.try_apply(&text.replace("max_concurrent_calls = 5\n", "max_concurrent_calls = 5\nmax_call_duration_s = 60\n"));
         assert_eq!(out.status.code(), Some(1), "{field}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(field), "error for {field} was: {err}");
@@ -69,39 +42,24 @@ fn cli_json_and_exit_codes() {
     let out = node.cli(&["cluster", "members", "-o", "json"]);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    for k in [
-        "id", "name", "region", "zone", "role", "voter", "leader", "healthy",
-    ] {
+    for k in ["id", "name", "region", "zone", "role", "voter", "leader", "healthy"] {
         assert!(v[0].get(k).is_some(), "members -o json lacks {k}: {v}");
     }
     // global flags before the verb work too
     let out = std::process::Command::new(hatrunk_bin())
-        .args([
-            "--endpoints",
-            &format!("127.0.0.1:{}", node.admin),
-            "-o",
-            "json",
-            "cluster",
-            "status",
-        ])
+        .args(["--endpoints", &format!("127.0.0.1:{}", node.admin), "-o", "json", "cluster", "status"])
         .output()
         .expect("cli");
     assert!(out.status.success());
     let out = node.cli(&["trunk", "get", "nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
-    let out = std::process::Command::new(hatrunk_bin())
-        .args(["--endpoints", "127.0.0.1:1", "trunk", "list"])
-        .output()
-        .expect("cli");
+    let out = std::process::Command::new(hatrunk_bin()).args(["--endpoints", "127.0.0.1:1", "trunk", "list"]).output().expect("cli");
     assert_eq!(out.status.code(), Some(3));
     // a digest password is never echoed
     let t = "id = \"d\"\nnumbers = [\"3310\"]\nmax_concurrent_calls = 1\n[primary]\nauth = \"digest\"\nusername = \"pbx\"\npassword = \"supersecret1\"\n";
     node.apply(t);
     let out = node.cli(&["trunk", "get", "d", "-o", "json"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        !text.contains("supersecret1") && text.contains("password_set"),
-        "{text}"
-    );
+    assert!(!text.contains("supersecret1") && text.contains("password_set"), "{text}");
 }

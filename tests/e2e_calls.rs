@@ -9,26 +9,14 @@ fn silent_primary_fails_over_after_the_failover_timer() {
     let node = Node::start(32000, "");
     let _p = uas(&scenario("uas_silent.xml"), 32011, false);
     let _s = uas(&scenario("uas_rr.xml"), 32012, false);
-    node.apply(&trunk(
-        "silent",
-        "3200",
-        5,
-        "auto-failover",
-        "failover_timeout_ms = 1000",
-        32011,
-        32012,
-        "",
-    ));
+    node.apply(&trunk("silent", "3200", 5, "auto-failover", "failover_timeout_ms = 1000", 32011, 32012, ""));
     let r = uac(&scenario("uac_rr.xml"), &node, 32020, "3200", 1, 1, 0, &[]);
     assert_eq!(r, Calls { ok: 1, failed: 0 });
     let c = &node.wait_cdrs(|c| c["trunk"] == "silent", 1)[0];
     assert_eq!(c["failover"], true);
     assert_eq!(c["attempts"][0]["error"], "no_answer");
     let waited = c["attempts"][0]["elapsed_ms"].as_u64().unwrap_or(0);
-    assert!(
-        (1000..2500).contains(&waited),
-        "failover timer of 1000 ms, waited {waited}"
-    );
+    assert!((1000..2500).contains(&waited), "failover timer of 1000 ms, waited {waited}");
 }
 
 #[test]
@@ -36,24 +24,12 @@ fn unreachable_primary_fails_over_at_once() {
     let node = Node::start(32100, "");
     let _s = uas(&scenario("uas_rr.xml"), 32112, false);
     // nothing listens on 32111 (UDP: ICMP port unreachable)
-    node.apply(&trunk(
-        "gone",
-        "3210",
-        5,
-        "auto-failover",
-        "",
-        32111,
-        32112,
-        "",
-    ));
+    node.apply(&trunk("gone", "3210", 5, "auto-failover", "", 32111, 32112, ""));
     let r = uac(&scenario("uac_rr.xml"), &node, 32120, "3210", 3, 10, 0, &[]);
     assert_eq!(r, Calls { ok: 3, failed: 0 });
     for c in node.wait_cdrs(|c| c["trunk"] == "gone", 3) {
         assert_eq!(c["attempts"][0]["error"], "connection_error", "{c}");
-        assert!(
-            c["attempts"][0]["elapsed_ms"].as_u64().unwrap_or(99_999) < 500,
-            "not at once: {c}"
-        );
+        assert!(c["attempts"][0]["elapsed_ms"].as_u64().unwrap_or(99_999) < 500, "not at once: {c}");
     }
 }
 
@@ -62,51 +38,21 @@ fn tcp_caller_and_tcp_primary() {
     let node = Node::start(32200, "");
     let _p = uas(&scenario("uas_rr.xml"), 32211, true);
     let _s = uas(&scenario("uas_rr.xml"), 32212, false);
-    let t = trunk("tcp", "3220", 5, "only-primary", "", 32211, 32212, "").replacen(
-        "allowed_ips",
-        "transport = \"tcp\"\nallowed_ips",
-        1,
-    );
+    let t = trunk("tcp", "3220", 5, "only-primary", "", 32211, 32212, "").replacen("allowed_ips", "transport = \"tcp\"\nallowed_ips", 1);
     node.apply(&t);
     // caller over TCP, Primary over TCP
-    let r = uac(
-        &scenario("uac_rr.xml"),
-        &node,
-        32220,
-        "3220",
-        5,
-        10,
-        0,
-        &["-t", "t1"],
-    );
+    let r = uac(&scenario("uac_rr.xml"), &node, 32220, "3220", 5, 10, 0, &["-t", "t1"]);
     assert_eq!(r, Calls { ok: 5, failed: 0 });
     // caller over UDP, Primary over TCP (double Record-Route bridges the transports)
     let r = uac(&scenario("uac_rr.xml"), &node, 32221, "3220", 5, 10, 0, &[]);
     assert_eq!(r, Calls { ok: 5, failed: 0 });
     // failover over TCP: a refused TCP connection fails over at once
-    let t = trunk("tcp2", "3221", 5, "auto-failover", "", 32219, 32212, "").replacen(
-        "allowed_ips",
-        "transport = \"tcp\"\nallowed_ips",
-        1,
-    );
+    let t = trunk("tcp2", "3221", 5, "auto-failover", "", 32219, 32212, "").replacen("allowed_ips", "transport = \"tcp\"\nallowed_ips", 1);
     node.apply(&t);
-    let r = uac(
-        &scenario("uac_rr.xml"),
-        &node,
-        32222,
-        "3221",
-        2,
-        10,
-        0,
-        &["-t", "t1"],
-    );
+    let r = uac(&scenario("uac_rr.xml"), &node, 32222, "3221", 2, 10, 0, &["-t", "t1"]);
     assert_eq!(r, Calls { ok: 2, failed: 0 });
     let cdrs = node.wait_cdrs(|c| c["trunk"] == "tcp2", 2);
-    assert!(
-        cdrs.iter()
-            .all(|c| c["attempts"][0]["error"] == "connection_error"),
-        "{cdrs:?}"
-    );
+    assert!(cdrs.iter().all(|c| c["attempts"][0]["error"] == "connection_error"), "{cdrs:?}");
 }
 
 #[test]
@@ -114,26 +60,8 @@ fn cancel_while_ringing_gives_487_and_never_fails_over() {
     let node = Node::start(32300, "");
     let _p = uas(&scenario("uas_ring.xml"), 32311, false);
     let _s = uas(&scenario("uas_rr.xml"), 32312, false);
-    node.apply(&trunk(
-        "cancel",
-        "3230",
-        5,
-        "auto-failover",
-        "",
-        32311,
-        32312,
-        "",
-    ));
-    let r = uac(
-        &scenario("uac_cancel.xml"),
-        &node,
-        32320,
-        "3230",
-        3,
-        10,
-        0,
-        &[],
-    );
+    node.apply(&trunk("cancel", "3230", 5, "auto-failover", "", 32311, 32312, ""));
+    let r = uac(&scenario("uac_cancel.xml"), &node, 32320, "3230", 3, 10, 0, &[]);
     assert_eq!(r, Calls { ok: 3, failed: 0 });
     let cdrs = node.wait_cdrs(|c| c["trunk"] == "cancel", 3);
     for c in &cdrs {
@@ -149,45 +77,15 @@ fn the_limit_admits_exactly_its_size_then_frees_up() {
     let node = Node::start(32400, "");
     let _p = uas(&scenario("uas_rr.xml"), 32411, false);
     let _s = uas(&scenario("uas_rr.xml"), 32412, false);
-    node.apply(&trunk(
-        "lim",
-        "3240",
-        10,
-        "only-primary",
-        "",
-        32411,
-        32412,
-        "",
-    ));
+    node.apply(&trunk("lim", "3240", 10, "only-primary", "", 32411, 32412, ""));
     // 30 long calls at once: 10 answered, 20 refused with 503
-    let r = uac(
-        &scenario("uac_rr.xml"),
-        &node,
-        32420,
-        "3240",
-        30,
-        200,
-        3000,
-        &[],
-    );
+    let r = uac(&scenario("uac_rr.xml"), &node, 32420, "3240", 30, 200, 3000, &[]);
     assert_eq!(r, Calls { ok: 10, failed: 20 });
     let cdrs = node.wait_cdrs(|c| c["trunk"] == "lim", 30);
-    let congested = cdrs
-        .iter()
-        .filter(|c| c["disposition"] == "CONGESTION" && c["cause"] == "CALL_LIMIT_EXCEEDED")
-        .count();
+    let congested = cdrs.iter().filter(|c| c["disposition"] == "CONGESTION" && c["cause"] == "CALL_LIMIT_EXCEEDED").count();
     assert_eq!(congested, 20);
     assert_eq!(node.in_use("lim"), 0);
     // once they ended, 10 more are answered
-    let r = uac(
-        &scenario("uac_rr.xml"),
-        &node,
-        32421,
-        "3240",
-        10,
-        100,
-        1000,
-        &[],
-    );
+    let r = uac(&scenario("uac_rr.xml"), &node, 32421, "3240", 10, 100, 1000, &[]);
     assert_eq!(r, Calls { ok: 10, failed: 0 });
 }

@@ -9,26 +9,8 @@ fn only_primary_sends_every_call_to_the_primary() {
     let node = Node::start(31000, "");
     let _p = uas(&scenario("uas_rr.xml"), 31011, false);
     let _s = uas(&scenario("uas_rr.xml"), 31012, false);
-    node.apply(&trunk(
-        "op",
-        "3100",
-        30,
-        "only-primary",
-        "",
-        31011,
-        31012,
-        "",
-    ));
-    let r = uac(
-        &scenario("uac_rr.xml"),
-        &node,
-        31020,
-        "3100",
-        10,
-        20,
-        0,
-        &[],
-    );
+    node.apply(&trunk("op", "3100", 30, "only-primary", "", 31011, 31012, ""));
+    let r = uac(&scenario("uac_rr.xml"), &node, 31020, "3100", 10, 20, 0, &[]);
     assert_eq!(r, Calls { ok: 10, failed: 0 });
     let cdrs = node.wait_cdrs(|c| c["trunk"] == "op", 10);
     assert_eq!(answered_by(&cdrs), (10, 0));
@@ -39,26 +21,8 @@ fn load_balancing_alternates_evenly_and_never_retries() {
     let node = Node::start(31100, "");
     let _p = uas(&scenario("uas_rr.xml"), 31111, false);
     let _s = uas(&scenario("uas_rr.xml"), 31112, false);
-    node.apply(&trunk(
-        "lb",
-        "3110",
-        30,
-        "load-balancing",
-        "",
-        31111,
-        31112,
-        "",
-    ));
-    let r = uac(
-        &scenario("uac_rr.xml"),
-        &node,
-        31120,
-        "3110",
-        20,
-        20,
-        0,
-        &[],
-    );
+    node.apply(&trunk("lb", "3110", 30, "load-balancing", "", 31111, 31112, ""));
+    let r = uac(&scenario("uac_rr.xml"), &node, 31120, "3110", 20, 20, 0, &[]);
     assert_eq!(r, Calls { ok: 20, failed: 0 });
     let cdrs = node.wait_cdrs(|c| c["trunk"] == "lb", 20);
     assert_eq!(answered_by(&cdrs), (10, 10));
@@ -66,31 +30,11 @@ fn load_balancing_alternates_evenly_and_never_retries() {
     // a failing Primary is not retried: the calls it gets fail, the Secondary's succeed
     let dir = tempfile::tempdir().expect("tmp");
     let _f = uas(&with_code(dir.path(), "uas_fail.xml", 503), 31113, false);
-    node.apply(&trunk(
-        "lb2",
-        "3111",
-        30,
-        "load-balancing",
-        "",
-        31113,
-        31112,
-        "",
-    ));
-    let r = uac(
-        &scenario("uac_rr.xml"),
-        &node,
-        31121,
-        "3111",
-        10,
-        20,
-        0,
-        &[],
-    );
+    node.apply(&trunk("lb2", "3111", 30, "load-balancing", "", 31113, 31112, ""));
+    let r = uac(&scenario("uac_rr.xml"), &node, 31121, "3111", 10, 20, 0, &[]);
     assert_eq!(r, Calls { ok: 5, failed: 5 });
     let cdrs = node.wait_cdrs(|c| c["trunk"] == "lb2", 10);
-    assert!(cdrs
-        .iter()
-        .all(|c| c["failover"] == false && c["attempts"].as_array().map(|a| a.len()) == Some(1)));
+    assert!(cdrs.iter().all(|c| c["failover"] == false && c["attempts"].as_array().map(|a| a.len()) == Some(1)));
 }
 
 /// One trunk per code, each with a Primary failing with that code and a shared answering Secondary.
@@ -101,74 +45,30 @@ fn failover_table(base: u16, policy: &str, codes: &[u16], expect_failover: bool)
     let mut pbxes = Vec::new();
     for (i, code) in codes.iter().enumerate() {
         let port = base + 20 + i as u16;
-        pbxes.push(uas(
-            &with_code(dir.path(), "uas_fail.xml", *code),
-            port,
-            false,
-        ));
-        node.apply(&trunk(
-            &format!("t{code}"),
-            &format!("{}", 40000 + u32::from(*code)),
-            5,
-            "auto-failover",
-            policy,
-            port,
-            base + 10,
-            "",
-        ));
+        pbxes.push(uas(&with_code(dir.path(), "uas_fail.xml", *code), port, false));
+        node.apply(&trunk(&format!("t{code}"), &format!("{}", 40000 + u32::from(*code)), 5, "auto-failover", policy, port, base + 10, ""));
     }
     for code in codes {
         let number = format!("{}", 40000 + u32::from(*code));
         let r = if expect_failover {
-            uac(
-                &scenario("uac_rr.xml"),
-                &node,
-                base + 5,
-                &number,
-                1,
-                1,
-                0,
-                &[],
-            )
+            uac(&scenario("uac_rr.xml"), &node, base + 5, &number, 1, 1, 0, &[])
         } else {
             // a 503 the caller sees became 500 (RFC 3261 section 16.7)
             let seen = if *code == 503 { 500 } else { *code };
-            uac(
-                &with_code(dir.path(), "uac_expect.xml", seen),
-                &node,
-                base + 5,
-                &number,
-                1,
-                1,
-                0,
-                &[],
-            )
+            uac(&with_code(dir.path(), "uac_expect.xml", seen), &node, base + 5, &number, 1, 1, 0, &[])
         };
         assert_eq!(r, Calls { ok: 1, failed: 0 }, "{policy} code {code}");
         let cdr = node.wait_cdrs(|c| c["trunk"] == format!("t{code}"), 1);
         assert_eq!(cdr.len(), 1, "code {code}");
-        assert_eq!(
-            cdr[0]["failover"], expect_failover,
-            "code {code}: {}",
-            cdr[0]
-        );
+        assert_eq!(cdr[0]["failover"], expect_failover, "code {code}: {}", cdr[0]);
         assert_eq!(cdr[0]["attempts"][0]["code"], *code);
-        assert_eq!(
-            node.in_use(&format!("t{code}")),
-            0,
-            "slot back after code {code}"
-        );
+        assert_eq!(node.in_use(&format!("t{code}")), 0, "slot back after code {code}");
     }
 }
 
 #[test]
 fn auto_failover_current_policy_fails_over_on_each_code_of_its_table() {
-    failover_table(
-        31200,
-        "",
-        &[408, 480, 500, 501, 502, 503, 504, 505, 513, 580],
-        true,
-    );
+    failover_table(31200, "", &[408, 480, 500, 501, 502, 503, 504, 505, 513, 580], true);
 }
 
 #[test]
@@ -178,11 +78,6 @@ fn auto_failover_current_policy_does_not_fail_over_on_other_codes() {
 
 #[test]
 fn legacy_policy_fails_over_on_its_table_and_not_on_503() {
-    failover_table(
-        31400,
-        "failover_policy = \"legacy\"",
-        &[401, 407, 408, 404],
-        true,
-    );
+    failover_table(31400, "failover_policy = \"legacy\"", &[401, 407, 408, 404], true);
     failover_table(31450, "failover_policy = \"legacy\"", &[503], false);
 }

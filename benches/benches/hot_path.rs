@@ -22,27 +22,17 @@ Content-Length: 126\r\n\r\n\
 v=0\r\no=- 53655765 2353687637 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 16384 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\n";
 
 fn parse_invite(c: &mut Criterion) {
-    assert!(
-        hatrunk_sip::parse::parse(INVITE, true).is_ok(),
-        "the benchmark INVITE must be valid"
-    );
-    c.bench_function("parse+normalise typical INVITE", |b| {
-        b.iter(|| hatrunk_sip::parse::parse(black_box(INVITE), true))
-    });
+    assert!(hatrunk_sip::parse::parse(INVITE, true).is_ok(), "the benchmark INVITE must be valid");
+    c.bench_function("parse+normalise typical INVITE", |b| b.iter(|| hatrunk_sip::parse::parse(black_box(INVITE), true)));
     let msg = hatrunk_sip::parse::parse(INVITE, true).expect("parses");
-    c.bench_function("serialise typical INVITE", |b| {
-        b.iter(|| black_box(&msg).to_bytes())
-    });
+    c.bench_function("serialise typical INVITE", |b| b.iter(|| black_box(&msg).to_bytes()));
 }
 
 fn routing_decision(c: &mut Criterion) {
     let mut rr = RoundRobin::default();
     c.bench_function("routing decision: auto-failover start + 503", |b| {
         b.iter(|| {
-            let (mut plan, step) =
-                CallPlan::start(Mode::AutoFailover, FailoverPolicy::Current, &mut rr, |_| {
-                    HealthState::Unknown
-                });
+            let (mut plan, step) = CallPlan::start(Mode::AutoFailover, FailoverPolicy::Current, &mut rr, |_| HealthState::Unknown);
             black_box(step);
             black_box(plan.on_outcome(Outcome::Final(black_box(503))))
         })

@@ -22,16 +22,8 @@ pub fn shared() -> PathBuf {
 
 /// SIPp must be installed (the test command installs Debian's sip-tester); never skip without it.
 pub fn require_sipp() {
-    let ok = Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        ok,
-        "sipp is not installed: run the README's test command (it installs sip-tester)"
-    );
+    let ok = Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    assert!(ok, "sipp is not installed: run the README's test command (it installs sip-tester)");
 }
 
 pub struct Node {
@@ -63,19 +55,10 @@ impl Node {
             .stderr(log)
             .spawn()
             .expect("spawn hatrunk");
-        let node = Node {
-            child,
-            dir,
-            sip: base,
-            admin: base + 1,
-        };
+        let node = Node { child, dir, sip: base, admin: base + 1 };
         let t0 = Instant::now();
         while TcpStream::connect(("127.0.0.1", node.admin)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "node did not start:\n{}",
-                node.log()
-            );
+            assert!(t0.elapsed() < Duration::from_secs(20), "node did not start:\n{}", node.log());
             std::thread::sleep(Duration::from_millis(50));
         }
         node
@@ -86,47 +69,29 @@ impl Node {
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(hatrunk_bin())
-            .args(args)
-            .env("HATRUNK_ENDPOINTS", format!("127.0.0.1:{}", self.admin))
-            .output()
-            .expect("run cli")
+        Command::new(hatrunk_bin()).args(args).env("HATRUNK_ENDPOINTS", format!("127.0.0.1:{}", self.admin)).output().expect("run cli")
     }
 
     /// Apply a trunk file (text); panics with the CLI's stderr if refused.
     pub fn apply(&self, toml: &str) {
         let out = self.try_apply(toml);
-        assert!(
-            out.status.success(),
-            "trunk apply failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "trunk apply failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     pub fn try_apply(&self, toml: &str) -> Output {
-        let path = self
-            .dir
-            .path()
-            .join(format!("trunk-{}.toml", rand_suffix()));
+        let path = self.dir.path().join(format!("trunk-{}.toml", rand_suffix()));
         std::fs::write(&path, toml).expect("write trunk");
         self.cli(&["trunk", "apply", path.to_str().expect("path")])
     }
 
     /// The CDRs written so far (one JSON object per line).
     pub fn cdrs(&self) -> Vec<serde_json::Value> {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("data/cdr.jsonl")).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        let text = std::fs::read_to_string(self.dir.path().join("data/cdr.jsonl")).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
     /// Wait until `n` CDRs for `call_prefix`-less filter exist (the writer is asynchronous).
-    pub fn wait_cdrs(
-        &self,
-        pred: impl Fn(&serde_json::Value) -> bool,
-        n: usize,
-    ) -> Vec<serde_json::Value> {
+    pub fn wait_cdrs(&self, pred: impl Fn(&serde_json::Value) -> bool, n: usize) -> Vec<serde_json::Value> {
         let t0 = Instant::now();
         loop {
             let v: Vec<_> = self.cdrs().into_iter().filter(|c| pred(c)).collect();
@@ -152,10 +117,7 @@ impl Drop for Node {
 }
 
 fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 /// A SIPp process, killed on drop.
@@ -178,9 +140,7 @@ pub fn scenario(name: &str) -> PathBuf {
 
 /// A copy of `name` with `@CODE@` replaced, in `dir`.
 pub fn with_code(dir: &Path, name: &str, code: u16) -> PathBuf {
-    let text = std::fs::read_to_string(scenario(name))
-        .expect("scenario")
-        .replace("@CODE@", &code.to_string());
+    let text = std::fs::read_to_string(scenario(name)).expect("scenario").replace("@CODE@", &code.to_string());
     let path = dir.join(format!("{code}-{name}"));
     std::fs::write(&path, text).expect("write scenario");
     path
@@ -193,23 +153,11 @@ pub fn uas(scenario: &Path, port: u16, tcp: bool) -> Sipp {
 
 pub fn uas_on(ip: &str, scenario: &Path, port: u16, tcp: bool) -> Sipp {
     let mut c = Command::new("sipp");
-    c.arg("-sf").arg(scenario).args([
-        "-i",
-        ip,
-        "-p",
-        &port.to_string(),
-        "-nostdin",
-        "-m",
-        "100000",
-    ]);
+    c.arg("-sf").arg(scenario).args(["-i", ip, "-p", &port.to_string(), "-nostdin", "-m", "100000"]);
     if tcp {
         c.args(["-t", "t1"]);
     }
-    let child = c
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn sipp");
+    let child = c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn sipp");
     std::thread::sleep(Duration::from_millis(300));
     Sipp(child)
 }
@@ -222,27 +170,8 @@ pub struct Calls {
 }
 
 /// Run a SIPp UAC to completion: `calls` calls to `number` at `rate`/s, holding each `hold_ms`.
-pub fn uac(
-    scenario: &Path,
-    node: &Node,
-    local_port: u16,
-    number: &str,
-    calls: u32,
-    rate: u32,
-    hold_ms: u32,
-    extra: &[&str],
-) -> Calls {
-    uac_from(
-        "127.0.0.1",
-        scenario,
-        node,
-        local_port,
-        number,
-        calls,
-        rate,
-        hold_ms,
-        extra,
-    )
+pub fn uac(scenario: &Path, node: &Node, local_port: u16, number: &str, calls: u32, rate: u32, hold_ms: u32, extra: &[&str]) -> Calls {
+    uac_from("127.0.0.1", scenario, node, local_port, number, calls, rate, hold_ms, extra)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -257,10 +186,7 @@ pub fn uac_from(
     hold_ms: u32,
     extra: &[&str],
 ) -> Calls {
-    let screen = node
-        .dir
-        .path()
-        .join(format!("screen-{local_port}-{}.log", rand_suffix()));
+    let screen = node.dir.path().join(format!("screen-{local_port}-{}.log", rand_suffix()));
     let status = Command::new("timeout")
         .arg("120")
         .arg("sipp")
@@ -268,18 +194,7 @@ pub fn uac_from(
         .arg(scenario)
         .args(["-i", ip, "-p", &local_port.to_string()])
         .arg(format!("127.0.0.1:{}", node.sip))
-        .args([
-            "-s",
-            number,
-            "-m",
-            &calls.to_string(),
-            "-r",
-            &rate.to_string(),
-            "-l",
-            &calls.to_string(),
-            "-d",
-            &hold_ms.to_string(),
-        ])
+        .args(["-s", number, "-m", &calls.to_string(), "-r", &rate.to_string(), "-l", &calls.to_string(), "-d", &hold_ms.to_string()])
         .args(["-nostdin", "-trace_screen", "-screen_file"])
         .arg(&screen)
         .args(extra)
@@ -289,33 +204,16 @@ pub fn uac_from(
         .expect("run sipp");
     let text = std::fs::read_to_string(&screen).unwrap_or_default();
     let count = |label: &str| {
-        text.lines()
-            .filter(|l| l.contains(label))
-            .last()
-            .and_then(|l| l.split('|').nth(2))
-            .and_then(|v| v.trim().parse::<u64>().ok())
+        text.lines().filter(|l| l.contains(label)).last().and_then(|l| l.split('|').nth(2)).and_then(|v| v.trim().parse::<u64>().ok())
     };
     let ok = count("Successful call").unwrap_or(0);
     let failed = count("Failed call").unwrap_or(0);
-    assert!(
-        ok + failed > 0,
-        "sipp ran no call (exit {status:?}):\n{text}\nnode log:\n{}",
-        node.log()
-    );
+    assert!(ok + failed > 0, "sipp ran no call (exit {status:?}):\n{text}\nnode log:\n{}", node.log());
     Calls { ok, failed }
 }
 
 /// A trunk file: `mode`, `policy`, primary and secondary targets on loopback.
-pub fn trunk(
-    id: &str,
-    number: &str,
-    limit: u32,
-    mode: &str,
-    policy: &str,
-    primary: u16,
-    secondary: u16,
-    extra: &str,
-) -> String {
+pub fn trunk(id: &str, number: &str, limit: u32, mode: &str, policy: &str, primary: u16, secondary: u16, extra: &str) -> String {
     format!(
         "id = \"{id}\"\nnumbers = [\"{number}\"]\nmax_concurrent_calls = {limit}\nmode = \"{mode}\"\n{policy}\n{extra}\n\
          [primary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:{primary}\"\nallowed_ips = [\"127.0.0.9/32\"]\n\

@@ -10,20 +10,10 @@ use crate::{ClusterCmd, Cmd, Format, TrunkCmd};
 
 async fn connect(endpoints: &str) -> Result<AdminClient<Channel>, String> {
     let mut last = String::from("no endpoints given");
-    for ep in endpoints
-        .split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-    {
-        let url = if ep.starts_with("http") {
-            ep.to_string()
-        } else {
-            format!("http://{ep}")
-        };
+    for ep in endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let url = if ep.starts_with("http") { ep.to_string() } else { format!("http://{ep}") };
         let ch = match Channel::from_shared(url.clone()) {
-            Ok(c) => c
-                .connect_timeout(std::time::Duration::from_secs(3))
-                .timeout(std::time::Duration::from_secs(30)),
+            Ok(c) => c.connect_timeout(std::time::Duration::from_secs(3)).timeout(std::time::Duration::from_secs(30)),
             Err(e) => {
                 last = format!("{ep}: {e}");
                 continue;
@@ -51,9 +41,7 @@ pub async fn dispatch(cmd: Cmd, endpoints: &str, fmt: Format) -> ExitCode {
         }
     };
     let r = match cmd {
-        Cmd::Trunk {
-            cmd: TrunkCmd::Apply { file },
-        } => {
+        Cmd::Trunk { cmd: TrunkCmd::Apply { file } } => {
             let toml = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
                 Err(e) => {
@@ -61,56 +49,20 @@ pub async fn dispatch(cmd: Cmd, endpoints: &str, fmt: Format) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            c.apply_trunk(pb::ApplyTrunkRequest { toml })
-                .await
-                .map(|r| output::trunk(&r.into_inner(), fmt, "applied"))
+            c.apply_trunk(pb::ApplyTrunkRequest { toml }).await.map(|r| output::trunk(&r.into_inner(), fmt, "applied"))
         }
-        Cmd::Trunk {
-            cmd: TrunkCmd::Get { id },
-        } => c
-            .get_trunk(pb::TrunkId { id })
-            .await
-            .map(|r| output::trunk(&r.into_inner(), fmt, "")),
-        Cmd::Trunk {
-            cmd: TrunkCmd::List,
-        } => c
-            .list_trunks(pb::Empty {})
-            .await
-            .map(|r| output::trunks(&r.into_inner(), fmt)),
-        Cmd::Trunk {
-            cmd: TrunkCmd::Delete { id },
-        } => c
-            .delete_trunk(pb::TrunkId { id: id.clone() })
-            .await
-            .map(|_| output::done(fmt, &format!("trunk {id} deleted"))),
-        Cmd::Calls { trunk } => c
-            .calls(pb::CallsRequest {
-                trunk: trunk.unwrap_or_default(),
-            })
-            .await
-            .map(|r| output::calls(&r.into_inner(), fmt)),
-        Cmd::Cluster {
-            cmd: ClusterCmd::Status,
-        } => c
-            .cluster_status(pb::Empty {})
-            .await
-            .map(|r| output::status(&r.into_inner(), fmt)),
-        Cmd::Cluster {
-            cmd: ClusterCmd::Members,
-        } => c
-            .cluster_status(pb::Empty {})
-            .await
-            .map(|r| output::members(&r.into_inner(), fmt)),
-        Cmd::Cluster {
-            cmd: ClusterCmd::Init,
-        } => c
-            .cluster_init(pb::Empty {})
-            .await
-            .map(|r| output::status(&r.into_inner(), fmt)),
-        Cmd::Cluster {
-            cmd:
-                ClusterCmd::Join { .. } | ClusterCmd::Remove { .. } | ClusterCmd::TransferLeader { .. },
-        } => {
+        Cmd::Trunk { cmd: TrunkCmd::Get { id } } => c.get_trunk(pb::TrunkId { id }).await.map(|r| output::trunk(&r.into_inner(), fmt, "")),
+        Cmd::Trunk { cmd: TrunkCmd::List } => c.list_trunks(pb::Empty {}).await.map(|r| output::trunks(&r.into_inner(), fmt)),
+        Cmd::Trunk { cmd: TrunkCmd::Delete { id } } => {
+            c.delete_trunk(pb::TrunkId { id: id.clone() }).await.map(|_| output::done(fmt, &format!("trunk {id} deleted")))
+        }
+        Cmd::Calls { trunk } => {
+            c.calls(pb::CallsRequest { trunk: trunk.unwrap_or_default() }).await.map(|r| output::calls(&r.into_inner(), fmt))
+        }
+        Cmd::Cluster { cmd: ClusterCmd::Status } => c.cluster_status(pb::Empty {}).await.map(|r| output::status(&r.into_inner(), fmt)),
+        Cmd::Cluster { cmd: ClusterCmd::Members } => c.cluster_status(pb::Empty {}).await.map(|r| output::members(&r.into_inner(), fmt)),
+        Cmd::Cluster { cmd: ClusterCmd::Init } => c.cluster_init(pb::Empty {}).await.map(|r| output::status(&r.into_inner(), fmt)),
+        Cmd::Cluster { cmd: ClusterCmd::Join { .. } | ClusterCmd::Remove { .. } | ClusterCmd::TransferLeader { .. } } => {
             eprintln!("error: membership changes need the consensus layer, which this build does not have yet");
             return ExitCode::from(4);
         }

@@ -10,28 +10,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(
-    name = "hatrunk",
-    version,
-    about = "High-availability SIP trunk cluster"
-)]
+#[command(name = "hatrunk", version, about = "High-availability SIP trunk cluster")]
 struct Cli {
     /// Admin endpoints (host:port, comma separated); any member serves any verb.
-    #[arg(
-        long,
-        global = true,
-        env = "HATRUNK_ENDPOINTS",
-        default_value = "127.0.0.1:7700"
-    )]
+    #[arg(long, global = true, env = "HATRUNK_ENDPOINTS", default_value = "127.0.0.1:7700")]
     endpoints: String,
     /// Output format.
-    #[arg(
-        short = 'o',
-        long = "output",
-        global = true,
-        value_enum,
-        default_value = "table"
-    )]
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value = "table")]
     output: Format,
     #[command(subcommand)]
     cmd: Cmd,
@@ -89,10 +74,7 @@ enum TrunkCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start runtime: {e}");
@@ -111,18 +93,14 @@ fn main() -> ExitCode {
 
 async fn run(config: Option<std::path::PathBuf>) -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HATRUNK_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HATRUNK_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     let cfg = match config {
         None => hatrunk_node::config::NodeConfig::default(),
         Some(path) => match std::fs::read_to_string(&path)
             .map_err(|e| e.to_string())
-            .and_then(|t| {
-                hatrunk_node::config::NodeConfig::from_toml(&t).map_err(|e| e.to_string())
-            }) {
+            .and_then(|t| hatrunk_node::config::NodeConfig::from_toml(&t).map_err(|e| e.to_string()))
+        {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: {}: {e}", path.display());
@@ -131,11 +109,10 @@ async fn run(config: Option<std::path::PathBuf>) -> ExitCode {
         },
     };
     let shutdown = async {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

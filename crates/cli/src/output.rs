@@ -13,14 +13,7 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
         }
     }
     let line = |cells: Vec<String>| {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{:<1$}", c, w[i]))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
+        cells.iter().enumerate().map(|(i, c)| format!("{:<1$}", c, w[i])).collect::<Vec<_>>().join("  ").trim_end().to_string()
     };
     println!("{}", line(headers.iter().map(|h| h.to_string()).collect()));
     for r in rows {
@@ -52,15 +45,7 @@ pub fn trunk(r: &pb::TrunkReply, fmt: Format, verb: &str) {
         Value::Null => "-".into(),
         other => other.to_string(),
     };
-    for k in [
-        "id",
-        "numbers",
-        "max_concurrent_calls",
-        "mode",
-        "advanced_ha",
-        "failover_policy",
-        "failover_timeout_ms",
-    ] {
+    for k in ["id", "numbers", "max_concurrent_calls", "mode", "advanced_ha", "failover_policy", "failover_timeout_ms"] {
         println!("{k:<22}{}", s(&v[k]));
     }
     for acc in ["primary", "secondary"] {
@@ -69,11 +54,7 @@ pub fn trunk(r: &pb::TrunkReply, fmt: Format, verb: &str) {
         }
         let a = &v[acc];
         let st = &v["state"][acc];
-        let target = if a["auth"] == "digest" {
-            format!("user {}", s(&a["username"]))
-        } else {
-            s(&a["target"])
-        };
+        let target = if a["auth"] == "digest" { format!("user {}", s(&a["username"])) } else { s(&a["target"]) };
         println!(
             "{acc:<22}{} ({}, {}, {target}) health={} registered={}",
             s(&a["label"]),
@@ -98,11 +79,7 @@ pub fn trunks(r: &pb::TrunkList, fmt: Format) {
                 t["id"].as_str().unwrap_or("").to_string(),
                 t["mode"].as_str().unwrap_or("").to_string(),
                 t["max_concurrent_calls"].to_string(),
-                t["numbers"]
-                    .as_array()
-                    .map(|a| a.len())
-                    .unwrap_or(0)
-                    .to_string(),
+                t["numbers"].as_array().map(|a| a.len()).unwrap_or(0).to_string(),
                 t["advanced_ha"].as_str().unwrap_or("").to_string(),
             ]
         })
@@ -112,29 +89,14 @@ pub fn trunks(r: &pb::TrunkList, fmt: Format) {
 
 pub fn calls(r: &pb::CallsReply, fmt: Format) {
     if fmt == Format::Json {
-        let v: Vec<Value> = r
-            .pools
-            .iter()
-            .map(
-                |p| json!({"trunk": p.trunk, "node": p.node, "in_use": p.in_use, "limit": p.limit}),
-            )
-            .collect();
+        let v: Vec<Value> =
+            r.pools.iter().map(|p| json!({"trunk": p.trunk, "node": p.node, "in_use": p.in_use, "limit": p.limit})).collect();
         println!("{}", Value::Array(v));
         return;
     }
     table(
         &["TRUNK", "NODE", "IN_USE", "LIMIT"],
-        r.pools
-            .iter()
-            .map(|p| {
-                vec![
-                    p.trunk.clone(),
-                    p.node.clone(),
-                    p.in_use.to_string(),
-                    p.limit.to_string(),
-                ]
-            })
-            .collect(),
+        r.pools.iter().map(|p| vec![p.trunk.clone(), p.node.clone(), p.in_use.to_string(), p.limit.to_string()]).collect(),
     );
 }
 
@@ -145,10 +107,7 @@ fn member_json(m: &pb::Member) -> Value {
 
 pub fn members(r: &pb::ClusterStatusReply, fmt: Format) {
     if fmt == Format::Json {
-        println!(
-            "{}",
-            Value::Array(r.members.iter().map(member_json).collect())
-        );
+        println!("{}", Value::Array(r.members.iter().map(member_json).collect()));
         return;
     }
     let rows = r
@@ -167,12 +126,7 @@ pub fn members(r: &pb::ClusterStatusReply, fmt: Format) {
             ]
         })
         .collect();
-    table(
-        &[
-            "ID", "NAME", "REGION", "ZONE", "ROLE", "VOTER", "LEADER", "HEALTHY",
-        ],
-        rows,
-    );
+    table(&["ID", "NAME", "REGION", "ZONE", "ROLE", "VOTER", "LEADER", "HEALTHY"], rows);
 }
 
 pub fn status(r: &pb::ClusterStatusReply, fmt: Format) {
@@ -182,10 +136,7 @@ pub fn status(r: &pb::ClusterStatusReply, fmt: Format) {
         println!("{v}");
         return;
     }
-    println!(
-        "leader {}  term {}  commit {}  applied {}",
-        r.leader, r.term, r.commit_index, r.applied_index
-    );
+    println!("leader {}  term {}  commit {}  applied {}", r.leader, r.term, r.commit_index, r.applied_index);
     members(r, fmt);
 }
 

@@ -136,45 +136,17 @@ mod tests {
             assert_ne!(d, Disposition::Answered, "{code}");
             assert_ne!(c, Cause::NormalClearing, "{code}");
         }
-        assert_eq!(
-            classify(Outcome::Final(401)),
-            (Disposition::Congestion, Cause::FarendRequireAuth)
-        );
-        assert_eq!(
-            classify(Outcome::Final(407)),
-            (Disposition::Congestion, Cause::FarendRequireAuth)
-        );
-        assert_eq!(
-            classify(Outcome::Final(486)),
-            (Disposition::Busy, Cause::UserBusy)
-        );
-        assert_eq!(
-            classify(Outcome::ConnectionError),
-            (Disposition::Congestion, Cause::FarendConnectionError)
-        );
-        assert_eq!(
-            classify(Outcome::UserNotRegistered),
-            (Disposition::Failed, Cause::UserNotRegistered)
-        );
-        assert_eq!(
-            classify(Outcome::Answered(200)),
-            (Disposition::Answered, Cause::NormalClearing)
-        );
+        assert_eq!(classify(Outcome::Final(401)), (Disposition::Congestion, Cause::FarendRequireAuth));
+        assert_eq!(classify(Outcome::Final(407)), (Disposition::Congestion, Cause::FarendRequireAuth));
+        assert_eq!(classify(Outcome::Final(486)), (Disposition::Busy, Cause::UserBusy));
+        assert_eq!(classify(Outcome::ConnectionError), (Disposition::Congestion, Cause::FarendConnectionError));
+        assert_eq!(classify(Outcome::UserNotRegistered), (Disposition::Failed, Cause::UserNotRegistered));
+        assert_eq!(classify(Outcome::Answered(200)), (Disposition::Answered, Cause::NormalClearing));
     }
 
     #[test]
     fn json_vocabulary() {
-        assert_eq!(
-            serde_json::to_string(&Disposition::NoAnswer)
-                .ok()
-                .as_deref(),
-            Some("\"NO ANSWER\"")
-        );
-        assert_eq!(
-            serde_json::to_string(&Cause::FarendRequireAuth)
-                .ok()
-                .as_deref(),
-            Some("\"FAREND_REQUIRE_AUTH\"")
-        );
+        assert_eq!(serde_json::to_string(&Disposition::NoAnswer).ok().as_deref(), Some("\"NO ANSWER\""));
+        assert_eq!(serde_json::to_string(&Cause::FarendRequireAuth).ok().as_deref(), Some("\"FAREND_REQUIRE_AUTH\""));
     }
 }

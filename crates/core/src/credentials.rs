@@ -20,10 +20,7 @@ pub struct DigestHa1 {
 impl DigestHa1 {
     pub fn derive(username: &str, password: &str) -> Self {
         let input = format!("{username}:{REALM}:{password}");
-        DigestHa1 {
-            md5: hex::encode(Md5::digest(input.as_bytes())),
-            sha256: hex::encode(Sha256::digest(input.as_bytes())),
-        }
+        DigestHa1 { md5: hex::encode(Md5::digest(input.as_bytes())), sha256: hex::encode(Sha256::digest(input.as_bytes())) }
     }
 }
 

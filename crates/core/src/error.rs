@@ -16,9 +16,6 @@ pub enum CoreError {
 
 impl CoreError {
     pub(crate) fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        CoreError::InvalidField {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        CoreError::InvalidField { field: field.into(), reason: reason.into() }
     }
 }

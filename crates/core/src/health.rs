@@ -25,24 +25,13 @@ pub struct ProbeHealth {
 
 impl Default for ProbeHealth {
     fn default() -> Self {
-        ProbeHealth {
-            state: HealthState::Unknown,
-            ok_run: 0,
-            fail_run: 0,
-            since_ms: 0,
-        }
+        ProbeHealth { state: HealthState::Unknown, ok_run: 0, fail_run: 0, since_ms: 0 }
     }
 }
 
 impl ProbeHealth {
     /// Record one probe result; returns the new state when it changed.
-    pub fn record(
-        &mut self,
-        answered: bool,
-        now_ms: u64,
-        up_after: u32,
-        down_after: u32,
-    ) -> Option<HealthState> {
+    pub fn record(&mut self, answered: bool, now_ms: u64, up_after: u32, down_after: u32) -> Option<HealthState> {
         if answered {
             self.ok_run = self.ok_run.saturating_add(1);
             self.fail_run = 0;
@@ -76,11 +65,7 @@ mod tests {
         assert_eq!(h.record(true, 2, 2, 3), Some(HealthState::Up));
         assert_eq!(h.record(false, 3, 2, 3), None);
         assert_eq!(h.record(false, 4, 2, 3), None);
-        assert_eq!(
-            h.record(true, 5, 2, 3),
-            None,
-            "a success breaks the failure run"
-        );
+        assert_eq!(h.record(true, 5, 2, 3), None, "a success breaks the failure run");
         for t in 6..8 {
             assert_eq!(h.record(false, t, 2, 3), None);
         }

@@ -40,32 +40,19 @@ pub struct CallPlan {
 
 impl CallPlan {
     /// Begin a call. `rr` is the trunk's Load Balancing cursor; `health` gives each account's state.
-    pub fn start(
-        mode: Mode,
-        policy: FailoverPolicy,
-        rr: &mut RoundRobin,
-        health: impl Fn(Role) -> HealthState,
-    ) -> (CallPlan, Step) {
+    pub fn start(mode: Mode, policy: FailoverPolicy, rr: &mut RoundRobin, health: impl Fn(Role) -> HealthState) -> (CallPlan, Step) {
         let (first, skipped_primary) = match mode {
             Mode::OnlyPrimary => (Role::Primary, false),
             Mode::LoadBalancing => ([Role::Primary, Role::Secondary][rr.pick(2)], false),
             Mode::AutoFailover => {
-                if health(Role::Primary) == HealthState::Down
-                    && health(Role::Secondary) != HealthState::Down
-                {
+                if health(Role::Primary) == HealthState::Down && health(Role::Secondary) != HealthState::Down {
                     (Role::Secondary, true)
                 } else {
                     (Role::Primary, false)
                 }
             }
         };
-        let plan = CallPlan {
-            mode,
-            policy,
-            tried: vec![first],
-            skipped_primary,
-            cancelled: false,
-        };
+        let plan = CallPlan { mode, policy, tried: vec![first], skipped_primary, cancelled: false };
         (plan, Step::Try(first))
     }
 
@@ -113,8 +100,7 @@ mod tests {
     fn only_primary_never_retries() {
         let mut rr = RoundRobin::default();
         for code in 300..=699 {
-            let (mut p, s) =
-                CallPlan::start(Mode::OnlyPrimary, FailoverPolicy::Current, &mut rr, up);
+            let (mut p, s) = CallPlan::start(Mode::OnlyPrimary, FailoverPolicy::Current, &mut rr, up);
             assert_eq!(s, Step::Try(Role::Primary));
             assert_eq!(p.on_outcome(Outcome::Final(code)), Step::Done);
         }
@@ -125,8 +111,7 @@ mod tests {
         let mut rr = RoundRobin::default();
         let mut firsts = vec![];
         for _ in 0..4 {
-            let (mut p, s) =
-                CallPlan::start(Mode::LoadBalancing, FailoverPolicy::Current, &mut rr, up);
+            let (mut p, s) = CallPlan::start(Mode::LoadBalancing, FailoverPolicy::Current, &mut rr, up);
             firsts.push(s);
             assert_eq!(p.on_outcome(Outcome::Final(503)), Step::Done);
             assert_eq!(p.on_outcome(Outcome::ConnectionError), Step::Done);
@@ -137,28 +122,11 @@ mod tests {
 
     #[test]
     fn auto_failover_every_code_under_each_policy() {
-        for policy in [
-            FailoverPolicy::Current,
-            FailoverPolicy::Legacy,
-            FailoverPolicy::Custom(vec![486]),
-        ] {
+        for policy in [FailoverPolicy::Current, FailoverPolicy::Legacy, FailoverPolicy::Custom(vec![486])] {
             for code in 300..=699 {
-                let (mut p, _) = CallPlan::start(
-                    Mode::AutoFailover,
-                    policy.clone(),
-                    &mut RoundRobin::default(),
-                    up,
-                );
-                let expect = if policy.triggers(Outcome::Final(code)) {
-                    Step::Try(Role::Secondary)
-                } else {
-                    Step::Done
-                };
-                assert_eq!(
-                    p.on_outcome(Outcome::Final(code)),
-                    expect,
-                    "{policy:?} {code}"
-                );
+                let (mut p, _) = CallPlan::start(Mode::AutoFailover, policy.clone(), &mut RoundRobin::default(), up);
+                let expect = if policy.triggers(Outcome::Final(code)) { Step::Try(Role::Secondary) } else { Step::Done };
+                assert_eq!(p.on_outcome(Outcome::Final(code)), expect, "{policy:?} {code}");
                 // the Secondary's failure ends the chain whatever it is
                 assert_eq!(p.on_outcome(Outcome::Final(code)), Step::Done);
             }
@@ -168,12 +136,7 @@ mod tests {
 
     #[test]
     fn cancel_stops_the_chain() {
-        let (mut p, _) = CallPlan::start(
-            Mode::AutoFailover,
-            FailoverPolicy::Current,
-            &mut RoundRobin::default(),
-            up,
-        );
+        let (mut p, _) = CallPlan::start(Mode::AutoFailover, FailoverPolicy::Current, &mut RoundRobin::default(), up);
         p.cancel();
         assert_eq!(p.on_outcome(Outcome::Final(503)), Step::Done);
         assert!(!p.failed_over());
@@ -188,30 +151,15 @@ mod tests {
                 HealthState::Up
             }
         };
-        let (mut p, s) = CallPlan::start(
-            Mode::AutoFailover,
-            FailoverPolicy::Current,
-            &mut RoundRobin::default(),
-            health,
-        );
+        let (mut p, s) = CallPlan::start(Mode::AutoFailover, FailoverPolicy::Current, &mut RoundRobin::default(), health);
         assert_eq!(s, Step::Try(Role::Secondary));
         assert!(p.skipped_primary);
         assert_eq!(p.on_outcome(Outcome::Final(503)), Step::Done);
         // both down: try the Primary anyway (the health view may be stale)
-        let (_, s) = CallPlan::start(
-            Mode::AutoFailover,
-            FailoverPolicy::Current,
-            &mut RoundRobin::default(),
-            |_| HealthState::Down,
-        );
+        let (_, s) = CallPlan::start(Mode::AutoFailover, FailoverPolicy::Current, &mut RoundRobin::default(), |_| HealthState::Down);
         assert_eq!(s, Step::Try(Role::Primary));
         // Load Balancing ignores health
-        let (_, s) = CallPlan::start(
-            Mode::LoadBalancing,
-            FailoverPolicy::Current,
-            &mut RoundRobin::default(),
-            health,
-        );
+        let (_, s) = CallPlan::start(Mode::LoadBalancing, FailoverPolicy::Current, &mut RoundRobin::default(), health);
         assert_eq!(s, Step::Try(Role::Primary));
     }
 }

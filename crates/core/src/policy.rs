@@ -109,11 +109,7 @@ mod tests {
     fn custom_table_every_code() {
         let p = FailoverPolicy::Custom(vec![486, 600]);
         for code in 300..=699u16 {
-            assert_eq!(
-                p.triggers(Outcome::Final(code)),
-                code == 486 || code == 600,
-                "code {code}"
-            );
+            assert_eq!(p.triggers(Outcome::Final(code)), code == 486 || code == 600, "code {code}");
         }
         assert!(!p.triggers(Outcome::UserNotRegistered));
         assert!(FailoverPolicy::Custom(vec![480]).triggers(Outcome::UserNotRegistered));
@@ -121,11 +117,7 @@ mod tests {
 
     #[test]
     fn network_failures_always_trigger_cancel_never() {
-        for p in [
-            FailoverPolicy::Current,
-            FailoverPolicy::Legacy,
-            FailoverPolicy::Custom(vec![]),
-        ] {
+        for p in [FailoverPolicy::Current, FailoverPolicy::Legacy, FailoverPolicy::Custom(vec![])] {
             assert!(p.triggers(Outcome::ConnectionError));
             assert!(p.triggers(Outcome::NoAnswer));
             assert!(!p.triggers(Outcome::Cancelled));

@@ -87,11 +87,7 @@ mod tests {
         assert_eq!(p.admit("t", 2, "a"), Admission::AlreadyHeld);
         assert_eq!(p.admit("t", 2, "b"), Admission::Granted);
         assert_eq!(p.admit("t", 2, "c"), Admission::Full { used: 2, limit: 2 });
-        assert_eq!(
-            p.admit("u", 1, "c"),
-            Admission::Granted,
-            "pools are per trunk"
-        );
+        assert_eq!(p.admit("u", 1, "c"), Admission::Granted, "pools are per trunk");
         assert_eq!(p.release("a").as_deref(), Some("t"));
         assert_eq!(p.release("a"), None);
         assert_eq!(p.admit("t", 2, "c2"), Admission::Granted);
@@ -118,9 +114,7 @@ mod tests {
         let mut p = Pool::default();
         let mut x: u64 = 12345;
         for _ in 0..10_000 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let call = format!("c{}", (x >> 33) % 50);
             if (x >> 20) % 2 == 0 {
                 p.admit("t", 7, &call);

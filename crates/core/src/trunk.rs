@@ -94,9 +94,7 @@ pub struct Account {
 impl Account {
     /// The parsed delivery target of an IP account.
     pub fn sip_target(&self) -> Option<SipTarget> {
-        self.target
-            .as_deref()
-            .and_then(|t| parse_sip_target(t).ok())
+        self.target.as_deref().and_then(|t| parse_sip_target(t).ok())
     }
 
     pub fn allows(&self, ip: IpAddr) -> bool {
@@ -136,10 +134,7 @@ impl Trunk {
             if let Some(o) = v.as_object_mut() {
                 o.remove("ha1");
                 if a.auth == AuthMode::Digest {
-                    o.insert(
-                        "password_set".into(),
-                        serde_json::Value::Bool(a.ha1.is_some()),
-                    );
+                    o.insert("password_set".into(), serde_json::Value::Bool(a.ha1.is_some()));
                 }
             }
             v
@@ -211,119 +206,65 @@ impl TrunkFile {
 
     /// Check every field and build the trunk. The first wrong field is reported; nothing is partial.
     pub fn validate(&self) -> Result<Trunk, CoreError> {
-        let id = self
-            .id
-            .as_deref()
-            .ok_or_else(|| CoreError::field("id", "missing"))?;
-        if id.is_empty()
-            || id.len() > 64
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(CoreError::field(
-                "id",
-                "must be 1-64 characters of letters, digits, '-', '_' or '.'",
-            ));
+        let id = self.id.as_deref().ok_or_else(|| CoreError::field("id", "missing"))?;
+        if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(CoreError::field("id", "must be 1-64 characters of letters, digits, '-', '_' or '.'"));
         }
-        let numbers = self
-            .numbers
-            .as_ref()
-            .ok_or_else(|| CoreError::field("numbers", "missing"))?;
+        let numbers = self.numbers.as_ref().ok_or_else(|| CoreError::field("numbers", "missing"))?;
         if numbers.is_empty() {
-            return Err(CoreError::field(
-                "numbers",
-                "a trunk needs at least one number",
-            ));
+            return Err(CoreError::field("numbers", "a trunk needs at least one number"));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, n) in numbers.iter().enumerate() {
             let field = format!("numbers[{i}]");
             if !is_number(n) {
-                return Err(CoreError::field(
-                    field,
-                    format!(
-                        "{n:?} is not a phone number (digits, optional leading '+', 3-20 digits)"
-                    ),
-                ));
+                return Err(CoreError::field(field, format!("{n:?} is not a phone number (digits, optional leading '+', 3-20 digits)")));
             }
             if !seen.insert(normalize_number(n)) {
                 return Err(CoreError::field(field, format!("{n} is listed twice")));
             }
         }
-        let limit = self
-            .max_concurrent_calls
-            .ok_or_else(|| CoreError::field("max_concurrent_calls", "missing"))?;
+        let limit = self.max_concurrent_calls.ok_or_else(|| CoreError::field("max_concurrent_calls", "missing"))?;
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(CoreError::field(
-                "max_concurrent_calls",
-                format!("must be between 1 and {MAX_LIMIT}, got {limit}"),
-            ));
+            return Err(CoreError::field("max_concurrent_calls", format!("must be between 1 and {MAX_LIMIT}, got {limit}")));
         }
         let mode = match self.mode.as_deref().unwrap_or("only-primary") {
             "only-primary" => Mode::OnlyPrimary,
             "load-balancing" => Mode::LoadBalancing,
             "auto-failover" => Mode::AutoFailover,
-            other => return Err(CoreError::field("mode", format!("unknown mode {other:?}; expected only-primary, load-balancing or auto-failover"))),
+            other => {
+                return Err(CoreError::field(
+                    "mode",
+                    format!("unknown mode {other:?}; expected only-primary, load-balancing or auto-failover"),
+                ))
+            }
         };
         let advanced_ha = match self.advanced_ha.as_deref().unwrap_or("none") {
             "none" => AdvancedHa::None,
             "2t" => AdvancedHa::TwoT,
             "4t" => AdvancedHa::FourT,
             "2t+4t" => AdvancedHa::TwoTFourT,
-            other => {
-                return Err(CoreError::field(
-                    "advanced_ha",
-                    format!("unknown value {other:?}; expected none, 2t, 4t or 2t+4t"),
-                ))
-            }
+            other => return Err(CoreError::field("advanced_ha", format!("unknown value {other:?}; expected none, 2t, 4t or 2t+4t"))),
         };
         let failover_policy = self.policy()?;
         let failover_timeout_ms = match self.failover_timeout_ms {
             None => DEFAULT_FAILOVER_TIMEOUT_MS,
             Some(t) if (100..=60_000).contains(&t) => t as u32,
-            Some(t) => {
-                return Err(CoreError::field(
-                    "failover_timeout_ms",
-                    format!("must be between 100 and 60000, got {t}"),
-                ))
-            }
+            Some(t) => return Err(CoreError::field("failover_timeout_ms", format!("must be between 100 and 60000, got {t}"))),
         };
         let max_call_duration_s = match self.max_call_duration_s {
             None => DEFAULT_MAX_CALL_DURATION_S,
             Some(t) if (10..=7 * 86_400).contains(&t) => t as u32,
-            Some(t) => {
-                return Err(CoreError::field(
-                    "max_call_duration_s",
-                    format!("must be between 10 and 604800, got {t}"),
-                ))
-            }
+            Some(t) => return Err(CoreError::field("max_call_duration_s", format!("must be between 10 and 604800, got {t}"))),
         };
-        let primary = self
-            .primary
-            .as_ref()
-            .ok_or_else(|| CoreError::field("primary", "missing"))?
-            .validate("primary")?;
-        let secondary = self
-            .secondary
-            .as_ref()
-            .map(|s| s.validate("secondary"))
-            .transpose()?;
+        let primary = self.primary.as_ref().ok_or_else(|| CoreError::field("primary", "missing"))?.validate("primary")?;
+        let secondary = self.secondary.as_ref().map(|s| s.validate("secondary")).transpose()?;
         if secondary.is_none() && mode != Mode::OnlyPrimary {
-            return Err(CoreError::field(
-                "secondary",
-                format!(
-                    "mode {:?} needs a secondary account",
-                    self.mode.as_deref().unwrap_or("")
-                ),
-            ));
+            return Err(CoreError::field("secondary", format!("mode {:?} needs a secondary account", self.mode.as_deref().unwrap_or(""))));
         }
         if let Some(s) = &secondary {
             if s.caller_id.is_some() {
-                return Err(CoreError::field(
-                    "secondary.caller_id",
-                    "the Secondary uses the Primary's caller ID; set it on [primary]",
-                ));
+                return Err(CoreError::field("secondary.caller_id", "the Secondary uses the Primary's caller ID; set it on [primary]"));
             }
         }
         Ok(Trunk {
@@ -346,42 +287,28 @@ impl TrunkFile {
             "current" => FailoverPolicy::Current,
             "legacy" => FailoverPolicy::Legacy,
             "custom" => {
-                let codes = self.failover_codes.as_ref().ok_or_else(|| {
-                    CoreError::field(
-                        "failover_codes",
-                        "required when failover_policy = \"custom\"",
-                    )
-                })?;
+                let codes = self
+                    .failover_codes
+                    .as_ref()
+                    .ok_or_else(|| CoreError::field("failover_codes", "required when failover_policy = \"custom\""))?;
                 if codes.is_empty() {
-                    return Err(CoreError::field(
-                        "failover_codes",
-                        "needs at least one code",
-                    ));
+                    return Err(CoreError::field("failover_codes", "needs at least one code"));
                 }
                 let mut out = Vec::new();
                 for (i, c) in codes.iter().enumerate() {
                     if !(300..=699).contains(c) {
-                        return Err(CoreError::field(
-                            format!("failover_codes[{i}]"),
-                            format!("{c} is not a final failure code (300-699)"),
-                        ));
+                        return Err(CoreError::field(format!("failover_codes[{i}]"), format!("{c} is not a final failure code (300-699)")));
                     }
                     out.push(*c as u16);
                 }
                 FailoverPolicy::Custom(out)
             }
             other => {
-                return Err(CoreError::field(
-                    "failover_policy",
-                    format!("unknown policy {other:?}; expected current, legacy or custom"),
-                ))
+                return Err(CoreError::field("failover_policy", format!("unknown policy {other:?}; expected current, legacy or custom")))
             }
         };
         if name != "custom" && self.failover_codes.is_some() {
-            return Err(CoreError::field(
-                "failover_codes",
-                "only allowed with failover_policy = \"custom\"",
-            ));
+            return Err(CoreError::field("failover_codes", "only allowed with failover_policy = \"custom\""));
         }
         Ok(policy)
     }
@@ -390,94 +317,49 @@ impl TrunkFile {
 impl AccountFile {
     fn validate(&self, at: &str) -> Result<Account, CoreError> {
         let f = |name: &str| format!("{at}.{name}");
-        let label = self.label.clone().unwrap_or_else(|| {
-            if at == "primary" {
-                "Primary".into()
-            } else {
-                "Secondary".into()
-            }
-        });
+        let label = self.label.clone().unwrap_or_else(|| if at == "primary" { "Primary".into() } else { "Secondary".into() });
         if label.is_empty() || label.len() > 64 {
             return Err(CoreError::field(f("label"), "must be 1-64 characters"));
         }
         let auth = match self.auth.as_deref() {
             Some("ip") => AuthMode::Ip,
             Some("digest") => AuthMode::Digest,
-            Some(other) => {
-                return Err(CoreError::field(
-                    f("auth"),
-                    format!("unknown auth mode {other:?}; expected ip or digest"),
-                ))
-            }
+            Some(other) => return Err(CoreError::field(f("auth"), format!("unknown auth mode {other:?}; expected ip or digest"))),
             None => return Err(CoreError::field(f("auth"), "missing (ip or digest)")),
         };
         let transport = match self.transport.as_deref().unwrap_or("udp") {
             "udp" => Transport::Udp,
             "tcp" => Transport::Tcp,
-            "tls" => {
-                return Err(CoreError::field(
-                    f("transport"),
-                    "tls is not supported by this build yet (udp or tcp)",
-                ))
-            }
-            other => {
-                return Err(CoreError::field(
-                    f("transport"),
-                    format!("unknown transport {other:?}; expected udp, tcp or tls"),
-                ))
-            }
+            "tls" => return Err(CoreError::field(f("transport"), "tls is not supported by this build yet (udp or tcp)")),
+            other => return Err(CoreError::field(f("transport"), format!("unknown transport {other:?}; expected udp, tcp or tls"))),
         };
         let mut allowed_ips = Vec::new();
         for (i, s) in self.allowed_ips.iter().flatten().enumerate() {
-            allowed_ips.push(
-                parse_cidr(s).map_err(|r| CoreError::field(format!("{at}.allowed_ips[{i}]"), r))?,
-            );
+            allowed_ips.push(parse_cidr(s).map_err(|r| CoreError::field(format!("{at}.allowed_ips[{i}]"), r))?);
         }
         let (mut target, mut username, mut ha1) = (None, None, None);
         match auth {
             AuthMode::Ip => {
-                let t = self.target.as_deref().ok_or_else(|| {
-                    CoreError::field(f("target"), "an ip account needs a target (sip:HOST:PORT)")
-                })?;
+                let t =
+                    self.target.as_deref().ok_or_else(|| CoreError::field(f("target"), "an ip account needs a target (sip:HOST:PORT)"))?;
                 parse_sip_target(t).map_err(|r| CoreError::field(f("target"), r))?;
                 if allowed_ips.is_empty() {
-                    return Err(CoreError::field(
-                        f("allowed_ips"),
-                        "an ip account needs at least one allowed address",
-                    ));
+                    return Err(CoreError::field(f("allowed_ips"), "an ip account needs at least one allowed address"));
                 }
                 if self.username.is_some() || self.password.is_some() {
-                    return Err(CoreError::field(
-                        f("username"),
-                        "only digest accounts have credentials",
-                    ));
+                    return Err(CoreError::field(f("username"), "only digest accounts have credentials"));
                 }
                 target = Some(t.to_string());
             }
             AuthMode::Digest => {
                 if self.target.is_some() {
-                    return Err(CoreError::field(
-                        f("target"),
-                        "a digest account is reached at its registered contact; remove target",
-                    ));
+                    return Err(CoreError::field(f("target"), "a digest account is reached at its registered contact; remove target"));
                 }
-                let u = self.username.as_deref().ok_or_else(|| {
-                    CoreError::field(f("username"), "a digest account needs a username")
-                })?;
-                if u.is_empty()
-                    || u.len() > 64
-                    || !u
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
-                {
-                    return Err(CoreError::field(
-                        f("username"),
-                        "must be 1-64 characters of letters, digits, '-', '_', '.' or '+'",
-                    ));
+                let u = self.username.as_deref().ok_or_else(|| CoreError::field(f("username"), "a digest account needs a username"))?;
+                if u.is_empty() || u.len() > 64 || !u.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c)) {
+                    return Err(CoreError::field(f("username"), "must be 1-64 characters of letters, digits, '-', '_', '.' or '+'"));
                 }
-                let p = self.password.as_deref().ok_or_else(|| {
-                    CoreError::field(f("password"), "a digest account needs a password")
-                })?;
+                let p = self.password.as_deref().ok_or_else(|| CoreError::field(f("password"), "a digest account needs a password"))?;
                 if p.len() < 8 || p.len() > 128 {
                     return Err(CoreError::field(f("password"), "must be 8-128 characters"));
                 }
@@ -487,29 +369,18 @@ impl AccountFile {
         }
         if let Some(c) = &self.caller_id {
             if !is_number(c) {
-                return Err(CoreError::field(
-                    f("caller_id"),
-                    format!("{c:?} is not a phone number"),
-                ));
+                return Err(CoreError::field(f("caller_id"), format!("{c:?} is not a phone number")));
             }
         }
         let probe_interval_ms = match self.probe_interval_ms {
             None => None,
             Some(v) if (200..=3_600_000).contains(&v) => Some(v as u32),
-            Some(v) => {
-                return Err(CoreError::field(
-                    f("probe_interval_ms"),
-                    format!("must be between 200 and 3600000, got {v}"),
-                ))
-            }
+            Some(v) => return Err(CoreError::field(f("probe_interval_ms"), format!("must be between 200 and 3600000, got {v}"))),
         };
         let threshold = |v: Option<i64>, name: &str, default: u32| match v {
             None => Ok(default),
             Some(v) if (1..=100).contains(&v) => Ok(v as u32),
-            Some(v) => Err(CoreError::field(
-                f(name),
-                format!("must be between 1 and 100, got {v}"),
-            )),
+            Some(v) => Err(CoreError::field(f(name), format!("must be between 1 and 100, got {v}"))),
         };
         Ok(Account {
             label,
@@ -534,17 +405,11 @@ pub fn parse_trunk(text: &str) -> Result<Trunk, CoreError> {
 }
 
 /// Reject a trunk that claims a number another trunk owns. `owner_of` looks a number up.
-pub fn check_numbers_free<'a>(
-    trunk: &Trunk,
-    owner_of: impl Fn(&str) -> Option<&'a str>,
-) -> Result<(), CoreError> {
+pub fn check_numbers_free<'a>(trunk: &Trunk, owner_of: impl Fn(&str) -> Option<&'a str>) -> Result<(), CoreError> {
     for n in &trunk.numbers {
         if let Some(owner) = owner_of(n) {
             if owner != trunk.id {
-                return Err(CoreError::NumberTaken {
-                    number: n.clone(),
-                    owner: owner.to_string(),
-                });
+                return Err(CoreError::NumberTaken { number: n.clone(), owner: owner.to_string() });
             }
         }
     }
@@ -565,22 +430,16 @@ fn parse_cidr(s: &str) -> Result<IpNet, String> {
     if let Ok(n) = s.parse::<IpNet>() {
         return Ok(n);
     }
-    s.parse::<IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))
+    s.parse::<IpAddr>().map(IpNet::from).map_err(|_| format!("{s:?} is not an IP address or CIDR block"))
 }
 
 /// Parse `sip:HOST[:PORT]` (an optional `user@` and `;params` are ignored). Default port 5060.
 pub fn parse_sip_target(s: &str) -> Result<SipTarget, String> {
-    let rest = s
-        .strip_prefix("sip:")
-        .ok_or_else(|| format!("{s:?} must start with sip:"))?;
+    let rest = s.strip_prefix("sip:").ok_or_else(|| format!("{s:?} must start with sip:"))?;
     let rest = rest.split(';').next().unwrap_or("");
     let hostport = rest.rsplit('@').next().unwrap_or("");
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("{s:?}: unclosed IPv6 bracket"))?;
+        let (h, after) = v6.split_once(']').ok_or_else(|| format!("{s:?}: unclosed IPv6 bracket"))?;
         (h.to_string(), after.strip_prefix(':'))
     } else {
         match hostport.split_once(':') {
@@ -588,20 +447,12 @@ pub fn parse_sip_target(s: &str) -> Result<SipTarget, String> {
             None => (hostport.to_string(), None),
         }
     };
-    if host.is_empty()
-        || !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c))
-    {
+    if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c)) {
         return Err(format!("{s:?} has no valid host"));
     }
     let port = match port {
         None => 5060,
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("{s:?} has a bad port"))?,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("{s:?} has a bad port"))?,
     };
     Ok(SipTarget { host, port })
 }

@@ -34,13 +34,7 @@ fn good_file_validates() {
     let t = parse_trunk(GOOD).expect("valid");
     assert_eq!(t.numbers, vec!["6561230000", "6561230001"]);
     assert_eq!(t.mode, Mode::AutoFailover);
-    assert_eq!(
-        t.primary.sip_target(),
-        Some(SipTarget {
-            host: "192.0.2.10".into(),
-            port: 5060
-        })
-    );
+    assert_eq!(t.primary.sip_target(), Some(SipTarget { host: "192.0.2.10".into(), port: 5060 }));
     let s = t.secondary.as_ref().expect("secondary");
     assert!(s.ha1.is_some());
     let shown = t.redacted().to_string();
@@ -61,100 +55,32 @@ fn field_of(text: &str) -> String {
 fn each_mistake_names_its_field() {
     let cases: &[(&str, &str, &str)] = &[
         ("mode = \"auto-failover\"", "mode = \"sometimes\"", "mode"),
-        (
-            "advanced_ha = \"none\"",
-            "advanced_ha = \"3t\"",
-            "advanced_ha",
-        ),
-        (
-            "failover_policy = \"current\"",
-            "failover_policy = \"random\"",
-            "failover_policy",
-        ),
-        (
-            "failover_policy = \"current\"",
-            "failover_policy = \"custom\"",
-            "failover_codes",
-        ),
-        (
-            "failover_policy = \"current\"",
-            "failover_policy = \"custom\"\nfailover_codes = [200]",
-            "failover_codes[0]",
-        ),
-        (
-            "max_concurrent_calls = 30",
-            "max_concurrent_calls = 0",
-            "max_concurrent_calls",
-        ),
+        ("advanced_ha = \"none\"", "advanced_ha = \"3t\"", "advanced_ha"),
+        ("failover_policy = \"current\"", "failover_policy = \"random\"", "failover_policy"),
+        ("failover_policy = \"current\"", "failover_policy = \"custom\"", "failover_codes"),
+        ("failover_policy = \"current\"", "failover_policy = \"custom\"\nfailover_codes = [200]", "failover_codes[0]"),
+        ("max_concurrent_calls = 30", "max_concurrent_calls = 0", "max_concurrent_calls"),
         ("max_concurrent_calls = 30", "", "max_concurrent_calls"),
-        (
-            "failover_timeout_ms = 2500",
-            "failover_timeout_ms = 5",
-            "failover_timeout_ms",
-        ),
-        (
-            "allowed_ips = [\"192.0.2.10/32\"]",
-            "allowed_ips = [\"192.0.2.300/32\"]",
-            "primary.allowed_ips[0]",
-        ),
-        (
-            "allowed_ips = [\"198.51.100.0/24\"]",
-            "allowed_ips = [\"10.0.0.0/8\", \"nope\"]",
-            "secondary.allowed_ips[1]",
-        ),
-        (
-            "target = \"sip:192.0.2.10:5060\"",
-            "target = \"http://x\"",
-            "primary.target",
-        ),
+        ("failover_timeout_ms = 2500", "failover_timeout_ms = 5", "failover_timeout_ms"),
+        ("allowed_ips = [\"192.0.2.10/32\"]", "allowed_ips = [\"192.0.2.300/32\"]", "primary.allowed_ips[0]"),
+        ("allowed_ips = [\"198.51.100.0/24\"]", "allowed_ips = [\"10.0.0.0/8\", \"nope\"]", "secondary.allowed_ips[1]"),
+        ("target = \"sip:192.0.2.10:5060\"", "target = \"http://x\"", "primary.target"),
         ("target = \"sip:192.0.2.10:5060\"", "", "primary.target"),
         ("auth = \"digest\"", "auth = \"magic\"", "secondary.auth"),
-        (
-            "password = \"s3cret-pass\"",
-            "password = \"short\"",
-            "secondary.password",
-        ),
+        ("password = \"s3cret-pass\"", "password = \"short\"", "secondary.password"),
         ("username = \"acme-dr\"", "", "secondary.username"),
-        (
-            "transport = \"tcp\"",
-            "transport = \"sctp\"",
-            "secondary.transport",
-        ),
-        (
-            "numbers = [\"6561230000\", \"+6561230001\"]",
-            "numbers = [\"65612x\"]",
-            "numbers[0]",
-        ),
-        (
-            "numbers = [\"6561230000\", \"+6561230001\"]",
-            "numbers = []",
-            "numbers",
-        ),
-        (
-            "numbers = [\"6561230000\", \"+6561230001\"]",
-            "numbers = [\"6561230000\", \"+6561230000\"]",
-            "numbers[1]",
-        ),
+        ("transport = \"tcp\"", "transport = \"sctp\"", "secondary.transport"),
+        ("numbers = [\"6561230000\", \"+6561230001\"]", "numbers = [\"65612x\"]", "numbers[0]"),
+        ("numbers = [\"6561230000\", \"+6561230001\"]", "numbers = []", "numbers"),
+        ("numbers = [\"6561230000\", \"+6561230001\"]", "numbers = [\"6561230000\", \"+6561230000\"]", "numbers[1]"),
         ("id = \"acme\"", "id = \"a b\"", "id"),
-        (
-            "caller_id = \"+6561230000\"",
-            "caller_id = \"anonymous\"",
-            "primary.caller_id",
-        ),
-        (
-            "probe_interval_ms = 5000",
-            "probe_interval_ms = 1",
-            "primary.probe_interval_ms",
-        ),
+        ("caller_id = \"+6561230000\"", "caller_id = \"anonymous\"", "primary.caller_id"),
+        ("probe_interval_ms = 5000", "probe_interval_ms = 1", "primary.probe_interval_ms"),
     ];
     for (from, to, field) in cases {
         assert!(GOOD.contains(from), "test case does not apply: {from}");
         let text = GOOD.replacen(from, to, 1);
-        assert_eq!(
-            field_of(&text),
-            *field,
-            "after replacing {from:?} with {to:?}"
-        );
+        assert_eq!(field_of(&text), *field, "after replacing {from:?} with {to:?}");
     }
 }
 
@@ -162,14 +88,8 @@ fn each_mistake_names_its_field() {
 fn unknown_fields_and_wrong_types_are_refused() {
     let e = field_of(&GOOD.replace("mode = ", "colour = \"red\"\nmode = "));
     assert!(e.starts_with("syntax:") && e.contains("colour"), "{e}");
-    let e = field_of(&GOOD.replace(
-        "max_concurrent_calls = 30",
-        "max_concurrent_calls = \"thirty\"",
-    ));
-    assert!(
-        e.starts_with("syntax:") && e.contains("max_concurrent_calls"),
-        "{e}"
-    );
+    let e = field_of(&GOOD.replace("max_concurrent_calls = 30", "max_concurrent_calls = \"thirty\""));
+    assert!(e.starts_with("syntax:") && e.contains("max_concurrent_calls"), "{e}");
 }
 
 #[test]
@@ -184,32 +104,14 @@ fn modes_other_than_only_primary_need_a_secondary() {
 fn taken_numbers_are_refused() {
     let t = parse_trunk(GOOD).expect("valid");
     let r = check_numbers_free(&t, |n| (n == "6561230001").then_some("other"));
-    assert_eq!(
-        r,
-        Err(CoreError::NumberTaken {
-            number: "6561230001".into(),
-            owner: "other".into()
-        })
-    );
+    assert_eq!(r, Err(CoreError::NumberTaken { number: "6561230001".into(), owner: "other".into() }));
     assert!(check_numbers_free(&t, |_| Some("acme")).is_ok());
 }
 
 #[test]
 fn sip_targets() {
-    assert_eq!(
-        parse_sip_target("sip:pbx.example.com"),
-        Ok(SipTarget {
-            host: "pbx.example.com".into(),
-            port: 5060
-        })
-    );
-    assert_eq!(
-        parse_sip_target("sip:u@[::1]:5070;transport=tcp"),
-        Ok(SipTarget {
-            host: "::1".into(),
-            port: 5070
-        })
-    );
+    assert_eq!(parse_sip_target("sip:pbx.example.com"), Ok(SipTarget { host: "pbx.example.com".into(), port: 5060 }));
+    assert_eq!(parse_sip_target("sip:u@[::1]:5070;transport=tcp"), Ok(SipTarget { host: "::1".into(), port: 5070 }));
     assert!(parse_sip_target("sip:host:0").is_err());
     assert!(parse_sip_target("sips:host").is_err());
 }

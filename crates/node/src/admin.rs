@@ -55,20 +55,10 @@ impl AdminService {
                 continue;
             }
             let s = self.status.account(&t.id, role);
-            let name = if role == Role::Primary {
-                "primary"
-            } else {
-                "secondary"
-            };
-            state.insert(
-                name.into(),
-                serde_json::json!({ "health": s.health.state, "registered": s.registered }),
-            );
+            let name = if role == Role::Primary { "primary" } else { "secondary" };
+            state.insert(name.into(), serde_json::json!({ "health": s.health.state, "registered": s.registered }));
         }
-        pb::TrunkReply {
-            trunk_json: t.redacted().to_string(),
-            state_json: serde_json::Value::Object(state).to_string(),
-        }
+        pb::TrunkReply { trunk_json: t.redacted().to_string(), state_json: serde_json::Value::Object(state).to_string() }
     }
 
     fn status_reply(&self) -> pb::ClusterStatusReply {
@@ -97,43 +87,27 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn apply_trunk(
-        &self,
-        req: Request<pb::ApplyTrunkRequest>,
-    ) -> Result<Response<pb::TrunkReply>, Status> {
+    async fn apply_trunk(&self, req: Request<pb::ApplyTrunkRequest>) -> Result<Response<pb::TrunkReply>, Status> {
         let text = req.into_inner().toml;
         if text.len() > MAX_TRUNK_FILE {
-            return Err(Status::invalid_argument(format!(
-                "trunk file larger than {MAX_TRUNK_FILE} bytes"
-            )));
+            return Err(Status::invalid_argument(format!("trunk file larger than {MAX_TRUNK_FILE} bytes")));
         }
         let trunk = parse_trunk(&text).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let id = trunk.id.clone();
         self.store.apply(trunk).await.map_err(to_status)?;
         tracing::info!(trunk = %id, "trunk applied");
-        let t = self
-            .store
-            .get(&id)
-            .ok_or_else(|| Status::internal("trunk vanished after apply"))?;
+        let t = self.store.get(&id).ok_or_else(|| Status::internal("trunk vanished after apply"))?;
         Ok(Response::new(self.reply(&t)))
     }
 
-    async fn get_trunk(
-        &self,
-        req: Request<pb::TrunkId>,
-    ) -> Result<Response<pb::TrunkReply>, Status> {
+    async fn get_trunk(&self, req: Request<pb::TrunkId>) -> Result<Response<pb::TrunkReply>, Status> {
         let id = req.into_inner().id;
-        let t = self
-            .store
-            .get(&id)
-            .ok_or_else(|| Status::not_found(format!("trunk {id} not found")))?;
+        let t = self.store.get(&id).ok_or_else(|| Status::not_found(format!("trunk {id} not found")))?;
         Ok(Response::new(self.reply(&t)))
     }
 
     async fn list_trunks(&self, _: Request<pb::Empty>) -> Result<Response<pb::TrunkList>, Status> {
-        Ok(Response::new(pb::TrunkList {
-            trunks: self.store.list().iter().map(|t| self.reply(t)).collect(),
-        }))
+        Ok(Response::new(pb::TrunkList { trunks: self.store.list().iter().map(|t| self.reply(t)).collect() }))
     }
 
     async fn delete_trunk(&self, req: Request<pb::TrunkId>) -> Result<Response<pb::Empty>, Status> {
@@ -143,16 +117,12 @@ impl Admin for AdminService {
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn calls(
-        &self,
-        req: Request<pb::CallsRequest>,
-    ) -> Result<Response<pb::CallsReply>, Status> {
+    async fn calls(&self, req: Request<pb::CallsRequest>) -> Result<Response<pb::CallsReply>, Status> {
         let only = req.into_inner().trunk;
         if !only.is_empty() && self.store.get(&only).is_none() {
             return Err(Status::not_found(format!("trunk {only} not found")));
         }
-        let usage: std::collections::HashMap<String, u32> =
-            self.admission.usage().into_iter().collect();
+        let usage: std::collections::HashMap<String, u32> = self.admission.usage().into_iter().collect();
         let pools = self
             .store
             .list()
@@ -168,17 +138,11 @@ impl Admin for AdminService {
         Ok(Response::new(pb::CallsReply { pools }))
     }
 
-    async fn cluster_status(
-        &self,
-        _: Request<pb::Empty>,
-    ) -> Result<Response<pb::ClusterStatusReply>, Status> {
+    async fn cluster_status(&self, _: Request<pb::Empty>) -> Result<Response<pb::ClusterStatusReply>, Status> {
         Ok(Response::new(self.status_reply()))
     }
 
-    async fn cluster_init(
-        &self,
-        _: Request<pb::Empty>,
-    ) -> Result<Response<pb::ClusterStatusReply>, Status> {
+    async fn cluster_init(&self, _: Request<pb::Empty>) -> Result<Response<pb::ClusterStatusReply>, Status> {
         // A single node initialises itself on first start; init on it is a no-op that reports it.
         Ok(Response::new(self.status_reply()))
     }

@@ -11,12 +11,7 @@ use crate::store::BoxFuture;
 
 pub trait Admission: Send + Sync {
     /// Take a slot of `trunk` for `call` (idempotent per call).
-    fn admit(
-        &self,
-        trunk: String,
-        limit: u32,
-        call: String,
-    ) -> BoxFuture<'_, Result<Decision, NodeError>>;
+    fn admit(&self, trunk: String, limit: u32, call: String) -> BoxFuture<'_, Result<Decision, NodeError>>;
     /// Give `call`'s slot back (harmless if it holds none).
     fn release(&self, call: String) -> BoxFuture<'_, Result<(), NodeError>>;
     /// Slots in use per trunk, as this node sees them.
@@ -36,12 +31,7 @@ impl LocalAdmission {
 }
 
 impl Admission for LocalAdmission {
-    fn admit(
-        &self,
-        trunk: String,
-        limit: u32,
-        call: String,
-    ) -> BoxFuture<'_, Result<Decision, NodeError>> {
+    fn admit(&self, trunk: String, limit: u32, call: String) -> BoxFuture<'_, Result<Decision, NodeError>> {
         let d = self.pool().admit(&trunk, limit, &call);
         Box::pin(async move { Ok(d) })
     }
@@ -52,11 +42,7 @@ impl Admission for LocalAdmission {
     }
 
     fn usage(&self) -> Vec<(String, u32)> {
-        let mut v: Vec<(String, u32)> = self
-            .pool()
-            .usage()
-            .map(|(t, n)| (t.to_string(), n))
-            .collect();
+        let mut v: Vec<(String, u32)> = self.pool().usage().map(|(t, n)| (t.to_string(), n)).collect();
         v.sort();
         v
     }

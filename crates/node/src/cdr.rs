@@ -12,22 +12,14 @@ use crate::error::NodeError;
 /// Open (create) the CDR file and return the sender that feeds it.
 pub async fn start(path: PathBuf) -> Result<mpsc::Sender<Box<Cdr>>, NodeError> {
     if let Some(dir) = path.parent() {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|source| NodeError::Io {
-                what: dir.display().to_string(),
-                source,
-            })?;
+        tokio::fs::create_dir_all(dir).await.map_err(|source| NodeError::Io { what: dir.display().to_string(), source })?;
     }
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&path)
         .await
-        .map_err(|source| NodeError::Io {
-            what: path.display().to_string(),
-            source,
-        })?;
+        .map_err(|source| NodeError::Io { what: path.display().to_string(), source })?;
     let (tx, mut rx) = mpsc::channel::<Box<Cdr>>(65_536);
     tokio::spawn(async move {
         while let Some(cdr) = rx.recv().await {

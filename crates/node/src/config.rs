@@ -80,10 +80,7 @@ pub struct ClusterSection {
 
 impl Default for ClusterSection {
     fn default() -> Self {
-        ClusterSection {
-            listen: "127.0.0.1:7700".into(),
-            advertise: None,
-        }
+        ClusterSection { listen: "127.0.0.1:7700".into(), advertise: None }
     }
 }
 
@@ -95,9 +92,7 @@ pub struct HttpSection {
 
 impl Default for HttpSection {
     fn default() -> Self {
-        HttpSection {
-            listen: "127.0.0.1:9090".into(),
-        }
+        HttpSection { listen: "127.0.0.1:9090".into() }
     }
 }
 
@@ -123,50 +118,30 @@ pub struct SipListen {
 
 impl NodeConfig {
     pub fn from_toml(text: &str) -> Result<Self, NodeError> {
-        let c: NodeConfig = toml::from_str(text).map_err(|e| NodeError::Config {
-            field: "(file)".into(),
-            reason: e.to_string(),
-        })?;
+        let c: NodeConfig = toml::from_str(text).map_err(|e| NodeError::Config { field: "(file)".into(), reason: e.to_string() })?;
         c.validate()?;
         Ok(c)
     }
 
     pub fn validate(&self) -> Result<(), NodeError> {
-        let bad = |field: &str, reason: String| {
-            Err(NodeError::Config {
-                field: field.into(),
-                reason,
-            })
-        };
+        let bad = |field: &str, reason: String| Err(NodeError::Config { field: field.into(), reason });
         if self.node.role != "sip" && self.node.role != "witness" {
-            return bad(
-                "node.role",
-                format!("{:?}: expected sip or witness", self.node.role),
-            );
+            return bad("node.role", format!("{:?}: expected sip or witness", self.node.role));
         }
         if self.node.id == 0 {
             return bad("node.id", "must be at least 1".into());
         }
         self.sip_listen()?;
-        for (field, v) in [
-            ("cluster.listen", &self.cluster.listen),
-            ("http.listen", &self.http.listen),
-        ] {
+        for (field, v) in [("cluster.listen", &self.cluster.listen), ("http.listen", &self.http.listen)] {
             if v.parse::<SocketAddr>().is_err() {
                 return bad(field, format!("{v:?} is not HOST:PORT"));
             }
         }
         if !(400..=699).contains(&self.sip.congestion_code) {
-            return bad(
-                "sip.congestion_code",
-                format!("{} is not a failure code", self.sip.congestion_code),
-            );
+            return bad("sip.congestion_code", format!("{} is not a failure code", self.sip.congestion_code));
         }
         if let Some(t) = &self.upstream.target {
-            hatrunk_core::trunk::parse_sip_target(t).map_err(|r| NodeError::Config {
-                field: "upstream.target".into(),
-                reason: r,
-            })?;
+            hatrunk_core::trunk::parse_sip_target(t).map_err(|r| NodeError::Config { field: "upstream.target".into(), reason: r })?;
         }
         Ok(())
     }
@@ -175,45 +150,26 @@ impl NodeConfig {
         let (mut udp, mut tcp) = (None, None);
         for (i, l) in self.sip.listen.iter().enumerate() {
             let field = format!("sip.listen[{i}]");
-            let (proto, addr) = l.split_once(':').ok_or_else(|| NodeError::Config {
-                field: field.clone(),
-                reason: format!("{l:?}: expected udp:HOST:PORT"),
-            })?;
-            let addr: SocketAddr = addr.parse().map_err(|_| NodeError::Config {
-                field: field.clone(),
-                reason: format!("{l:?}: bad HOST:PORT"),
-            })?;
+            let (proto, addr) = l
+                .split_once(':')
+                .ok_or_else(|| NodeError::Config { field: field.clone(), reason: format!("{l:?}: expected udp:HOST:PORT") })?;
+            let addr: SocketAddr =
+                addr.parse().map_err(|_| NodeError::Config { field: field.clone(), reason: format!("{l:?}: bad HOST:PORT") })?;
             match proto {
                 "udp" => udp = Some(addr),
                 "tcp" => tcp = Some(addr),
-                "tls" => {
-                    return Err(NodeError::Config {
-                        field,
-                        reason: "tls listeners are not supported by this build yet".into(),
-                    })
-                }
-                other => {
-                    return Err(NodeError::Config {
-                        field,
-                        reason: format!("unknown transport {other:?}"),
-                    })
-                }
+                "tls" => return Err(NodeError::Config { field, reason: "tls listeners are not supported by this build yet".into() }),
+                other => return Err(NodeError::Config { field, reason: format!("unknown transport {other:?}") }),
             }
         }
         match (udp, tcp) {
             (Some(udp), Some(tcp)) => Ok(SipListen { udp, tcp }),
-            _ => Err(NodeError::Config {
-                field: "sip.listen".into(),
-                reason: "needs one udp: and one tcp: listener".into(),
-            }),
+            _ => Err(NodeError::Config { field: "sip.listen".into(), reason: "needs one udp: and one tcp: listener".into() }),
         }
     }
 
     pub fn cdr_path(&self) -> PathBuf {
-        self.cdr
-            .path
-            .clone()
-            .unwrap_or_else(|| self.node.data_dir.join("cdr.jsonl"))
+        self.cdr.path.clone().unwrap_or_else(|| self.node.data_dir.join("cdr.jsonl"))
     }
 }
 

@@ -11,10 +11,7 @@ pub enum NodeError {
     #[error("storage: {0}")]
     Storage(String),
     #[error("io on {what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
     #[error(transparent)]
     Sip(#[from] hatrunk_sip::SipError),
 }

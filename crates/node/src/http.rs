@@ -18,10 +18,7 @@ pub struct HttpState {
 }
 
 pub fn router(state: Arc<HttpState>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/health", get(|| async { "ok\n" }))
-        .with_state(state)
+    Router::new().route("/metrics", get(metrics)).route("/health", get(|| async { "ok\n" })).with_state(state)
 }
 
 async fn metrics(axum::extract::State(s): axum::extract::State<Arc<HttpState>>) -> String {
@@ -31,13 +28,8 @@ async fn metrics(axum::extract::State(s): axum::extract::State<Arc<HttpState>>) 
         m.pool_in_use.with_label_values(&[&trunk]).set(i64::from(n));
     }
     for t in s.store.list() {
-        m.pool_limit
-            .with_label_values(&[&t.id])
-            .set(i64::from(t.max_concurrent_calls));
-        for role in [
-            hatrunk_core::trunk::Role::Primary,
-            hatrunk_core::trunk::Role::Secondary,
-        ] {
+        m.pool_limit.with_label_values(&[&t.id]).set(i64::from(t.max_concurrent_calls));
+        for role in [hatrunk_core::trunk::Role::Primary, hatrunk_core::trunk::Role::Secondary] {
             if t.account(role).is_none() {
                 continue;
             }
@@ -53,11 +45,7 @@ async fn metrics(axum::extract::State(s): axum::extract::State<Arc<HttpState>>) 
                     }
                 }
             };
-            let name = if role == hatrunk_core::trunk::Role::Primary {
-                "primary"
-            } else {
-                "secondary"
-            };
+            let name = if role == hatrunk_core::trunk::Role::Primary { "primary" } else { "secondary" };
             m.account_up.with_label_values(&[&t.id, name]).set(v);
         }
     }

@@ -26,87 +26,29 @@ impl Metrics {
         let cv = |n: &str, h: &str, l: &[&str]| IntCounterVec::new(Opts::new(n, h), l);
         let gv = |n: &str, h: &str, l: &[&str]| IntGaugeVec::new(Opts::new(n, h), l);
         let m = Metrics {
-            requests: cv(
-                "hatrunk_sip_requests_total",
-                "SIP requests received, by method",
-                &["method"],
-            )?,
-            responses: cv(
-                "hatrunk_sip_responses_sent_total",
-                "SIP responses sent through server transactions, by code",
-                &["code"],
-            )?,
-            calls: cv(
-                "hatrunk_calls_total",
-                "Calls ended, by trunk and CDR disposition",
-                &["trunk", "disposition"],
-            )?,
-            failovers: cv(
-                "hatrunk_failovers_total",
-                "Failovers to the Secondary, by what the Primary did",
-                &["reason"],
-            )?,
+            requests: cv("hatrunk_sip_requests_total", "SIP requests received, by method", &["method"])?,
+            responses: cv("hatrunk_sip_responses_sent_total", "SIP responses sent through server transactions, by code", &["code"])?,
+            calls: cv("hatrunk_calls_total", "Calls ended, by trunk and CDR disposition", &["trunk", "disposition"])?,
+            failovers: cv("hatrunk_failovers_total", "Failovers to the Secondary, by what the Primary did", &["reason"])?,
             answered: IntCounter::new("hatrunk_calls_answered_total", "Calls answered")?,
-            malformed: IntCounter::new(
-                "hatrunk_sip_malformed_total",
-                "Malformed SIP messages received",
-            )?,
-            stray_responses: IntCounter::new(
-                "hatrunk_sip_stray_responses_total",
-                "Responses matching no client transaction",
-            )?,
-            retransmissions: IntCounter::new(
-                "hatrunk_sip_retransmissions_total",
-                "Requests retransmitted by client transactions",
-            )?,
-            auth_failures: IntCounter::new(
-                "hatrunk_auth_challenges_total",
-                "Digest challenges and failures",
-            )?,
-            pool_in_use: gv(
-                "hatrunk_pool_in_use",
-                "Concurrent-call slots in use, by trunk",
-                &["trunk"],
-            )?,
-            pool_limit: gv(
-                "hatrunk_pool_limit",
-                "Concurrent-call limit, by trunk",
-                &["trunk"],
-            )?,
-            account_up: gv(
-                "hatrunk_account_health",
-                "Account health: 1 up, 0 down, -1 unknown",
-                &["trunk", "account"],
-            )?,
-            transactions: gv(
-                "hatrunk_sip_transactions",
-                "SIP transactions in memory, by kind",
-                &["kind"],
-            )?,
-            calls_in_progress: IntGauge::new(
-                "hatrunk_calls_in_progress",
-                "Calls being set up or answered on this node",
-            )?,
+            malformed: IntCounter::new("hatrunk_sip_malformed_total", "Malformed SIP messages received")?,
+            stray_responses: IntCounter::new("hatrunk_sip_stray_responses_total", "Responses matching no client transaction")?,
+            retransmissions: IntCounter::new("hatrunk_sip_retransmissions_total", "Requests retransmitted by client transactions")?,
+            auth_failures: IntCounter::new("hatrunk_auth_challenges_total", "Digest challenges and failures")?,
+            pool_in_use: gv("hatrunk_pool_in_use", "Concurrent-call slots in use, by trunk", &["trunk"])?,
+            pool_limit: gv("hatrunk_pool_limit", "Concurrent-call limit, by trunk", &["trunk"])?,
+            account_up: gv("hatrunk_account_health", "Account health: 1 up, 0 down, -1 unknown", &["trunk", "account"])?,
+            transactions: gv("hatrunk_sip_transactions", "SIP transactions in memory, by kind", &["kind"])?,
+            calls_in_progress: IntGauge::new("hatrunk_calls_in_progress", "Calls being set up or answered on this node")?,
             registry,
         };
         for c in [&m.requests, &m.responses, &m.calls, &m.failovers] {
             m.registry.register(Box::new(c.clone()))?;
         }
-        for c in [
-            &m.answered,
-            &m.malformed,
-            &m.stray_responses,
-            &m.retransmissions,
-            &m.auth_failures,
-        ] {
+        for c in [&m.answered, &m.malformed, &m.stray_responses, &m.retransmissions, &m.auth_failures] {
             m.registry.register(Box::new(c.clone()))?;
         }
-        for g in [
-            &m.pool_in_use,
-            &m.pool_limit,
-            &m.account_up,
-            &m.transactions,
-        ] {
+        for g in [&m.pool_in_use, &m.pool_limit, &m.account_up, &m.transactions] {
             m.registry.register(Box::new(g.clone()))?;
         }
         m.registry.register(Box::new(m.calls_in_progress.clone()))?;

@@ -21,10 +21,7 @@ use crate::status::SharedStatus;
 use crate::store::{SledTrunkStore, TrunkStore};
 
 fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
@@ -33,35 +30,21 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
 }
 
 /// Run a node until `shutdown` resolves.
-pub async fn run(
-    cfg: NodeConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), NodeError> {
+pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
     cfg.validate()?;
     let listen = cfg.sip_listen()?;
-    std::fs::create_dir_all(&cfg.node.data_dir).map_err(io(cfg
-        .node
-        .data_dir
-        .display()
-        .to_string()))?;
+    std::fs::create_dir_all(&cfg.node.data_dir).map_err(io(cfg.node.data_dir.display().to_string()))?;
     let db = sled::Config::new()
         .path(cfg.node.data_dir.join("db"))
         .open()
-        .map_err(|e| {
-            NodeError::Storage(format!("cannot open {}: {e}", cfg.node.data_dir.display()))
-        })?;
+        .map_err(|e| NodeError::Storage(format!("cannot open {}: {e}", cfg.node.data_dir.display())))?;
     let store: Arc<dyn TrunkStore> = Arc::new(SledTrunkStore::open(&db)?);
     let admission: Arc<dyn Admission> = Arc::new(LocalAdmission::default());
-    let metrics =
-        Arc::new(Metrics::new().map_err(|e| NodeError::Storage(format!("metrics: {e}")))?);
+    let metrics = Arc::new(Metrics::new().map_err(|e| NodeError::Storage(format!("metrics: {e}")))?);
     let status = Arc::new(SharedStatus::default());
 
-    let udp = UdpSocket::bind(listen.udp)
-        .await
-        .map_err(io(format!("udp {}", listen.udp)))?;
-    let tcp = TcpListener::bind(listen.tcp)
-        .await
-        .map_err(io(format!("tcp {}", listen.tcp)))?;
+    let udp = UdpSocket::bind(listen.udp).await.map_err(io(format!("udp {}", listen.udp)))?;
+    let tcp = TcpListener::bind(listen.tcp).await.map_err(io(format!("tcp {}", listen.tcp)))?;
     let (ev_tx, ev_rx) = mpsc::channel(65_536);
     let transports = Transports::start(udp, tcp, ev_tx)?;
     let cdr_tx = crate::cdr::start(cfg.cdr_path()).await?;
@@ -69,14 +52,12 @@ pub async fn run(
     let secret = node_secret(&db)?;
     let upstream = match &cfg.upstream.target {
         Some(t) => {
-            let st = hatrunk_core::trunk::parse_sip_target(t).map_err(|r| NodeError::Config {
-                field: "upstream.target".into(),
-                reason: r,
-            })?;
-            let ip = st.host.parse().map_err(|_| NodeError::Config {
-                field: "upstream.target".into(),
-                reason: "must be a literal IP address".into(),
-            })?;
+            let st =
+                hatrunk_core::trunk::parse_sip_target(t).map_err(|r| NodeError::Config { field: "upstream.target".into(), reason: r })?;
+            let ip = st
+                .host
+                .parse()
+                .map_err(|_| NodeError::Config { field: "upstream.target".into(), reason: "must be a literal IP address".into() })?;
             Some(std::net::SocketAddr::new(ip, st.port))
         }
         None => None,
@@ -87,11 +68,7 @@ pub async fn run(
         region: cfg.node.region.clone(),
         udp: transports.local(hatrunk_sip::transport::Proto::Udp),
         tcp: transports.local(hatrunk_sip::transport::Proto::Tcp),
-        advertise: cfg
-            .sip
-            .advertise
-            .clone()
-            .unwrap_or_else(|| listen.udp.ip().to_string()),
+        advertise: cfg.sip.advertise.clone().unwrap_or_else(|| listen.udp.ip().to_string()),
         congestion_code: cfg.sip.congestion_code,
         upstream,
         nonce_secret: secret,
@@ -101,13 +78,7 @@ pub async fn run(
         seed: wall_ms(),
     };
     let engine = Engine::new(ecfg, store.clone(), metrics.clone(), status.clone());
-    let engine_task = tokio::spawn(engine_loop(
-        engine,
-        ev_rx,
-        transports,
-        admission.clone(),
-        cdr_tx,
-    ));
+    let engine_task = tokio::spawn(engine_loop(engine, ev_rx, transports, admission.clone(), cdr_tx));
 
     let me = Identity {
         id: cfg.node.id,
@@ -116,45 +87,21 @@ pub async fn run(
         zone: cfg.node.zone.clone(),
         role: cfg.node.role.clone(),
         sip: format!("{}", listen.udp),
-        cluster: cfg
-            .cluster
-            .advertise
-            .clone()
-            .unwrap_or_else(|| cfg.cluster.listen.clone()),
+        cluster: cfg.cluster.advertise.clone().unwrap_or_else(|| cfg.cluster.listen.clone()),
     };
-    let admin = AdminService {
-        store: store.clone(),
-        admission: admission.clone(),
-        status: status.clone(),
-        me,
-    };
+    let admin = AdminService { store: store.clone(), admission: admission.clone(), status: status.clone(), me };
     let admin_addr: std::net::SocketAddr =
-        cfg.cluster.listen.parse().map_err(|_| NodeError::Config {
-            field: "cluster.listen".into(),
-            reason: "bad address".into(),
-        })?;
+        cfg.cluster.listen.parse().map_err(|_| NodeError::Config { field: "cluster.listen".into(), reason: "bad address".into() })?;
     let http_addr: std::net::SocketAddr =
-        cfg.http.listen.parse().map_err(|_| NodeError::Config {
-            field: "http.listen".into(),
-            reason: "bad address".into(),
-        })?;
-    let http_listener = TcpListener::bind(http_addr)
-        .await
-        .map_err(io(format!("http {http_addr}")))?;
-    let http_state = Arc::new(HttpState {
-        metrics,
-        store,
-        admission,
-        status,
-    });
+        cfg.http.listen.parse().map_err(|_| NodeError::Config { field: "http.listen".into(), reason: "bad address".into() })?;
+    let http_listener = TcpListener::bind(http_addr).await.map_err(io(format!("http {http_addr}")))?;
+    let http_state = Arc::new(HttpState { metrics, store, admission, status });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(http_listener, router(http_state)).await {
             tracing::error!(error = %e, "http server stopped");
         }
     });
-    let admin_listener = TcpListener::bind(admin_addr)
-        .await
-        .map_err(io(format!("admin {admin_addr}")))?;
+    let admin_listener = TcpListener::bind(admin_addr).await.map_err(io(format!("admin {admin_addr}")))?;
     tracing::info!(sip_udp = %listen.udp, sip_tcp = %listen.tcp, admin = %admin_addr, http = %http_addr, "hatrunk node running");
     let incoming = tonic::transport::server::TcpIncoming::from(admin_listener);
     let served = tonic::transport::Server::builder()
@@ -174,9 +121,7 @@ fn node_secret(db: &sled::Db) -> Result<String, NodeError> {
     if let Some(v) = db.get("nonce_secret")? {
         return Ok(String::from_utf8_lossy(&v).into_owned());
     }
-    let s: String = (0..32)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect();
+    let s: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
     db.insert("nonce_secret", s.as_bytes())?;
     db.flush()?;
     Ok(s)
@@ -189,16 +134,13 @@ async fn engine_loop(
     admission: Arc<dyn Admission>,
     cdrs: mpsc::Sender<Box<hatrunk_core::cdr::Cdr>>,
 ) {
-    let (adm_tx, mut adm_rx) =
-        mpsc::unbounded_channel::<(u64, Result<hatrunk_core::pool::Admission, String>)>();
+    let (adm_tx, mut adm_rx) = mpsc::unbounded_channel::<(u64, Result<hatrunk_core::pool::Admission, String>)>();
     let mut sync = tokio::time::interval(Duration::from_secs(1));
     loop {
         let deadline = engine.next_deadline();
         let sleep = async {
             match deadline {
-                Some(d) => {
-                    tokio::time::sleep(Duration::from_millis(d.saturating_sub(wall_ms()))).await
-                }
+                Some(d) => tokio::time::sleep(Duration::from_millis(d.saturating_sub(wall_ms()))).await,
                 None => std::future::pending::<()>().await,
             }
         };
@@ -222,25 +164,12 @@ async fn engine_loop(
         }
         for action in engine.drain() {
             match action {
-                Action::Send {
-                    proto,
-                    addr,
-                    conn,
-                    bytes,
-                } => transports.send(proto, addr, conn, bytes),
-                Action::Admit {
-                    call,
-                    trunk,
-                    limit,
-                    slot,
-                } => {
+                Action::Send { proto, addr, conn, bytes } => transports.send(proto, addr, conn, bytes),
+                Action::Admit { call, trunk, limit, slot } => {
                     let adm = admission.clone();
                     let tx = adm_tx.clone();
                     tokio::spawn(async move {
-                        let r = adm
-                            .admit(trunk, limit, slot)
-                            .await
-                            .map_err(|e| e.to_string());
+                        let r = adm.admit(trunk, limit, slot).await.map_err(|e| e.to_string());
                         let _ = tx.send((call, r));
                     });
                 }
@@ -265,8 +194,6 @@ async fn engine_loop(
 fn handle(engine: &mut Engine, ev: TransportEvent) {
     match ev {
         TransportEvent::Message(m) => engine.on_message(m, wall_ms()),
-        TransportEvent::Unreachable { proto, peer } => {
-            engine.on_unreachable(proto, peer, wall_ms())
-        }
+        TransportEvent::Unreachable { proto, peer } => engine.on_unreachable(proto, peer, wall_ms()),
     }
 }

@@ -33,36 +33,15 @@ impl SharedStatus {
     }
 
     pub fn probe_health(&self, trunk: &str, role: Role) -> HealthState {
-        self.lock()
-            .accounts
-            .get(&(trunk.to_string(), role))
-            .map(|a| a.health.state)
-            .unwrap_or(HealthState::Unknown)
+        self.lock().accounts.get(&(trunk.to_string(), role)).map(|a| a.health.state).unwrap_or(HealthState::Unknown)
     }
 
-    pub fn record_probe(
-        &self,
-        trunk: &str,
-        role: Role,
-        ok: bool,
-        now: u64,
-        up: u32,
-        down: u32,
-    ) -> Option<HealthState> {
-        self.lock()
-            .accounts
-            .entry((trunk.to_string(), role))
-            .or_default()
-            .health
-            .record(ok, now, up, down)
+    pub fn record_probe(&self, trunk: &str, role: Role, ok: bool, now: u64, up: u32, down: u32) -> Option<HealthState> {
+        self.lock().accounts.entry((trunk.to_string(), role)).or_default().health.record(ok, now, up, down)
     }
 
     pub fn set_registration(&self, trunk: &str, role: Role, contact: Option<String>) {
-        self.lock()
-            .accounts
-            .entry((trunk.to_string(), role))
-            .or_default()
-            .registered = contact;
+        self.lock().accounts.entry((trunk.to_string(), role)).or_default().registered = contact;
     }
 
     /// Returns true when the probe was not scheduled yet (and now is).
@@ -77,11 +56,7 @@ impl SharedStatus {
     }
 
     pub fn account(&self, trunk: &str, role: Role) -> AccountState {
-        self.lock()
-            .accounts
-            .get(&(trunk.to_string(), role))
-            .cloned()
-            .unwrap_or_default()
+        self.lock().accounts.get(&(trunk.to_string(), role)).cloned().unwrap_or_default()
     }
 
     pub fn set_calls_in_progress(&self, n: usize) {

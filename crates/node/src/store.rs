@@ -69,19 +69,11 @@ impl SledTrunkStore {
         let mut index = Index::default();
         for item in tree.iter() {
             let (k, v) = item?;
-            let t: Trunk = serde_json::from_slice(&v).map_err(|e| {
-                NodeError::Storage(format!(
-                    "trunk {:?} is unreadable: {e}",
-                    String::from_utf8_lossy(&k)
-                ))
-            })?;
+            let t: Trunk = serde_json::from_slice(&v)
+                .map_err(|e| NodeError::Storage(format!("trunk {:?} is unreadable: {e}", String::from_utf8_lossy(&k))))?;
             index.insert(t);
         }
-        Ok(SledTrunkStore {
-            tree,
-            index: RwLock::new(index),
-            write: tokio::sync::Mutex::new(()),
-        })
+        Ok(SledTrunkStore { tree, index: RwLock::new(index), write: tokio::sync::Mutex::new(()) })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
@@ -97,14 +89,10 @@ impl TrunkStore for SledTrunkStore {
                 let idx = self.read();
                 check_numbers_free(&trunk, |n| idx.numbers.get(n).map(String::as_str))?;
             }
-            let bytes =
-                serde_json::to_vec(&trunk).map_err(|e| NodeError::Storage(e.to_string()))?;
+            let bytes = serde_json::to_vec(&trunk).map_err(|e| NodeError::Storage(e.to_string()))?;
             self.tree.insert(trunk.id.as_bytes(), bytes)?;
             self.tree.flush_async().await?;
-            self.index
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(trunk);
+            self.index.write().unwrap_or_else(|p| p.into_inner()).insert(trunk);
             Ok(())
         })
     }
@@ -116,10 +104,7 @@ impl TrunkStore for SledTrunkStore {
                 return Err(NodeError::TrunkNotFound(id));
             }
             self.tree.flush_async().await?;
-            self.index
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
+            self.index.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
             Ok(())
         })
     }
@@ -136,10 +121,7 @@ impl TrunkStore for SledTrunkStore {
 
     fn by_number(&self, number: &str) -> Option<Arc<Trunk>> {
         let idx = self.read();
-        idx.numbers
-            .get(number)
-            .and_then(|id| idx.trunks.get(id))
-            .cloned()
+        idx.numbers.get(number).and_then(|id| idx.trunks.get(id)).cloned()
     }
 
     fn by_source(&self, ip: IpAddr) -> Vec<(Arc<Trunk>, Role)> {
@@ -158,13 +140,10 @@ impl TrunkStore for SledTrunkStore {
 
     fn by_username(&self, user: &str) -> Option<(Arc<Trunk>, Role)> {
         self.list().into_iter().find_map(|t| {
-            [Role::Primary, Role::Secondary]
-                .into_iter()
-                .find_map(|role| {
-                    let a = t.account(role)?;
-                    (a.auth == AuthMode::Digest && a.username.as_deref() == Some(user))
-                        .then(|| (t.clone(), role))
-                })
+            [Role::Primary, Role::Secondary].into_iter().find_map(|role| {
+                let a = t.account(role)?;
+                (a.auth == AuthMode::Digest && a.username.as_deref() == Some(user)).then(|| (t.clone(), role))
+            })
         })
     }
 }
@@ -188,18 +167,12 @@ mod tests {
             let s = SledTrunkStore::open(&db).expect("store");
             s.apply(trunk("a", "1000")).await.expect("apply");
             let e = s.apply(trunk("b", "1000")).await.expect_err("taken");
-            assert!(
-                e.to_string().contains("1000 already belongs to trunk a"),
-                "{e}"
-            );
+            assert!(e.to_string().contains("1000 already belongs to trunk a"), "{e}");
             assert!(s.get("b").is_none());
         }
         let db = sled::open(dir.path()).expect("db");
         let s = SledTrunkStore::open(&db).expect("reopen");
-        assert_eq!(
-            s.by_number("1000").map(|t| t.id.clone()).as_deref(),
-            Some("a")
-        );
+        assert_eq!(s.by_number("1000").map(|t| t.id.clone()).as_deref(), Some("a"));
         assert_eq!(s.by_source("127.0.0.1".parse().expect("ip")).len(), 1);
         s.delete("a".into()).await.expect("delete");
         assert!(s.by_number("1000").is_none());

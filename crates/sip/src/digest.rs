@@ -58,11 +58,7 @@ impl Credentials {
         for part in crate::headers::split_list(rest) {
             let (k, v) = part.split_once('=')?;
             let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(v)
-                .to_string();
+            let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v).to_string();
             match k.trim().to_ascii_lowercase().as_str() {
                 "username" => c.username = v,
                 "realm" => c.realm = v,
@@ -90,9 +86,7 @@ impl Credentials {
 
     /// The nonce count as a number (it is hex on the wire).
     pub fn nonce_count(&self) -> Option<u32> {
-        self.nc
-            .as_deref()
-            .and_then(|n| u32::from_str_radix(n, 16).ok())
+        self.nc.as_deref().and_then(|n| u32::from_str_radix(n, 16).ok())
     }
 
     /// Whether `response` is right for `method` given the account's HA1 for this algorithm.
@@ -141,10 +135,7 @@ pub enum NonceCheck {
 
 impl NonceIssuer {
     pub fn new(secret: impl Into<String>, lifetime_ms: u64) -> Self {
-        NonceIssuer {
-            secret: secret.into(),
-            lifetime_ms,
-        }
+        NonceIssuer { secret: secret.into(), lifetime_ms }
     }
 
     pub fn issue(&self, now_ms: u64) -> String {
@@ -176,11 +167,7 @@ impl NonceIssuer {
     /// A `WWW-Authenticate` / `Proxy-Authenticate` value.
     pub fn challenge(&self, realm: &str, alg: Algorithm, now_ms: u64, stale: bool) -> String {
         let stale = if stale { ", stale=true" } else { "" };
-        format!(
-            "Digest realm=\"{realm}\", nonce=\"{}\", algorithm={}, qop=\"auth\"{stale}",
-            self.issue(now_ms),
-            alg.name()
-        )
+        format!("Digest realm=\"{realm}\", nonce=\"{}\", algorithm={}, qop=\"auth\"{stale}", self.issue(now_ms), alg.name())
     }
 }
 
@@ -208,9 +195,7 @@ mod tests {
         let ha2 = Algorithm::Sha256.hash("INVITE:sip:x");
         let resp = Algorithm::Sha256.hash(&format!("{ha1}:n:{ha2}"));
         let hdr = format!("Digest username=\"bob\",realm=\"hatrunk\",nonce=\"n\",uri=\"sip:x\",response=\"{resp}\",algorithm=SHA-256");
-        assert!(Credentials::parse(&hdr)
-            .expect("parse")
-            .verify("INVITE", &ha1));
+        assert!(Credentials::parse(&hdr).expect("parse").verify("INVITE", &ha1));
     }
 
     #[test]
@@ -219,10 +204,7 @@ mod tests {
         let nonce = n.issue(5000);
         assert_eq!(n.check(&nonce, 5500), NonceCheck::Fresh);
         assert_eq!(n.check(&nonce, 7000), NonceCheck::Stale);
-        assert_eq!(
-            NonceIssuer::new("other", 1000).check(&nonce, 5500),
-            NonceCheck::Invalid
-        );
+        assert_eq!(NonceIssuer::new("other", 1000).check(&nonce, 5500), NonceCheck::Invalid);
         assert_eq!(n.check("1388.abc", 5500), NonceCheck::Invalid);
         assert_eq!(n.check("zz", 5500), NonceCheck::Invalid);
     }

@@ -15,9 +15,6 @@ pub enum SipError {
 
 impl SipError {
     pub(crate) fn bad(reason: impl Into<String>) -> Self {
-        SipError::Malformed {
-            status: 400,
-            reason: reason.into(),
-        }
+        SipError::Malformed { status: 400, reason: reason.into() }
     }
 }

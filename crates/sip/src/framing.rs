@@ -11,10 +11,7 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 /// Take the next complete message off the front of `buf`, if there is one. Leading CRLFs (RFC 5626
 /// keep-alives) are consumed. `Err` means the stream is unusable and the connection should close.
 pub fn next_frame(buf: &mut BytesMut) -> Result<Option<BytesMut>, SipError> {
-    let skip = buf
-        .iter()
-        .take_while(|b| **b == b'\r' || **b == b'\n')
-        .count();
+    let skip = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
     buf.advance(skip);
     let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         if buf.len() > MAX_MESSAGE {
@@ -42,25 +39,16 @@ fn content_length(head: &[u8]) -> Result<usize, SipError> {
         };
         let name = trim(&line[..colon]);
         if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
-            let v = std::str::from_utf8(trim(&line[colon + 1..]))
-                .map_err(|_| SipError::bad("Content-Length"))?;
-            return v
-                .parse::<usize>()
-                .map_err(|_| SipError::bad(format!("Content-Length {v:?}")));
+            let v = std::str::from_utf8(trim(&line[colon + 1..])).map_err(|_| SipError::bad("Content-Length"))?;
+            return v.parse::<usize>().map_err(|_| SipError::bad(format!("Content-Length {v:?}")));
         }
     }
     Err(SipError::bad("Content-Length is required on streams"))
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let a = s
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(s.len());
-    let b = s
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(a, |i| i + 1);
+    let a = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
+    let b = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(a, |i| i + 1);
     &s[a..b]
 }
 
@@ -95,9 +83,6 @@ mod tests {
         let mut buf = BytesMut::from(&b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\n"[..]);
         assert!(next_frame(&mut buf).is_err());
         let mut buf = BytesMut::from(&b"OPTIONS sip:a SIP/2.0\r\nl: 999999\r\n\r\n"[..]);
-        assert!(matches!(
-            next_frame(&mut buf),
-            Err(SipError::TooLarge { .. })
-        ));
+        assert!(matches!(next_frame(&mut buf), Err(SipError::TooLarge { .. })));
     }
 }

@@ -17,23 +17,14 @@ impl Via {
     pub fn parse(v: &str) -> Result<Via, SipError> {
         let v = v.trim();
         // sent-protocol is "SIP / 2.0 / UDP", LWS allowed around the slashes (RFC 3261 section 25.1)
-        let second = v
-            .match_indices('/')
-            .nth(1)
-            .map(|(i, _)| i)
-            .ok_or_else(|| SipError::bad("Via without protocol"))?;
+        let second = v.match_indices('/').nth(1).map(|(i, _)| i).ok_or_else(|| SipError::bad("Via without protocol"))?;
         let after = v[second + 1..].trim_start();
-        let tlen = after
-            .find(|c: char| c.is_whitespace())
-            .ok_or_else(|| SipError::bad("Via without sent-by"))?;
+        let tlen = after.find(|c: char| c.is_whitespace()).ok_or_else(|| SipError::bad("Via without sent-by"))?;
         let (transport, rest) = (Some(&after[..tlen]), &after[tlen..]);
         let proto = &v[..second];
         let mut parts = proto.split('/').map(str::trim);
         let (name, ver) = (parts.next(), parts.next());
-        if !name.is_some_and(|n| n.eq_ignore_ascii_case("SIP"))
-            || ver != Some("2.0")
-            || transport.is_none_or(str::is_empty)
-        {
+        if !name.is_some_and(|n| n.eq_ignore_ascii_case("SIP")) || ver != Some("2.0") || transport.is_none_or(str::is_empty) {
             return Err(SipError::bad(format!("Via protocol {proto:?}")));
         }
         let rest = rest.trim_start();
@@ -42,12 +33,7 @@ impl Via {
             None => (rest.trim(), ""),
         };
         let (host, port) = split_host_port(sent_by)?;
-        Ok(Via {
-            transport: transport.unwrap_or("UDP").to_ascii_uppercase(),
-            host,
-            port,
-            params: params.to_string(),
-        })
+        Ok(Via { transport: transport.unwrap_or("UDP").to_ascii_uppercase(), host, port, params: params.to_string() })
     }
 
     pub fn branch(&self) -> Option<&str> {
@@ -58,9 +44,7 @@ impl Via {
 /// Split `host[:port]` (IPv6 in brackets).
 pub fn split_host_port(s: &str) -> Result<(String, Option<u16>), SipError> {
     let (host, port) = if let Some(v6) = s.strip_prefix('[') {
-        let (h, after) = v6
-            .split_once(']')
-            .ok_or_else(|| SipError::bad("unclosed IPv6 reference"))?;
+        let (h, after) = v6.split_once(']').ok_or_else(|| SipError::bad("unclosed IPv6 reference"))?;
         (h, after.strip_prefix(':'))
     } else {
         match s.split_once(':') {
@@ -68,20 +52,12 @@ pub fn split_host_port(s: &str) -> Result<(String, Option<u16>), SipError> {
             None => (s, None),
         }
     };
-    if host.is_empty()
-        || host
-            .chars()
-            .any(|c| c.is_whitespace() || c == '<' || c == '>' || c == '"')
-    {
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '<' || c == '>' || c == '"') {
         return Err(SipError::bad(format!("bad host {s:?}")));
     }
     let port = match port {
         None => None,
-        Some(p) => Some(
-            p.trim()
-                .parse::<u16>()
-                .map_err(|_| SipError::bad(format!("bad port in {s:?}")))?,
-        ),
+        Some(p) => Some(p.trim().parse::<u16>().map_err(|_| SipError::bad(format!("bad port in {s:?}")))?),
     };
     Ok((host.to_string(), port))
 }
@@ -96,9 +72,7 @@ pub fn param<'a>(s: &'a str, name: &str) -> Option<&'a str> {
     let s = &s[start..];
     s.split(';').skip(1).find_map(|p| {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        k.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().trim_matches('"'))
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().trim_matches('"'))
     })
 }
 
@@ -123,9 +97,7 @@ pub fn parse_cseq(v: &str) -> Result<(u32, String), SipError> {
         .and_then(|n| n.parse::<u32>().ok())
         .filter(|n| *n < (1u32 << 31))
         .ok_or_else(|| SipError::bad(format!("CSeq number in {v:?}")))?;
-    let m = m
-        .filter(|m| m.bytes().all(is_token_byte))
-        .ok_or_else(|| SipError::bad(format!("CSeq method in {v:?}")))?;
+    let m = m.filter(|m| m.bytes().all(is_token_byte)).ok_or_else(|| SipError::bad(format!("CSeq method in {v:?}")))?;
     Ok((n, m.to_string()))
 }
 
@@ -146,15 +118,10 @@ pub struct SipUri {
 
 impl SipUri {
     pub fn parse(s: &str) -> Result<SipUri, SipError> {
-        let (scheme, rest) = s
-            .split_once(':')
-            .ok_or_else(|| SipError::bad(format!("URI without scheme: {s:?}")))?;
+        let (scheme, rest) = s.split_once(':').ok_or_else(|| SipError::bad(format!("URI without scheme: {s:?}")))?;
         let scheme = scheme.to_ascii_lowercase();
         if scheme != "sip" && scheme != "sips" {
-            return Err(SipError::Malformed {
-                status: 416,
-                reason: format!("unsupported URI scheme {scheme:?}"),
-            });
+            return Err(SipError::Malformed { status: 416, reason: format!("unsupported URI scheme {scheme:?}") });
         }
         if rest[rest.rfind('@').map_or(0, |i| i + 1)..].contains('?') {
             // headers in a Request-URI or Contact are not allowed (RFC 3261 section 19.1.5)
@@ -170,13 +137,7 @@ impl SipUri {
         };
         let (host, port) = split_host_port(hostport)?;
         let user = userinfo.map(|u| u.split(':').next().unwrap_or("").to_string());
-        Ok(SipUri {
-            scheme,
-            user,
-            host: host.to_ascii_lowercase(),
-            port,
-            params: params.to_string(),
-        })
+        Ok(SipUri { scheme, user, host: host.to_ascii_lowercase(), port, params: params.to_string() })
     }
 
     pub fn param(&self, name: &str) -> Option<&str> {
@@ -241,10 +202,7 @@ mod tests {
     #[test]
     fn via() {
         let v = Via::parse("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;rport").expect("via");
-        assert_eq!(
-            (v.transport.as_str(), v.host.as_str(), v.port),
-            ("UDP", "10.0.0.1", Some(5070))
-        );
+        assert_eq!((v.transport.as_str(), v.host.as_str(), v.port), ("UDP", "10.0.0.1", Some(5070)));
         assert_eq!(v.branch(), Some("z9hG4bK1"));
         assert_eq!(param(&v.params, "rport"), Some(""));
         let v = Via::parse("SIP / 2.0 / TCP [::1];branch=x").expect("spaced via");
@@ -255,22 +213,13 @@ mod tests {
     fn uris_and_params() {
         let u = SipUri::parse("sip:+6561%30@Example.com:5080;transport=tcp").expect("uri");
         assert_eq!(u.user_unescaped().as_deref(), Some("+65610"));
-        assert_eq!(
-            (u.host.as_str(), u.port, u.param("transport")),
-            ("example.com", Some(5080), Some("tcp"))
-        );
-        assert!(matches!(
-            SipUri::parse("foo:bar"),
-            Err(SipError::Malformed { status: 416, .. })
-        ));
+        assert_eq!((u.host.as_str(), u.port, u.param("transport")), ("example.com", Some(5080), Some("tcp")));
+        assert!(matches!(SipUri::parse("foo:bar"), Err(SipError::Malformed { status: 416, .. })));
         assert_eq!(param("\"A;b\" <sip:x;lr>;tag=9", "tag"), Some("9"));
         assert_eq!(param("<sip:x;lr>", "lr"), None);
         assert_eq!(addr_uri("\"Bob\" <sip:b@h>;tag=1"), "sip:b@h");
         assert_eq!(addr_uri("sip:b@h;tag=1"), "sip:b@h");
-        assert_eq!(
-            split_list("<sip:a,b>, \"x,y\" <sip:c>,sip:d"),
-            vec!["<sip:a,b>", "\"x,y\" <sip:c>", "sip:d"]
-        );
+        assert_eq!(split_list("<sip:a,b>, \"x,y\" <sip:c>,sip:d"), vec!["<sip:a,b>", "\"x,y\" <sip:c>", "sip:d"]);
     }
 
     #[test]

@@ -62,25 +62,11 @@ pub struct SipMessage {
 
 impl SipMessage {
     pub fn request(method: Method, uri: impl Into<String>) -> Self {
-        SipMessage {
-            start: StartLine::Request {
-                method,
-                uri: uri.into(),
-            },
-            headers: Vec::new(),
-            body: Bytes::new(),
-        }
+        SipMessage { start: StartLine::Request { method, uri: uri.into() }, headers: Vec::new(), body: Bytes::new() }
     }
 
     pub fn response(code: u16, reason: impl Into<String>) -> Self {
-        SipMessage {
-            start: StartLine::Response {
-                code,
-                reason: reason.into(),
-            },
-            headers: Vec::new(),
-            body: Bytes::new(),
-        }
+        SipMessage { start: StartLine::Response { code, reason: reason.into() }, headers: Vec::new(), body: Bytes::new() }
     }
 
     pub fn is_request(&self) -> bool {
@@ -116,17 +102,11 @@ impl SipMessage {
 
     /// First value of header `name` (canonical spelling, compared without case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// Add a header after the existing ones.
@@ -136,20 +116,13 @@ impl SipMessage {
 
     /// Add a header value above every existing value of the same name (e.g. a new top Via).
     pub fn push_front(&mut self, name: &str, value: impl Into<String>) {
-        let at = self
-            .headers
-            .iter()
-            .position(|(n, _)| n.eq_ignore_ascii_case(name))
-            .unwrap_or(0);
+        let at = self.headers.iter().position(|(n, _)| n.eq_ignore_ascii_case(name)).unwrap_or(0);
         self.headers.insert(at, (name.to_string(), value.into()));
     }
 
     /// Remove and return the first value of `name`.
     pub fn pop(&mut self, name: &str) -> Option<String> {
-        let at = self
-            .headers
-            .iter()
-            .position(|(n, _)| n.eq_ignore_ascii_case(name))?;
+        let at = self.headers.iter().position(|(n, _)| n.eq_ignore_ascii_case(name))?;
         Some(self.headers.remove(at).1)
     }
 
@@ -160,11 +133,7 @@ impl SipMessage {
     /// Replace every value of `name` with one value.
     pub fn set(&mut self, name: &str, value: impl Into<String>) {
         let value = value.into();
-        match self
-            .headers
-            .iter()
-            .position(|(n, _)| n.eq_ignore_ascii_case(name))
-        {
+        match self.headers.iter().position(|(n, _)| n.eq_ignore_ascii_case(name)) {
             Some(at) => {
                 self.headers[at].1 = value;
                 let mut i = 0;
@@ -208,9 +177,7 @@ impl SipMessage {
     pub fn make_response(&self, code: u16, reason: &str, to_tag: Option<&str>) -> SipMessage {
         let mut r = SipMessage::response(code, reason);
         for (n, v) in &self.headers {
-            let copy = ["Via", "From", "Call-ID", "CSeq"]
-                .iter()
-                .any(|h| n.eq_ignore_ascii_case(h));
+            let copy = ["Via", "From", "Call-ID", "CSeq"].iter().any(|h| n.eq_ignore_ascii_case(h));
             if copy {
                 r.headers.push((n.clone(), v.clone()));
             } else if n.eq_ignore_ascii_case("To") {

@@ -10,14 +10,7 @@ use crate::headers::{addr_uri, is_token_byte, parse_cseq, split_list, SipUri, Vi
 use crate::message::{Method, SipMessage, StartLine};
 
 /// Headers we never accept more than one of (RFC 3261 section 7.3.1 and 20).
-const SINGLE: &[&str] = &[
-    "From",
-    "To",
-    "Call-ID",
-    "CSeq",
-    "Max-Forwards",
-    "Content-Length",
-];
+const SINGLE: &[&str] = &["From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length"];
 /// Headers kept one value per entry.
 const LISTS: &[&str] = &["Via", "Route", "Record-Route", "Contact"];
 /// At most this many header lines; more is a flood, not a message.
@@ -64,37 +57,22 @@ pub fn canonical_name(name: &str) -> String {
         ("user-agent", "User-Agent"),
     ];
     let lower = name.to_ascii_lowercase();
-    KNOWN
-        .iter()
-        .find(|(k, _)| *k == lower)
-        .map(|(_, v)| v.to_string())
-        .unwrap_or_else(|| name.to_string())
+    KNOWN.iter().find(|(k, _)| *k == lower).map(|(_, v)| v.to_string()).unwrap_or_else(|| name.to_string())
 }
 
 /// Parse one whole message (a datagram, or a frame cut by [`crate::framing`]).
 pub fn parse(buf: &[u8], datagram: bool) -> Result<SipMessage, SipError> {
     // leading CRLFs are keep-alives (RFC 5626) or stray line ends, not part of the message
-    let start = buf
-        .iter()
-        .position(|b| *b != b'\r' && *b != b'\n')
-        .ok_or_else(|| SipError::bad("empty message"))?;
+    let start = buf.iter().position(|b| *b != b'\r' && *b != b'\n').ok_or_else(|| SipError::bad("empty message"))?;
     let buf = &buf[start..];
-    let (head_end, body_start) =
-        find_head_end(buf).ok_or_else(|| SipError::bad("no blank line after the headers"))?;
-    let head = std::str::from_utf8(&buf[..head_end])
-        .map_err(|_| SipError::bad("headers are not UTF-8"))?;
+    let (head_end, body_start) = find_head_end(buf).ok_or_else(|| SipError::bad("no blank line after the headers"))?;
+    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| SipError::bad("headers are not UTF-8"))?;
     let mut lines = unfold(head).into_iter();
     let first = lines.next().ok_or_else(|| SipError::bad("no start line"))?;
     let start_line = parse_start_line(&first)?;
-    let mut msg = SipMessage {
-        start: start_line,
-        headers: Vec::new(),
-        body: Bytes::new(),
-    };
+    let mut msg = SipMessage { start: start_line, headers: Vec::new(), body: Bytes::new() };
     for line in lines {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| SipError::bad(format!("header line without ':': {line:?}")))?;
+        let (name, value) = line.split_once(':').ok_or_else(|| SipError::bad(format!("header line without ':': {line:?}")))?;
         let name = name.trim_end();
         if name.is_empty() || !name.bytes().all(is_token_byte) {
             return Err(SipError::bad(format!("bad header name {name:?}")));
@@ -115,14 +93,9 @@ pub fn parse(buf: &[u8], datagram: bool) -> Result<SipMessage, SipError> {
     let rest = &buf[body_start..];
     let body_len = match msg.header("Content-Length") {
         Some(v) => {
-            let n: usize = v
-                .parse()
-                .map_err(|_| SipError::bad(format!("Content-Length {v:?}")))?;
+            let n: usize = v.parse().map_err(|_| SipError::bad(format!("Content-Length {v:?}")))?;
             if n > rest.len() {
-                return Err(SipError::bad(format!(
-                    "Content-Length {n} but only {} bytes of body",
-                    rest.len()
-                )));
+                return Err(SipError::bad(format!("Content-Length {n} but only {} bytes of body", rest.len())));
             }
             n
         }
@@ -139,9 +112,7 @@ fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
         return Some((i, i + 4));
     }
     // a message whose head is complete but has no body may end in one CRLF pair only on a datagram
-    buf.windows(2)
-        .position(|w| w == b"\n\n")
-        .map(|i| (i, i + 2))
+    buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2))
 }
 
 /// Split the head into logical lines, joining continuation lines (leading SP/HT) with one space.
@@ -163,22 +134,14 @@ fn unfold(head: &str) -> Vec<String> {
 
 fn parse_start_line(line: &str) -> Result<StartLine, SipError> {
     if let Some(rest) = line.strip_prefix("SIP/") {
-        let (ver, rest) = rest
-            .split_once(' ')
-            .ok_or_else(|| SipError::bad("status line"))?;
+        let (ver, rest) = rest.split_once(' ').ok_or_else(|| SipError::bad("status line"))?;
         if ver != "2.0" {
             return Err(SipError::bad(format!("response version SIP/{ver}")));
         }
         let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-        let code: u16 = code
-            .parse()
-            .ok()
-            .filter(|c| (100..=699).contains(c))
-            .ok_or_else(|| SipError::bad(format!("status code {code:?}")))?;
-        return Ok(StartLine::Response {
-            code,
-            reason: reason.to_string(),
-        });
+        let code: u16 =
+            code.parse().ok().filter(|c| (100..=699).contains(c)).ok_or_else(|| SipError::bad(format!("status code {code:?}")))?;
+        return Ok(StartLine::Response { code, reason: reason.to_string() });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version: exactly single spaces (RFC 3261 section 7.1)
     let parts: Vec<&str> = line.split(' ').collect();
@@ -191,20 +154,14 @@ fn parse_start_line(line: &str) -> Result<StartLine, SipError> {
     }
     if version != "SIP/2.0" {
         if version.starts_with("SIP/") {
-            return Err(SipError::Malformed {
-                status: 505,
-                reason: format!("version {version}"),
-            });
+            return Err(SipError::Malformed { status: 505, reason: format!("version {version}") });
         }
         return Err(SipError::bad(format!("version {version:?}")));
     }
     if uri.contains(['<', '>', '"']) || !uri.contains(':') {
         return Err(SipError::bad(format!("Request-URI {uri:?}")));
     }
-    Ok(StartLine::Request {
-        method: Method::parse(method),
-        uri: uri.to_string(),
-    })
+    Ok(StartLine::Request { method: Method::parse(method), uri: uri.to_string() })
 }
 
 /// Checks shared by requests and responses; request-only checks are flagged as such.
@@ -245,30 +202,21 @@ fn validate(msg: &SipMessage) -> Result<(), SipError> {
     }
     if let Some(date) = msg.header("Date") {
         if !date.ends_with("GMT") {
-            return Err(SipError::bad(
-                "Date must be in GMT (RFC 3261 section 20.17)",
-            ));
+            return Err(SipError::bad("Date must be in GMT (RFC 3261 section 20.17)"));
         }
     }
     let (_, cseq_method) = parse_cseq(msg.header("CSeq").unwrap_or(""))?;
     if let Some(mf) = msg.header("Max-Forwards") {
-        mf.parse::<u8>()
-            .map_err(|_| SipError::bad(format!("Max-Forwards {mf:?}")))?;
+        mf.parse::<u8>().map_err(|_| SipError::bad(format!("Max-Forwards {mf:?}")))?;
     }
     if let StartLine::Request { method, uri } = &msg.start {
         if cseq_method != method.as_str() {
-            return Err(SipError::bad(format!(
-                "CSeq method {cseq_method} does not match {}",
-                method.as_str()
-            )));
+            return Err(SipError::bad(format!("CSeq method {cseq_method} does not match {}", method.as_str())));
         }
         if uri.starts_with("sip:") || uri.starts_with("sips:") {
             SipUri::parse(uri)?;
         } else if !uri.starts_with("tel:") {
-            return Err(SipError::Malformed {
-                status: 416,
-                reason: format!("unsupported URI scheme in {uri:?}"),
-            });
+            return Err(SipError::Malformed { status: 416, reason: format!("unsupported URI scheme in {uri:?}") });
         }
     }
     Ok(())
@@ -297,13 +245,7 @@ mod tests {
     fn normalises_compact_folded_and_lists() {
         let m = parse(INVITE.as_bytes(), true).expect("parse");
         let vias: Vec<&str> = m.headers_named("Via").collect();
-        assert_eq!(
-            vias,
-            vec![
-                "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKa",
-                "SIP/2.0/UDP 10.0.0.2 ;branch=z9hG4bKb"
-            ]
-        );
+        assert_eq!(vias, vec!["SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKa", "SIP/2.0/UDP 10.0.0.2 ;branch=z9hG4bKb"]);
         assert_eq!(m.header("Call-ID"), Some("abc"));
         assert_eq!(&m.body[..], b"v=0\r");
         let again = parse(&m.to_bytes(), false).expect("round trip");
@@ -317,10 +259,7 @@ mod tests {
             (INVITE.replace("SIP/2.0\r\nv:", "SIP/3.0\r\nv:"), 505),
             (INVITE.replace("l: 4", "l: 400"), 400),
             (INVITE.replace("i: abc\r\n", ""), 400),
-            (
-                INVITE.replace("sip:6561230000@127.0.0.1:5060", "foo:bar"),
-                416,
-            ),
+            (INVITE.replace("sip:6561230000@127.0.0.1:5060", "foo:bar"), 416),
             (INVITE.replace("INVITE sip", "INVITE  sip"), 400),
         ] {
             match parse(bad.as_bytes(), true) {

@@ -85,37 +85,17 @@ pub struct ClientTx {
 impl ClientTx {
     /// Start, after the request was first sent. `reliable` is true over TCP/TLS.
     pub fn start(kind: Kind, reliable: bool) -> (ClientTx, Vec<Effect>) {
-        let tx = ClientTx {
-            kind,
-            state: State::Trying,
-            reliable,
-            interval: T1,
-        };
-        let mut fx = vec![Effect::Arm(
-            if kind == Kind::Invite {
-                Timer::B
-            } else {
-                Timer::F
-            },
-            TIMEOUT,
-        )];
+        let tx = ClientTx { kind, state: State::Trying, reliable, interval: T1 };
+        let mut fx = vec![Effect::Arm(if kind == Kind::Invite { Timer::B } else { Timer::F }, TIMEOUT)];
         if !reliable {
-            fx.push(Effect::Arm(
-                if kind == Kind::Invite {
-                    Timer::A
-                } else {
-                    Timer::E
-                },
-                T1,
-            ));
+            fx.push(Effect::Arm(if kind == Kind::Invite { Timer::A } else { Timer::E }, T1));
         }
         (tx, fx)
     }
 
     pub fn on_response(&mut self, code: u16) -> Vec<Effect> {
         use State::*;
-        let wait =
-            |t: Timer, ms: u64, reliable: bool| Effect::Arm(t, if reliable { 0 } else { ms });
+        let wait = |t: Timer, ms: u64, reliable: bool| Effect::Arm(t, if reliable { 0 } else { ms });
         match (self.kind, self.state) {
             (_, Trying | Proceeding) if code < 200 => {
                 self.state = Proceeding;
@@ -127,11 +107,7 @@ impl ClientTx {
             }
             (Kind::Invite, Trying | Proceeding) => {
                 self.state = Completed;
-                vec![
-                    Effect::SendAck,
-                    Effect::Pass,
-                    wait(Timer::D, 32_000, self.reliable),
-                ]
+                vec![Effect::SendAck, Effect::Pass, wait(Timer::D, 32_000, self.reliable)]
             }
             (Kind::Invite, Completed) if code >= 300 => vec![Effect::SendAck],
             (Kind::Invite, Accepted) if (200..300).contains(&code) => vec![Effect::Pass],
@@ -151,11 +127,7 @@ impl ClientTx {
                 vec![Effect::Retransmit, Effect::Arm(Timer::A, self.interval)]
             }
             (Timer::E, Trying | Proceeding) => {
-                self.interval = if self.state == Proceeding {
-                    T2
-                } else {
-                    (self.interval * 2).min(T2)
-                };
+                self.interval = if self.state == Proceeding { T2 } else { (self.interval * 2).min(T2) };
                 vec![Effect::Retransmit, Effect::Arm(Timer::E, self.interval)]
             }
             (Timer::B, Trying) | (Timer::F, Trying | Proceeding) => {
@@ -182,17 +154,8 @@ pub struct ServerTx {
 
 impl ServerTx {
     pub fn start(kind: Kind, reliable: bool) -> ServerTx {
-        let state = if kind == Kind::Invite {
-            State::Proceeding
-        } else {
-            State::Trying
-        };
-        ServerTx {
-            kind,
-            state,
-            reliable,
-            interval: T1,
-        }
+        let state = if kind == Kind::Invite { State::Proceeding } else { State::Trying };
+        ServerTx { kind, state, reliable, interval: T1 }
     }
 
     /// The TU sent a response with `code` through this transaction.
@@ -217,10 +180,7 @@ impl ServerTx {
             }
             (Kind::NonInvite, Trying | Proceeding) => {
                 self.state = Completed;
-                vec![Effect::Arm(
-                    Timer::J,
-                    if self.reliable { 0 } else { TIMEOUT },
-                )]
+                vec![Effect::Arm(Timer::J, if self.reliable { 0 } else { TIMEOUT })]
             }
             _ => vec![],
         }
@@ -250,10 +210,7 @@ impl ServerTx {
                 self.interval = (self.interval * 2).min(T2);
                 vec![Effect::Retransmit, Effect::Arm(Timer::G, self.interval)]
             }
-            (Timer::H, Completed)
-            | (Timer::I, Confirmed)
-            | (Timer::J, Completed)
-            | (Timer::L, Accepted) => {
+            (Timer::H, Completed) | (Timer::I, Confirmed) | (Timer::J, Completed) | (Timer::L, Accepted) => {
                 self.state = Terminated;
                 vec![Effect::Terminated]
             }
@@ -269,38 +226,19 @@ mod tests {
     #[test]
     fn invite_client_retransmits_with_backoff_then_times_out() {
         let (mut tx, fx) = ClientTx::start(Kind::Invite, false);
-        assert_eq!(
-            fx,
-            vec![Effect::Arm(Timer::B, 32_000), Effect::Arm(Timer::A, 500)]
-        );
-        assert_eq!(
-            tx.on_timer(Timer::A),
-            vec![Effect::Retransmit, Effect::Arm(Timer::A, 1000)]
-        );
-        assert_eq!(
-            tx.on_timer(Timer::A),
-            vec![Effect::Retransmit, Effect::Arm(Timer::A, 2000)]
-        );
-        assert_eq!(
-            tx.on_timer(Timer::B),
-            vec![Effect::Timeout, Effect::Terminated]
-        );
+        assert_eq!(fx, vec![Effect::Arm(Timer::B, 32_000), Effect::Arm(Timer::A, 500)]);
+        assert_eq!(tx.on_timer(Timer::A), vec![Effect::Retransmit, Effect::Arm(Timer::A, 1000)]);
+        assert_eq!(tx.on_timer(Timer::A), vec![Effect::Retransmit, Effect::Arm(Timer::A, 2000)]);
+        assert_eq!(tx.on_timer(Timer::B), vec![Effect::Timeout, Effect::Terminated]);
     }
 
     #[test]
     fn invite_client_acks_non_2xx_and_absorbs_retransmissions() {
         let (mut tx, _) = ClientTx::start(Kind::Invite, false);
         assert_eq!(tx.on_response(180), vec![Effect::Pass]);
-        assert_eq!(
-            tx.on_timer(Timer::A),
-            vec![],
-            "no retransmission once proceeding"
-        );
+        assert_eq!(tx.on_timer(Timer::A), vec![], "no retransmission once proceeding");
         assert_eq!(tx.on_timer(Timer::B), vec![], "Timer B only in Calling");
-        assert_eq!(
-            tx.on_response(503),
-            vec![Effect::SendAck, Effect::Pass, Effect::Arm(Timer::D, 32_000)]
-        );
+        assert_eq!(tx.on_response(503), vec![Effect::SendAck, Effect::Pass, Effect::Arm(Timer::D, 32_000)]);
         assert_eq!(tx.on_response(503), vec![Effect::SendAck]);
         assert_eq!(tx.on_timer(Timer::D), vec![Effect::Terminated]);
     }
@@ -308,10 +246,7 @@ mod tests {
     #[test]
     fn invite_client_forwards_2xx_retransmissions() {
         let (mut tx, _) = ClientTx::start(Kind::Invite, true);
-        assert_eq!(
-            tx.on_response(200),
-            vec![Effect::Pass, Effect::Arm(Timer::M, TIMEOUT)]
-        );
+        assert_eq!(tx.on_response(200), vec![Effect::Pass, Effect::Arm(Timer::M, TIMEOUT)]);
         assert_eq!(tx.on_response(200), vec![Effect::Pass]);
         assert_eq!(tx.on_response(486), vec![]);
     }
@@ -319,23 +254,11 @@ mod tests {
     #[test]
     fn non_invite_client() {
         let (mut tx, fx) = ClientTx::start(Kind::NonInvite, false);
-        assert_eq!(
-            fx,
-            vec![Effect::Arm(Timer::F, TIMEOUT), Effect::Arm(Timer::E, 500)]
-        );
-        assert_eq!(
-            tx.on_timer(Timer::E),
-            vec![Effect::Retransmit, Effect::Arm(Timer::E, 1000)]
-        );
+        assert_eq!(fx, vec![Effect::Arm(Timer::F, TIMEOUT), Effect::Arm(Timer::E, 500)]);
+        assert_eq!(tx.on_timer(Timer::E), vec![Effect::Retransmit, Effect::Arm(Timer::E, 1000)]);
         assert_eq!(tx.on_response(100), vec![Effect::Pass]);
-        assert_eq!(
-            tx.on_timer(Timer::E),
-            vec![Effect::Retransmit, Effect::Arm(Timer::E, T2)]
-        );
-        assert_eq!(
-            tx.on_response(200),
-            vec![Effect::Pass, Effect::Arm(Timer::K, T4)]
-        );
+        assert_eq!(tx.on_timer(Timer::E), vec![Effect::Retransmit, Effect::Arm(Timer::E, T2)]);
+        assert_eq!(tx.on_response(200), vec![Effect::Pass, Effect::Arm(Timer::K, T4)]);
         assert_eq!(tx.on_response(200), vec![]);
         assert_eq!(tx.on_timer(Timer::K), vec![Effect::Terminated]);
     }
@@ -343,19 +266,9 @@ mod tests {
     #[test]
     fn invite_server_retransmits_final_until_ack() {
         let mut tx = ServerTx::start(Kind::Invite, false);
-        assert_eq!(
-            tx.on_retransmission(),
-            vec![Effect::Retransmit],
-            "resend the 100"
-        );
-        assert_eq!(
-            tx.on_send(487),
-            vec![Effect::Arm(Timer::H, TIMEOUT), Effect::Arm(Timer::G, T1)]
-        );
-        assert_eq!(
-            tx.on_timer(Timer::G),
-            vec![Effect::Retransmit, Effect::Arm(Timer::G, 1000)]
-        );
+        assert_eq!(tx.on_retransmission(), vec![Effect::Retransmit], "resend the 100");
+        assert_eq!(tx.on_send(487), vec![Effect::Arm(Timer::H, TIMEOUT), Effect::Arm(Timer::G, T1)]);
+        assert_eq!(tx.on_timer(Timer::G), vec![Effect::Retransmit, Effect::Arm(Timer::G, 1000)]);
         assert_eq!(tx.on_ack(), vec![Effect::Arm(Timer::I, T4)]);
         assert_eq!(tx.on_timer(Timer::G), vec![]);
         assert_eq!(tx.on_timer(Timer::I), vec![Effect::Terminated]);
@@ -365,11 +278,7 @@ mod tests {
     fn invite_server_2xx_goes_to_accepted() {
         let mut tx = ServerTx::start(Kind::Invite, false);
         assert_eq!(tx.on_send(200), vec![Effect::Arm(Timer::L, TIMEOUT)]);
-        assert_eq!(
-            tx.on_retransmission(),
-            vec![],
-            "absorbed: the 2xx is retransmitted end to end"
-        );
+        assert_eq!(tx.on_retransmission(), vec![], "absorbed: the 2xx is retransmitted end to end");
     }
 
     #[test]

@@ -82,28 +82,17 @@ pub struct Transports {
 impl Transports {
     /// Start UDP and TCP on the given bound sockets (binding is the caller's, so tests and
     /// simulations can hand in their own).
-    pub fn start(
-        udp: UdpSocket,
-        tcp: TcpListener,
-        events: mpsc::Sender<TransportEvent>,
-    ) -> Result<Arc<Transports>, SipError> {
-        let err = |e: std::io::Error| SipError::Transport {
-            peer: "local".into(),
-            reason: e.to_string(),
-        };
+    pub fn start(udp: UdpSocket, tcp: TcpListener, events: mpsc::Sender<TransportEvent>) -> Result<Arc<Transports>, SipError> {
+        let err = |e: std::io::Error| SipError::Transport { peer: "local".into(), reason: e.to_string() };
         let tcp_local = tcp.local_addr().map_err(err)?;
         let udp_local = udp.local_addr().map_err(err)?;
         if udp_local.is_ipv4() {
-            nix::sys::socket::setsockopt(&udp, nix::sys::socket::sockopt::Ipv4RecvErr, &true)
-                .map_err(|e| err(std::io::Error::from(e)))?;
+            nix::sys::socket::setsockopt(&udp, nix::sys::socket::sockopt::Ipv4RecvErr, &true).map_err(|e| err(std::io::Error::from(e)))?;
         }
         let t = Arc::new(Transports {
             udp: Arc::new(udp),
             tcp_local,
-            conns: Mutex::new(Conns {
-                by_id: HashMap::new(),
-                by_peer: HashMap::new(),
-            }),
+            conns: Mutex::new(Conns { by_id: HashMap::new(), by_peer: HashMap::new() }),
             next_id: AtomicU64::new(1),
             open: AtomicU64::new(0),
             events,
@@ -127,9 +116,7 @@ impl Transports {
             Proto::Udp => {
                 if let Err(e) = self.udp.try_send_to(&bytes, peer) {
                     if e.kind() != std::io::ErrorKind::WouldBlock {
-                        let _ = self
-                            .events
-                            .try_send(TransportEvent::Unreachable { proto, peer });
+                        let _ = self.events.try_send(TransportEvent::Unreachable { proto, peer });
                     }
                     tracing::debug!(%peer, error = %e, "udp send failed");
                 }
@@ -140,9 +127,7 @@ impl Transports {
 
     fn send_tcp(self: &Arc<Self>, peer: SocketAddr, conn: Option<u64>, bytes: Bytes) {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let id = conn
-            .filter(|c| conns.by_id.contains_key(c))
-            .or_else(|| conns.by_peer.get(&peer).copied());
+        let id = conn.filter(|c| conns.by_id.contains_key(c)).or_else(|| conns.by_peer.get(&peer).copied());
         if let Some(tx) = id.and_then(|id| conns.by_id.get(&id)) {
             if tx.try_send(bytes).is_err() {
                 tracing::warn!(%peer, "tcp send queue full or closed; message dropped");
@@ -150,10 +135,7 @@ impl Transports {
             return;
         }
         if self.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-            let _ = self.events.try_send(TransportEvent::Unreachable {
-                proto: Proto::Tcp,
-                peer,
-            });
+            let _ = self.events.try_send(TransportEvent::Unreachable { proto: Proto::Tcp, peer });
             return;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -164,19 +146,11 @@ impl Transports {
         drop(conns);
         let me = self.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(std::time::Duration::from_secs(5), TcpStream::connect(peer))
-                .await
-            {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), TcpStream::connect(peer)).await {
                 Ok(Ok(stream)) => me.run_conn(id, peer, stream, rx).await,
                 _ => {
                     me.forget(id, peer);
-                    let _ = me
-                        .events
-                        .send(TransportEvent::Unreachable {
-                            proto: Proto::Tcp,
-                            peer,
-                        })
-                        .await;
+                    let _ = me.events.send(TransportEvent::Unreachable { proto: Proto::Tcp, peer }).await;
                 }
             }
         });
@@ -190,13 +164,7 @@ impl Transports {
         }
     }
 
-    async fn run_conn(
-        self: Arc<Self>,
-        id: u64,
-        peer: SocketAddr,
-        stream: TcpStream,
-        mut rx: mpsc::Receiver<Bytes>,
-    ) {
+    async fn run_conn(self: Arc<Self>, id: u64, peer: SocketAddr, stream: TcpStream, mut rx: mpsc::Receiver<Bytes>) {
         self.open.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
@@ -214,12 +182,7 @@ impl Transports {
                 Ok(_) => loop {
                     match next_frame(&mut buf) {
                         Ok(Some(frame)) => {
-                            let m = Incoming {
-                                bytes: frame.freeze(),
-                                proto: Proto::Tcp,
-                                peer,
-                                conn: Some(id),
-                            };
+                            let m = Incoming { bytes: frame.freeze(), proto: Proto::Tcp, peer, conn: Some(id) };
                             if self.events.send(TransportEvent::Message(m)).await.is_err() {
                                 break 'read;
                             }
@@ -264,25 +227,14 @@ async fn udp_loop(t: Arc<Transports>) {
     loop {
         match t.udp.recv_from(&mut buf).await {
             Ok((n, peer)) => {
-                let m = Incoming {
-                    bytes: Bytes::copy_from_slice(&buf[..n]),
-                    proto: Proto::Udp,
-                    peer,
-                    conn: None,
-                };
+                let m = Incoming { bytes: Bytes::copy_from_slice(&buf[..n]), proto: Proto::Udp, peer, conn: None };
                 if t.events.send(TransportEvent::Message(m)).await.is_err() {
                     return;
                 }
             }
             Err(_) => {
                 for peer in drain_icmp_errors(&t.udp) {
-                    let _ = t
-                        .events
-                        .send(TransportEvent::Unreachable {
-                            proto: Proto::Udp,
-                            peer,
-                        })
-                        .await;
+                    let _ = t.events.send(TransportEvent::Unreachable { proto: Proto::Udp, peer }).await;
                 }
             }
         }
@@ -297,18 +249,10 @@ fn drain_icmp_errors(sock: &UdpSocket) -> Vec<SocketAddr> {
     let mut cmsg = nix::cmsg_space!([u8; 512]);
     for _ in 0..64 {
         let mut iov = [std::io::IoSliceMut::new(&mut data)];
-        match recvmsg::<SockaddrIn>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
-        ) {
+        match recvmsg::<SockaddrIn>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT) {
             Ok(msg) => {
                 if let Some(a) = msg.address {
-                    out.push(SocketAddr::V4(std::net::SocketAddrV4::new(
-                        a.ip(),
-                        a.port(),
-                    )));
+                    out.push(SocketAddr::V4(std::net::SocketAddrV4::new(a.ip(), a.port())));
                 }
             }
             Err(_) => break,

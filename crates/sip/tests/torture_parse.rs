@@ -10,8 +10,7 @@ fn dir() -> PathBuf {
 }
 
 fn load(name: &str) -> Vec<u8> {
-    std::fs::read(dir().join(format!("{name}.dat")))
-        .unwrap_or_else(|e| panic!("torture file {name}: {e}"))
+    std::fs::read(dir().join(format!("{name}.dat"))).unwrap_or_else(|e| panic!("torture file {name}: {e}"))
 }
 
 const VALID: &[&str] = &[
@@ -61,11 +60,7 @@ fn valid_messages_parse() {
             bad.push(format!("{name}: {e}"));
         }
     }
-    assert!(
-        bad.is_empty(),
-        "refused valid messages:\n{}",
-        bad.join("\n")
-    );
+    assert!(bad.is_empty(), "refused valid messages:\n{}", bad.join("\n"));
 }
 
 #[test]
@@ -76,10 +71,7 @@ fn invalid_messages_are_refused() {
             accepted.push(*name);
         }
     }
-    assert!(
-        accepted.is_empty(),
-        "accepted invalid messages: {accepted:?}"
-    );
+    assert!(accepted.is_empty(), "accepted invalid messages: {accepted:?}");
 }
 
 #[test]

@@ -33,10 +33,7 @@ pub fn ack_for(request: &Bytes, resp: &SipMessage) -> Bytes {
         ack.push("To", to);
     }
     copy(&inv, &mut ack, "Call-ID");
-    let n = inv
-        .header("CSeq")
-        .and_then(|c| c.split_whitespace().next())
-        .unwrap_or("1");
+    let n = inv.header("CSeq").and_then(|c| c.split_whitespace().next()).unwrap_or("1");
     ack.push("CSeq", format!("{n} ACK"));
     ack.to_bytes()
 }
@@ -54,10 +51,7 @@ pub fn cancel_for(request: &Bytes) -> Option<SipMessage> {
     for h in ["From", "To", "Call-ID"] {
         copy(&inv, &mut c, h);
     }
-    let n = inv
-        .header("CSeq")
-        .and_then(|c| c.split_whitespace().next())
-        .unwrap_or("1");
+    let n = inv.header("CSeq").and_then(|c| c.split_whitespace().next()).unwrap_or("1");
     c.push("CSeq", format!("{n} CANCEL"));
     c.push("Reason", "SIP;cause=487;text=\"Request Terminated\"");
     Some(c)
@@ -89,15 +83,8 @@ pub fn error_reply(bytes: &[u8], status: u16, why: &str) -> Option<SipMessage> {
         }
     }
     r.header("Via")?;
-    let why: String = why
-        .chars()
-        .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .take(120)
-        .collect();
-    r.push(
-        "Warning",
-        format!("399 hatrunk \"{}\"", why.replace('"', "'")),
-    );
+    let why: String = why.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(120).collect();
+    r.push("Warning", format!("399 hatrunk \"{}\"", why.replace('"', "'")));
     Some(r)
 }
 

@@ -84,58 +84,35 @@ impl Engine {
             return self.respond_key(&key, 404, None);
         };
         let dialled = number.unwrap_or_default();
-        self.new_call(
-            key,
-            msg,
-            src,
-            trunk,
-            Direction::Outbound,
-            Some(role),
-            dialled,
-        );
+        self.new_call(key, msg, src, trunk, Direction::Outbound, Some(role), dialled);
     }
 
     /// Check digest credentials in `header`. `Ok` names the account; `Err(Some(challenge))` means
     /// challenge (again); `Err(None)` means there are no Digest accounts at all, so nothing to ask.
-    pub(super) fn authenticate(
-        &mut self,
-        msg: &SipMessage,
-        header: &str,
-    ) -> Result<(Arc<Trunk>, Role), Option<String>> {
-        let any_digest = self.store.list().iter().any(|t| {
-            [Role::Primary, Role::Secondary]
-                .iter()
-                .any(|r| t.account(*r).is_some_and(|a| a.auth == AuthMode::Digest))
-        });
-        let challenge = |e: &mut Engine, alg, stale| {
-            e.nonces
-                .challenge(hatrunk_core::credentials::REALM, alg, e.now_wall(), stale)
-        };
+    pub(super) fn authenticate(&mut self, msg: &SipMessage, header: &str) -> Result<(Arc<Trunk>, Role), Option<String>> {
+        let any_digest = self
+            .store
+            .list()
+            .iter()
+            .any(|t| [Role::Primary, Role::Secondary].iter().any(|r| t.account(*r).is_some_and(|a| a.auth == AuthMode::Digest)));
+        let challenge = |e: &mut Engine, alg, stale| e.nonces.challenge(hatrunk_core::credentials::REALM, alg, e.now_wall(), stale);
         let Some(creds) = msg.header(header).and_then(Credentials::parse) else {
-            return Err(
-                any_digest.then(|| challenge(self, hatrunk_sip::digest::Algorithm::Md5, false))
-            );
+            return Err(any_digest.then(|| challenge(self, hatrunk_sip::digest::Algorithm::Md5, false)));
         };
-        let alg = creds
-            .algorithm()
-            .unwrap_or(hatrunk_sip::digest::Algorithm::Md5);
+        let alg = creds.algorithm().unwrap_or(hatrunk_sip::digest::Algorithm::Md5);
         match self.nonces.check(&creds.nonce, self.now_wall()) {
             NonceCheck::Fresh => {}
             NonceCheck::Stale => return Err(Some(challenge(self, alg, true))),
             NonceCheck::Invalid => return Err(Some(challenge(self, alg, false))),
         }
         let found = self.store.by_username(&creds.username);
-        let ok = found
-            .as_ref()
-            .and_then(|(t, r)| t.account(*r))
-            .and_then(|a| a.ha1.as_ref())
-            .is_some_and(|ha1| {
-                let h = match alg {
-                    hatrunk_sip::digest::Algorithm::Md5 => &ha1.md5,
-                    hatrunk_sip::digest::Algorithm::Sha256 => &ha1.sha256,
-                };
-                creds.verify(msg.method().map(|m| m.as_str()).unwrap_or(""), h)
-            });
+        let ok = found.as_ref().and_then(|(t, r)| t.account(*r)).and_then(|a| a.ha1.as_ref()).is_some_and(|ha1| {
+            let h = match alg {
+                hatrunk_sip::digest::Algorithm::Md5 => &ha1.md5,
+                hatrunk_sip::digest::Algorithm::Sha256 => &ha1.sha256,
+            };
+            creds.verify(msg.method().map(|m| m.as_str()).unwrap_or(""), h)
+        });
         match (ok, found) {
             (true, Some(f)) => Ok(f),
             _ => {
@@ -158,15 +135,8 @@ impl Engine {
     ) {
         self.seq = self.seq.wrapping_add(1);
         let id = self.seq;
-        let from_tag = param(msg.header("From").unwrap_or(""), "tag")
-            .unwrap_or("")
-            .to_string();
-        let slot = format!(
-            "{}/{}/{}",
-            self.cfg.node,
-            msg.header("Call-ID").unwrap_or(""),
-            from_tag
-        );
+        let from_tag = param(msg.header("From").unwrap_or(""), "tag").unwrap_or("").to_string();
+        let slot = format!("{}/{}/{}", self.cfg.node, msg.header("Call-ID").unwrap_or(""), from_tag);
         let (trunk_id, limit) = (trunk.id.clone(), trunk.max_concurrent_calls);
         if let Some(e) = self.servers.get_mut(&key) {
             e.call = Some(id);
@@ -189,12 +159,7 @@ impl Engine {
             admitted: false,
         };
         self.calls.insert(id, call);
-        self.out.push(Action::Admit {
-            call: id,
-            trunk: trunk_id,
-            limit,
-            slot,
-        });
+        self.out.push(Action::Admit { call: id, trunk: trunk_id, limit, slot });
     }
 
     pub(super) fn call_admitted(&mut self, id: u64, decision: Result<Decision, String>) {
@@ -213,23 +178,14 @@ impl Engine {
             other => {
                 let key = call.key.clone();
                 let (code, reason) = match &other {
-                    Ok(_) => (
-                        self.cfg.congestion_code,
-                        "Q.850;cause=34;text=\"No circuit/channel available\"",
-                    ),
+                    Ok(_) => (self.cfg.congestion_code, "Q.850;cause=34;text=\"No circuit/channel available\""),
                     Err(_) => (503, "Q.850;cause=41;text=\"Temporary failure\""),
                 };
                 if let Err(e) = &other {
                     tracing::warn!(error = %e, "admission unavailable");
                 }
                 self.respond_key(&key, code, Some(reason));
-                self.finish(
-                    id,
-                    Disposition::Congestion,
-                    Cause::CallLimitExceeded,
-                    Some(code),
-                    false,
-                );
+                self.finish(id, Disposition::Congestion, Cause::CallLimitExceeded, Some(code), false);
                 let _ = slot;
                 return;
             }
@@ -240,10 +196,7 @@ impl Engine {
                 let trunk = call.trunk.clone();
                 let rr = self.rr.entry(trunk.id.clone()).or_default();
                 let status = self.status.clone();
-                let (plan, step) =
-                    CallPlan::start(trunk.mode, trunk.failover_policy.clone(), rr, |r| {
-                        status.probe_health(&trunk.id, r)
-                    });
+                let (plan, step) = CallPlan::start(trunk.mode, trunk.failover_policy.clone(), rr, |r| status.probe_health(&trunk.id, r));
                 if let Some(c) = self.calls.get_mut(&id) {
                     c.plan = Some(plan);
                 }
@@ -273,16 +226,9 @@ impl Engine {
             elapsed_ms: 0,
         };
         let dest = match call.direction {
-            Direction::Outbound => self.cfg.upstream.map(|a| {
-                (
-                    Src {
-                        proto: Proto::Udp,
-                        addr: a,
-                        conn: None,
-                    },
-                    format!("sip:{}@{a}", call.number),
-                )
-            }),
+            Direction::Outbound => {
+                self.cfg.upstream.map(|a| (Src { proto: Proto::Udp, addr: a, conn: None }, format!("sip:{}@{a}", call.number)))
+            }
             Direction::Inbound => self.inbound_target(&trunk, role, &call.number),
         };
         let Some((dest, ruri)) = dest else {
@@ -290,20 +236,11 @@ impl Engine {
                 Some(AuthMode::Digest) => Outcome::UserNotRegistered,
                 _ => Outcome::ConnectionError,
             };
-            rec.target = trunk
-                .account(role)
-                .and_then(|a| a.target.clone().or_else(|| a.username.clone()))
-                .unwrap_or_default();
+            rec.target = trunk.account(role).and_then(|a| a.target.clone().or_else(|| a.username.clone())).unwrap_or_default();
             let Some(call) = self.calls.get_mut(&id) else {
                 return;
             };
-            call.attempts.push(Attempt {
-                rec,
-                branch: String::new(),
-                started: now,
-                provisional: false,
-                done: true,
-            });
+            call.attempts.push(Attempt { rec, branch: String::new(), started: now, provisional: false, done: true });
             return self.attempt_outcome(id, n, outcome, None);
         };
         rec.target = ruri.clone();
@@ -315,21 +252,10 @@ impl Engine {
         if let Some(at) = call.failover_detect.take() {
             call.failover_ms = Some(now.saturating_sub(at));
         }
-        call.attempts.push(Attempt {
-            rec,
-            branch,
-            started: now,
-            provisional: false,
-            done: false,
-        });
-        let arm_failover = call.direction == Direction::Inbound
-            && trunk.mode == Mode::AutoFailover
-            && role == Role::Primary;
+        call.attempts.push(Attempt { rec, branch, started: now, provisional: false, done: false });
+        let arm_failover = call.direction == Direction::Inbound && trunk.mode == Mode::AutoFailover && role == Role::Primary;
         if arm_failover {
-            self.arm(
-                self.now + u64::from(trunk.failover_timeout_ms),
-                TimerKey::Failover(id, n),
-            );
+            self.arm(self.now + u64::from(trunk.failover_timeout_ms), TimerKey::Failover(id, n));
         }
     }
 
@@ -340,25 +266,10 @@ impl Engine {
             AuthMode::Ip => {
                 let t = a.sip_target()?;
                 let ip: IpAddr = t.host.parse().ok()?;
-                let proto = if a.transport == Transport::Tcp {
-                    Proto::Tcp
-                } else {
-                    Proto::Udp
-                };
-                let tp = if proto == Proto::Tcp {
-                    ";transport=tcp"
-                } else {
-                    ""
-                };
+                let proto = if a.transport == Transport::Tcp { Proto::Tcp } else { Proto::Udp };
+                let tp = if proto == Proto::Tcp { ";transport=tcp" } else { "" };
                 let addr = SocketAddr::new(ip, t.port);
-                Some((
-                    Src {
-                        proto,
-                        addr,
-                        conn: None,
-                    },
-                    format!("sip:{number}@{}{tp}", fmt_hostport(addr)),
-                ))
+                Some((Src { proto, addr, conn: None }, format!("sip:{number}@{}{tp}", fmt_hostport(addr))))
             }
             AuthMode::Digest => {
                 let b = self.registrar.lookup(a.username.as_deref()?, self.now)?;
@@ -375,10 +286,7 @@ impl Engine {
         let mut m = call.req.clone();
         let in_proto = call.src.proto;
         m.set_uri(ruri);
-        let mf = m
-            .header("Max-Forwards")
-            .and_then(|v| v.parse::<u8>().ok())
-            .unwrap_or(70);
+        let mf = m.header("Max-Forwards").and_then(|v| v.parse::<u8>().ok()).unwrap_or(70);
         m.set("Max-Forwards", mf.saturating_sub(1).to_string());
         // pop Route entries that name us (loose routing, section 16.4)
         while let Some(top) = m.header("Route").map(|r| addr_uri(r).to_string()) {
@@ -403,10 +311,7 @@ impl Engine {
         m.push_front("Record-Route", outer);
         if call.direction == Direction::Outbound {
             if let Some(cid) = call.trunk.primary.caller_id.clone() {
-                m.set(
-                    "P-Asserted-Identity",
-                    format!("<sip:{cid}@{}>", self.cfg.advertise),
-                );
+                m.set("P-Asserted-Identity", format!("<sip:{cid}@{}>", self.cfg.advertise));
                 if call.trunk.primary.caller_id_in_from {
                     if let Some(from) = m.header("From").map(str::to_string) {
                         m.set("From", rewrite_user(&from, &cid));
@@ -419,11 +324,7 @@ impl Engine {
 
     pub(super) fn attempt_response(&mut self, id: u64, n: usize, resp: SipMessage) {
         let code = resp.code().unwrap_or(0);
-        let live = self
-            .calls
-            .get(&id)
-            .and_then(|c| c.attempts.get(n))
-            .is_some_and(|a| !a.done);
+        let live = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| !a.done);
         if !live {
             return self.late_response(id, n, resp);
         }
@@ -452,19 +353,12 @@ impl Engine {
                 a.rec.elapsed_ms = now.saturating_sub(a.started);
                 a.rec.set_outcome(Outcome::Answered(code));
                 call.answer_ms = Some(now);
-                (
-                    call.key.clone(),
-                    call.req.header("Call-ID").unwrap_or("").to_string(),
-                    call.trunk.max_call_duration_s,
-                )
+                (call.key.clone(), call.req.header("Call-ID").unwrap_or("").to_string(), call.trunk.max_call_duration_s)
             };
             self.metrics.answered.inc();
             self.respond_msg(&key, resp);
             self.dialogs.insert(call_id.clone(), id);
-            self.arm(
-                self.now + u64::from(max_s) * 1000,
-                TimerKey::MaxDuration(call_id),
-            );
+            self.arm(self.now + u64::from(max_s) * 1000, TimerKey::MaxDuration(call_id));
             return;
         }
         if let Some(c) = self.calls.get_mut(&id) {
@@ -476,19 +370,9 @@ impl Engine {
     /// A response for an attempt we already gave up on (timed out, cancelled, or its call ended).
     fn late_response(&mut self, id: u64, n: usize, resp: SipMessage) {
         let code = resp.code().unwrap_or(0);
-        let branch = self
-            .calls
-            .get(&id)
-            .and_then(|c| c.attempts.get(n))
-            .map(|a| a.branch.clone());
-        let entry = branch
-            .as_ref()
-            .and_then(|b| self.clients.get(b))
-            .or_else(|| {
-                self.clients
-                    .values()
-                    .find(|c| c.owner == Owner::Call(id, n))
-            });
+        let branch = self.calls.get(&id).and_then(|c| c.attempts.get(n)).map(|a| a.branch.clone());
+        let entry =
+            branch.as_ref().and_then(|b| self.clients.get(b)).or_else(|| self.clients.values().find(|c| c.owner == Owner::Call(id, n)));
         let Some((dest, request)) = entry.map(|e| (e.dest, e.request.clone())) else {
             return;
         };
@@ -504,19 +388,9 @@ impl Engine {
 
     /// Answered too late (after failover or CANCEL): ACK and BYE it so no leg stays up unaccounted.
     fn tear_down(&mut self, resp: &SipMessage, dest: Src) {
-        let target = resp
-            .header("Contact")
-            .map(|c| addr_uri(c).to_string())
-            .unwrap_or_default();
-        let n = resp
-            .header("CSeq")
-            .and_then(|c| c.split_whitespace().next())
-            .and_then(|n| n.parse::<u32>().ok())
-            .unwrap_or(1);
-        for (method, cseq) in [
-            (hatrunk_sip::Method::Ack, n),
-            (hatrunk_sip::Method::Bye, n + 1),
-        ] {
+        let target = resp.header("Contact").map(|c| addr_uri(c).to_string()).unwrap_or_default();
+        let n = resp.header("CSeq").and_then(|c| c.split_whitespace().next()).and_then(|n| n.parse::<u32>().ok()).unwrap_or(1);
+        for (method, cseq) in [(hatrunk_sip::Method::Ack, n), (hatrunk_sip::Method::Bye, n + 1)] {
             let mut m = SipMessage::request(method.clone(), target.clone());
             for h in ["From", "To", "Call-ID"] {
                 if let Some(v) = resp.header(h) {
@@ -527,14 +401,7 @@ impl Engine {
             m.push("Max-Forwards", "70");
             if method == hatrunk_sip::Method::Ack {
                 let b = self.branch();
-                m.push_front(
-                    "Via",
-                    format!(
-                        "SIP/2.0/{} {};branch={b}",
-                        dest.proto.via_name(),
-                        self.hostport(dest.proto)
-                    ),
-                );
+                m.push_front("Via", format!("SIP/2.0/{} {};branch={b}", dest.proto.via_name(), self.hostport(dest.proto)));
                 self.send(dest, m);
             } else {
                 self.start_client(m, dest, Owner::Own);
@@ -565,11 +432,7 @@ impl Engine {
         let (provisional, branch) = (a.provisional, a.branch.clone());
         self.mark_done(id, n);
         if provisional {
-            if let Some((dest, req)) = self
-                .clients
-                .get(&branch)
-                .map(|e| (e.dest, e.request.clone()))
-            {
+            if let Some((dest, req)) = self.clients.get(&branch).map(|e| (e.dest, e.request.clone())) {
                 if let Some(c) = build::cancel_for(&req) {
                     self.send(dest, c);
                 }
@@ -598,11 +461,7 @@ impl Engine {
             a.rec.set_outcome(outcome);
             a.rec.elapsed_ms = now.saturating_sub(a.started);
         }
-        let step = call
-            .plan
-            .as_mut()
-            .map(|p| p.on_outcome(outcome))
-            .unwrap_or(Step::Done);
+        let step = call.plan.as_mut().map(|p| p.on_outcome(outcome)).unwrap_or(Step::Done);
         if let Step::Try(role) = step {
             call.failover_detect = Some(now);
             let label = match outcome {
@@ -623,10 +482,7 @@ impl Engine {
                 if code == 503 {
                     // section 16.7 step 6: a proxy does not pass a 503 upstream
                     code = 500;
-                    r.start = hatrunk_sip::StartLine::Response {
-                        code,
-                        reason: "Server Internal Error".into(),
-                    };
+                    r.start = hatrunk_sip::StartLine::Response { code, reason: "Server Internal Error".into() };
                 }
                 self.respond_msg(&key, r);
                 code
@@ -645,7 +501,7 @@ impl Engine {
 
     pub(super) fn on_cancel(&mut self, msg: SipMessage, src: Src) {
         let key = super::server_key(&msg);
-        let invite_key = format!("{}INVITE", key.strip_suffix("CANCEL").unwrap_or(&key));
+        let invite_key = key.replacen("|CANCEL|", "|INVITE|", 1).replacen("|CANCEL", "|INVITE", 1);
         let ok = self.servers.contains_key(&invite_key);
         let reply = build::response(&msg, if ok { 200 } else { 481 }, Some(&self.tag()));
         self.send(src, reply);
@@ -662,23 +518,14 @@ impl Engine {
             p.cancel();
         }
         let mut live = Vec::new();
-        for (i, a) in call
-            .attempts
-            .iter_mut()
-            .enumerate()
-            .filter(|(_, a)| !a.done)
-        {
+        for (i, a) in call.attempts.iter_mut().enumerate().filter(|(_, a)| !a.done) {
             a.done = true;
             a.rec.set_outcome(Outcome::Cancelled);
             live.push((i, a.provisional, a.branch.clone()));
         }
         for (_, provisional, branch) in live {
             if provisional {
-                if let Some((dest, req)) = self
-                    .clients
-                    .get(&branch)
-                    .map(|e| (e.dest, e.request.clone()))
-                {
+                if let Some((dest, req)) = self.clients.get(&branch).map(|e| (e.dest, e.request.clone())) {
                     if let Some(c) = build::cancel_for(&req) {
                         self.send(dest, c);
                     }
@@ -686,24 +533,11 @@ impl Engine {
             }
         }
         self.respond_key(&invite_key, 487, None);
-        self.finish(
-            id,
-            Disposition::NoAnswer,
-            Cause::OriginatorCancel,
-            Some(487),
-            false,
-        );
+        self.finish(id, Disposition::NoAnswer, Cause::OriginatorCancel, Some(487), false);
     }
 
     /// The call ends without (or after) an answer: slot back, CDR out, state gone.
-    pub(super) fn finish(
-        &mut self,
-        id: u64,
-        disposition: Disposition,
-        cause: Cause,
-        code: Option<u16>,
-        answered: bool,
-    ) {
+    pub(super) fn finish(&mut self, id: u64, disposition: Disposition, cause: Cause, code: Option<u16>, answered: bool) {
         let Some(call) = self.calls.remove(&id) else {
             return;
         };
@@ -713,9 +547,7 @@ impl Engine {
             }
         }
         if call.admitted {
-            self.out.push(Action::Release {
-                slot: call.slot.clone(),
-            });
+            self.out.push(Action::Release { slot: call.slot.clone() });
         }
         let now = self.now_wall();
         let cdr = Cdr {
@@ -735,14 +567,8 @@ impl Engine {
             primary_skipped: call.plan.as_ref().is_some_and(|p| p.skipped_primary),
             attempts: call.attempts.into_iter().map(|a| a.rec).collect(),
         };
-        let disp = serde_json::to_value(cdr.disposition)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        self.metrics
-            .calls
-            .with_label_values(&[&cdr.trunk.clone().unwrap_or_default(), &disp])
-            .inc();
+        let disp = serde_json::to_value(cdr.disposition).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        self.metrics.calls.with_label_values(&[&cdr.trunk.clone().unwrap_or_default(), &disp]).inc();
         self.out.push(Action::Cdr(Box::new(cdr)));
     }
 

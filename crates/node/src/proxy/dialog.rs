@@ -22,23 +22,13 @@ impl Engine {
         let Some(dest) = self.next_hop(&msg) else {
             return;
         };
-        let mf = msg
-            .header("Max-Forwards")
-            .and_then(|v| v.parse::<u8>().ok())
-            .unwrap_or(70);
+        let mf = msg.header("Max-Forwards").and_then(|v| v.parse::<u8>().ok()).unwrap_or(70);
         if mf == 0 {
             return;
         }
         msg.set("Max-Forwards", (mf - 1).to_string());
         let b = self.branch();
-        msg.push_front(
-            "Via",
-            format!(
-                "SIP/2.0/{} {};branch={b}",
-                dest.proto.via_name(),
-                self.hostport(dest.proto)
-            ),
-        );
+        msg.push_front("Via", format!("SIP/2.0/{} {};branch={b}", dest.proto.via_name(), self.hostport(dest.proto)));
         self.send(dest, msg);
     }
 
@@ -46,10 +36,7 @@ impl Engine {
     pub(super) fn relay_in_dialog(&mut self, key: String, mut msg: SipMessage) {
         let had_route = msg.header("Route").is_some();
         self.pop_own_routes(&mut msg);
-        let ruri_is_us = msg
-            .uri()
-            .and_then(|u| SipUri::parse(u).ok())
-            .is_some_and(|u| self.is_us(&u));
+        let ruri_is_us = msg.uri().and_then(|u| SipUri::parse(u).ok()).is_some_and(|u| self.is_us(&u));
         if msg.header("Route").is_none() && ruri_is_us {
             let _ = had_route;
             return self.respond_key(&key, 481, None);
@@ -58,18 +45,11 @@ impl Engine {
             return self.respond_key(&key, 404, None);
         };
         if msg.method() == Some(&Method::Bye) {
-            if let Some(id) = msg
-                .header("Call-ID")
-                .and_then(|c| self.dialogs.get(c))
-                .copied()
-            {
+            if let Some(id) = msg.header("Call-ID").and_then(|c| self.dialogs.get(c)).copied() {
                 self.finish(id, Disposition::Answered, Cause::NormalClearing, None, true);
             }
         }
-        let mf = msg
-            .header("Max-Forwards")
-            .and_then(|v| v.parse::<u8>().ok())
-            .unwrap_or(70);
+        let mf = msg.header("Max-Forwards").and_then(|v| v.parse::<u8>().ok()).unwrap_or(70);
         msg.set("Max-Forwards", mf.saturating_sub(1).to_string());
         self.start_client(msg, dest, Owner::Relay(key));
     }
@@ -82,17 +62,8 @@ impl Engine {
     /// The call outlived `max_call_duration_s` with no BYE: give its slot back.
     pub(super) fn dialog_expired(&mut self, call_id: &str) {
         if let Some(id) = self.dialogs.get(call_id).copied() {
-            tracing::warn!(
-                call_id,
-                "call reached its maximum duration without a BYE; slot reclaimed"
-            );
-            self.finish(
-                id,
-                Disposition::Answered,
-                Cause::MaxDurationExceeded,
-                None,
-                true,
-            );
+            tracing::warn!(call_id, "call reached its maximum duration without a BYE; slot reclaimed");
+            self.finish(id, Disposition::Answered, Cause::MaxDurationExceeded, None, true);
         }
     }
 
@@ -125,9 +96,5 @@ pub(super) fn uri_dest(uri: &str) -> Option<Src> {
         Some(t) if t.eq_ignore_ascii_case("tcp") => Proto::Tcp,
         _ => Proto::Udp,
     };
-    Some(Src {
-        proto,
-        addr: SocketAddr::new(ip, u.port.unwrap_or(5060)),
-        conn: None,
-    })
+    Some(Src { proto, addr: SocketAddr::new(ip, u.port.unwrap_or(5060)), conn: None })
 }

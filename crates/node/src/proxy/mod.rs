@@ -148,12 +148,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(
-        cfg: EngineConfig,
-        store: Arc<dyn TrunkStore>,
-        metrics: Arc<Metrics>,
-        status: Arc<SharedStatus>,
-    ) -> Engine {
+    pub fn new(cfg: EngineConfig, store: Arc<dyn TrunkStore>, metrics: Arc<Metrics>, status: Arc<SharedStatus>) -> Engine {
         let nonces = NonceIssuer::new(cfg.nonce_secret.clone(), cfg.nonce_lifetime_ms);
         Engine {
             seq: cfg.seed,
@@ -203,11 +198,7 @@ impl Engine {
     /// A datagram or stream frame arrived.
     pub fn on_message(&mut self, inc: Incoming, now: u64) {
         self.now = now;
-        let src = Src {
-            proto: inc.proto,
-            addr: inc.peer,
-            conn: inc.conn,
-        };
+        let src = Src { proto: inc.proto, addr: inc.peer, conn: inc.conn };
         match parse(&inc.bytes, inc.proto == Proto::Udp) {
             Ok(msg) if msg.is_request() => self.on_request(msg, src),
             Ok(msg) => self.on_response(msg),
@@ -258,10 +249,7 @@ impl Engine {
         let Some(method) = msg.method().cloned() else {
             return;
         };
-        self.metrics
-            .requests
-            .with_label_values(&[method.as_str()])
-            .inc();
+        self.metrics.requests.with_label_values(&[method.as_str()]).inc();
         stamp_received(&mut msg, src);
         let key = server_key(&msg);
         // retransmission, or ACK / CANCEL of an existing server transaction
@@ -281,28 +269,11 @@ impl Engine {
         if method == Method::Cancel {
             return self.on_cancel(msg, src);
         }
-        let kind = if method == Method::Invite {
-            Kind::Invite
-        } else {
-            Kind::NonInvite
-        };
+        let kind = if method == Method::Invite { Kind::Invite } else { Kind::NonInvite };
         let tx = ServerTx::start(kind, src.proto.reliable());
-        self.servers.insert(
-            key.clone(),
-            ServerEntry {
-                tx,
-                src,
-                last: None,
-                req: msg.clone(),
-                call: None,
-            },
-        );
-        let max_forwards = msg
-            .header("Max-Forwards")
-            .and_then(|m| m.parse::<u8>().ok())
-            .unwrap_or(70);
-        let in_dialog =
-            hatrunk_sip::headers::param(msg.header("To").unwrap_or(""), "tag").is_some();
+        self.servers.insert(key.clone(), ServerEntry { tx, src, last: None, req: msg.clone(), call: None });
+        let max_forwards = msg.header("Max-Forwards").and_then(|m| m.parse::<u8>().ok()).unwrap_or(70);
+        let in_dialog = hatrunk_sip::headers::param(msg.header("To").unwrap_or(""), "tag").is_some();
         if in_dialog {
             if max_forwards == 0 {
                 return self.respond_key(&key, 483, None);
@@ -339,11 +310,7 @@ impl Engine {
 
     fn on_response(&mut self, mut msg: SipMessage) {
         let Some(code) = msg.code() else { return };
-        let Some(branch) = msg
-            .header("Via")
-            .and_then(|v| Via::parse(v).ok())
-            .and_then(|v| v.branch().map(str::to_string))
-        else {
+        let Some(branch) = msg.header("Via").and_then(|v| Via::parse(v).ok()).and_then(|v| v.branch().map(str::to_string)) else {
             return;
         };
         if msg.header("CSeq").is_some_and(|c| c.ends_with("CANCEL")) {
@@ -427,9 +394,7 @@ impl Engine {
         for f in fx {
             match f {
                 Effect::Retransmit => {
-                    if let Some((src, Some(b))) =
-                        self.servers.get(key).map(|e| (e.src, e.last.clone()))
-                    {
+                    if let Some((src, Some(b))) = self.servers.get(key).map(|e| (e.src, e.last.clone())) {
                         self.send_bytes(src, b);
                     }
                 }
@@ -445,11 +410,7 @@ impl Engine {
     fn client_effect(&mut self, branch: &str, f: Effect) {
         match f {
             Effect::Retransmit => {
-                if let Some((d, b)) = self
-                    .clients
-                    .get(branch)
-                    .map(|e| (e.dest, e.request.clone()))
-                {
+                if let Some((d, b)) = self.clients.get(branch).map(|e| (e.dest, e.request.clone())) {
                     self.metrics.retransmissions.inc();
                     self.send_bytes(d, b);
                 }
@@ -474,33 +435,16 @@ impl Engine {
     /// Send a request through a new client transaction; returns its branch.
     fn start_client(&mut self, mut req: SipMessage, dest: Src, owner: Owner) -> String {
         let branch = self.branch();
-        let via = format!(
-            "SIP/2.0/{} {};branch={branch}",
-            dest.proto.via_name(),
-            self.hostport(dest.proto)
-        );
+        let via = format!("SIP/2.0/{} {};branch={branch}", dest.proto.via_name(), self.hostport(dest.proto));
         req.push_front("Via", via);
         if req.header("Via").is_none() {
             return branch;
         }
-        let kind = if req.method() == Some(&Method::Invite) {
-            Kind::Invite
-        } else {
-            Kind::NonInvite
-        };
+        let kind = if req.method() == Some(&Method::Invite) { Kind::Invite } else { Kind::NonInvite };
         let bytes = req.to_bytes();
         self.send_bytes(dest, bytes.clone());
         let (tx, fx) = ClientTx::start(kind, dest.proto.reliable());
-        self.clients.insert(
-            branch.clone(),
-            ClientEntry {
-                tx,
-                dest,
-                request: bytes,
-                ack: None,
-                owner,
-            },
-        );
+        self.clients.insert(branch.clone(), ClientEntry { tx, dest, request: bytes, ack: None, owner });
         for f in fx {
             self.client_effect(&branch, f);
         }
@@ -530,10 +474,7 @@ impl Engine {
         let fx = e.tx.on_send(code);
         e.last = Some(bytes.clone());
         let src = e.src;
-        self.metrics
-            .responses
-            .with_label_values(&[&code.to_string()])
-            .inc();
+        self.metrics.responses.with_label_values(&[&code.to_string()]).inc();
         self.send_bytes(src, bytes);
         self.server_effects(key, fx);
     }
@@ -543,12 +484,7 @@ impl Engine {
     }
 
     fn send_bytes(&mut self, to: Src, bytes: Bytes) {
-        self.out.push(Action::Send {
-            proto: to.proto,
-            addr: to.addr,
-            conn: to.conn,
-            bytes,
-        });
+        self.out.push(Action::Send { proto: to.proto, addr: to.addr, conn: to.conn, bytes });
     }
 
     fn hostport(&self, proto: Proto) -> String {
@@ -562,9 +498,8 @@ impl Engine {
     /// Whether a URI (a Route entry or Request-URI) points at this node.
     fn is_us(&self, uri: &SipUri) -> bool {
         let port = uri.port.unwrap_or(5060);
-        let host_ok = uri.host == self.cfg.advertise
-            || uri.host == self.cfg.udp.ip().to_string()
-            || uri.host == self.cfg.tcp.ip().to_string();
+        let host_ok =
+            uri.host == self.cfg.advertise || uri.host == self.cfg.udp.ip().to_string() || uri.host == self.cfg.tcp.ip().to_string();
         host_ok && (port == self.cfg.udp.port() || port == self.cfg.tcp.port())
     }
 
@@ -580,8 +515,7 @@ impl Engine {
 
     /// Push live state (registrations, health, calls) where the admin API and metrics read it.
     fn publish(&mut self) {
-        self.status
-            .set_calls_in_progress(self.calls.len() + self.dialogs.len());
+        self.status.set_calls_in_progress(self.calls.len() + self.dialogs.len());
         self.registrar.expire(self.now);
     }
 }
@@ -597,24 +531,14 @@ fn server_key(msg: &SipMessage) -> String {
     };
     match &via {
         Some(v) if v.branch().is_some_and(|b| b.starts_with("z9hG4bK")) => {
-            format!(
-                "{}|{}:{}|{method}",
-                v.branch().unwrap_or(""),
-                v.host,
-                v.port.unwrap_or(0)
-            )
+            // Call-ID too: a sender that reuses a branch for a different request (RFC 4475's
+            // messages do) must not have its new request taken for a retransmission
+            format!("{}|{}:{}|{method}|{}", v.branch().unwrap_or(""), v.host, v.port.unwrap_or(0), msg.header("Call-ID").unwrap_or(""))
         }
         _ => {
-            let cseq = msg
-                .header("CSeq")
-                .and_then(|c| c.split_whitespace().next())
-                .unwrap_or("");
+            let cseq = msg.header("CSeq").and_then(|c| c.split_whitespace().next()).unwrap_or("");
             let from_tag = param(msg.header("From").unwrap_or(""), "tag").unwrap_or("");
-            format!(
-                "2543|{}|{cseq}|{from_tag}|{}|{method}",
-                msg.header("Call-ID").unwrap_or(""),
-                msg.header("Via").unwrap_or("")
-            )
+            format!("2543|{}|{cseq}|{from_tag}|{}|{method}", msg.header("Call-ID").unwrap_or(""), msg.header("Via").unwrap_or(""))
         }
     }
 }
@@ -638,11 +562,8 @@ fn stamp_received(msg: &mut SipMessage, src: Src) {
 
 /// An option tag in Require that we (as UAS) do not support (RFC 3261 section 8.2.2.3).
 fn unsupported_require(msg: &SipMessage) -> Option<String> {
-    let tags: Vec<String> = msg
-        .headers_named("Require")
-        .flat_map(|v| v.split(',').map(|t| t.trim().to_string()))
-        .filter(|t| !t.is_empty())
-        .collect();
+    let tags: Vec<String> =
+        msg.headers_named("Require").flat_map(|v| v.split(',').map(|t| t.trim().to_string())).filter(|t| !t.is_empty()).collect();
     (!tags.is_empty()).then(|| tags.join(", "))
 }
 

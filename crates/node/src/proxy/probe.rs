@@ -39,32 +39,19 @@ impl Engine {
         let mut m = SipMessage::request(Method::Options, ruri.clone());
         let tag = self.tag();
         m.push("Max-Forwards", "70");
-        m.push(
-            "From",
-            format!("<sip:probe@{}>;tag={tag}", self.cfg.advertise),
-        );
+        m.push("From", format!("<sip:probe@{}>;tag={tag}", self.cfg.advertise));
         m.push("To", format!("<{ruri}>"));
         m.push("Call-ID", format!("probe-{tag}@{}", self.cfg.advertise));
         m.push("CSeq", "1 OPTIONS");
         self.start_client(m, dest, Owner::Probe(trunk.to_string(), role));
-        self.arm(
-            self.now + u64::from(interval),
-            TimerKey::Probe(trunk.to_string(), role),
-        );
+        self.arm(self.now + u64::from(interval), TimerKey::Probe(trunk.to_string(), role));
     }
 
     pub(super) fn probe_result(&mut self, trunk: &str, role: Role, answered: bool) {
         let Some(a) = self.store.get(trunk).and_then(|t| t.account(role).cloned()) else {
             return;
         };
-        if let Some(state) = self.status.record_probe(
-            trunk,
-            role,
-            answered,
-            self.now,
-            a.probe_up_after,
-            a.probe_down_after,
-        ) {
+        if let Some(state) = self.status.record_probe(trunk, role, answered, self.now, a.probe_up_after, a.probe_down_after) {
             tracing::info!(trunk, ?role, ?state, "account health changed");
         }
     }

@@ -33,6 +33,10 @@ impl Registrar {
 
 impl Engine {
     pub(super) fn on_register(&mut self, key: String, msg: SipMessage, src: Src) {
+        let to = addr_uri(msg.header("To").unwrap_or("")).to_ascii_lowercase();
+        if !(to.starts_with("sip:") || to.starts_with("sips:")) {
+            return self.respond_key(&key, 416, None); // RFC 4475 section 3.3.8
+        }
         let (trunk, role) = match self.authenticate(&msg, "Authorization") {
             Ok(found) => found,
             Err(challenge) => {
@@ -48,10 +52,7 @@ impl Engine {
         let Some(user) = trunk.account(role).and_then(|a| a.username.clone()) else {
             return self.respond_key(&key, 403, None);
         };
-        let default_expires = msg
-            .header("Expires")
-            .and_then(|e| e.trim().parse::<u32>().ok())
-            .unwrap_or(3600);
+        let default_expires = msg.header("Expires").and_then(|e| e.trim().parse::<u32>().ok()).unwrap_or(3600);
         let contacts: Vec<String> = msg.headers_named("Contact").map(str::to_string).collect();
         if contacts.iter().any(|c| c == "*") {
             if default_expires != 0 || contacts.len() > 1 {
@@ -84,32 +85,19 @@ impl Engine {
             if uri_dest(&uri).is_none() && !uri.starts_with("sip") {
                 return self.respond_key(&key, 400, None);
             }
-            self.registrar.bindings.insert(
-                user.clone(),
-                Binding {
-                    contact: uri.clone(),
-                    src: dest,
-                    expires_ms: self.now + u64::from(expires) * 1000,
-                },
-            );
+            self.registrar
+                .bindings
+                .insert(user.clone(), Binding { contact: uri.clone(), src: dest, expires_ms: self.now + u64::from(expires) * 1000 });
             granted = Some((uri, expires));
         }
         let mut r = build::response(&msg, 200, Some(&self.tag()));
-        if let Some((uri, expires)) = granted.or_else(|| {
-            self.registrar
-                .lookup(&user, self.now)
-                .map(|b| (b.contact.clone(), ((b.expires_ms - self.now) / 1000) as u32))
-        }) {
+        if let Some((uri, expires)) = granted
+            .or_else(|| self.registrar.lookup(&user, self.now).map(|b| (b.contact.clone(), ((b.expires_ms - self.now) / 1000) as u32)))
+        {
             r.push("Contact", format!("<{uri}>;expires={expires}"));
         }
         tracing::info!(user = %user, trunk = %trunk.id, "registered");
         self.respond_msg(&key, r);
-        self.status.set_registration(
-            &trunk.id,
-            role,
-            self.registrar
-                .lookup(&user, self.now)
-                .map(|b| b.contact.clone()),
-        );
+        self.status.set_registration(&trunk.id, role, self.registrar.lookup(&user, self.now).map(|b| b.contact.clone()));
     }
 }
