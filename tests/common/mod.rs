@@ -36,10 +36,15 @@ pub struct Node {
 impl Node {
     /// Start a node with SIP on `base`, admin on `base+1`, HTTP on `base+2`, and `extra` TOML appended.
     pub fn start(base: u16, extra: &str) -> Node {
+        Node::start_with(base, "", extra)
+    }
+
+    /// Like [`Node::start`], with `sip` lines added to the `[sip]` section.
+    pub fn start_with(base: u16, sip: &str, extra: &str) -> Node {
         require_sipp();
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = format!(
-            "[node]\ndata_dir = \"{}\"\n[sip]\nlisten = [\"udp:127.0.0.1:{base}\", \"tcp:127.0.0.1:{base}\"]\n[cluster]\nlisten = \"127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\n{extra}",
+            "[node]\ndata_dir = \"{}\"\n[sip]\nlisten = [\"udp:127.0.0.1:{base}\", \"tcp:127.0.0.1:{base}\"]\n{sip}\n[cluster]\nlisten = \"127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\n{extra}",
             dir.path().join("data").display(),
             base + 1,
             base + 2
@@ -122,6 +127,12 @@ fn rand_suffix() -> u64 {
 
 /// A SIPp process, killed on drop.
 pub struct Sipp(Child);
+
+impl From<Child> for Sipp {
+    fn from(c: Child) -> Self {
+        Sipp(c)
+    }
+}
 
 impl Drop for Sipp {
     fn drop(&mut self) {

@@ -93,6 +93,8 @@ fn main() -> ExitCode {
 
 async fn run(config: Option<std::path::PathBuf>) -> ExitCode {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HATRUNK_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     let cfg = match config {

@@ -1,6 +1,6 @@
 //! The registrar for Digest accounts (RFC 3261 section 10.3): REGISTER is challenged, verified
 //! against the account's stored HA1, and its binding kept until it expires. Calls to a Digest account
-//! go to the address the PBX registered from (so NAT works) with its Contact as Request-URI.
+//! go to its Contact, or to the address the REGISTER came from when the Contact's IP differs (NAT).
 
 use std::collections::HashMap;
 
@@ -80,11 +80,13 @@ impl Engine {
             }
             let expires = expires.min(self.cfg.max_expires_s);
             let uri = addr_uri(c).to_string();
-            // deliver to where the REGISTER came from (NAT), over the transport it used
-            let dest = Src { conn: None, ..src };
-            if uri_dest(&uri).is_none() && !uri.starts_with("sip") {
-                return self.respond_key(&key, 400, None);
-            }
+            // Deliver to the Contact when its IP is the one the REGISTER came from; otherwise the PBX
+            // is behind NAT (nathelper's "Contact IP != source IP" test) and we use the source.
+            let dest = match uri_dest(&uri) {
+                Some(d) if d.addr.ip() == src.addr.ip() => d,
+                Some(_) => Src { conn: None, ..src },
+                None => return self.respond_key(&key, 400, None),
+            };
             self.registrar
                 .bindings
                 .insert(user.clone(), Binding { contact: uri.clone(), src: dest, expires_ms: self.now + u64::from(expires) * 1000 });
