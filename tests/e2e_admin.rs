@@ -63,3 +63,22 @@ fn cli_json_and_exit_codes() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("supersecret1") && text.contains("password_set"), "{text}");
 }
+
+#[test]
+fn trunks_survive_a_restart_and_metrics_are_served() {
+    let node = Node::start(33200, "");
+    let _p = uas(&scenario("uas_rr.xml"), 33211, false);
+    node.apply(&trunk("keep", "3320", 3, "only-primary", "", 33211, 33212, ""));
+    let r = uac(&scenario("uac_rr.xml"), &node, 33220, "3320", 2, 10, 0, &[]);
+    assert_eq!(r, Calls { ok: 2, failed: 0 });
+    let m = node.http_get("/metrics");
+    assert!(m.contains("hatrunk_calls_total{disposition=\"ANSWERED\",trunk=\"keep\"} 2"), "{m}");
+    assert!(m.contains("hatrunk_pool_limit{trunk=\"keep\"} 3"), "{m}");
+    assert!(node.http_get("/health").contains("ok"));
+    let node = node.restart();
+    let out = node.cli(&["trunk", "list", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v[0]["id"], "keep", "{v}");
+    let r = uac(&scenario("uac_rr.xml"), &node, 33221, "3320", 2, 10, 0, &[]);
+    assert_eq!(r, Calls { ok: 2, failed: 0 });
+}

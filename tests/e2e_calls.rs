@@ -89,3 +89,57 @@ fn the_limit_admits_exactly_its_size_then_frees_up() {
     let r = uac(&scenario("uac_rr.xml"), &node, 32421, "3240", 10, 100, 1000, &[]);
     assert_eq!(r, Calls { ok: 10, failed: 0 });
 }
+
+#[test]
+fn a_primary_probed_down_is_skipped_straight_to_the_secondary() {
+    let node = Node::start(32500, "");
+    let _s = uas(&scenario("uas_rr.xml"), 32512, false);
+    // nothing answers OPTIONS on 32511: two failed probes mark the Primary down
+    let t = trunk("probe", "3250", 5, "auto-failover", "", 32511, 32512, "").replacen(
+        "allowed_ips",
+        "probe_interval_ms = 200\nprobe_down_after = 2\nallowed_ips",
+        1,
+    );
+    node.apply(&t);
+    let t0 = std::time::Instant::now();
+    loop {
+        let out = node.cli(&["trunk", "get", "probe", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        if v["state"]["primary"]["health"] == "down" {
+            break;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "primary never probed down: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let r = uac(&scenario("uac_rr.xml"), &node, 32520, "3250", 2, 10, 0, &[]);
+    assert_eq!(r, Calls { ok: 2, failed: 0 });
+    for c in node.wait_cdrs(|c| c["trunk"] == "probe", 2) {
+        assert_eq!(c["primary_skipped"], true, "{c}");
+        assert_eq!(c["attempts"].as_array().map(|a| a.len()), Some(1), "{c}");
+        assert_eq!(c["attempts"][0]["account"], "secondary");
+    }
+    assert!(node.http_get("/metrics").contains("hatrunk_account_health{account=\"primary\",trunk=\"probe\"} 0"));
+}
+
+#[test]
+fn a_call_whose_bye_never_comes_gives_its_slot_back_after_the_maximum_duration() {
+    let node = Node::start(32600, "");
+    let _p = uas(&scenario("uas_rr.xml"), 32611, false);
+    node.apply(&trunk("long", "3260", 1, "only-primary", "", 32611, 32612, "max_call_duration_s = 10"));
+    // one call held for 14 s, in the background
+    let n2 = node.sip;
+    let caller = std::thread::spawn(move || {
+        std::process::Command::new("timeout")
+            .args(["60", "sipp", "-sf"])
+            .arg(scenario("uac_rr.xml"))
+            .args(["-i", "127.0.0.1", "-p", "32620", &format!("127.0.0.1:{n2}"), "-s", "3260", "-m", "1", "-d", "14000", "-nostdin"])
+            .output()
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(node.in_use("long"), 1);
+    std::thread::sleep(std::time::Duration::from_secs(9));
+    assert_eq!(node.in_use("long"), 0, "the safety timer must reclaim the slot");
+    let c = node.wait_cdrs(|c| c["trunk"] == "long", 1);
+    assert_eq!(c[0]["cause"], "MAX_DURATION_EXCEEDED", "{}", c[0]);
+    let _ = caller.join();
+}

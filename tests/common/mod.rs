@@ -69,6 +69,38 @@ impl Node {
         node
     }
 
+    /// Kill the node (SIGKILL) and start it again on the same data directory and ports.
+    pub fn restart(mut self) -> Node {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = std::fs::OpenOptions::new().append(true).open(self.dir.path().join("node.log")).expect("log");
+        let child = Command::new(hatrunk_bin())
+            .args(["run", "--config"])
+            .arg(self.dir.path().join("node.toml"))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("respawn hatrunk");
+        let old = std::mem::replace(&mut self.child, child);
+        drop(old);
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.admin)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "node did not restart:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self
+    }
+
+    /// GET a path of the node's HTTP endpoint.
+    pub fn http_get(&self, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(("127.0.0.1", self.admin + 1)).expect("http connect");
+        let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
     }

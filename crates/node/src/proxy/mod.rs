@@ -515,7 +515,9 @@ impl Engine {
 
     /// Push live state (registrations, health, calls) where the admin API and metrics read it.
     fn publish(&mut self) {
-        self.status.set_calls_in_progress(self.calls.len() + self.dialogs.len());
+        self.status.set_calls_in_progress(self.calls.len());
+        self.metrics.transactions.with_label_values(&["server"]).set(self.servers.len() as i64);
+        self.metrics.transactions.with_label_values(&["client"]).set(self.clients.len() as i64);
         self.registrar.expire(self.now);
     }
 }
