@@ -40,16 +40,18 @@ allowed_ips = ["127.0.0.9/32"]
 TOML
 HATRUNK_LOG=warn "$here/target/release/hatrunk" run --config "$work/node.toml" > "$work/node.log" 2>&1 &
 node=$!
-trap 'kill $node 2>/dev/null; kill $kam 2>/dev/null; wait 2>/dev/null' EXIT
-kam=""
+kam=
+trap 'kill $node $kam 2>/dev/null; wait 2>/dev/null; true' EXIT
 sleep 1
 "$here/target/release/hatrunk" --endpoints 127.0.0.1:17700 trunk apply "$work/trunk.toml" >/dev/null
 echo "== hatrunk"
-h=$("$shared/bench/sipp-max-cps.sh" 127.0.0.1:15060 -f 503 "${args[@]}" | tee /dev/stderr | awk -F= '/max_sustained_cps/{print $2}')
+"$shared/bench/sipp-max-cps.sh" 127.0.0.1:15060 -f 503 "${args[@]}" | tee "$work/hatrunk.out"
+h=$(awk -F= '/max_sustained_cps/{print $2}' "$work/hatrunk.out")
 kill $node; wait $node 2>/dev/null || true
 echo "== kamailio"
 "$shared/peers/kamailio/run-peer.sh" 127.0.0.1:15070 127.0.0.1:15081 127.0.0.1:15082 > "$work/kamailio.log" 2>&1 &
 kam=$!
 sleep 2
-k=$("$shared/bench/sipp-max-cps.sh" 127.0.0.1:15070 -f 503 "${args[@]}" | tee /dev/stderr | awk -F= '/max_sustained_cps/{print $2}')
+"$shared/bench/sipp-max-cps.sh" 127.0.0.1:15070 -f 503 "${args[@]}" | tee "$work/kamailio.out"
+k=$(awk -F= '/max_sustained_cps/{print $2}' "$work/kamailio.out")
 python3 -c "h=$h; k=$k; print(f'hatrunk_max_cps={h} kamailio_max_cps={k} ratio={h/k if k else 0:.2f}')"

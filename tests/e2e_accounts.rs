@@ -98,3 +98,55 @@ fn outbound_from_the_secondary_pbx_carries_the_primarys_caller_id() {
     let r = uac_from("127.0.0.4", &with_code(dir.path(), "uac_expect.xml", 404), &node, 34121, "6598765432", 1, 1, 0, &[]);
     assert_eq!(r, Calls { ok: 1, failed: 0 });
 }
+
+/// SIPp only speaks MD5 digest; SHA-256 (RFC 7616) and a stale nonce are checked with hand-made
+/// REGISTERs over a real socket.
+#[test]
+fn sha256_digest_registration_and_stale_nonces() {
+    use sha2::{Digest, Sha256};
+    let node = Node::start_with(34200, "nonce_lifetime_s = 2", "");
+    node.apply(&DIGEST_TRUNK.replace("3400", "3420").replace("pbx-hq", "pbx-sha").replace("\"dg\"", "\"dg2\""));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:34230").expect("bind");
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(3))).expect("timeout");
+    let send = |cseq: u32, auth: &str| -> String {
+        let msg = format!(
+            "REGISTER sip:127.0.0.1:34200 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:34230;branch=z9hG4bKsha{cseq}\r\n\
+             From: <sip:pbx-sha@127.0.0.1>;tag=s1\r\nTo: <sip:pbx-sha@127.0.0.1>\r\nCall-ID: sha-reg\r\nCSeq: {cseq} REGISTER\r\n\
+             Contact: <sip:pbx-sha@127.0.0.1:34231>\r\nExpires: 600\r\nMax-Forwards: 70\r\n{auth}Content-Length: 0\r\n\r\n"
+        );
+        sock.send_to(msg.as_bytes(), "127.0.0.1:34200").expect("send");
+        let mut buf = [0u8; 4096];
+        let (n, _) = sock.recv_from(&mut buf).expect("reply");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let h = |s: String| hex(&Sha256::digest(s.as_bytes()));
+    let first = send(1, "");
+    assert!(first.starts_with("SIP/2.0 401"), "{first}");
+    let nonce = first.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce").to_string();
+    let ha1 = h("pbx-sha:hatrunk:correct-horse".into());
+    let ha2 = h("REGISTER:sip:127.0.0.1:34200".into());
+    let auth = |nonce: &str, ha1: &str| {
+        let resp = h(format!("{ha1}:{nonce}:00000001:abc:auth:{ha2}"));
+        format!(
+            "Authorization: Digest username=\"pbx-sha\", realm=\"hatrunk\", nonce=\"{nonce}\", uri=\"sip:127.0.0.1:34200\", \
+             response=\"{resp}\", algorithm=SHA-256, qop=auth, nc=00000001, cnonce=\"abc\"\r\n"
+        )
+    };
+    let ok = send(2, &auth(&nonce, &ha1));
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert!(ok.contains("expires=600"), "{ok}");
+    let wrong = send(3, &auth(&nonce, &h("pbx-sha:hatrunk:guess".into())));
+    assert!(wrong.starts_with("SIP/2.0 401"), "a wrong password is challenged again: {wrong}");
+    // a forged nonce is challenged afresh; an expired one of ours with stale=true (no password prompt)
+    let (ts, mac) = nonce.split_once('.').expect("nonce shape");
+    let forged = format!("{:x}.{mac}", u64::from_str_radix(ts, 16).expect("hex") + 1);
+    let r = send(4, &auth(&forged, &ha1));
+    assert!(r.starts_with("SIP/2.0 401") && !r.contains("stale=true"), "{r}");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let r = send(5, &auth(&nonce, &ha1));
+    assert!(r.starts_with("SIP/2.0 401") && r.contains("stale=true"), "{r}");
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

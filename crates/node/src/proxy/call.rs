@@ -6,12 +6,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hatrunk_core::cdr::{classify, AttemptRecord, Cause, Cdr, Direction, Disposition};
-use hatrunk_core::health::HealthState;
 use hatrunk_core::plan::{CallPlan, Step};
 use hatrunk_core::policy::Outcome;
 use hatrunk_core::pool::Admission as Decision;
 use hatrunk_core::trunk::{normalize_number, AuthMode, Mode, Role, Transport, Trunk};
-use hatrunk_sip::digest::{Credentials, NonceCheck};
 use hatrunk_sip::headers::{addr_uri, param, SipUri};
 use hatrunk_sip::transport::Proto;
 use hatrunk_sip::SipMessage;
@@ -87,41 +85,6 @@ impl Engine {
         self.new_call(key, msg, src, trunk, Direction::Outbound, Some(role), dialled);
     }
 
-    /// Check digest credentials in `header`. `Ok` names the account; `Err(Some(challenge))` means
-    /// challenge (again); `Err(None)` means there are no Digest accounts at all, so nothing to ask.
-    pub(super) fn authenticate(&mut self, msg: &SipMessage, header: &str) -> Result<(Arc<Trunk>, Role), Option<String>> {
-        let any_digest = self
-            .store
-            .list()
-            .iter()
-            .any(|t| [Role::Primary, Role::Secondary].iter().any(|r| t.account(*r).is_some_and(|a| a.auth == AuthMode::Digest)));
-        let challenge = |e: &mut Engine, alg, stale| e.nonces.challenge(hatrunk_core::credentials::REALM, alg, e.now_wall(), stale);
-        let Some(creds) = msg.header(header).and_then(Credentials::parse) else {
-            return Err(any_digest.then(|| challenge(self, hatrunk_sip::digest::Algorithm::Md5, false)));
-        };
-        let alg = creds.algorithm().unwrap_or(hatrunk_sip::digest::Algorithm::Md5);
-        match self.nonces.check(&creds.nonce, self.now_wall()) {
-            NonceCheck::Fresh => {}
-            NonceCheck::Stale => return Err(Some(challenge(self, alg, true))),
-            NonceCheck::Invalid => return Err(Some(challenge(self, alg, false))),
-        }
-        let found = self.store.by_username(&creds.username);
-        let ok = found.as_ref().and_then(|(t, r)| t.account(*r)).and_then(|a| a.ha1.as_ref()).is_some_and(|ha1| {
-            let h = match alg {
-                hatrunk_sip::digest::Algorithm::Md5 => &ha1.md5,
-                hatrunk_sip::digest::Algorithm::Sha256 => &ha1.sha256,
-            };
-            creds.verify(msg.method().map(|m| m.as_str()).unwrap_or(""), h)
-        });
-        match (ok, found) {
-            (true, Some(f)) => Ok(f),
-            _ => {
-                tracing::info!(user = %creds.username, "digest authentication failed");
-                Err(Some(challenge(self, alg, false)))
-            }
-        }
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn new_call(
         &mut self,
@@ -172,7 +135,6 @@ impl Engine {
             }
             return;
         };
-        let slot = call.slot.clone();
         match decision {
             Ok(d) if d.admitted() => call.admitted = true,
             other => {
@@ -186,7 +148,6 @@ impl Engine {
                 }
                 self.respond_key(&key, code, Some(reason));
                 self.finish(id, Disposition::Congestion, Cause::CallLimitExceeded, Some(code), false);
-                let _ = slot;
                 return;
             }
         }
@@ -575,12 +536,6 @@ impl Engine {
     /// Wall-clock milliseconds for CDRs; the engine's `now` is the driver's clock.
     pub(super) fn now_wall(&self) -> u64 {
         self.now
-    }
-
-    /// Health of an account as used to skip a Primary (probe-derived only; see docs/decisions.md).
-    #[allow(dead_code)]
-    pub(super) fn health(&self, trunk: &str, role: Role) -> HealthState {
-        self.status.probe_health(trunk, role)
     }
 }
 

@@ -34,11 +34,9 @@ impl Engine {
 
     /// A request inside a dialog, with its server transaction `key` already created.
     pub(super) fn relay_in_dialog(&mut self, key: String, mut msg: SipMessage) {
-        let had_route = msg.header("Route").is_some();
         self.pop_own_routes(&mut msg);
         let ruri_is_us = msg.uri().and_then(|u| SipUri::parse(u).ok()).is_some_and(|u| self.is_us(&u));
         if msg.header("Route").is_none() && ruri_is_us {
-            let _ = had_route;
             return self.respond_key(&key, 481, None);
         }
         let Some(dest) = self.next_hop(&msg) else {

@@ -1,0 +1,47 @@
+//! Digest authentication of requests from PBXes (REGISTER with Authorization, outbound INVITE with
+//! Proxy-Authorization) against the stored HA1 of the account named by the username.
+
+use std::sync::Arc;
+
+use hatrunk_core::trunk::{AuthMode, Role, Trunk};
+use hatrunk_sip::digest::{Credentials, NonceCheck};
+use hatrunk_sip::SipMessage;
+
+use super::Engine;
+
+impl Engine {
+    /// Check digest credentials in `header`. `Ok` names the account; `Err(Some(challenge))` means
+    /// challenge (again); `Err(None)` means there are no Digest accounts at all, so nothing to ask.
+    pub(super) fn authenticate(&mut self, msg: &SipMessage, header: &str) -> Result<(Arc<Trunk>, Role), Option<String>> {
+        let any_digest = self
+            .store
+            .list()
+            .iter()
+            .any(|t| [Role::Primary, Role::Secondary].iter().any(|r| t.account(*r).is_some_and(|a| a.auth == AuthMode::Digest)));
+        let challenge = |e: &mut Engine, alg, stale| e.nonces.challenge(hatrunk_core::credentials::REALM, alg, e.now_wall(), stale);
+        let Some(creds) = msg.header(header).and_then(Credentials::parse) else {
+            return Err(any_digest.then(|| challenge(self, hatrunk_sip::digest::Algorithm::Md5, false)));
+        };
+        let alg = creds.algorithm().unwrap_or(hatrunk_sip::digest::Algorithm::Md5);
+        match self.nonces.check(&creds.nonce, self.now_wall()) {
+            NonceCheck::Fresh => {}
+            NonceCheck::Stale => return Err(Some(challenge(self, alg, true))),
+            NonceCheck::Invalid => return Err(Some(challenge(self, alg, false))),
+        }
+        let found = self.store.by_username(&creds.username);
+        let ok = found.as_ref().and_then(|(t, r)| t.account(*r)).and_then(|a| a.ha1.as_ref()).is_some_and(|ha1| {
+            let h = match alg {
+                hatrunk_sip::digest::Algorithm::Md5 => &ha1.md5,
+                hatrunk_sip::digest::Algorithm::Sha256 => &ha1.sha256,
+            };
+            creds.verify(msg.method().map(|m| m.as_str()).unwrap_or(""), h)
+        });
+        match (ok, found) {
+            (true, Some(f)) => Ok(f),
+            _ => {
+                tracing::info!(user = %creds.username, "digest authentication failed");
+                Err(Some(challenge(self, alg, false)))
+            }
+        }
+    }
+}
