@@ -7,7 +7,7 @@ use hatrunk_core::trunk::{AuthMode, Role, Trunk};
 use hatrunk_sip::digest::{Credentials, NonceCheck};
 use hatrunk_sip::SipMessage;
 
-use super::Engine;
+use super::{build, Engine};
 
 impl Engine {
     /// Check digest credentials in `header`. `Ok` names the account; `Err(Some(challenge))` means
@@ -43,5 +43,14 @@ impl Engine {
                 Err(Some(challenge(self, alg, false)))
             }
         }
+    }
+
+    /// Answer 401 (registrar, WWW-Authenticate) or 407 (proxy, Proxy-Authenticate) with `challenge`.
+    pub(super) fn send_challenge(&mut self, key: &str, msg: &SipMessage, code: u16, challenge: String) {
+        let header = if code == 407 { "Proxy-Authenticate" } else { "WWW-Authenticate" };
+        let mut r = build::response(msg, code, Some(&self.tag()));
+        r.push(header, challenge);
+        self.metrics.auth_failures.inc();
+        self.respond_msg(key, r);
     }
 }

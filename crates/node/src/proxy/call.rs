@@ -71,10 +71,7 @@ impl Engine {
                     let Some(challenge) = challenge else {
                         return self.respond_key(&key, 404, None);
                     };
-                    let mut r = build::response(&msg, 407, Some(&self.tag()));
-                    r.push("Proxy-Authenticate", challenge);
-                    self.metrics.auth_failures.inc();
-                    return self.respond_msg(&key, r);
+                    return self.send_challenge(&key, &msg, 407, challenge);
                 }
             },
         };

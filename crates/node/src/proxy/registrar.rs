@@ -43,10 +43,7 @@ impl Engine {
                 let Some(challenge) = challenge else {
                     return self.respond_key(&key, 403, None);
                 };
-                let mut r = build::response(&msg, 401, Some(&self.tag()));
-                r.push("WWW-Authenticate", challenge);
-                self.metrics.auth_failures.inc();
-                return self.respond_msg(&key, r);
+                return self.send_challenge(&key, &msg, 401, challenge);
             }
         };
         let Some(user) = trunk.account(role).and_then(|a| a.username.clone()) else {
