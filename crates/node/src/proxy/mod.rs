@@ -13,6 +13,8 @@ mod call;
 mod dialog;
 mod probe;
 mod registrar;
+#[cfg(test)]
+mod tests;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};

@@ -1,0 +1,157 @@
+//! The engine driven directly, with time and sockets as plain values: the paths end-to-end tests
+//! cannot force (a PBX answering after we moved on, a CANCEL before any provisional response).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hatrunk_core::pool::Admission as Decision;
+use hatrunk_sip::parse::parse;
+use hatrunk_sip::transport::{Incoming, Proto};
+use hatrunk_sip::{Method, SipMessage};
+
+use super::{Action, Engine, EngineConfig};
+use crate::metrics::Metrics;
+use crate::status::SharedStatus;
+use crate::store::{SledTrunkStore, TrunkStore};
+
+const CARRIER: &str = "10.9.9.9:5060";
+const PRIMARY: &str = "10.0.0.1:5060";
+const SECONDARY: &str = "10.0.0.2:5060";
+
+async fn engine() -> Engine {
+    let db = sled::Config::new().temporary(true).open().expect("db");
+    let store = Arc::new(SledTrunkStore::open(&db).expect("store"));
+    let trunk = hatrunk_core::trunk::parse_trunk(
+        "id = \"t\"\nnumbers = [\"1000\"]\nmax_concurrent_calls = 5\nmode = \"auto-failover\"\nfailover_timeout_ms = 1000\n\
+         [primary]\nauth = \"ip\"\ntarget = \"sip:10.0.0.1:5060\"\nallowed_ips = [\"10.0.0.1\"]\n\
+         [secondary]\nauth = \"ip\"\ntarget = \"sip:10.0.0.2:5060\"\nallowed_ips = [\"10.0.0.2\"]\n",
+    )
+    .expect("trunk");
+    store.apply(trunk).await.expect("apply");
+    let cfg = EngineConfig {
+        node: "n1".into(),
+        zone: "z".into(),
+        region: "r".into(),
+        udp: "127.0.0.1:5060".parse().expect("addr"),
+        tcp: "127.0.0.1:5060".parse().expect("addr"),
+        advertise: "127.0.0.1".into(),
+        congestion_code: 503,
+        upstream: None,
+        nonce_secret: "s".into(),
+        nonce_lifetime_ms: 300_000,
+        min_expires_s: 60,
+        max_expires_s: 3600,
+        seed: 7,
+    };
+    Engine::new(cfg, store as Arc<dyn TrunkStore>, Arc::new(Metrics::new().expect("metrics")), Arc::new(SharedStatus::default()))
+}
+
+fn from(addr: &str, text: &str) -> Incoming {
+    let text = if text.contains('\r') { text.to_string() } else { text.replace('\n', "\r\n") };
+    Incoming { bytes: Bytes::from(text), proto: Proto::Udp, peer: addr.parse().expect("addr"), conn: None }
+}
+
+/// Messages sent to `addr` among `actions`.
+fn sent_to(actions: &[Action], addr: &str) -> Vec<SipMessage> {
+    let want: SocketAddr = addr.parse().expect("addr");
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { addr, bytes, .. } if *addr == want => parse(bytes, true).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+fn admit_id(actions: &[Action]) -> u64 {
+    actions.iter().find_map(|a| if let Action::Admit { call, .. } = a { Some(*call) } else { None }).expect("an Admit action")
+}
+
+const INVITE: &str = "INVITE sip:1000@127.0.0.1:5060 SIP/2.0
+Via: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKcarrier1
+From: <sip:caller@10.9.9.9>;tag=c1
+To: <sip:1000@127.0.0.1>
+Call-ID: call-1
+CSeq: 1 INVITE
+Contact: <sip:caller@10.9.9.9:5060>
+Max-Forwards: 70
+Content-Length: 0
+
+";
+
+/// A response from a PBX to the forwarded request `req`.
+fn answer(req: &SipMessage, code: u16, reason: &str, contact: &str) -> String {
+    let mut r = req.make_response(code, reason, Some("pbx"));
+    r.push("Contact", format!("<sip:{contact}>"));
+    String::from_utf8_lossy(&r.to_bytes()).into_owned()
+}
+
+#[tokio::test]
+async fn silent_primary_then_late_answer_is_torn_down() {
+    let mut e = engine().await;
+    e.on_message(from(CARRIER, INVITE), 0);
+    let a = e.drain();
+    assert_eq!(sent_to(&a, CARRIER)[0].code(), Some(100));
+    e.on_admitted(admit_id(&a), Ok(Decision::Granted), 1);
+    let to_primary = sent_to(&e.drain(), PRIMARY);
+    assert_eq!(to_primary[0].method(), Some(&Method::Invite));
+    assert_eq!(to_primary[0].header("Max-Forwards"), Some("69"));
+    assert!(to_primary[0].header("Record-Route").is_some_and(|r| r.contains("127.0.0.1:5060;lr")));
+    // nothing from the Primary for the failover timer (1000 ms): the Secondary gets the call
+    e.on_tick(999);
+    assert!(sent_to(&e.drain(), SECONDARY).is_empty(), "not before the timer");
+    e.on_tick(1001);
+    let to_secondary = sent_to(&e.drain(), SECONDARY);
+    assert_eq!(to_secondary.len(), 1);
+    // the Primary wakes up and answers: ACK and BYE it, do not pass it to the caller
+    e.on_message(from(PRIMARY, &answer(&to_primary[0], 200, "OK", PRIMARY)), 1200);
+    let a = e.drain();
+    let back: Vec<_> = sent_to(&a, PRIMARY).iter().filter_map(|m| m.method().cloned()).collect();
+    assert_eq!(back, vec![Method::Ack, Method::Bye]);
+    assert!(sent_to(&a, CARRIER).is_empty());
+    // the Secondary answers: the caller gets it
+    e.on_message(from(SECONDARY, &answer(&to_secondary[0], 200, "OK", SECONDARY)), 1300);
+    let to_carrier = sent_to(&e.drain(), CARRIER);
+    assert_eq!(to_carrier.iter().filter_map(|m| m.code()).collect::<Vec<_>>(), vec![200]);
+    assert_eq!(to_carrier[0].headers_named("Via").count(), 1, "our Via is gone");
+}
+
+#[tokio::test]
+async fn cancel_before_any_provisional_cancels_downstream_once_it_rings() {
+    let mut e = engine().await;
+    e.on_message(from(CARRIER, INVITE), 0);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 1);
+    let to_primary = sent_to(&e.drain(), PRIMARY);
+    let cancel = INVITE.replace("INVITE sip", "CANCEL sip").replace("1 INVITE", "1 CANCEL");
+    e.on_message(from(CARRIER, &cancel), 100);
+    let a = e.drain();
+    let codes: Vec<_> = sent_to(&a, CARRIER).iter().filter_map(|m| m.code()).collect();
+    assert_eq!(codes, vec![200, 487]);
+    assert!(a.iter().any(|x| matches!(x, Action::Release { .. })), "slot back at once");
+    assert!(a.iter().any(|x| matches!(x, Action::Cdr(c) if c.cause == hatrunk_core::cdr::Cause::OriginatorCancel && !c.failover)));
+    assert!(sent_to(&a, PRIMARY).is_empty(), "no CANCEL before a provisional (RFC 3261 section 9.1)");
+    // the Primary starts ringing: now it is cancelled, and nothing reaches the Secondary
+    e.on_message(from(PRIMARY, &answer(&to_primary[0], 180, "Ringing", PRIMARY)), 200);
+    let a = e.drain();
+    let sent = sent_to(&a, PRIMARY);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].method(), Some(&Method::Cancel));
+    assert_eq!(sent[0].header("Via"), to_primary[0].header("Via"), "same branch as the INVITE");
+    e.on_tick(5000);
+    assert!(sent_to(&e.drain(), SECONDARY).is_empty());
+}
+
+#[tokio::test]
+async fn full_pool_gets_congestion_with_q850_reason() {
+    let mut e = engine().await;
+    e.on_message(from(CARRIER, INVITE), 0);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Full { used: 5, limit: 5 }), 1);
+    let a = e.drain();
+    let r = &sent_to(&a, CARRIER)[0];
+    assert_eq!(r.code(), Some(503));
+    assert_eq!(r.header("Reason"), Some("Q.850;cause=34;text=\"No circuit/channel available\""));
+    assert!(!a.iter().any(|x| matches!(x, Action::Release { .. })), "nothing was taken, nothing is given back");
+}
