@@ -70,6 +70,13 @@ impl Pool {
         self.holders.contains_key(call)
     }
 
+    /// The calls whose slot reference starts with `prefix` (a node's calls: `node/...`).
+    pub fn holders_with_prefix(&self, prefix: &str) -> Vec<String> {
+        let mut v: Vec<String> = self.holders.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+        v.sort();
+        v
+    }
+
     /// Slots in use per trunk.
     pub fn usage(&self) -> impl Iterator<Item = (&str, u32)> {
         self.used.iter().map(|(t, n)| (t.as_str(), *n))

@@ -1,0 +1,147 @@
+//! The replicated state: trunks and their number index, the pool, Digest registrations, and the
+//! de-duplication table. `apply` is pure and deterministic: every replica computes the same result.
+
+use std::collections::{BTreeMap, HashMap};
+
+use hatrunk_core::pool::Pool;
+use hatrunk_core::trunk::{check_numbers_free, Trunk};
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Command, CommandResult, Request};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub contact: String,
+    pub expires_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub trunks: BTreeMap<String, Trunk>,
+    pub numbers: BTreeMap<String, String>,
+    pub pool: Pool,
+    pub registrations: BTreeMap<String, Registration>,
+    /// client -> (last serial applied, its result)
+    dedup: HashMap<u64, (u64, CommandResult)>,
+}
+
+impl ClusterState {
+    /// Apply one request. A request whose serial is not above the client's last one is a retry:
+    /// it returns the recorded result and changes nothing.
+    pub fn apply(&mut self, req: &Request) -> CommandResult {
+        if req.client != 0 {
+            if let Some((serial, result)) = self.dedup.get(&req.client) {
+                if req.serial <= *serial {
+                    return result.clone();
+                }
+            }
+        }
+        let result = self.apply_command(&req.command);
+        if req.client != 0 {
+            self.dedup.insert(req.client, (req.serial, result.clone()));
+        }
+        result
+    }
+
+    fn apply_command(&mut self, cmd: &Command) -> CommandResult {
+        match cmd {
+            Command::PutTrunk(t) => {
+                let numbers = &self.numbers;
+                if let Err(e) = check_numbers_free(t, |n| numbers.get(n).map(String::as_str)) {
+                    return CommandResult::Refused(e.to_string());
+                }
+                self.remove_trunk(&t.id);
+                for n in &t.numbers {
+                    self.numbers.insert(n.clone(), t.id.clone());
+                }
+                self.trunks.insert(t.id.clone(), (**t).clone());
+                CommandResult::Ok
+            }
+            Command::DeleteTrunk(id) => {
+                if self.remove_trunk(id) {
+                    CommandResult::Ok
+                } else {
+                    CommandResult::NotFound(format!("trunk {id} not found"))
+                }
+            }
+            Command::Admit { trunk, slot } => match self.trunks.get(trunk) {
+                Some(t) => CommandResult::Admission(self.pool.admit(trunk, t.max_concurrent_calls, slot)),
+                None => CommandResult::NotFound(format!("trunk {trunk} not found")),
+            },
+            Command::Release { slot } => {
+                self.pool.release(slot);
+                CommandResult::Ok
+            }
+            Command::ReleaseNode { node } => {
+                let prefix = format!("{node}/");
+                for slot in self.pool.holders_with_prefix(&prefix) {
+                    self.pool.release(&slot);
+                }
+                CommandResult::Ok
+            }
+            Command::Register { username, contact, expires_ms } => {
+                if *expires_ms == 0 {
+                    self.registrations.remove(username);
+                } else {
+                    self.registrations.insert(username.clone(), Registration { contact: contact.clone(), expires_ms: *expires_ms });
+                }
+                CommandResult::Ok
+            }
+        }
+    }
+
+    fn remove_trunk(&mut self, id: &str) -> bool {
+        match self.trunks.remove(id) {
+            Some(old) => {
+                for n in &old.numbers {
+                    self.numbers.remove(n);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hatrunk_core::pool::Admission;
+
+    fn trunk(id: &str, number: &str, limit: u32) -> Trunk {
+        hatrunk_core::trunk::parse_trunk(&format!(
+            "id = \"{id}\"\nnumbers = [\"{number}\"]\nmax_concurrent_calls = {limit}\n[primary]\nauth = \"ip\"\ntarget = \"sip:10.0.0.1\"\nallowed_ips = [\"10.0.0.1\"]\n"
+        ))
+        .expect("trunk")
+    }
+
+    fn req(client: u64, serial: u64, command: Command) -> Request {
+        Request { client, serial, command }
+    }
+
+    #[test]
+    fn trunks_numbers_and_pool() {
+        let mut s = ClusterState::default();
+        assert_eq!(s.apply(&req(1, 1, Command::PutTrunk(Box::new(trunk("a", "100", 1))))), CommandResult::Ok);
+        assert!(
+            matches!(s.apply(&req(1, 2, Command::PutTrunk(Box::new(trunk("b", "100", 1))))), CommandResult::Refused(m) if m.contains("100"))
+        );
+        let admit = |slot: &str| Command::Admit { trunk: "a".into(), slot: slot.into() };
+        assert_eq!(s.apply(&req(2, 1, admit("n1/x"))), CommandResult::Admission(Admission::Granted));
+        assert_eq!(s.apply(&req(2, 2, admit("n2/y"))), CommandResult::Admission(Admission::Full { used: 1, limit: 1 }));
+        assert_eq!(s.apply(&req(2, 3, Command::ReleaseNode { node: "n1".into() })), CommandResult::Ok);
+        assert_eq!(s.apply(&req(2, 4, admit("n2/y"))), CommandResult::Admission(Admission::Granted));
+    }
+
+    #[test]
+    fn retries_apply_once() {
+        let mut s = ClusterState::default();
+        s.apply(&req(1, 1, Command::PutTrunk(Box::new(trunk("a", "100", 1)))));
+        let first = s.apply(&req(7, 5, Command::Admit { trunk: "a".into(), slot: "n/1".into() }));
+        s.apply(&req(8, 1, Command::Release { slot: "n/1".into() }));
+        // the retried admit (same client, same serial) does not take the slot again
+        let again = s.apply(&req(7, 5, Command::Admit { trunk: "a".into(), slot: "n/1".into() }));
+        assert_eq!(first, again);
+        assert_eq!(s.pool.used("a"), 0);
+    }
+}

@@ -1,0 +1,96 @@
+//! The openraft type configuration and what travels through the log: [`Request`] (a [`Command`]
+//! tagged with a client id and serial, so a retried command is applied once) and [`Response`].
+
+use std::fmt;
+use std::io::Cursor;
+
+use hatrunk_core::pool::Admission;
+use hatrunk_core::trunk::Trunk;
+use serde::{Deserialize, Serialize};
+
+/// A cluster member as Raft membership records it: who it is, where it is, how to reach it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub region: String,
+    pub zone: String,
+    /// `sip` or `witness` (votes and stores, runs no SIP).
+    pub role: String,
+    /// Cluster gRPC address (`host:port`).
+    pub cluster_addr: String,
+    /// SIP address (`host:port`), empty for a witness.
+    pub sip_addr: String,
+}
+
+impl fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{} ({}/{}, {})", self.name, self.cluster_addr, self.region, self.zone, self.role)
+    }
+}
+
+/// A change to the replicated state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Store a validated trunk (refused if one of its numbers belongs to another trunk).
+    PutTrunk(Box<Trunk>),
+    DeleteTrunk(String),
+    /// Take a slot of `trunk` for the call `slot` (idempotent per slot).
+    Admit {
+        trunk: String,
+        slot: String,
+    },
+    Release {
+        slot: String,
+    },
+    /// Give back every slot held by calls of `node` (slot names start with the node name).
+    ReleaseNode {
+        node: String,
+    },
+    /// A Digest account's live binding, so any node can deliver to it.
+    Register {
+        username: String,
+        contact: String,
+        expires_ms: u64,
+    },
+}
+
+/// A command with its client identity, for exactly-once application of retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Who sent it (a node id or CLI session); 0 means "no de-duplication".
+    pub client: u64,
+    /// Increasing per client.
+    pub serial: u64,
+    pub command: Command,
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{} {:?}", self.client, self.serial, self.command)
+    }
+}
+
+/// What applying a command gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    Ok,
+    Admission(Admission),
+    /// The command was valid Raft-wise but refused by the state (e.g. a number already taken).
+    Refused(String),
+    NotFound(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Response {
+    pub result: Option<CommandResult>,
+}
+
+openraft::declare_raft_types!(
+    /// hatrunk's Raft types: u64 node ids, [`NodeInfo`] members, bincode snapshots in memory.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = u64,
+        Node = NodeInfo,
+        SnapshotData = Cursor<Vec<u8>>,
+);
