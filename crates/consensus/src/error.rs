@@ -6,6 +6,16 @@ pub enum ConsensusError {
     Storage(String),
     #[error("encoding: {0}")]
     Encoding(String),
+    #[error("raft configuration: {0}")]
+    Config(String),
+    #[error("raft: {0}")]
+    Raft(String),
+    /// No leader could take the request (no majority reachable, or an election in progress).
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
+    /// The request is understood but not allowed (unknown node, last voter...).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<sled::Error> for ConsensusError {

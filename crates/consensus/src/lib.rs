@@ -6,13 +6,25 @@
 //! - [`state`]: the replicated state machine's data and its pure `apply` (through `hatrunk-core`).
 //! - [`log_store`]: the Raft log in sled; an append is acknowledged only after sled has flushed.
 //! - [`sm_store`]: the state machine store: state in memory, snapshots (bincode) persisted in sled.
+//! - [`network`], [`server`]: the tonic Raft network (client and service) of `proto/cluster.proto`;
+//!   [`codec`] bounds every decode.
+//! - [`raft`]: the running member: writes (forwarded to the leader), linearizable reads, membership.
 //! - [`error`]: the crate's error type.
 
+pub mod codec;
 pub mod error;
 pub mod log_store;
+pub mod network;
+pub mod raft;
+pub mod server;
 pub mod sm_store;
 pub mod state;
 pub mod types;
+
+/// Generated from `proto/cluster.proto`.
+pub mod pb {
+    tonic::include_proto!("hatrunk.cluster.v1");
+}
 
 pub use error::ConsensusError;
 pub use types::{Command, CommandResult, NodeInfo, Request, Response, TypeConfig};

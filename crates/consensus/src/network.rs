@@ -1,0 +1,90 @@
+//! The Raft network over tonic (`proto/cluster.proto`): one lazily connected channel per peer, a
+//! deadline on every RPC (openraft's TTL for the call), bincode payloads.
+
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::pb::cluster_client::ClusterClient;
+use crate::pb::Blob;
+use crate::types::{NodeInfo, TypeConfig};
+
+type NodeId = u64;
+
+/// A channel to `addr` (`host:port`) that connects on first use, with a connect timeout.
+pub fn channel(addr: &str) -> Result<Channel, String> {
+    let url = if addr.starts_with("http") { addr.to_string() } else { format!("http://{addr}") };
+    Ok(Endpoint::from_shared(url).map_err(|e| e.to_string())?.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true).connect_lazy())
+}
+
+pub struct Network;
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Peer {
+        Peer { target, client: channel(&node.cluster_addr).ok().map(ClusterClient::new) }
+    }
+}
+
+pub struct Peer {
+    target: NodeId,
+    client: Option<ClusterClient<Channel>>,
+}
+
+impl Peer {
+    async fn call<Req, Resp, E>(&mut self, which: &'static str, req: &Req, ttl: Duration) -> Result<Resp, RPCError<NodeId, NodeInfo, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let Some(client) = self.client.as_mut() else {
+            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other("bad peer address"))));
+        };
+        let data = crate::codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut r = tonic::Request::new(Blob { data });
+        r.set_timeout(ttl);
+        let reply = match which {
+            "append" => client.append_entries(r).await,
+            "vote" => client.vote(r).await,
+            _ => client.install_snapshot(r).await,
+        };
+        let reply = reply.map_err(|s| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(s.message().to_string()))))?;
+        let out: Result<Resp, E> = crate::codec::decode(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        out.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        self.call("append", &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>> {
+        self.call("snapshot", &rpc, option.hard_ttl().max(Duration::from_secs(5))).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        self.call("vote", &rpc, option.hard_ttl()).await
+    }
+}

@@ -1,0 +1,225 @@
+//! The running Raft member: start it over sled, write commands (forwarding to the leader when this
+//! node is not it), linearizable reads, membership changes, and status for the CLI.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hatrunk_core::trunk::Trunk;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Raft, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConsensusError;
+use crate::log_store::LogStore;
+use crate::network::{channel, Network};
+use crate::pb::cluster_client::ClusterClient;
+use crate::pb::Blob;
+use crate::sm_store::{SharedState, StateMachineStore};
+use crate::state::ClusterState;
+use crate::types::{Command, CommandResult, NodeInfo, Request, TypeConfig};
+
+/// Raft timing. Defaults are safe across regions (RTT up to ~150 ms): heartbeats every 250 ms, an
+/// election only after 1.5-3 s without one. Within one zone they can be lowered.
+#[derive(Debug, Clone)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Build a snapshot (and compact the log) after this many applied entries.
+    pub snapshot_every: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming { heartbeat_ms: 250, election_min_ms: 1500, election_max_ms: 3000, snapshot_every: 10_000 }
+    }
+}
+
+/// A read served by the leader after confirming its leadership (linearizable).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Read {
+    Trunk(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ReadReply {
+    Trunk(Option<Trunk>),
+}
+
+/// One member of the Raft group.
+pub struct Consensus {
+    pub id: u64,
+    pub info: NodeInfo,
+    pub raft: Raft<TypeConfig>,
+    state: SharedState,
+    client: u64,
+    serial: AtomicU64,
+}
+
+impl Consensus {
+    pub async fn start(id: u64, info: NodeInfo, db: &sled::Db, timing: &RaftTiming) -> Result<Arc<Consensus>, ConsensusError> {
+        let log = LogStore::open(db)?;
+        let sm = StateMachineStore::open(db)?;
+        let state = sm.shared();
+        let config = openraft::Config {
+            cluster_name: "hatrunk".into(),
+            heartbeat_interval: timing.heartbeat_ms,
+            election_timeout_min: timing.election_min_ms,
+            election_timeout_max: timing.election_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
+            max_in_snapshot_log_to_keep: 1000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ConsensusError::Config(e.to_string()))?;
+        let raft = Raft::new(id, Arc::new(config), Network, log, sm).await.map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        // a random client id per process: serials restart at 1 on every boot
+        let client = rand::random::<u64>() | 1;
+        Ok(Arc::new(Consensus { id, info, raft, state, client, serial: AtomicU64::new(0) }))
+    }
+
+    /// Make this node a one-voter cluster, if it is not initialised yet.
+    pub async fn initialize(&self) -> Result<bool, ConsensusError> {
+        if self.is_initialized().await {
+            return Ok(false);
+        }
+        let members = BTreeMap::from([(self.id, self.info.clone())]);
+        self.raft.initialize(members).await.map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        Ok(true)
+    }
+
+    pub async fn is_initialized(&self) -> bool {
+        self.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    /// Read the applied state locally (what routing uses: fast, possibly a few ms behind the leader).
+    pub fn local<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> T {
+        let d = self.state.read().unwrap_or_else(|p| p.into_inner());
+        f(&d.state)
+    }
+
+    /// Apply a command through Raft; followers forward it to the leader. Retries reuse the same
+    /// serial, so the state machine applies the command once whatever happens to the replies.
+    pub async fn write(&self, command: Command) -> Result<CommandResult, ConsensusError> {
+        let req = Request { client: self.client, serial: self.serial.fetch_add(1, Ordering::Relaxed) + 1, command };
+        let mut last = String::from("no leader");
+        for attempt in 0..20u64 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100 * attempt.min(5))).await;
+            }
+            match self.raft.client_write(req.clone()).await {
+                Ok(r) => return Ok(r.data.result.unwrap_or(CommandResult::Ok)),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
+                    Some(leader) => match forward_write(&leader.cluster_addr, &req).await {
+                        Ok(r) => return Ok(r),
+                        Err(e) => last = e,
+                    },
+                    None => last = "no leader elected".into(),
+                },
+                Err(e) => return Err(ConsensusError::Raft(e.to_string())),
+            }
+        }
+        Err(ConsensusError::Unavailable(last))
+    }
+
+    /// Serve a forwarded write: only the leader applies it.
+    pub async fn write_local(&self, req: Request) -> Result<CommandResult, String> {
+        match self.raft.client_write(req).await {
+            Ok(r) => Ok(r.data.result.unwrap_or(CommandResult::Ok)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// A linearizable read: confirmed by the leader (forwarded there from a follower).
+    pub async fn read(&self, q: Read) -> Result<ReadReply, ConsensusError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(self.answer(&q)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                let leader = f.leader_node.ok_or_else(|| ConsensusError::Unavailable("no leader elected".into()))?;
+                forward_read(&leader.cluster_addr, &q).await.map_err(ConsensusError::Unavailable)
+            }
+            Err(e) => Err(ConsensusError::Raft(e.to_string())),
+        }
+    }
+
+    /// Serve a forwarded read (leader only).
+    pub async fn read_local(&self, q: Read) -> Result<ReadReply, String> {
+        self.raft.ensure_linearizable().await.map_err(|e| e.to_string())?;
+        Ok(self.answer(&q))
+    }
+
+    fn answer(&self, q: &Read) -> ReadReply {
+        match q {
+            Read::Trunk(id) => ReadReply::Trunk(self.local(|s| s.trunks.get(id).cloned())),
+        }
+    }
+
+    /// Add a node: as learner (catching up), then as voter unless `learner_only`. Leader only.
+    pub async fn add_node(&self, id: u64, info: NodeInfo, learner_only: bool) -> Result<(), ConsensusError> {
+        let raft_err = |e: RaftError<u64, ClientWriteError<u64, NodeInfo>>| ConsensusError::Raft(e.to_string());
+        self.raft.add_learner(id, info, true).await.map_err(raft_err)?;
+        if !learner_only {
+            self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await.map_err(raft_err)?;
+        }
+        Ok(())
+    }
+
+    /// Remove a node from the membership (voter or learner). Leader only. Refuses an unknown id and
+    /// the last voter.
+    pub async fn remove_node(&self, id: u64) -> Result<NodeInfo, ConsensusError> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let info = m.membership().get_node(&id).cloned().ok_or_else(|| ConsensusError::Refused(format!("node {id} is not a member")))?;
+        let voters: BTreeSet<u64> = m.membership().voter_ids().collect();
+        if voters.contains(&id) && voters.len() == 1 {
+            return Err(ConsensusError::Refused(format!("node {id} is the last voter; removing it would end the cluster")));
+        }
+        let raft_err = |e: RaftError<u64, ClientWriteError<u64, NodeInfo>>| ConsensusError::Raft(e.to_string());
+        if voters.contains(&id) {
+            self.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false).await.map_err(raft_err)?;
+        } else {
+            self.raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false).await.map_err(raft_err)?;
+        }
+        Ok(info)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// The leader's cluster address, when one is known.
+    pub fn leader_addr(&self) -> Option<(u64, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.cluster_addr.clone();
+        Some((id, node))
+    }
+}
+
+/// Ask the process at `addr` who it is: (node id, info, initialised).
+pub async fn peer_info(addr: &str) -> Result<(u64, NodeInfo, bool), String> {
+    let mut c = ClusterClient::new(channel(addr)?);
+    let mut r = tonic::Request::new(Blob { data: Vec::new() });
+    r.set_timeout(Duration::from_secs(3));
+    let reply = c.info(r).await.map_err(|s| format!("{addr} did not answer as a hatrunk node: {}", s.message()))?;
+    crate::codec::decode(&reply.into_inner().data).map_err(|e| format!("{addr} sent an unreadable identity: {e}"))
+}
+
+async fn forward_write(addr: &str, req: &Request) -> Result<CommandResult, String> {
+    let mut c = ClusterClient::new(channel(addr)?);
+    let mut r = tonic::Request::new(Blob { data: crate::codec::encode(req).map_err(|e| e.to_string())? });
+    r.set_timeout(Duration::from_secs(5));
+    let reply = c.write(r).await.map_err(|s| s.message().to_string())?;
+    let out: Result<CommandResult, String> = crate::codec::decode(&reply.into_inner().data).map_err(|e| e.to_string())?;
+    out
+}
+
+async fn forward_read(addr: &str, q: &Read) -> Result<ReadReply, String> {
+    let mut c = ClusterClient::new(channel(addr)?);
+    let mut r = tonic::Request::new(Blob { data: crate::codec::encode(q).map_err(|e| e.to_string())? });
+    r.set_timeout(Duration::from_secs(5));
+    let reply = c.read(r).await.map_err(|s| s.message().to_string())?;
+    let out: Result<ReadReply, String> = crate::codec::decode(&reply.into_inner().data).map_err(|e| e.to_string())?;
+    out
+}
