@@ -29,7 +29,10 @@ async fn connect(endpoints: &str) -> Result<AdminClient<Channel>, String> {
 
 fn refused(s: tonic::Status) -> ExitCode {
     eprintln!("error: {}", s.message());
-    ExitCode::from(1)
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => ExitCode::from(3),
+        _ => ExitCode::from(1),
+    }
 }
 
 pub async fn dispatch(cmd: Cmd, endpoints: &str, fmt: Format) -> ExitCode {
@@ -62,9 +65,14 @@ pub async fn dispatch(cmd: Cmd, endpoints: &str, fmt: Format) -> ExitCode {
         Cmd::Cluster { cmd: ClusterCmd::Status } => c.cluster_status(pb::Empty {}).await.map(|r| output::status(&r.into_inner(), fmt)),
         Cmd::Cluster { cmd: ClusterCmd::Members } => c.cluster_status(pb::Empty {}).await.map(|r| output::members(&r.into_inner(), fmt)),
         Cmd::Cluster { cmd: ClusterCmd::Init } => c.cluster_init(pb::Empty {}).await.map(|r| output::status(&r.into_inner(), fmt)),
-        Cmd::Cluster { cmd: ClusterCmd::Join { .. } | ClusterCmd::Remove { .. } | ClusterCmd::TransferLeader { .. } } => {
-            eprintln!("error: membership changes need the consensus layer, which this build does not have yet");
-            return ExitCode::from(4);
+        Cmd::Cluster { cmd: ClusterCmd::Join { addr, learner } } => {
+            c.cluster_join(pb::JoinRequest { addr, learner }).await.map(|r| output::members(&r.into_inner(), fmt))
+        }
+        Cmd::Cluster { cmd: ClusterCmd::Remove { id } } => {
+            c.cluster_remove(pb::NodeId { id }).await.map(|r| output::members(&r.into_inner(), fmt))
+        }
+        Cmd::Cluster { cmd: ClusterCmd::TransferLeader { id } } => {
+            c.transfer_leader(pb::NodeId { id }).await.map(|r| output::status(&r.into_inner(), fmt))
         }
         Cmd::Run { .. } | Cmd::Demo => return ExitCode::from(2),
     };

@@ -1,6 +1,6 @@
 //! `hatrunk`: one binary for running a node (`run`) and for operating a cluster over the admin API.
 //! Exit codes: 0 success, 1 refused by the node (bad input, not found), 2 usage error,
-//! 3 no node reachable, 4 not available in this build.
+//! 3 no node reachable (or no leader: the cluster is unavailable), 4 not available in this build.
 
 mod client;
 mod output;
@@ -56,12 +56,25 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum ClusterCmd {
+    /// Make the node a one-voter cluster (a no-op on an initialised node).
     Init,
-    Join { addr: String },
-    Remove { id: u64 },
+    /// Add the node whose cluster address is ADDR (learner, catch up, then voter).
+    Join {
+        addr: String,
+        /// Stay a learner (replicates, does not vote).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove node ID from the cluster.
+    Remove {
+        id: u64,
+    },
     Members,
     Status,
-    TransferLeader { id: u64 },
+    /// Make node ID the leader.
+    TransferLeader {
+        id: u64,
+    },
 }
 
 #[derive(Subcommand)]

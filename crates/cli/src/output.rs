@@ -102,7 +102,7 @@ pub fn calls(r: &pb::CallsReply, fmt: Format) {
 
 fn member_json(m: &pb::Member) -> Value {
     json!({"id": m.id, "name": m.name, "region": m.region, "zone": m.zone, "role": m.role, "voter": m.voter,
-           "leader": m.leader, "healthy": m.healthy, "sip": m.sip, "cluster": m.cluster})
+           "leader": m.leader, "healthy": m.healthy, "sip": m.sip, "cluster": m.cluster, "lag": m.lag})
 }
 
 pub fn members(r: &pb::ClusterStatusReply, fmt: Format) {

@@ -134,6 +134,23 @@ mod tests {
     }
 
     #[test]
+    fn commands_round_trip_through_the_log_encoding() {
+        let t = hatrunk_core::trunk::parse_trunk(
+            "id = \"x\"\nnumbers = [\"100\"]\nmax_concurrent_calls = 3\nmode = \"auto-failover\"\nfailover_policy = \"custom\"\nfailover_codes = [503]\n\
+             [primary]\nauth = \"ip\"\ntarget = \"sip:10.0.0.1\"\nallowed_ips = [\"10.0.0.0/8\"]\ncaller_id = \"+100\"\nprobe_interval_ms = 1000\n\
+             [secondary]\nauth = \"digest\"\nusername = \"u\"\npassword = \"password1\"\n",
+        )
+        .expect("trunk");
+        for cmd in
+            [Command::PutTrunk(Box::new(t)), Command::Admit { trunk: "x".into(), slot: "n/1".into() }, Command::DeleteTrunk("x".into())]
+        {
+            let r = req(1, 1, cmd);
+            let back: Request = crate::codec::decode(&crate::codec::encode(&r).expect("encode")).expect("decode");
+            assert_eq!(back, r);
+        }
+    }
+
+    #[test]
     fn retries_apply_once() {
         let mut s = ClusterState::default();
         s.apply(&req(1, 1, Command::PutTrunk(Box::new(trunk("a", "100", 1)))));

@@ -1,7 +1,9 @@
 //! The trunk model and its file format (PRODUCT.md "Trunk file"), with validation that refuses a
 //! wrong file whole and names the field.
 //!
-//! [`TrunkFile`] is what an operator writes; [`Trunk`] is what is stored and routed on. Enumerated
+//! [`TrunkFile`] is what an operator writes; [`Trunk`] is what is stored and routed on. [`Trunk`]
+//! travels through the Raft log as bincode, which is not self-describing: no field of it may be
+//! skipped when serialising (no `skip_serializing_if`), or it would not read back. Enumerated
 //! fields are read as strings and checked here, so an unknown value is reported with its field name
 //! rather than as a bare serde variant error.
 
@@ -71,21 +73,16 @@ pub struct SipTarget {
 pub struct Account {
     pub label: String,
     pub auth: AuthMode,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     pub transport: Transport,
     pub allowed_ips: Vec<IpNet>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Digest credentials; never shown (see [`Trunk::redacted`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub ha1: Option<DigestHa1>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub caller_id: Option<String>,
     /// Put the Primary's caller ID in the From user of outbound calls too, not only in P-Asserted-Identity.
     #[serde(default)]
     pub caller_id_in_from: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub probe_interval_ms: Option<u32>,
     pub probe_up_after: u32,
     pub probe_down_after: u32,
@@ -114,7 +111,6 @@ pub struct Trunk {
     pub failover_timeout_ms: u32,
     pub max_call_duration_s: u32,
     pub primary: Account,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub secondary: Option<Account>,
 }
 
@@ -133,6 +129,7 @@ impl Trunk {
             let mut v = serde_json::to_value(a).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
                 o.remove("ha1");
+                o.retain(|_, v| !v.is_null());
                 if a.auth == AuthMode::Digest {
                     o.insert("password_set".into(), serde_json::Value::Bool(a.ha1.is_some()));
                 }

@@ -115,3 +115,11 @@ fn sip_targets() {
     assert!(parse_sip_target("sip:host:0").is_err());
     assert!(parse_sip_target("sips:host").is_err());
 }
+
+#[test]
+fn redacted_view_has_no_nulls() {
+    let t = parse_trunk(GOOD).expect("valid");
+    let v = t.redacted();
+    assert!(v["secondary"].get("target").is_none(), "{v}");
+    assert!(!v.to_string().contains("null"), "{v}");
+}

@@ -1,8 +1,13 @@
 //! The admin gRPC service (`proto/admin.proto`) the CLI talks to. Protobuf stays here: domain types
 //! are converted at this edge. Every refusal is a gRPC status with a message naming what is wrong.
+//! Any member serves any verb: membership changes are forwarded to the leader, `trunk get` is a
+//! linearizable read, and cluster status is the leader's view.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use hatrunk_consensus::raft::{peer_info, Consensus, Read, ReadReply};
+use hatrunk_consensus::Command;
 use hatrunk_core::trunk::{parse_trunk, Role, Trunk};
 use tonic::{Request, Response, Status};
 
@@ -15,25 +20,14 @@ pub mod pb {
     tonic::include_proto!("hatrunk.admin.v1");
 }
 
+use pb::admin_client::AdminClient;
 use pb::admin_server::Admin;
-
-/// Who this node is, for status replies.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub id: u64,
-    pub name: String,
-    pub region: String,
-    pub zone: String,
-    pub role: String,
-    pub sip: String,
-    pub cluster: String,
-}
 
 pub struct AdminService {
     pub store: Arc<dyn TrunkStore>,
     pub admission: Arc<dyn Admission>,
     pub status: Arc<SharedStatus>,
-    pub me: Identity,
+    pub consensus: Arc<Consensus>,
 }
 
 /// Largest trunk file accepted over the API.
@@ -42,7 +36,10 @@ const MAX_TRUNK_FILE: usize = 64 * 1024;
 fn to_status(e: NodeError) -> Status {
     match e {
         NodeError::Trunk(e) => Status::invalid_argument(e.to_string()),
+        NodeError::Refused(m) => Status::failed_precondition(m),
         NodeError::TrunkNotFound(id) => Status::not_found(format!("trunk {id} not found")),
+        NodeError::Consensus(hatrunk_consensus::ConsensusError::Unavailable(m)) => Status::unavailable(m),
+        NodeError::Consensus(hatrunk_consensus::ConsensusError::Refused(m)) => Status::failed_precondition(m),
         other => Status::internal(other.to_string()),
     }
 }
@@ -61,26 +58,59 @@ impl AdminService {
         pb::TrunkReply { trunk_json: t.redacted().to_string(), state_json: serde_json::Value::Object(state).to_string() }
     }
 
-    fn status_reply(&self) -> pb::ClusterStatusReply {
-        let me = &self.me;
+    /// The leader's admin client, when this node is not the leader.
+    async fn leader(&self) -> Result<Option<AdminClient<tonic::transport::Channel>>, Status> {
+        if self.consensus.is_leader() {
+            return Ok(None);
+        }
+        let (_, addr) =
+            self.consensus.leader_addr().ok_or_else(|| Status::unavailable("no leader elected; is a majority of voters up?"))?;
+        let ch = hatrunk_consensus::network::channel(&addr).map_err(Status::internal)?;
+        Ok(Some(AdminClient::new(ch)))
+    }
+
+    /// Status as this node sees it: members from the committed membership, health by a direct
+    /// identity call to each, lag from the leader's replication progress.
+    async fn status_reply(&self) -> pb::ClusterStatusReply {
+        let m = self.consensus.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let mut members = Vec::new();
+        for (id, info) in membership.nodes() {
+            let healthy = if *id == self.consensus.id {
+                true
+            } else {
+                tokio::time::timeout(Duration::from_millis(800), peer_info(&info.cluster_addr))
+                    .await
+                    .is_ok_and(|r| r.is_ok_and(|(pid, _, _)| pid == *id))
+            };
+            let lag = match &m.replication {
+                Some(r) => r.get(id).map(|matched| last as i64 - matched.map(|l| l.index as i64).unwrap_or(-1)).unwrap_or(-1),
+                None => -1,
+            };
+            members.push(pb::Member {
+                id: *id,
+                name: info.name.clone(),
+                region: info.region.clone(),
+                zone: info.zone.clone(),
+                role: info.role.clone(),
+                voter: voters.contains(id),
+                leader: m.current_leader == Some(*id),
+                healthy,
+                sip: info.sip_addr.clone(),
+                cluster: info.cluster_addr.clone(),
+                lag,
+            });
+        }
         pb::ClusterStatusReply {
-            leader: me.id,
-            term: 0,
-            commit_index: 0,
-            applied_index: 0,
-            initialized: true,
-            members: vec![pb::Member {
-                id: me.id,
-                name: me.name.clone(),
-                region: me.region.clone(),
-                zone: me.zone.clone(),
-                role: me.role.clone(),
-                voter: true,
-                leader: true,
-                healthy: true,
-                sip: me.sip.clone(),
-                cluster: me.cluster.clone(),
-            }],
+            leader: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            // openraft 0.9 does not export the commit index; applied trails it only by entries in flight
+            commit_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            initialized: self.consensus.is_initialized().await,
+            members,
         }
     }
 }
@@ -94,15 +124,16 @@ impl Admin for AdminService {
         }
         let trunk = parse_trunk(&text).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let id = trunk.id.clone();
+        let reply = self.reply(&trunk);
         self.store.apply(trunk).await.map_err(to_status)?;
         tracing::info!(trunk = %id, "trunk applied");
-        let t = self.store.get(&id).ok_or_else(|| Status::internal("trunk vanished after apply"))?;
-        Ok(Response::new(self.reply(&t)))
+        Ok(Response::new(reply))
     }
 
     async fn get_trunk(&self, req: Request<pb::TrunkId>) -> Result<Response<pb::TrunkReply>, Status> {
         let id = req.into_inner().id;
-        let t = self.store.get(&id).ok_or_else(|| Status::not_found(format!("trunk {id} not found")))?;
+        let ReadReply::Trunk(t) = self.consensus.read(Read::Trunk(id.clone())).await.map_err(|e| to_status(e.into()))?;
+        let t = t.ok_or_else(|| Status::not_found(format!("trunk {id} not found")))?;
         Ok(Response::new(self.reply(&t)))
     }
 
@@ -130,7 +161,7 @@ impl Admin for AdminService {
             .filter(|t| only.is_empty() || t.id == only)
             .map(|t| pb::PoolUse {
                 trunk: t.id.clone(),
-                node: self.me.name.clone(),
+                node: "cluster".into(),
                 in_use: usage.get(&t.id).copied().unwrap_or(0),
                 limit: t.max_concurrent_calls,
             })
@@ -138,12 +169,88 @@ impl Admin for AdminService {
         Ok(Response::new(pb::CallsReply { pools }))
     }
 
-    async fn cluster_status(&self, _: Request<pb::Empty>) -> Result<Response<pb::ClusterStatusReply>, Status> {
-        Ok(Response::new(self.status_reply()))
+    async fn cluster_status(&self, req: Request<pb::Empty>) -> Result<Response<pb::ClusterStatusReply>, Status> {
+        if let Ok(Some(mut leader)) = self.leader().await {
+            if let Ok(r) = leader.cluster_status(req.into_inner()).await {
+                return Ok(r);
+            }
+        }
+        Ok(Response::new(self.status_reply().await))
     }
 
     async fn cluster_init(&self, _: Request<pb::Empty>) -> Result<Response<pb::ClusterStatusReply>, Status> {
-        // A single node initialises itself on first start; init on it is a no-op that reports it.
-        Ok(Response::new(self.status_reply()))
+        let created = self.consensus.initialize().await.map_err(|e| to_status(e.into()))?;
+        if created {
+            tracing::info!("initialised a one-voter cluster");
+        }
+        for _ in 0..50 {
+            if self.consensus.leader_addr().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Response::new(self.status_reply().await))
+    }
+
+    async fn cluster_join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::ClusterStatusReply>, Status> {
+        if let Some(mut leader) = self.leader().await? {
+            return leader.cluster_join(req.into_inner()).await;
+        }
+        let pb::JoinRequest { addr, learner } = req.into_inner();
+        let (id, info, initialized) = peer_info(&addr).await.map_err(Status::invalid_argument)?;
+        let membership = self.consensus.raft.metrics().borrow().membership_config.membership().clone();
+        if initialized && membership.get_node(&id).is_none() {
+            return Err(Status::failed_precondition(format!(
+                "node {id} at {addr} already belongs to a cluster (set [cluster] bootstrap = false and start it with an empty data_dir)"
+            )));
+        }
+        if let Some((other, _)) = membership.nodes().find(|(oid, n)| **oid != id && n.name == info.name) {
+            return Err(Status::failed_precondition(format!("node name {} is already used by node {other}", info.name)));
+        }
+        if let Some(existing) = membership.get_node(&id) {
+            if existing.cluster_addr != info.cluster_addr {
+                return Err(Status::failed_precondition(format!("node id {id} is already a member at {}", existing.cluster_addr)));
+            }
+        }
+        self.consensus.add_node(id, info.clone(), learner).await.map_err(|e| to_status(e.into()))?;
+        tracing::info!(node = id, %info, learner, "node joined");
+        Ok(Response::new(self.status_reply().await))
+    }
+
+    async fn cluster_remove(&self, req: Request<pb::NodeId>) -> Result<Response<pb::ClusterStatusReply>, Status> {
+        if let Some(mut leader) = self.leader().await? {
+            return leader.cluster_remove(req.into_inner()).await;
+        }
+        let id = req.into_inner().id;
+        let info = self.consensus.remove_node(id).await.map_err(|e| to_status(e.into()))?;
+        // the removed node's calls can no longer be released by it: give its slots back
+        if let Err(e) = self.consensus.write(Command::ReleaseNode { node: info.name.clone() }).await {
+            tracing::warn!(node = id, error = %e, "could not release the removed node's slots yet");
+        }
+        tracing::info!(node = id, "node removed");
+        Ok(Response::new(self.status_reply().await))
+    }
+
+    async fn transfer_leader(&self, req: Request<pb::NodeId>) -> Result<Response<pb::ClusterStatusReply>, Status> {
+        let id = req.into_inner().id;
+        if id == self.consensus.id {
+            // openraft 0.9 has no leadership transfer: the target starts an election, which it wins
+            // when its log is up to date (docs/consensus.md)
+            self.consensus.raft.trigger().elect().await.map_err(|e| Status::internal(e.to_string()))?;
+            for _ in 0..50 {
+                if self.consensus.is_leader() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            return Ok(Response::new(self.status_reply().await));
+        }
+        let m = self.consensus.raft.metrics().borrow().membership_config.clone();
+        let target = m.membership().get_node(&id).cloned().ok_or_else(|| Status::not_found(format!("node {id} is not a member")))?;
+        if !m.membership().voter_ids().any(|v| v == id) {
+            return Err(Status::failed_precondition(format!("node {id} is a learner and cannot lead")));
+        }
+        let ch = hatrunk_consensus::network::channel(&target.cluster_addr).map_err(Status::internal)?;
+        AdminClient::new(ch).transfer_leader(pb::NodeId { id }).await
     }
 }

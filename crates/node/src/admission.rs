@@ -1,48 +1,53 @@
 //! Admission: taking and giving back slots of a trunk's shared pool. The call path sees only the
-//! [`Admission`] trait; this single-node implementation applies [`hatrunk_core::pool::Pool`] under a
-//! lock. The consensus issue backs the same trait with the replicated pool.
+//! [`Admission`] trait; [`RaftAdmission`] makes every admit and release a Raft command, so the
+//! decision of who holds a slot is made once, by the replicated state machine, for the whole
+//! cluster (see docs/consensus.md for why this design and what it costs).
 
-use std::sync::Mutex;
+use std::sync::Arc;
 
-use hatrunk_core::pool::{Admission as Decision, Pool};
+use hatrunk_consensus::raft::Consensus;
+use hatrunk_consensus::{Command, CommandResult};
+use hatrunk_core::pool::Admission as Decision;
 
 use crate::error::NodeError;
-use crate::store::BoxFuture;
+use crate::store::{outcome, BoxFuture};
 
 pub trait Admission: Send + Sync {
-    /// Take a slot of `trunk` for `call` (idempotent per call).
+    /// Take a slot of `trunk` for `call` (idempotent per call). The replicated trunk's limit is the
+    /// one enforced; `limit` is what the caller saw, for logs.
     fn admit(&self, trunk: String, limit: u32, call: String) -> BoxFuture<'_, Result<Decision, NodeError>>;
     /// Give `call`'s slot back (harmless if it holds none).
     fn release(&self, call: String) -> BoxFuture<'_, Result<(), NodeError>>;
-    /// Slots in use per trunk, as this node sees them.
+    /// Slots in use per trunk, as this node's applied state sees them.
     fn usage(&self) -> Vec<(String, u32)>;
 }
 
-/// The pool of a single node.
-#[derive(Default)]
-pub struct LocalAdmission {
-    pool: Mutex<Pool>,
+pub struct RaftAdmission {
+    consensus: Arc<Consensus>,
 }
 
-impl LocalAdmission {
-    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+impl RaftAdmission {
+    pub fn new(consensus: Arc<Consensus>) -> Self {
+        RaftAdmission { consensus }
     }
 }
 
-impl Admission for LocalAdmission {
-    fn admit(&self, trunk: String, limit: u32, call: String) -> BoxFuture<'_, Result<Decision, NodeError>> {
-        let d = self.pool().admit(&trunk, limit, &call);
-        Box::pin(async move { Ok(d) })
+impl Admission for RaftAdmission {
+    fn admit(&self, trunk: String, _limit: u32, call: String) -> BoxFuture<'_, Result<Decision, NodeError>> {
+        Box::pin(async move {
+            match outcome(self.consensus.write(Command::Admit { trunk: trunk.clone(), slot: call }).await?)? {
+                CommandResult::Admission(d) => Ok(d),
+                other => Err(NodeError::Refused(format!("unexpected admission result {other:?} for trunk {trunk}"))),
+            }
+        })
     }
 
     fn release(&self, call: String) -> BoxFuture<'_, Result<(), NodeError>> {
-        self.pool().release(&call);
-        Box::pin(async { Ok(()) })
+        Box::pin(async move { outcome(self.consensus.write(Command::Release { slot: call }).await?).map(|_| ()) })
     }
 
     fn usage(&self) -> Vec<(String, u32)> {
-        let mut v: Vec<(String, u32)> = self.pool().usage().map(|(t, n)| (t.to_string(), n)).collect();
+        let mut v: Vec<(String, u32)> = self.consensus.local(|s| s.pool.usage().map(|(t, n)| (t.to_string(), n)).collect());
         v.sort();
         v
     }

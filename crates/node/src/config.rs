@@ -74,13 +74,29 @@ impl Default for SipSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSection {
+    /// Cluster and admin gRPC (one port serves both services).
     pub listen: String,
+    /// The address other nodes and the CLI use to reach this one; defaults to `listen`.
     pub advertise: Option<String>,
+    /// Initialise a one-voter cluster on first start. Set `false` on a node that will be added
+    /// with `hatrunk cluster join`.
+    pub bootstrap: bool,
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
 }
 
 impl Default for ClusterSection {
     fn default() -> Self {
-        ClusterSection { listen: "127.0.0.1:7700".into(), advertise: None }
+        let t = hatrunk_consensus::raft::RaftTiming::default();
+        ClusterSection {
+            listen: "127.0.0.1:7700".into(),
+            advertise: None,
+            bootstrap: true,
+            heartbeat_ms: t.heartbeat_ms,
+            election_min_ms: t.election_min_ms,
+            election_max_ms: t.election_max_ms,
+        }
     }
 }
 
@@ -136,6 +152,13 @@ impl NodeConfig {
             if v.parse::<SocketAddr>().is_err() {
                 return bad(field, format!("{v:?} is not HOST:PORT"));
             }
+        }
+        let c = &self.cluster;
+        if c.heartbeat_ms == 0 || c.election_min_ms <= c.heartbeat_ms * 2 || c.election_max_ms <= c.election_min_ms {
+            return bad(
+                "cluster.election_min_ms",
+                "need 0 < heartbeat_ms, election_min_ms > 2 x heartbeat_ms, election_max_ms > election_min_ms".into(),
+            );
         }
         if !(400..=699).contains(&self.sip.congestion_code) {
             return bad("sip.congestion_code", format!("{} is not a failure code", self.sip.congestion_code));

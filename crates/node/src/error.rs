@@ -14,6 +14,11 @@ pub enum NodeError {
     Io { what: String, source: std::io::Error },
     #[error(transparent)]
     Sip(#[from] hatrunk_sip::SipError),
+    /// Refused by the replicated state (e.g. a number already taken, the last voter).
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Consensus(#[from] hatrunk_consensus::ConsensusError),
 }
 
 impl From<sled::Error> for NodeError {

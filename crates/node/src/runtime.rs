@@ -10,15 +10,20 @@ use hatrunk_sip::transport::{TransportEvent, Transports};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::admin::{pb::admin_server::AdminServer, AdminService, Identity};
-use crate::admission::{Admission, LocalAdmission};
+use hatrunk_consensus::pb::cluster_server::ClusterServer;
+use hatrunk_consensus::raft::{Consensus, RaftTiming};
+use hatrunk_consensus::server::ClusterService;
+use hatrunk_consensus::{Command, NodeInfo};
+
+use crate::admin::{pb::admin_server::AdminServer, AdminService};
+use crate::admission::{Admission, RaftAdmission};
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::http::{router, HttpState};
 use crate::metrics::Metrics;
 use crate::proxy::{Action, Engine, EngineConfig};
 use crate::status::SharedStatus;
-use crate::store::{SledTrunkStore, TrunkStore};
+use crate::store::{RaftTrunkStore, TrunkStore};
 
 fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -38,18 +43,101 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         .path(cfg.node.data_dir.join("db"))
         .open()
         .map_err(|e| NodeError::Storage(format!("cannot open {}: {e}", cfg.node.data_dir.display())))?;
-    let store: Arc<dyn TrunkStore> = Arc::new(SledTrunkStore::open(&db)?);
-    let admission: Arc<dyn Admission> = Arc::new(LocalAdmission::default());
+    let cluster_addr = cfg.cluster.advertise.clone().unwrap_or_else(|| cfg.cluster.listen.clone());
+    let info = NodeInfo {
+        name: cfg.node.name.clone(),
+        region: cfg.node.region.clone(),
+        zone: cfg.node.zone.clone(),
+        role: cfg.node.role.clone(),
+        cluster_addr,
+        sip_addr: if cfg.node.role == "sip" { listen.udp.to_string() } else { String::new() },
+    };
+    let timing = RaftTiming {
+        heartbeat_ms: cfg.cluster.heartbeat_ms,
+        election_min_ms: cfg.cluster.election_min_ms,
+        election_max_ms: cfg.cluster.election_max_ms,
+        ..RaftTiming::default()
+    };
+    let consensus = Consensus::start(cfg.node.id, info, &db, &timing).await?;
+    if cfg.cluster.bootstrap && consensus.initialize().await? {
+        tracing::info!("initialised a one-voter cluster on first start");
+    }
+    // Calls in progress live in this process: after a restart this node holds none, so the slots it
+    // held before are given back (the rule that cannot over-admit: only the node itself frees them).
+    tokio::spawn(reconcile(consensus.clone(), cfg.node.name.clone()));
+    let store: Arc<dyn TrunkStore> = Arc::new(RaftTrunkStore::new(consensus.clone()));
+    let admission: Arc<dyn Admission> = Arc::new(RaftAdmission::new(consensus.clone()));
     let metrics = Arc::new(Metrics::new().map_err(|e| NodeError::Storage(format!("metrics: {e}")))?);
     let status = Arc::new(SharedStatus::default());
 
+    let engine_task = if cfg.node.role == "sip" {
+        Some(start_sip(&cfg, listen, &db, store.clone(), admission.clone(), metrics.clone(), status.clone()).await?)
+    } else {
+        None
+    };
+    let admin = AdminService { store: store.clone(), admission: admission.clone(), status: status.clone(), consensus: consensus.clone() };
+    let admin_addr: std::net::SocketAddr =
+        cfg.cluster.listen.parse().map_err(|_| NodeError::Config { field: "cluster.listen".into(), reason: "bad address".into() })?;
+    let http_addr: std::net::SocketAddr =
+        cfg.http.listen.parse().map_err(|_| NodeError::Config { field: "http.listen".into(), reason: "bad address".into() })?;
+    let http_listener = TcpListener::bind(http_addr).await.map_err(io(format!("http {http_addr}")))?;
+    let http_state = Arc::new(HttpState { metrics, store, admission, status });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(http_listener, router(http_state)).await {
+            tracing::error!(error = %e, "http server stopped");
+        }
+    });
+    let admin_listener = TcpListener::bind(admin_addr).await.map_err(io(format!("cluster/admin {admin_addr}")))?;
+    tracing::info!(node = cfg.node.id, role = %cfg.node.role, sip_udp = %listen.udp, sip_tcp = %listen.tcp, cluster = %admin_addr, http = %http_addr, "hatrunk node running");
+    let incoming = tonic::transport::server::TcpIncoming::from(admin_listener);
+    let served = tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(30))
+        .add_service(AdminServer::new(admin))
+        .add_service(
+            ClusterServer::new(ClusterService { consensus: consensus.clone() })
+                .max_decoding_message_size(hatrunk_consensus::codec::LIMIT as usize),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    if let Some(t) = engine_task {
+        t.abort();
+    }
+    let _ = consensus.raft.shutdown().await;
+    let _ = db.flush_async().await;
+    served.map_err(|e| NodeError::Storage(format!("admin server: {e}")))?;
+    tracing::info!("hatrunk node stopped");
+    Ok(())
+}
+
+async fn reconcile(consensus: Arc<Consensus>, name: String) {
+    loop {
+        if consensus.is_initialized().await {
+            match consensus.write(Command::ReleaseNode { node: name.clone() }).await {
+                Ok(_) => return,
+                Err(e) => tracing::debug!(error = %e, "reconcile: waiting for the cluster"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Bind the SIP sockets and start the proxy engine (not on a witness).
+async fn start_sip(
+    cfg: &NodeConfig,
+    listen: crate::config::SipListen,
+    db: &sled::Db,
+    store: Arc<dyn TrunkStore>,
+    admission: Arc<dyn Admission>,
+    metrics: Arc<Metrics>,
+    status: Arc<SharedStatus>,
+) -> Result<tokio::task::JoinHandle<()>, NodeError> {
     let udp = UdpSocket::bind(listen.udp).await.map_err(io(format!("udp {}", listen.udp)))?;
     let tcp = TcpListener::bind(listen.tcp).await.map_err(io(format!("tcp {}", listen.tcp)))?;
     let (ev_tx, ev_rx) = mpsc::channel(65_536);
     let transports = Transports::start(udp, tcp, ev_tx)?;
     let cdr_tx = crate::cdr::start(cfg.cdr_path()).await?;
 
-    let secret = node_secret(&db)?;
+    let secret = node_secret(db)?;
     let upstream = match &cfg.upstream.target {
         Some(t) => {
             let st =
@@ -77,43 +165,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         max_expires_s: cfg.sip.max_expires_s,
         seed: wall_ms(),
     };
-    let engine = Engine::new(ecfg, store.clone(), metrics.clone(), status.clone());
-    let engine_task = tokio::spawn(engine_loop(engine, ev_rx, transports, admission.clone(), cdr_tx));
-
-    let me = Identity {
-        id: cfg.node.id,
-        name: cfg.node.name.clone(),
-        region: cfg.node.region.clone(),
-        zone: cfg.node.zone.clone(),
-        role: cfg.node.role.clone(),
-        sip: format!("{}", listen.udp),
-        cluster: cfg.cluster.advertise.clone().unwrap_or_else(|| cfg.cluster.listen.clone()),
-    };
-    let admin = AdminService { store: store.clone(), admission: admission.clone(), status: status.clone(), me };
-    let admin_addr: std::net::SocketAddr =
-        cfg.cluster.listen.parse().map_err(|_| NodeError::Config { field: "cluster.listen".into(), reason: "bad address".into() })?;
-    let http_addr: std::net::SocketAddr =
-        cfg.http.listen.parse().map_err(|_| NodeError::Config { field: "http.listen".into(), reason: "bad address".into() })?;
-    let http_listener = TcpListener::bind(http_addr).await.map_err(io(format!("http {http_addr}")))?;
-    let http_state = Arc::new(HttpState { metrics, store, admission, status });
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(http_listener, router(http_state)).await {
-            tracing::error!(error = %e, "http server stopped");
-        }
-    });
-    let admin_listener = TcpListener::bind(admin_addr).await.map_err(io(format!("admin {admin_addr}")))?;
-    tracing::info!(sip_udp = %listen.udp, sip_tcp = %listen.tcp, admin = %admin_addr, http = %http_addr, "hatrunk node running");
-    let incoming = tonic::transport::server::TcpIncoming::from(admin_listener);
-    let served = tonic::transport::Server::builder()
-        .timeout(Duration::from_secs(30))
-        .add_service(AdminServer::new(admin))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
-    engine_task.abort();
-    let _ = db.flush_async().await;
-    served.map_err(|e| NodeError::Storage(format!("admin server: {e}")))?;
-    tracing::info!("hatrunk node stopped");
-    Ok(())
+    let engine = Engine::new(ecfg, store, metrics, status);
+    Ok(tokio::spawn(engine_loop(engine, ev_rx, transports, admission, cdr_tx)))
 }
 
 /// A per-node secret for digest nonces, created once and kept in the store.

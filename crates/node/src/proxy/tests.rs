@@ -13,22 +13,47 @@ use hatrunk_sip::{Method, SipMessage};
 use super::{Action, Engine, EngineConfig};
 use crate::metrics::Metrics;
 use crate::status::SharedStatus;
-use crate::store::{SledTrunkStore, TrunkStore};
+use crate::store::{BoxFuture, TrunkStore};
+
+/// Trunks in memory: the engine reads through the `TrunkStore` trait and never needs more here.
+struct MemStore(Vec<Arc<hatrunk_core::trunk::Trunk>>);
+
+impl TrunkStore for MemStore {
+    fn apply(&self, _: hatrunk_core::trunk::Trunk) -> BoxFuture<'_, Result<(), crate::NodeError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn delete(&self, _: String) -> BoxFuture<'_, Result<(), crate::NodeError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn get(&self, id: &str) -> Option<Arc<hatrunk_core::trunk::Trunk>> {
+        self.0.iter().find(|t| t.id == id).cloned()
+    }
+    fn list(&self) -> Vec<Arc<hatrunk_core::trunk::Trunk>> {
+        self.0.clone()
+    }
+    fn by_number(&self, n: &str) -> Option<Arc<hatrunk_core::trunk::Trunk>> {
+        self.0.iter().find(|t| t.numbers.iter().any(|x| x == n)).cloned()
+    }
+    fn by_source(&self, _: std::net::IpAddr) -> Vec<(Arc<hatrunk_core::trunk::Trunk>, hatrunk_core::trunk::Role)> {
+        Vec::new()
+    }
+    fn by_username(&self, _: &str) -> Option<(Arc<hatrunk_core::trunk::Trunk>, hatrunk_core::trunk::Role)> {
+        None
+    }
+}
 
 const CARRIER: &str = "10.9.9.9:5060";
 const PRIMARY: &str = "10.0.0.1:5060";
 const SECONDARY: &str = "10.0.0.2:5060";
 
 async fn engine() -> Engine {
-    let db = sled::Config::new().temporary(true).open().expect("db");
-    let store = Arc::new(SledTrunkStore::open(&db).expect("store"));
     let trunk = hatrunk_core::trunk::parse_trunk(
         "id = \"t\"\nnumbers = [\"1000\"]\nmax_concurrent_calls = 5\nmode = \"auto-failover\"\nfailover_timeout_ms = 1000\n\
          [primary]\nauth = \"ip\"\ntarget = \"sip:10.0.0.1:5060\"\nallowed_ips = [\"10.0.0.1\"]\n\
          [secondary]\nauth = \"ip\"\ntarget = \"sip:10.0.0.2:5060\"\nallowed_ips = [\"10.0.0.2\"]\n",
     )
     .expect("trunk");
-    store.apply(trunk).await.expect("apply");
+    let store = Arc::new(MemStore(vec![Arc::new(trunk)]));
     let cfg = EngineConfig {
         node: "n1".into(),
         zone: "z".into(),
