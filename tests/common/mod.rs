@@ -41,10 +41,26 @@ impl Node {
 
     /// Like [`Node::start`], with `sip` lines added to the `[sip]` section.
     pub fn start_with(base: u16, sip: &str, extra: &str) -> Node {
+        Node::start_full(base, "", sip, "", extra)
+    }
+
+    /// A cluster member: node `id` (named `n{id}`), bootstrapping a cluster or waiting to be joined.
+    pub fn member(base: u16, id: u64, bootstrap: bool) -> Node {
+        Node::start_full(
+            base,
+            &format!("id = {id}\nname = \"n{id}\"\nzone = \"z{id}\""),
+            "",
+            &format!("bootstrap = {bootstrap}\nheartbeat_ms = 100\nelection_min_ms = 800\nelection_max_ms = 1600"),
+            "",
+        )
+    }
+
+    /// Start with lines added to the `[node]`, `[sip]` and `[cluster]` sections and `extra` after.
+    pub fn start_full(base: u16, node: &str, sip: &str, cluster: &str, extra: &str) -> Node {
         require_sipp();
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = format!(
-            "[node]\ndata_dir = \"{}\"\n[sip]\nlisten = [\"udp:127.0.0.1:{base}\", \"tcp:127.0.0.1:{base}\"]\n{sip}\n[cluster]\nlisten = \"127.0.0.1:{}\"\n[http]\nlisten = \"127.0.0.1:{}\"\n{extra}",
+            "[node]\ndata_dir = \"{}\"\n{node}\n[sip]\nlisten = [\"udp:127.0.0.1:{base}\", \"tcp:127.0.0.1:{base}\"]\n{sip}\n[cluster]\nlisten = \"127.0.0.1:{}\"\n{cluster}\n[http]\nlisten = \"127.0.0.1:{}\"\n{extra}",
             dir.path().join("data").display(),
             base + 1,
             base + 2
@@ -69,10 +85,15 @@ impl Node {
         node
     }
 
-    /// Kill the node (SIGKILL) and start it again on the same data directory and ports.
-    pub fn restart(mut self) -> Node {
+    /// Kill the node with SIGKILL (its data directory stays).
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Kill the node (SIGKILL) and start it again on the same data directory and ports.
+    pub fn restart(mut self) -> Node {
+        self.kill();
         let log = std::fs::OpenOptions::new().append(true).open(self.dir.path().join("node.log")).expect("log");
         let child = Command::new(hatrunk_bin())
             .args(["run", "--config"])

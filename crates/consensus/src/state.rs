@@ -21,24 +21,37 @@ pub struct ClusterState {
     pub numbers: BTreeMap<String, String>,
     pub pool: Pool,
     pub registrations: BTreeMap<String, Registration>,
-    /// client -> (last serial applied, its result)
-    dedup: HashMap<u64, (u64, CommandResult)>,
+    /// client -> recent serials and their results. A window, not a "last serial": one client has
+    /// many writes in flight and they may commit in any order.
+    dedup: HashMap<u64, BTreeMap<u64, CommandResult>>,
 }
+
+/// Results remembered per client; a retry older than this many newer writes is refused.
+pub const DEDUP_WINDOW: usize = 4096;
 
 impl ClusterState {
     /// Apply one request. A request whose serial is not above the client's last one is a retry:
     /// it returns the recorded result and changes nothing.
     pub fn apply(&mut self, req: &Request) -> CommandResult {
-        if req.client != 0 {
-            if let Some((serial, result)) = self.dedup.get(&req.client) {
-                if req.serial <= *serial {
-                    return result.clone();
-                }
+        if req.client == 0 {
+            return self.apply_command(&req.command);
+        }
+        if let Some(seen) = self.dedup.get(&req.client) {
+            if let Some(result) = seen.get(&req.serial) {
+                return result.clone();
+            }
+            if seen.len() >= DEDUP_WINDOW && seen.keys().next().is_some_and(|oldest| req.serial < *oldest) {
+                return CommandResult::Refused(format!(
+                    "request {} of client {} is too old to tell whether it was applied",
+                    req.serial, req.client
+                ));
             }
         }
         let result = self.apply_command(&req.command);
-        if req.client != 0 {
-            self.dedup.insert(req.client, (req.serial, result.clone()));
+        let seen = self.dedup.entry(req.client).or_default();
+        seen.insert(req.serial, result.clone());
+        while seen.len() > DEDUP_WINDOW {
+            seen.pop_first();
         }
         result
     }
@@ -148,6 +161,17 @@ mod tests {
             let back: Request = crate::codec::decode(&crate::codec::encode(&r).expect("encode")).expect("decode");
             assert_eq!(back, r);
         }
+    }
+
+    #[test]
+    fn concurrent_writes_of_one_client_may_commit_out_of_order() {
+        let mut s = ClusterState::default();
+        s.apply(&req(1, 1, Command::PutTrunk(Box::new(trunk("a", "100", 5)))));
+        let admit = |slot: &str| Command::Admit { trunk: "a".into(), slot: slot.into() };
+        // serial 3 commits before serial 2: both are new requests and both take a slot
+        assert_eq!(s.apply(&req(9, 3, admit("n/3"))), CommandResult::Admission(Admission::Granted));
+        assert_eq!(s.apply(&req(9, 2, admit("n/2"))), CommandResult::Admission(Admission::Granted));
+        assert_eq!(s.pool.used("a"), 2);
     }
 
     #[test]

@@ -24,17 +24,35 @@ pub trait Admission: Send + Sync {
 
 pub struct RaftAdmission {
     consensus: Arc<Consensus>,
+    node: String,
+    reconciled: tokio::sync::OnceCell<()>,
 }
 
 impl RaftAdmission {
-    pub fn new(consensus: Arc<Consensus>) -> Self {
-        RaftAdmission { consensus }
+    /// `node` is this node's name, the prefix of every slot it takes.
+    pub fn new(consensus: Arc<Consensus>, node: String) -> Self {
+        RaftAdmission { consensus, node, reconciled: tokio::sync::OnceCell::new() }
+    }
+
+    /// Give back every slot this node held before it (re)started: its calls lived in the process
+    /// that is gone. Done once, and always before this node's first admission, so a release of old
+    /// slots can never hit a call admitted by this process.
+    pub async fn reconcile(&self) -> Result<(), NodeError> {
+        self.reconciled
+            .get_or_try_init(|| async {
+                outcome(self.consensus.write(Command::ReleaseNode { node: self.node.clone() }).await?)?;
+                tracing::info!(node = %self.node, "slots of previous runs released");
+                Ok::<(), NodeError>(())
+            })
+            .await
+            .map(|_| ())
     }
 }
 
 impl Admission for RaftAdmission {
     fn admit(&self, trunk: String, _limit: u32, call: String) -> BoxFuture<'_, Result<Decision, NodeError>> {
         Box::pin(async move {
+            self.reconcile().await?;
             match outcome(self.consensus.write(Command::Admit { trunk: trunk.clone(), slot: call }).await?)? {
                 CommandResult::Admission(d) => Ok(d),
                 other => Err(NodeError::Refused(format!("unexpected admission result {other:?} for trunk {trunk}"))),

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use hatrunk_consensus::pb::cluster_server::ClusterServer;
 use hatrunk_consensus::raft::{Consensus, RaftTiming};
 use hatrunk_consensus::server::ClusterService;
-use hatrunk_consensus::{Command, NodeInfo};
+use hatrunk_consensus::NodeInfo;
 
 use crate::admin::{pb::admin_server::AdminServer, AdminService};
 use crate::admission::{Admission, RaftAdmission};
@@ -62,11 +62,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
     if cfg.cluster.bootstrap && consensus.initialize().await? {
         tracing::info!("initialised a one-voter cluster on first start");
     }
-    // Calls in progress live in this process: after a restart this node holds none, so the slots it
-    // held before are given back (the rule that cannot over-admit: only the node itself frees them).
-    tokio::spawn(reconcile(consensus.clone(), cfg.node.name.clone()));
     let store: Arc<dyn TrunkStore> = Arc::new(RaftTrunkStore::new(consensus.clone()));
-    let admission: Arc<dyn Admission> = Arc::new(RaftAdmission::new(consensus.clone()));
+    let raft_admission = Arc::new(RaftAdmission::new(consensus.clone(), cfg.node.name.clone()));
+    tokio::spawn(reconcile(consensus.clone(), raft_admission.clone()));
+    let admission: Arc<dyn Admission> = raft_admission;
     let metrics = Arc::new(Metrics::new().map_err(|e| NodeError::Storage(format!("metrics: {e}")))?);
     let status = Arc::new(SharedStatus::default());
 
@@ -109,11 +108,12 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
     Ok(())
 }
 
-async fn reconcile(consensus: Arc<Consensus>, name: String) {
+/// Release the slots of this node's previous runs as soon as the cluster can take the write.
+async fn reconcile(consensus: Arc<Consensus>, admission: Arc<RaftAdmission>) {
     loop {
         if consensus.is_initialized().await {
-            match consensus.write(Command::ReleaseNode { node: name.clone() }).await {
-                Ok(_) => return,
+            match admission.reconcile().await {
+                Ok(()) => return,
                 Err(e) => tracing::debug!(error = %e, "reconcile: waiting for the cluster"),
             }
         }

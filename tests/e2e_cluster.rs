@@ -1,0 +1,146 @@
+//! The Raft group end to end: real `hatrunk` processes on loopback forming a cluster with the CLI,
+//! losing and regaining nodes, and one call pool shared by all of them.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn json(out: &std::process::Output) -> Value {
+    assert!(out.status.success(), "cli failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// The members as `cluster members -o json` shows them through `via`.
+fn members(via: &Node) -> Vec<Value> {
+    json(&via.cli(&["cluster", "members", "-o", "json"])).as_array().cloned().unwrap_or_default()
+}
+
+fn join(via: &Node, new: &Node) {
+    let out = via.cli(&["cluster", "join", &format!("127.0.0.1:{}", new.admin)]);
+    assert!(out.status.success(), "join failed: {}\n{}", String::from_utf8_lossy(&out.stderr), via.log());
+}
+
+/// Wait until `via` reports a leader other than `not`, returning its id.
+fn wait_leader(via: &Node, not: Option<u64>) -> u64 {
+    let t0 = Instant::now();
+    loop {
+        let out = via.cli(&["cluster", "status", "-o", "json"]);
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let leader = v["leader"].as_u64().unwrap_or(0);
+            if leader != 0 && Some(leader) != not {
+                return leader;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "no new leader after 15 s:\n{}", via.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn trunk_file(id: &str, number: &str, limit: u32, pbx: u16) -> String {
+    trunk(id, number, limit, "only-primary", "", pbx, pbx + 1, "")
+}
+
+fn has_trunk(via: &Node, id: &str) -> bool {
+    via.cli(&["trunk", "get", id]).status.success()
+}
+
+#[test]
+fn three_nodes_form_a_cluster_survive_the_leader_and_remove_a_member() {
+    let mut nodes = vec![Node::member(36000, 1, true), Node::member(36010, 2, false), Node::member(36020, 3, false)];
+    join(&nodes[0], &nodes[1]);
+    join(&nodes[1], &nodes[2]); // any member serves the verb: a follower forwards it to the leader
+    let m = members(&nodes[2]);
+    assert_eq!(m.len(), 3, "{m:?}");
+    assert!(m.iter().all(|x| x["voter"] == true && x["healthy"] == true), "{m:?}");
+
+    // a trunk applied through one node is read through another (linearizable get)
+    nodes[1].apply(&trunk_file("a", "3600", 5, 36100));
+    assert!(has_trunk(&nodes[2], "a"));
+    assert!(has_trunk(&nodes[0], "a"));
+
+    // kill -9 the leader: a new one within a few seconds, and writes go on
+    let leader = wait_leader(&nodes[0], None);
+    let dead = (leader - 1) as usize;
+    nodes[dead].kill();
+    let survivor = (dead + 1) % 3;
+    let t0 = Instant::now();
+    let new_leader = wait_leader(&nodes[survivor], Some(leader));
+    assert_ne!(new_leader, leader);
+    assert!(t0.elapsed() < Duration::from_secs(10), "election took {:?}", t0.elapsed());
+    nodes[survivor].apply(&trunk_file("b", "3601", 5, 36100));
+
+    // the killed node restarts from its disk and catches up
+    let restarted = nodes.remove(dead).restart();
+    let t0 = Instant::now();
+    while !restarted.cli(&["trunk", "list", "-o", "json"]).stdout.windows(3).any(|w| w == b"\"b\"") {
+        assert!(t0.elapsed() < Duration::from_secs(15), "restarted node did not catch up:\n{}", restarted.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // cluster remove of another node, asked through the restarted one: the rest go on
+    let victim = if leader == 1 { 2 } else { 1 };
+    let out = restarted.cli(&["cluster", "remove", &victim.to_string()]);
+    assert!(out.status.success(), "remove failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(members(&restarted).len(), 2);
+    restarted.apply(&trunk_file("c", "3602", 5, 36100));
+    assert!(has_trunk(&restarted, "c"));
+}
+
+#[test]
+fn bad_membership_requests_are_refused_and_change_nothing() {
+    let n1 = Node::member(36200, 1, true);
+    let n2 = Node::member(36210, 2, false);
+    wait_leader(&n1, None);
+    // an address that is not a hatrunk node (the HTTP port)
+    let out = n1.cli(&["cluster", "join", &format!("127.0.0.1:{}", n1.admin + 1)]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did not answer as a hatrunk node"));
+    // an unknown id, the last voter
+    let out = n1.cli(&["cluster", "remove", "42"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a member"));
+    let out = n1.cli(&["cluster", "remove", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("last voter"));
+    assert_eq!(members(&n1).len(), 1);
+    // a trunk file that fails validation, sent to a follower
+    join(&n1, &n2);
+    let out = n2.try_apply(&trunk_file("bad", "3620", 5, 36100).replace("only-primary", "sometimes"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mode"));
+    assert!(json(&n1.cli(&["trunk", "list", "-o", "json"])).as_array().is_some_and(|a| a.is_empty()));
+}
+
+#[test]
+fn one_limit_across_two_nodes() {
+    let n1 = Node::member(36300, 1, true);
+    let n2 = Node::member(36310, 2, false);
+    let n3 = Node::member(36320, 3, false);
+    join(&n1, &n2);
+    join(&n1, &n3);
+    let _pbx = uas(&scenario("uas_rr.xml"), 36390, false);
+    n1.apply(&trunk_file("shared", "3630", 20, 36390));
+    let t0 = Instant::now();
+    while !n2.cli(&["trunk", "list", "-o", "json"]).stdout.windows(8).any(|w| w == b"\"shared\"") {
+        assert!(t0.elapsed() < Duration::from_secs(10), "trunk not replicated");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // 20 long calls through each of two nodes at once: exactly 20 answered in all
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| uac(&scenario("uac_rr.xml"), &n1, 36330, "3630", 20, 100, 4000, &[]));
+        let b = s.spawn(|| uac(&scenario("uac_rr.xml"), &n2, 36331, "3630", 20, 100, 4000, &[]));
+        (a.join().expect("a"), b.join().expect("b"))
+    });
+    assert_eq!(a.ok + b.ok, 20, "answered {a:?} + {b:?}");
+    assert_eq!(a.failed + b.failed, 20);
+    // when they end, every slot is back, as any node sees it
+    let t0 = Instant::now();
+    while n3.in_use("shared") != 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "slots leaked: {}", n3.in_use("shared"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
