@@ -18,6 +18,14 @@ fi
 command -v sipp >/dev/null || { echo "FATAL: sipp is still missing after installing sip-tester" >&2; exit 1; }
 [ -d ../shared/sip-torture ] || { echo "FATAL: ../shared (torture messages, SIPp scenarios) must sit beside the checkout" >&2; exit 1; }
 
+# End-to-end tests bind ports 30000-39999, inside Linux's ephemeral range: reserve them so the kernel
+# never hands one to an outgoing connection (the harness does the same when run without this script).
+if [ -w /proc/sys/net/ipv4/ip_local_reserved_ports ]; then
+  r=$(cat /proc/sys/net/ipv4/ip_local_reserved_ports)
+  case "$r" in *30000-39999*) ;; "") echo 30000-39999 > /proc/sys/net/ipv4/ip_local_reserved_ports ;;
+    *) echo "$r,30000-39999" > /proc/sys/net/ipv4/ip_local_reserved_ports ;; esac
+fi
+
 # criterion benches run once each as tests (--all-targets), so they never rot; they take no
 # --test-threads flag, hence the environment variable for the test binaries.
 export RUST_TEST_THREADS=2

@@ -144,3 +144,73 @@ fn one_limit_across_two_nodes() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn the_limit_holds_and_nothing_leaks_when_the_leader_dies_mid_call() {
+    let nodes = vec![Node::member(36400, 1, true), Node::member(36410, 2, false)];
+    let mut third = Node::member(36420, 3, false);
+    join(&nodes[0], &nodes[1]);
+    join(&nodes[0], &third);
+    // make node 3 the leader; calls enter through nodes 1 and 2
+    let out = nodes[0].cli(&["cluster", "transfer-leader", "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t0 = Instant::now();
+    while wait_leader(&nodes[0], None) != 3 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "node 3 never became leader");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _pbx = uas(&scenario("uas_rr.xml"), 36490, false);
+    nodes[0].apply(&trunk_file("mid", "3640", 20, 36490));
+    std::thread::sleep(Duration::from_millis(500));
+    let (a, b) = std::thread::scope(|s| {
+        let (n1, n2) = (&nodes[0], &nodes[1]);
+        let a = s.spawn(move || uac(&scenario("uac_rr.xml"), n1, 36430, "3640", 20, 100, 6000, &[]));
+        let b = s.spawn(move || uac(&scenario("uac_rr.xml"), n2, 36431, "3640", 20, 100, 6000, &[]));
+        std::thread::sleep(Duration::from_secs(2));
+        third.kill();
+        (a.join().expect("a"), b.join().expect("b"))
+    });
+    assert!(a.ok + b.ok <= 20, "over-admitted: {a:?} + {b:?}");
+    assert!(a.ok + b.ok > 0, "nothing answered: {a:?} + {b:?}");
+    let t0 = Instant::now();
+    while nodes[0].in_use("mid") != 0 {
+        assert!(t0.elapsed() < Duration::from_secs(15), "slots leaked: {}\n{}", nodes[0].in_use("mid"), nodes[0].log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn five_nodes_survive_two_losses_with_a_witness_voting() {
+    let mut nodes: Vec<Node> = (1..=4u64).map(|id| Node::member(36500 + 10 * id as u16, id, id == 1)).collect();
+    let witness = Node::start_full(
+        36560,
+        "id = 5\nname = \"w5\"\nrole = \"witness\"",
+        "",
+        "bootstrap = false\nheartbeat_ms = 100\nelection_min_ms = 800\nelection_max_ms = 1600",
+        "",
+    );
+    for n in nodes.iter().skip(1) {
+        join(&nodes[0], n);
+    }
+    join(&nodes[0], &witness);
+    let m = members(&witness);
+    assert_eq!(m.iter().filter(|x| x["voter"] == true).count(), 5, "{m:?}");
+    assert!(m.iter().any(|x| x["role"] == "witness" && x["sip"] == ""), "{m:?}");
+    // the witness runs no SIP: nothing listens on its SIP port
+    assert!(std::net::TcpStream::connect(("127.0.0.1", 36560)).is_err());
+    nodes[0].apply(&trunk_file("five", "3650", 5, 36590));
+    let leader = wait_leader(&witness, None);
+    // lose the leader and one more node: three of five remain, a majority
+    let mut lost = vec![leader];
+    if leader != 5 {
+        nodes[(leader - 1) as usize].kill();
+    }
+    let other = (1..=4u64).find(|id| *id != leader).expect("another node");
+    nodes[(other - 1) as usize].kill();
+    lost.push(other);
+    let via = (1..=4u64).find(|id| !lost.contains(id)).expect("a survivor");
+    let via = &nodes[(via - 1) as usize];
+    wait_leader(via, Some(leader));
+    via.apply(&trunk_file("after", "3651", 5, 36590));
+    assert!(has_trunk(via, "five") && has_trunk(via, "after"));
+}

@@ -20,8 +20,20 @@ pub fn shared() -> PathBuf {
     repo().join("../shared")
 }
 
+/// Test ports live in 30000-39999, inside Linux's ephemeral range: reserve them so no outgoing
+/// connection (gRPC, SIPp) is given one of them by the kernel while a test is about to bind it.
+fn reserve_test_ports() {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+    let now = std::fs::read_to_string(PATH).unwrap_or_default();
+    if !now.contains("30000-39999") {
+        let value = if now.trim().is_empty() { "30000-39999".to_string() } else { format!("{},30000-39999", now.trim()) };
+        std::fs::write(PATH, value).unwrap_or_else(|e| panic!("cannot reserve test ports in {PATH} (run as root): {e}"));
+    }
+}
+
 /// SIPp must be installed (the test command installs Debian's sip-tester); never skip without it.
 pub fn require_sipp() {
+    reserve_test_ports();
     let ok = Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
     assert!(ok, "sipp is not installed: run the README's test command (it installs sip-tester)");
 }

@@ -48,6 +48,15 @@ pub enum ReadReply {
     Trunk(Option<Trunk>),
 }
 
+/// Steps of a leadership transfer (openraft 0.9 has no transfer API; see [`Consensus::transfer_leader`]).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub enum Control {
+    /// Allow or forbid this node to start elections on its own timer.
+    SetElection(bool),
+    /// Start an election now.
+    Elect,
+}
+
 /// One member of the Raft group.
 pub struct Consensus {
     pub id: u64,
@@ -184,6 +193,64 @@ impl Consensus {
         Ok(info)
     }
 
+    /// Serve a transfer step sent by the leader.
+    pub async fn control(&self, c: Control) -> Result<(), String> {
+        match c {
+            Control::SetElection(on) => self.raft.runtime_config().elect(on),
+            Control::Elect => self.raft.trigger().elect().await.map_err(|e| e.to_string())?,
+        }
+        Ok(())
+    }
+
+    /// Hand leadership to voter `target`. Run on the leader. openraft 0.9 has no transfer, and a
+    /// follower refuses to vote while the leader's lease (election_timeout_max since the last
+    /// heartbeat) holds, so: the other followers stop electing on their own, this leader stops
+    /// sending heartbeats, and once the lease is over the target starts an election, which it wins
+    /// with the votes of the quiet followers. Everything is switched back on afterwards, whatever
+    /// happened.
+    pub async fn transfer_leader(&self, target: u64, timing: &RaftTiming) -> Result<(), ConsensusError> {
+        if !self.is_leader() {
+            return Err(ConsensusError::Refused("only the leader can hand leadership over".into()));
+        }
+        if target == self.id {
+            return Ok(());
+        }
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let voters: Vec<u64> = m.membership().voter_ids().collect();
+        if !voters.contains(&target) {
+            return Err(ConsensusError::Refused(format!("node {target} is not a voter")));
+        }
+        let addr = |id: u64| m.membership().get_node(&id).map(|n| n.cluster_addr.clone()).unwrap_or_default();
+        let others: Vec<u64> = voters.iter().copied().filter(|v| *v != target && *v != self.id).collect();
+        for v in &others {
+            let _ = send_control(&addr(*v), Control::SetElection(false)).await;
+        }
+        self.raft.runtime_config().elect(false);
+        self.raft.runtime_config().heartbeat(false);
+        tokio::time::sleep(Duration::from_millis(timing.election_max_ms + timing.heartbeat_ms * 2)).await;
+        let elected = send_control(&addr(target), Control::Elect).await;
+        let mut won = false;
+        if elected.is_ok() {
+            for _ in 0..50 {
+                if self.raft.metrics().borrow().current_leader == Some(target) {
+                    won = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        self.raft.runtime_config().heartbeat(true);
+        self.raft.runtime_config().elect(true);
+        for v in &others {
+            let _ = send_control(&addr(*v), Control::SetElection(true)).await;
+        }
+        match (elected, won) {
+            (Err(e), _) => Err(ConsensusError::Unavailable(format!("node {target} could not start an election: {e}"))),
+            (_, false) => Err(ConsensusError::Unavailable(format!("node {target} did not win the election"))),
+            _ => Ok(()),
+        }
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
     }
@@ -204,6 +271,15 @@ pub async fn peer_info(addr: &str) -> Result<(u64, NodeInfo, bool), String> {
     r.set_timeout(Duration::from_secs(3));
     let reply = c.info(r).await.map_err(|s| format!("{addr} did not answer as a hatrunk node: {}", s.message()))?;
     crate::codec::decode(&reply.into_inner().data).map_err(|e| format!("{addr} sent an unreadable identity: {e}"))
+}
+
+async fn send_control(addr: &str, c: Control) -> Result<(), String> {
+    let mut cl = ClusterClient::new(channel(addr)?);
+    let mut r = tonic::Request::new(Blob { data: crate::codec::encode(&c).map_err(|e| e.to_string())? });
+    r.set_timeout(Duration::from_secs(3));
+    let reply = cl.control(r).await.map_err(|s| s.message().to_string())?;
+    let out: Result<(), String> = crate::codec::decode(&reply.into_inner().data).map_err(|e| e.to_string())?;
+    out
 }
 
 async fn forward_write(addr: &str, req: &Request) -> Result<CommandResult, String> {

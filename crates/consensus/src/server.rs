@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use crate::codec::{decode, encode};
 use crate::pb::cluster_server::Cluster;
 use crate::pb::Blob;
-use crate::raft::{Consensus, Read};
+use crate::raft::{Consensus, Control, Read};
 use crate::types::TypeConfig;
 
 pub struct ClusterService {
@@ -49,6 +49,11 @@ impl Cluster for ClusterService {
     async fn read(&self, r: Request<Blob>) -> Result<Response<Blob>, Status> {
         let q: Read = input(r)?;
         reply(&self.consensus.read_local(q).await)
+    }
+
+    async fn control(&self, r: Request<Blob>) -> Result<Response<Blob>, Status> {
+        let c: Control = input(r)?;
+        reply(&self.consensus.control(c).await)
     }
 
     async fn info(&self, _r: Request<Blob>) -> Result<Response<Blob>, Status> {

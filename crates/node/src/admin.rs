@@ -28,6 +28,7 @@ pub struct AdminService {
     pub admission: Arc<dyn Admission>,
     pub status: Arc<SharedStatus>,
     pub consensus: Arc<Consensus>,
+    pub timing: hatrunk_consensus::raft::RaftTiming,
 }
 
 /// Largest trunk file accepted over the API.
@@ -232,25 +233,16 @@ impl Admin for AdminService {
     }
 
     async fn transfer_leader(&self, req: Request<pb::NodeId>) -> Result<Response<pb::ClusterStatusReply>, Status> {
+        if let Some(mut leader) = self.leader().await? {
+            return leader.transfer_leader(req.into_inner()).await;
+        }
         let id = req.into_inner().id;
-        if id == self.consensus.id {
-            // openraft 0.9 has no leadership transfer: the target starts an election, which it wins
-            // when its log is up to date (docs/consensus.md)
-            self.consensus.raft.trigger().elect().await.map_err(|e| Status::internal(e.to_string()))?;
-            for _ in 0..50 {
-                if self.consensus.is_leader() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            return Ok(Response::new(self.status_reply().await));
-        }
         let m = self.consensus.raft.metrics().borrow().membership_config.clone();
-        let target = m.membership().get_node(&id).cloned().ok_or_else(|| Status::not_found(format!("node {id} is not a member")))?;
-        if !m.membership().voter_ids().any(|v| v == id) {
-            return Err(Status::failed_precondition(format!("node {id} is a learner and cannot lead")));
+        if m.membership().get_node(&id).is_none() {
+            return Err(Status::not_found(format!("node {id} is not a member")));
         }
-        let ch = hatrunk_consensus::network::channel(&target.cluster_addr).map_err(Status::internal)?;
-        AdminClient::new(ch).transfer_leader(pb::NodeId { id }).await
+        self.consensus.transfer_leader(id, &self.timing).await.map_err(|e| to_status(e.into()))?;
+        tracing::info!(node = id, "leadership handed over");
+        Ok(Response::new(self.status_reply().await))
     }
 }

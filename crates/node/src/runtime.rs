@@ -74,7 +74,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
     } else {
         None
     };
-    let admin = AdminService { store: store.clone(), admission: admission.clone(), status: status.clone(), consensus: consensus.clone() };
+    let admin =
+        AdminService { store: store.clone(), admission: admission.clone(), status: status.clone(), consensus: consensus.clone(), timing };
     let admin_addr: std::net::SocketAddr =
         cfg.cluster.listen.parse().map_err(|_| NodeError::Config { field: "cluster.listen".into(), reason: "bad address".into() })?;
     let http_addr: std::net::SocketAddr =
