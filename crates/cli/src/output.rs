@@ -123,10 +123,12 @@ pub fn members(r: &pb::ClusterStatusReply, fmt: Format) {
                 m.voter.to_string(),
                 m.leader.to_string(),
                 m.healthy.to_string(),
+                if m.lag < 0 { "-".to_string() } else { m.lag.to_string() },
+                m.cluster.clone(),
             ]
         })
         .collect();
-    table(&["ID", "NAME", "REGION", "ZONE", "ROLE", "VOTER", "LEADER", "HEALTHY"], rows);
+    table(&["ID", "NAME", "REGION", "ZONE", "ROLE", "VOTER", "LEADER", "HEALTHY", "LAG", "ADDRESS"], rows);
 }
 
 pub fn status(r: &pb::ClusterStatusReply, fmt: Format) {
