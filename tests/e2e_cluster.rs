@@ -214,3 +214,26 @@ fn five_nodes_survive_two_losses_with_a_witness_voting() {
     via.apply(&trunk_file("after", "3651", 5, 36590));
     assert!(has_trunk(via, "five") && has_trunk(via, "after"));
 }
+
+#[test]
+fn a_node_cut_off_from_the_majority_admits_nothing() {
+    let mut nodes = vec![Node::member(36600, 1, true), Node::member(36610, 2, false), Node::member(36620, 3, false)];
+    join(&nodes[0], &nodes[1]);
+    join(&nodes[0], &nodes[2]);
+    let _pbx = uas(&scenario("uas_rr.xml"), 36690, false);
+    nodes[0].apply(&trunk_file("minority", "3660", 5, 36690));
+    let t0 = Instant::now();
+    while !nodes[2].cli(&["trunk", "list", "-o", "json"]).stdout.windows(10).any(|w| w == b"\"minority\"") {
+        assert!(t0.elapsed() < Duration::from_secs(10), "trunk not replicated");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(uac(&scenario("uac_rr.xml"), &nodes[2], 36630, "3660", 1, 1, 0, &[]), Calls { ok: 1, failed: 0 });
+    nodes[0].kill();
+    nodes[1].kill();
+    // the survivor still knows the trunk (local read) but cannot commit an admission: 503, cause 41
+    let dir = tempfile::tempdir().expect("tmp");
+    let r = uac(&with_code(dir.path(), "uac_expect.xml", 503), &nodes[2], 36631, "3660", 1, 1, 0, &[]);
+    assert_eq!(r, Calls { ok: 1, failed: 0 });
+    let cdr = nodes[2].wait_cdrs(|c| c["trunk"] == "minority" && c["disposition"] == "CONGESTION", 1);
+    assert_eq!(cdr.len(), 1, "{:?}", nodes[2].cdrs());
+}

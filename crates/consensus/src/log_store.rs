@@ -2,8 +2,11 @@
 //!
 //! Entries live in tree `raft_log` under their index in big-endian (so sled's order is log order), as
 //! bincode. Vote, committed id and last purged id live in tree `raft_meta`. Every write is followed
-//! by a sled flush before it is acknowledged: the append callback fires only after `flush_async`
-//! returned, so an acknowledged entry is on disk (sled's known weak spot is losing unflushed writes).
+//! by a sled flush before it is acknowledged: the append callback fires only after a `flush_async`
+//! that started after the entries were written, so an acknowledged entry is on disk (sled's known
+//! weak spot is losing unflushed writes). Appends are group-committed: a flusher task acknowledges
+//! every append queued while the previous flush ran with one flush (openraft allows the callback to
+//! fire after `append` returns).
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -24,11 +27,28 @@ type SResult<T> = Result<T, StorageError<NodeId>>;
 pub struct LogStore {
     log: sled::Tree,
     meta: sled::Tree,
+    flusher: tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
 }
 
 impl LogStore {
+    /// Open the log (inside a tokio runtime: it starts the group-commit flusher).
     pub fn open(db: &sled::Db) -> Result<LogStore, ConsensusError> {
-        Ok(LogStore { log: db.open_tree("raft_log")?, meta: db.open_tree("raft_meta")? })
+        let log = db.open_tree("raft_log")?;
+        let (flusher, mut queue) = tokio::sync::mpsc::unbounded_channel::<LogFlushed<TypeConfig>>();
+        let tree = log.clone();
+        tokio::spawn(async move {
+            while let Some(first) = queue.recv().await {
+                let mut batch = vec![first];
+                while let Ok(more) = queue.try_recv() {
+                    batch.push(more);
+                }
+                let flushed = tree.flush_async().await.map(|_| ()).map_err(|e| e.to_string());
+                for cb in batch {
+                    cb.log_io_completed(flushed.clone().map_err(std::io::Error::other));
+                }
+            }
+        });
+        Ok(LogStore { log, meta: db.open_tree("raft_meta")?, flusher })
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &str) -> SResult<Option<T>> {
@@ -122,13 +142,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.insert(&key(e.log_id.index), b);
         }
         self.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
-        let flushed = self.log.flush_async().await.map(|_| ()).map_err(std::io::Error::other);
-        let failed = flushed.as_ref().err().map(|e| StorageIOError::write_logs(e));
-        callback.log_io_completed(flushed);
-        match failed {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
-        }
+        // acknowledged by the flusher after its next flush, which covers this batch
+        self.flusher.send(callback).map_err(|_| StorageIOError::write_logs(&std::io::Error::other("log flusher stopped")))?;
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> SResult<()> {

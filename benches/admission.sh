@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Admission throughput of a 3-node loopback hatrunk cluster (admit + release per second, admit latency
+# p50/p99), and etcd's write rate on a 3-member loopback cluster in the same run for reference.
+# usage: benches/admission.sh [WORKERS=64] [SECONDS=10]
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+workers=${1:-64} secs=${2:-10}
+command -v etcd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null; }
+cargo build --release -p hatrunk -p hatrunk-benches --manifest-path "$here/Cargo.toml"
+work=$(mktemp -d /tmp/hatrunk-admission.XXXXXX)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; true' EXIT
+for i in 1 2 3; do
+  cat > "$work/n$i.toml" <<TOML
+[node]
+id = $i
+name = "n$i"
+data_dir = "$work/n$i"
+[sip]
+listen = ["udp:127.0.0.1:1516$i", "tcp:127.0.0.1:1516$i"]
+[cluster]
+listen = "127.0.0.1:1776$i"
+bootstrap = $([ $i = 1 ] && echo true || echo false)
+[http]
+listen = "127.0.0.1:1996$i"
+TOML
+  HATRUNK_LOG=warn "$here/target/release/hatrunk" run --config "$work/n$i.toml" > "$work/n$i.log" 2>&1 &
+  pids+=($!)
+done
+sleep 2
+export HATRUNK_ENDPOINTS=127.0.0.1:17761
+"$here/target/release/hatrunk" cluster join 127.0.0.1:17762 >/dev/null
+"$here/target/release/hatrunk" cluster join 127.0.0.1:17763 >/dev/null
+cat > "$work/trunk.toml" <<TOML
+id = "bench"
+numbers = ["1000"]
+max_concurrent_calls = 1000000
+[primary]
+auth = "ip"
+target = "sip:127.0.0.1:9"
+allowed_ips = ["127.0.0.9/32"]
+TOML
+"$here/target/release/hatrunk" trunk apply "$work/trunk.toml" >/dev/null
+echo "== hatrunk, 3 nodes on loopback, $workers workers, ${secs}s"
+"$here/target/release/admission-bench" 127.0.0.1:17761,127.0.0.1:17762,127.0.0.1:17763 bench "$workers" "$secs" | tee "$work/hatrunk.out"
+kill "${pids[@]}"; wait 2>/dev/null || true; pids=()
+echo "== etcd, 3 members on loopback (etcdctl check perf --load=xl)"
+cluster="e1=http://127.0.0.1:12381,e2=http://127.0.0.1:12382,e3=http://127.0.0.1:12383"
+for i in 1 2 3; do
+  etcd --name e$i --data-dir "$work/etcd$i" --listen-client-urls http://127.0.0.1:1237$i --advertise-client-urls http://127.0.0.1:1237$i \
+    --listen-peer-urls http://127.0.0.1:1238$i --initial-advertise-peer-urls http://127.0.0.1:1238$i \
+    --initial-cluster "$cluster" --initial-cluster-state new > "$work/etcd$i.log" 2>&1 &
+  pids+=($!)
+done
+sleep 3
+ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:12371,127.0.0.1:12372,127.0.0.1:12373 check perf --load=xl 2>&1 | tee "$work/etcd.out" | grep -vE "^\s*[0-9]+ / [0-9]+" || true
+h=$(awk -F'[= ]' '/admissions_per_s/{print $2}' "$work/hatrunk.out")
+e=$(grep -oE "Throughput is [0-9]+" "$work/etcd.out" | grep -oE "[0-9]+" | tail -1)
+python3 -c "h=float('${h:-0}'); e=float('${e:-0}'); print(f'hatrunk_admissions_per_s={h:.0f} etcd_writes_per_s={e:.0f} ratio={h/e if e else 0:.2f}')"
