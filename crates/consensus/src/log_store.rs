@@ -56,10 +56,14 @@ impl LogStore {
         v.map(|b| bincode::deserialize(&b).map_err(|e| StorageIOError::read(&e).into())).transpose()
     }
 
-    async fn put_meta<T: Serialize>(&self, key: &str, value: &T) -> SResult<()> {
+    /// Store a meta value; with `durable`, flush before returning (a sled flush covers the whole
+    /// database, so it is paid only where Raft's safety needs it: vote and purge point).
+    async fn put_meta<T: Serialize>(&self, key: &str, value: &T, durable: bool) -> SResult<()> {
         let b = bincode::serialize(value).map_err(|e| StorageIOError::write(&e))?;
         self.meta.insert(key, b).map_err(|e| StorageIOError::write(&e))?;
-        self.meta.flush_async().await.map_err(|e| StorageIOError::write(&e))?;
+        if durable {
+            self.meta.flush_async().await.map_err(|e| StorageIOError::write(&e))?;
+        }
         Ok(())
     }
 
@@ -116,15 +120,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> SResult<()> {
-        self.put_meta("vote", vote).await
+        self.put_meta("vote", vote, true).await
     }
 
     async fn read_vote(&mut self) -> SResult<Option<Vote<NodeId>>> {
         self.get_meta("vote")
     }
 
+    /// Not flushed: the committed id only lets a restarting node re-apply sooner; a stale one is
+    /// safe (the node learns the commit index from the leader), a flush per commit is not cheap.
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> SResult<()> {
-        self.put_meta("committed", &committed).await
+        self.put_meta("committed", &committed, false).await
     }
 
     async fn read_committed(&mut self) -> SResult<Option<LogId<NodeId>>> {
@@ -159,7 +165,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
         // record the purge point first: a crash between the two steps leaves extra entries, never a hole
-        self.put_meta("last_purged", &log_id).await?;
+        self.put_meta("last_purged", &log_id, true).await?;
         let keys: Vec<sled::IVec> =
             self.log.range(..=key(log_id.index)).keys().collect::<Result<_, _>>().map_err(|e| StorageIOError::write_logs(&e))?;
         for k in keys {
