@@ -4,13 +4,15 @@
 //! # Layout
 //! - [`types`]: the openraft type configuration, the node record and the replicated commands.
 //! - [`state`]: the replicated state machine's data and its pure `apply` (through `hatrunk-core`).
-//! - [`log_store`]: the Raft log in sled; an append is acknowledged only after sled has flushed.
-//! - [`sm_store`]: the state machine store: state in memory, snapshots (bincode) persisted in sled.
+//! - [`backend`]: where the stores keep bytes: sled, or memory that models a crash for simulation.
+//! - [`log_store`]: the Raft log; an append is acknowledged only after the backend has flushed.
+//! - [`sm_store`]: the state machine store: state in memory, snapshots (bincode) in the backend.
 //! - [`network`], [`server`]: the tonic Raft network (client and service) of `proto/cluster.proto`;
 //!   [`codec`] bounds every decode.
 //! - [`raft`]: the running member: writes (forwarded to the leader), linearizable reads, membership.
 //! - [`error`]: the crate's error type.
 
+pub mod backend;
 pub mod codec;
 pub mod error;
 pub mod log_store;

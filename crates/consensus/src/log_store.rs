@@ -1,8 +1,9 @@
-//! The Raft log in sled (openraft storage-v2 `RaftLogStorage`).
+//! The Raft log (openraft storage-v2 `RaftLogStorage`) over a [`Backend`]: sled in production,
+//! memory in simulation.
 //!
-//! Entries live in tree `raft_log` under their index in big-endian (so sled's order is log order), as
-//! bincode. Vote, committed id and last purged id live in tree `raft_meta`. Every write is followed
-//! by a sled flush before it is acknowledged: the append callback fires only after a `flush_async`
+//! Entries live in space `Log` under their index in big-endian (so sled's order is log order), as
+//! bincode. Vote, committed id and last purged id live in space `Meta`. Every write is followed
+//! by a backend flush before it is acknowledged: the append callback fires only after a flush
 //! that started after the entries were written, so an acknowledged entry is on disk (sled's known
 //! weak spot is losing unflushed writes). Appends are group-committed: a flusher task acknowledges
 //! every append queued while the previous flush ran with one flush (openraft allows the callback to
@@ -16,59 +17,61 @@ use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageI
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::ConsensusError;
+use crate::backend::{Backend, Space};
 use crate::types::TypeConfig;
 
 type NodeId = u64;
 type SResult<T> = Result<T, StorageError<NodeId>>;
 
-/// The sled-backed Raft log. Cheap to clone (sled trees are shared handles).
+fn io(e: String) -> std::io::Error {
+    std::io::Error::other(e)
+}
+
+/// The Raft log. Cheap to clone (backends are shared handles).
 #[derive(Clone)]
-pub struct LogStore {
-    log: sled::Tree,
-    meta: sled::Tree,
+pub struct LogStore<B: Backend> {
+    b: B,
     flusher: tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
 }
 
-impl LogStore {
+impl<B: Backend> LogStore<B> {
     /// Open the log (inside a tokio runtime: it starts the group-commit flusher).
-    pub fn open(db: &sled::Db) -> Result<LogStore, ConsensusError> {
-        let log = db.open_tree("raft_log")?;
+    pub fn open(b: B) -> LogStore<B> {
         let (flusher, mut queue) = tokio::sync::mpsc::unbounded_channel::<LogFlushed<TypeConfig>>();
-        let tree = log.clone();
+        let disk = b.clone();
         tokio::spawn(async move {
             while let Some(first) = queue.recv().await {
                 let mut batch = vec![first];
                 while let Ok(more) = queue.try_recv() {
                     batch.push(more);
                 }
-                let flushed = tree.flush_async().await.map(|_| ()).map_err(|e| e.to_string());
+                let flushed = disk.flush().await;
                 for cb in batch {
-                    cb.log_io_completed(flushed.clone().map_err(std::io::Error::other));
+                    cb.log_io_completed(flushed.clone().map_err(io));
                 }
             }
         });
-        Ok(LogStore { log, meta: db.open_tree("raft_meta")?, flusher })
+        LogStore { b, flusher }
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &str) -> SResult<Option<T>> {
-        let v = self.meta.get(key).map_err(|e| StorageIOError::read(&e))?;
+        let v = self.b.get(Space::Meta, key.as_bytes()).map_err(|e| StorageIOError::read(&io(e)))?;
         v.map(|b| bincode::deserialize(&b).map_err(|e| StorageIOError::read(&e).into())).transpose()
     }
 
-    /// Store a meta value; with `durable`, flush before returning (a sled flush covers the whole
-    /// database, so it is paid only where Raft's safety needs it: vote and purge point).
+    /// Store a meta value; with `durable`, flush before returning (a flush covers everything written,
+    /// so it is paid only where Raft's safety needs it: vote and purge point).
     async fn put_meta<T: Serialize>(&self, key: &str, value: &T, durable: bool) -> SResult<()> {
-        let b = bincode::serialize(value).map_err(|e| StorageIOError::write(&e))?;
-        self.meta.insert(key, b).map_err(|e| StorageIOError::write(&e))?;
+        let v = bincode::serialize(value).map_err(|e| StorageIOError::write(&e))?;
+        self.b.insert(Space::Meta, vec![(key.as_bytes().to_vec(), v)]).map_err(|e| StorageIOError::write(&io(e)))?;
         if durable {
-            self.meta.flush_async().await.map_err(|e| StorageIOError::write(&e))?;
+            self.b.flush().await.map_err(|e| StorageIOError::write(&io(e)))?;
         }
         Ok(())
     }
 
     fn last_entry_id(&self) -> SResult<Option<LogId<NodeId>>> {
-        match self.log.last().map_err(|e| StorageIOError::read_logs(&e))? {
+        match self.b.last(Space::Log).map_err(|e| StorageIOError::read_logs(&io(e)))? {
             Some((_, v)) => {
                 let e: Entry<TypeConfig> = bincode::deserialize(&v).map_err(|e| StorageIOError::read_logs(&e))?;
                 Ok(Some(e.log_id))
@@ -76,13 +79,18 @@ impl LogStore {
             None => Ok(None),
         }
     }
+
+    fn keys_in(&self, from: u64, to: u64) -> SResult<Vec<Vec<u8>>> {
+        let r = self.b.range(Space::Log, &key(from), &key(to)).map_err(|e| StorageIOError::write_logs(&io(e)))?;
+        Ok(r.into_iter().map(|(k, _)| k).collect())
+    }
 }
 
 fn key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
+impl<B: Backend> RaftLogReader<TypeConfig> for LogStore<B> {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
@@ -92,22 +100,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        let mut out = Vec::new();
-        for item in self.log.range(key(start)..) {
-            let (k, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-            let mut idx = [0u8; 8];
-            idx.copy_from_slice(&k);
-            if !range.contains(&u64::from_be_bytes(idx)) {
-                break;
-            }
-            out.push(bincode::deserialize(&v).map_err(|e| StorageIOError::read_logs(&e))?);
+        let end = match range.end_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(0) => return Ok(Vec::new()),
+            Bound::Excluded(i) => i - 1,
+            Bound::Unbounded => u64::MAX,
+        };
+        if start > end {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let pairs = self.b.range(Space::Log, &key(start), &key(end)).map_err(|e| StorageIOError::read_logs(&io(e)))?;
+        pairs.into_iter().map(|(_, v)| bincode::deserialize(&v).map_err(|e| StorageIOError::read_logs(&e).into())).collect()
     }
 }
 
-impl RaftLogStorage<TypeConfig> for LogStore {
-    type LogReader = LogStore;
+impl<B: Backend> RaftLogStorage<TypeConfig> for LogStore<B> {
+    type LogReader = LogStore<B>;
 
     async fn get_log_state(&mut self) -> SResult<LogState<TypeConfig>> {
         let last_purged: Option<LogId<NodeId>> = self.get_meta("last_purged")?;
@@ -142,36 +150,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        let mut pairs = Vec::new();
         for e in entries {
-            let b = bincode::serialize(&e).map_err(|e| StorageIOError::write_logs(&e))?;
-            batch.insert(&key(e.log_id.index), b);
+            let v = bincode::serialize(&e).map_err(|e| StorageIOError::write_logs(&e))?;
+            pairs.push((key(e.log_id.index).to_vec(), v));
         }
-        self.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        self.b.insert(Space::Log, pairs).map_err(|e| StorageIOError::write_logs(&io(e)))?;
         // acknowledged by the flusher after its next flush, which covers this batch
-        self.flusher.send(callback).map_err(|_| StorageIOError::write_logs(&std::io::Error::other("log flusher stopped")))?;
+        self.flusher.send(callback).map_err(|_| StorageIOError::write_logs(&io("log flusher stopped".into())))?;
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
-        let keys: Vec<sled::IVec> =
-            self.log.range(key(log_id.index)..).keys().collect::<Result<_, _>>().map_err(|e| StorageIOError::write_logs(&e))?;
-        for k in keys {
-            self.log.remove(k).map_err(|e| StorageIOError::write_logs(&e))?;
-        }
-        self.log.flush_async().await.map_err(|e| StorageIOError::write_logs(&e))?;
+        let keys = self.keys_in(log_id.index, u64::MAX)?;
+        self.b.remove(Space::Log, keys).map_err(|e| StorageIOError::write_logs(&io(e)))?;
+        self.b.flush().await.map_err(|e| StorageIOError::write_logs(&io(e)))?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
         // record the purge point first: a crash between the two steps leaves extra entries, never a hole
         self.put_meta("last_purged", &log_id, true).await?;
-        let keys: Vec<sled::IVec> =
-            self.log.range(..=key(log_id.index)).keys().collect::<Result<_, _>>().map_err(|e| StorageIOError::write_logs(&e))?;
-        for k in keys {
-            self.log.remove(k).map_err(|e| StorageIOError::write_logs(&e))?;
-        }
-        self.log.flush_async().await.map_err(|e| StorageIOError::write_logs(&e))?;
+        let keys = self.keys_in(0, log_id.index)?;
+        self.b.remove(Space::Log, keys).map_err(|e| StorageIOError::write_logs(&io(e)))?;
+        self.b.flush().await.map_err(|e| StorageIOError::write_logs(&io(e)))?;
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Backend;
 use crate::error::ConsensusError;
 use crate::log_store::LogStore;
 use crate::network::{channel, Network};
@@ -68,9 +69,10 @@ pub struct Consensus {
 }
 
 impl Consensus {
-    pub async fn start(id: u64, info: NodeInfo, db: &sled::Db, timing: &RaftTiming) -> Result<Arc<Consensus>, ConsensusError> {
-        let log = LogStore::open(db)?;
-        let sm = StateMachineStore::open(db)?;
+    /// Start a member over `backend` ([`crate::backend::SledBackend`] in production).
+    pub async fn start<B: Backend>(id: u64, info: NodeInfo, backend: B, timing: &RaftTiming) -> Result<Arc<Consensus>, ConsensusError> {
+        let log = LogStore::open(backend.clone());
+        let sm = StateMachineStore::open(backend)?;
         let state = sm.shared();
         let config = openraft::Config {
             cluster_name: "hatrunk".into(),

@@ -1,6 +1,6 @@
 //! The state machine store (openraft storage-v2 `RaftStateMachine`): the [`ClusterState`] in memory,
-//! shared with the node for local reads, and snapshots (bincode) persisted in sled tree
-//! `raft_snapshot`. On start the state is the last snapshot; openraft then re-applies the committed
+//! shared with the node for local reads, and snapshots (bincode) persisted in the backend's
+//! `Snapshot` space. On start the state is the last snapshot; openraft then re-applies the committed
 //! log after it, so nothing acknowledged is lost without persisting the state on every apply.
 
 use std::io::Cursor;
@@ -12,6 +12,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{Backend, Space};
 use crate::error::ConsensusError;
 use crate::state::ClusterState;
 use crate::types::{NodeInfo, Response, TypeConfig};
@@ -37,22 +38,27 @@ struct StoredSnapshot {
 pub type SharedState = Arc<RwLock<SmData>>;
 
 #[derive(Clone)]
-pub struct StateMachineStore {
+pub struct StateMachineStore<B: Backend> {
     data: SharedState,
-    snapshots: sled::Tree,
+    b: B,
     counter: Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl StateMachineStore {
+const CURRENT: &[u8] = b"current";
+
+fn io(e: String) -> std::io::Error {
+    std::io::Error::other(e)
+}
+
+impl<B: Backend> StateMachineStore<B> {
     /// Open the store, starting from the last persisted snapshot (if any).
-    pub fn open(db: &sled::Db) -> Result<StateMachineStore, ConsensusError> {
-        let snapshots = db.open_tree("raft_snapshot")?;
+    pub fn open(b: B) -> Result<StateMachineStore<B>, ConsensusError> {
         let mut data = SmData::default();
-        if let Some(raw) = snapshots.get("current")? {
+        if let Some(raw) = b.get(Space::Snapshot, CURRENT).map_err(ConsensusError::Storage)? {
             let snap: StoredSnapshot = bincode::deserialize(&raw)?;
             data = bincode::deserialize(&snap.data)?;
         }
-        Ok(StateMachineStore { data: Arc::new(RwLock::new(data)), snapshots, counter: Arc::default() })
+        Ok(StateMachineStore { data: Arc::new(RwLock::new(data)), b, counter: Arc::default() })
     }
 
     pub fn shared(&self) -> SharedState {
@@ -70,13 +76,15 @@ impl StateMachineStore {
     async fn save(&self, meta: &SnapshotMeta<NodeId, NodeInfo>, data: Vec<u8>) -> SResult<()> {
         let stored = StoredSnapshot { meta: meta.clone(), data };
         let raw = bincode::serialize(&stored).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        self.snapshots.insert("current", raw).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        self.snapshots.flush_async().await.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.b
+            .insert(Space::Snapshot, vec![(CURRENT.to_vec(), raw)])
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &io(e)))?;
+        self.b.flush().await.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &io(e)))?;
         Ok(())
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+impl<B: Backend> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<B> {
     async fn build_snapshot(&mut self) -> SResult<Snapshot<TypeConfig>> {
         let (bytes, last_applied, membership) = {
             let d = self.read();
@@ -91,8 +99,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     }
 }
 
-impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotBuilder = StateMachineStore;
+impl<B: Backend> RaftStateMachine<TypeConfig> for StateMachineStore<B> {
+    type SnapshotBuilder = StateMachineStore<B>;
 
     async fn applied_state(&mut self) -> SResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, NodeInfo>)> {
         let d = self.read();
@@ -140,7 +148,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> SResult<Option<Snapshot<TypeConfig>>> {
-        let Some(raw) = self.snapshots.get("current").map_err(|e| StorageIOError::read_snapshot(None, &e))? else { return Ok(None) };
+        let Some(raw) = self.b.get(Space::Snapshot, CURRENT).map_err(|e| StorageIOError::read_snapshot(None, &io(e)))? else {
+            return Ok(None);
+        };
         let s: StoredSnapshot = bincode::deserialize(&raw).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(Some(Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
     }

@@ -58,7 +58,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         election_max_ms: cfg.cluster.election_max_ms,
         ..RaftTiming::default()
     };
-    let consensus = Consensus::start(cfg.node.id, info, &db, &timing).await?;
+    let backend = hatrunk_consensus::backend::SledBackend::open(&db)?;
+    let consensus = Consensus::start(cfg.node.id, info, backend, &timing).await?;
     if cfg.cluster.bootstrap && consensus.initialize().await? {
         tracing::info!("initialised a one-voter cluster on first start");
     }
