@@ -237,3 +237,35 @@ fn a_node_cut_off_from_the_majority_admits_nothing() {
     let cdr = nodes[2].wait_cdrs(|c| c["trunk"] == "minority" && c["disposition"] == "CONGESTION", 1);
     assert_eq!(cdr.len(), 1, "{:?}", nodes[2].cdrs());
 }
+
+#[test]
+fn a_pbx_registered_through_one_node_is_reached_through_another() {
+    let n1 = Node::member(36700, 1, true);
+    let n2 = Node::member(36710, 2, false);
+    join(&n1, &n2);
+    n1.apply(
+        "id = \"reg\"\nnumbers = [\"3670\"]\nmax_concurrent_calls = 5\n[primary]\nauth = \"digest\"\nusername = \"pbx-x\"\npassword = \"secret-pass\"\n",
+    );
+    let _pbx = uas(&scenario("uas_rr.xml"), 36791, false);
+    let ok = std::process::Command::new("timeout")
+        .args(["30", "sipp", "-sf"])
+        .arg(scenario("pbx_register.xml"))
+        .args(["-i", "127.0.0.1", "-p", "36790", &format!("127.0.0.1:{}", n1.sip), "-m", "1", "-nostdin"])
+        .args(["-au", "pbx-x", "-ap", "secret-pass", "-key", "user", "pbx-x", "-key", "expires", "600", "-key", "contact_port", "36791"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "registration through node 1 failed:\n{}", n1.log());
+    // node 2 learns the binding from the replicated state and delivers there
+    let t0 = Instant::now();
+    loop {
+        let v = json(&n2.cli(&["trunk", "get", "reg", "-o", "json"]));
+        if v["state"]["primary"]["registered"].as_str().is_some_and(|c| c.contains("36791")) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "binding not replicated: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(uac(&scenario("uac_rr.xml"), &n2, 36730, "3670", 2, 10, 0, &[]), Calls { ok: 2, failed: 0 });
+}

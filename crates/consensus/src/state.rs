@@ -12,6 +12,7 @@ use crate::types::{Command, CommandResult, Request};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
     pub contact: String,
+    pub route: String,
     pub expires_ms: u64,
 }
 
@@ -92,11 +93,12 @@ impl ClusterState {
                 }
                 CommandResult::Ok
             }
-            Command::Register { username, contact, expires_ms } => {
+            Command::Register { username, contact, route, expires_ms } => {
                 if *expires_ms == 0 {
                     self.registrations.remove(username);
                 } else {
-                    self.registrations.insert(username.clone(), Registration { contact: contact.clone(), expires_ms: *expires_ms });
+                    self.registrations
+                        .insert(username.clone(), Registration { contact: contact.clone(), route: route.clone(), expires_ms: *expires_ms });
                 }
                 CommandResult::Ok
             }

@@ -50,6 +50,9 @@ pub enum Command {
     Register {
         username: String,
         contact: String,
+        /// Where calls are sent (`udp:IP:PORT` / `tcp:IP:PORT`): the Contact, or the REGISTER's source
+        /// when the PBX is behind NAT. `expires_ms` is wall-clock; 0 removes the binding.
+        route: String,
         expires_ms: u64,
     },
 }

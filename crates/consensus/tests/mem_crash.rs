@@ -27,7 +27,15 @@ async fn acknowledged_writes_survive_a_simulated_crash() {
     c.initialize().await.expect("init");
     leader(&c).await;
     for i in 0..20 {
-        let r = c.write(Command::Register { username: format!("u{i}"), contact: "sip:x".into(), expires_ms: u64::MAX }).await.expect("write");
+        let r = c
+            .write(Command::Register {
+                username: format!("u{i}"),
+                contact: "sip:x".into(),
+                route: "udp:127.0.0.1:9".into(),
+                expires_ms: u64::MAX,
+            })
+            .await
+            .expect("write");
         assert_eq!(r, CommandResult::Ok);
     }
     c.raft.shutdown().await.expect("shutdown");

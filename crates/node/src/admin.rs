@@ -54,7 +54,14 @@ impl AdminService {
             }
             let s = self.status.account(&t.id, role);
             let name = if role == Role::Primary { "primary" } else { "secondary" };
-            state.insert(name.into(), serde_json::json!({ "health": s.health.state, "registered": s.registered }));
+            // a binding made through another node is known from the replicated state
+            let registered = s.registered.or_else(|| {
+                let user = t.account(role)?.username.clone()?;
+                let (contact, _, expires_ms) = self.store.registration(&user)?;
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+                (expires_ms > now).then_some(contact)
+            });
+            state.insert(name.into(), serde_json::json!({ "health": s.health.state, "registered": registered }));
         }
         pb::TrunkReply { trunk_json: t.redacted().to_string(), state_json: serde_json::Value::Object(state).to_string() }
     }

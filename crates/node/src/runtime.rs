@@ -167,8 +167,8 @@ async fn start_sip(
         max_expires_s: cfg.sip.max_expires_s,
         seed: wall_ms(),
     };
-    let engine = Engine::new(ecfg, store, metrics, status);
-    Ok(tokio::spawn(engine_loop(engine, ev_rx, transports, admission, cdr_tx)))
+    let engine = Engine::new(ecfg, store.clone(), metrics, status);
+    Ok(tokio::spawn(engine_loop(engine, ev_rx, transports, admission, store, cdr_tx)))
 }
 
 /// A per-node secret for digest nonces, created once and kept in the store.
@@ -187,6 +187,7 @@ async fn engine_loop(
     mut events: mpsc::Receiver<TransportEvent>,
     transports: Arc<Transports>,
     admission: Arc<dyn Admission>,
+    store: Arc<dyn TrunkStore>,
     cdrs: mpsc::Sender<Box<hatrunk_core::cdr::Cdr>>,
 ) {
     let (adm_tx, mut adm_rx) = mpsc::unbounded_channel::<(u64, Result<hatrunk_core::pool::Admission, String>)>();
@@ -233,6 +234,14 @@ async fn engine_loop(
                     tokio::spawn(async move {
                         if let Err(e) = adm.release(slot.clone()).await {
                             tracing::error!(slot, error = %e, "slot release failed");
+                        }
+                    });
+                }
+                Action::Register { user, contact, route, expires_ms } => {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = store.register(user.clone(), contact, route, expires_ms).await {
+                            tracing::warn!(user, error = %e, "registration not replicated");
                         }
                     });
                 }

@@ -27,6 +27,11 @@ pub trait TrunkStore: Send + Sync {
     fn by_source(&self, ip: IpAddr) -> Vec<(Arc<Trunk>, Role)>;
     /// The Digest account with this username.
     fn by_username(&self, user: &str) -> Option<(Arc<Trunk>, Role)>;
+    /// Record (or, with `expires_ms` 0, remove) a Digest account's binding cluster-wide, so any node
+    /// can deliver to a PBX registered through another.
+    fn register(&self, user: String, contact: String, route: String, expires_ms: u64) -> BoxFuture<'_, Result<(), NodeError>>;
+    /// The replicated binding of `user`: (contact, route, expires_ms).
+    fn registration(&self, user: &str) -> Option<(String, String, u64)>;
 }
 
 /// Map a command's result to the store's error vocabulary.
@@ -84,6 +89,15 @@ impl TrunkStore for RaftTrunkStore {
             }
             out
         })
+    }
+
+    fn register(&self, user: String, contact: String, route: String, expires_ms: u64) -> BoxFuture<'_, Result<(), NodeError>> {
+        let cmd = Command::Register { username: user, contact, route, expires_ms };
+        Box::pin(async move { outcome(self.consensus.write(cmd).await?).map(|_| ()) })
+    }
+
+    fn registration(&self, user: &str) -> Option<(String, String, u64)> {
+        self.consensus.local(|s| s.registrations.get(user).map(|r| (r.contact.clone(), r.route.clone(), r.expires_ms)))
     }
 
     fn by_username(&self, user: &str) -> Option<(Arc<Trunk>, Role)> {

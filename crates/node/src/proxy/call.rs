@@ -230,8 +230,14 @@ impl Engine {
                 Some((Src { proto, addr, conn: None }, format!("sip:{number}@{}{tp}", fmt_hostport(addr))))
             }
             AuthMode::Digest => {
-                let b = self.registrar.lookup(a.username.as_deref()?, self.now)?;
-                Some((b.src, b.contact.clone()))
+                let user = a.username.as_deref()?;
+                if let Some(b) = self.registrar.lookup(user, self.now) {
+                    return Some((b.src, b.contact.clone()));
+                }
+                // registered through another node: the replicated binding
+                let (contact, route, expires_ms) = self.store.registration(user)?;
+                (expires_ms > self.now).then_some(())?;
+                Some((super::registrar::parse_route(&route)?, contact))
             }
         }
     }

@@ -69,6 +69,13 @@ pub enum Action {
     Release {
         slot: String,
     },
+    /// Replicate a Digest binding (`expires_ms` wall-clock; 0 removes it).
+    Register {
+        user: String,
+        contact: String,
+        route: String,
+        expires_ms: u64,
+    },
     Cdr(Box<Cdr>),
 }
 

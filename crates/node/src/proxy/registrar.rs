@@ -7,7 +7,26 @@ use std::collections::HashMap;
 use hatrunk_sip::headers::{addr_uri, param};
 use hatrunk_sip::SipMessage;
 
-use super::{build, dialog::uri_dest, Engine, Src};
+use hatrunk_sip::transport::Proto;
+
+use super::{build, dialog::uri_dest, Action, Engine, Src};
+
+/// A delivery address as replicated: `udp:IP:PORT` or `tcp:IP:PORT`.
+pub fn route_of(src: Src) -> String {
+    let p = if src.proto == Proto::Tcp { "tcp" } else { "udp" };
+    format!("{p}:{}", src.addr)
+}
+
+/// Parse [`route_of`]'s format back.
+pub fn parse_route(route: &str) -> Option<Src> {
+    let (p, addr) = route.split_once(':')?;
+    let proto = match p {
+        "udp" => Proto::Udp,
+        "tcp" => Proto::Tcp,
+        _ => return None,
+    };
+    Some(Src { proto, addr: addr.parse().ok()?, conn: None })
+}
 
 #[derive(Debug, Clone)]
 pub struct Binding {
@@ -98,5 +117,10 @@ impl Engine {
         tracing::info!(user = %user, trunk = %trunk.id, "registered");
         self.respond_msg(&key, r);
         self.status.set_registration(&trunk.id, role, self.registrar.lookup(&user, self.now).map(|b| b.contact.clone()));
+        let replicated = match self.registrar.lookup(&user, self.now) {
+            Some(b) => Action::Register { user, contact: b.contact.clone(), route: route_of(b.src), expires_ms: b.expires_ms },
+            None => Action::Register { user, contact: String::new(), route: String::new(), expires_ms: 0 },
+        };
+        self.out.push(replicated);
     }
 }

@@ -40,6 +40,12 @@ impl TrunkStore for MemStore {
     fn by_username(&self, _: &str) -> Option<(Arc<hatrunk_core::trunk::Trunk>, hatrunk_core::trunk::Role)> {
         None
     }
+    fn register(&self, _: String, _: String, _: String, _: u64) -> BoxFuture<'_, Result<(), crate::NodeError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn registration(&self, _: &str) -> Option<(String, String, u64)> {
+        None
+    }
 }
 
 const CARRIER: &str = "10.9.9.9:5060";
