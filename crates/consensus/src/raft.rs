@@ -275,29 +275,37 @@ pub async fn peer_info(addr: &str) -> Result<(u64, NodeInfo, bool), String> {
     crate::codec::decode(&reply.into_inner().data).map_err(|e| format!("{addr} sent an unreadable identity: {e}"))
 }
 
+/// Which request-reply RPC of the cluster service to call.
+#[derive(Clone, Copy)]
+enum Rpc {
+    Control,
+    Write,
+    Read,
+}
+
+/// Call `rpc` on the node at `addr` with `q` (bincode), within `timeout`, and decode its
+/// `Result<R, String>` answer.
+async fn call<Q: Serialize, R: serde::de::DeserializeOwned>(addr: &str, rpc: Rpc, q: &Q, timeout: Duration) -> Result<R, String> {
+    let mut c = ClusterClient::new(channel(addr)?);
+    let mut r = tonic::Request::new(Blob { data: crate::codec::encode(q).map_err(|e| e.to_string())? });
+    r.set_timeout(timeout);
+    let reply = match rpc {
+        Rpc::Control => c.control(r).await,
+        Rpc::Write => c.write(r).await,
+        Rpc::Read => c.read(r).await,
+    }
+    .map_err(|s| s.message().to_string())?;
+    crate::codec::decode::<Result<R, String>>(&reply.into_inner().data).map_err(|e| e.to_string())?
+}
+
 async fn send_control(addr: &str, c: Control) -> Result<(), String> {
-    let mut cl = ClusterClient::new(channel(addr)?);
-    let mut r = tonic::Request::new(Blob { data: crate::codec::encode(&c).map_err(|e| e.to_string())? });
-    r.set_timeout(Duration::from_secs(3));
-    let reply = cl.control(r).await.map_err(|s| s.message().to_string())?;
-    let out: Result<(), String> = crate::codec::decode(&reply.into_inner().data).map_err(|e| e.to_string())?;
-    out
+    call(addr, Rpc::Control, &c, Duration::from_secs(3)).await
 }
 
 async fn forward_write(addr: &str, req: &Request) -> Result<CommandResult, String> {
-    let mut c = ClusterClient::new(channel(addr)?);
-    let mut r = tonic::Request::new(Blob { data: crate::codec::encode(req).map_err(|e| e.to_string())? });
-    r.set_timeout(Duration::from_secs(5));
-    let reply = c.write(r).await.map_err(|s| s.message().to_string())?;
-    let out: Result<CommandResult, String> = crate::codec::decode(&reply.into_inner().data).map_err(|e| e.to_string())?;
-    out
+    call(addr, Rpc::Write, req, Duration::from_secs(5)).await
 }
 
 async fn forward_read(addr: &str, q: &Read) -> Result<ReadReply, String> {
-    let mut c = ClusterClient::new(channel(addr)?);
-    let mut r = tonic::Request::new(Blob { data: crate::codec::encode(q).map_err(|e| e.to_string())? });
-    r.set_timeout(Duration::from_secs(5));
-    let reply = c.read(r).await.map_err(|s| s.message().to_string())?;
-    let out: Result<ReadReply, String> = crate::codec::decode(&reply.into_inner().data).map_err(|e| e.to_string())?;
-    out
+    call(addr, Rpc::Read, q, Duration::from_secs(5)).await
 }
