@@ -69,7 +69,7 @@ fn cancel_while_ringing_gives_487_and_never_fails_over() {
         assert_eq!(c["cause"], "ORIGINATOR_CANCEL");
         assert_eq!(c["attempts"].as_array().map(|a| a.len()), Some(1));
     }
-    assert_eq!(node.in_use("cancel"), 0);
+    assert_eq!(node.settled_in_use("cancel", 0), 0);
 }
 
 #[test]
@@ -84,7 +84,7 @@ fn the_limit_admits_exactly_its_size_then_frees_up() {
     let cdrs = node.wait_cdrs(|c| c["trunk"] == "lim", 30);
     let congested = cdrs.iter().filter(|c| c["disposition"] == "CONGESTION" && c["cause"] == "CALL_LIMIT_EXCEEDED").count();
     assert_eq!(congested, 20);
-    assert_eq!(node.in_use("lim"), 0);
+    assert_eq!(node.settled_in_use("lim", 0), 0);
     // once they ended, 10 more are answered
     let r = uac(&scenario("uac_rr.xml"), &node, 32421, "3240", 10, 100, 1000, &[]);
     assert_eq!(r, Calls { ok: 10, failed: 0 });
@@ -136,9 +136,14 @@ fn a_call_whose_bye_never_comes_gives_its_slot_back_after_the_maximum_duration()
             .output()
     });
     std::thread::sleep(std::time::Duration::from_secs(3));
-    assert_eq!(node.in_use("long"), 1);
-    std::thread::sleep(std::time::Duration::from_secs(9));
-    assert_eq!(node.in_use("long"), 0, "the safety timer must reclaim the slot");
+    assert_eq!(node.settled_in_use("long", 1), 1);
+    // at ~11.5 s: past the 10 s maximum, before the caller's BYE at 14 s
+    std::thread::sleep(std::time::Duration::from_millis(8500));
+    let t0 = std::time::Instant::now();
+    while node.in_use("long") != 0 {
+        assert!(t0.elapsed() < std::time::Duration::from_millis(1500), "the safety timer must reclaim the slot");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let c = node.wait_cdrs(|c| c["trunk"] == "long", 1);
     assert_eq!(c[0]["cause"], "MAX_DURATION_EXCEEDED", "{}", c[0]);
     let _ = caller.join();

@@ -62,7 +62,7 @@ fn failover_table(base: u16, policy: &str, codes: &[u16], expect_failover: bool)
         assert_eq!(cdr.len(), 1, "code {code}");
         assert_eq!(cdr[0]["failover"], expect_failover, "code {code}: {}", cdr[0]);
         assert_eq!(cdr[0]["attempts"][0]["code"], *code);
-        assert_eq!(node.in_use(&format!("t{code}")), 0, "slot back after code {code}");
+        assert_eq!(node.settled_in_use(&format!("t{code}"), 0), 0, "slot back after code {code}");
     }
 }
 

@@ -172,6 +172,19 @@ impl Node {
         }
     }
 
+    /// Slots in use once releases in flight have committed: a release is a Raft write issued when
+    /// the call ends, so it lands a few milliseconds after the CDR. Polls up to 10 s for `want`.
+    pub fn settled_in_use(&self, trunk: &str, want: u64) -> u64 {
+        let t0 = Instant::now();
+        loop {
+            let n = self.in_use(trunk);
+            if n == want || t0.elapsed() > Duration::from_secs(10) {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn in_use(&self, trunk: &str) -> u64 {
         let out = self.cli(&["calls", "--trunk", trunk, "-o", "json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
