@@ -13,17 +13,18 @@ impl Engine {
     /// Check digest credentials in `header`. `Ok` names the account; `Err(Some(challenge))` means
     /// challenge (again); `Err(None)` means there are no Digest accounts at all, so nothing to ask.
     pub(super) fn authenticate(&mut self, msg: &SipMessage, header: &str) -> Result<(Arc<Trunk>, Role), Option<String>> {
-        let any_digest = self
-            .store
-            .list()
-            .iter()
-            .any(|t| [Role::Primary, Role::Secondary].iter().any(|r| t.account(*r).is_some_and(|a| a.auth == AuthMode::Digest)));
-        let challenge = |e: &mut Engine, alg, stale| e.nonces.challenge(hatrunk_core::credentials::REALM, alg, e.now_wall(), stale);
+        let challenge = |e: &mut Engine, alg, stale| e.nonces.challenge(hatrunk_core::credentials::REALM, alg, e.now, stale);
         let Some(creds) = msg.header(header).and_then(Credentials::parse) else {
+            // only worth a challenge when some Digest account exists (the trunk scan is paid only here)
+            let any_digest = self
+                .store
+                .list()
+                .iter()
+                .any(|t| [Role::Primary, Role::Secondary].iter().any(|r| t.account(*r).is_some_and(|a| a.auth == AuthMode::Digest)));
             return Err(any_digest.then(|| challenge(self, hatrunk_sip::digest::Algorithm::Md5, false)));
         };
         let alg = creds.algorithm().unwrap_or(hatrunk_sip::digest::Algorithm::Md5);
-        match self.nonces.check(&creds.nonce, self.now_wall()) {
+        match self.nonces.check(&creds.nonce, self.now) {
             NonceCheck::Fresh => {}
             NonceCheck::Stale => return Err(Some(challenge(self, alg, true))),
             NonceCheck::Invalid => return Err(Some(challenge(self, alg, false))),

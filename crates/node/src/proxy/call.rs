@@ -112,7 +112,7 @@ impl Engine {
             slot: slot.clone(),
             plan: None,
             attempts: Vec::new(),
-            start_ms: self.now_wall(),
+            start_ms: self.now,
             answer_ms: None,
             failover_detect: None,
             failover_ms: None,
@@ -167,7 +167,7 @@ impl Engine {
     }
 
     fn start_attempt(&mut self, id: u64, role: Role) {
-        let now = self.now_wall();
+        let now = self.now;
         let Some(call) = self.calls.get(&id) else {
             return;
         };
@@ -252,15 +252,7 @@ impl Engine {
         m.set_uri(ruri);
         let mf = m.header("Max-Forwards").and_then(|v| v.parse::<u8>().ok()).unwrap_or(70);
         m.set("Max-Forwards", mf.saturating_sub(1).to_string());
-        // pop Route entries that name us (loose routing, section 16.4)
-        while let Some(top) = m.header("Route").map(|r| addr_uri(r).to_string()) {
-            match SipUri::parse(&top) {
-                Ok(u) if self.is_us(&u) => {
-                    m.pop("Route");
-                }
-                _ => break,
-            }
-        }
+        self.pop_own_routes(&mut m); // loose routing, section 16.4
         m.remove_all("Proxy-Authorization");
         // Record-Route: one entry per side when the transports differ (RFC 5658 double record-routing)
         let rr = |e: &Engine, p: Proto| match p {
@@ -307,7 +299,7 @@ impl Engine {
             return self.respond_msg(&key, resp);
         }
         if code < 300 {
-            let now = self.now_wall();
+            let now = self.now;
             let (key, call_id, max_s) = {
                 let Some(call) = self.calls.get_mut(&id) else {
                     return;
@@ -417,7 +409,7 @@ impl Engine {
 
     /// Attempt `n` ended with `outcome`: fail over or finish.
     fn attempt_outcome(&mut self, id: u64, n: usize, outcome: Outcome, resp: Option<SipMessage>) {
-        let now = self.now_wall();
+        let now = self.now;
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -513,7 +505,7 @@ impl Engine {
         if call.admitted {
             self.out.push(Action::Release { slot: call.slot.clone() });
         }
-        let now = self.now_wall();
+        let now = self.now;
         let cdr = Cdr {
             call_id: call.req.header("Call-ID").unwrap_or("").to_string(),
             trunk: Some(call.trunk.id.clone()),
@@ -534,11 +526,6 @@ impl Engine {
         let disp = serde_json::to_value(cdr.disposition).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         self.metrics.calls.with_label_values(&[&cdr.trunk.clone().unwrap_or_default(), &disp]).inc();
         self.out.push(Action::Cdr(Box::new(cdr)));
-    }
-
-    /// Wall-clock milliseconds for CDRs; the engine's `now` is the driver's clock.
-    pub(super) fn now_wall(&self) -> u64 {
-        self.now
     }
 }
 

@@ -65,7 +65,8 @@ impl Engine {
         }
     }
 
-    fn pop_own_routes(&self, msg: &mut SipMessage) {
+    /// Remove the top Route entries that name this node (RFC 3261 section 16.4).
+    pub(super) fn pop_own_routes(&self, msg: &mut SipMessage) {
         while let Some(top) = msg.header("Route").map(|r| addr_uri(r).to_string()) {
             match SipUri::parse(&top) {
                 Ok(u) if self.is_us(&u) => {
