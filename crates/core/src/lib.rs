@@ -12,10 +12,12 @@
 //! - [`pool`]: concurrent-call accounting, strict and idempotent.
 //! - [`health`]: account health from OPTIONS probes with up/down thresholds.
 //! - [`rr`]: round-robin selection.
+//! - [`ha`]: Advanced HA: failure detector, quorum, egress node order per `advanced_ha`.
 
 pub mod cdr;
 pub mod credentials;
 pub mod error;
+pub mod ha;
 pub mod health;
 pub mod plan;
 pub mod policy;

@@ -107,6 +107,8 @@ pub struct Trunk {
     pub max_concurrent_calls: u32,
     pub mode: Mode,
     pub advanced_ha: AdvancedHa,
+    /// 4T / 2T+4T: the region calls prefer while it is up (default: the region whose name sorts first).
+    pub primary_region: Option<String>,
     pub failover_policy: FailoverPolicy,
     pub failover_timeout_ms: u32,
     pub max_call_duration_s: u32,
@@ -147,6 +149,9 @@ impl Trunk {
             "max_call_duration_s": self.max_call_duration_s,
             "primary": account(&self.primary),
         });
+        if let Some(r) = &self.primary_region {
+            v["primary_region"] = serde_json::json!(r);
+        }
         if let FailoverPolicy::Custom(codes) = &self.failover_policy {
             v["failover_codes"] = serde_json::json!(codes);
         }
@@ -166,6 +171,7 @@ pub struct TrunkFile {
     pub max_concurrent_calls: Option<i64>,
     pub mode: Option<String>,
     pub advanced_ha: Option<String>,
+    pub primary_region: Option<String>,
     pub failover_policy: Option<String>,
     pub failover_codes: Option<Vec<i64>>,
     pub failover_timeout_ms: Option<i64>,
@@ -243,6 +249,13 @@ impl TrunkFile {
             "2t+4t" => AdvancedHa::TwoTFourT,
             other => return Err(CoreError::field("advanced_ha", format!("unknown value {other:?}; expected none, 2t, 4t or 2t+4t"))),
         };
+        let primary_region = match self.primary_region.as_deref() {
+            None => None,
+            Some(r) if !r.is_empty() && r.len() <= 64 && r.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => {
+                Some(r.to_string())
+            }
+            Some(r) => return Err(CoreError::field("primary_region", format!("{r:?} is not a region name (letters, digits, - _ .)"))),
+        };
         let failover_policy = self.policy()?;
         let failover_timeout_ms = match self.failover_timeout_ms {
             None => DEFAULT_FAILOVER_TIMEOUT_MS,
@@ -270,6 +283,7 @@ impl TrunkFile {
             max_concurrent_calls: limit as u32,
             mode,
             advanced_ha,
+            primary_region,
             failover_policy,
             failover_timeout_ms,
             max_call_duration_s,

@@ -56,6 +56,7 @@ fn each_mistake_names_its_field() {
     let cases: &[(&str, &str, &str)] = &[
         ("mode = \"auto-failover\"", "mode = \"sometimes\"", "mode"),
         ("advanced_ha = \"none\"", "advanced_ha = \"3t\"", "advanced_ha"),
+        ("advanced_ha = \"none\"", "advanced_ha = \"4t\"\nprimary_region = \"a b\"", "primary_region"),
         ("failover_policy = \"current\"", "failover_policy = \"random\"", "failover_policy"),
         ("failover_policy = \"current\"", "failover_policy = \"custom\"", "failover_codes"),
         ("failover_policy = \"current\"", "failover_policy = \"custom\"\nfailover_codes = [200]", "failover_codes[0]"),
