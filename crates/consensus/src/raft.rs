@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tonic::transport::Channel;
+
 use hatrunk_core::trunk::Trunk;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Raft, ServerState, SnapshotPolicy};
@@ -273,6 +275,14 @@ pub async fn peer_info(addr: &str) -> Result<(u64, NodeInfo, bool), String> {
     r.set_timeout(Duration::from_secs(3));
     let reply = c.info(r).await.map_err(|s| format!("{addr} did not answer as a hatrunk node: {}", s.message()))?;
     crate::codec::decode(&reply.into_inner().data).map_err(|e| format!("{addr} sent an unreadable identity: {e}"))
+}
+
+/// One failure-detector heartbeat to `client`: the responder's id and whether it reaches a majority.
+pub async fn ping(client: &mut ClusterClient<Channel>, from: u64, timeout: Duration) -> Result<(u64, bool), String> {
+    let mut r = tonic::Request::new(Blob { data: crate::codec::encode(&from).map_err(|e| e.to_string())? });
+    r.set_timeout(timeout);
+    let reply = tokio::time::timeout(timeout, client.ping(r)).await.map_err(|_| "timed out".to_string())?.map_err(|s| s.message().to_string())?;
+    crate::codec::decode(&reply.into_inner().data).map_err(|e| e.to_string())
 }
 
 /// Which request-reply RPC of the cluster service to call.

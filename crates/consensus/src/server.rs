@@ -1,6 +1,7 @@
 //! The node<->node gRPC service: Raft RPCs in, forwarded writes and reads served by the leader, and
 //! identity for joins. Undecodable input gets `InvalidArgument` and changes nothing.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -14,6 +15,8 @@ use crate::types::TypeConfig;
 
 pub struct ClusterService {
     pub consensus: Arc<Consensus>,
+    /// Whether this node reaches a majority of voters, as its failure detector last saw it.
+    pub quorum: Arc<AtomicBool>,
 }
 
 fn reply<T: serde::Serialize>(v: &T) -> Result<Response<Blob>, Status> {
@@ -54,6 +57,11 @@ impl Cluster for ClusterService {
     async fn control(&self, r: Request<Blob>) -> Result<Response<Blob>, Status> {
         let c: Control = input(r)?;
         reply(&self.consensus.control(c).await)
+    }
+
+    async fn ping(&self, r: Request<Blob>) -> Result<Response<Blob>, Status> {
+        let _from: u64 = input(r)?;
+        reply(&(self.consensus.id, self.quorum.load(Ordering::Relaxed)))
     }
 
     async fn info(&self, _r: Request<Blob>) -> Result<Response<Blob>, Status> {

@@ -125,6 +125,24 @@ pub struct Cdr {
     pub attempts: Vec<AttemptRecord>,
 }
 
+/// What an egress node tells the ingress about a forwarded call, in its responses, so the one CDR the
+/// ingress writes names every attempt towards the PBX with the node, zone and region that made it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressReport {
+    pub attempts: Vec<AttemptRecord>,
+    #[serde(default)]
+    pub failover: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_ms: Option<u64>,
+    #[serde(default)]
+    pub primary_skipped: bool,
+    /// Set on final failures: how the egress classified the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disposition: Option<Disposition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,7 @@ pub struct AdminService {
     pub admission: Arc<dyn Admission>,
     pub status: Arc<SharedStatus>,
     pub consensus: Arc<Consensus>,
+    pub health: Arc<crate::cluster_health::ClusterHealth>,
     pub timing: hatrunk_consensus::raft::RaftTiming,
 }
 
@@ -77,22 +78,17 @@ impl AdminService {
         Ok(Some(AdminClient::new(ch)))
     }
 
-    /// Status as this node sees it: members from the committed membership, health by a direct
-    /// identity call to each, lag from the leader's replication progress.
+    /// Status as this node sees it: members from the committed membership, health from the failure
+    /// detector (answers heartbeats and reaches a majority), lag from the leader's replication progress.
     async fn status_reply(&self) -> pb::ClusterStatusReply {
         let m = self.consensus.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership().clone();
         let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
         let last = m.last_log_index.unwrap_or(0);
+        let view = crate::cluster_health::ClusterView::view(&*self.health, crate::runtime::wall_ms());
         let mut members = Vec::new();
         for (id, info) in membership.nodes() {
-            let healthy = if *id == self.consensus.id {
-                true
-            } else {
-                tokio::time::timeout(Duration::from_millis(800), peer_info(&info.cluster_addr))
-                    .await
-                    .is_ok_and(|r| r.is_ok_and(|(pid, _, _)| pid == *id))
-            };
+            let healthy = view.get(*id).is_some_and(|h| h.alive && h.quorum);
             let lag = match &m.replication {
                 Some(r) => r.get(id).map(|matched| last as i64 - matched.map(|l| l.index as i64).unwrap_or(-1)).unwrap_or(-1),
                 None => -1,

@@ -84,6 +84,14 @@ pub struct ClusterSection {
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
+    /// Failure detector: a heartbeat to every member this often...
+    pub ping_interval_ms: u64,
+    /// ...and a member that has not answered for this long is down (detection within about
+    /// threshold + interval).
+    pub failure_threshold_ms: u64,
+    /// A call forwarded to another node (Advanced HA) that gets nothing back, not even 100 Trying,
+    /// within this moves to the next node.
+    pub forward_timeout_ms: u64,
 }
 
 impl Default for ClusterSection {
@@ -96,6 +104,9 @@ impl Default for ClusterSection {
             heartbeat_ms: t.heartbeat_ms,
             election_min_ms: t.election_min_ms,
             election_max_ms: t.election_max_ms,
+            ping_interval_ms: 200,
+            failure_threshold_ms: 800,
+            forward_timeout_ms: 800,
         }
     }
 }
@@ -159,6 +170,12 @@ impl NodeConfig {
                 "cluster.election_min_ms",
                 "need 0 < heartbeat_ms, election_min_ms > 2 x heartbeat_ms, election_max_ms > election_min_ms".into(),
             );
+        }
+        if c.ping_interval_ms < 10 || c.failure_threshold_ms < c.ping_interval_ms * 2 {
+            return bad("cluster.failure_threshold_ms", "need ping_interval_ms >= 10 and failure_threshold_ms >= 2 x ping_interval_ms".into());
+        }
+        if !(50..=30_000).contains(&c.forward_timeout_ms) {
+            return bad("cluster.forward_timeout_ms", format!("{} is outside 50..=30000", c.forward_timeout_ms));
         }
         if !(400..=699).contains(&self.sip.congestion_code) {
             return bad("sip.congestion_code", format!("{} is not a failure code", self.sip.congestion_code));

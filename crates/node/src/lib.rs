@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: the node TOML, defaults and validation.
+//! - [`cluster_health`]: the heartbeat failure detector and the health view the proxy routes on.
 //! - [`proxy`]: the SIP proxy engine (calls, failover, dialogs, registrar, probes), pure over events.
 //! - [`runtime`]: the node's tasks; turns engine actions into I/O.
 //! - [`store`], [`admission`]: the configuration and pool interfaces, single-node implementations.
@@ -12,6 +13,7 @@
 pub mod admin;
 pub mod admission;
 pub mod cdr;
+pub mod cluster_health;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -8,6 +8,8 @@ pub struct Metrics {
     pub responses: IntCounterVec,
     pub calls: IntCounterVec,
     pub failovers: IntCounterVec,
+    pub forwards: IntCounterVec,
+    pub egress_moves: IntCounterVec,
     pub answered: IntCounter,
     pub malformed: IntCounter,
     pub stray_responses: IntCounter,
@@ -30,6 +32,12 @@ impl Metrics {
             responses: cv("hatrunk_sip_responses_sent_total", "SIP responses sent through server transactions, by code", &["code"])?,
             calls: cv("hatrunk_calls_total", "Calls ended, by trunk and CDR disposition", &["trunk", "disposition"])?,
             failovers: cv("hatrunk_failovers_total", "Failovers to the Secondary, by what the Primary did", &["reason"])?,
+            forwards: cv("hatrunk_forwards_total", "Calls forwarded to another node (Advanced HA), by its region and zone", &["region", "zone"])?,
+            egress_moves: cv(
+                "hatrunk_egress_moves_total",
+                "Forwarded calls moved to the next node because one did not take them, by what it did",
+                &["reason"],
+            )?,
             answered: IntCounter::new("hatrunk_calls_answered_total", "Calls answered")?,
             malformed: IntCounter::new("hatrunk_sip_malformed_total", "Malformed SIP messages received")?,
             stray_responses: IntCounter::new("hatrunk_sip_stray_responses_total", "Responses matching no client transaction")?,
@@ -42,7 +50,7 @@ impl Metrics {
             calls_in_progress: IntGauge::new("hatrunk_calls_in_progress", "Calls being set up or answered on this node")?,
             registry,
         };
-        for c in [&m.requests, &m.responses, &m.calls, &m.failovers] {
+        for c in [&m.requests, &m.responses, &m.calls, &m.failovers, &m.forwards, &m.egress_moves] {
             m.registry.register(Box::new(c.clone()))?;
         }
         for c in [&m.answered, &m.malformed, &m.stray_responses, &m.retransmissions, &m.auth_failures] {

@@ -17,6 +17,7 @@ use hatrunk_consensus::NodeInfo;
 
 use crate::admin::{pb::admin_server::AdminServer, AdminService};
 use crate::admission::{Admission, RaftAdmission};
+use crate::cluster_health::{ClusterHealth, DetectorTiming};
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::http::{router, HttpState};
@@ -25,7 +26,7 @@ use crate::proxy::{Action, Engine, EngineConfig};
 use crate::status::SharedStatus;
 use crate::store::{RaftTrunkStore, TrunkStore};
 
-fn wall_ms() -> u64 {
+pub fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
@@ -67,16 +68,28 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
     let raft_admission = Arc::new(RaftAdmission::new(consensus.clone(), cfg.node.name.clone()));
     tokio::spawn(reconcile(consensus.clone(), raft_admission.clone()));
     let admission: Arc<dyn Admission> = raft_admission;
+    let health = ClusterHealth::new(
+        consensus.clone(),
+        DetectorTiming { interval_ms: cfg.cluster.ping_interval_ms, threshold_ms: cfg.cluster.failure_threshold_ms },
+        wall_ms,
+    );
+    health.spawn();
     let metrics = Arc::new(Metrics::new().map_err(|e| NodeError::Storage(format!("metrics: {e}")))?);
     let status = Arc::new(SharedStatus::default());
 
     let engine_task = if cfg.node.role == "sip" {
-        Some(start_sip(&cfg, listen, &db, store.clone(), admission.clone(), metrics.clone(), status.clone()).await?)
+        Some(start_sip(&cfg, listen, &db, store.clone(), health.clone(), admission.clone(), metrics.clone(), status.clone()).await?)
     } else {
         None
     };
-    let admin =
-        AdminService { store: store.clone(), admission: admission.clone(), status: status.clone(), consensus: consensus.clone(), timing };
+    let admin = AdminService {
+        store: store.clone(),
+        admission: admission.clone(),
+        status: status.clone(),
+        consensus: consensus.clone(),
+        health: health.clone(),
+        timing,
+    };
     let admin_addr: std::net::SocketAddr =
         cfg.cluster.listen.parse().map_err(|_| NodeError::Config { field: "cluster.listen".into(), reason: "bad address".into() })?;
     let http_addr: std::net::SocketAddr =
@@ -95,7 +108,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         .timeout(Duration::from_secs(30))
         .add_service(AdminServer::new(admin))
         .add_service(
-            ClusterServer::new(ClusterService { consensus: consensus.clone() })
+            ClusterServer::new(ClusterService { consensus: consensus.clone(), quorum: health.quorum.clone() })
                 .max_decoding_message_size(hatrunk_consensus::codec::LIMIT as usize),
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
@@ -129,6 +142,7 @@ async fn start_sip(
     listen: crate::config::SipListen,
     db: &sled::Db,
     store: Arc<dyn TrunkStore>,
+    cluster: Arc<ClusterHealth>,
     admission: Arc<dyn Admission>,
     metrics: Arc<Metrics>,
     status: Arc<SharedStatus>,
@@ -153,6 +167,7 @@ async fn start_sip(
         None => None,
     };
     let ecfg = EngineConfig {
+        node_id: cfg.node.id,
         node: cfg.node.name.clone(),
         zone: cfg.node.zone.clone(),
         region: cfg.node.region.clone(),
@@ -165,9 +180,10 @@ async fn start_sip(
         nonce_lifetime_ms: cfg.sip.nonce_lifetime_s * 1000,
         min_expires_s: cfg.sip.min_expires_s,
         max_expires_s: cfg.sip.max_expires_s,
+        forward_timeout_ms: cfg.cluster.forward_timeout_ms,
         seed: wall_ms(),
     };
-    let engine = Engine::new(ecfg, store.clone(), metrics, status);
+    let engine = Engine::new(ecfg, store.clone(), cluster, metrics, status);
     Ok(tokio::spawn(engine_loop(engine, ev_rx, transports, admission, store, cdr_tx)))
 }
 

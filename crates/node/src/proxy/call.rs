@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use hatrunk_core::cdr::{classify, AttemptRecord, Cause, Cdr, Direction, Disposition};
+use hatrunk_core::cdr::{classify, AttemptRecord, Cause, Cdr, Direction, Disposition, EgressReport};
 use hatrunk_core::plan::{CallPlan, Step};
 use hatrunk_core::policy::Outcome;
 use hatrunk_core::pool::Admission as Decision;
@@ -14,41 +14,75 @@ use hatrunk_sip::headers::{addr_uri, param, SipUri};
 use hatrunk_sip::transport::Proto;
 use hatrunk_sip::SipMessage;
 
+use super::egress::{take_report, INGRESS_HEADER, REPORT_HEADER};
 use super::{build, Action, Engine, Owner, Src, TimerKey};
 
 /// RFC 3261 Timer C: > 3 minutes.
 const TIMER_C_MS: u64 = 181_000;
 
-struct Attempt {
-    rec: AttemptRecord,
-    branch: String,
-    started: u64,
+pub(super) struct Attempt {
+    pub(super) rec: AttemptRecord,
+    pub(super) branch: String,
+    pub(super) started: u64,
+    /// A provisional response other than 100 came (the failover timer stops).
     provisional: bool,
-    done: bool,
+    /// Any provisional response came (CANCEL may be sent; a forwarded attempt's node is alive).
+    pub(super) trying: bool,
+    pub(super) done: bool,
+    /// Forwarded to another node (Advanced HA) rather than sent to a PBX or the carrier.
+    forward: bool,
+    /// A forwarded attempt's own attempts, as its egress node reported them.
+    sub: Vec<AttemptRecord>,
+}
+
+impl Attempt {
+    pub(super) fn new(rec: AttemptRecord, branch: String, started: u64, forward: bool) -> Attempt {
+        Attempt { rec, branch, started, provisional: false, trying: false, done: false, forward, sub: Vec::new() }
+    }
 }
 
 /// One call in progress (until its final failure, or while answered until BYE).
 pub struct Call {
-    key: String,
-    trunk: Arc<Trunk>,
-    direction: Direction,
+    pub(super) key: String,
+    pub(super) trunk: Arc<Trunk>,
+    pub(super) direction: Direction,
     /// Outbound: the account the PBX came in on.
     via_account: Option<Role>,
     req: SipMessage,
     src: Src,
-    number: String,
+    pub(super) number: String,
     pub(super) slot: String,
-    plan: Option<CallPlan>,
-    attempts: Vec<Attempt>,
+    pub(super) plan: Option<CallPlan>,
+    pub(super) attempts: Vec<Attempt>,
     start_ms: u64,
     pub(super) answer_ms: Option<u64>,
     failover_detect: Option<u64>,
-    failover_ms: Option<u64>,
+    pub(super) failover_ms: Option<u64>,
     admitted: bool,
+    /// Ingress: where the call may leave from (Advanced HA).
+    pub(super) egress: Option<super::egress::EgressPlan>,
+    /// Egress: the ingress node that admitted and forwarded this call.
+    pub(super) forwarded_from: Option<String>,
+    /// Ingress: what the egress said about failover towards the PBX.
+    report: Option<EgressReport>,
 }
 
 impl Engine {
-    pub(super) fn on_invite(&mut self, key: String, msg: SipMessage, src: Src) {
+    pub(super) fn on_invite(&mut self, key: String, mut msg: SipMessage, src: Src) {
+        if !self.cluster.quorum(self.now) {
+            // cut off from the majority: we could not admit, so send the carrier elsewhere now
+            let mut r = build::response(&msg, 503, Some(&self.tag()));
+            r.push("Retry-After", "5");
+            r.push("Reason", "Q.850;cause=41;text=\"Node cut off from the cluster majority\"");
+            return self.respond_msg(&key, r);
+        }
+        let forwarded_from = match msg.header(INGRESS_HEADER) {
+            Some(_) => {
+                msg.remove_all(INGRESS_HEADER);
+                self.from_member(src)
+            }
+            None => None,
+        };
         let number = msg
             .uri()
             .and_then(|u| SipUri::parse(u).ok())
@@ -56,7 +90,7 @@ impl Engine {
             .map(|u| normalize_number(u.split(';').next().unwrap_or("")));
         if let Some(trunk) = number.as_deref().and_then(|n| self.store.by_number(n)) {
             let n = number.unwrap_or_default();
-            return self.new_call(key, msg, src, trunk, Direction::Inbound, None, n);
+            return self.new_call(key, msg, src, trunk, Direction::Inbound, None, n, forwarded_from);
         }
         // Not one of our numbers: an outbound call from a customer PBX, or nothing we route.
         if self.cfg.upstream.is_none() {
@@ -79,7 +113,7 @@ impl Engine {
             return self.respond_key(&key, 404, None);
         };
         let dialled = number.unwrap_or_default();
-        self.new_call(key, msg, src, trunk, Direction::Outbound, Some(role), dialled);
+        self.new_call(key, msg, src, trunk, Direction::Outbound, Some(role), dialled, None);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -92,6 +126,7 @@ impl Engine {
         direction: Direction,
         via_account: Option<Role>,
         number: String,
+        forwarded_from: Option<String>,
     ) {
         self.seq = self.seq.wrapping_add(1);
         let id = self.seq;
@@ -117,8 +152,15 @@ impl Engine {
             failover_detect: None,
             failover_ms: None,
             admitted: false,
+            egress: None,
+            forwarded_from: forwarded_from.clone(),
+            report: None,
         };
         self.calls.insert(id, call);
+        if forwarded_from.is_some() {
+            // the ingress holds the slot; this node only delivers
+            return self.deliver_locally(id);
+        }
         self.out.push(Action::Admit { call: id, trunk: trunk_id, limit, slot });
     }
 
@@ -148,6 +190,14 @@ impl Engine {
                 return;
             }
         }
+        self.route_admitted(id);
+    }
+
+    /// Deliver the call from this node: the trunk's mode towards the PBX (inbound) or the carrier.
+    pub(super) fn deliver_locally(&mut self, id: u64) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
         let step = match call.direction {
             Direction::Outbound => Step::Try(call.via_account.unwrap_or(Role::Primary)),
             Direction::Inbound => {
@@ -198,7 +248,9 @@ impl Engine {
             let Some(call) = self.calls.get_mut(&id) else {
                 return;
             };
-            call.attempts.push(Attempt { rec, branch: String::new(), started: now, provisional: false, done: true });
+            let mut a = Attempt::new(rec, String::new(), now, false);
+            a.done = true;
+            call.attempts.push(a);
             return self.attempt_outcome(id, n, outcome, None);
         };
         rec.target = ruri.clone();
@@ -210,7 +262,7 @@ impl Engine {
         if let Some(at) = call.failover_detect.take() {
             call.failover_ms = Some(now.saturating_sub(at));
         }
-        call.attempts.push(Attempt { rec, branch, started: now, provisional: false, done: false });
+        call.attempts.push(Attempt::new(rec, branch, now, false));
         let arm_failover = call.direction == Direction::Inbound && trunk.mode == Mode::AutoFailover && role == Role::Primary;
         if arm_failover {
             self.arm(self.now + u64::from(trunk.failover_timeout_ms), TimerKey::Failover(id, n));
@@ -243,7 +295,7 @@ impl Engine {
     }
 
     /// The caller's INVITE, rewritten for one attempt (RFC 3261 section 16.6).
-    fn forward_request(&mut self, id: u64, ruri: &str, out_proto: Proto) -> SipMessage {
+    pub(super) fn forward_request(&mut self, id: u64, ruri: &str, out_proto: Proto) -> SipMessage {
         let Some(call) = self.calls.get(&id) else {
             return SipMessage::request(hatrunk_sip::Method::Invite, ruri);
         };
@@ -254,6 +306,7 @@ impl Engine {
         m.set("Max-Forwards", mf.saturating_sub(1).to_string());
         self.pop_own_routes(&mut m); // loose routing, section 16.4
         m.remove_all("Proxy-Authorization");
+        m.remove_all(INGRESS_HEADER);
         // Record-Route: one entry per side when the transports differ (RFC 5658 double record-routing)
         let rr = |e: &Engine, p: Proto| match p {
             Proto::Udp => format!("<sip:{};lr>", e.hostport(Proto::Udp)),
@@ -278,14 +331,34 @@ impl Engine {
         m
     }
 
-    pub(super) fn attempt_response(&mut self, id: u64, n: usize, resp: SipMessage) {
+    pub(super) fn attempt_response(&mut self, id: u64, n: usize, mut resp: SipMessage) {
         let code = resp.code().unwrap_or(0);
         let live = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| !a.done);
         if !live {
             return self.late_response(id, n, resp);
         }
+        let forward = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| a.forward);
+        if let Some(a) = self.calls.get_mut(&id).and_then(|c| c.attempts.get_mut(n)) {
+            a.trying = true;
+        }
         if code == 100 {
             return;
+        }
+        if code >= 200 {
+            let report = if forward { take_report(&mut resp) } else { {
+                resp.remove_all(REPORT_HEADER);
+                None
+            } };
+            if forward && report.is_none() && (code == 503 || code == 408) {
+                // the egress node itself could not take the call: the next node, not the caller
+                return self.egress_fault(id, n, Outcome::Final(code));
+            }
+            if let (Some(r), Some(c)) = (report, self.calls.get_mut(&id)) {
+                if let Some(a) = c.attempts.get_mut(n) {
+                    a.sub = r.attempts.clone();
+                }
+                c.report = Some(r);
+            }
         }
         if code < 200 {
             let key = {
@@ -312,6 +385,9 @@ impl Engine {
                 (call.key.clone(), call.req.header("Call-ID").unwrap_or("").to_string(), call.trunk.max_call_duration_s)
             };
             self.metrics.answered.inc();
+            if let Some(r) = self.egress_report(id, None) {
+                resp.set(REPORT_HEADER, r);
+            }
             self.respond_msg(&key, resp);
             self.dialogs.insert(call_id.clone(), id);
             self.arm(self.now + u64::from(max_s) * 1000, TimerKey::MaxDuration(call_id));
@@ -366,12 +442,19 @@ impl Engine {
     }
 
     pub(super) fn attempt_unreachable(&mut self, id: u64, n: usize) {
+        if self.is_forward(id, n) {
+            return self.egress_fault(id, n, Outcome::ConnectionError);
+        }
         if self.mark_done(id, n) {
             self.attempt_outcome(id, n, Outcome::ConnectionError, None);
         }
     }
 
     pub(super) fn attempt_timeout(&mut self, id: u64, n: usize) {
+        if self.is_forward(id, n) {
+            let live = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| !a.done);
+            return if live { self.egress_fault(id, n, Outcome::NoAnswer) } else {};
+        }
         if self.mark_done(id, n) {
             self.attempt_outcome(id, n, Outcome::NoAnswer, None);
         }
@@ -395,6 +478,10 @@ impl Engine {
             }
         }
         self.attempt_outcome(id, n, Outcome::NoAnswer, None);
+    }
+
+    fn is_forward(&self, id: u64, n: usize) -> bool {
+        self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| a.forward)
     }
 
     fn mark_done(&mut self, id: u64, n: usize) -> bool {
@@ -430,29 +517,39 @@ impl Engine {
             return self.start_attempt(id, role);
         }
         let key = call.key.clone();
-        let (disposition, cause) = classify(outcome);
-        let code = match (&resp, outcome) {
-            (Some(r), _) => {
-                let mut r = r.clone();
-                let mut code = r.code().unwrap_or(500);
-                if code == 503 {
+        let (mut disposition, mut cause) = classify(outcome);
+        if let Some(r) = &call.report {
+            // the egress node saw the PBX's answer first hand
+            disposition = r.disposition.unwrap_or(disposition);
+            cause = r.cause.unwrap_or(cause);
+        }
+        let reply = match resp {
+            Some(mut r) => {
+                if r.code() == Some(503) {
                     // section 16.7 step 6: a proxy does not pass a 503 upstream
-                    code = 500;
-                    r.start = hatrunk_sip::StartLine::Response { code, reason: "Server Internal Error".into() };
+                    r.start = hatrunk_sip::StartLine::Response { code: 500, reason: "Server Internal Error".into() };
                 }
-                self.respond_msg(&key, r);
-                code
+                Some(r)
             }
-            (None, Outcome::NoAnswer) => self.respond_code(&key, 408),
-            (None, Outcome::Cancelled) => self.respond_code(&key, 487),
-            (None, _) => self.respond_code(&key, 480),
+            None => {
+                let code = match outcome {
+                    Outcome::NoAnswer => 408,
+                    Outcome::Cancelled => 487,
+                    _ => 480,
+                };
+                let tag = self.tag();
+                self.servers.get(&key).map(|e| build::response(&e.req, code, Some(&tag)))
+            }
         };
+        let Some(mut reply) = reply else {
+            return self.finish(id, disposition, cause, None, false);
+        };
+        let code = reply.code().unwrap_or(500);
+        if let Some(r) = self.egress_report(id, Some((disposition, cause))) {
+            reply.set(REPORT_HEADER, r);
+        }
+        self.respond_msg(&key, reply);
         self.finish(id, disposition, cause, Some(code), false);
-    }
-
-    fn respond_code(&mut self, key: &str, code: u16) -> u16 {
-        self.respond_key(key, code, None);
-        code
     }
 
     pub(super) fn on_cancel(&mut self, msg: SipMessage, src: Src) {
@@ -477,7 +574,8 @@ impl Engine {
         for (i, a) in call.attempts.iter_mut().enumerate().filter(|(_, a)| !a.done) {
             a.done = true;
             a.rec.set_outcome(Outcome::Cancelled);
-            live.push((i, a.provisional, a.branch.clone()));
+            // section 9.1: a CANCEL may follow any provisional response, 100 included
+            live.push((i, a.trying, a.branch.clone()));
         }
         for (_, provisional, branch) in live {
             if provisional {
@@ -505,7 +603,11 @@ impl Engine {
         if call.admitted {
             self.out.push(Action::Release { slot: call.slot.clone() });
         }
+        if call.forwarded_from.is_some() {
+            return; // the ingress writes this call's CDR, with our attempts in it
+        }
         let now = self.now;
+        let report = call.report.clone().unwrap_or_default();
         let cdr = Cdr {
             call_id: call.req.header("Call-ID").unwrap_or("").to_string(),
             trunk: Some(call.trunk.id.clone()),
@@ -518,10 +620,10 @@ impl Engine {
             disposition,
             cause,
             final_code: if answered { None } else { code },
-            failover: call.plan.as_ref().is_some_and(|p| p.failed_over()),
-            failover_ms: call.failover_ms,
-            primary_skipped: call.plan.as_ref().is_some_and(|p| p.skipped_primary),
-            attempts: call.attempts.into_iter().map(|a| a.rec).collect(),
+            failover: call.plan.as_ref().is_some_and(|p| p.failed_over()) || report.failover,
+            failover_ms: call.failover_ms.or(report.failover_ms),
+            primary_skipped: call.plan.as_ref().is_some_and(|p| p.skipped_primary) || report.primary_skipped,
+            attempts: call.attempts.into_iter().flat_map(|a| if a.sub.is_empty() { vec![a.rec] } else { a.sub }).collect(),
         };
         let disp = serde_json::to_value(cdr.disposition).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         self.metrics.calls.with_label_values(&[&cdr.trunk.clone().unwrap_or_default(), &disp]).inc();

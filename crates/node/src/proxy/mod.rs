@@ -4,17 +4,20 @@
 //! socket events, admission answers and timer ticks, so the same engine can run under turmoil.
 //!
 //! Files: `mod.rs` dispatch, transactions and timers; `auth.rs` digest checks; `call.rs` the inbound/outbound INVITE path
-//! (modes, failover, CANCEL); `dialog.rs` in-dialog routing and slot release; `registrar.rs` REGISTER
+//! (modes, failover, CANCEL); `egress.rs` Advanced HA forwarding between nodes; `dialog.rs` in-dialog routing and slot release; `registrar.rs` REGISTER
 //! and digest; `probe.rs` OPTIONS health probing; `build.rs` message construction.
 
 mod auth;
 mod build;
 mod call;
 mod dialog;
+mod egress;
 mod probe;
 mod registrar;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_egress;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -34,6 +37,7 @@ use hatrunk_sip::transaction::{ClientTx, Effect, Kind, ServerTx, Timer};
 use hatrunk_sip::transport::{Incoming, Proto};
 use hatrunk_sip::{Method, SipError, SipMessage};
 
+use crate::cluster_health::ClusterView;
 use crate::metrics::Metrics;
 use crate::status::SharedStatus;
 use crate::store::TrunkStore;
@@ -82,6 +86,8 @@ pub enum Action {
 /// What the engine needs to know about its node.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
+    /// Raft node id (how the health view names this node).
+    pub node_id: u64,
     pub node: String,
     pub zone: String,
     pub region: String,
@@ -94,6 +100,9 @@ pub struct EngineConfig {
     pub nonce_lifetime_ms: u64,
     pub min_expires_s: u32,
     pub max_expires_s: u32,
+    /// A forwarded INVITE with no answer at all (not even 100) from its egress node within this
+    /// moves to the next node.
+    pub forward_timeout_ms: u64,
     /// Seeds branch and tag generation (deterministic under simulation).
     pub seed: u64,
 }
@@ -106,6 +115,8 @@ enum TimerKey {
     Failover(u64, usize),
     /// RFC 3261 Timer C: a proceeding INVITE attempt that never completes.
     TimerC(u64, usize),
+    /// A forwarded attempt's egress node has sent nothing yet.
+    Forward(u64, usize),
     MaxDuration(String),
     Probe(String, Role),
 }
@@ -141,6 +152,7 @@ struct ClientEntry {
 pub struct Engine {
     cfg: EngineConfig,
     store: Arc<dyn TrunkStore>,
+    cluster: Arc<dyn ClusterView>,
     metrics: Arc<Metrics>,
     status: Arc<SharedStatus>,
     now: u64,
@@ -153,17 +165,26 @@ pub struct Engine {
     dialogs: HashMap<String, Dialog>,
     registrar: Registrar,
     rr: HashMap<String, RoundRobin>,
+    /// Advanced HA round-robin turn per trunk.
+    ha_turn: HashMap<String, u64>,
     nonces: NonceIssuer,
     out: Vec<Action>,
 }
 
 impl Engine {
-    pub fn new(cfg: EngineConfig, store: Arc<dyn TrunkStore>, metrics: Arc<Metrics>, status: Arc<SharedStatus>) -> Engine {
+    pub fn new(
+        cfg: EngineConfig,
+        store: Arc<dyn TrunkStore>,
+        cluster: Arc<dyn ClusterView>,
+        metrics: Arc<Metrics>,
+        status: Arc<SharedStatus>,
+    ) -> Engine {
         let nonces = NonceIssuer::new(cfg.nonce_secret.clone(), cfg.nonce_lifetime_ms);
         Engine {
             seq: cfg.seed,
             cfg,
             store,
+            cluster,
             metrics,
             status,
             now: 0,
@@ -175,6 +196,7 @@ impl Engine {
             dialogs: HashMap::new(),
             registrar: Registrar::default(),
             rr: HashMap::new(),
+            ha_turn: HashMap::new(),
             nonces,
             out: Vec::new(),
         }
@@ -395,6 +417,7 @@ impl Engine {
             }
             TimerKey::Failover(id, n) => self.attempt_no_answer(id, n, false),
             TimerKey::TimerC(id, n) => self.attempt_no_answer(id, n, true),
+            TimerKey::Forward(id, n) => self.forward_timer(id, n),
             TimerKey::MaxDuration(call_id) => self.dialog_expired(&call_id),
             TimerKey::Probe(t, r) => self.probe_due(&t, r),
         }

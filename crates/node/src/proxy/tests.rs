@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hatrunk_core::ha::{HealthView, Member};
 use hatrunk_core::pool::Admission as Decision;
 use hatrunk_sip::parse::parse;
 use hatrunk_sip::transport::{Incoming, Proto};
@@ -48,19 +49,35 @@ impl TrunkStore for MemStore {
     }
 }
 
-const CARRIER: &str = "10.9.9.9:5060";
-const PRIMARY: &str = "10.0.0.1:5060";
-const SECONDARY: &str = "10.0.0.2:5060";
+pub(super) const CARRIER: &str = "10.9.9.9:5060";
+pub(super) const PRIMARY: &str = "10.0.0.1:5060";
+pub(super) const SECONDARY: &str = "10.0.0.2:5060";
+
+pub(super) const TRUNK: &str = "id = \"t\"\nnumbers = [\"1000\"]\nmax_concurrent_calls = 5\nmode = \"auto-failover\"\nfailover_timeout_ms = 1000\n\
+     [primary]\nauth = \"ip\"\ntarget = \"sip:10.0.0.1:5060\"\nallowed_ips = [\"10.0.0.1\"]\n\
+     [secondary]\nauth = \"ip\"\ntarget = \"sip:10.0.0.2:5060\"\nallowed_ips = [\"10.0.0.2\"]\n";
+
+pub(super) fn member(id: u64, zone: &str, sip_addr: &str) -> Member {
+    Member {
+        id,
+        name: format!("n{id}"),
+        region: "r".into(),
+        zone: zone.into(),
+        sip: !sip_addr.is_empty(),
+        voter: true,
+        sip_addr: sip_addr.into(),
+    }
+}
 
 async fn engine() -> Engine {
-    let trunk = hatrunk_core::trunk::parse_trunk(
-        "id = \"t\"\nnumbers = [\"1000\"]\nmax_concurrent_calls = 5\nmode = \"auto-failover\"\nfailover_timeout_ms = 1000\n\
-         [primary]\nauth = \"ip\"\ntarget = \"sip:10.0.0.1:5060\"\nallowed_ips = [\"10.0.0.1\"]\n\
-         [secondary]\nauth = \"ip\"\ntarget = \"sip:10.0.0.2:5060\"\nallowed_ips = [\"10.0.0.2\"]\n",
-    )
-    .expect("trunk");
+    engine_with(TRUNK, HealthView::single(member(1, "z", "127.0.0.1:5060")))
+}
+
+pub(super) fn engine_with(trunk: &str, view: HealthView) -> Engine {
+    let trunk = hatrunk_core::trunk::parse_trunk(trunk).expect("trunk");
     let store = Arc::new(MemStore(vec![Arc::new(trunk)]));
     let cfg = EngineConfig {
+        node_id: 1,
         node: "n1".into(),
         zone: "z".into(),
         region: "r".into(),
@@ -73,18 +90,25 @@ async fn engine() -> Engine {
         nonce_lifetime_ms: 300_000,
         min_expires_s: 60,
         max_expires_s: 3600,
+        forward_timeout_ms: 800,
         seed: 7,
     };
-    Engine::new(cfg, store as Arc<dyn TrunkStore>, Arc::new(Metrics::new().expect("metrics")), Arc::new(SharedStatus::default()))
+    Engine::new(
+        cfg,
+        store as Arc<dyn TrunkStore>,
+        Arc::new(view),
+        Arc::new(Metrics::new().expect("metrics")),
+        Arc::new(SharedStatus::default()),
+    )
 }
 
-fn from(addr: &str, text: &str) -> Incoming {
+pub(super) fn from(addr: &str, text: &str) -> Incoming {
     let text = if text.contains('\r') { text.to_string() } else { text.replace('\n', "\r\n") };
     Incoming { bytes: Bytes::from(text), proto: Proto::Udp, peer: addr.parse().expect("addr"), conn: None }
 }
 
 /// Messages sent to `addr` among `actions`.
-fn sent_to(actions: &[Action], addr: &str) -> Vec<SipMessage> {
+pub(super) fn sent_to(actions: &[Action], addr: &str) -> Vec<SipMessage> {
     let want: SocketAddr = addr.parse().expect("addr");
     actions
         .iter()
@@ -95,11 +119,11 @@ fn sent_to(actions: &[Action], addr: &str) -> Vec<SipMessage> {
         .collect()
 }
 
-fn admit_id(actions: &[Action]) -> u64 {
+pub(super) fn admit_id(actions: &[Action]) -> u64 {
     actions.iter().find_map(|a| if let Action::Admit { call, .. } = a { Some(*call) } else { None }).expect("an Admit action")
 }
 
-const INVITE: &str = "INVITE sip:1000@127.0.0.1:5060 SIP/2.0
+pub(super) const INVITE: &str = "INVITE sip:1000@127.0.0.1:5060 SIP/2.0
 Via: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKcarrier1
 From: <sip:caller@10.9.9.9>;tag=c1
 To: <sip:1000@127.0.0.1>
@@ -112,7 +136,7 @@ Content-Length: 0
 ";
 
 /// A response from a PBX to the forwarded request `req`.
-fn answer(req: &SipMessage, code: u16, reason: &str, contact: &str) -> String {
+pub(super) fn answer(req: &SipMessage, code: u16, reason: &str, contact: &str) -> String {
     let mut r = req.make_response(code, reason, Some("pbx"));
     r.push("Contact", format!("<sip:{contact}>"));
     String::from_utf8_lossy(&r.to_bytes()).into_owned()

@@ -1,0 +1,208 @@
+//! Advanced HA on the call path. At the ingress, after admission, the trunk's `advanced_ha` picks the
+//! order of egress nodes ([`hatrunk_core::ha::egress_order`]); the call is delivered here when this
+//! node comes first, else forwarded over SIP to the chosen node, and moved down the order when that
+//! node does not take it (unreachable, no 100 within `forward_timeout_ms`, 408, or its own 503).
+//! At the egress, a forwarded INVITE is recognised by its sender (a member's SIP address) and
+//! delivered by the trunk's mode without a second admission; its responses carry a report of the
+//! attempts towards the PBX, so the ingress writes the call's one CDR with every attempt in it.
+//!
+//! ```text
+//!  carrier ─INVITE─► ingress ──admit──► order = [n3 (zone b), n1 (self, zone a), ...]
+//!                       │  X-Hatrunk-Ingress          │ 100 within the timer? else next
+//!                       └───────────────► egress n3 ──mode (Primary/Secondary)──► PBX
+//!                       ◄── final/2xx + X-Hatrunk-Report (attempts, failover) ───┘
+//! ```
+
+use std::net::SocketAddr;
+
+use hatrunk_core::cdr::{AttemptRecord, Cause, Disposition, EgressReport};
+use hatrunk_core::ha::egress_order;
+use hatrunk_core::policy::Outcome;
+use hatrunk_core::trunk::AdvancedHa;
+use hatrunk_sip::transport::Proto;
+use hatrunk_sip::SipMessage;
+
+use super::call::Attempt;
+use super::{Engine, Owner, Src, TimerKey};
+
+/// Marks an INVITE forwarded by another member (value: the ingress node's name).
+pub(super) const INGRESS_HEADER: &str = "X-Hatrunk-Ingress";
+/// The egress's report on a forwarded call (JSON [`EgressReport`]).
+pub(super) const REPORT_HEADER: &str = "X-Hatrunk-Report";
+/// A report longer than this is ignored (two attempts fit in a few hundred bytes).
+const MAX_REPORT: usize = 8192;
+
+/// One node a call may leave from.
+#[derive(Debug, Clone)]
+pub(super) struct EgressTarget {
+    id: u64,
+    name: String,
+    zone: String,
+    region: String,
+    addr: SocketAddr,
+}
+
+/// The ingress's egress choices for one call, and how far down them it is.
+#[derive(Debug, Clone, Default)]
+pub(super) struct EgressPlan {
+    order: Vec<EgressTarget>,
+    next: usize,
+}
+
+impl Engine {
+    /// The call was admitted: deliver it here, or choose where it leaves from.
+    pub(super) fn route_admitted(&mut self, id: u64) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let level = call.trunk.advanced_ha;
+        let local = call.direction != hatrunk_core::cdr::Direction::Inbound || call.forwarded_from.is_some() || level == AdvancedHa::None;
+        if local {
+            return self.deliver_locally(id);
+        }
+        let (trunk_id, primary_region) = (call.trunk.id.clone(), call.trunk.primary_region.clone());
+        let view = self.cluster.view(self.now);
+        let turn = {
+            let t = self.ha_turn.entry(trunk_id).or_default();
+            *t = t.wrapping_add(1);
+            *t - 1
+        };
+        let order = egress_order(level, &view, primary_region.as_deref(), turn)
+            .into_iter()
+            .filter_map(|nid| view.get(nid))
+            .filter_map(|m| {
+                let addr = if m.member.id == self.cfg.node_id { Some(self.cfg.udp) } else { m.member.sip_addr.parse().ok() };
+                addr.map(|addr| EgressTarget {
+                    id: m.member.id,
+                    name: m.member.name.clone(),
+                    zone: m.member.zone.clone(),
+                    region: m.member.region.clone(),
+                    addr,
+                })
+            })
+            .collect();
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.egress = Some(EgressPlan { order, next: 0 });
+        }
+        if !self.next_egress(id) {
+            self.no_egress(id);
+        }
+    }
+
+    /// Start the next egress choice; false when none is left.
+    fn next_egress(&mut self, id: u64) -> bool {
+        let target = {
+            let Some(plan) = self.calls.get_mut(&id).and_then(|c| c.egress.as_mut()) else {
+                return false;
+            };
+            let Some(t) = plan.order.get(plan.next).cloned() else {
+                return false;
+            };
+            plan.next += 1;
+            t
+        };
+        if target.id == self.cfg.node_id {
+            self.deliver_locally(id);
+        } else {
+            self.start_forward(id, target);
+        }
+        true
+    }
+
+    fn start_forward(&mut self, id: u64, t: EgressTarget) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let n = call.attempts.len();
+        let ruri = format!("sip:{}@{}", call.number, t.addr);
+        let rec = AttemptRecord {
+            account: None,
+            node: t.name.clone(),
+            zone: t.zone.clone(),
+            region: t.region.clone(),
+            target: format!("sip:{}", t.addr),
+            code: None,
+            error: None,
+            elapsed_ms: 0,
+        };
+        let mut fwd = self.forward_request(id, &ruri, Proto::Udp);
+        fwd.set(INGRESS_HEADER, self.cfg.node.clone());
+        let branch = self.start_client(fwd, Src { proto: Proto::Udp, addr: t.addr, conn: None }, Owner::Call(id, n));
+        self.metrics.forwards.with_label_values(&[&t.region, &t.zone]).inc();
+        let now = self.now;
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.attempts.push(Attempt::new(rec, branch, now, true));
+        }
+        self.arm(now + self.cfg.forward_timeout_ms, TimerKey::Forward(id, n));
+    }
+
+    /// A forwarded attempt ended without its node taking the call: move on, or give up.
+    pub(super) fn egress_fault(&mut self, id: u64, n: usize, outcome: Outcome) {
+        let now = self.now;
+        let Some(a) = self.calls.get_mut(&id).and_then(|c| c.attempts.get_mut(n)) else {
+            return;
+        };
+        a.done = true;
+        a.rec.set_outcome(outcome);
+        a.rec.elapsed_ms = now.saturating_sub(a.started);
+        let reason = match outcome {
+            Outcome::Final(c) => c.to_string(),
+            Outcome::NoAnswer => "no_answer".into(),
+            _ => "connection_error".into(),
+        };
+        self.metrics.egress_moves.with_label_values(&[&reason]).inc();
+        tracing::info!(call = id, node = %a.rec.node, zone = %a.rec.zone, %reason, "egress node did not take the call; next choice");
+        if !self.next_egress(id) {
+            self.no_egress(id);
+        }
+    }
+
+    /// No node can deliver the call: 503 upstream (the carrier may route elsewhere).
+    fn no_egress(&mut self, id: u64) {
+        let Some(key) = self.calls.get(&id).map(|c| c.key.clone()) else {
+            return;
+        };
+        self.respond_key(&key, 503, Some("Q.850;cause=41;text=\"No cluster node could take the call\""));
+        self.finish(id, Disposition::Congestion, Cause::FarendConnectionError, Some(503), false);
+    }
+
+    /// The forward timer: the egress node sent nothing at all (not even 100 Trying).
+    pub(super) fn forward_timer(&mut self, id: u64, n: usize) {
+        let silent = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| !a.done && !a.trying);
+        if silent {
+            self.egress_fault(id, n, Outcome::NoAnswer);
+        }
+    }
+
+    /// Egress side: the report for the ingress, when this call was forwarded to us.
+    pub(super) fn egress_report(&self, id: u64, result: Option<(Disposition, Cause)>) -> Option<String> {
+        let call = self.calls.get(&id)?;
+        call.forwarded_from.as_ref()?;
+        let report = EgressReport {
+            attempts: call.attempts.iter().map(|a| a.rec.clone()).collect(),
+            failover: call.plan.as_ref().is_some_and(|p| p.failed_over()),
+            failover_ms: call.failover_ms,
+            primary_skipped: call.plan.as_ref().is_some_and(|p| p.skipped_primary),
+            disposition: result.map(|r| r.0),
+            cause: result.map(|r| r.1),
+        };
+        serde_json::to_string(&report).ok()
+    }
+
+    /// Whether `src` is a cluster member's SIP socket (the only sender whose forwarding we honour).
+    pub(super) fn from_member(&self, src: Src) -> Option<String> {
+        let view = self.cluster.view(self.now);
+        view.by_sip_addr(&src.addr.to_string()).filter(|m| m.member.id != self.cfg.node_id).map(|m| m.member.name.clone())
+    }
+}
+
+/// Ingress side: take the egress's report out of a response (never passed upstream).
+pub(super) fn take_report(resp: &mut SipMessage) -> Option<EgressReport> {
+    let raw = resp.header(REPORT_HEADER).map(str::to_string);
+    resp.remove_all(REPORT_HEADER);
+    let raw = raw?;
+    if raw.len() > MAX_REPORT {
+        return None;
+    }
+    serde_json::from_str(&raw).ok()
+}

@@ -1,0 +1,149 @@
+//! Advanced HA in the engine, driven by hand: the ingress forwards by the egress order and moves on
+//! when a node stays silent; the egress delivers without a second admission and reports back.
+
+use hatrunk_core::cdr::Disposition;
+use hatrunk_core::ha::{HealthView, MemberHealth};
+use hatrunk_core::pool::Admission as Decision;
+
+use super::tests::{admit_id, answer, engine_with, from, member, sent_to, CARRIER, INVITE, PRIMARY, SECONDARY};
+use super::Action;
+
+const NODE2: &str = "10.1.0.2:5060";
+
+fn two_t_trunk() -> String {
+    super::tests::TRUNK.replace("failover_timeout_ms", "advanced_ha = \"2t\"\nfailover_timeout_ms")
+}
+
+/// n1 (this node, zone a), n2 (zone b), witness n3; all answering.
+fn view(quorum: bool) -> HealthView {
+    let ms = [member(1, "a", "127.0.0.1:5060"), member(2, "b", NODE2), member(3, "w", "")];
+    HealthView {
+        self_id: 1,
+        quorum,
+        members: ms.into_iter().map(|member| MemberHealth { member, alive: true, quorum: true }).collect(),
+    }
+}
+
+/// Messages to `addr` about call `n` (call 1 keeps retransmitting towards the Primary meanwhile).
+fn of_call(a: &[Action], addr: &str, n: u32) -> Vec<hatrunk_sip::SipMessage> {
+    let cid = format!("call-{n}");
+    sent_to(a, addr).into_iter().filter(|m| m.header("Call-ID") == Some(cid.as_str())).collect()
+}
+
+fn invite(n: u32) -> String {
+    INVITE.replace("call-1", &format!("call-{n}")).replace("z9hG4bKcarrier1", &format!("z9hG4bKcarrier{n}"))
+}
+
+#[tokio::test]
+async fn two_t_alternates_zones_and_a_silent_node_is_skipped() {
+    let mut e = engine_with(&two_t_trunk(), view(true));
+    // turn 0: this node's zone, delivered here
+    e.on_message(from(CARRIER, &invite(1)), 0);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 1);
+    let a = e.drain();
+    assert_eq!(sent_to(&a, PRIMARY).len(), 1);
+    assert!(sent_to(&a, NODE2).is_empty());
+    // turn 1: zone b, forwarded to n2 with the ingress marker
+    e.on_message(from(CARRIER, &invite(2)), 10);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 11);
+    let a = e.drain();
+    let fwd = sent_to(&a, NODE2);
+    assert_eq!(fwd.len(), 1);
+    assert_eq!(fwd[0].header("X-Hatrunk-Ingress"), Some("n1"));
+    assert!(fwd[0].uri().is_some_and(|u| u.ends_with(NODE2)), "{:?}", fwd[0].uri());
+    assert!(sent_to(&a, PRIMARY).is_empty());
+    // n2 sends nothing within forward_timeout_ms (800): the call moves to the next choice, here
+    e.on_tick(700);
+    assert!(of_call(&e.drain(), PRIMARY, 2).is_empty());
+    e.on_tick(812);
+    let a = e.drain();
+    let local = of_call(&a, PRIMARY, 2);
+    assert_eq!(local.len(), 1);
+    assert!(local[0].header("X-Hatrunk-Ingress").is_none(), "the marker never reaches a PBX");
+}
+
+#[tokio::test]
+async fn ingress_takes_the_report_out_and_writes_one_cdr() {
+    let mut e = engine_with(&two_t_trunk(), view(true));
+    e.on_message(from(CARRIER, &invite(1)), 0);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 1);
+    e.drain();
+    e.on_message(from(CARRIER, &invite(2)), 10);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 11);
+    let fwd = sent_to(&e.drain(), NODE2).remove(0);
+    e.on_message(from(NODE2, &answer(&fwd, 100, "Trying", NODE2)), 20);
+    e.drain();
+    e.on_tick(2000); // the forward timer passed: a node that said 100 is not abandoned
+    assert!(of_call(&e.drain(), PRIMARY, 2).is_empty());
+    let report = r#"{"attempts":[{"account":"primary","node":"n2","zone":"b","region":"r","target":"sip:1000@10.0.0.1:5060","code":503,"elapsed_ms":3},{"account":"secondary","node":"n2","zone":"b","region":"r","target":"sip:1000@10.0.0.2:5060","code":486,"elapsed_ms":2}],"failover":true,"failover_ms":0,"primary_skipped":false,"disposition":"BUSY","cause":"USER_BUSY"}"#;
+    let busy = answer(&fwd, 486, "Busy Here", NODE2).replace("Content-Length", &format!("X-Hatrunk-Report: {report}\r\nContent-Length"));
+    e.on_message(from(NODE2, &busy), 2100);
+    let a = e.drain();
+    let up = sent_to(&a, CARRIER);
+    assert_eq!(up.iter().filter_map(|m| m.code()).collect::<Vec<_>>(), vec![486]);
+    assert!(up[0].header("X-Hatrunk-Report").is_none(), "the report never leaves the cluster");
+    let cdr = a.iter().find_map(|x| if let Action::Cdr(c) = x { Some(c.clone()) } else { None }).expect("cdr");
+    assert_eq!(cdr.disposition, Disposition::Busy);
+    assert!(cdr.failover);
+    assert_eq!(cdr.attempts.len(), 2);
+    assert!(cdr.attempts.iter().all(|x| x.node == "n2" && x.zone == "b"));
+    assert!(a.iter().any(|x| matches!(x, Action::Release { .. })), "the ingress gives the slot back");
+}
+
+#[tokio::test]
+async fn egress_node_503_moves_the_call_but_a_reported_failure_does_not() {
+    let mut e = engine_with(&two_t_trunk(), view(true));
+    e.on_message(from(CARRIER, &invite(1)), 0);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 1);
+    e.drain();
+    e.on_message(from(CARRIER, &invite(2)), 10);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 11);
+    let fwd = sent_to(&e.drain(), NODE2).remove(0);
+    e.on_message(from(NODE2, &answer(&fwd, 503, "Service Unavailable", NODE2)), 20);
+    let a = e.drain();
+    assert_eq!(of_call(&a, PRIMARY, 2).len(), 1, "the node's own 503: next choice");
+    assert!(sent_to(&a, CARRIER).is_empty());
+}
+
+#[tokio::test]
+async fn egress_delivers_without_admission_and_reports() {
+    let mut e = engine_with(&two_t_trunk(), view(true));
+    let fwd = invite(5).replace("Max-Forwards: 70", "Max-Forwards: 69\r\nX-Hatrunk-Ingress: n2");
+    e.on_message(from(NODE2, &fwd), 0);
+    let a = e.drain();
+    assert!(!a.iter().any(|x| matches!(x, Action::Admit { .. })), "the ingress already holds the slot");
+    let to_primary = sent_to(&a, PRIMARY);
+    assert_eq!(to_primary.len(), 1);
+    assert!(to_primary[0].header("X-Hatrunk-Ingress").is_none());
+    e.on_message(from(PRIMARY, &answer(&to_primary[0], 503, "Service Unavailable", PRIMARY)), 5);
+    let to_secondary = sent_to(&e.drain(), SECONDARY);
+    assert_eq!(to_secondary.len(), 1, "the trunk's mode applies at the egress");
+    e.on_message(from(SECONDARY, &answer(&to_secondary[0], 486, "Busy Here", SECONDARY)), 9);
+    let a = e.drain();
+    let back = sent_to(&a, NODE2);
+    let fin = back.iter().find(|m| m.code() == Some(486)).expect("486 back to the ingress");
+    let report = fin.header("X-Hatrunk-Report").expect("report");
+    assert!(report.contains("\"failover\":true") && report.contains("\"BUSY\""), "{report}");
+    assert!(!a.iter().any(|x| matches!(x, Action::Cdr(_) | Action::Release { .. })), "no CDR, no release at the egress");
+}
+
+#[tokio::test]
+async fn marker_from_a_stranger_is_ignored_and_no_quorum_refuses() {
+    let mut e = engine_with(&two_t_trunk(), view(true));
+    let fake = invite(6).replace("Max-Forwards: 70", "Max-Forwards: 70\r\nX-Hatrunk-Ingress: n2");
+    e.on_message(from(CARRIER, &fake), 0);
+    assert!(e.drain().iter().any(|x| matches!(x, Action::Admit { .. })), "a stranger cannot skip admission");
+    let mut e = engine_with(&two_t_trunk(), view(false));
+    e.on_message(from(CARRIER, &invite(7)), 0);
+    let a = e.drain();
+    let codes: Vec<_> = sent_to(&a, CARRIER).iter().filter_map(|m| m.code()).collect();
+    assert_eq!(codes, vec![100, 503]);
+    assert!(sent_to(&a, CARRIER)[1].header("Retry-After").is_some());
+    assert!(!a.iter().any(|x| matches!(x, Action::Admit { .. })));
+}
