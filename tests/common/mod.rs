@@ -97,6 +97,12 @@ impl Node {
         node
     }
 
+    /// Send `sig` (`STOP`, `CONT`, ...) to the node's process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} failed");
+    }
+
     /// Kill the node with SIGKILL (its data directory stays).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -249,6 +255,47 @@ pub fn uas_on(ip: &str, scenario: &Path, port: u16, tcp: bool) -> Sipp {
     let child = c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn sipp");
     std::thread::sleep(Duration::from_millis(300));
     Sipp(child)
+}
+
+/// A SIPp UAS that logs every message it receives to `trace` (to see whose Via reached the PBX).
+pub fn uas_traced(scenario: &Path, port: u16, trace: &Path) -> Sipp {
+    let child = Command::new("sipp")
+        .arg("-sf")
+        .arg(scenario)
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-nostdin", "-m", "100000", "-trace_msg", "-message_file"])
+        .arg(trace)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sipp");
+    std::thread::sleep(Duration::from_millis(300));
+    Sipp(child)
+}
+
+/// Ports in the top Via of each INVITE a traced UAS received (the node that sent it), one per
+/// transaction (retransmissions share the top Via's branch and count once).
+pub fn invite_via_ports(trace: &Path) -> Vec<u16> {
+    let text = std::fs::read_to_string(trace).unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let mut in_invite = false;
+    for line in text.lines() {
+        if line.starts_with("INVITE ") {
+            in_invite = true;
+        } else if in_invite && (line.starts_with("Via:") || line.starts_with("v:")) {
+            in_invite = false;
+            if !seen.insert(line.to_string()) {
+                continue;
+            }
+            let hostport = line.split_whitespace().nth(2).unwrap_or("").split(';').next().unwrap_or("");
+            if let Some(p) = hostport.rsplit(':').next().and_then(|p| p.parse().ok()) {
+                out.push(p);
+            }
+        } else if line.is_empty() {
+            in_invite = false;
+        }
+    }
+    out
 }
 
 /// Result of a SIPp client run.

@@ -142,6 +142,10 @@ impl Engine {
         let Some(a) = self.calls.get_mut(&id).and_then(|c| c.attempts.get_mut(n)) else {
             return;
         };
+        if a.done {
+            // already answered or given up (an answered call's node dying later is not a new choice)
+            return;
+        }
         a.done = true;
         a.rec.set_outcome(outcome);
         a.rec.elapsed_ms = now.saturating_sub(a.started);

@@ -147,3 +147,23 @@ async fn marker_from_a_stranger_is_ignored_and_no_quorum_refuses() {
     assert!(sent_to(&a, CARRIER)[1].header("Retry-After").is_some());
     assert!(!a.iter().any(|x| matches!(x, Action::Admit { .. })));
 }
+
+#[tokio::test]
+async fn an_answered_calls_egress_dying_later_is_not_a_new_choice() {
+    let mut e = engine_with(&two_t_trunk(), view(true));
+    e.on_message(from(CARRIER, &invite(1)), 0);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 1);
+    e.drain();
+    e.on_message(from(CARRIER, &invite(2)), 10);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 11);
+    let fwd = sent_to(&e.drain(), NODE2).remove(0);
+    e.on_message(from(NODE2, &answer(&fwd, 200, "OK", PRIMARY)), 20);
+    assert_eq!(of_call(&e.drain(), CARRIER, 2).iter().filter_map(|m| m.code()).collect::<Vec<_>>(), vec![200]);
+    // n2 dies while the call is up: ICMP errors for its address must not re-deliver the call here
+    e.on_unreachable(hatrunk_sip::transport::Proto::Udp, NODE2.parse().expect("addr"), 3000);
+    let a = e.drain();
+    assert!(of_call(&a, PRIMARY, 2).is_empty(), "no second INVITE for an answered call");
+    assert!(of_call(&a, CARRIER, 2).is_empty());
+}
