@@ -74,7 +74,7 @@ pub async fn dispatch(cmd: Cmd, endpoints: &str, fmt: Format) -> ExitCode {
         Cmd::Cluster { cmd: ClusterCmd::TransferLeader { id } } => {
             c.transfer_leader(pb::NodeId { id }).await.map(|r| output::status(&r.into_inner(), fmt))
         }
-        Cmd::Run { .. } | Cmd::Demo => return ExitCode::from(2),
+        Cmd::Run { .. } | Cmd::Demo(_) => return ExitCode::from(2),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -32,6 +32,8 @@ pub enum Cause {
     OriginatorCancel,
     /// The trunk's shared pool was full.
     CallLimitExceeded,
+    /// The node could not reach a majority of the cluster, so it could not admit the call.
+    ClusterUnavailable,
     /// The call reached its maximum duration without a BYE and was cleared by the safety timer.
     MaxDurationExceeded,
     /// An outbound call from a PBX that failed authentication or came from an address not allowed.

@@ -69,17 +69,10 @@ pub struct Call {
 
 impl Engine {
     pub(super) fn on_invite(&mut self, key: String, mut msg: SipMessage, src: Src) {
-        if !self.cluster.quorum(self.now) {
-            // cut off from the majority: we could not admit, so send the carrier elsewhere now
-            let mut r = build::response(&msg, 503, Some(&self.tag()));
-            r.push("Retry-After", "5");
-            r.push("Reason", "Q.850;cause=41;text=\"Node cut off from the cluster majority\"");
-            return self.respond_msg(&key, r);
-        }
         let forwarded_from = match msg.header(INGRESS_HEADER) {
             Some(_) => {
                 msg.remove_all(INGRESS_HEADER);
-                self.from_member(src)
+                self.member_at(src)
             }
             None => None,
         };
@@ -157,6 +150,16 @@ impl Engine {
             report: None,
         };
         self.calls.insert(id, call);
+        if !self.cluster.quorum(self.now) {
+            // cut off from the majority: we could not admit, so send the carrier elsewhere now
+            let tag = self.tag();
+            if let Some(mut r) = self.servers.get(&key_of(self, id)).map(|e| build::response(&e.req, 503, Some(&tag))) {
+                r.push("Retry-After", "5");
+                r.push("Reason", "Q.850;cause=41;text=\"Node cut off from the cluster majority\"");
+                self.respond_msg(&key_of(self, id), r);
+            }
+            return self.finish(id, Disposition::Congestion, Cause::ClusterUnavailable, Some(503), false);
+        }
         if forwarded_from.is_some() {
             // the ingress holds the slot; this node only delivers
             return self.deliver_locally(id);
@@ -182,11 +185,12 @@ impl Engine {
                     Ok(_) => (self.cfg.congestion_code, "Q.850;cause=34;text=\"No circuit/channel available\""),
                     Err(_) => (503, "Q.850;cause=41;text=\"Temporary failure\""),
                 };
+                let cause = if other.is_ok() { Cause::CallLimitExceeded } else { Cause::ClusterUnavailable };
                 if let Err(e) = &other {
                     tracing::warn!(error = %e, "admission unavailable");
                 }
                 self.respond_key(&key, code, Some(reason));
-                self.finish(id, Disposition::Congestion, Cause::CallLimitExceeded, Some(code), false);
+                self.finish(id, Disposition::Congestion, cause, Some(code), false);
                 return;
             }
         }
@@ -452,8 +456,7 @@ impl Engine {
 
     pub(super) fn attempt_timeout(&mut self, id: u64, n: usize) {
         if self.is_forward(id, n) {
-            let live = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| !a.done);
-            return if live { self.egress_fault(id, n, Outcome::NoAnswer) } else {};
+            return self.egress_fault(id, n, Outcome::NoAnswer); // a no-op once the attempt is done
         }
         if self.mark_done(id, n) {
             self.attempt_outcome(id, n, Outcome::NoAnswer, None);
@@ -629,6 +632,10 @@ impl Engine {
         self.metrics.calls.with_label_values(&[&cdr.trunk.clone().unwrap_or_default(), &disp]).inc();
         self.out.push(Action::Cdr(Box::new(cdr)));
     }
+}
+
+fn key_of(e: &Engine, id: u64) -> String {
+    e.calls.get(&id).map(|c| c.key.clone()).unwrap_or_default()
 }
 
 fn fmt_hostport(a: SocketAddr) -> String {

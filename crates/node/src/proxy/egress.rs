@@ -194,7 +194,7 @@ impl Engine {
     }
 
     /// Whether `src` is a cluster member's SIP socket (the only sender whose forwarding we honour).
-    pub(super) fn from_member(&self, src: Src) -> Option<String> {
+    pub(super) fn member_at(&self, src: Src) -> Option<String> {
         let view = self.cluster.view(self.now);
         view.by_sip_addr(&src.addr.to_string()).filter(|m| m.member.id != self.cfg.node_id).map(|m| m.member.name.clone())
     }
