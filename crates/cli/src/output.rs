@@ -45,7 +45,7 @@ pub fn trunk(r: &pb::TrunkReply, fmt: Format, verb: &str) {
         Value::Null => "-".into(),
         other => other.to_string(),
     };
-    for k in ["id", "numbers", "max_concurrent_calls", "mode", "advanced_ha", "failover_policy", "failover_timeout_ms"] {
+    for k in ["id", "numbers", "max_concurrent_calls", "mode", "advanced_ha", "primary_region", "failover_policy", "failover_timeout_ms"] {
         println!("{k:<22}{}", s(&v[k]));
     }
     for acc in ["primary", "secondary"] {
