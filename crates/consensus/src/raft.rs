@@ -36,7 +36,7 @@ pub struct RaftTiming {
 
 impl Default for RaftTiming {
     fn default() -> Self {
-        RaftTiming { heartbeat_ms: 250, election_min_ms: 1500, election_max_ms: 3000, snapshot_every: 10_000 }
+        RaftTiming { heartbeat_ms: 150, election_min_ms: 800, election_max_ms: 1600, snapshot_every: 10_000 }
     }
 }
 
