@@ -208,6 +208,7 @@ async fn engine_loop(
 ) {
     let (adm_tx, mut adm_rx) = mpsc::unbounded_channel::<(u64, Result<hatrunk_core::pool::Admission, String>)>();
     let mut sync = tokio::time::interval(Duration::from_secs(1));
+    let mut egress_check = tokio::time::interval(Duration::from_millis(200));
     loop {
         let deadline = engine.next_deadline();
         let sleep = async {
@@ -229,6 +230,7 @@ async fn engine_loop(
             }
             Some((id, d)) = adm_rx.recv() => engine.on_admitted(id, d, wall_ms()),
             _ = sleep => engine.on_tick(wall_ms()),
+            _ = egress_check.tick() => engine.check_egress(wall_ms()),
             _ = sync.tick() => {
                 engine.sync_probes(wall_ms());
                 engine.on_tick(wall_ms());

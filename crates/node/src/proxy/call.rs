@@ -30,14 +30,16 @@ pub(super) struct Attempt {
     pub(super) trying: bool,
     pub(super) done: bool,
     /// Forwarded to another node (Advanced HA) rather than sent to a PBX or the carrier.
-    forward: bool,
+    pub(super) forward: bool,
+    /// The node a forwarded attempt went to.
+    pub(super) egress_node: Option<u64>,
     /// A forwarded attempt's own attempts, as its egress node reported them.
     sub: Vec<AttemptRecord>,
 }
 
 impl Attempt {
     pub(super) fn new(rec: AttemptRecord, branch: String, started: u64, forward: bool) -> Attempt {
-        Attempt { rec, branch, started, provisional: false, trying: false, done: false, forward, sub: Vec::new() }
+        Attempt { rec, branch, started, provisional: false, trying: false, done: false, forward, egress_node: None, sub: Vec::new() }
     }
 }
 
@@ -188,6 +190,10 @@ impl Engine {
                 let cause = if other.is_ok() { Cause::CallLimitExceeded } else { Cause::ClusterUnavailable };
                 if let Err(e) = &other {
                     tracing::warn!(error = %e, "admission unavailable");
+                    // the admit may still commit after we gave up on it: give the slot back anyway
+                    // (releasing a slot nobody holds changes nothing)
+                    let slot = call.slot.clone();
+                    self.out.push(Action::Release { slot });
                 }
                 self.respond_key(&key, code, Some(reason));
                 self.finish(id, Disposition::Congestion, cause, Some(code), false);

@@ -131,7 +131,9 @@ impl Engine {
         self.metrics.forwards.with_label_values(&[&t.region, &t.zone]).inc();
         let now = self.now;
         if let Some(c) = self.calls.get_mut(&id) {
-            c.attempts.push(Attempt::new(rec, branch, now, true));
+            let mut a = Attempt::new(rec, branch, now, true);
+            a.egress_node = Some(t.id);
+            c.attempts.push(a);
         }
         self.arm(now + self.cfg.forward_timeout_ms, TimerKey::Forward(id, n));
     }
@@ -175,6 +177,27 @@ impl Engine {
         let silent = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| !a.done && !a.trying);
         if silent {
             self.egress_fault(id, n, Outcome::NoAnswer);
+        }
+    }
+
+    /// Calls being set up through a node the detector now says is down move on. This is the case the
+    /// forward timer cannot see: the node said 100 Trying and then died, and nothing we send it any
+    /// more would bring back an ICMP error. Run a few times a second.
+    pub fn check_egress(&mut self, now: u64) {
+        self.now = now;
+        let mut stuck = Vec::new();
+        let mut view = None;
+        for (id, c) in &self.calls {
+            for (n, a) in c.attempts.iter().enumerate() {
+                let Some(node) = a.egress_node.filter(|_| a.forward && !a.done) else { continue };
+                let v = view.get_or_insert_with(|| self.cluster.view(now));
+                if !v.get(node).is_some_and(|m| m.healthy()) {
+                    stuck.push((*id, n));
+                }
+            }
+        }
+        for (id, n) in stuck {
+            self.egress_fault(id, n, Outcome::ConnectionError);
         }
     }
 

@@ -74,6 +74,10 @@ async fn engine() -> Engine {
 }
 
 pub(super) fn engine_with(trunk: &str, view: HealthView) -> Engine {
+    engine_on(trunk, Arc::new(view))
+}
+
+pub(super) fn engine_on(trunk: &str, view: Arc<dyn crate::cluster_health::ClusterView>) -> Engine {
     let trunk = hatrunk_core::trunk::parse_trunk(trunk).expect("trunk");
     let store = Arc::new(MemStore(vec![Arc::new(trunk)]));
     let cfg = EngineConfig {
@@ -96,7 +100,7 @@ pub(super) fn engine_with(trunk: &str, view: HealthView) -> Engine {
     Engine::new(
         cfg,
         store as Arc<dyn TrunkStore>,
-        Arc::new(view),
+        view,
         Arc::new(Metrics::new().expect("metrics")),
         Arc::new(SharedStatus::default()),
     )

@@ -167,3 +167,33 @@ async fn an_answered_calls_egress_dying_later_is_not_a_new_choice() {
     assert!(of_call(&a, PRIMARY, 2).is_empty(), "no second INVITE for an answered call");
     assert!(of_call(&a, CARRIER, 2).is_empty());
 }
+
+/// A view the test can change while the engine runs.
+struct Flip(std::sync::Mutex<HealthView>);
+
+impl crate::cluster_health::ClusterView for Flip {
+    fn view(&self, _now: u64) -> HealthView {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[tokio::test]
+async fn a_node_that_said_100_and_died_is_left_once_detected_down() {
+    let flip = std::sync::Arc::new(Flip(std::sync::Mutex::new(view(true))));
+    let mut e = super::tests::engine_on(&two_t_trunk(), flip.clone());
+    e.on_message(from(CARRIER, &invite(1)), 0);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 1);
+    e.drain();
+    e.on_message(from(CARRIER, &invite(2)), 10);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 11);
+    let fwd = sent_to(&e.drain(), NODE2).remove(0);
+    e.on_message(from(NODE2, &answer(&fwd, 100, "Trying", NODE2)), 20);
+    e.drain();
+    e.check_egress(500);
+    assert!(of_call(&e.drain(), PRIMARY, 2).is_empty(), "n2 is still up");
+    flip.0.lock().unwrap_or_else(|p| p.into_inner()).members[1].alive = false;
+    e.check_egress(1500);
+    assert_eq!(of_call(&e.drain(), PRIMARY, 2).len(), 1, "moved to the next choice once n2 is known down");
+}
