@@ -53,7 +53,7 @@ fn three_nodes_form_a_cluster_survive_the_leader_and_remove_a_member() {
     let mut nodes = vec![Node::member(36000, 1, true), Node::member(36010, 2, false), Node::member(36020, 3, false)];
     join(&nodes[0], &nodes[1]);
     join(&nodes[1], &nodes[2]); // any member serves the verb: a follower forwards it to the leader
-    // healthy = answering the failure detector's heartbeats: a node just joined is heard within ~1 s
+                                // healthy = answering the failure detector's heartbeats: a node just joined is heard within ~1 s
     let t0 = Instant::now();
     let m = loop {
         let m = members(&nodes[2]);
@@ -243,7 +243,8 @@ fn a_node_cut_off_from_the_majority_admits_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
     let r = uac(&with_code(dir.path(), "uac_expect.xml", 503), &nodes[2], 36631, "3660", 1, 1, 0, &[]);
     assert_eq!(r, Calls { ok: 1, failed: 0 });
-    let cdr = nodes[2].wait_cdrs(|c| c["trunk"] == "minority" && c["disposition"] == "CONGESTION" && c["cause"] == "CLUSTER_UNAVAILABLE", 1);
+    let cdr =
+        nodes[2].wait_cdrs(|c| c["trunk"] == "minority" && c["disposition"] == "CONGESTION" && c["cause"] == "CLUSTER_UNAVAILABLE", 1);
     assert_eq!(cdr.len(), 1, "{:?}", nodes[2].cdrs());
 }
 

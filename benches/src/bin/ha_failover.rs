@@ -100,7 +100,8 @@ fn pbx(addr: SocketAddr, log: Log) {
         let mut r = msg.make_response(200, "OK", Some("pbx"));
         match method.as_str() {
             "INVITE" => {
-                let port = msg.header("Via").and_then(|v| v.split(';').next()).and_then(|v| v.rsplit(':').next()).and_then(|p| p.parse().ok());
+                let port =
+                    msg.header("Via").and_then(|v| v.split(';').next()).and_then(|v| v.rsplit(':').next()).and_then(|p| p.parse().ok());
                 if let Some(p) = port {
                     log.lock().unwrap_or_else(|e| e.into_inner()).push((Instant::now(), p));
                 }
@@ -123,14 +124,16 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or(default.into());
+    let arg =
+        |name: &str, default: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or(default.into());
     let trials: usize = arg("--trials", "20").parse().expect("--trials N");
     let bin = arg("--hatrunk", "target/release/hatrunk");
     let base: u16 = arg("--base", "39400").parse().expect("--base PORT"); // inside the range scripts/test.sh reserves
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = std::env::temp_dir().join(format!("ha-failover-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp");
-    let layout = [(1, "region-1", "sip"), (2, "region-1", "sip"), (3, "region-2", "sip"), (4, "region-2", "sip"), (5, "region-3", "witness")];
+    let layout =
+        [(1, "region-1", "sip"), (2, "region-1", "sip"), (3, "region-2", "sip"), (4, "region-2", "sip"), (5, "region-3", "witness")];
     let mut nodes: Vec<Node> = layout
         .iter()
         .map(|&(id, region, role)| {
@@ -183,7 +186,8 @@ fn main() {
         .expect("sipp (install sip-tester)");
     let _ = carrier.wait(); // -bg: the launcher returns, the carrier keeps calling
     let survivors = [nodes[2].sip, nodes[3].sip];
-    let (mut detect, mut elect, mut first, mut after_leader, mut first_no_leader) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut detect, mut elect, mut first, mut after_leader, mut first_no_leader) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for t in 0..trials {
         // the leader in region-1, calls flowing from it
         for _ in 0..3 {

@@ -281,7 +281,8 @@ pub async fn peer_info(addr: &str) -> Result<(u64, NodeInfo, bool), String> {
 pub async fn ping(client: &mut ClusterClient<Channel>, from: u64, timeout: Duration) -> Result<(u64, bool), String> {
     let mut r = tonic::Request::new(Blob { data: crate::codec::encode(&from).map_err(|e| e.to_string())? });
     r.set_timeout(timeout);
-    let reply = tokio::time::timeout(timeout, client.ping(r)).await.map_err(|_| "timed out".to_string())?.map_err(|s| s.message().to_string())?;
+    let reply =
+        tokio::time::timeout(timeout, client.ping(r)).await.map_err(|_| "timed out".to_string())?.map_err(|s| s.message().to_string())?;
     crate::codec::decode(&reply.into_inner().data).map_err(|e| e.to_string())
 }
 

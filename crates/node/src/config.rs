@@ -172,7 +172,10 @@ impl NodeConfig {
             );
         }
         if c.ping_interval_ms < 10 || c.failure_threshold_ms < c.ping_interval_ms * 2 {
-            return bad("cluster.failure_threshold_ms", "need ping_interval_ms >= 10 and failure_threshold_ms >= 2 x ping_interval_ms".into());
+            return bad(
+                "cluster.failure_threshold_ms",
+                "need ping_interval_ms >= 10 and failure_threshold_ms >= 2 x ping_interval_ms".into(),
+            );
         }
         if !(50..=30_000).contains(&c.forward_timeout_ms) {
             return bad("cluster.forward_timeout_ms", format!("{} is outside 50..=30000", c.forward_timeout_ms));

@@ -32,7 +32,11 @@ impl Metrics {
             responses: cv("hatrunk_sip_responses_sent_total", "SIP responses sent through server transactions, by code", &["code"])?,
             calls: cv("hatrunk_calls_total", "Calls ended, by trunk and CDR disposition", &["trunk", "disposition"])?,
             failovers: cv("hatrunk_failovers_total", "Failovers to the Secondary, by what the Primary did", &["reason"])?,
-            forwards: cv("hatrunk_forwards_total", "Calls forwarded to another node (Advanced HA), by its region and zone", &["region", "zone"])?,
+            forwards: cv(
+                "hatrunk_forwards_total",
+                "Calls forwarded to another node (Advanced HA), by its region and zone",
+                &["region", "zone"],
+            )?,
             egress_moves: cv(
                 "hatrunk_egress_moves_total",
                 "Forwarded calls moved to the next node because one did not take them, by what it did",

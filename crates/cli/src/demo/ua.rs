@@ -82,7 +82,11 @@ pub async fn pbx(addr: SocketAddr, failing: Arc<AtomicBool>, stats: Shared, t0: 
                 reply(&msg, 503, "Service Unavailable", &tag, &addr.to_string(), false)
             }
             "INVITE" => {
-                let port = msg.header("Via").and_then(|v| v.split(';').next()).and_then(|v| v.rsplit(':').next()).and_then(|p| p.trim().parse().ok());
+                let port = msg
+                    .header("Via")
+                    .and_then(|v| v.split(';').next())
+                    .and_then(|v| v.rsplit(':').next())
+                    .and_then(|p| p.trim().parse().ok());
                 if let Some(port) = port {
                     let mut s = lock(&stats);
                     let i = sec(t0);
@@ -235,7 +239,8 @@ async fn on_response(
     let mut route: Vec<String> = msg.headers_named("Record-Route").map(str::to_string).collect();
     route.reverse();
     let first_hop = route.first().and_then(|r| hostport(addr_uri(r))).unwrap_or(entry);
-    let local = p.invite.header("Via").and_then(|v| v.split_whitespace().nth(1)).and_then(|h| h.split(';').next()).unwrap_or("").to_string();
+    let local =
+        p.invite.header("Via").and_then(|v| v.split_whitespace().nth(1)).and_then(|h| h.split(';').next()).unwrap_or("").to_string();
     let build = |method: hatrunk_sip::Method, cseq: &str, branch: &str| {
         let mut m = SipMessage::request(method, target.clone());
         m.push("Via", format!("SIP/2.0/UDP {local};branch={branch}"));

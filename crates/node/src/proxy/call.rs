@@ -1,5 +1,5 @@
 //! The INVITE path: inbound (carrier -> PBX, by mode, with failover) and outbound (PBX -> carrier,
-//! with the Primary's caller ID), admission, CANCEL (RFC 3261 section 16.10) and the choice of the
+//! with the Primary's caller ID), admission, and the choice of the
 //! response sent upstream (section 16.7: a 503 from the last attempt becomes 500).
 
 use std::net::{IpAddr, SocketAddr};
@@ -151,17 +151,16 @@ impl Engine {
             forwarded_from: forwarded_from.clone(),
             report: None,
         };
-        self.calls.insert(id, call);
         if !self.cluster.quorum(self.now) {
             // cut off from the majority: we could not admit, so send the carrier elsewhere now
-            let tag = self.tag();
-            if let Some(mut r) = self.servers.get(&key_of(self, id)).map(|e| build::response(&e.req, 503, Some(&tag))) {
-                r.push("Retry-After", "5");
-                r.push("Reason", "Q.850;cause=41;text=\"Node cut off from the cluster majority\"");
-                self.respond_msg(&key_of(self, id), r);
-            }
+            let mut r = build::response(&call.req, 503, Some(&self.tag()));
+            r.push("Retry-After", "5");
+            r.push("Reason", "Q.850;cause=41;text=\"Node cut off from the cluster majority\"");
+            self.respond_msg(&call.key, r);
+            self.calls.insert(id, call);
             return self.finish(id, Disposition::Congestion, Cause::ClusterUnavailable, Some(503), false);
         }
+        self.calls.insert(id, call);
         if forwarded_from.is_some() {
             // the ingress holds the slot; this node only delivers
             return self.deliver_locally(id);
@@ -355,10 +354,14 @@ impl Engine {
             return;
         }
         if code >= 200 {
-            let report = if forward { take_report(&mut resp) } else { {
-                resp.remove_all(REPORT_HEADER);
-                None
-            } };
+            let report = if forward {
+                take_report(&mut resp)
+            } else {
+                {
+                    resp.remove_all(REPORT_HEADER);
+                    None
+                }
+            };
             if forward && report.is_none() && (code == 503 || code == 408) {
                 // the egress node itself could not take the call: the next node, not the caller
                 return self.egress_fault(id, n, Outcome::Final(code));
@@ -409,48 +412,6 @@ impl Engine {
         self.attempt_outcome(id, n, Outcome::Final(code), Some(resp));
     }
 
-    /// A response for an attempt we already gave up on (timed out, cancelled, or its call ended).
-    fn late_response(&mut self, id: u64, n: usize, resp: SipMessage) {
-        let code = resp.code().unwrap_or(0);
-        let branch = self.calls.get(&id).and_then(|c| c.attempts.get(n)).map(|a| a.branch.clone());
-        let entry =
-            branch.as_ref().and_then(|b| self.clients.get(b)).or_else(|| self.clients.values().find(|c| c.owner == Owner::Call(id, n)));
-        let Some((dest, request)) = entry.map(|e| (e.dest, e.request.clone())) else {
-            return;
-        };
-        if code < 200 {
-            // we could not CANCEL before a provisional response (section 9.1); now we can
-            if let Some(c) = build::cancel_for(&request) {
-                self.send(dest, c);
-            }
-        } else if code < 300 {
-            self.tear_down(&resp, dest);
-        }
-    }
-
-    /// Answered too late (after failover or CANCEL): ACK and BYE it so no leg stays up unaccounted.
-    fn tear_down(&mut self, resp: &SipMessage, dest: Src) {
-        let target = resp.header("Contact").map(|c| addr_uri(c).to_string()).unwrap_or_default();
-        let n = resp.header("CSeq").and_then(|c| c.split_whitespace().next()).and_then(|n| n.parse::<u32>().ok()).unwrap_or(1);
-        for (method, cseq) in [(hatrunk_sip::Method::Ack, n), (hatrunk_sip::Method::Bye, n + 1)] {
-            let mut m = SipMessage::request(method.clone(), target.clone());
-            for h in ["From", "To", "Call-ID"] {
-                if let Some(v) = resp.header(h) {
-                    m.push(h, v);
-                }
-            }
-            m.push("CSeq", format!("{cseq} {}", method.as_str()));
-            m.push("Max-Forwards", "70");
-            if method == hatrunk_sip::Method::Ack {
-                let b = self.branch();
-                m.push_front("Via", format!("SIP/2.0/{} {};branch={b}", dest.proto.via_name(), self.hostport(dest.proto)));
-                self.send(dest, m);
-            } else {
-                self.start_client(m, dest, Owner::Own);
-            }
-        }
-    }
-
     pub(super) fn attempt_unreachable(&mut self, id: u64, n: usize) {
         if self.is_forward(id, n) {
             return self.egress_fault(id, n, Outcome::ConnectionError);
@@ -480,11 +441,7 @@ impl Engine {
         let (provisional, branch) = (a.provisional, a.branch.clone());
         self.mark_done(id, n);
         if provisional {
-            if let Some((dest, req)) = self.clients.get(&branch).map(|e| (e.dest, e.request.clone())) {
-                if let Some(c) = build::cancel_for(&req) {
-                    self.send(dest, c);
-                }
-            }
+            self.cancel_branch(&branch);
         }
         self.attempt_outcome(id, n, Outcome::NoAnswer, None);
     }
@@ -561,44 +518,6 @@ impl Engine {
         self.finish(id, disposition, cause, Some(code), false);
     }
 
-    pub(super) fn on_cancel(&mut self, msg: SipMessage, src: Src) {
-        let key = super::server_key(&msg);
-        let invite_key = key.replacen("|CANCEL|", "|INVITE|", 1).replacen("|CANCEL", "|INVITE", 1);
-        let ok = self.servers.contains_key(&invite_key);
-        let reply = build::response(&msg, if ok { 200 } else { 481 }, Some(&self.tag()));
-        self.send(src, reply);
-        let Some(id) = self.servers.get(&invite_key).and_then(|e| e.call) else {
-            return;
-        };
-        let Some(call) = self.calls.get_mut(&id) else {
-            return;
-        };
-        if call.answer_ms.is_some() {
-            return;
-        }
-        if let Some(p) = call.plan.as_mut() {
-            p.cancel();
-        }
-        let mut live = Vec::new();
-        for (i, a) in call.attempts.iter_mut().enumerate().filter(|(_, a)| !a.done) {
-            a.done = true;
-            a.rec.set_outcome(Outcome::Cancelled);
-            // section 9.1: a CANCEL may follow any provisional response, 100 included
-            live.push((i, a.trying, a.branch.clone()));
-        }
-        for (_, provisional, branch) in live {
-            if provisional {
-                if let Some((dest, req)) = self.clients.get(&branch).map(|e| (e.dest, e.request.clone())) {
-                    if let Some(c) = build::cancel_for(&req) {
-                        self.send(dest, c);
-                    }
-                }
-            }
-        }
-        self.respond_key(&invite_key, 487, None);
-        self.finish(id, Disposition::NoAnswer, Cause::OriginatorCancel, Some(487), false);
-    }
-
     /// The call ends without (or after) an answer: slot back, CDR out, state gone.
     pub(super) fn finish(&mut self, id: u64, disposition: Disposition, cause: Cause, code: Option<u16>, answered: bool) {
         let Some(call) = self.calls.remove(&id) else {
@@ -638,10 +557,6 @@ impl Engine {
         self.metrics.calls.with_label_values(&[&cdr.trunk.clone().unwrap_or_default(), &disp]).inc();
         self.out.push(Action::Cdr(Box::new(cdr)));
     }
-}
-
-fn key_of(e: &Engine, id: u64) -> String {
-    e.calls.get(&id).map(|c| c.key.clone()).unwrap_or_default()
 }
 
 fn fmt_hostport(a: SocketAddr) -> String {

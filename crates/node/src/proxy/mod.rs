@@ -3,13 +3,15 @@
 //! ask admission, write a CDR) comes out as [`Action`]s. The driver ([`crate::runtime`]) feeds it
 //! socket events, admission answers and timer ticks, so the same engine can run under turmoil.
 //!
-//! Files: `mod.rs` dispatch, transactions and timers; `auth.rs` digest checks; `call.rs` the inbound/outbound INVITE path
-//! (modes, failover, CANCEL); `egress.rs` Advanced HA forwarding between nodes; `dialog.rs` in-dialog routing and slot release; `registrar.rs` REGISTER
-//! and digest; `probe.rs` OPTIONS health probing; `build.rs` message construction.
+//! Files: `mod.rs` dispatch, transactions and timers; `auth.rs` digest checks; `call.rs` the
+//! inbound/outbound INVITE path (modes, failover); `cancel.rs` CANCEL and late answers; `egress.rs`
+//! Advanced HA forwarding between nodes; `dialog.rs` in-dialog routing and slot release; `registrar.rs`
+//! REGISTER and digest; `probe.rs` OPTIONS health probing; `build.rs` message construction.
 
 mod auth;
 mod build;
 mod call;
+mod cancel;
 mod dialog;
 mod egress;
 mod probe;

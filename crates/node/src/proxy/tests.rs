@@ -53,7 +53,8 @@ pub(super) const CARRIER: &str = "10.9.9.9:5060";
 pub(super) const PRIMARY: &str = "10.0.0.1:5060";
 pub(super) const SECONDARY: &str = "10.0.0.2:5060";
 
-pub(super) const TRUNK: &str = "id = \"t\"\nnumbers = [\"1000\"]\nmax_concurrent_calls = 5\nmode = \"auto-failover\"\nfailover_timeout_ms = 1000\n\
+pub(super) const TRUNK: &str =
+    "id = \"t\"\nnumbers = [\"1000\"]\nmax_concurrent_calls = 5\nmode = \"auto-failover\"\nfailover_timeout_ms = 1000\n\
      [primary]\nauth = \"ip\"\ntarget = \"sip:10.0.0.1:5060\"\nallowed_ips = [\"10.0.0.1\"]\n\
      [secondary]\nauth = \"ip\"\ntarget = \"sip:10.0.0.2:5060\"\nallowed_ips = [\"10.0.0.2\"]\n";
 
@@ -97,13 +98,7 @@ pub(super) fn engine_on(trunk: &str, view: Arc<dyn crate::cluster_health::Cluste
         forward_timeout_ms: 800,
         seed: 7,
     };
-    Engine::new(
-        cfg,
-        store as Arc<dyn TrunkStore>,
-        view,
-        Arc::new(Metrics::new().expect("metrics")),
-        Arc::new(SharedStatus::default()),
-    )
+    Engine::new(cfg, store as Arc<dyn TrunkStore>, view, Arc::new(Metrics::new().expect("metrics")), Arc::new(SharedStatus::default()))
 }
 
 pub(super) fn from(addr: &str, text: &str) -> Incoming {

@@ -17,17 +17,25 @@ fn two_t_trunk() -> String {
 /// n1 (this node, zone a), n2 (zone b), witness n3; all answering.
 fn view(quorum: bool) -> HealthView {
     let ms = [member(1, "a", "127.0.0.1:5060"), member(2, "b", NODE2), member(3, "w", "")];
-    HealthView {
-        self_id: 1,
-        quorum,
-        members: ms.into_iter().map(|member| MemberHealth { member, alive: true, quorum: true }).collect(),
-    }
+    HealthView { self_id: 1, quorum, members: ms.into_iter().map(|member| MemberHealth { member, alive: true, quorum: true }).collect() }
 }
 
 /// Messages to `addr` about call `n` (call 1 keeps retransmitting towards the Primary meanwhile).
 fn of_call(a: &[Action], addr: &str, n: u32) -> Vec<hatrunk_sip::SipMessage> {
     let cid = format!("call-{n}");
     sent_to(a, addr).into_iter().filter(|m| m.header("Call-ID") == Some(cid.as_str())).collect()
+}
+
+/// Call 1 is delivered here (turn 0), call 2 forwarded to n2 (turn 1): the INVITE n2 got.
+fn forward_second_call(e: &mut super::Engine) -> hatrunk_sip::SipMessage {
+    e.on_message(from(CARRIER, &invite(1)), 0);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 1);
+    e.drain();
+    e.on_message(from(CARRIER, &invite(2)), 10);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 11);
+    sent_to(&e.drain(), NODE2).remove(0)
 }
 
 fn invite(n: u32) -> String {
@@ -67,14 +75,7 @@ async fn two_t_alternates_zones_and_a_silent_node_is_skipped() {
 #[tokio::test]
 async fn ingress_takes_the_report_out_and_writes_one_cdr() {
     let mut e = engine_with(&two_t_trunk(), view(true));
-    e.on_message(from(CARRIER, &invite(1)), 0);
-    let id = admit_id(&e.drain());
-    e.on_admitted(id, Ok(Decision::Granted), 1);
-    e.drain();
-    e.on_message(from(CARRIER, &invite(2)), 10);
-    let id = admit_id(&e.drain());
-    e.on_admitted(id, Ok(Decision::Granted), 11);
-    let fwd = sent_to(&e.drain(), NODE2).remove(0);
+    let fwd = forward_second_call(&mut e);
     e.on_message(from(NODE2, &answer(&fwd, 100, "Trying", NODE2)), 20);
     e.drain();
     e.on_tick(2000); // the forward timer passed: a node that said 100 is not abandoned
@@ -97,14 +98,7 @@ async fn ingress_takes_the_report_out_and_writes_one_cdr() {
 #[tokio::test]
 async fn egress_node_503_moves_the_call_but_a_reported_failure_does_not() {
     let mut e = engine_with(&two_t_trunk(), view(true));
-    e.on_message(from(CARRIER, &invite(1)), 0);
-    let id = admit_id(&e.drain());
-    e.on_admitted(id, Ok(Decision::Granted), 1);
-    e.drain();
-    e.on_message(from(CARRIER, &invite(2)), 10);
-    let id = admit_id(&e.drain());
-    e.on_admitted(id, Ok(Decision::Granted), 11);
-    let fwd = sent_to(&e.drain(), NODE2).remove(0);
+    let fwd = forward_second_call(&mut e);
     e.on_message(from(NODE2, &answer(&fwd, 503, "Service Unavailable", NODE2)), 20);
     let a = e.drain();
     assert_eq!(of_call(&a, PRIMARY, 2).len(), 1, "the node's own 503: next choice");
@@ -151,14 +145,7 @@ async fn marker_from_a_stranger_is_ignored_and_no_quorum_refuses() {
 #[tokio::test]
 async fn an_answered_calls_egress_dying_later_is_not_a_new_choice() {
     let mut e = engine_with(&two_t_trunk(), view(true));
-    e.on_message(from(CARRIER, &invite(1)), 0);
-    let id = admit_id(&e.drain());
-    e.on_admitted(id, Ok(Decision::Granted), 1);
-    e.drain();
-    e.on_message(from(CARRIER, &invite(2)), 10);
-    let id = admit_id(&e.drain());
-    e.on_admitted(id, Ok(Decision::Granted), 11);
-    let fwd = sent_to(&e.drain(), NODE2).remove(0);
+    let fwd = forward_second_call(&mut e);
     e.on_message(from(NODE2, &answer(&fwd, 200, "OK", PRIMARY)), 20);
     assert_eq!(of_call(&e.drain(), CARRIER, 2).iter().filter_map(|m| m.code()).collect::<Vec<_>>(), vec![200]);
     // n2 dies while the call is up: ICMP errors for its address must not re-deliver the call here
@@ -181,14 +168,7 @@ impl crate::cluster_health::ClusterView for Flip {
 async fn a_node_that_said_100_and_died_is_left_once_detected_down() {
     let flip = std::sync::Arc::new(Flip(std::sync::Mutex::new(view(true))));
     let mut e = super::tests::engine_on(&two_t_trunk(), flip.clone());
-    e.on_message(from(CARRIER, &invite(1)), 0);
-    let id = admit_id(&e.drain());
-    e.on_admitted(id, Ok(Decision::Granted), 1);
-    e.drain();
-    e.on_message(from(CARRIER, &invite(2)), 10);
-    let id = admit_id(&e.drain());
-    e.on_admitted(id, Ok(Decision::Granted), 11);
-    let fwd = sent_to(&e.drain(), NODE2).remove(0);
+    let fwd = forward_second_call(&mut e);
     e.on_message(from(NODE2, &answer(&fwd, 100, "Trying", NODE2)), 20);
     e.drain();
     e.check_egress(500);

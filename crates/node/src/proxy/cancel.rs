@@ -1,0 +1,97 @@
+//! Ending attempts we no longer want: the caller's CANCEL (RFC 3261 section 16.10, sent downstream
+//! only after a provisional response, section 9.1), and answers that come too late (after failover or
+//! CANCEL), which are CANCELled or ACKed and BYEd so no leg stays up outside the pool.
+
+use hatrunk_core::cdr::{Cause, Disposition};
+use hatrunk_core::policy::Outcome;
+use hatrunk_sip::headers::addr_uri;
+use hatrunk_sip::SipMessage;
+
+use super::{build, Engine, Owner, Src};
+
+impl Engine {
+    pub(super) fn on_cancel(&mut self, msg: SipMessage, src: Src) {
+        let key = super::server_key(&msg);
+        let invite_key = key.replacen("|CANCEL|", "|INVITE|", 1).replacen("|CANCEL", "|INVITE", 1);
+        let ok = self.servers.contains_key(&invite_key);
+        let reply = build::response(&msg, if ok { 200 } else { 481 }, Some(&self.tag()));
+        self.send(src, reply);
+        let Some(id) = self.servers.get(&invite_key).and_then(|e| e.call) else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.answer_ms.is_some() {
+            return;
+        }
+        if let Some(p) = call.plan.as_mut() {
+            p.cancel();
+        }
+        let mut live = Vec::new();
+        for a in call.attempts.iter_mut().filter(|a| !a.done) {
+            a.done = true;
+            a.rec.set_outcome(Outcome::Cancelled);
+            // section 9.1: a CANCEL may follow any provisional response, 100 included
+            if a.trying {
+                live.push(a.branch.clone());
+            }
+        }
+        for branch in live {
+            self.cancel_branch(&branch);
+        }
+        self.respond_key(&invite_key, 487, None);
+        self.finish(id, Disposition::NoAnswer, Cause::OriginatorCancel, Some(487), false);
+    }
+
+    /// A response for an attempt we already gave up on (timed out, cancelled, or its call ended).
+    pub(super) fn late_response(&mut self, id: u64, n: usize, resp: SipMessage) {
+        let code = resp.code().unwrap_or(0);
+        let branch = self.calls.get(&id).and_then(|c| c.attempts.get(n)).map(|a| a.branch.clone());
+        let entry =
+            branch.as_ref().and_then(|b| self.clients.get(b)).or_else(|| self.clients.values().find(|c| c.owner == Owner::Call(id, n)));
+        let Some((dest, request)) = entry.map(|e| (e.dest, e.request.clone())) else {
+            return;
+        };
+        if code < 200 {
+            // we could not CANCEL before a provisional response (section 9.1); now we can
+            if let Some(c) = build::cancel_for(&request) {
+                self.send(dest, c);
+            }
+        } else if code < 300 {
+            self.tear_down(&resp, dest);
+        }
+    }
+
+    /// Answered too late (after failover or CANCEL): ACK and BYE it so no leg stays up unaccounted.
+    fn tear_down(&mut self, resp: &SipMessage, dest: Src) {
+        let target = resp.header("Contact").map(|c| addr_uri(c).to_string()).unwrap_or_default();
+        let n = resp.header("CSeq").and_then(|c| c.split_whitespace().next()).and_then(|n| n.parse::<u32>().ok()).unwrap_or(1);
+        for (method, cseq) in [(hatrunk_sip::Method::Ack, n), (hatrunk_sip::Method::Bye, n + 1)] {
+            let mut m = SipMessage::request(method.clone(), target.clone());
+            for h in ["From", "To", "Call-ID"] {
+                if let Some(v) = resp.header(h) {
+                    m.push(h, v);
+                }
+            }
+            m.push("CSeq", format!("{cseq} {}", method.as_str()));
+            m.push("Max-Forwards", "70");
+            if method == hatrunk_sip::Method::Ack {
+                let b = self.branch();
+                m.push_front("Via", format!("SIP/2.0/{} {};branch={b}", dest.proto.via_name(), self.hostport(dest.proto)));
+                self.send(dest, m);
+            } else {
+                self.start_client(m, dest, Owner::Own);
+            }
+        }
+    }
+
+    /// CANCEL the client transaction `branch` (same branch as its INVITE), if it is still there.
+    pub(super) fn cancel_branch(&mut self, branch: &str) {
+        if let Some((dest, req)) = self.clients.get(branch).map(|e| (e.dest, e.request.clone())) {
+            if let Some(c) = build::cancel_for(&req) {
+                self.send(dest, c);
+            }
+        }
+    }
+}
