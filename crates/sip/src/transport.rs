@@ -113,15 +113,25 @@ impl Transports {
     /// connection to `peer`, then a new one. Failures come back as [`TransportEvent::Unreachable`].
     pub fn send(self: &Arc<Self>, proto: Proto, peer: SocketAddr, conn: Option<u64>, bytes: Bytes) {
         match proto {
-            Proto::Udp => {
-                if let Err(e) = self.udp.try_send_to(&bytes, peer) {
-                    if e.kind() != std::io::ErrorKind::WouldBlock {
-                        let _ = self.events.try_send(TransportEvent::Unreachable { proto, peer });
-                    }
-                    tracing::debug!(%peer, error = %e, "udp send failed");
-                }
-            }
+            Proto::Udp => self.send_udp(peer, &bytes),
             Proto::Tcp => self.send_tcp(peer, conn, bytes),
+        }
+    }
+
+    /// Linux reports a pending ICMP error on the next call on the socket, whoever it is for: a
+    /// send to a live PBX can fail with "connection refused" because a dead node's port was
+    /// unreachable a moment earlier. That error is not this peer's: read the error queue, which
+    /// names the real destinations, and send again (the pending error is cleared by reporting it).
+    fn send_udp(&self, peer: SocketAddr, bytes: &[u8]) {
+        let (delivered, dead) = send_datagram(&self.udp, peer, bytes);
+        for d in dead {
+            let _ = self.events.try_send(TransportEvent::Unreachable { proto: Proto::Udp, peer: d });
+        }
+        if let Err(e) = delivered {
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                let _ = self.events.try_send(TransportEvent::Unreachable { proto: Proto::Udp, peer });
+            }
+            tracing::debug!(%peer, error = %e, "udp send failed");
         }
     }
 
@@ -241,6 +251,21 @@ async fn udp_loop(t: Arc<Transports>) {
     }
 }
 
+/// Send one datagram; also returns the destinations the socket reported unreachable meanwhile.
+/// "Connection refused" on a send is always such a report (an unconnected UDP send cannot be
+/// refused), so it is never taken as `peer`'s failure.
+fn send_datagram(sock: &UdpSocket, peer: SocketAddr, bytes: &[u8]) -> (std::io::Result<()>, Vec<SocketAddr>) {
+    let mut dead = Vec::new();
+    for _ in 0..8 {
+        match sock.try_send_to(bytes, peer) {
+            Ok(_) => return (Ok(()), dead),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => dead.extend(drain_icmp_errors(sock)),
+            Err(e) => return (Err(e), dead),
+        }
+    }
+    (Err(std::io::Error::new(std::io::ErrorKind::WouldBlock, "socket kept reporting other peers' errors")), dead)
+}
+
 /// Read queued ICMP errors (IP_RECVERR); each names the destination we could not reach.
 fn drain_icmp_errors(sock: &UdpSocket) -> Vec<SocketAddr> {
     use nix::sys::socket::{recvmsg, MsgFlags, SockaddrIn};
@@ -259,4 +284,28 @@ fn drain_icmp_errors(sock: &UdpSocket) -> Vec<SocketAddr> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel reports a dead port's ICMP error on the next send to anyone; that send must
+    /// still go out, and the error must name the dead port, not the live one.
+    #[tokio::test]
+    async fn a_pending_icmp_error_is_not_the_next_peers_failure() {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::Ipv4RecvErr, &true).expect("IP_RECVERR");
+        let dead = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr"); // closed on drop
+        let live = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        sock.send_to(b"x", dead).await.expect("first send");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await; // the ICMP error is queued by now
+        let (sent, unreachable) = send_datagram(&sock, live.local_addr().expect("addr"), b"hello");
+        assert!(sent.is_ok(), "{sent:?}");
+        assert_eq!(unreachable, vec![dead]);
+        let mut buf = [0u8; 16];
+        let (n, _) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), live.recv_from(&mut buf)).await.expect("delivered").expect("recv");
+        assert_eq!(&buf[..n], b"hello");
+    }
 }
