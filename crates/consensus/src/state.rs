@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use hatrunk_core::escrow::Shares;
 use hatrunk_core::pool::Pool;
 use hatrunk_core::trunk::{check_numbers_free, Trunk};
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,8 @@ pub struct ClusterState {
     pub trunks: BTreeMap<String, Trunk>,
     pub numbers: BTreeMap<String, String>,
     pub pool: Pool,
+    /// Each node's escrow share of each trunk's pool (what nodes admit from locally).
+    pub shares: Shares,
     pub registrations: BTreeMap<String, Registration>,
     /// client -> recent serials and their results. A window, not a "last serial": one client has
     /// many writes in flight and they may commit in any order.
@@ -72,6 +75,7 @@ impl ClusterState {
                 CommandResult::Ok
             }
             Command::DeleteTrunk(id) => {
+                self.shares.forget_trunk(id);
                 if self.remove_trunk(id) {
                     CommandResult::Ok
                 } else {
@@ -91,6 +95,18 @@ impl ClusterState {
                 for slot in self.pool.holders_with_prefix(&prefix) {
                     self.pool.release(&slot);
                 }
+                self.shares.release_node(node);
+                CommandResult::Ok
+            }
+            Command::Reserve { trunk, node, want } => match self.trunks.get(trunk) {
+                Some(t) => {
+                    let room = t.max_concurrent_calls.saturating_sub(self.pool.used(trunk));
+                    CommandResult::Reserved(self.shares.reserve(trunk, node, *want, room))
+                }
+                None => CommandResult::NotFound(format!("trunk {trunk} not found")),
+            },
+            Command::Shrink { trunk, node, to } => {
+                self.shares.shrink(trunk, node, *to);
                 CommandResult::Ok
             }
             Command::Register { username, contact, route, expires_ms } => {
@@ -186,5 +202,25 @@ mod tests {
         let again = s.apply(&req(7, 5, Command::Admit { trunk: "a".into(), slot: "n/1".into() }));
         assert_eq!(first, again);
         assert_eq!(s.pool.used("a"), 0);
+    }
+
+    #[test]
+    fn shares_stay_within_the_limit_with_per_call_slots_and_go_with_their_node() {
+        let mut s = ClusterState::default();
+        s.apply(&req(0, 0, Command::PutTrunk(Box::new(trunk("a", "6561000001", 5)))));
+        s.apply(&req(0, 0, Command::Admit { trunk: "a".into(), slot: "n0/1".into() }));
+        let reserve = |node: &str, want| Command::Reserve { trunk: "a".into(), node: node.into(), want };
+        assert_eq!(s.apply(&req(0, 0, reserve("n1", 3))), CommandResult::Reserved(3));
+        assert_eq!(s.apply(&req(0, 0, reserve("n2", 3))), CommandResult::Reserved(1), "one per-call slot + 3 + 1 = 5");
+        assert!(s.shares.starved_by_other("a", "n1"));
+        s.apply(&req(0, 0, Command::Shrink { trunk: "a".into(), node: "n1".into(), to: 1 }));
+        assert_eq!(s.apply(&req(0, 0, reserve("n2", 2))), CommandResult::Reserved(2));
+        assert!(!s.shares.starved_by_other("a", "n1"));
+        s.apply(&req(0, 0, Command::ReleaseNode { node: "n2".into() }));
+        assert_eq!(s.shares.total("a"), 1);
+        assert!(matches!(s.apply(&req(0, 0, reserve("n2", 1))), CommandResult::Reserved(1)));
+        s.apply(&req(0, 0, Command::DeleteTrunk("a".into())));
+        assert_eq!(s.shares.total("a"), 0);
+        assert!(matches!(s.apply(&req(0, 0, reserve("n2", 1))), CommandResult::NotFound(_)));
     }
 }

@@ -42,9 +42,22 @@ pub enum Command {
     Release {
         slot: String,
     },
-    /// Give back every slot held by calls of `node` (slot names start with the node name).
+    /// Give back every slot held by calls of `node` (slot names start with the node name) and
+    /// its escrow shares.
     ReleaseNode {
         node: String,
+    },
+    /// Grant `node` up to `want` more of `trunk`'s pool as its escrow share (see core::escrow).
+    Reserve {
+        trunk: String,
+        node: String,
+        want: u32,
+    },
+    /// `node` keeps at most `to` of its share of `trunk` (idempotent).
+    Shrink {
+        trunk: String,
+        node: String,
+        to: u32,
     },
     /// A Digest account's live binding, so any node can deliver to it.
     Register {
@@ -78,6 +91,8 @@ impl fmt::Display for Request {
 pub enum CommandResult {
     Ok,
     Admission(Admission),
+    /// How much of a share a [`Command::Reserve`] granted.
+    Reserved(u32),
     /// The command was valid Raft-wise but refused by the state (e.g. a number already taken).
     Refused(String),
     NotFound(String),

@@ -10,6 +10,7 @@
 //! - [`plan`]: the attempt chain of one call under a mode (Only Primary, Load Balancing, Auto Fail-over).
 //! - [`cdr`]: dispositions, causes and the CDR record.
 //! - [`pool`]: concurrent-call accounting, strict and idempotent.
+//! - [`escrow`]: per-node shares of the pools, so admission needs no consensus round trip per call.
 //! - [`health`]: account health from OPTIONS probes with up/down thresholds.
 //! - [`rr`]: round-robin selection.
 //! - [`ha`]: Advanced HA: failure detector, quorum, egress node order per `advanced_ha`.
@@ -17,6 +18,7 @@
 pub mod cdr;
 pub mod credentials;
 pub mod error;
+pub mod escrow;
 pub mod ha;
 pub mod health;
 pub mod plan;

@@ -1,12 +1,16 @@
 //! Admission: taking and giving back slots of a trunk's shared pool. The call path sees only the
-//! [`Admission`] trait; [`RaftAdmission`] makes every admit and release a Raft command, so the
-//! decision of who holds a slot is made once, by the replicated state machine, for the whole
-//! cluster (see docs/consensus.md for why this design and what it costs).
+//! [`Admission`] trait. [`EscrowAdmission`] admits from this node's escrow share of the pool
+//! (`hatrunk_core::escrow`): no consensus round trip per call, one Raft write per batch of slots,
+//! and the replicated ledger keeps the shares within each trunk's limit. [`RaftAdmission`], every
+//! admit and release a Raft command, stays as the reference the benchmarks compare against.
+//! See docs/consensus.md for why, and what a partitioned node may still do.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hatrunk_consensus::raft::Consensus;
 use hatrunk_consensus::{Command, CommandResult};
+use hatrunk_core::escrow::{Escrow, Take};
 use hatrunk_core::pool::Admission as Decision;
 
 use crate::error::NodeError;
@@ -20,6 +24,224 @@ pub trait Admission: Send + Sync {
     fn release(&self, call: String) -> BoxFuture<'_, Result<(), NodeError>>;
     /// Slots in use per trunk, as this node's applied state sees them.
     fn usage(&self) -> Vec<(String, u32)>;
+    /// Decide at once when no write is needed (the call path then skips a task and a channel).
+    fn admit_now(&self, _trunk: &str, _limit: u32, _call: &str) -> Option<Decision> {
+        None
+    }
+    /// Release at once when no write is needed; false means "use [`Admission::release`]".
+    fn release_now(&self, _call: &str) -> bool {
+        false
+    }
+}
+
+/// How a node that was refused a share waits for the others to give theirs back: the others look
+/// every [`TIDY_EVERY`], so five tries over ~300 ms cover a few of their rounds and a commit each.
+const STARVED_RETRIES: [u64; 5] = [20, 40, 60, 80, 100];
+/// How often a node gives back what it does not need.
+pub const TIDY_EVERY: Duration = Duration::from_millis(50);
+/// Without a new call for this long a node keeps no reserve.
+const IDLE_MS: u64 = 1000;
+
+/// Admission from this node's escrow share.
+pub struct EscrowAdmission {
+    consensus: Arc<Consensus>,
+    node: String,
+    escrow: Mutex<Escrow>,
+    /// One ledger write of this node at a time (a shrink must never cross a grant in flight).
+    ledger: tokio::sync::Mutex<Resync>,
+    reconciled: tokio::sync::OnceCell<()>,
+    t0: Instant,
+}
+
+/// Trunks whose last ledger write went unanswered: the ledger may hold more for us than we use.
+#[derive(Default)]
+struct Resync(std::collections::BTreeSet<String>);
+
+impl EscrowAdmission {
+    pub fn new(consensus: Arc<Consensus>, node: String) -> Self {
+        EscrowAdmission {
+            consensus,
+            node,
+            escrow: Mutex::new(Escrow::default()),
+            ledger: tokio::sync::Mutex::new(Resync::default()),
+            reconciled: tokio::sync::OnceCell::new(),
+            t0: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.t0.elapsed().as_millis() as u64
+    }
+
+    fn escrow(&self) -> std::sync::MutexGuard<'_, Escrow> {
+        self.escrow.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Give back every share and slot this node held before it (re)started: its calls lived in the
+    /// process that is gone. Done once, always before this node's first admission.
+    pub async fn reconcile(&self) -> Result<(), NodeError> {
+        self.reconciled
+            .get_or_try_init(|| async {
+                outcome(self.consensus.write(Command::ReleaseNode { node: self.node.clone() }).await?)?;
+                tracing::info!(node = %self.node, "shares and slots of previous runs released");
+                Ok::<(), NodeError>(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// (the ledger holds more than the trunk's limit, others are waiting for a share, what the
+    /// ledger says we hold)
+    fn ledger_view(&self, trunk: &str) -> (bool, bool, u32, u32) {
+        self.consensus.local(|s| {
+            let limit = s.trunks.get(trunk).map(|t| t.max_concurrent_calls).unwrap_or(0);
+            let held = s.shares.total(trunk) + s.pool.used(trunk);
+            (held > limit, s.shares.starved_by_other(trunk, &self.node), s.shares.share(trunk, &self.node), held)
+        })
+    }
+
+    fn take(&self, trunk: &str, limit: u32, call: &str) -> Take {
+        let (over, ..) = self.ledger_view(trunk);
+        let now = self.now_ms();
+        self.escrow().take(trunk, call, limit, over, now)
+    }
+
+    /// Ask the ledger for `want` more of `trunk`; returns what was granted.
+    async fn reserve(&self, trunk: &str, limit: u32, call: &str, want: u32) -> Result<u32, NodeError> {
+        let mut resync = self.ledger.lock().await;
+        // someone else's grant may have landed while we waited for the ledger
+        if !matches!(self.take_probe(trunk, limit, call), Take::Need { .. }) {
+            return Ok(want);
+        }
+        let cmd = Command::Reserve { trunk: trunk.to_string(), node: self.node.clone(), want };
+        match self.consensus.write(cmd).await {
+            Ok(r) => match outcome(r)? {
+                CommandResult::Reserved(g) => {
+                    self.escrow().credit(trunk, g);
+                    Ok(g)
+                }
+                other => Err(NodeError::Refused(format!("unexpected reserve result {other:?} for trunk {trunk}"))),
+            },
+            Err(e) => {
+                resync.0.insert(trunk.to_string()); // it may have been granted after all
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Whether there is room now, without taking it.
+    fn take_probe(&self, trunk: &str, limit: u32, call: &str) -> Take {
+        let (over, ..) = self.ledger_view(trunk);
+        let e = self.escrow();
+        if e.holds(call) {
+            return Take::Held;
+        }
+        if e.in_use(trunk) < e.usable(trunk) && !over {
+            Take::Taken
+        } else {
+            Take::Need { want: hatrunk_core::escrow::batch(limit) }
+        }
+    }
+
+    /// Give back what this node does not need, and repair the ledger after unanswered writes.
+    /// Run every [`TIDY_EVERY`].
+    pub async fn tidy(&self) {
+        if self.reconciled.get().is_none() {
+            return;
+        }
+        let mut resync = self.ledger.lock().await;
+        let mut trunks = self.escrow().trunks();
+        trunks.extend(resync.0.iter().cloned());
+        let mine: Vec<String> = self.consensus.local(|s| s.shares.trunks_of(&self.node));
+        trunks.extend(mine);
+        trunks.sort();
+        trunks.dedup();
+        for trunk in trunks {
+            let (over, starved, share, _) = self.ledger_view(&trunk);
+            let limit = self.consensus.local(|s| s.trunks.get(&trunk).map(|t| t.max_concurrent_calls).unwrap_or(0));
+            let now = self.now_ms();
+            let (give, usable) = {
+                let mut e = self.escrow();
+                let give = e.surplus(&trunk, limit, starved, over, now, IDLE_MS);
+                (give, e.usable(&trunk))
+            };
+            if give == 0 && share <= usable && !resync.0.contains(&trunk) {
+                continue;
+            }
+            let cmd = Command::Shrink { trunk: trunk.clone(), node: self.node.clone(), to: usable };
+            match self.consensus.write(cmd).await {
+                Ok(_) => {
+                    resync.0.remove(&trunk);
+                }
+                Err(e) => {
+                    tracing::debug!(%trunk, error = %e, "share not given back yet");
+                    resync.0.insert(trunk);
+                }
+            }
+        }
+    }
+}
+
+impl Admission for EscrowAdmission {
+    fn admit(&self, trunk: String, limit: u32, call: String) -> BoxFuture<'_, Result<Decision, NodeError>> {
+        Box::pin(async move {
+            self.reconcile().await?;
+            let mut starved_round = 0;
+            loop {
+                let want = match self.take(&trunk, limit, &call) {
+                    Take::Taken => return Ok(Decision::Granted),
+                    Take::Held => return Ok(Decision::AlreadyHeld),
+                    Take::Need { want } => want,
+                };
+                if self.reserve(&trunk, limit, &call, want).await? > 0 {
+                    continue;
+                }
+                // nothing free: wait for others to give back their reserve, unless nobody has one
+                let (_, _, mine, held) = self.ledger_view(&trunk);
+                let others_reserve = self.consensus.local(|s| s.shares.total(&trunk)).saturating_sub(mine);
+                let Some(wait) = STARVED_RETRIES.get(starved_round).filter(|_| others_reserve > 0) else {
+                    let limit = self.consensus.local(|s| s.trunks.get(&trunk).map(|t| t.max_concurrent_calls)).unwrap_or(limit);
+                    return Ok(Decision::Full { used: held, limit });
+                };
+                starved_round += 1;
+                tokio::time::sleep(Duration::from_millis(*wait)).await;
+            }
+        })
+    }
+
+    fn release(&self, call: String) -> BoxFuture<'_, Result<(), NodeError>> {
+        self.escrow().release(&call);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn admit_now(&self, trunk: &str, limit: u32, call: &str) -> Option<Decision> {
+        self.reconciled.get()?;
+        match self.take(trunk, limit, call) {
+            Take::Taken => Some(Decision::Granted),
+            Take::Held => Some(Decision::AlreadyHeld),
+            Take::Need { .. } => None,
+        }
+    }
+
+    fn release_now(&self, call: &str) -> bool {
+        self.escrow().release(call);
+        true
+    }
+
+    /// Slots held per trunk across the cluster: every node's share plus per-call slots. A node's
+    /// share is its calls in progress plus a reserve it gives back within about a second of
+    /// its last call, so once calls end this settles to the calls in progress.
+    fn usage(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<(String, u32)> = self.consensus.local(|s| {
+            let mut m: std::collections::BTreeMap<String, u32> = s.pool.usage().map(|(t, n)| (t.to_string(), n)).collect();
+            for (t, n) in s.shares.totals() {
+                *m.entry(t.to_string()).or_default() += n;
+            }
+            m.into_iter().collect()
+        });
+        v.sort();
+        v
+    }
 }
 
 pub struct RaftAdmission {

@@ -16,7 +16,7 @@ use hatrunk_consensus::server::ClusterService;
 use hatrunk_consensus::NodeInfo;
 
 use crate::admin::{pb::admin_server::AdminServer, AdminService};
-use crate::admission::{Admission, RaftAdmission};
+use crate::admission::{Admission, EscrowAdmission, TIDY_EVERY};
 use crate::cluster_health::{ClusterHealth, DetectorTiming};
 use crate::config::NodeConfig;
 use crate::error::NodeError;
@@ -65,9 +65,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         tracing::info!("initialised a one-voter cluster on first start");
     }
     let store: Arc<dyn TrunkStore> = Arc::new(RaftTrunkStore::new(consensus.clone()));
-    let raft_admission = Arc::new(RaftAdmission::new(consensus.clone(), cfg.node.name.clone()));
-    tokio::spawn(reconcile(consensus.clone(), raft_admission.clone()));
-    let admission: Arc<dyn Admission> = raft_admission;
+    let escrow = Arc::new(EscrowAdmission::new(consensus.clone(), cfg.node.name.clone()));
+    tokio::spawn(reconcile(consensus.clone(), escrow.clone()));
+    tokio::spawn(tidy_shares(escrow.clone()));
+    let admission: Arc<dyn Admission> = escrow;
     let health = ClusterHealth::new(
         consensus.clone(),
         DetectorTiming { interval_ms: cfg.cluster.ping_interval_ms, threshold_ms: cfg.cluster.failure_threshold_ms },
@@ -124,7 +125,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
 }
 
 /// Release the slots of this node's previous runs as soon as the cluster can take the write.
-async fn reconcile(consensus: Arc<Consensus>, admission: Arc<RaftAdmission>) {
+async fn reconcile(consensus: Arc<Consensus>, admission: Arc<EscrowAdmission>) {
     loop {
         if consensus.is_initialized().await {
             match admission.reconcile().await {
@@ -133,6 +134,16 @@ async fn reconcile(consensus: Arc<Consensus>, admission: Arc<RaftAdmission>) {
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Give back unused shares and repair the ledger, a few times a second, for the node's life.
+async fn tidy_shares(admission: Arc<EscrowAdmission>) {
+    let mut tick = tokio::time::interval(TIDY_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        admission.tidy().await;
     }
 }
 
@@ -240,6 +251,10 @@ async fn engine_loop(
             match action {
                 Action::Send { proto, addr, conn, bytes } => transports.send(proto, addr, conn, bytes),
                 Action::Admit { call, trunk, limit, slot } => {
+                    if let Some(d) = admission.admit_now(&trunk, limit, &slot) {
+                        let _ = adm_tx.send((call, Ok(d)));
+                        continue;
+                    }
                     let adm = admission.clone();
                     let tx = adm_tx.clone();
                     tokio::spawn(async move {
@@ -248,6 +263,9 @@ async fn engine_loop(
                     });
                 }
                 Action::Release { slot } => {
+                    if admission.release_now(&slot) {
+                        continue;
+                    }
                     let adm = admission.clone();
                     tokio::spawn(async move {
                         if let Err(e) = adm.release(slot.clone()).await {

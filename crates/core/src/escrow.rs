@@ -1,0 +1,230 @@
+//! Escrow shares of a trunk's pool: how a node admits calls without a consensus round trip each.
+//!
+//! The replicated [`Shares`] ledger grants each node a share of every trunk's limit and never lets
+//! the shares (plus any per-call slots) add up to more than the limit. A node's [`Escrow`] admits a
+//! call locally while its calls in progress are below what it was granted, asks for more (one Raft
+//! write for a batch) when they are not, and gives back what it does not need. So property 1 holds
+//! by construction: calls in progress on a node <= what it may use <= its replicated share, and the
+//! shares sum to at most the limit.
+//!
+//! Shares move only by rules that cannot over-admit: a node lowers what it may use *before* it
+//! asks the ledger to shrink its share to that, one ledger write per node at a time, and the share of a node that is gone comes back only
+//! when it restarts (it releases everything before its first admission) or is removed.
+//! When a node is refused a share because others hold it all, the ledger marks the trunk starved;
+//! every other node then gives back its unused reserve, and the refused node asks again.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+/// The replicated ledger: trunk -> node -> share.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shares {
+    granted: BTreeMap<String, BTreeMap<String, u32>>,
+    /// Nodes that asked for more of a trunk than was free, until they get what they ask for.
+    starved: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Shares {
+    /// Grant `node` up to `want` more of `trunk`, within `room` (the limit minus per-call slots)
+    /// less every share already granted. Returns what was granted. Asking for 0 only clears the
+    /// starved mark.
+    pub fn reserve(&mut self, trunk: &str, node: &str, want: u32, room: u32) -> u32 {
+        let g = want.min(room.saturating_sub(self.total(trunk)));
+        if g > 0 {
+            *self.granted.entry(trunk.to_string()).or_default().entry(node.to_string()).or_default() += g;
+        }
+        if g < want {
+            self.starved.entry(trunk.to_string()).or_default().insert(node.to_string());
+        } else if let Some(s) = self.starved.get_mut(trunk) {
+            s.remove(node);
+            if s.is_empty() {
+                self.starved.remove(trunk);
+            }
+        }
+        g
+    }
+
+    /// `node` keeps at most `to` of its share of `trunk`. Idempotent, so a retry after an
+    /// unanswered write is harmless; a node sends it only when no other write of its own for this
+    /// trunk is in flight, so it never undoes a grant the node has not heard of.
+    pub fn shrink(&mut self, trunk: &str, node: &str, to: u32) {
+        if let Some(per) = self.granted.get_mut(trunk) {
+            if let Some(s) = per.get_mut(node) {
+                *s = (*s).min(to);
+                if *s == 0 {
+                    per.remove(node);
+                }
+            }
+            if per.is_empty() {
+                self.granted.remove(trunk);
+            }
+        }
+    }
+
+    /// Everything `node` holds goes back (it restarted, so its calls are gone, or it was removed).
+    pub fn release_node(&mut self, node: &str) {
+        self.granted.retain(|_, per| {
+            per.remove(node);
+            !per.is_empty()
+        });
+        self.starved.retain(|_, s| {
+            s.remove(node);
+            !s.is_empty()
+        });
+    }
+
+    /// A trunk was deleted: its shares mean nothing any more.
+    pub fn forget_trunk(&mut self, trunk: &str) {
+        self.granted.remove(trunk);
+        self.starved.remove(trunk);
+    }
+
+    /// The sum of all nodes' shares of `trunk`.
+    pub fn total(&self, trunk: &str) -> u32 {
+        self.granted.get(trunk).map(|per| per.values().sum()).unwrap_or(0)
+    }
+
+    pub fn share(&self, trunk: &str, node: &str) -> u32 {
+        self.granted.get(trunk).and_then(|per| per.get(node)).copied().unwrap_or(0)
+    }
+
+    /// Whether a node other than `me` is waiting for a share of `trunk`.
+    pub fn starved_by_other(&self, trunk: &str, me: &str) -> bool {
+        self.starved.get(trunk).is_some_and(|s| s.iter().any(|n| n != me))
+    }
+
+    pub fn is_starved(&self, trunk: &str, node: &str) -> bool {
+        self.starved.get(trunk).is_some_and(|s| s.contains(node))
+    }
+
+    /// Trunks `node` holds a share of.
+    pub fn trunks_of(&self, node: &str) -> Vec<String> {
+        self.granted.iter().filter(|(_, per)| per.contains_key(node)).map(|(t, _)| t.clone()).collect()
+    }
+
+    /// Shares per trunk, summed over nodes.
+    pub fn totals(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.granted.iter().map(|(t, per)| (t.as_str(), per.values().sum()))
+    }
+}
+
+/// How many slots a node asks for at once, and keeps in reserve while calls keep coming: a
+/// sixteenth of the limit, at least 1 (small trunks stay exact call by call), at most 64.
+pub fn batch(limit: u32) -> u32 {
+    (limit / 16).clamp(1, 64)
+}
+
+/// The local answer to "may this call have a slot?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// Admitted from this node's share.
+    Taken,
+    /// This call already holds a slot (a retried admission).
+    Held,
+    /// The share is used up: ask the ledger for `want` more, then try again.
+    Need { want: u32 },
+}
+
+#[derive(Debug, Clone, Default)]
+struct Local {
+    /// What this node may use: granted to it, minus what it decided to give back.
+    usable: u32,
+    in_use: u32,
+    last_take_ms: u64,
+}
+
+/// One node's side: calls in progress per trunk against what it may use.
+#[derive(Debug, Default)]
+pub struct Escrow {
+    trunks: HashMap<String, Local>,
+    holders: HashMap<String, String>,
+}
+
+impl Escrow {
+    /// Admit `call` on `trunk` from the local share. `over_limit`: the ledger holds more than the
+    /// trunk's limit (it was lowered), so no reserve may be used until shares come back under it.
+    pub fn take(&mut self, trunk: &str, call: &str, limit: u32, over_limit: bool, now_ms: u64) -> Take {
+        if self.holders.contains_key(call) {
+            return Take::Held;
+        }
+        let l = self.trunks.entry(trunk.to_string()).or_default();
+        l.last_take_ms = now_ms;
+        if l.in_use < l.usable && !over_limit {
+            l.in_use += 1;
+            self.holders.insert(call.to_string(), trunk.to_string());
+            return Take::Taken;
+        }
+        Take::Need { want: batch(limit) }
+    }
+
+    /// The ledger granted `granted` more of `trunk`.
+    pub fn credit(&mut self, trunk: &str, granted: u32) {
+        self.trunks.entry(trunk.to_string()).or_default().usable += granted;
+    }
+
+    /// `call` ended: its slot is free again here. Returns false when it held none.
+    pub fn release(&mut self, call: &str) -> bool {
+        let Some(trunk) = self.holders.remove(call) else {
+            return false;
+        };
+        if let Some(l) = self.trunks.get_mut(&trunk) {
+            l.in_use = l.in_use.saturating_sub(1);
+        }
+        true
+    }
+
+    /// What to give back of `trunk` now, already taken off what this node may use (the ledger is
+    /// told afterwards with a shrink to [`Escrow::usable`], so the node never uses a slot the
+    /// ledger may have handed to someone else).
+    /// Keeps a batch in reserve while calls came in the last `idle_ms`, nothing after that or when
+    /// another node is starved or the trunk is over its limit. Hysteresis of one batch avoids
+    /// giving back and asking again on every call.
+    pub fn surplus(&mut self, trunk: &str, limit: u32, others_starved: bool, over_limit: bool, now_ms: u64, idle_ms: u64) -> u32 {
+        let Some(l) = self.trunks.get_mut(trunk) else {
+            return 0;
+        };
+        let spare = l.usable - l.in_use.min(l.usable);
+        let busy = now_ms.saturating_sub(l.last_take_ms) < idle_ms;
+        let b = batch(limit);
+        let give = if others_starved || over_limit || !busy {
+            spare
+        } else if spare > 2 * b {
+            spare - b
+        } else {
+            0
+        };
+        l.usable -= give;
+        give
+    }
+
+    pub fn holds(&self, call: &str) -> bool {
+        self.holders.contains_key(call)
+    }
+
+    pub fn in_use(&self, trunk: &str) -> u32 {
+        self.trunks.get(trunk).map(|l| l.in_use).unwrap_or(0)
+    }
+
+    pub fn usable(&self, trunk: &str) -> u32 {
+        self.trunks.get(trunk).map(|l| l.usable).unwrap_or(0)
+    }
+
+    /// Trunks this node holds anything of.
+    pub fn trunks(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.trunks.iter().filter(|(_, l)| l.usable > 0 || l.in_use > 0).map(|(t, _)| t.clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// A trunk was deleted: forget its shares (its calls keep their holder entries until they end).
+    pub fn forget_trunk(&mut self, trunk: &str) {
+        if let Some(l) = self.trunks.get_mut(trunk) {
+            l.usable = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "escrow_tests.rs"]
+mod tests;

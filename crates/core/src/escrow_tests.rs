@@ -1,0 +1,133 @@
+//! Escrow tests: the ledger's bounds, and a randomized walk of several nodes whose ledger writes
+//! land late (as Raft commits do) checking property 1 after every step.
+
+use super::*;
+
+#[test]
+fn the_ledger_never_grants_past_the_limit() {
+    let mut s = Shares::default();
+    assert_eq!(s.reserve("t", "a", 4, 10), 4);
+    assert_eq!(s.reserve("t", "b", 8, 10), 6, "only what is left");
+    assert!(s.is_starved("t", "b") && s.starved_by_other("t", "a") && !s.starved_by_other("t", "b"));
+    assert_eq!(s.reserve("t", "c", 1, 10), 0);
+    s.shrink("t", "a", 1);
+    s.shrink("t", "a", 1);
+    assert_eq!(s.reserve("t", "b", 3, 10), 3);
+    assert!(!s.is_starved("t", "b"), "a full grant clears the mark");
+    assert_eq!(s.total("t"), 10);
+    s.release_node("b");
+    assert_eq!((s.total("t"), s.share("t", "a"), s.share("t", "b")), (1, 1, 0));
+    assert!(!s.is_starved("t", "c") || s.starved_by_other("t", "a"));
+    assert_eq!(s.reserve("t", "a", 3, 2), 1, "per-call slots count against the limit too");
+}
+
+#[test]
+fn a_node_admits_within_its_share_and_keeps_one_batch() {
+    let mut e = Escrow::default();
+    assert_eq!(e.take("t", "c1", 160, false, 0), Take::Need { want: 10 });
+    e.credit("t", 10);
+    for i in 0..10 {
+        assert_eq!(e.take("t", &format!("c{i}"), 160, false, 1), Take::Taken);
+    }
+    assert_eq!(e.take("t", "c0", 160, false, 1), Take::Held);
+    assert_eq!(e.take("t", "c10", 160, false, 1), Take::Need { want: 10 });
+    assert_eq!(e.take("t", "x", 160, true, 1), Take::Need { want: 10 }, "over the limit: no local admissions");
+    for i in 0..10 {
+        assert!(e.release(&format!("c{i}")));
+    }
+    assert!(!e.release("c0"), "twice is harmless");
+    assert_eq!(e.surplus("t", 160, false, false, 2, 1000), 0, "busy: one batch of hysteresis");
+    e.credit("t", 30);
+    assert_eq!(e.surplus("t", 160, false, false, 2, 1000), 30, "busy: keep one batch");
+    assert_eq!(e.usable("t"), 10);
+    assert_eq!(e.surplus("t", 160, true, false, 2, 1000), 10, "someone is starved: give all spare");
+    e.credit("t", 5);
+    assert_eq!(e.surplus("t", 160, false, false, 5000, 1000), 5, "idle: give all spare");
+    assert_eq!(e.usable("t"), 0);
+}
+
+/// A ledger write of one node, in flight; `lost`: applied but its answer never arrives.
+#[derive(Clone, Copy)]
+enum Op {
+    Reserve(u32),
+    Shrink(u32),
+}
+
+/// Three nodes, one trunk; each node has at most one ledger write in flight (as the node does),
+/// writes land late and some answers are lost. Each step checks: calls in progress cluster-wide
+/// <= limit, and each node's in_use <= usable <= its share in the ledger.
+#[test]
+fn no_interleaving_over_admits() {
+    const LIMIT: u32 = 40;
+    let nodes = ["a", "b", "c"];
+    let mut ledger = Shares::default();
+    let mut esc: Vec<Escrow> = (0..3).map(|_| Escrow::default()).collect();
+    let mut inflight: Vec<Option<Op>> = vec![None; 3];
+    let mut answers: Vec<Option<u32>> = vec![None; 3];
+    let mut resync = [false; 3];
+    let mut calls: Vec<(usize, String)> = Vec::new();
+    let mut x: u64 = 7;
+    let mut rnd = |n: u64| {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (x >> 33) % n
+    };
+    let mut admitted = 0u32;
+    for step in 0..100_000u64 {
+        let n = rnd(3) as usize;
+        let idle = inflight[n].is_none() && answers[n].is_none();
+        match rnd(6) {
+            0 | 1 => {
+                let call = format!("{step}");
+                let over = ledger.total("t") > LIMIT;
+                match esc[n].take("t", &call, LIMIT, over, step) {
+                    Take::Taken => {
+                        calls.push((n, call));
+                        admitted += 1;
+                    }
+                    Take::Need { want } if idle => inflight[n] = Some(Op::Reserve(want)),
+                    Take::Need { .. } => {}
+                    Take::Held => unreachable!(),
+                }
+            }
+            2 if !calls.is_empty() => {
+                let i = rnd(calls.len() as u64) as usize;
+                let (n, call) = calls.swap_remove(i);
+                assert!(esc[n].release(&call));
+            }
+            3 => match inflight[n].take() {
+                Some(Op::Reserve(want)) => {
+                    let g = ledger.reserve("t", nodes[n], want, LIMIT);
+                    if rnd(10) == 0 {
+                        resync[n] = true; // the grant is lost with its answer
+                    } else {
+                        answers[n] = Some(g);
+                    }
+                }
+                Some(Op::Shrink(to)) => ledger.shrink("t", nodes[n], to),
+                None => {}
+            },
+            4 => {
+                if let Some(g) = answers[n].take() {
+                    esc[n].credit("t", g);
+                }
+            }
+            5 if idle => {
+                let starved = ledger.starved_by_other("t", nodes[n]);
+                let give = esc[n].surplus("t", LIMIT, starved, false, step, 20);
+                if give > 0 || resync[n] {
+                    resync[n] = false;
+                    inflight[n] = Some(Op::Shrink(esc[n].usable("t")));
+                }
+            }
+            _ => {}
+        }
+        let in_progress: u32 = (0..3).map(|i| esc[i].in_use("t")).sum();
+        assert!(in_progress <= LIMIT, "step {step}: {in_progress} calls in progress, limit {LIMIT}");
+        assert!(ledger.total("t") <= LIMIT);
+        for i in 0..3 {
+            assert!(esc[i].in_use("t") <= esc[i].usable("t"));
+            assert!(esc[i].usable("t") <= ledger.share("t", nodes[i]), "step {step} node {i}");
+        }
+    }
+    assert!(admitted > 1000, "the walk admitted calls ({admitted})");
+}
