@@ -30,3 +30,5 @@ fi
 # --test-threads flag, hence the environment variable for the test binaries.
 export RUST_TEST_THREADS=2
 cargo test --workspace --all-targets --locked
+# and the benchmarks and load harness binaries build with the optimised profile they are run with
+cargo bench --workspace --no-run --locked
