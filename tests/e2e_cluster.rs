@@ -92,7 +92,13 @@ fn three_nodes_form_a_cluster_survive_the_leader_and_remove_a_member() {
     // cluster remove of another node, asked through the restarted one: the rest go on
     let victim = if leader == 1 { 2 } else { 1 };
     let out = restarted.cli(&["cluster", "remove", &victim.to_string()]);
-    assert!(out.status.success(), "remove failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "remove failed: {}\nvia (restarted):\n{}\nothers:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        restarted.log(),
+        nodes.iter().map(|n| n.log()).collect::<Vec<_>>().join("\n----\n")
+    );
     assert_eq!(members(&restarted).len(), 2);
     restarted.apply(&trunk_file("c", "3602", 5, 36100));
     assert!(has_trunk(&restarted, "c"));

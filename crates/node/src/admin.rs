@@ -226,6 +226,24 @@ impl Admin for AdminService {
             return leader.cluster_remove(req.into_inner()).await;
         }
         let id = req.into_inner().id;
+        if id == self.consensus.id {
+            // Removing the leader itself: openraft's leader steps down as the change commits and
+            // the removal's own answer and the slot release that follows can be lost with it. Hand
+            // leadership to another voter first, and let that leader do the removal.
+            let m = self.consensus.raft.metrics().borrow().membership_config.clone();
+            let view = crate::cluster_health::ClusterView::view(&*self.health, crate::runtime::wall_ms());
+            let mut others: Vec<u64> = m.membership().voter_ids().filter(|v| *v != id).collect();
+            others.sort_by_key(|v| !view.get(*v).is_some_and(|h| h.alive)); // answering voters first
+            let target = others.first().copied();
+            let Some(target) = target else {
+                return Err(Status::failed_precondition(format!("node {id} is the last voter; removing it would end the cluster")));
+            };
+            self.consensus.transfer_leader(target, &self.timing).await.map_err(|e| to_status(e.into()))?;
+            if let Some(mut leader) = self.leader().await? {
+                return leader.cluster_remove(pb::NodeId { id }).await;
+            }
+            return Err(Status::unavailable("leadership was handed over but the new leader is not known here yet; retry"));
+        }
         let info = self.consensus.remove_node(id).await.map_err(|e| to_status(e.into()))?;
         // the removed node's calls can no longer be released by it: give its slots back
         if let Err(e) = self.consensus.write(Command::ReleaseNode { node: info.name.clone() }).await {

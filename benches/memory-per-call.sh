@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Memory per call in progress on one node: SIPp places CALLS calls that stay up (held for the whole
+# run), the node's resident memory is read before the first call and once they are all up, and the
+# difference per call is printed (goal <= 2 KiB). The PBX is SIPp too, answering every call.
+#
+# usage: benches/memory-per-call.sh [CALLS=100000] [RATE=2000]
+# Needs: a release build (built here), Debian's sip-tester (installed if missing).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+shared=$(cd "$here/../shared" && pwd)
+calls=${1:-100000} rate=${2:-2000}
+command -v sipp >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester >/dev/null; }
+cargo build --release -p hatrunk --bin hatrunk --manifest-path "$here/Cargo.toml"
+work=$(mktemp -d /tmp/hatrunk-mem.XXXXXX)
+cat > "$work/node.toml" <<TOML
+[node]
+data_dir = "$work/data"
+[sip]
+listen = ["udp:127.0.0.1:15060", "tcp:127.0.0.1:15060"]
+[cluster]
+listen = "127.0.0.1:17700"
+[http]
+listen = "127.0.0.1:19090"
+TOML
+cat > "$work/trunk.toml" <<TOML
+id = "bench"
+numbers = ["1000"]
+max_concurrent_calls = $((calls * 2))
+[primary]
+auth = "ip"
+target = "sip:127.0.0.1:15081"
+allowed_ips = ["127.0.0.9/32"]
+TOML
+HATRUNK_LOG=warn "$here/target/release/hatrunk" run --config "$work/node.toml" > "$work/node.log" 2>&1 &
+node=$!
+pids=()
+trap 'kill $node "${pids[@]}" 2>/dev/null; wait 2>/dev/null; true' EXIT
+sleep 1
+"$here/target/release/hatrunk" --endpoints 127.0.0.1:17700 trunk apply "$work/trunk.toml" >/dev/null
+sipp -sf "$shared/sipp/uas_rr.xml" -i 127.0.0.1 -p 15081 -nostdin > /dev/null 2>&1 & pids+=($!)
+# warm up (first allocations, one call through every path), then the baseline
+timeout 30 sipp -sf "$shared/sipp/uac_rr.xml" -i 127.0.0.1 -p 15090 127.0.0.1:15060 -s 1000 -r 50 -m 100 -d 0 -nostdin >/dev/null 2>&1 || true
+sleep 2
+rss() { awk '/^VmRSS/{print $2}' /proc/$node/status; }
+before=$(rss)
+secs=$(( calls / rate + 30 ))
+sipp -sf "$shared/sipp/uac_rr.xml" -i 127.0.0.1 -p 15091 127.0.0.1:15060 -s 1000 -r "$rate" -m "$calls" -d $(( (secs + 120) * 1000 )) \
+  -l $((calls + 10)) -nostdin -trace_stat -stf "$work/stat.csv" -fd 1 > /dev/null 2>&1 & pids+=($!)
+for _ in $(seq 1 $((secs + 60))); do
+  sleep 1
+  up=$(curl -s 127.0.0.1:19090/metrics | awk '/^hatrunk_pool_in_use/{print $2}' | head -1)
+  [ "${up:-0}" -ge "$calls" ] && break
+done
+sleep 3
+after=$(rss)
+up=$(curl -s 127.0.0.1:19090/metrics | awk '/^hatrunk_pool_in_use/{print $2}' | head -1)
+python3 -c "
+b=$before; a=$after; n=${up:-0}
+print(f'rss_before_kib={b} rss_after_kib={a} calls_up={n}')
+print(f'memory_per_call_bytes={(a-b)*1024/n if n else 0:.0f} (goal <= 2048)')"
