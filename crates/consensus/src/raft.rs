@@ -165,7 +165,7 @@ impl Consensus {
 
     fn answer(&self, q: &Read) -> ReadReply {
         match q {
-            Read::Trunk(id) => ReadReply::Trunk(self.local(|s| s.trunks.get(id).cloned())),
+            Read::Trunk(id) => ReadReply::Trunk(self.local(|s| s.trunks.get(id).map(|t| (**t).clone()))),
         }
     }
 

@@ -2,6 +2,7 @@
 //! de-duplication table. `apply` is pure and deterministic: every replica computes the same result.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use hatrunk_core::escrow::Shares;
 use hatrunk_core::pool::Pool;
@@ -19,7 +20,8 @@ pub struct Registration {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
-    pub trunks: BTreeMap<String, Trunk>,
+    /// Shared, so the call path takes a trunk per call without copying it.
+    pub trunks: BTreeMap<String, Arc<Trunk>>,
     pub numbers: BTreeMap<String, String>,
     pub pool: Pool,
     /// Each node's escrow share of each trunk's pool (what nodes admit from locally).
@@ -71,7 +73,7 @@ impl ClusterState {
                 for n in &t.numbers {
                     self.numbers.insert(n.clone(), t.id.clone());
                 }
-                self.trunks.insert(t.id.clone(), (**t).clone());
+                self.trunks.insert(t.id.clone(), Arc::new((**t).clone()));
                 CommandResult::Ok
             }
             Command::DeleteTrunk(id) => {

@@ -66,15 +66,15 @@ impl TrunkStore for RaftTrunkStore {
     }
 
     fn get(&self, id: &str) -> Option<Arc<Trunk>> {
-        self.consensus.local(|s| s.trunks.get(id).cloned().map(Arc::new))
+        self.consensus.local(|s| s.trunks.get(id).cloned())
     }
 
     fn list(&self) -> Vec<Arc<Trunk>> {
-        self.consensus.local(|s| s.trunks.values().cloned().map(Arc::new).collect())
+        self.consensus.local(|s| s.trunks.values().cloned().collect())
     }
 
     fn by_number(&self, number: &str) -> Option<Arc<Trunk>> {
-        self.consensus.local(|s| s.numbers.get(number).and_then(|id| s.trunks.get(id)).cloned().map(Arc::new))
+        self.consensus.local(|s| s.numbers.get(number).and_then(|id| s.trunks.get(id)).cloned())
     }
 
     fn by_source(&self, ip: IpAddr) -> Vec<(Arc<Trunk>, Role)> {
@@ -83,7 +83,7 @@ impl TrunkStore for RaftTrunkStore {
             for t in s.trunks.values() {
                 for role in [Role::Primary, Role::Secondary] {
                     if t.account(role).is_some_and(|a| a.auth == AuthMode::Ip && a.allows(ip)) {
-                        out.push((Arc::new(t.clone()), role));
+                        out.push((t.clone(), role));
                     }
                 }
             }
@@ -105,7 +105,7 @@ impl TrunkStore for RaftTrunkStore {
             s.trunks.values().find_map(|t| {
                 [Role::Primary, Role::Secondary].into_iter().find_map(|role| {
                     let a = t.account(role)?;
-                    (a.auth == AuthMode::Digest && a.username.as_deref() == Some(user)).then(|| (Arc::new(t.clone()), role))
+                    (a.auth == AuthMode::Digest && a.username.as_deref() == Some(user)).then(|| (t.clone(), role))
                 })
             })
         })

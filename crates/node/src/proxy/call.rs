@@ -50,7 +50,11 @@ pub struct Call {
     pub(super) direction: Direction,
     /// Outbound: the account the PBX came in on.
     via_account: Option<Role>,
+    /// The INVITE as received, until the call is answered (then only its Call-ID and From stay,
+    /// below: an answered call lasts minutes and 100,000 of them must fit in little memory).
     req: SipMessage,
+    pub(super) call_id: String,
+    from_uri: String,
     src: Src,
     pub(super) number: String,
     pub(super) slot: String,
@@ -136,6 +140,8 @@ impl Engine {
             trunk,
             direction,
             via_account,
+            call_id: msg.header("Call-ID").unwrap_or("").to_string(),
+            from_uri: addr_uri(msg.header("From").unwrap_or("")).to_string(),
             req: msg,
             src,
             number,
@@ -157,10 +163,10 @@ impl Engine {
             r.push("Retry-After", "5");
             r.push("Reason", "Q.850;cause=41;text=\"Node cut off from the cluster majority\"");
             self.respond_msg(&call.key, r);
-            self.calls.insert(id, call);
+            self.calls.insert(id, Box::new(call));
             return self.finish(id, Disposition::Congestion, Cause::ClusterUnavailable, Some(503), false);
         }
-        self.calls.insert(id, call);
+        self.calls.insert(id, Box::new(call));
         if forwarded_from.is_some() {
             // the ingress holds the slot; this node only delivers
             return self.deliver_locally(id);
@@ -395,7 +401,10 @@ impl Engine {
                 a.rec.elapsed_ms = now.saturating_sub(a.started);
                 a.rec.set_outcome(Outcome::Answered(code));
                 call.answer_ms = Some(now);
-                (call.key.clone(), call.req.header("Call-ID").unwrap_or("").to_string(), call.trunk.max_call_duration_s)
+                call.req = SipMessage::request(hatrunk_sip::Method::Invite, String::new()); // no new attempt will need it
+                call.attempts.shrink_to_fit();
+                call.slot.shrink_to_fit();
+                (call.key.clone(), call.call_id.clone(), call.trunk.max_call_duration_s)
             };
             self.metrics.answered.inc();
             if let Some(r) = self.egress_report(id, None) {
@@ -403,7 +412,7 @@ impl Engine {
             }
             self.respond_msg(&key, resp);
             self.dialogs.insert(call_id.clone(), id);
-            self.arm(self.now + u64::from(max_s) * 1000, TimerKey::MaxDuration(call_id));
+            self.arm(self.now + u64::from(max_s) * 1000, TimerKey::MaxDuration(id));
             return;
         }
         if let Some(c) = self.calls.get_mut(&id) {
@@ -523,10 +532,8 @@ impl Engine {
         let Some(call) = self.calls.remove(&id) else {
             return;
         };
-        if let Some(cid) = call.req.header("Call-ID") {
-            if self.dialogs.get(cid) == Some(&id) {
-                self.dialogs.remove(cid);
-            }
+        if self.dialogs.get(&call.call_id) == Some(&id) {
+            self.dialogs.remove(&call.call_id);
         }
         if call.admitted {
             self.out.push(Action::Release { slot: call.slot.clone() });
@@ -537,10 +544,10 @@ impl Engine {
         let now = self.now;
         let report = call.report.clone().unwrap_or_default();
         let cdr = Cdr {
-            call_id: call.req.header("Call-ID").unwrap_or("").to_string(),
+            call_id: call.call_id.clone(),
             trunk: Some(call.trunk.id.clone()),
             direction: call.direction,
-            from: addr_uri(call.req.header("From").unwrap_or("")).to_string(),
+            from: call.from_uri.clone(),
             to: call.number.clone(),
             start_ms: call.start_ms,
             answer_ms: call.answer_ms,
