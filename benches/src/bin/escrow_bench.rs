@@ -114,7 +114,7 @@ async fn main() -> Result<(), String> {
                 held.push_back(call);
                 if held.len() > hold {
                     let old = held.pop_front().unwrap_or_default();
-                    adm.release_now(&old);
+                    adm.release(&old);
                     pairs += 1;
                 }
                 if n % 64 == 0 {
@@ -134,10 +134,10 @@ async fn main() -> Result<(), String> {
     lat.sort();
     let q = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default();
     let writes = nodes[0].raft.metrics().borrow().last_log_index.unwrap_or(0) - writes_before;
-    let in_use: u32 = nodes[0].local(|s| s.shares.total("bench"));
+    let held: u32 = nodes[0].local(|s| s.shares.total("bench"));
     println!(
         "escrow: {workers} workers over 3 nodes, {hold} calls held each, limit {limit}, {secs}s: {} admissions/s, {full} refused, \
-         admit latency p50 {:.1} us p99 {:.1} us max {:.1} ms, {writes} Raft entries ({:.4} per admission), shares at the end {in_use}",
+         admit latency p50 {:.1} us p99 {:.1} us max {:.1} ms, {writes} Raft entries ({:.4} per admission), shares at the end {held}",
         pairs / secs,
         q(0.5).as_secs_f64() * 1e6,
         q(0.99).as_secs_f64() * 1e6,

@@ -148,14 +148,20 @@ impl Escrow {
         if self.holders.contains_key(call) {
             return Take::Held;
         }
+        let room = self.has_room(trunk, over_limit);
         let l = self.trunks.entry(trunk.to_string()).or_default();
         l.last_take_ms = now_ms;
-        if l.in_use < l.usable && !over_limit {
+        if room {
             l.in_use += 1;
             self.holders.insert(call.to_string(), trunk.to_string());
             return Take::Taken;
         }
         Take::Need { want: batch(limit) }
+    }
+
+    /// Whether a new call of `trunk` could be admitted from what this node may use now.
+    pub fn has_room(&self, trunk: &str, over_limit: bool) -> bool {
+        !over_limit && self.trunks.get(trunk).is_some_and(|l| l.in_use < l.usable)
     }
 
     /// The ledger granted `granted` more of `trunk`.

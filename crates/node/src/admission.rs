@@ -1,9 +1,8 @@
 //! Admission: taking and giving back slots of a trunk's shared pool. The call path sees only the
 //! [`Admission`] trait. [`EscrowAdmission`] admits from this node's escrow share of the pool
 //! (`hatrunk_core::escrow`): no consensus round trip per call, one Raft write per batch of slots,
-//! and the replicated ledger keeps the shares within each trunk's limit. [`RaftAdmission`], every
-//! admit and release a Raft command, stays as the reference the benchmarks compare against.
-//! See docs/consensus.md for why, and what a partitioned node may still do.
+//! and the replicated ledger keeps the shares within each trunk's limit. See docs/consensus.md for
+//! why, and what a partitioned node may still do.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,21 +16,16 @@ use crate::error::NodeError;
 use crate::store::{outcome, BoxFuture};
 
 pub trait Admission: Send + Sync {
-    /// Take a slot of `trunk` for `call` (idempotent per call). The replicated trunk's limit is the
-    /// one enforced; `limit` is what the caller saw, for logs.
+    /// Decide at once when no ledger write is needed (the call path then skips a task and a
+    /// channel); `None` means "use [`Admission::admit`]".
+    fn admit_now(&self, trunk: &str, limit: u32, call: &str) -> Option<Decision>;
+    /// Take a slot of `trunk` for `call` (idempotent per call), asking the ledger for more when
+    /// needed. The replicated trunk's limit is the one enforced; `limit` is what the caller saw.
     fn admit(&self, trunk: String, limit: u32, call: String) -> BoxFuture<'_, Result<Decision, NodeError>>;
     /// Give `call`'s slot back (harmless if it holds none).
-    fn release(&self, call: String) -> BoxFuture<'_, Result<(), NodeError>>;
-    /// Slots in use per trunk, as this node's applied state sees them.
+    fn release(&self, call: &str);
+    /// Slots held per trunk, as this node's applied state sees them.
     fn usage(&self) -> Vec<(String, u32)>;
-    /// Decide at once when no write is needed (the call path then skips a task and a channel).
-    fn admit_now(&self, _trunk: &str, _limit: u32, _call: &str) -> Option<Decision> {
-        None
-    }
-    /// Release at once when no write is needed; false means "use [`Admission::release`]".
-    fn release_now(&self, _call: &str) -> bool {
-        false
-    }
 }
 
 /// How a node that was refused a share waits for the others to give theirs back: the others look
@@ -51,6 +45,24 @@ pub struct EscrowAdmission {
     ledger: tokio::sync::Mutex<Resync>,
     reconciled: tokio::sync::OnceCell<()>,
     t0: Instant,
+}
+
+/// What this node's applied state says about one trunk's ledger.
+struct LedgerView {
+    limit: u32,
+    /// Every share plus per-call slots.
+    held: u32,
+    /// What the other nodes hold (and could give back).
+    others_reserve: u32,
+    others_starved: bool,
+    mine: u32,
+}
+
+impl LedgerView {
+    /// The ledger holds more than the limit (it was lowered): no reserve may be used.
+    fn over(&self) -> bool {
+        self.held > self.limit
+    }
 }
 
 /// Trunks whose last ledger write went unanswered: the ledger may hold more for us than we use.
@@ -90,35 +102,43 @@ impl EscrowAdmission {
             .map(|_| ())
     }
 
-    /// (the ledger holds more than the trunk's limit, others are waiting for a share, what the
-    /// ledger says we hold)
-    fn ledger_view(&self, trunk: &str) -> (bool, bool, u32, u32) {
+    fn ledger_view(&self, trunk: &str) -> LedgerView {
         self.consensus.local(|s| {
             let limit = s.trunks.get(trunk).map(|t| t.max_concurrent_calls).unwrap_or(0);
             let held = s.shares.total(trunk) + s.pool.used(trunk);
-            (held > limit, s.shares.starved_by_other(trunk, &self.node), s.shares.share(trunk, &self.node), held)
+            LedgerView {
+                limit,
+                held,
+                others_reserve: s.shares.total(trunk) - s.shares.share(trunk, &self.node),
+                others_starved: s.shares.starved_by_other(trunk, &self.node),
+                mine: s.shares.share(trunk, &self.node),
+            }
         })
     }
 
     fn take(&self, trunk: &str, limit: u32, call: &str) -> Take {
-        let (over, ..) = self.ledger_view(trunk);
+        let over = self.ledger_view(trunk).over();
         let now = self.now_ms();
         self.escrow().take(trunk, call, limit, over, now)
     }
 
-    /// Ask the ledger for `want` more of `trunk`; returns what was granted.
-    async fn reserve(&self, trunk: &str, limit: u32, call: &str, want: u32) -> Result<u32, NodeError> {
+    /// Ask the ledger for `want` more of `trunk`. True when a new try may succeed: something was
+    /// granted, or a grant to a concurrent admission landed while this one waited for the ledger.
+    async fn refill(&self, trunk: &str, call: &str, want: u32) -> Result<bool, NodeError> {
         let mut resync = self.ledger.lock().await;
-        // someone else's grant may have landed while we waited for the ledger
-        if !matches!(self.take_probe(trunk, limit, call), Take::Need { .. }) {
-            return Ok(want);
+        let over = self.ledger_view(trunk).over();
+        {
+            let e = self.escrow();
+            if e.holds(call) || e.has_room(trunk, over) {
+                return Ok(true);
+            }
         }
         let cmd = Command::Reserve { trunk: trunk.to_string(), node: self.node.clone(), want };
         match self.consensus.write(cmd).await {
             Ok(r) => match outcome(r)? {
                 CommandResult::Reserved(g) => {
                     self.escrow().credit(trunk, g);
-                    Ok(g)
+                    Ok(g > 0)
                 }
                 other => Err(NodeError::Refused(format!("unexpected reserve result {other:?} for trunk {trunk}"))),
             },
@@ -126,20 +146,6 @@ impl EscrowAdmission {
                 resync.0.insert(trunk.to_string()); // it may have been granted after all
                 Err(e.into())
             }
-        }
-    }
-
-    /// Whether there is room now, without taking it.
-    fn take_probe(&self, trunk: &str, limit: u32, call: &str) -> Take {
-        let (over, ..) = self.ledger_view(trunk);
-        let e = self.escrow();
-        if e.holds(call) {
-            return Take::Held;
-        }
-        if e.in_use(trunk) < e.usable(trunk) && !over {
-            Take::Taken
-        } else {
-            Take::Need { want: hatrunk_core::escrow::batch(limit) }
         }
     }
 
@@ -157,15 +163,14 @@ impl EscrowAdmission {
         trunks.sort();
         trunks.dedup();
         for trunk in trunks {
-            let (over, starved, share, _) = self.ledger_view(&trunk);
-            let limit = self.consensus.local(|s| s.trunks.get(&trunk).map(|t| t.max_concurrent_calls).unwrap_or(0));
+            let v = self.ledger_view(&trunk);
             let now = self.now_ms();
             let (give, usable) = {
                 let mut e = self.escrow();
-                let give = e.surplus(&trunk, limit, starved, over, now, IDLE_MS);
+                let give = e.surplus(&trunk, v.limit, v.others_starved, v.over(), now, IDLE_MS);
                 (give, e.usable(&trunk))
             };
-            if give == 0 && share <= usable && !resync.0.contains(&trunk) {
+            if give == 0 && v.mine <= usable && !resync.0.contains(&trunk) {
                 continue;
             }
             let cmd = Command::Shrink { trunk: trunk.clone(), node: self.node.clone(), to: usable };
@@ -183,6 +188,15 @@ impl EscrowAdmission {
 }
 
 impl Admission for EscrowAdmission {
+    fn admit_now(&self, trunk: &str, limit: u32, call: &str) -> Option<Decision> {
+        self.reconciled.get()?;
+        match self.take(trunk, limit, call) {
+            Take::Taken => Some(Decision::Granted),
+            Take::Held => Some(Decision::AlreadyHeld),
+            Take::Need { .. } => None,
+        }
+    }
+
     fn admit(&self, trunk: String, limit: u32, call: String) -> BoxFuture<'_, Result<Decision, NodeError>> {
         Box::pin(async move {
             self.reconcile().await?;
@@ -193,15 +207,13 @@ impl Admission for EscrowAdmission {
                     Take::Held => return Ok(Decision::AlreadyHeld),
                     Take::Need { want } => want,
                 };
-                if self.reserve(&trunk, limit, &call, want).await? > 0 {
+                if self.refill(&trunk, &call, want).await? {
                     continue;
                 }
                 // nothing free: wait for others to give back their reserve, unless nobody has one
-                let (_, _, mine, held) = self.ledger_view(&trunk);
-                let others_reserve = self.consensus.local(|s| s.shares.total(&trunk)).saturating_sub(mine);
-                let Some(wait) = STARVED_RETRIES.get(starved_round).filter(|_| others_reserve > 0) else {
-                    let limit = self.consensus.local(|s| s.trunks.get(&trunk).map(|t| t.max_concurrent_calls)).unwrap_or(limit);
-                    return Ok(Decision::Full { used: held, limit });
+                let v = self.ledger_view(&trunk);
+                let Some(wait) = STARVED_RETRIES.get(starved_round).filter(|_| v.others_reserve > 0) else {
+                    return Ok(Decision::Full { used: v.held, limit: v.limit });
                 };
                 starved_round += 1;
                 tokio::time::sleep(Duration::from_millis(*wait)).await;
@@ -209,23 +221,8 @@ impl Admission for EscrowAdmission {
         })
     }
 
-    fn release(&self, call: String) -> BoxFuture<'_, Result<(), NodeError>> {
-        self.escrow().release(&call);
-        Box::pin(async { Ok(()) })
-    }
-
-    fn admit_now(&self, trunk: &str, limit: u32, call: &str) -> Option<Decision> {
-        self.reconciled.get()?;
-        match self.take(trunk, limit, call) {
-            Take::Taken => Some(Decision::Granted),
-            Take::Held => Some(Decision::AlreadyHeld),
-            Take::Need { .. } => None,
-        }
-    }
-
-    fn release_now(&self, call: &str) -> bool {
+    fn release(&self, call: &str) {
         self.escrow().release(call);
-        true
     }
 
     /// Slots held per trunk across the cluster: every node's share plus per-call slots. A node's
@@ -239,55 +236,6 @@ impl Admission for EscrowAdmission {
             }
             m.into_iter().collect()
         });
-        v.sort();
-        v
-    }
-}
-
-pub struct RaftAdmission {
-    consensus: Arc<Consensus>,
-    node: String,
-    reconciled: tokio::sync::OnceCell<()>,
-}
-
-impl RaftAdmission {
-    /// `node` is this node's name, the prefix of every slot it takes.
-    pub fn new(consensus: Arc<Consensus>, node: String) -> Self {
-        RaftAdmission { consensus, node, reconciled: tokio::sync::OnceCell::new() }
-    }
-
-    /// Give back every slot this node held before it (re)started: its calls lived in the process
-    /// that is gone. Done once, and always before this node's first admission, so a release of old
-    /// slots can never hit a call admitted by this process.
-    pub async fn reconcile(&self) -> Result<(), NodeError> {
-        self.reconciled
-            .get_or_try_init(|| async {
-                outcome(self.consensus.write(Command::ReleaseNode { node: self.node.clone() }).await?)?;
-                tracing::info!(node = %self.node, "slots of previous runs released");
-                Ok::<(), NodeError>(())
-            })
-            .await
-            .map(|_| ())
-    }
-}
-
-impl Admission for RaftAdmission {
-    fn admit(&self, trunk: String, _limit: u32, call: String) -> BoxFuture<'_, Result<Decision, NodeError>> {
-        Box::pin(async move {
-            self.reconcile().await?;
-            match outcome(self.consensus.write(Command::Admit { trunk: trunk.clone(), slot: call }).await?)? {
-                CommandResult::Admission(d) => Ok(d),
-                other => Err(NodeError::Refused(format!("unexpected admission result {other:?} for trunk {trunk}"))),
-            }
-        })
-    }
-
-    fn release(&self, call: String) -> BoxFuture<'_, Result<(), NodeError>> {
-        Box::pin(async move { outcome(self.consensus.write(Command::Release { slot: call }).await?).map(|_| ()) })
-    }
-
-    fn usage(&self) -> Vec<(String, u32)> {
-        let mut v: Vec<(String, u32)> = self.consensus.local(|s| s.pool.usage().map(|(t, n)| (t.to_string(), n)).collect());
         v.sort();
         v
     }

@@ -262,17 +262,7 @@ async fn engine_loop(
                         let _ = tx.send((call, r));
                     });
                 }
-                Action::Release { slot } => {
-                    if admission.release_now(&slot) {
-                        continue;
-                    }
-                    let adm = admission.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = adm.release(slot.clone()).await {
-                            tracing::error!(slot, error = %e, "slot release failed");
-                        }
-                    });
-                }
+                Action::Release { slot } => admission.release(&slot),
                 Action::Register { user, contact, route, expires_ms } => {
                     let store = store.clone();
                     tokio::spawn(async move {
