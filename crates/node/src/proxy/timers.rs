@@ -1,0 +1,104 @@
+//! The engine's timers: one heap of deadlines, what each kind of timer does when it fires, and the
+//! upkeep done on every tick (published state, expired registrations, tables trimmed after a burst).
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+
+use hatrunk_core::trunk::Role;
+use hatrunk_sip::transaction::Timer;
+
+use super::Engine;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum TimerKey {
+    Server(String, Timer),
+    Client(String, Timer),
+    /// The per-attempt failover timer (no answer within `failover_timeout_ms`).
+    Failover(u64, usize),
+    /// RFC 3261 Timer C: a proceeding INVITE attempt that never completes.
+    TimerC(u64, usize),
+    /// A forwarded attempt's egress node has sent nothing yet.
+    Forward(u64, usize),
+    /// An answered call (by id) reached the trunk's maximum duration.
+    MaxDuration(u64),
+    Probe(String, Role),
+}
+
+impl Engine {
+    /// When the next timer is due (ms), if any.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Fire every timer due at `now`.
+    pub fn on_tick(&mut self, now: u64) {
+        self.now = now;
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(key) = self.timer_keys.remove(&id) {
+                self.fire(key);
+            }
+        }
+        self.publish();
+    }
+
+    pub(super) fn arm(&mut self, at: u64, key: TimerKey) {
+        self.seq = self.seq.wrapping_add(1);
+        self.timers.push(Reverse((at, self.seq)));
+        self.timer_keys.insert(self.seq, key);
+    }
+
+    fn fire(&mut self, key: TimerKey) {
+        match key {
+            TimerKey::Server(k, t) => {
+                if let Some(e) = self.servers.get_mut(&k) {
+                    let fx = e.tx.on_timer(t);
+                    self.server_effects(&k, fx);
+                }
+            }
+            TimerKey::Client(b, t) => {
+                if let Some(e) = self.clients.get_mut(&b) {
+                    let fx = e.tx.on_timer(t);
+                    for f in fx {
+                        self.client_effect(&b, f);
+                    }
+                }
+            }
+            TimerKey::Failover(id, n) => self.attempt_no_answer(id, n, false),
+            TimerKey::TimerC(id, n) => self.attempt_no_answer(id, n, true),
+            TimerKey::Forward(id, n) => self.forward_timer(id, n),
+            TimerKey::MaxDuration(id) => self.dialog_expired(id),
+            TimerKey::Probe(t, r) => self.probe_due(&t, r),
+        }
+    }
+
+    /// Push live state (registrations, health, calls) where the admin API and metrics read it.
+    fn publish(&mut self) {
+        self.status.set_calls_in_progress(self.calls.len());
+        self.metrics.transactions.with_label_values(&["server"]).set(self.servers.len() as i64);
+        self.metrics.transactions.with_label_values(&["client"]).set(self.clients.len() as i64);
+        self.registrar.expire(self.now);
+        self.shrink_tables();
+    }
+
+    /// Tables keep the capacity of their busiest moment; a burst of call set-ups (64,000 transactions
+    /// alive at 2,000 calls/s for their 32 s) would otherwise hold that memory for good.
+    fn shrink_tables(&mut self) {
+        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+            if m.capacity() > 4 * m.len() + 1024 {
+                m.shrink_to(2 * m.len());
+            }
+        }
+        shrink(&mut self.servers);
+        shrink(&mut self.clients);
+        shrink(&mut self.timer_keys);
+        shrink(&mut self.calls);
+        shrink(&mut self.dialogs);
+        if self.timers.capacity() > 4 * self.timers.len() + 1024 {
+            self.timers.shrink_to(2 * self.timers.len());
+        }
+    }
+}
