@@ -6,45 +6,15 @@
 # usage: benches/admission.sh [WORKERS=64] [SECONDS=10]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/benches/lib.sh"
 workers=${1:-64} secs=${2:-10}
-command -v etcd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null; }
+need etcd:etcd-server etcdctl:etcd-client
 cargo build --release -p hatrunk -p hatrunk-benches --bin hatrunk --bin admission-bench --bin escrow-bench --manifest-path "$here/Cargo.toml"
-work=$(mktemp -d /tmp/hatrunk-admission.XXXXXX)
 echo "== hatrunk escrow admission, 3 nodes in one process, $workers workers, ${secs}s"
 "$here/target/release/escrow-bench" "$workers" "$secs" 200 100000 | tee "$work/escrow.out"
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; true' EXIT
-for i in 1 2 3; do
-  cat > "$work/n$i.toml" <<TOML
-[node]
-id = $i
-name = "n$i"
-data_dir = "$work/n$i"
-[sip]
-listen = ["udp:127.0.0.1:1516$i", "tcp:127.0.0.1:1516$i"]
-[cluster]
-listen = "127.0.0.1:1776$i"
-bootstrap = $([ $i = 1 ] && echo true || echo false)
-[http]
-listen = "127.0.0.1:1996$i"
-TOML
-  HATRUNK_LOG=warn "$here/target/release/hatrunk" run --config "$work/n$i.toml" > "$work/n$i.log" 2>&1 &
-  pids+=($!)
-done
-sleep 2
-export HATRUNK_ENDPOINTS=127.0.0.1:17761
-"$here/target/release/hatrunk" cluster join 127.0.0.1:17762 >/dev/null
-"$here/target/release/hatrunk" cluster join 127.0.0.1:17763 >/dev/null
-cat > "$work/trunk.toml" <<TOML
-id = "bench"
-numbers = ["1000"]
-max_concurrent_calls = 1000000
-[primary]
-auth = "ip"
-target = "sip:127.0.0.1:9"
-allowed_ips = ["127.0.0.9/32"]
-TOML
-"$here/target/release/hatrunk" trunk apply "$work/trunk.toml" >/dev/null
+start_cluster
+bench_trunk 1000000
+apply_trunk 17761
 echo "== reference: one Raft command per admit and per release, 3 node processes, $workers workers, ${secs}s"
 "$here/target/release/admission-bench" 127.0.0.1:17761,127.0.0.1:17762,127.0.0.1:17763 bench "$workers" "$secs" | tee "$work/hatrunk.out"
 kill "${pids[@]}"; wait 2>/dev/null || true; pids=()

@@ -7,44 +7,14 @@
 # Needs: a release build (built here), Debian's sip-tester and kamailio (installed if missing).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-shared=$(cd "$here/../shared" && pwd)
+. "$here/benches/lib.sh"
 rate=1000 secs=10
 while getopts "r:t:" o; do case $o in r) rate=$OPTARG;; t) secs=$OPTARG;; *) exit 2;; esac; done
-for p in sipp:sip-tester kamailio:kamailio; do
-  command -v "${p%%:*}" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${p##*:}" >/dev/null; }
-done
+need sipp:sip-tester kamailio:kamailio
 cargo build --release -p hatrunk --bin hatrunk --manifest-path "$here/Cargo.toml"
-work=$(mktemp -d /tmp/hatrunk-cpu.XXXXXX)
-cat > "$work/node.toml" <<TOML
-[node]
-data_dir = "$work/data"
-[sip]
-listen = ["udp:127.0.0.1:15060", "tcp:127.0.0.1:15060"]
-[cluster]
-listen = "127.0.0.1:17700"
-[http]
-listen = "127.0.0.1:19090"
-TOML
-cat > "$work/trunk.toml" <<TOML
-id = "bench"
-numbers = ["1000"]
-max_concurrent_calls = 1000000
-mode = "auto-failover"
-[primary]
-auth = "ip"
-target = "sip:127.0.0.1:15081"
-allowed_ips = ["127.0.0.9/32"]
-[secondary]
-auth = "ip"
-target = "sip:127.0.0.1:15082"
-allowed_ips = ["127.0.0.9/32"]
-TOML
-HATRUNK_LOG=warn "$here/target/release/hatrunk" run --config "$work/node.toml" > "$work/node.log" 2>&1 &
-node=$!
-kam=
-trap 'kill $node $kam 2>/dev/null; wait 2>/dev/null; true' EXIT
-sleep 1
-"$here/target/release/hatrunk" --endpoints 127.0.0.1:17700 trunk apply "$work/trunk.toml" >/dev/null
+bench_trunk 1000000 failover
+start_node
+apply_trunk 17700
 echo "== hatrunk (pid $node)"
 "$shared/bench/cpu-per-call.sh" "$node" 127.0.0.1:15060 -f 503 -r "$rate" -t "$secs" | tee "$work/hatrunk.out"
 h=$(grep -oE "cpu_us_per_call=[0-9.]+" "$work/hatrunk.out" | cut -d= -f2)
@@ -52,6 +22,7 @@ kill $node; wait $node 2>/dev/null || true
 echo "== kamailio"
 "$shared/peers/kamailio/run-peer.sh" 127.0.0.1:15070 127.0.0.1:15081 127.0.0.1:15082 > "$work/kamailio.log" 2>&1 &
 kam=$!
+pids+=("$kam")
 sleep 2
 "$shared/bench/cpu-per-call.sh" "$kam" 127.0.0.1:15070 -f 503 -r "$rate" -t "$secs" | tee "$work/kamailio.out"
 k=$(grep -oE "cpu_us_per_call=[0-9.]+" "$work/kamailio.out" | cut -d= -f2)

@@ -7,36 +7,13 @@
 # Needs: a release build (built here), Debian's sip-tester (installed if missing).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-shared=$(cd "$here/../shared" && pwd)
+. "$here/benches/lib.sh"
 calls=${1:-100000} rate=${2:-2000}
-command -v sipp >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester >/dev/null; }
+need sipp:sip-tester
 cargo build --release -p hatrunk --bin hatrunk --manifest-path "$here/Cargo.toml"
-work=$(mktemp -d /tmp/hatrunk-mem.XXXXXX)
-cat > "$work/node.toml" <<TOML
-[node]
-data_dir = "$work/data"
-[sip]
-listen = ["udp:127.0.0.1:15060", "tcp:127.0.0.1:15060"]
-[cluster]
-listen = "127.0.0.1:17700"
-[http]
-listen = "127.0.0.1:19090"
-TOML
-cat > "$work/trunk.toml" <<TOML
-id = "bench"
-numbers = ["1000"]
-max_concurrent_calls = $((calls * 2))
-[primary]
-auth = "ip"
-target = "sip:127.0.0.1:15081"
-allowed_ips = ["127.0.0.9/32"]
-TOML
-env ${HATRUNK_PRELOAD:+LD_PRELOAD=$HATRUNK_PRELOAD} HATRUNK_LOG=warn "$here/target/release/hatrunk" run --config "$work/node.toml" > "$work/node.log" 2>&1 &
-node=$!
-pids=()
-trap 'kill $node "${pids[@]}" 2>/dev/null; wait 2>/dev/null; true' EXIT
-sleep 1
-"$here/target/release/hatrunk" --endpoints 127.0.0.1:17700 trunk apply "$work/trunk.toml" >/dev/null
+bench_trunk $((calls * 2))
+start_node
+apply_trunk 17700
 sipp -sf "$shared/sipp/uas_rr.xml" -i 127.0.0.1 -p 15081 -nostdin > /dev/null 2>&1 & pids+=($!)
 # warm up (first allocations, one call through every path), then the baseline
 timeout 30 sipp -sf "$shared/sipp/uac_rr.xml" -i 127.0.0.1 -p 15090 127.0.0.1:15060 -s 1000 -r 50 -m 100 -d 0 -nostdin >/dev/null 2>&1 || true

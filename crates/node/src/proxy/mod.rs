@@ -453,7 +453,7 @@ impl Engine {
         let fx = e.tx.on_send(code);
         // after a final response only retransmissions are matched: the request is not needed, and a
         // 2xx is never retransmitted by a proxy (the UAS does), so nothing is kept for it either
-        e.last = (code < 200 || code >= 300).then(|| bytes.clone());
+        e.last = (!(200..300).contains(&code)).then(|| bytes.clone());
         if code >= 200 {
             e.req = SipMessage::request(Method::Ack, String::new());
         }

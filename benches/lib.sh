@@ -1,0 +1,67 @@
+# Shared by the load harnesses in benches/ (sourced, not run): tools, the bench trunk, one node, a
+# 3-node cluster, and cleanup of everything started. Before sourcing set `here` (the repository).
+# Every process started is added to `pids` and killed on exit.
+
+shared=$(cd "$here/../shared" && pwd)
+bin="$here/target/release/hatrunk"
+work=$(mktemp -d /tmp/hatrunk-bench.XXXXXX)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; true' EXIT
+
+# need CMD:PACKAGE...: install the Debian package of every command that is missing.
+need() {
+  local p
+  for p in "$@"; do
+    command -v "${p%%:*}" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${p##*:}" >/dev/null; }
+  done
+}
+
+# bench_trunk LIMIT [failover]: $work/trunk.toml, number 1000, Primary PBX on 15081; with "failover",
+# Auto Fail-over to a Secondary on 15082.
+bench_trunk() {
+  {
+    printf 'id = "bench"\nnumbers = ["1000"]\nmax_concurrent_calls = %s\n' "$1"
+    [ "${2:-}" = failover ] && printf 'mode = "auto-failover"\n'
+    printf '[primary]\nauth = "ip"\ntarget = "sip:127.0.0.1:15081"\nallowed_ips = ["127.0.0.9/32"]\n'
+    [ "${2:-}" = failover ] && printf '[secondary]\nauth = "ip"\ntarget = "sip:127.0.0.1:15082"\nallowed_ips = ["127.0.0.9/32"]\n'
+    true
+  } > "$work/trunk.toml"
+}
+
+# apply_trunk ADMIN_PORT: apply $work/trunk.toml, retrying while the node starts.
+apply_trunk() {
+  local _
+  for _ in $(seq 1 100); do
+    "$bin" --endpoints "127.0.0.1:$1" trunk apply "$work/trunk.toml" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "trunk apply on 127.0.0.1:$1 failed" >&2
+  return 1
+}
+
+# start_node: one node, SIP 15060, cluster/admin 17700, HTTP 19090, fresh data; sets `node`.
+# HATRUNK_PRELOAD, when set, is preloaded into it (e.g. another allocator).
+start_node() {
+  rm -rf "$work/data"
+  printf '[node]\ndata_dir = "%s"\n[sip]\nlisten = ["udp:127.0.0.1:15060", "tcp:127.0.0.1:15060"]\n[cluster]\nlisten = "127.0.0.1:17700"\n[http]\nlisten = "127.0.0.1:19090"\n' \
+    "$work/data" > "$work/node.toml"
+  env ${HATRUNK_PRELOAD:+LD_PRELOAD=$HATRUNK_PRELOAD} HATRUNK_LOG=warn "$bin" run --config "$work/node.toml" > "$work/node.log" 2>&1 &
+  node=$!
+  pids+=("$node")
+}
+
+# start_cluster: nodes c1..c3 (SIP 1516i, cluster/admin 1776i, HTTP 1996i), c1 bootstraps and the
+# others join through it; sets `cl` to their pids.
+start_cluster() {
+  local i
+  cl=()
+  for i in 1 2 3; do
+    printf '[node]\nid = %s\nname = "c%s"\ndata_dir = "%s"\n[sip]\nlisten = ["udp:127.0.0.1:1516%s", "tcp:127.0.0.1:1516%s"]\n[cluster]\nlisten = "127.0.0.1:1776%s"\nbootstrap = %s\n[http]\nlisten = "127.0.0.1:1996%s"\n' \
+      "$i" "$i" "$work/c$i" "$i" "$i" "$i" "$([ "$i" = 1 ] && echo true || echo false)" "$i" > "$work/c$i.toml"
+    HATRUNK_LOG=warn "$bin" run --config "$work/c$i.toml" > "$work/c$i.log" 2>&1 &
+    cl+=($!)
+  done
+  pids+=("${cl[@]}")
+  sleep 2
+  for i in 2 3; do "$bin" --endpoints 127.0.0.1:17761 cluster join "127.0.0.1:1776$i" >/dev/null; done
+}
