@@ -10,6 +10,7 @@
 //! - [`network`], [`server`]: the tonic Raft network (client and service) of `proto/cluster.proto`;
 //!   [`codec`] bounds every decode.
 //! - [`raft`]: the running member: writes (forwarded to the leader), linearizable reads, membership.
+//! - [`rt`]: openraft's runtime: tokio with a seedable random source (replayable elections).
 //! - [`error`]: the crate's error type.
 
 pub mod backend;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod log_store;
 pub mod network;
 pub mod raft;
+pub mod rt;
 pub mod server;
 pub mod sm_store;
 pub mod state;

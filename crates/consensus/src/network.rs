@@ -1,6 +1,8 @@
 //! The Raft network over tonic (`proto/cluster.proto`): one lazily connected channel per peer, a
-//! deadline on every RPC (openraft's TTL for the call), bincode payloads.
+//! deadline on every RPC (openraft's TTL for the call), bincode payloads. Channels come from a
+//! [`Dialer`], so the same code runs over TCP in production and over simulated sockets in turmoil.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -18,19 +20,40 @@ use crate::types::{NodeInfo, TypeConfig};
 
 type NodeId = u64;
 
-/// A channel to `addr` (`host:port`) that connects on first use, with a connect timeout.
+/// Makes a lazily connecting channel to a cluster address (`host:port`).
+pub type Dialer = Arc<dyn Fn(&str) -> Result<Channel, String> + Send + Sync>;
+
+/// A channel to `addr` (`host:port`) over TCP that connects on first use, with a connect timeout.
 pub fn channel(addr: &str) -> Result<Channel, String> {
-    let url = if addr.starts_with("http") { addr.to_string() } else { format!("http://{addr}") };
-    Ok(Endpoint::from_shared(url).map_err(|e| e.to_string())?.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true).connect_lazy())
+    Ok(endpoint(addr)?.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true).connect_lazy())
 }
 
-pub struct Network;
+/// The endpoint for `addr`, for dialers that bring their own connector. HTTP/2 keepalive closes
+/// a connection whose peer stopped answering (a half-open connection after a partition or a
+/// middlebox dropping state), so the channel connects again instead of waiting on it forever.
+pub fn endpoint(addr: &str) -> Result<Endpoint, String> {
+    let url = if addr.starts_with("http") { addr.to_string() } else { format!("http://{addr}") };
+    Ok(Endpoint::from_shared(url)
+        .map_err(|e| e.to_string())?
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(2))
+        .keep_alive_while_idle(true))
+}
+
+/// The production dialer: [`channel`] over TCP.
+pub fn tcp_dialer() -> Dialer {
+    Arc::new(channel)
+}
+
+pub struct Network {
+    pub dialer: Dialer,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Peer {
-        Peer { target, client: channel(&node.cluster_addr).ok().map(ClusterClient::new) }
+        Peer { target, client: (self.dialer)(&node.cluster_addr).ok().map(ClusterClient::new) }
     }
 }
 

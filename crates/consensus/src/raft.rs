@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::Backend;
 use crate::error::ConsensusError;
 use crate::log_store::LogStore;
-use crate::network::{channel, Network};
+use crate::network::{tcp_dialer, Dialer, Network};
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::Blob;
 use crate::sm_store::{SharedState, StateMachineStore};
@@ -68,11 +68,23 @@ pub struct Consensus {
     state: SharedState,
     client: u64,
     serial: AtomicU64,
+    dialer: Dialer,
 }
 
 impl Consensus {
-    /// Start a member over `backend` ([`crate::backend::SledBackend`] in production).
+    /// Start a member over `backend` ([`crate::backend::SledBackend`] in production), talking TCP.
     pub async fn start<B: Backend>(id: u64, info: NodeInfo, backend: B, timing: &RaftTiming) -> Result<Arc<Consensus>, ConsensusError> {
+        Self::start_with(id, info, backend, timing, tcp_dialer()).await
+    }
+
+    /// Start a member whose channels to other members come from `dialer`.
+    pub async fn start_with<B: Backend>(
+        id: u64,
+        info: NodeInfo,
+        backend: B,
+        timing: &RaftTiming,
+        dialer: Dialer,
+    ) -> Result<Arc<Consensus>, ConsensusError> {
         let log = LogStore::open(backend.clone());
         let sm = StateMachineStore::open(backend)?;
         let state = sm.shared();
@@ -87,10 +99,17 @@ impl Consensus {
         }
         .validate()
         .map_err(|e| ConsensusError::Config(e.to_string()))?;
-        let raft = Raft::new(id, Arc::new(config), Network, log, sm).await.map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        let raft = Raft::new(id, Arc::new(config), Network { dialer: dialer.clone() }, log, sm)
+            .await
+            .map_err(|e| ConsensusError::Raft(e.to_string()))?;
         // a random client id per process: serials restart at 1 on every boot
-        let client = rand::random::<u64>() | 1;
-        Ok(Arc::new(Consensus { id, info, raft, state, client, serial: AtomicU64::new(0) }))
+        let client = crate::rt::next_u64() | 1;
+        Ok(Arc::new(Consensus { id, info, raft, state, client, serial: AtomicU64::new(0), dialer }))
+    }
+
+    /// A channel to another member (or any cluster address), made by this member's dialer.
+    pub fn dial(&self, addr: &str) -> Result<Channel, String> {
+        (self.dialer)(addr)
     }
 
     /// Make this node a one-voter cluster, if it is not initialised yet.
@@ -125,7 +144,7 @@ impl Consensus {
             match self.raft.client_write(req.clone()).await {
                 Ok(r) => return Ok(r.data.result.unwrap_or(CommandResult::Ok)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
-                    Some(leader) => match forward_write(&leader.cluster_addr, &req).await {
+                    Some(leader) => match forward_write(&self.dialer, &leader.cluster_addr, &req).await {
                         Ok(r) => return Ok(r),
                         Err(e) => last = e,
                     },
@@ -151,7 +170,7 @@ impl Consensus {
             Ok(_) => Ok(self.answer(&q)),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
                 let leader = f.leader_node.ok_or_else(|| ConsensusError::Unavailable("no leader elected".into()))?;
-                forward_read(&leader.cluster_addr, &q).await.map_err(ConsensusError::Unavailable)
+                forward_read(&self.dialer, &leader.cluster_addr, &q).await.map_err(ConsensusError::Unavailable)
             }
             Err(e) => Err(ConsensusError::Raft(e.to_string())),
         }
@@ -227,12 +246,12 @@ impl Consensus {
         let addr = |id: u64| m.membership().get_node(&id).map(|n| n.cluster_addr.clone()).unwrap_or_default();
         let others: Vec<u64> = voters.iter().copied().filter(|v| *v != target && *v != self.id).collect();
         for v in &others {
-            let _ = send_control(&addr(*v), Control::SetElection(false)).await;
+            let _ = send_control(&self.dialer, &addr(*v), Control::SetElection(false)).await;
         }
         self.raft.runtime_config().elect(false);
         self.raft.runtime_config().heartbeat(false);
         tokio::time::sleep(Duration::from_millis(timing.election_max_ms + timing.heartbeat_ms * 2)).await;
-        let elected = send_control(&addr(target), Control::Elect).await;
+        let elected = send_control(&self.dialer, &addr(target), Control::Elect).await;
         let mut won = false;
         if elected.is_ok() {
             for _ in 0..50 {
@@ -246,7 +265,7 @@ impl Consensus {
         self.raft.runtime_config().heartbeat(true);
         self.raft.runtime_config().elect(true);
         for v in &others {
-            let _ = send_control(&addr(*v), Control::SetElection(true)).await;
+            let _ = send_control(&self.dialer, &addr(*v), Control::SetElection(true)).await;
         }
         match (elected, won) {
             (Err(e), _) => Err(ConsensusError::Unavailable(format!("node {target} could not start an election: {e}"))),
@@ -270,7 +289,7 @@ impl Consensus {
 
 /// Ask the process at `addr` who it is: (node id, info, initialised).
 pub async fn peer_info(addr: &str) -> Result<(u64, NodeInfo, bool), String> {
-    let mut c = ClusterClient::new(channel(addr)?);
+    let mut c = ClusterClient::new(crate::network::channel(addr)?);
     let mut r = tonic::Request::new(Blob { data: Vec::new() });
     r.set_timeout(Duration::from_secs(3));
     let reply = c.info(r).await.map_err(|s| format!("{addr} did not answer as a hatrunk node: {}", s.message()))?;
@@ -296,8 +315,14 @@ enum Rpc {
 
 /// Call `rpc` on the node at `addr` with `q` (bincode), within `timeout`, and decode its
 /// `Result<R, String>` answer.
-async fn call<Q: Serialize, R: serde::de::DeserializeOwned>(addr: &str, rpc: Rpc, q: &Q, timeout: Duration) -> Result<R, String> {
-    let mut c = ClusterClient::new(channel(addr)?);
+async fn call<Q: Serialize, R: serde::de::DeserializeOwned>(
+    dialer: &Dialer,
+    addr: &str,
+    rpc: Rpc,
+    q: &Q,
+    timeout: Duration,
+) -> Result<R, String> {
+    let mut c = ClusterClient::new(dialer(addr)?);
     let mut r = tonic::Request::new(Blob { data: crate::codec::encode(q).map_err(|e| e.to_string())? });
     r.set_timeout(timeout);
     let reply = match rpc {
@@ -309,14 +334,14 @@ async fn call<Q: Serialize, R: serde::de::DeserializeOwned>(addr: &str, rpc: Rpc
     crate::codec::decode::<Result<R, String>>(&reply.into_inner().data).map_err(|e| e.to_string())?
 }
 
-async fn send_control(addr: &str, c: Control) -> Result<(), String> {
-    call(addr, Rpc::Control, &c, Duration::from_secs(3)).await
+async fn send_control(dialer: &Dialer, addr: &str, c: Control) -> Result<(), String> {
+    call(dialer, addr, Rpc::Control, &c, Duration::from_secs(3)).await
 }
 
-async fn forward_write(addr: &str, req: &Request) -> Result<CommandResult, String> {
-    call(addr, Rpc::Write, req, Duration::from_secs(5)).await
+async fn forward_write(dialer: &Dialer, addr: &str, req: &Request) -> Result<CommandResult, String> {
+    call(dialer, addr, Rpc::Write, req, Duration::from_secs(5)).await
 }
 
-async fn forward_read(addr: &str, q: &Read) -> Result<ReadReply, String> {
-    call(addr, Rpc::Read, q, Duration::from_secs(5)).await
+async fn forward_read(dialer: &Dialer, addr: &str, q: &Read) -> Result<ReadReply, String> {
+    call(dialer, addr, Rpc::Read, q, Duration::from_secs(5)).await
 }

@@ -111,4 +111,5 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = NodeInfo,
         SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = crate::rt::Runtime,
 );

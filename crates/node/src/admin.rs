@@ -74,7 +74,7 @@ impl AdminService {
         }
         let (_, addr) =
             self.consensus.leader_addr().ok_or_else(|| Status::unavailable("no leader elected; is a majority of voters up?"))?;
-        let ch = hatrunk_consensus::network::channel(&addr).map_err(Status::internal)?;
+        let ch = self.consensus.dial(&addr).map_err(Status::internal)?;
         Ok(Some(AdminClient::new(ch)))
     }
 

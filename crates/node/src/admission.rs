@@ -5,7 +5,8 @@
 //! why, and what a partitioned node may still do.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use hatrunk_consensus::raft::Consensus;
 use hatrunk_consensus::{Command, CommandResult};

@@ -137,7 +137,7 @@ impl ClusterHealth {
                 return Some(c.clone());
             }
         }
-        let c = ClusterClient::new(hatrunk_consensus::network::channel(&addr).ok()?);
+        let c = ClusterClient::new(self.consensus.dial(&addr).ok()?);
         clients.insert(id, (addr, c.clone()));
         Some(c)
     }

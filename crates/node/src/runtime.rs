@@ -2,6 +2,7 @@
 //! the HTTP endpoint and the CDR writer, and stop cleanly on shutdown. This is the edge where
 //! actions become I/O; the engine itself decides nothing here.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,6 +11,8 @@ use hatrunk_sip::transport::{TransportEvent, Transports};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
+use hatrunk_consensus::backend::Backend;
+use hatrunk_consensus::network::Dialer;
 use hatrunk_consensus::pb::cluster_server::ClusterServer;
 use hatrunk_consensus::raft::{Consensus, RaftTiming};
 use hatrunk_consensus::server::ClusterService;
@@ -35,6 +38,45 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
     move |source| NodeError::Io { what, source }
 }
 
+/// What a node runs on. [`run`] builds it from the config (sled, kernel sockets, the CDR file);
+/// the simulation hands in memory storage, turmoil's sockets and its clock. Everything that
+/// decides is the same code either way.
+pub struct Wiring<B: Backend> {
+    pub backend: B,
+    pub dialer: Dialer,
+    /// Milliseconds since the Unix epoch: the only clock the call path reads.
+    pub clock: fn() -> u64,
+    /// The SIP side; None on a witness.
+    pub sip: Option<SipIo>,
+    /// `/metrics` and `/health` (production only).
+    pub http: Option<TcpListener>,
+    /// Seeds the engine's tags and branches.
+    pub seed: u64,
+    /// Members to initialise the cluster with on first start (the simulation's fixed topology).
+    pub members: Option<BTreeMap<u64, NodeInfo>>,
+    /// Called once the node is assembled, with the handles an observer may read.
+    pub on_ready: Option<Box<dyn FnOnce(Handles)>>,
+    /// A layer around admission. Production has none; the simulation's check of its own checker
+    /// puts a deliberately broken one here to prove the invariants catch it.
+    pub admission_layer: Option<fn(Arc<dyn Admission>) -> Arc<dyn Admission>>,
+}
+
+/// A running node's shared parts, for observers (the simulation's invariant checks).
+#[derive(Clone)]
+pub struct Handles {
+    pub consensus: Arc<Consensus>,
+    pub admission: Arc<dyn Admission>,
+    pub health: Arc<ClusterHealth>,
+}
+
+/// The SIP side of a node: started transports, their events, where CDRs go, the nonce secret.
+pub struct SipIo {
+    pub transports: Arc<Transports>,
+    pub events: mpsc::Receiver<TransportEvent>,
+    pub cdrs: mpsc::Sender<Box<hatrunk_core::cdr::Cdr>>,
+    pub secret: String,
+}
+
 /// Run a node until `shutdown` resolves.
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
     cfg.validate()?;
@@ -44,6 +86,57 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         .path(cfg.node.data_dir.join("db"))
         .open()
         .map_err(|e| NodeError::Storage(format!("cannot open {}: {e}", cfg.node.data_dir.display())))?;
+    let sip = if cfg.node.role == "sip" {
+        let udp = UdpSocket::bind(listen.udp).await.map_err(io(format!("udp {}", listen.udp)))?;
+        let tcp = TcpListener::bind(listen.tcp).await.map_err(io(format!("tcp {}", listen.tcp)))?;
+        let (ev_tx, events) = mpsc::channel(65_536);
+        let transports = Transports::start(udp, tcp, ev_tx)?;
+        let cdrs = crate::cdr::start(cfg.cdr_path()).await?;
+        Some(SipIo { transports, events, cdrs, secret: node_secret(&db)? })
+    } else {
+        None
+    };
+    let http_addr: std::net::SocketAddr =
+        cfg.http.listen.parse().map_err(|_| NodeError::Config { field: "http.listen".into(), reason: "bad address".into() })?;
+    let http = TcpListener::bind(http_addr).await.map_err(io(format!("http {http_addr}")))?;
+    let admin_addr: std::net::SocketAddr =
+        cfg.cluster.listen.parse().map_err(|_| NodeError::Config { field: "cluster.listen".into(), reason: "bad address".into() })?;
+    let admin_listener = TcpListener::bind(admin_addr).await.map_err(io(format!("cluster/admin {admin_addr}")))?;
+    tracing::info!(node = cfg.node.id, role = %cfg.node.role, sip_udp = %listen.udp, sip_tcp = %listen.tcp, cluster = %admin_addr, http = %http_addr, "hatrunk node running");
+    let wiring = Wiring {
+        backend: hatrunk_consensus::backend::SledBackend::open(&db)?,
+        dialer: hatrunk_consensus::network::tcp_dialer(),
+        clock: wall_ms,
+        sip,
+        http: Some(http),
+        seed: wall_ms(),
+        members: None,
+        on_ready: None,
+        admission_layer: None,
+    };
+    let incoming = tonic::transport::server::TcpIncoming::from(admin_listener);
+    let r = run_with(cfg, wiring, incoming, shutdown).await;
+    let _ = db.flush_async().await;
+    r
+}
+
+/// Run a node on `wiring`, serving the cluster and admin gRPC services on `incoming`, until
+/// `shutdown` resolves.
+pub async fn run_with<B, I, IO, IE>(
+    cfg: NodeConfig,
+    wiring: Wiring<B>,
+    incoming: I,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError>
+where
+    B: Backend,
+    I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    cfg.validate()?;
+    let listen = cfg.sip_listen()?;
+    let Wiring { backend, dialer, clock, sip, http, seed, members, on_ready, admission_layer } = wiring;
     let cluster_addr = cfg.cluster.advertise.clone().unwrap_or_else(|| cfg.cluster.listen.clone());
     let info = NodeInfo {
         name: cfg.node.name.clone(),
@@ -59,9 +152,12 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         election_max_ms: cfg.cluster.election_max_ms,
         ..RaftTiming::default()
     };
-    let backend = hatrunk_consensus::backend::SledBackend::open(&db)?;
-    let consensus = Consensus::start(cfg.node.id, info, backend, &timing).await?;
-    if cfg.cluster.bootstrap && consensus.initialize().await? {
+    let consensus = Consensus::start_with(cfg.node.id, info, backend, &timing, dialer).await?;
+    if let Some(members) = members {
+        if !consensus.is_initialized().await {
+            consensus.raft.initialize(members).await.map_err(|e| NodeError::Storage(format!("initialise: {e}")))?;
+        }
+    } else if cfg.cluster.bootstrap && consensus.initialize().await? {
         tracing::info!("initialised a one-voter cluster on first start");
     }
     let store: Arc<dyn TrunkStore> = Arc::new(RaftTrunkStore::new(consensus.clone()));
@@ -69,19 +165,36 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
     tokio::spawn(reconcile(consensus.clone(), escrow.clone()));
     tokio::spawn(tidy_shares(escrow.clone()));
     let admission: Arc<dyn Admission> = escrow;
+    let admission = match admission_layer {
+        Some(layer) => layer(admission),
+        None => admission,
+    };
     let health = ClusterHealth::new(
         consensus.clone(),
         DetectorTiming { interval_ms: cfg.cluster.ping_interval_ms, threshold_ms: cfg.cluster.failure_threshold_ms },
-        wall_ms,
+        clock,
     );
     health.spawn();
     let metrics = Arc::new(Metrics::new().map_err(|e| NodeError::Storage(format!("metrics: {e}")))?);
     let status = Arc::new(SharedStatus::default());
+    if let Some(f) = on_ready {
+        f(Handles { consensus: consensus.clone(), admission: admission.clone(), health: health.clone() });
+    }
 
-    let engine_task = if cfg.node.role == "sip" {
-        Some(start_sip(&cfg, listen, &db, store.clone(), health.clone(), admission.clone(), metrics.clone(), status.clone()).await?)
-    } else {
-        None
+    let engine_task = match sip {
+        Some(io) => Some(start_sip(
+            &cfg,
+            listen,
+            io,
+            clock,
+            seed,
+            store.clone(),
+            health.clone(),
+            admission.clone(),
+            metrics.clone(),
+            status.clone(),
+        )?),
+        None => None,
     };
     let admin = AdminService {
         store: store.clone(),
@@ -91,20 +204,14 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         health: health.clone(),
         timing,
     };
-    let admin_addr: std::net::SocketAddr =
-        cfg.cluster.listen.parse().map_err(|_| NodeError::Config { field: "cluster.listen".into(), reason: "bad address".into() })?;
-    let http_addr: std::net::SocketAddr =
-        cfg.http.listen.parse().map_err(|_| NodeError::Config { field: "http.listen".into(), reason: "bad address".into() })?;
-    let http_listener = TcpListener::bind(http_addr).await.map_err(io(format!("http {http_addr}")))?;
-    let http_state = Arc::new(HttpState { metrics, store, admission, status });
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(http_listener, router(http_state)).await {
-            tracing::error!(error = %e, "http server stopped");
-        }
-    });
-    let admin_listener = TcpListener::bind(admin_addr).await.map_err(io(format!("cluster/admin {admin_addr}")))?;
-    tracing::info!(node = cfg.node.id, role = %cfg.node.role, sip_udp = %listen.udp, sip_tcp = %listen.tcp, cluster = %admin_addr, http = %http_addr, "hatrunk node running");
-    let incoming = tonic::transport::server::TcpIncoming::from(admin_listener);
+    if let Some(http_listener) = http {
+        let http_state = Arc::new(HttpState { metrics, store, admission, status });
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(http_listener, router(http_state)).await {
+                tracing::error!(error = %e, "http server stopped");
+            }
+        });
+    }
     let served = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(30))
         .add_service(AdminServer::new(admin))
@@ -118,7 +225,6 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         t.abort();
     }
     let _ = consensus.raft.shutdown().await;
-    let _ = db.flush_async().await;
     served.map_err(|e| NodeError::Storage(format!("admin server: {e}")))?;
     tracing::info!("hatrunk node stopped");
     Ok(())
@@ -147,24 +253,21 @@ async fn tidy_shares(admission: Arc<EscrowAdmission>) {
     }
 }
 
-/// Bind the SIP sockets and start the proxy engine (not on a witness).
-async fn start_sip(
+/// Start the proxy engine on the node's SIP transports (not on a witness).
+#[allow(clippy::too_many_arguments)]
+fn start_sip(
     cfg: &NodeConfig,
     listen: crate::config::SipListen,
-    db: &sled::Db,
+    io: SipIo,
+    clock: fn() -> u64,
+    seed: u64,
     store: Arc<dyn TrunkStore>,
     cluster: Arc<ClusterHealth>,
     admission: Arc<dyn Admission>,
     metrics: Arc<Metrics>,
     status: Arc<SharedStatus>,
 ) -> Result<tokio::task::JoinHandle<()>, NodeError> {
-    let udp = UdpSocket::bind(listen.udp).await.map_err(io(format!("udp {}", listen.udp)))?;
-    let tcp = TcpListener::bind(listen.tcp).await.map_err(io(format!("tcp {}", listen.tcp)))?;
-    let (ev_tx, ev_rx) = mpsc::channel(65_536);
-    let transports = Transports::start(udp, tcp, ev_tx)?;
-    let cdr_tx = crate::cdr::start(cfg.cdr_path()).await?;
-
-    let secret = node_secret(db)?;
+    let SipIo { transports, events, cdrs, secret } = io;
     let upstream = match &cfg.upstream.target {
         Some(t) => {
             let st =
@@ -192,10 +295,10 @@ async fn start_sip(
         min_expires_s: cfg.sip.min_expires_s,
         max_expires_s: cfg.sip.max_expires_s,
         forward_timeout_ms: cfg.cluster.forward_timeout_ms,
-        seed: wall_ms(),
+        seed,
     };
     let engine = Engine::new(ecfg, store.clone(), cluster, metrics, status);
-    Ok(tokio::spawn(engine_loop(engine, ev_rx, transports, admission, store, cdr_tx)))
+    Ok(tokio::spawn(engine_loop(engine, events, transports, admission, store, cdrs, clock)))
 }
 
 /// A per-node secret for digest nonces, created once and kept in the store.
@@ -216,6 +319,7 @@ async fn engine_loop(
     admission: Arc<dyn Admission>,
     store: Arc<dyn TrunkStore>,
     cdrs: mpsc::Sender<Box<hatrunk_core::cdr::Cdr>>,
+    clock: fn() -> u64,
 ) {
     let (adm_tx, mut adm_rx) = mpsc::unbounded_channel::<(u64, Result<hatrunk_core::pool::Admission, String>)>();
     let mut sync = tokio::time::interval(Duration::from_secs(1));
@@ -224,27 +328,27 @@ async fn engine_loop(
         let deadline = engine.next_deadline();
         let sleep = async {
             match deadline {
-                Some(d) => tokio::time::sleep(Duration::from_millis(d.saturating_sub(wall_ms()))).await,
+                Some(d) => tokio::time::sleep(Duration::from_millis(d.saturating_sub(clock()))).await,
                 None => std::future::pending::<()>().await,
             }
         };
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { return };
-                handle(&mut engine, ev);
+                handle(&mut engine, ev, clock);
                 for _ in 0..64 {
                     match events.try_recv() {
-                        Ok(ev) => handle(&mut engine, ev),
+                        Ok(ev) => handle(&mut engine, ev, clock),
                         Err(_) => break,
                     }
                 }
             }
-            Some((id, d)) = adm_rx.recv() => engine.on_admitted(id, d, wall_ms()),
-            _ = sleep => engine.on_tick(wall_ms()),
-            _ = egress_check.tick() => engine.check_egress(wall_ms()),
+            Some((id, d)) = adm_rx.recv() => engine.on_admitted(id, d, clock()),
+            _ = sleep => engine.on_tick(clock()),
+            _ = egress_check.tick() => engine.check_egress(clock()),
             _ = sync.tick() => {
-                engine.sync_probes(wall_ms());
-                engine.on_tick(wall_ms());
+                engine.sync_probes(clock());
+                engine.on_tick(clock());
             }
         }
         for action in engine.drain() {
@@ -281,9 +385,9 @@ async fn engine_loop(
     }
 }
 
-fn handle(engine: &mut Engine, ev: TransportEvent) {
+fn handle(engine: &mut Engine, ev: TransportEvent, clock: fn() -> u64) {
     match ev {
-        TransportEvent::Message(m) => engine.on_message(m, wall_ms()),
-        TransportEvent::Unreachable { proto, peer } => engine.on_unreachable(proto, peer, wall_ms()),
+        TransportEvent::Message(m) => engine.on_message(m, clock()),
+        TransportEvent::Unreachable { proto, peer } => engine.on_unreachable(proto, peer, clock()),
     }
 }

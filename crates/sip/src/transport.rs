@@ -7,8 +7,10 @@
 //! "connection error" is immediate over UDP as it is over TCP.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -69,10 +71,41 @@ struct Conns {
     by_peer: HashMap<SocketAddr, u64>,
 }
 
+/// A datagram socket: the kernel's UDP socket in production, a simulated one in turmoil.
+pub trait Datagram: Send + Sync + 'static {
+    fn local_addr(&self) -> std::io::Result<SocketAddr>;
+    /// Send one datagram without waiting; also returns destinations learned unreachable meanwhile.
+    fn send(&self, peer: SocketAddr, bytes: &[u8]) -> (std::io::Result<()>, Vec<SocketAddr>);
+    fn recv<'a>(&'a self, buf: &'a mut [u8]) -> Pin<Box<dyn Future<Output = std::io::Result<(usize, SocketAddr)>> + Send + 'a>>;
+    /// After a failed receive: the destinations reported unreachable.
+    fn unreachable(&self) -> Vec<SocketAddr> {
+        Vec::new()
+    }
+}
+
+/// The kernel's UDP socket, with ICMP errors read from its error queue (`IP_RECVERR`).
+struct KernelUdp(UdpSocket);
+
+impl Datagram for KernelUdp {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+    fn send(&self, peer: SocketAddr, bytes: &[u8]) -> (std::io::Result<()>, Vec<SocketAddr>) {
+        send_datagram(&self.0, peer, bytes)
+    }
+    fn recv<'a>(&'a self, buf: &'a mut [u8]) -> Pin<Box<dyn Future<Output = std::io::Result<(usize, SocketAddr)>> + Send + 'a>> {
+        Box::pin(self.0.recv_from(buf))
+    }
+    fn unreachable(&self) -> Vec<SocketAddr> {
+        drain_icmp_errors(&self.0)
+    }
+}
+
 /// The node's sockets.
 pub struct Transports {
-    udp: Arc<UdpSocket>,
-    tcp_local: SocketAddr,
+    udp: Arc<dyn Datagram>,
+    /// None when the node has no SIP over TCP (a simulated node).
+    tcp_local: Option<SocketAddr>,
     conns: Mutex<Conns>,
     next_id: AtomicU64,
     open: AtomicU64,
@@ -89,23 +122,35 @@ impl Transports {
         if udp_local.is_ipv4() {
             nix::sys::socket::setsockopt(&udp, nix::sys::socket::sockopt::Ipv4RecvErr, &true).map_err(|e| err(std::io::Error::from(e)))?;
         }
-        let t = Arc::new(Transports {
-            udp: Arc::new(udp),
-            tcp_local,
-            conns: Mutex::new(Conns { by_id: HashMap::new(), by_peer: HashMap::new() }),
-            next_id: AtomicU64::new(1),
-            open: AtomicU64::new(0),
-            events,
-        });
+        let t = Self::new(Arc::new(KernelUdp(udp)), Some(tcp_local), events);
         tokio::spawn(udp_loop(t.clone()));
         tokio::spawn(accept_loop(t.clone(), tcp));
         Ok(t)
     }
 
+    /// Start SIP over one datagram socket only (no TCP): how a simulated node runs.
+    pub fn start_datagram(udp: Arc<dyn Datagram>, events: mpsc::Sender<TransportEvent>) -> Arc<Transports> {
+        let t = Self::new(udp, None, events);
+        tokio::spawn(udp_loop(t.clone()));
+        t
+    }
+
+    fn new(udp: Arc<dyn Datagram>, tcp_local: Option<SocketAddr>, events: mpsc::Sender<TransportEvent>) -> Arc<Transports> {
+        Arc::new(Transports {
+            udp,
+            tcp_local,
+            conns: Mutex::new(Conns { by_id: HashMap::new(), by_peer: HashMap::new() }),
+            next_id: AtomicU64::new(1),
+            open: AtomicU64::new(0),
+            events,
+        })
+    }
+
     pub fn local(&self, proto: Proto) -> SocketAddr {
+        let udp = self.udp.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
         match proto {
-            Proto::Udp => self.udp.local_addr().unwrap_or(self.tcp_local),
-            Proto::Tcp => self.tcp_local,
+            Proto::Udp => udp,
+            Proto::Tcp => self.tcp_local.unwrap_or(udp),
         }
     }
 
@@ -123,7 +168,7 @@ impl Transports {
     /// unreachable a moment earlier. That error is not this peer's: read the error queue, which
     /// names the real destinations, and send again (the pending error is cleared by reporting it).
     fn send_udp(&self, peer: SocketAddr, bytes: &[u8]) {
-        let (delivered, dead) = send_datagram(&self.udp, peer, bytes);
+        let (delivered, dead) = self.udp.send(peer, bytes);
         for d in dead {
             let _ = self.events.try_send(TransportEvent::Unreachable { proto: Proto::Udp, peer: d });
         }
@@ -144,7 +189,7 @@ impl Transports {
             }
             return;
         }
-        if self.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+        if self.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS || self.tcp_local.is_none() {
             let _ = self.events.try_send(TransportEvent::Unreachable { proto: Proto::Tcp, peer });
             return;
         }
@@ -235,7 +280,7 @@ async fn accept_loop(t: Arc<Transports>, listener: TcpListener) {
 async fn udp_loop(t: Arc<Transports>) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
-        match t.udp.recv_from(&mut buf).await {
+        match t.udp.recv(&mut buf).await {
             Ok((n, peer)) => {
                 let m = Incoming { bytes: Bytes::copy_from_slice(&buf[..n]), proto: Proto::Udp, peer, conn: None };
                 if t.events.send(TransportEvent::Message(m)).await.is_err() {
@@ -243,7 +288,7 @@ async fn udp_loop(t: Arc<Transports>) {
                 }
             }
             Err(_) => {
-                for peer in drain_icmp_errors(&t.udp) {
+                for peer in t.udp.unreachable() {
                     let _ = t.events.send(TransportEvent::Unreachable { proto: Proto::Udp, peer }).await;
                 }
             }

@@ -1,0 +1,57 @@
+//! Property 4: Auto Fail-over reaches the Secondary within 2.5 s of detecting the failure, and only
+//! on the failures the policy names. The policy table is written here again from the seed page
+//! (the trunk uses `current`), not taken from the code under test: a build that fails over on 486
+//! must fail this check.
+//!
+//! Detection is the Primary's failure response, or its silence reaching the trunk's failover timer.
+//! Calls a fault touched (a node they went through was out) are not judged here.
+
+use super::{down_windows, touched, Verdict};
+use crate::oracle::Pbx;
+use crate::run::Outcome;
+use crate::scenario::Scenario;
+use crate::topology::FAILOVER_TIMEOUT_MS;
+
+/// Seed 001's "fail over" codes.
+const FAILOVER_CODES: [u16; 10] = [408, 480, 500, 501, 502, 503, 504, 505, 513, 580];
+const WITHIN_MS: u64 = 2500;
+
+pub fn check(_sc: &Scenario, out: &Outcome) -> Verdict {
+    let o = &out.oracle;
+    let windows = down_windows(o, out.sim_ms);
+    let mut violations = Vec::new();
+    let mut checked = 0;
+    for (cid, c) in &o.calls {
+        let Some(p) = c.legs.get(&Pbx::Primary).and_then(|l| l.first()) else { continue };
+        if c.moved_ms.is_some() || touched(c, &windows, 3000) {
+            continue;
+        }
+        let secondary = c.legs.get(&Pbx::Secondary).and_then(|l| l.first());
+        let detected = match p.reply {
+            Some((t, code)) if FAILOVER_CODES.contains(&code) => Some(t),
+            Some(_) => None,
+            None => Some(p.invite_ms + FAILOVER_TIMEOUT_MS),
+        };
+        // the caller hung up or gave up before the failover was due: nothing to judge
+        if let Some(d) = detected {
+            if c.hangup_ms.or(c.gave_up_ms).is_some_and(|h| h < d + WITHIN_MS) && secondary.is_none() {
+                continue;
+            }
+        }
+        checked += 1;
+        match (detected, secondary) {
+            (Some(d), Some(s)) if s.invite_ms > d + WITHIN_MS => {
+                violations.push(format!("{cid}: Secondary reached {} ms after the failure was detected", s.invite_ms - d))
+            }
+            (Some(d), None) => {
+                violations.push(format!("{cid}: Primary failed at {d} ms ({:?}) and the Secondary never got the call", p.reply))
+            }
+            (None, Some(_)) => {
+                violations.push(format!("{cid}: failed over although the Primary's answer {:?} is not a failover code", p.reply))
+            }
+            _ => {}
+        }
+    }
+    violations.truncate(5);
+    Verdict { name: "failover_within_2_5s", property: "4", checked, violations }
+}

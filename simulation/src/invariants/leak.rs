@@ -1,0 +1,23 @@
+//! Property 3: no slot is leaked. Once every call has ended and the faults have healed, every live
+//! node's replicated state shows no slot and no escrow share held for the trunk (shares go back
+//! after a second without calls), and the carrier has no call left open.
+
+use super::Verdict;
+use crate::run::Outcome;
+use crate::scenario::Scenario;
+use crate::topology::TRUNK;
+
+pub fn check(_sc: &Scenario, out: &Outcome) -> Verdict {
+    let mut violations = Vec::new();
+    for (node, st) in &out.node_states {
+        if st.slots > 0 || st.shares > 0 {
+            violations.push(format!("{node}: {} slots and {} shares of {TRUNK} still held at the end", st.slots, st.shares));
+        }
+    }
+    let open = out.oracle.calls.iter().filter(|(_, c)| c.answered_ms().is_some() && c.ended_ms().is_none()).count();
+    if open > 0 {
+        violations.push(format!("{open} answered calls never ended"));
+    }
+    violations.truncate(5);
+    Verdict { name: "no_slot_leaked", property: "3", checked: out.node_states.len(), violations }
+}

@@ -1,0 +1,39 @@
+//! Property 5: a node, zone or region that goes down (crashed, cut off, frozen) delivers no call
+//! offered 2.5 s after it went down, until it is back; and calls set up elsewhere are untouched:
+//! every answered call that went through no failed node is hung up end to end (the PBX gets the BYE
+//! and the carrier its 200).
+
+use super::{down_windows, touched, Verdict};
+use crate::run::Outcome;
+use crate::scenario::Scenario;
+
+const WITHIN_MS: u64 = 2500;
+
+pub fn check(_sc: &Scenario, out: &Outcome) -> Verdict {
+    let o = &out.oracle;
+    let windows = down_windows(o, out.sim_ms);
+    let mut violations = Vec::new();
+    let mut checked = 0;
+    for (cid, c) in &o.calls {
+        for leg in c.legs.values().flatten() {
+            checked += 1;
+            for (node, from, to) in &windows {
+                if &leg.egress == node && c.offered_ms >= from + WITHIN_MS && leg.invite_ms >= from + WITHIN_MS && leg.invite_ms < *to {
+                    violations.push(format!("{cid}: delivered by {node} at {} ms, down since {from} ms", leg.invite_ms));
+                }
+            }
+        }
+        if c.final_.is_some_and(|(_, code)| (200..300).contains(&code)) && c.moved_ms.is_none() && !touched(c, &windows, 3000) {
+            checked += 1;
+            let pbx_got_bye = c.legs.values().flatten().any(|l| l.bye_ms.is_some());
+            if !pbx_got_bye || c.bye_answered != Some(200) {
+                violations.push(format!(
+                    "{cid}: set up away from any fault, but its hang-up did not complete (PBX BYE {pbx_got_bye}, carrier {:?})",
+                    c.bye_answered
+                ));
+            }
+        }
+    }
+    violations.truncate(5);
+    Verdict { name: "down_zone_gets_no_calls", property: "5", checked, violations }
+}

@@ -1,0 +1,111 @@
+//! turmoil's sockets behind the node's I/O seams: SIP's [`Datagram`], the gRPC server's incoming
+//! stream and the consensus [`Dialer`]. Production code never knows it is simulated.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hatrunk_consensus::network::{endpoint, Dialer};
+use hatrunk_sip::transport::Datagram;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tonic::transport::server::Connected;
+use tonic::transport::Uri;
+
+/// A simulated UDP socket. turmoil sends no ICMP errors, so a dead peer is only ever a timeout.
+pub struct SimUdp(pub turmoil::net::UdpSocket);
+
+impl Datagram for SimUdp {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+    fn send(&self, peer: SocketAddr, bytes: &[u8]) -> (std::io::Result<()>, Vec<SocketAddr>) {
+        (self.0.try_send_to(bytes, peer).map(|_| ()), Vec::new())
+    }
+    fn recv<'a>(&'a self, buf: &'a mut [u8]) -> Pin<Box<dyn Future<Output = std::io::Result<(usize, SocketAddr)>> + Send + 'a>> {
+        Box::pin(self.0.recv_from(buf))
+    }
+}
+
+/// A simulated TCP connection the gRPC server can serve.
+pub struct SimConn(pub turmoil::net::TcpStream);
+
+impl Connected for SimConn {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
+
+impl AsyncRead for SimConn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SimConn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// The accepted connections of a simulated listener, as the stream tonic serves.
+pub fn incoming(listener: turmoil::net::TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<SimConn>> + Send + 'static {
+    futures_stream(listener)
+}
+
+fn futures_stream(listener: turmoil::net::TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<SimConn>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let r = listener.accept().await.map(|(s, _)| SimConn(s));
+            if tx.send(r).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Channels over simulated TCP (connect timeout as in production: 2 s).
+pub fn dialer() -> Dialer {
+    Arc::new(|addr: &str| {
+        let ep = endpoint(addr)?.connect_timeout(std::time::Duration::from_secs(2));
+        Ok(ep.connect_with_connector_lazy(tower_service_fn(|uri: Uri| async move {
+            let host = uri.host().unwrap_or_default().to_string();
+            let port = uri.port_u16().unwrap_or(80);
+            let s = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(s))
+        })))
+    })
+}
+
+/// A tower service from a function (tonic's connector is a `Service<Uri>`).
+#[derive(Clone)]
+struct ServiceFn<F>(F);
+
+fn tower_service_fn<F>(f: F) -> ServiceFn<F> {
+    ServiceFn(f)
+}
+
+impl<F, Fut, T> tower_service::Service<Uri> for ServiceFn<F>
+where
+    F: FnMut(Uri) -> Fut,
+    Fut: Future<Output = Result<T, std::io::Error>>,
+{
+    type Response = T;
+    type Error = std::io::Error;
+    type Future = Fut;
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, uri: Uri) -> Fut {
+        (self.0)(uri)
+    }
+}

@@ -1,0 +1,132 @@
+//! What really happened, as the simulated carrier, PBXes and operator saw it: every call's life
+//! from both ends, configuration acknowledgements, faults. The invariants judge the cluster from
+//! this record only, never from the cluster's own counters. Every entry also goes into the trace
+//! whose hash identifies a run.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use sha2::{Digest, Sha256};
+
+/// Simulated milliseconds since the run started.
+pub fn now_ms() -> u64 {
+    turmoil::sim_elapsed().map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Which PBX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Pbx {
+    Primary,
+    Secondary,
+}
+
+/// One INVITE as a PBX saw it.
+#[derive(Debug, Clone, Default)]
+pub struct Leg {
+    pub invite_ms: u64,
+    /// The hatrunk node it came from (top Via).
+    pub egress: String,
+    /// Final response sent: (when, code).
+    pub reply: Option<(u64, u16)>,
+    pub ack_ms: Option<u64>,
+    pub bye_ms: Option<u64>,
+    /// Gave up waiting for the ACK of its 2xx.
+    pub no_ack_ms: Option<u64>,
+}
+
+/// One call attempt of the carrier (one Call-ID).
+#[derive(Debug, Clone, Default)]
+pub struct CallRec {
+    pub offered_ms: u64,
+    /// The node the carrier sent it to, and whether that node answered at all.
+    pub entry: String,
+    pub trying: bool,
+    /// The carrier gave this node up and moved the call to the next (a new Call-ID).
+    pub moved_ms: Option<u64>,
+    /// The final response the carrier got: (when, code).
+    pub final_: Option<(u64, u16)>,
+    /// The carrier hung up (sent its BYE) or gave up waiting.
+    pub hangup_ms: Option<u64>,
+    pub bye_answered: Option<u16>,
+    pub gave_up_ms: Option<u64>,
+    pub legs: BTreeMap<Pbx, Vec<Leg>>,
+}
+
+impl CallRec {
+    /// When the PBX side answered, if it did.
+    pub fn answered_ms(&self) -> Option<u64> {
+        self.legs.values().flatten().filter_map(|l| l.reply.filter(|(_, c)| (200..300).contains(c)).map(|(t, _)| t)).min()
+    }
+
+    /// When the answered call stopped being in progress: the first of the PBX getting the BYE, the
+    /// carrier hanging up or giving up, the PBX giving up for want of an ACK.
+    pub fn ended_ms(&self) -> Option<u64> {
+        let pbx = self.legs.values().flatten().filter_map(|l| l.bye_ms.or(l.no_ack_ms)).min();
+        [pbx, self.hangup_ms, self.gave_up_ms].into_iter().flatten().min()
+    }
+}
+
+/// A fault as applied: when, what, and the nodes it took out (down: crashed, hung or cut off).
+#[derive(Debug, Clone)]
+pub struct FaultRec {
+    pub at_ms: u64,
+    pub what: String,
+    pub down: Vec<String>,
+    /// Nodes back from an earlier fault.
+    pub up: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Oracle {
+    pub limit: u32,
+    pub calls: BTreeMap<String, CallRec>,
+    pub faults: Vec<FaultRec>,
+    /// Configuration changes: (id, acknowledged at).
+    pub config_acked: Vec<(String, u64)>,
+    pub trunk_ready_ms: Option<u64>,
+    /// Calls in progress at the PBXes, sampled at every change: (ms, count).
+    pub in_progress: Vec<(u64, u32)>,
+    /// Answered calls per egress node per second.
+    pub egress: BTreeMap<u64, BTreeMap<String, u32>>,
+    trace: Sha256,
+    pub trace_lines: u64,
+}
+
+pub type Shared = Rc<RefCell<Oracle>>;
+
+impl Oracle {
+    pub fn shared(limit: u32) -> Shared {
+        Rc::new(RefCell::new(Oracle { limit, ..Default::default() }))
+    }
+
+    /// Add a line to the trace.
+    pub fn log(&mut self, line: impl AsRef<str>) {
+        self.trace.update(now_ms().to_le_bytes());
+        self.trace.update(line.as_ref().as_bytes());
+        self.trace.update(b"\n");
+        self.trace_lines += 1;
+    }
+
+    pub fn trace_hash(&self) -> String {
+        hex::encode(self.trace.clone().finalize())
+    }
+
+    pub fn call(&mut self, cid: &str) -> &mut CallRec {
+        self.calls.entry(cid.to_string()).or_default()
+    }
+
+    /// Calls in progress now (answered at a PBX, not ended).
+    pub fn count_in_progress(&self, at: u64) -> u32 {
+        self.calls.values().filter(|c| c.answered_ms().is_some_and(|a| a <= at) && c.ended_ms().is_none_or(|e| e > at)).count() as u32
+    }
+
+    /// Re-count calls in progress after a change (answer or end).
+    pub fn sample(&mut self) {
+        let t = now_ms();
+        let n = self.count_in_progress(t);
+        if self.in_progress.last().map(|(_, c)| *c) != Some(n) {
+            self.in_progress.push((t, n));
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! One run: build the turmoil world from a scenario and a seed (nodes running the real node code on
+//! memory disks, the carrier, the PBXes, the operator), step simulated time, apply the faults on
+//! schedule, then hand the oracle to the invariants.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hatrunk_consensus::backend::MemBackend;
+use hatrunk_consensus::NodeInfo;
+use hatrunk_node::admission::Admission;
+use hatrunk_node::config::NodeConfig;
+use hatrunk_node::runtime::{run_with, Handles, SipIo, Wiring};
+use hatrunk_sip::transport::Transports;
+use tokio::sync::mpsc;
+
+use crate::net::{dialer, incoming, SimUdp};
+use crate::oracle::{FaultRec, Oracle, Pbx};
+use crate::scenario::{Fault, Scenario, Target};
+use crate::topology::{Layout, CLUSTER_PORT, SIP_PORT};
+use crate::ua;
+use crate::ua::pbx::{Behaviour, Mode};
+
+/// The wall-clock epoch simulated nodes see (2026-01-01T00:00:00Z), so CDR times replay too.
+const EPOCH_MS: u64 = 1_767_225_600_000;
+/// Every host's clock advances this much per simulation step.
+const TICK_MS: u64 = 1;
+
+fn sim_clock() -> u64 {
+    EPOCH_MS + crate::oracle::now_ms()
+}
+
+/// Build options beyond the scenario.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Wrap every node's admission in one that skips the pool check (the checker's own check).
+    pub broken_admission: bool,
+}
+
+/// What a run produced.
+pub struct Outcome {
+    pub oracle: Oracle,
+    /// Longest stretch of the run without a leader, and similar facts for the report.
+    pub sim_ms: u64,
+    pub node_states: BTreeMap<String, NodeState>,
+    pub error: Option<String>,
+}
+
+/// What a live node's replicated state says at the end.
+#[derive(Debug, Clone, Default)]
+pub struct NodeState {
+    pub trunks: BTreeSet<String>,
+    pub slots: u32,
+    pub shares: u32,
+    pub leader: Option<u64>,
+}
+
+type Registry = Rc<RefCell<BTreeMap<String, Handles>>>;
+
+/// Admits every call without looking at the pool: a deliberately broken build.
+struct SkipPoolCheck(Arc<dyn Admission>);
+
+impl Admission for SkipPoolCheck {
+    fn admit_now(&self, _trunk: &str, _limit: u32, _slot: &str) -> Option<hatrunk_core::pool::Admission> {
+        Some(hatrunk_core::pool::Admission::Granted)
+    }
+    fn admit(
+        &self,
+        _trunk: String,
+        _limit: u32,
+        _slot: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<hatrunk_core::pool::Admission, hatrunk_node::NodeError>> + Send + '_>>
+    {
+        Box::pin(async { Ok(hatrunk_core::pool::Admission::Granted) })
+    }
+    fn release(&self, slot: &str) {
+        self.0.release(slot)
+    }
+    fn usage(&self) -> Vec<(String, u32)> {
+        self.0.usage()
+    }
+}
+
+fn broken(a: Arc<dyn Admission>) -> Arc<dyn Admission> {
+    Arc::new(SkipPoolCheck(a))
+}
+
+pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
+    hatrunk_consensus::rt::seed(seed);
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_millis(sc.end_ms + 60_000))
+        .tick_duration(Duration::from_millis(TICK_MS))
+        .min_message_latency(Duration::from_millis(sc.latency_ms.0))
+        .max_message_latency(Duration::from_millis(sc.latency_ms.1))
+        .repair_rate(0.9)
+        .rng_seed(seed)
+        .build();
+    let layout = Rc::new(sc.layout.clone());
+    let oracle = Oracle::shared(sc.limit);
+    let registry: Registry = Rc::new(RefCell::new(BTreeMap::new()));
+    // addresses first: node configurations name each other
+    let mut hosts: Vec<String> = layout.nodes.iter().map(|n| n.name.clone()).collect();
+    hosts.extend(["carrier", "pbx-p", "pbx-s", "operator"].map(String::from));
+    for h in &hosts {
+        sim.lookup(h.as_str());
+    }
+    let members: BTreeMap<u64, NodeInfo> = layout
+        .nodes
+        .iter()
+        .map(|n| {
+            let ip = sim.lookup(n.name.as_str());
+            let info = NodeInfo {
+                name: n.name.clone(),
+                region: n.region.clone(),
+                zone: n.zone.clone(),
+                role: if n.witness { "witness".into() } else { "sip".into() },
+                cluster_addr: format!("{ip}:{CLUSTER_PORT}"),
+                sip_addr: if n.witness { String::new() } else { format!("{ip}:{SIP_PORT}") },
+            };
+            (n.id, info)
+        })
+        .collect();
+    let mut disks: BTreeMap<String, MemBackend> = BTreeMap::new();
+    for n in &layout.nodes {
+        let disk = MemBackend::default();
+        disks.insert(n.name.clone(), disk.clone());
+        let cfg = NodeConfig::from_toml(&layout.node_toml(n, sim.lookup(n.name.as_str()))).expect("the simulation's node config is valid");
+        let (members, registry, name, witness) = (members.clone(), registry.clone(), n.name.clone(), n.witness);
+        let node_seed = seed ^ n.id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        sim.host(n.name.as_str(), move || {
+            let (cfg, disk, members, registry, name) = (cfg.clone(), disk.clone(), members.clone(), registry.clone(), name.clone());
+            async move {
+                let sip = if witness {
+                    None
+                } else {
+                    let udp = turmoil::net::UdpSocket::bind(("0.0.0.0", SIP_PORT)).await?;
+                    let (tx, events) = mpsc::channel(65_536);
+                    let transports = Transports::start_datagram(Arc::new(SimUdp(udp)), tx);
+                    let (cdrs, mut cdr_rx) = mpsc::channel(65_536);
+                    tokio::spawn(async move { while cdr_rx.recv().await.is_some() {} });
+                    Some(SipIo { transports, events, cdrs, secret: format!("sim-secret-{name}") })
+                };
+                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", CLUSTER_PORT)).await?;
+                let reg = registry.clone();
+                let who = name.clone();
+                let wiring = Wiring {
+                    backend: disk,
+                    dialer: dialer(),
+                    clock: sim_clock,
+                    sip,
+                    http: None,
+                    seed: node_seed,
+                    members: Some(members),
+                    on_ready: Some(Box::new(move |h| {
+                        reg.borrow_mut().insert(who, h);
+                    })),
+                    admission_layer: if opts.broken_admission { Some(broken) } else { None },
+                };
+                run_with(cfg, wiring, incoming(listener), std::future::pending()).await?;
+                Ok(())
+            }
+        });
+    }
+    let primary: Mode = Rc::new(RefCell::new(Behaviour::Answer));
+    let secondary: Mode = Rc::new(RefCell::new(Behaviour::Answer));
+    for (name, which, mode) in [("pbx-p", Pbx::Primary, primary.clone()), ("pbx-s", Pbx::Secondary, secondary.clone())] {
+        let (o, l) = (oracle.clone(), layout.clone());
+        sim.host(name, move || ua::pbx::run(which, mode.clone(), o.clone(), l.clone()));
+    }
+    {
+        let (o, l, load) = (oracle.clone(), layout.clone(), sc.load.clone());
+        sim.host("carrier", move || ua::carrier::run(load.clone(), seed, o.clone(), l.clone()));
+    }
+    {
+        let (o, l) = (oracle.clone(), layout.clone());
+        let (limit, until_ms) = (sc.limit, sc.load.end_ms);
+        sim.host("operator", move || ua::operator::run(ua::operator::Plan { limit, until_ms }, o.clone(), l.clone()));
+    }
+    // SIP loss on the edge links only: turmoil's TCP has no retransmission, so loss on cluster
+    // links would model broken connections, not loss (those get partitions instead)
+    let edge = ["carrier", "pbx-p", "pbx-s"];
+    let set_loss = |sim: &mut turmoil::Sim, rate: f64| {
+        for n in layout.sip_nodes() {
+            for e in edge {
+                sim.set_link_fail_rate(n.name.as_str(), e, rate);
+            }
+        }
+    };
+    if sc.loss > 0.0 {
+        set_loss(&mut sim, sc.loss);
+    }
+
+    let mut faults = Faults { resolved: BTreeMap::new(), crashed: BTreeSet::new(), cut: BTreeSet::new(), flaps: Vec::new() };
+    let mut schedule = sc.faults.iter().peekable();
+    let mut error = None;
+    let mut t = 0u64;
+    while t < sc.end_ms {
+        while let Some((at, id, f)) = schedule.peek().map(|(a, i, f)| (*a, *i, f.clone())) {
+            if at > t {
+                break;
+            }
+            schedule.next();
+            let rec = faults.apply(&mut sim, &layout, &registry, &disks, &hosts, id, &f, &primary, &secondary, &set_loss, t);
+            let mut o = oracle.borrow_mut();
+            o.log(format!("fault {} down={:?} up={:?}", rec.what, rec.down, rec.up));
+            o.faults.push(rec);
+        }
+        faults.flap(&mut sim, &layout, t);
+        if let Err(e) = sim.step() {
+            error = Some(e.to_string());
+            break;
+        }
+        t = sim.elapsed().as_millis() as u64;
+    }
+    let node_states = registry
+        .borrow()
+        .iter()
+        .filter(|(n, _)| !faults.crashed.contains(*n))
+        .map(|(n, h)| {
+            let st = h.consensus.local(|s| NodeState {
+                trunks: s.trunks.keys().cloned().collect(),
+                slots: s.pool.used(crate::topology::TRUNK),
+                shares: s.shares.total(crate::topology::TRUNK),
+                leader: None,
+            });
+            let leader = h.consensus.raft.metrics().borrow().current_leader;
+            (n.clone(), NodeState { leader, ..st })
+        })
+        .collect();
+    drop(sim);
+    let oracle = Rc::try_unwrap(oracle).map(RefCell::into_inner).unwrap_or_else(|rc| std::mem::take(&mut *rc.borrow_mut()));
+    Outcome { oracle, sim_ms: t, node_states, error }
+}
+
+struct Faults {
+    /// Nodes each fault step hit.
+    resolved: BTreeMap<u32, Vec<String>>,
+    crashed: BTreeSet<String>,
+    /// Partitioned pairs, to heal exactly those.
+    cut: BTreeSet<(String, String)>,
+    /// Flapping links: (zone a nodes, zone b nodes, period, until, currently cut).
+    flaps: Vec<(Vec<String>, Vec<String>, u64, u64, bool)>,
+}
+
+impl Faults {
+    fn resolve(&self, t: &Target, layout: &Layout, registry: &Registry) -> Vec<String> {
+        let leader = || -> Option<String> {
+            let reg = registry.borrow();
+            let id = reg.values().find_map(|h| h.consensus.raft.metrics().borrow().current_leader)?;
+            layout.nodes.iter().find(|n| n.id == id).map(|n| n.name.clone())
+        };
+        match t {
+            Target::Nodes(v) => v.clone(),
+            Target::Zone(z) => layout.nodes.iter().filter(|n| &n.zone == z).map(|n| n.name.clone()).collect(),
+            Target::Region(r) => layout.nodes.iter().filter(|n| &n.region == r).map(|n| n.name.clone()).collect(),
+            Target::Leader => leader().into_iter().collect(),
+            Target::LeaderRegion => {
+                let Some(l) = leader() else { return Vec::new() };
+                let region = layout.by_name(&l).map(|n| n.region.clone()).unwrap_or_default();
+                layout.nodes.iter().filter(|n| n.region == region).map(|n| n.name.clone()).collect()
+            }
+            Target::Of(id) => self.resolved.get(id).cloned().unwrap_or_default(),
+        }
+    }
+
+    fn cut(&mut self, sim: &mut turmoil::Sim, a: &str, b: &str) {
+        sim.partition(a, b);
+        let k = if a < b { (a.to_string(), b.to_string()) } else { (b.to_string(), a.to_string()) };
+        self.cut.insert(k);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &mut self,
+        sim: &mut turmoil::Sim,
+        layout: &Layout,
+        registry: &Registry,
+        disks: &BTreeMap<String, MemBackend>,
+        hosts: &[String],
+        id: u32,
+        f: &Fault,
+        primary: &Mode,
+        secondary: &Mode,
+        set_loss: &dyn Fn(&mut turmoil::Sim, f64),
+        now: u64,
+    ) -> FaultRec {
+        let mut rec = FaultRec { at_ms: now, what: String::new(), down: Vec::new(), up: Vec::new() };
+        let target = match f {
+            Fault::Crash(t) | Fault::Restart(t) | Fault::Isolate(t) | Fault::IsolateFromCluster(t) | Fault::Hang(t) | Fault::Resume(t) => {
+                let v = self.resolve(t, layout, registry);
+                self.resolved.insert(id, v.clone());
+                v
+            }
+            _ => Vec::new(),
+        };
+        let cluster: Vec<String> = layout.nodes.iter().map(|n| n.name.clone()).collect();
+        match f {
+            Fault::Crash(_) => {
+                for n in &target {
+                    if self.crashed.insert(n.clone()) {
+                        sim.crash(n.as_str());
+                        if let Some(d) = disks.get(n) {
+                            d.crash();
+                        }
+                        registry.borrow_mut().remove(n);
+                    }
+                }
+                rec.what = format!("crash {target:?}");
+                rec.down = target;
+            }
+            Fault::Restart(_) => {
+                for n in &target {
+                    if self.crashed.remove(n) {
+                        sim.bounce(n.as_str());
+                    }
+                }
+                rec.what = format!("restart {target:?}");
+                rec.up = target;
+            }
+            Fault::Isolate(_) | Fault::IsolateFromCluster(_) => {
+                let others: Vec<&String> = if matches!(f, Fault::Isolate(_)) { hosts.iter().collect() } else { cluster.iter().collect() };
+                for n in &target {
+                    for o in &others {
+                        if !target.contains(o) {
+                            self.cut(sim, n, o);
+                        }
+                    }
+                }
+                rec.what = format!("{} {target:?}", if matches!(f, Fault::Isolate(_)) { "isolate" } else { "isolate-from-cluster" });
+                rec.down = target;
+            }
+            Fault::Heal => {
+                let mut up = BTreeSet::new();
+                for (a, b) in std::mem::take(&mut self.cut) {
+                    sim.repair(a.as_str(), b.as_str());
+                    for x in [a, b] {
+                        if cluster.contains(&x) {
+                            up.insert(x);
+                        }
+                    }
+                }
+                rec.what = "heal".into();
+                rec.up = up.into_iter().collect();
+            }
+            Fault::Hang(_) | Fault::Resume(_) => {
+                for n in &target {
+                    for o in hosts {
+                        if !target.contains(o) {
+                            if matches!(f, Fault::Hang(_)) {
+                                sim.hold(n.as_str(), o.as_str());
+                            } else {
+                                sim.release(n.as_str(), o.as_str());
+                            }
+                        }
+                    }
+                }
+                if matches!(f, Fault::Hang(_)) {
+                    rec.what = format!("hang {target:?}");
+                    rec.down = target;
+                } else {
+                    rec.what = format!("resume {target:?}");
+                    rec.up = target;
+                }
+            }
+            Fault::Loss(rate) => {
+                set_loss(sim, *rate);
+                rec.what = format!("loss {:.0}%", rate * 100.0);
+            }
+            Fault::Flap { a, b, period_ms, times } => {
+                let za: Vec<String> = layout.nodes.iter().filter(|n| &n.zone == a).map(|n| n.name.clone()).collect();
+                let zb: Vec<String> = layout.nodes.iter().filter(|n| &n.zone == b).map(|n| n.name.clone()).collect();
+                self.flaps.push((za, zb, *period_ms, now + period_ms * u64::from(*times) * 2, false));
+                rec.what = format!("flap {a}<->{b} every {period_ms} ms");
+            }
+            Fault::Pbx(which, b) => {
+                *(if *which == Pbx::Primary { primary } else { secondary }).borrow_mut() = *b;
+                rec.what = format!("pbx {which:?} {b:?}");
+            }
+        }
+        rec
+    }
+
+    /// Flapping links change state on their period.
+    fn flap(&mut self, sim: &mut turmoil::Sim, _layout: &Layout, now: u64) {
+        for (a, b, period, until, down) in &mut self.flaps {
+            let want = now < *until && (now / *period) % 2 == 0;
+            if want != *down {
+                for x in a.iter() {
+                    for y in b.iter() {
+                        if want {
+                            sim.partition(x.as_str(), y.as_str());
+                        } else {
+                            sim.repair(x.as_str(), y.as_str());
+                        }
+                    }
+                }
+                *down = want;
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Scenarios: a layout, a load, a limit, network conditions and a schedule of faults. The named
+//! ones are the stories carriers ask about; [`Scenario::random`] derives one from a seed.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::oracle::Pbx;
+use crate::topology::Layout;
+use crate::ua::carrier::Load;
+use crate::ua::pbx::Behaviour;
+
+/// Who a fault hits. Resolved when it is applied (the leader is whoever leads then).
+#[derive(Debug, Clone)]
+pub enum Target {
+    Nodes(Vec<String>),
+    Zone(String),
+    Region(String),
+    Leader,
+    /// The region the leader is in at that moment.
+    LeaderRegion,
+    /// Whoever fault step `id` hit (to undo exactly that).
+    Of(u32),
+}
+
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Power off (unflushed writes lost).
+    Crash(Target),
+    /// Start again the nodes crashed earlier.
+    Restart(Target),
+    /// Cut off from every other host (nodes, carrier, PBXes).
+    Isolate(Target),
+    /// Cut off from the other cluster nodes only; carrier and PBXes still reach it.
+    IsolateFromCluster(Target),
+    /// Frozen, as under `kill -STOP`: nothing in or out until resumed, then all of it at once.
+    Hang(Target),
+    Resume(Target),
+    /// Undo every partition.
+    Heal,
+    /// Packet loss on every link.
+    Loss(f64),
+    /// The link between two zones goes down and comes back every `period_ms`, `times` times.
+    Flap {
+        a: String,
+        b: String,
+        period_ms: u64,
+        times: u32,
+    },
+    Pbx(Pbx, Behaviour),
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub about: String,
+    pub layout: Layout,
+    pub limit: u32,
+    pub load: Load,
+    /// Base loss rate and the latency range of every link (ms).
+    pub loss: f64,
+    pub latency_ms: (u64, u64),
+    /// (when, step id, fault), in time order.
+    pub faults: Vec<(u64, u32, Fault)>,
+    /// When the run ends (simulated ms): late enough for every call and every slot to settle.
+    pub end_ms: u64,
+}
+
+/// Seconds to milliseconds, for readable schedules.
+const fn s(x: u64) -> u64 {
+    x * 1000
+}
+
+fn base(name: &str, about: &str, layout: &str, limit: u32, rate: f64, load_s: u64) -> Scenario {
+    let layout = Layout::named(layout).expect("a known layout");
+    Scenario {
+        name: name.into(),
+        about: about.into(),
+        layout,
+        limit,
+        load: Load { start_ms: s(3), end_ms: s(3 + load_s), rate, hold_ms: (1000, 4000) },
+        loss: 0.0,
+        latency_ms: (1, 5),
+        faults: Vec::new(),
+        end_ms: s(3 + load_s) + s(45),
+    }
+}
+
+fn nodes(v: &[&str]) -> Target {
+    Target::Nodes(v.iter().map(|s| s.to_string()).collect())
+}
+
+impl Scenario {
+    pub fn names() -> Vec<&'static str> {
+        vec![
+            "steady",
+            "2t-zone-loss",
+            "4t-region-loss-with-leader",
+            "leader-isolated-under-load",
+            "minority-partition-live-calls",
+            "witness-loss",
+            "flapping-zone-link",
+            "pbx-primary-silent",
+            "pbx-primary-fails-503",
+            "pbx-primary-busy-486",
+            "whole-cluster-restart",
+            "hung-node",
+            "lossy-network",
+        ]
+    }
+
+    pub fn named(name: &str) -> Option<Scenario> {
+        let mut sc = match name {
+            "steady" => base(name, "2T, no fault: the baseline every invariant must hold on", "2t", 12, 6.0, 20),
+            "2t-zone-loss" => {
+                let mut sc = base(name, "2T: zone sg1-a crashes under load and returns", "2t", 12, 6.0, 30);
+                sc.faults = vec![(s(10), 0, Fault::Crash(Target::Zone("sg1-a".into()))), (s(22), 1, Fault::Restart(Target::Of(0)))];
+                sc
+            }
+            "4t-region-loss-with-leader" => {
+                let mut sc = base(name, "4T: the region holding the Raft leader crashes, then returns", "4t", 12, 6.0, 30);
+                sc.faults = vec![(s(10), 0, Fault::Crash(Target::LeaderRegion)), (s(22), 1, Fault::Restart(Target::Of(0)))];
+                sc
+            }
+            "leader-isolated-under-load" => {
+                let mut sc = base(name, "2T: the leader is cut off from everyone while calls flow", "2t", 10, 8.0, 30);
+                sc.faults = vec![(s(10), 0, Fault::Isolate(Target::Leader)), (s(20), 1, Fault::Heal)];
+                sc
+            }
+            "minority-partition-live-calls" => {
+                let mut sc = base(name, "2T: zone sg1-b loses the cluster but not the carrier or PBXes, with calls up", "2t", 12, 6.0, 30);
+                sc.load.hold_ms = (3000, 8000);
+                sc.faults = vec![(s(10), 0, Fault::IsolateFromCluster(Target::Zone("sg1-b".into()))), (s(20), 1, Fault::Heal)];
+                sc
+            }
+            "witness-loss" => {
+                let mut sc = base(name, "2T: the witness crashes; quorum holds without it", "2t", 12, 6.0, 25);
+                sc.faults = vec![(s(8), 0, Fault::Crash(nodes(&["sg1-c-w"]))), (s(20), 1, Fault::Restart(Target::Of(0)))];
+                sc
+            }
+            "flapping-zone-link" => {
+                let mut sc = base(name, "2T: the link between zones sg1-a and sg1-b drops every 1.5 s", "2t", 12, 6.0, 30);
+                sc.faults = vec![(s(8), 0, Fault::Flap { a: "sg1-a".into(), b: "sg1-b".into(), period_ms: 1500, times: 8 })];
+                sc
+            }
+            "pbx-primary-silent" => {
+                let mut sc = base(name, "2T: the Primary PBX stops answering mid-load (Auto Fail-over on silence)", "2t", 12, 6.0, 25);
+                sc.faults =
+                    vec![(s(8), 0, Fault::Pbx(Pbx::Primary, Behaviour::Silent)), (s(18), 1, Fault::Pbx(Pbx::Primary, Behaviour::Answer))];
+                sc
+            }
+            "pbx-primary-fails-503" => {
+                let mut sc = base(name, "2T: the Primary PBX answers 503 (Auto Fail-over on a code)", "2t", 12, 6.0, 20);
+                sc.faults = vec![
+                    (s(8), 0, Fault::Pbx(Pbx::Primary, Behaviour::Fail(503))),
+                    (s(16), 1, Fault::Pbx(Pbx::Primary, Behaviour::Answer)),
+                ];
+                sc
+            }
+            "pbx-primary-busy-486" => {
+                let mut sc = base(name, "2T: the Primary PBX answers 486 Busy, which must not fail over", "2t", 12, 6.0, 20);
+                sc.faults = vec![
+                    (s(8), 0, Fault::Pbx(Pbx::Primary, Behaviour::Fail(486))),
+                    (s(16), 1, Fault::Pbx(Pbx::Primary, Behaviour::Answer)),
+                ];
+                sc
+            }
+            "whole-cluster-restart" => {
+                let mut sc = base(name, "2T: every node loses power at once and comes back", "2t", 12, 6.0, 30);
+                let all = Target::Nodes(sc.layout.nodes.iter().map(|n| n.name.clone()).collect());
+                sc.faults = vec![(s(10), 0, Fault::Crash(all)), (s(14), 1, Fault::Restart(Target::Of(0)))];
+                sc
+            }
+            "hung-node" => {
+                let mut sc = base(name, "2T: sg1-a1 freezes (kill -STOP) for 6 s, then resumes", "2t", 12, 6.0, 25);
+                sc.faults = vec![(s(8), 0, Fault::Hang(nodes(&["sg1-a1"]))), (s(14), 1, Fault::Resume(Target::Of(0)))];
+                sc
+            }
+            "lossy-network" => {
+                let mut sc = base(name, "4T: 5% loss on every link and 20-60 ms latency, at the limit", "4t", 6, 8.0, 25);
+                sc.loss = 0.05;
+                sc.latency_ms = (20, 60);
+                sc
+            }
+            _ => return None,
+        };
+        sc.faults.sort_by_key(|(t, id, _)| (*t, *id));
+        Some(sc)
+    }
+
+    /// A scenario derived from `seed`: layout, limit, load, network and one to three faults, each
+    /// undone before the load stops.
+    pub fn random(seed: u64) -> Scenario {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let layout = if rng.gen_bool(0.5) { "2t" } else { "4t" };
+        let limit = rng.gen_range(3..=15);
+        let rate = rng.gen_range(2.0..10.0);
+        let load_s = 20;
+        let mut sc = base(&format!("seed-{seed}"), "random faults from the seed", layout, limit, rate, load_s);
+        sc.load.hold_ms = (rng.gen_range(500..2000), rng.gen_range(2000..6000));
+        sc.loss = if rng.gen_bool(0.3) { rng.gen_range(0.0..0.05) } else { 0.0 };
+        sc.latency_ms = (1, rng.gen_range(5..50));
+        let names: Vec<String> = sc.layout.nodes.iter().map(|n| n.name.clone()).collect();
+        let zones = sc.layout.zones();
+        let regions = sc.layout.regions();
+        let n = rng.gen_range(1..=3);
+        for i in 0..n {
+            let id = 2 * i as u32;
+            let at = rng.gen_range(s(5)..s(3 + load_s - 8));
+            let len = rng.gen_range(s(2)..s(7));
+            let pick = |rng: &mut SmallRng| -> Target {
+                match rng.gen_range(0..4) {
+                    0 => Target::Nodes(vec![names[rng.gen_range(0..names.len())].clone()]),
+                    1 => Target::Zone(zones[rng.gen_range(0..zones.len())].clone()),
+                    2 => Target::Region(regions[rng.gen_range(0..regions.len())].clone()),
+                    _ => Target::Leader,
+                }
+            };
+            let (start, stop) = match rng.gen_range(0..6) {
+                0 => (Fault::Crash(pick(&mut rng)), Fault::Restart(Target::Of(id))),
+                1 => (Fault::Isolate(pick(&mut rng)), Fault::Heal),
+                2 => (Fault::IsolateFromCluster(pick(&mut rng)), Fault::Heal),
+                3 => (Fault::Hang(pick(&mut rng)), Fault::Resume(Target::Of(id))),
+                4 => {
+                    let b = [Behaviour::Silent, Behaviour::Fail(503), Behaviour::Fail(486), Behaviour::Fail(408)][rng.gen_range(0..4)];
+                    (Fault::Pbx(Pbx::Primary, b), Fault::Pbx(Pbx::Primary, Behaviour::Answer))
+                }
+                _ => (Fault::Loss(rng.gen_range(0.05..0.2)), Fault::Loss(sc.loss)),
+            };
+            sc.faults.push((at, id, start));
+            sc.faults.push((at + len, id + 1, stop));
+        }
+        sc.faults.sort_by_key(|(t, id, _)| (*t, *id));
+        sc
+    }
+}
