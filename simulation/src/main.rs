@@ -36,6 +36,9 @@ struct Args {
     /// Build the cluster with a deliberate defect, to prove the checks catch it: `skip-pool-check`.
     #[arg(long, hide = true)]
     broken: Option<String>,
+    /// Print every call's record as the oracle has it (debugging a failing seed).
+    #[arg(long)]
+    dump_calls: bool,
 }
 
 fn main() -> ExitCode {
@@ -80,6 +83,11 @@ fn main() -> ExitCode {
     let mut failed = 0;
     for (sc, seed) in runs {
         let j = judge(sc, seed, opts);
+        if args.dump_calls {
+            for (cid, c) in &j.outcome.oracle.calls {
+                println!("{cid} {c:?}");
+            }
+        }
         print_run(&j);
         if let Some(dir) = &args.report {
             if let Err(e) = report::write(dir, &j) {

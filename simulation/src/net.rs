@@ -22,11 +22,30 @@ impl Datagram for SimUdp {
         self.0.local_addr()
     }
     fn send(&self, peer: SocketAddr, bytes: &[u8]) -> (std::io::Result<()>, Vec<SocketAddr>) {
+        sip_trace("out", peer, bytes);
         (self.0.try_send_to(bytes, peer).map(|_| ()), Vec::new())
     }
     fn recv<'a>(&'a self, buf: &'a mut [u8]) -> Pin<Box<dyn Future<Output = std::io::Result<(usize, SocketAddr)>> + Send + 'a>> {
-        Box::pin(self.0.recv_from(buf))
+        Box::pin(async move {
+            let r = self.0.recv_from(buf).await;
+            if let Ok((n, peer)) = &r {
+                sip_trace("in", *peer, &buf[..*n]);
+            }
+            r
+        })
     }
+}
+
+/// Every node's SIP datagram as one line (`HATRUNK_SIM_LOG=sim_sip=debug`): the first line, the
+/// Call-ID and CSeq, and the simulated time.
+fn sip_trace(dir: &str, peer: SocketAddr, bytes: &[u8]) {
+    if !tracing::enabled!(target: "sim_sip", tracing::Level::DEBUG) {
+        return;
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let first = text.lines().next().unwrap_or("");
+    let h = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).unwrap_or("").trim().to_string();
+    tracing::debug!(target: "sim_sip", t = crate::oracle::now_ms(), dir, %peer, cid = %h("Call-ID:"), cseq = %h("CSeq:"), "{first}");
 }
 
 /// A simulated TCP connection the gRPC server can serve.

@@ -55,6 +55,8 @@ pub struct NodeState {
     pub slots: u32,
     pub shares: u32,
     pub leader: Option<u64>,
+    /// The escrow ledger as this node applied it (for the leak report).
+    pub ledger: String,
 }
 
 type Registry = Rc<RefCell<BTreeMap<String, Handles>>>;
@@ -129,7 +131,12 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         let cfg = NodeConfig::from_toml(&layout.node_toml(n, sim.lookup(n.name.as_str()))).expect("the simulation's node config is valid");
         let (members, registry, name, witness) = (members.clone(), registry.clone(), n.name.clone(), n.witness);
         let node_seed = seed ^ n.id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // every boot draws new tags and branches, as production's clock-derived seed does: a
+        // restarted node must not reuse its previous life's branches towards the same PBX
+        let boots = Rc::new(std::cell::Cell::new(0u64));
         sim.host(n.name.as_str(), move || {
+            boots.set(boots.get() + 1);
+            let node_seed = node_seed ^ boots.get().wrapping_mul(0xd1b5_4a32_d192_ed03);
             let (cfg, disk, members, registry, name) = (cfg.clone(), disk.clone(), members.clone(), registry.clone(), name.clone());
             async move {
                 let sip = if witness {
@@ -224,6 +231,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
                 slots: s.pool.used(crate::topology::TRUNK),
                 shares: s.shares.total(crate::topology::TRUNK),
                 leader: None,
+                ledger: format!("{:?}", s.shares),
             });
             let leader = h.consensus.raft.metrics().borrow().current_leader;
             (n.clone(), NodeState { leader, ..st })

@@ -40,6 +40,9 @@ impl Default for RaftTiming {
     }
 }
 
+/// How long one try of a write may wait for its commit.
+const WRITE_TRY: Duration = Duration::from_secs(3);
+
 /// A read served by the leader after confirming its leadership (linearizable).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Read {
@@ -141,7 +144,13 @@ impl Consensus {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(100 * attempt.min(5))).await;
             }
-            match self.raft.client_write(req.clone()).await {
+            // a leader that lost its majority may never answer: give up on this try and retry
+            // (the same serial, so a late commit is not applied twice)
+            let Ok(written) = tokio::time::timeout(WRITE_TRY, self.raft.client_write(req.clone())).await else {
+                last = "the leader did not commit in time".into();
+                continue;
+            };
+            match written {
                 Ok(r) => return Ok(r.data.result.unwrap_or(CommandResult::Ok)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
                     Some(leader) => match forward_write(&self.dialer, &leader.cluster_addr, &req).await {
@@ -158,7 +167,10 @@ impl Consensus {
 
     /// Serve a forwarded write: only the leader applies it.
     pub async fn write_local(&self, req: Request) -> Result<CommandResult, String> {
-        match self.raft.client_write(req).await {
+        match tokio::time::timeout(WRITE_TRY, self.raft.client_write(req))
+            .await
+            .map_err(|_| "the leader did not commit in time".to_string())?
+        {
             Ok(r) => Ok(r.data.result.unwrap_or(CommandResult::Ok)),
             Err(e) => Err(e.to_string()),
         }

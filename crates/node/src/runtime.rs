@@ -33,6 +33,9 @@ pub fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// How long a call waits for admission before it is refused with 503.
+const ADMIT_WAIT: Duration = Duration::from_secs(4);
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
     let what = what.into();
     move |source| NodeError::Io { what, source }
@@ -362,7 +365,12 @@ async fn engine_loop(
                     let adm = admission.clone();
                     let tx = adm_tx.clone();
                     tokio::spawn(async move {
-                        let r = adm.admit(trunk, limit, slot).await.map_err(|e| e.to_string());
+                        // a call does not wait on a cluster that cannot answer: the carrier gets
+                        // 503 and may go elsewhere (a grant that lands later is given back)
+                        let r = match tokio::time::timeout(ADMIT_WAIT, adm.admit(trunk, limit, slot)).await {
+                            Ok(r) => r.map_err(|e| e.to_string()),
+                            Err(_) => Err(format!("no admission answer within {} ms", ADMIT_WAIT.as_millis())),
+                        };
                         let _ = tx.send((call, r));
                     });
                 }

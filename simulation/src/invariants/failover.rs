@@ -22,15 +22,19 @@ pub fn check(_sc: &Scenario, out: &Outcome) -> Verdict {
     let mut violations = Vec::new();
     let mut checked = 0;
     for (cid, c) in &o.calls {
-        let Some(p) = c.legs.get(&Pbx::Primary).and_then(|l| l.first()) else { continue };
+        let Some(legs) = c.legs.get(&Pbx::Primary) else { continue };
+        let Some(p) = legs.first() else { continue };
+        // a retransmitted INVITE is a new leg to a PBX that was silent: the first answer counts
+        let reply = legs.iter().find_map(|l| l.reply);
         if c.moved_ms.is_some() || touched(c, &windows, 3000) {
             continue;
         }
         let secondary = c.legs.get(&Pbx::Secondary).and_then(|l| l.first());
-        let detected = match p.reply {
-            Some((t, code)) if FAILOVER_CODES.contains(&code) => Some(t),
-            Some(_) => None,
-            None => Some(p.invite_ms + FAILOVER_TIMEOUT_MS),
+        let timer = p.invite_ms + FAILOVER_TIMEOUT_MS;
+        let detected = match reply {
+            Some((t, code)) if FAILOVER_CODES.contains(&code) && t <= timer => Some(t),
+            Some((t, _)) if t <= timer => None,
+            _ => Some(timer),
         };
         // the caller hung up or gave up before the failover was due: nothing to judge
         if let Some(d) = detected {
@@ -43,11 +47,9 @@ pub fn check(_sc: &Scenario, out: &Outcome) -> Verdict {
             (Some(d), Some(s)) if s.invite_ms > d + WITHIN_MS => {
                 violations.push(format!("{cid}: Secondary reached {} ms after the failure was detected", s.invite_ms - d))
             }
-            (Some(d), None) => {
-                violations.push(format!("{cid}: Primary failed at {d} ms ({:?}) and the Secondary never got the call", p.reply))
-            }
+            (Some(d), None) => violations.push(format!("{cid}: Primary failed at {d} ms ({reply:?}) and the Secondary never got the call")),
             (None, Some(_)) => {
-                violations.push(format!("{cid}: failed over although the Primary's answer {:?} is not a failover code", p.reply))
+                violations.push(format!("{cid}: failed over although the Primary's answer {reply:?} is not a failover code"))
             }
             _ => {}
         }

@@ -11,7 +11,8 @@ pub fn check(_sc: &Scenario, out: &Outcome) -> Verdict {
     let mut violations = Vec::new();
     for (node, st) in &out.node_states {
         if st.slots > 0 || st.shares > 0 {
-            violations.push(format!("{node}: {} slots and {} shares of {TRUNK} still held at the end", st.slots, st.shares));
+            violations
+                .push(format!("{node}: {} slots and {} shares of {TRUNK} still held at the end ({})", st.slots, st.shares, st.ledger));
         }
     }
     let open = out.oracle.calls.iter().filter(|(_, c)| c.answered_ms().is_some() && c.ended_ms().is_none()).count();

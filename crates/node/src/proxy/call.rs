@@ -65,6 +65,8 @@ pub struct Call {
     failover_detect: Option<u64>,
     pub(super) failover_ms: Option<u64>,
     admitted: bool,
+    /// Admission was asked for and has not answered yet.
+    admitting: bool,
     /// Ingress: where the call may leave from (Advanced HA).
     pub(super) egress: Option<super::egress::EgressPlan>,
     /// Egress: the ingress node that admitted and forwarded this call.
@@ -153,6 +155,7 @@ impl Engine {
             failover_detect: None,
             failover_ms: None,
             admitted: false,
+            admitting: false,
             egress: None,
             forwarded_from: forwarded_from.clone(),
             report: None,
@@ -171,19 +174,26 @@ impl Engine {
             // the ingress holds the slot; this node only delivers
             return self.deliver_locally(id);
         }
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.admitting = true;
+        }
         self.out.push(Action::Admit { call: id, trunk: trunk_id, limit, slot });
     }
 
     pub(super) fn call_admitted(&mut self, id: u64, decision: Result<Decision, String>) {
         let Some(call) = self.calls.get_mut(&id) else {
-            // the caller cancelled while admission was pending: give the slot straight back
+            // the call ended while admission was pending: give the slot straight back
             if let Ok(d) = decision {
                 if d.admitted() {
                     tracing::debug!(call = id, "admitted after the call ended; releasing");
                 }
             }
+            if let Some(slot) = self.pending_release.remove(&id) {
+                self.out.push(Action::Release { slot });
+            }
             return;
         };
+        call.admitting = false;
         match decision {
             Ok(d) if d.admitted() => call.admitted = true,
             other => {
@@ -537,6 +547,9 @@ impl Engine {
         }
         if call.admitted {
             self.out.push(Action::Release { slot: call.slot.clone() });
+        } else if call.admitting {
+            // a grant may still come: release it when it does
+            self.pending_release.insert(id, call.slot.clone());
         }
         if call.forwarded_from.is_some() {
             return; // the ingress writes this call's CDR, with our attempts in it

@@ -153,6 +153,8 @@ pub struct Engine {
     clients: HashMap<String, ClientEntry>,
     /// Boxed: the table is sized for the most calls ever in progress, so its slots stay small.
     calls: HashMap<u64, Box<Call>>,
+    /// Calls that ended while their admission was pending: call id -> slot to give back.
+    pending_release: HashMap<u64, String>,
     dialogs: HashMap<String, Dialog>,
     registrar: Registrar,
     rr: HashMap<String, RoundRobin>,
@@ -184,6 +186,7 @@ impl Engine {
             servers: HashMap::new(),
             clients: HashMap::new(),
             calls: HashMap::new(),
+            pending_release: HashMap::new(),
             dialogs: HashMap::new(),
             registrar: Registrar::default(),
             rr: HashMap::new(),
