@@ -360,6 +360,15 @@ impl Engine {
         let code = resp.code().unwrap_or(0);
         let live = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| !a.done);
         if !live {
+            if (200..300).contains(&code) && self.answered_by(id, n) {
+                // the same 2xx again: ours upstream, or the caller's ACK, was lost. Pass it on
+                // (RFC 6026); the UAS retransmits until the caller's ACK reaches it
+                resp.remove_all(REPORT_HEADER);
+                if let Some(key) = self.calls.get(&id).map(|c| c.key.clone()) {
+                    self.respond_msg(&key, resp);
+                }
+                return;
+            }
             return self.late_response(id, n, resp);
         }
         let forward = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| a.forward);
@@ -463,6 +472,14 @@ impl Engine {
             self.cancel_branch(&branch);
         }
         self.attempt_outcome(id, n, Outcome::NoAnswer, None);
+    }
+
+    /// Whether attempt `n` is the one that answered call `id`.
+    fn answered_by(&self, id: u64, n: usize) -> bool {
+        self.calls.get(&id).is_some_and(|c| {
+            c.answer_ms.is_some()
+                && c.attempts.get(n).is_some_and(|a| a.rec.error.is_none() && a.rec.code.is_some_and(|x| (200..300).contains(&x)))
+        })
     }
 
     fn is_forward(&self, id: u64, n: usize) -> bool {

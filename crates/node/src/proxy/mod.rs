@@ -454,9 +454,11 @@ impl Engine {
             return;
         };
         let fx = e.tx.on_send(code);
-        // after a final response only retransmissions are matched: the request is not needed, and a
-        // 2xx is never retransmitted by a proxy (the UAS does), so nothing is kept for it either
-        e.last = (!(200..300).contains(&code)).then(|| bytes.clone());
+        // after a final response only retransmissions are matched: the request is not needed, and
+        // an INVITE's 2xx is never retransmitted by a proxy (the UAS does), so nothing is kept for
+        // it; any other final (a BYE's 200 too) answers the request's retransmissions
+        let invite_2xx = e.tx.kind == hatrunk_sip::transaction::Kind::Invite && (200..300).contains(&code);
+        e.last = (!invite_2xx).then(|| bytes.clone());
         if code >= 200 {
             e.req = SipMessage::request(Method::Ack, String::new());
         }
