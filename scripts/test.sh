@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (Debian's sip-tester for
-# SIPp, iproute2 for network namespaces), then runs every unit and end-to-end test.
+# SIPp, iproute2 for network namespaces), then runs every unit and end-to-end test and the
+# deterministic simulation (named scenarios and 100 seeds).
 # Fails loudly when a tool cannot be installed; no test skips because a tool is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,3 +33,8 @@ export RUST_TEST_THREADS=2
 cargo test --workspace --all-targets --locked
 # and the benchmarks and load harness binaries build with the optimised profile they are run with
 cargo bench --workspace --no-run --locked
+# the deterministic simulation, optimised (the sim profile: release without LTO): every named
+# scenario and 100 seed-derived ones; any failure prints its one-line reproduction and fails the run
+cargo build --profile sim -p hatrunk-simulation --locked
+./target/sim/hatrunk-sim --all-scenarios
+./target/sim/hatrunk-sim --seeds 100

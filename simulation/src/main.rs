@@ -107,10 +107,11 @@ fn main() -> ExitCode {
 }
 
 fn repro(j: &Judged) -> String {
+    let broken = if j.outcome.broken { " --broken skip-pool-check" } else { "" };
     if j.scenario.name.starts_with("seed-") {
-        format!("hatrunk-sim --seed {}", j.seed)
+        format!("hatrunk-sim --seed {}{broken}", j.seed)
     } else {
-        format!("hatrunk-sim --scenario {} --seed {}", j.scenario.name, j.seed)
+        format!("hatrunk-sim --scenario {} --seed {}{broken}", j.scenario.name, j.seed)
     }
 }
 

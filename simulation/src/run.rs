@@ -46,6 +46,8 @@ pub struct Outcome {
     pub sim_ms: u64,
     pub node_states: BTreeMap<String, NodeState>,
     pub error: Option<String>,
+    /// The run used a deliberately broken build.
+    pub broken: bool,
 }
 
 /// What a live node's replicated state says at the end.
@@ -199,7 +201,14 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         set_loss(&mut sim, sc.loss);
     }
 
-    let mut faults = Faults { resolved: BTreeMap::new(), crashed: BTreeSet::new(), cut: BTreeSet::new(), flaps: Vec::new() };
+    let mut faults = Faults {
+        resolved: BTreeMap::new(),
+        crashed: BTreeSet::new(),
+        cut: BTreeSet::new(),
+        down_by: BTreeMap::new(),
+        partitions: Vec::new(),
+        flaps: Vec::new(),
+    };
     let mut schedule = sc.faults.iter().peekable();
     let mut error = None;
     let mut t = 0u64;
@@ -239,7 +248,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         .collect();
     drop(sim);
     let oracle = Rc::try_unwrap(oracle).map(RefCell::into_inner).unwrap_or_else(|rc| std::mem::take(&mut *rc.borrow_mut()));
-    Outcome { oracle, sim_ms: t, node_states, error }
+    Outcome { oracle, sim_ms: t, node_states, error, broken: opts.broken_admission }
 }
 
 struct Faults {
@@ -248,6 +257,10 @@ struct Faults {
     crashed: BTreeSet<String>,
     /// Partitioned pairs, to heal exactly those.
     cut: BTreeSet<(String, String)>,
+    /// Nodes each fault step put out of service, until the step that undoes it.
+    down_by: BTreeMap<u32, Vec<String>>,
+    /// Steps that are partitions (undone together by a heal).
+    partitions: Vec<u32>,
     /// Flapping links: (zone a nodes, zone b nodes, period, until, currently cut).
     flaps: Vec<(Vec<String>, Vec<String>, u64, u64, bool)>,
 }
@@ -270,6 +283,25 @@ impl Faults {
                 layout.nodes.iter().filter(|n| n.region == region).map(|n| n.name.clone()).collect()
             }
             Target::Of(id) => self.resolved.get(id).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Who is out of service when `hit` is crashed, frozen or cut off: `hit` itself, and the
+    /// other nodes too when `hit` holds the majority of voters (every node is a voter), since
+    /// what remains cannot commit. `cut_only`: `hit` still reaches carrier and PBXes, so only the
+    /// side without a majority is out.
+    fn out_of_service(layout: &Layout, hit: &[String], cut_only: bool) -> Vec<String> {
+        let all: Vec<String> = layout.nodes.iter().map(|n| n.name.clone()).collect();
+        let rest: Vec<String> = all.iter().filter(|n| !hit.contains(n)).cloned().collect();
+        if rest.is_empty() && cut_only {
+            return Vec::new(); // cut off from nobody
+        }
+        let majority = hit.iter().filter(|n| all.contains(n)).count() * 2 > all.len();
+        match (majority, cut_only) {
+            (true, true) => rest,
+            (false, true) => hit.to_vec(),
+            (true, false) => all,
+            (false, false) => hit.to_vec(),
         }
     }
 
@@ -316,7 +348,8 @@ impl Faults {
                     }
                 }
                 rec.what = format!("crash {target:?}");
-                rec.down = target;
+                rec.down = Self::out_of_service(layout, &target, false);
+                self.down_by.insert(id, rec.down.clone());
             }
             Fault::Restart(_) => {
                 for n in &target {
@@ -325,7 +358,7 @@ impl Faults {
                     }
                 }
                 rec.what = format!("restart {target:?}");
-                rec.up = target;
+                rec.up = self.undo(f);
             }
             Fault::Isolate(_) | Fault::IsolateFromCluster(_) => {
                 let others: Vec<&String> = if matches!(f, Fault::Isolate(_)) { hosts.iter().collect() } else { cluster.iter().collect() };
@@ -337,17 +370,17 @@ impl Faults {
                     }
                 }
                 rec.what = format!("{} {target:?}", if matches!(f, Fault::Isolate(_)) { "isolate" } else { "isolate-from-cluster" });
-                rec.down = target;
+                rec.down = Self::out_of_service(layout, &target, matches!(f, Fault::IsolateFromCluster(_)));
+                self.down_by.insert(id, rec.down.clone());
+                self.partitions.push(id);
             }
             Fault::Heal => {
                 let mut up = BTreeSet::new();
                 for (a, b) in std::mem::take(&mut self.cut) {
                     sim.repair(a.as_str(), b.as_str());
-                    for x in [a, b] {
-                        if cluster.contains(&x) {
-                            up.insert(x);
-                        }
-                    }
+                }
+                for p in std::mem::take(&mut self.partitions) {
+                    up.extend(self.down_by.remove(&p).unwrap_or_default());
                 }
                 rec.what = "heal".into();
                 rec.up = up.into_iter().collect();
@@ -366,10 +399,11 @@ impl Faults {
                 }
                 if matches!(f, Fault::Hang(_)) {
                     rec.what = format!("hang {target:?}");
-                    rec.down = target;
+                    rec.down = Self::out_of_service(layout, &target, false);
+                    self.down_by.insert(id, rec.down.clone());
                 } else {
                     rec.what = format!("resume {target:?}");
-                    rec.up = target;
+                    rec.up = self.undo(f);
                 }
             }
             Fault::Loss(rate) => {
@@ -388,6 +422,14 @@ impl Faults {
             }
         }
         rec
+    }
+
+    /// The nodes back in service when `f` (a restart or resume of `Target::Of(step)`) undoes a step.
+    fn undo(&mut self, f: &Fault) -> Vec<String> {
+        match f {
+            Fault::Restart(Target::Of(step)) | Fault::Resume(Target::Of(step)) => self.down_by.remove(step).unwrap_or_default(),
+            _ => Vec::new(),
+        }
     }
 
     /// Flapping links change state on their period.
