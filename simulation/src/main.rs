@@ -39,6 +39,20 @@ struct Args {
     /// Print every call's record as the oracle has it (debugging a failing seed).
     #[arg(long)]
     dump_calls: bool,
+    /// Runs at once for --seeds and --all-scenarios (each in its own process; default: the cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Print one run's result as a line of JSON (how --seeds and --all-scenarios get their runs).
+    #[arg(long, hide = true)]
+    child: bool,
+}
+
+/// One run's result as a child process reports it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ChildResult {
+    passed: bool,
+    report: String,
+    repro: String,
 }
 
 fn main() -> ExitCode {
@@ -62,9 +76,37 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let mut runs: Vec<(Scenario, u64)> = Vec::new();
-    if args.all_scenarios {
-        runs.extend(Scenario::names().into_iter().map(|n| (Scenario::named(n).expect("listed"), args.seed.unwrap_or(1))));
-    } else if let Some(name) = &args.scenario {
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let passthrough = |extra: &mut Vec<String>| {
+        if let Some(b) = &args.broken {
+            extra.extend(["--broken".to_string(), b.clone()]);
+        }
+        if let Some(r) = &args.report {
+            extra.extend(["--report".to_string(), r.display().to_string()]);
+        }
+    };
+    if args.all_scenarios && !args.child {
+        let specs: Vec<Vec<String>> = Scenario::names()
+            .into_iter()
+            .map(|n| {
+                let mut v = vec!["--scenario".to_string(), n.to_string(), "--seed".to_string(), args.seed.unwrap_or(1).to_string()];
+                passthrough(&mut v);
+                v
+            })
+            .collect();
+        return in_children(specs, jobs, false);
+    }
+    if let (Some(n), false) = (args.seeds, args.child) {
+        let specs: Vec<Vec<String>> = (args.from..args.from + n)
+            .map(|seed| {
+                let mut v = vec!["--seed".to_string(), seed.to_string()];
+                passthrough(&mut v);
+                v
+            })
+            .collect();
+        return in_children(specs, jobs, true);
+    }
+    if let Some(name) = &args.scenario {
         match Scenario::named(name) {
             Some(sc) => runs.push((sc, args.seed.unwrap_or(1))),
             None => {
@@ -74,8 +116,6 @@ fn main() -> ExitCode {
         }
     } else if let Some(seed) = args.seed {
         runs.push((Scenario::random(seed), seed));
-    } else if let Some(n) = args.seeds {
-        return seeds(args.from, n, opts, args.report.as_deref());
     } else {
         eprintln!("error: say what to run: --seeds N, --seed S, --scenario NAME, --all-scenarios or --list");
         return ExitCode::from(2);
@@ -83,6 +123,14 @@ fn main() -> ExitCode {
     let mut failed = 0;
     for (sc, seed) in runs {
         let j = judge(sc, seed, opts);
+        if args.child {
+            let r = ChildResult { passed: j.passed(), report: run_text(&j), repro: repro(&j) };
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            if let Some(dir) = &args.report {
+                let _ = report::write(dir, &j);
+            }
+            return if j.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) };
+        }
         if args.dump_calls {
             for (cid, c) in &j.outcome.oracle.calls {
                 println!("{cid} {c:?}");
@@ -116,7 +164,14 @@ fn repro(j: &Judged) -> String {
 }
 
 fn print_run(j: &Judged) {
-    println!(
+    print!("{}", run_text(j));
+}
+
+fn run_text(j: &Judged) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "{} ({} layout, limit {}, {} calls, {:.1} s simulated): {}",
         j.scenario.name,
         j.scenario.layout.name,
@@ -126,45 +181,75 @@ fn print_run(j: &Judged) {
         if j.passed() { "passed" } else { "FAILED" }
     );
     for v in &j.verdicts {
-        println!("  {:4} {:28} property {:5} checked {:6}", if v.ok() { "ok" } else { "FAIL" }, v.name, v.property, v.checked);
+        let _ = writeln!(out, "  {:4} {:28} property {:5} checked {:6}", if v.ok() { "ok" } else { "FAIL" }, v.name, v.property, v.checked);
         for x in &v.violations {
-            println!("         {x}");
+            let _ = writeln!(out, "         {x}");
         }
     }
     if !j.passed() {
-        println!("  reproduce: {}", repro(j));
+        let _ = writeln!(out, "  reproduce: {}", repro(j));
     }
-    println!("trace-hash: {}", j.trace_hash);
+    let _ = writeln!(out, "trace-hash: {}", j.trace_hash);
+    out
 }
 
-fn seeds(from: u64, n: u64, opts: Options, report_dir: Option<&std::path::Path>) -> ExitCode {
-    let bar = indicatif::ProgressBar::new(n);
-    bar.set_style(
+/// Run each spec as `hatrunk-sim --child ARGS` in its own process, `jobs` at a time: a process
+/// holds one run, so what `--seed S` replays is exactly what was judged here.
+fn in_children(specs: Vec<Vec<String>>, jobs: usize, bar: bool) -> ExitCode {
+    let me = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot find my own executable: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let n = specs.len() as u64;
+    let progress = if bar { indicatif::ProgressBar::new(n) } else { indicatif::ProgressBar::hidden() };
+    progress.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds {elapsed_precise} (eta {eta}) {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let started = std::time::Instant::now();
-    let mut failures = Vec::new();
-    for seed in from..from + n {
-        let j = judge(Scenario::random(seed), seed, opts);
-        if let Some(dir) = report_dir {
-            let _ = report::write(dir, &j);
+    let queue = std::sync::Mutex::new(specs.into_iter().enumerate().collect::<std::collections::VecDeque<_>>());
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let Some((i, spec)) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else { return };
+                let out = std::process::Command::new(&me).arg("--child").args(&spec).output();
+                let r = match out {
+                    Ok(o) => serde_json::from_slice::<ChildResult>(&o.stdout).unwrap_or_else(|_| ChildResult {
+                        passed: false,
+                        report: format!("{}: the run crashed ({})\n{}", spec.join(" "), o.status, String::from_utf8_lossy(&o.stderr)),
+                        repro: format!("hatrunk-sim {}", spec.join(" ")),
+                    }),
+                    Err(e) => ChildResult { passed: false, report: format!("cannot start a run: {e}\n"), repro: String::new() },
+                };
+                if bar && !r.passed {
+                    progress.suspend(|| print!("{}", r.report));
+                }
+                progress.inc(1);
+                results.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
+            });
         }
-        if !j.passed() {
-            bar.suspend(|| print_run(&j));
-            failures.push(repro(&j));
-            bar.set_message(format!("{} failed", failures.len()));
+    });
+    progress.finish_and_clear();
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+    let failed: Vec<&ChildResult> = results.iter().map(|(_, r)| r).filter(|r| !r.passed).collect();
+    if bar {
+        for f in &failed {
+            println!("failed: {}", f.repro);
         }
-        bar.inc(1);
+        println!("{:.1} seeds/minute ({jobs} at a time)", n as f64 * 60.0 / started.elapsed().as_secs_f64().max(0.001));
+        println!("passed {}/{} seeds", n - failed.len() as u64, n);
+    } else {
+        for (_, r) in &results {
+            print!("{}", r.report);
+        }
+        println!("passed {}/{} scenarios", n - failed.len() as u64, n);
     }
-    bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
-    for f in &failures {
-        println!("failed: {f}");
-    }
-    println!("{:.1} seeds/minute", n as f64 * 60.0 / secs.max(0.001));
-    println!("passed {}/{} seeds", n - failures.len() as u64, n);
-    if failures.is_empty() {
+    if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -1,5 +1,6 @@
-//! The checker checks: the same seed gives the same trace, and a deliberately broken build (one
-//! that skips the pool check) fails the limit invariant on a scenario the real build passes.
+//! The checker checks: the same seed gives the same trace (run again as a user would, in a new
+//! process), and a deliberately broken build (one that skips the pool check) fails the limit
+//! invariant on a scenario the real build passes.
 
 use hatrunk_simulation::judge;
 use hatrunk_simulation::run::Options;
@@ -18,13 +19,20 @@ fn a_build_that_skips_the_pool_check_fails_the_limit_invariant() {
     assert!(!verdict(&broken, "calls_within_limit"), "skipping the pool check went unnoticed: {:?}", broken.verdicts);
 }
 
+/// The reproduction promise: the same command, run again in a new process, replays the run.
 #[test]
 fn the_same_seed_replays_the_same_trace() {
-    let sc = Scenario::named("2t-zone-loss").expect("scenario");
-    let a = judge(sc.clone(), 3, Options::default());
-    let b = judge(sc, 3, Options::default());
-    assert!(a.calls > 50, "the run placed calls");
-    assert_eq!(a.trace_hash, b.trace_hash);
-    let c = judge(Scenario::named("2t-zone-loss").expect("scenario"), 4, Options::default());
-    assert_ne!(a.trace_hash, c.trace_hash, "another seed is another run");
+    let hash = |seed: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hatrunk-sim"))
+            .args(["--scenario", "2t-zone-loss", "--seed", seed])
+            .output()
+            .expect("run hatrunk-sim");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{text}");
+        text.lines().find_map(|l| l.strip_prefix("trace-hash: ")).map(str::to_string).expect("a trace-hash line")
+    };
+    let a = hash("3");
+    assert_eq!(a.len(), 64);
+    assert_eq!(a, hash("3"));
+    assert_ne!(a, hash("4"), "another seed is another run");
 }

@@ -67,6 +67,8 @@ pub struct Call {
     admitted: bool,
     /// Admission was asked for and has not answered yet.
     admitting: bool,
+    /// The slot outlives the call (cancelled while a PBX may still answer): released elsewhere.
+    slot_held: bool,
     /// Ingress: where the call may leave from (Advanced HA).
     pub(super) egress: Option<super::egress::EgressPlan>,
     /// Egress: the ingress node that admitted and forwarded this call.
@@ -156,6 +158,7 @@ impl Engine {
             failover_ms: None,
             admitted: false,
             admitting: false,
+            slot_held: false,
             egress: None,
             forwarded_from: forwarded_from.clone(),
             report: None,
@@ -562,7 +565,7 @@ impl Engine {
         if self.dialogs.get(&call.call_id) == Some(&id) {
             self.dialogs.remove(&call.call_id);
         }
-        if call.admitted {
+        if call.admitted && !call.slot_held {
             self.out.push(Action::Release { slot: call.slot.clone() });
         } else if call.admitting {
             // a grant may still come: release it when it does
@@ -611,4 +614,19 @@ fn rewrite_user(from: &str, user: &str) -> String {
     let port = u.port.map(|p| format!(":{p}")).unwrap_or_default();
     let new = format!("{}:{user}@{}{port}{}", u.scheme, u.host, u.params);
     from.replacen(uri, &new, 1)
+}
+
+impl Call {
+    /// The slot stays taken after the call ends; whoever holds it releases it.
+    pub(super) fn hold_slot(&mut self) {
+        self.slot_held = true;
+    }
+
+    pub(super) fn slot_name(&self) -> String {
+        self.slot.clone()
+    }
+
+    pub(super) fn holds_slot(&self) -> bool {
+        self.admitted && self.forwarded_from.is_none()
+    }
 }

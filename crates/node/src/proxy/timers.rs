@@ -21,6 +21,8 @@ pub(super) enum TimerKey {
     Forward(u64, usize),
     /// An answered call (by id) reached the trunk's maximum duration.
     MaxDuration(u64),
+    /// A cancelled call's slot, held while a PBX may still answer its attempts, goes back anyway.
+    HeldSlot(u64),
     Probe(String, Role),
 }
 
@@ -53,6 +55,7 @@ impl Engine {
 
     fn fire(&mut self, key: TimerKey) {
         match key {
+            TimerKey::HeldSlot(id) => self.release_held(id),
             TimerKey::Server(k, t) => {
                 if let Some(e) = self.servers.get_mut(&k) {
                     let fx = e.tx.on_timer(t);
