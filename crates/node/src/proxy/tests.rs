@@ -183,7 +183,7 @@ async fn cancel_before_any_provisional_cancels_downstream_once_it_rings() {
     let a = e.drain();
     let codes: Vec<_> = sent_to(&a, CARRIER).iter().filter_map(|m| m.code()).collect();
     assert_eq!(codes, vec![200, 487]);
-    assert!(a.iter().any(|x| matches!(x, Action::Release { .. })), "slot back at once");
+    assert!(!a.iter().any(|x| matches!(x, Action::Release { .. })), "the Primary may still answer: the slot stays taken");
     assert!(a.iter().any(|x| matches!(x, Action::Cdr(c) if c.cause == hatrunk_core::cdr::Cause::OriginatorCancel && !c.failover)));
     assert!(sent_to(&a, PRIMARY).is_empty(), "no CANCEL before a provisional (RFC 3261 section 9.1)");
     // the Primary starts ringing: now it is cancelled, and nothing reaches the Secondary
@@ -193,8 +193,26 @@ async fn cancel_before_any_provisional_cancels_downstream_once_it_rings() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].method(), Some(&Method::Cancel));
     assert_eq!(sent[0].header("Via"), to_primary[0].header("Via"), "same branch as the INVITE");
+    assert!(!a.iter().any(|x| matches!(x, Action::Release { .. })));
+    // the Primary confirms with 487: its leg is gone, the slot comes back
+    e.on_message(from(PRIMARY, &answer(&to_primary[0], 487, "Request Terminated", PRIMARY)), 300);
+    assert!(e.drain().iter().any(|x| matches!(x, Action::Release { .. })), "slot back once the Primary said 487");
     e.on_tick(5000);
     assert!(sent_to(&e.drain(), SECONDARY).is_empty());
+}
+
+#[tokio::test]
+async fn a_cancelled_calls_slot_comes_back_after_timer_b_if_the_pbx_never_answers() {
+    let mut e = engine().await;
+    e.on_message(from(CARRIER, INVITE), 0);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 1);
+    e.drain();
+    let cancel = INVITE.replace("INVITE sip", "CANCEL sip").replace("1 INVITE", "1 CANCEL");
+    e.on_message(from(CARRIER, &cancel), 100);
+    assert!(!e.drain().iter().any(|x| matches!(x, Action::Release { .. })));
+    e.on_tick(100 + hatrunk_sip::transaction::TIMEOUT);
+    assert!(e.drain().iter().any(|x| matches!(x, Action::Release { .. })), "released at Timer B");
 }
 
 #[tokio::test]
