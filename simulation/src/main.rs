@@ -71,7 +71,7 @@ fn main() -> ExitCode {
     if args.list {
         for n in Scenario::names() {
             let sc = Scenario::named(n).expect("listed scenarios exist");
-            println!("{n:32} {:6} {:>4} s  {}", sc.layout.name, sc.end_ms / 1000, sc.about);
+            println!("{n:32} {:6} {:>4} s  {}", sc.layout.ha, sc.end_ms / 1000, sc.about);
         }
         return ExitCode::SUCCESS;
     }
@@ -174,7 +174,7 @@ fn run_text(j: &Judged) -> String {
         out,
         "{} ({} layout, limit {}, {} calls, {:.1} s simulated): {}",
         j.scenario.name,
-        j.scenario.layout.name,
+        j.scenario.layout.ha,
         j.scenario.limit,
         j.calls,
         j.sim_ms as f64 / 1000.0,

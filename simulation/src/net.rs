@@ -25,14 +25,12 @@ impl Datagram for SimUdp {
         sip_trace("out", peer, bytes);
         (self.0.try_send_to(bytes, peer).map(|_| ()), Vec::new())
     }
-    fn recv<'a>(&'a self, buf: &'a mut [u8]) -> Pin<Box<dyn Future<Output = std::io::Result<(usize, SocketAddr)>> + Send + 'a>> {
-        Box::pin(async move {
-            let r = self.0.recv_from(buf).await;
-            if let Ok((n, peer)) = &r {
-                sip_trace("in", *peer, &buf[..*n]);
-            }
-            r
-        })
+    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        let r = self.0.recv_from(buf).await;
+        if let Ok((n, peer)) = &r {
+            sip_trace("in", *peer, &buf[..*n]);
+        }
+        r
     }
 }
 
@@ -76,10 +74,6 @@ impl AsyncWrite for SimConn {
 
 /// The accepted connections of a simulated listener, as the stream tonic serves.
 pub fn incoming(listener: turmoil::net::TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<SimConn>> + Send + 'static {
-    futures_stream(listener)
-}
-
-fn futures_stream(listener: turmoil::net::TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<SimConn>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {

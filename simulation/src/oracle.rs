@@ -90,7 +90,6 @@ pub struct Oracle {
     /// Answered calls per egress node per second.
     pub egress: BTreeMap<u64, BTreeMap<String, u32>>,
     trace: Sha256,
-    pub trace_lines: u64,
 }
 
 pub type Shared = Rc<RefCell<Oracle>>;
@@ -105,7 +104,6 @@ impl Oracle {
         self.trace.update(now_ms().to_le_bytes());
         self.trace.update(line.as_ref().as_bytes());
         self.trace.update(b"\n");
-        self.trace_lines += 1;
     }
 
     pub fn trace_hash(&self) -> String {

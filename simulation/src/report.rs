@@ -41,7 +41,7 @@ pub fn html(j: &Judged) -> String {
     let _ = write!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">"#);
     let _ = write!(svg, r##"<rect x="0" y="0" width="{W}" height="{H}" fill="#fff"/>"##);
     // faults
-    let windows = crate::invariants::down_windows(o, j.sim_ms);
+    let windows = crate::invariants::down_windows(&j.outcome);
     for (i, (node, from, to)) in windows.iter().enumerate() {
         let _ = write!(
             svg,
@@ -144,7 +144,7 @@ pub fn html(j: &Judged) -> String {
         name = esc(&j.scenario.name),
         seed = j.seed,
         about = esc(&j.scenario.about),
-        layout = j.scenario.layout.name,
+        layout = j.scenario.layout.ha,
         limit = j.scenario.limit,
         calls = j.calls,
         sim = j.sim_ms as f64 / 1000.0,

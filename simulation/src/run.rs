@@ -42,7 +42,7 @@ pub struct Options {
 /// What a run produced.
 pub struct Outcome {
     pub oracle: Oracle,
-    /// Longest stretch of the run without a leader, and similar facts for the report.
+    /// Simulated time the run covered.
     pub sim_ms: u64,
     pub node_states: BTreeMap<String, NodeState>,
     pub error: Option<String>,
@@ -56,7 +56,6 @@ pub struct NodeState {
     pub trunks: BTreeSet<String>,
     pub slots: u32,
     pub shares: u32,
-    pub leader: Option<u64>,
     /// The escrow ledger as this node applied it (for the leak report).
     pub ledger: String,
 }
@@ -223,7 +222,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
             o.log(format!("fault {} down={:?} up={:?}", rec.what, rec.down, rec.up));
             o.faults.push(rec);
         }
-        faults.flap(&mut sim, &layout, t);
+        faults.flap(&mut sim, t);
         if let Err(e) = sim.step() {
             error = Some(e.to_string());
             break;
@@ -239,11 +238,9 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
                 trunks: s.trunks.keys().cloned().collect(),
                 slots: s.pool.used(crate::topology::TRUNK),
                 shares: s.shares.total(crate::topology::TRUNK),
-                leader: None,
                 ledger: format!("{:?}", s.shares),
             });
-            let leader = h.consensus.raft.metrics().borrow().current_leader;
-            (n.clone(), NodeState { leader, ..st })
+            (n.clone(), st)
         })
         .collect();
     drop(sim);
@@ -261,8 +258,16 @@ struct Faults {
     down_by: BTreeMap<u32, Vec<String>>,
     /// Steps that are partitions (undone together by a heal).
     partitions: Vec<u32>,
-    /// Flapping links: (zone a nodes, zone b nodes, period, until, currently cut).
-    flaps: Vec<(Vec<String>, Vec<String>, u64, u64, bool)>,
+    flaps: Vec<Flap>,
+}
+
+/// A link between two groups of nodes that goes down and up every `period_ms` until `until_ms`.
+struct Flap {
+    a: Vec<String>,
+    b: Vec<String>,
+    period_ms: u64,
+    until_ms: u64,
+    down: bool,
 }
 
 impl Faults {
@@ -413,7 +418,13 @@ impl Faults {
             Fault::Flap { a, b, period_ms, times } => {
                 let za: Vec<String> = layout.nodes.iter().filter(|n| &n.zone == a).map(|n| n.name.clone()).collect();
                 let zb: Vec<String> = layout.nodes.iter().filter(|n| &n.zone == b).map(|n| n.name.clone()).collect();
-                self.flaps.push((za, zb, *period_ms, now + period_ms * u64::from(*times) * 2, false));
+                self.flaps.push(Flap {
+                    a: za,
+                    b: zb,
+                    period_ms: *period_ms,
+                    until_ms: now + period_ms * u64::from(*times) * 2,
+                    down: false,
+                });
                 rec.what = format!("flap {a}<->{b} every {period_ms} ms");
             }
             Fault::Pbx(which, b) => {
@@ -433,12 +444,12 @@ impl Faults {
     }
 
     /// Flapping links change state on their period.
-    fn flap(&mut self, sim: &mut turmoil::Sim, _layout: &Layout, now: u64) {
-        for (a, b, period, until, down) in &mut self.flaps {
-            let want = now < *until && (now / *period) % 2 == 0;
-            if want != *down {
-                for x in a.iter() {
-                    for y in b.iter() {
+    fn flap(&mut self, sim: &mut turmoil::Sim, now: u64) {
+        for f in &mut self.flaps {
+            let want = now < f.until_ms && (now / f.period_ms) % 2 == 0;
+            if want != f.down {
+                for x in &f.a {
+                    for y in &f.b {
                         if want {
                             sim.partition(x.as_str(), y.as_str());
                         } else {
@@ -446,7 +457,7 @@ impl Faults {
                         }
                     }
                 }
-                *down = want;
+                f.down = want;
             }
         }
     }

@@ -24,7 +24,7 @@ pub struct NodeSpec {
 /// A cluster layout and its Advanced HA level.
 #[derive(Debug, Clone)]
 pub struct Layout {
-    pub name: &'static str,
+    /// The Advanced HA level, which is also the layout's name.
     pub ha: &'static str,
     pub nodes: Vec<NodeSpec>,
     /// The order the carrier tries nodes in (its SRV records).
@@ -78,7 +78,7 @@ impl Layout {
             ),
             _ => return None,
         };
-        Some(Layout { name: if name == "2t+4t" { "2t+4t" } else { ha }, ha, nodes, entry: entry.into_iter().map(String::from).collect() })
+        Some(Layout { ha, nodes, entry: entry.into_iter().map(String::from).collect() })
     }
 
     pub fn sip_nodes(&self) -> impl Iterator<Item = &NodeSpec> {

@@ -115,6 +115,15 @@ impl Consensus {
         (self.dialer)(addr)
     }
 
+    /// Ask the process at `addr` who it is: (node id, info, initialised).
+    pub async fn peer_info(&self, addr: &str) -> Result<(u64, NodeInfo, bool), String> {
+        let mut c = ClusterClient::new(self.dial(addr)?);
+        let mut r = tonic::Request::new(Blob { data: Vec::new() });
+        r.set_timeout(Duration::from_secs(3));
+        let reply = c.info(r).await.map_err(|s| format!("{addr} did not answer as a hatrunk node: {}", s.message()))?;
+        crate::codec::decode(&reply.into_inner().data).map_err(|e| format!("{addr} sent an unreadable identity: {e}"))
+    }
+
     /// Make this node a one-voter cluster, if it is not initialised yet.
     pub async fn initialize(&self) -> Result<bool, ConsensusError> {
         if self.is_initialized().await {
@@ -297,15 +306,6 @@ impl Consensus {
         let node = m.membership_config.membership().get_node(&id)?.cluster_addr.clone();
         Some((id, node))
     }
-}
-
-/// Ask the process at `addr` who it is: (node id, info, initialised).
-pub async fn peer_info(addr: &str) -> Result<(u64, NodeInfo, bool), String> {
-    let mut c = ClusterClient::new(crate::network::channel(addr)?);
-    let mut r = tonic::Request::new(Blob { data: Vec::new() });
-    r.set_timeout(Duration::from_secs(3));
-    let reply = c.info(r).await.map_err(|s| format!("{addr} did not answer as a hatrunk node: {}", s.message()))?;
-    crate::codec::decode(&reply.into_inner().data).map_err(|e| format!("{addr} sent an unreadable identity: {e}"))
 }
 
 /// One failure-detector heartbeat to `client`: the responder's id and whether it reaches a majority.

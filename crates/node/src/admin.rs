@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hatrunk_consensus::raft::{peer_info, Consensus, Read, ReadReply};
+use hatrunk_consensus::raft::{Consensus, Read, ReadReply};
 use hatrunk_consensus::Command;
 use hatrunk_core::trunk::{parse_trunk, Role, Trunk};
 use tonic::{Request, Response, Status};
@@ -201,7 +201,7 @@ impl Admin for AdminService {
             return leader.cluster_join(req.into_inner()).await;
         }
         let pb::JoinRequest { addr, learner } = req.into_inner();
-        let (id, info, initialized) = peer_info(&addr).await.map_err(Status::invalid_argument)?;
+        let (id, info, initialized) = self.consensus.peer_info(&addr).await.map_err(Status::invalid_argument)?;
         let membership = self.consensus.raft.metrics().borrow().membership_config.membership().clone();
         if initialized && membership.get_node(&id).is_none() {
             return Err(Status::failed_precondition(format!(

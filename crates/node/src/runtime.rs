@@ -61,8 +61,11 @@ pub struct Wiring<B: Backend> {
     pub on_ready: Option<Box<dyn FnOnce(Handles)>>,
     /// A layer around admission. Production has none; the simulation's check of its own checker
     /// puts a deliberately broken one here to prove the invariants catch it.
-    pub admission_layer: Option<fn(Arc<dyn Admission>) -> Arc<dyn Admission>>,
+    pub admission_layer: Option<AdmissionLayer>,
 }
+
+/// Wraps the node's admission (see [`Wiring::admission_layer`]).
+pub type AdmissionLayer = fn(Arc<dyn Admission>) -> Arc<dyn Admission>;
 
 /// A running node's shared parts, for observers (the simulation's invariant checks).
 #[derive(Clone)]

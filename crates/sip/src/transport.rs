@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -71,15 +70,31 @@ struct Conns {
     by_peer: HashMap<SocketAddr, u64>,
 }
 
-/// A datagram socket: the kernel's UDP socket in production, a simulated one in turmoil.
+/// A datagram socket: the kernel's UDP socket in production, a simulated one in turmoil. The
+/// receive loop is generic over it, so receiving costs no allocation or dynamic call.
 pub trait Datagram: Send + Sync + 'static {
     fn local_addr(&self) -> std::io::Result<SocketAddr>;
     /// Send one datagram without waiting; also returns destinations learned unreachable meanwhile.
     fn send(&self, peer: SocketAddr, bytes: &[u8]) -> (std::io::Result<()>, Vec<SocketAddr>);
-    fn recv<'a>(&'a self, buf: &'a mut [u8]) -> Pin<Box<dyn Future<Output = std::io::Result<(usize, SocketAddr)>> + Send + 'a>>;
+    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = std::io::Result<(usize, SocketAddr)>> + Send;
     /// After a failed receive: the destinations reported unreachable.
     fn unreachable(&self) -> Vec<SocketAddr> {
         Vec::new()
+    }
+}
+
+/// The sending half of a [`Datagram`], which is all [`Transports`] keeps.
+trait SendDatagram: Send + Sync {
+    fn local_addr(&self) -> std::io::Result<SocketAddr>;
+    fn send(&self, peer: SocketAddr, bytes: &[u8]) -> (std::io::Result<()>, Vec<SocketAddr>);
+}
+
+impl<D: Datagram> SendDatagram for D {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Datagram::local_addr(self)
+    }
+    fn send(&self, peer: SocketAddr, bytes: &[u8]) -> (std::io::Result<()>, Vec<SocketAddr>) {
+        Datagram::send(self, peer, bytes)
     }
 }
 
@@ -93,8 +108,8 @@ impl Datagram for KernelUdp {
     fn send(&self, peer: SocketAddr, bytes: &[u8]) -> (std::io::Result<()>, Vec<SocketAddr>) {
         send_datagram(&self.0, peer, bytes)
     }
-    fn recv<'a>(&'a self, buf: &'a mut [u8]) -> Pin<Box<dyn Future<Output = std::io::Result<(usize, SocketAddr)>> + Send + 'a>> {
-        Box::pin(self.0.recv_from(buf))
+    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = std::io::Result<(usize, SocketAddr)>> + Send {
+        self.0.recv_from(buf)
     }
     fn unreachable(&self) -> Vec<SocketAddr> {
         drain_icmp_errors(&self.0)
@@ -103,7 +118,7 @@ impl Datagram for KernelUdp {
 
 /// The node's sockets.
 pub struct Transports {
-    udp: Arc<dyn Datagram>,
+    udp: Arc<dyn SendDatagram>,
     /// None when the node has no SIP over TCP (a simulated node).
     tcp_local: Option<SocketAddr>,
     conns: Mutex<Conns>,
@@ -122,20 +137,21 @@ impl Transports {
         if udp_local.is_ipv4() {
             nix::sys::socket::setsockopt(&udp, nix::sys::socket::sockopt::Ipv4RecvErr, &true).map_err(|e| err(std::io::Error::from(e)))?;
         }
-        let t = Self::new(Arc::new(KernelUdp(udp)), Some(tcp_local), events);
-        tokio::spawn(udp_loop(t.clone()));
+        let udp = Arc::new(KernelUdp(udp));
+        let t = Self::new(udp.clone(), Some(tcp_local), events);
+        tokio::spawn(udp_loop(t.clone(), udp));
         tokio::spawn(accept_loop(t.clone(), tcp));
         Ok(t)
     }
 
     /// Start SIP over one datagram socket only (no TCP): how a simulated node runs.
-    pub fn start_datagram(udp: Arc<dyn Datagram>, events: mpsc::Sender<TransportEvent>) -> Arc<Transports> {
-        let t = Self::new(udp, None, events);
-        tokio::spawn(udp_loop(t.clone()));
+    pub fn start_datagram<D: Datagram>(udp: Arc<D>, events: mpsc::Sender<TransportEvent>) -> Arc<Transports> {
+        let t = Self::new(udp.clone(), None, events);
+        tokio::spawn(udp_loop(t.clone(), udp));
         t
     }
 
-    fn new(udp: Arc<dyn Datagram>, tcp_local: Option<SocketAddr>, events: mpsc::Sender<TransportEvent>) -> Arc<Transports> {
+    fn new(udp: Arc<dyn SendDatagram>, tcp_local: Option<SocketAddr>, events: mpsc::Sender<TransportEvent>) -> Arc<Transports> {
         Arc::new(Transports {
             udp,
             tcp_local,
@@ -277,10 +293,10 @@ async fn accept_loop(t: Arc<Transports>, listener: TcpListener) {
     }
 }
 
-async fn udp_loop(t: Arc<Transports>) {
+async fn udp_loop<D: Datagram>(t: Arc<Transports>, udp: Arc<D>) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
-        match t.udp.recv(&mut buf).await {
+        match udp.recv(&mut buf).await {
             Ok((n, peer)) => {
                 let m = Incoming { bytes: Bytes::copy_from_slice(&buf[..n]), proto: Proto::Udp, peer, conn: None };
                 if t.events.send(TransportEvent::Message(m)).await.is_err() {
@@ -288,7 +304,7 @@ async fn udp_loop(t: Arc<Transports>) {
                 }
             }
             Err(_) => {
-                for peer in t.udp.unreachable() {
+                for peer in udp.unreachable() {
                     let _ = t.events.send(TransportEvent::Unreachable { proto: Proto::Udp, peer }).await;
                 }
             }

@@ -22,6 +22,5 @@ pub fn check(_sc: &Scenario, out: &Outcome) -> Verdict {
     if acked.is_empty() {
         violations.push("the trunk was never acknowledged".into());
     }
-    violations.truncate(5);
-    Verdict { name: "acknowledged_config_kept", property: "2", checked: acked.len() * out.node_states.len(), violations }
+    Verdict::new("acknowledged_config_kept", "2", acked.len() * out.node_states.len(), violations)
 }

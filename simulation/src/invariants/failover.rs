@@ -18,7 +18,7 @@ const WITHIN_MS: u64 = 2500;
 
 pub fn check(_sc: &Scenario, out: &Outcome) -> Verdict {
     let o = &out.oracle;
-    let windows = down_windows(o, out.sim_ms);
+    let windows = down_windows(out);
     let mut violations = Vec::new();
     let mut checked = 0;
     for (cid, c) in &o.calls {
@@ -56,6 +56,5 @@ pub fn check(_sc: &Scenario, out: &Outcome) -> Verdict {
             _ => {}
         }
     }
-    violations.truncate(5);
-    Verdict { name: "failover_within_2_5s", property: "4", checked, violations }
+    Verdict::new("failover_within_2_5s", "4", checked, violations)
 }

@@ -19,6 +19,5 @@ pub fn check(_sc: &Scenario, out: &Outcome) -> Verdict {
     if open > 0 {
         violations.push(format!("{open} answered calls never ended"));
     }
-    violations.truncate(5);
-    Verdict { name: "no_slot_leaked", property: "3", checked: out.node_states.len(), violations }
+    Verdict::new("no_slot_leaked", "3", out.node_states.len(), violations)
 }

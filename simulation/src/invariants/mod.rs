@@ -10,7 +10,7 @@ pub mod limit;
 pub mod outcome;
 pub mod zone_down;
 
-use crate::oracle::{CallRec, Oracle};
+use crate::oracle::CallRec;
 use crate::run::Outcome;
 use crate::scenario::Scenario;
 
@@ -23,7 +23,15 @@ pub struct Verdict {
     pub violations: Vec<String>,
 }
 
+/// Violations kept per invariant: enough to start from (the report shows the rest of the run).
+const SHOWN: usize = 5;
+
 impl Verdict {
+    fn new(name: &'static str, property: &'static str, checked: usize, mut violations: Vec<String>) -> Verdict {
+        violations.truncate(SHOWN);
+        Verdict { name, property, checked, violations }
+    }
+
     pub fn ok(&self) -> bool {
         self.violations.is_empty()
     }
@@ -39,13 +47,14 @@ pub fn check_all(sc: &Scenario, out: &Outcome) -> Vec<Verdict> {
         outcome::check(sc, out),
     ];
     if let Some(e) = &out.error {
-        v.push(Verdict { name: "simulation_ran", property: "-", checked: 1, violations: vec![e.clone()] });
+        v.push(Verdict::new("simulation_ran", "-", 1, vec![e.clone()]));
     }
     v
 }
 
-/// When each node was out (crashed, cut off or frozen): (node, from, to) with `to` = end if never back.
-pub fn down_windows(o: &Oracle, end: u64) -> Vec<(String, u64, u64)> {
+/// When each node was out (crashed, cut off or frozen): (node, from, to), `to` the run's end if never back.
+pub fn down_windows(out: &Outcome) -> Vec<(String, u64, u64)> {
+    let (o, end) = (&out.oracle, out.sim_ms);
     let mut open: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     let mut out = Vec::new();
     for f in &o.faults {
@@ -70,9 +79,4 @@ pub fn touched(c: &CallRec, windows: &[(String, u64, u64)], margin: u64) -> bool
     let (from, to) = (c.offered_ms.saturating_sub(margin), end + margin);
     let nodes: Vec<&str> = std::iter::once(c.entry.as_str()).chain(c.legs.values().flatten().map(|l| l.egress.as_str())).collect();
     windows.iter().any(|(n, a, b)| nodes.contains(&n.as_str()) && *a < to && *b > from)
-}
-
-/// Whether any node was out at some point in [from, to].
-pub fn any_down(windows: &[(String, u64, u64)], from: u64, to: u64) -> bool {
-    windows.iter().any(|(_, a, b)| *a < to && *b > from)
 }

@@ -11,7 +11,7 @@ use crate::scenario::Scenario;
 
 pub fn check(_sc: &Scenario, out: &Outcome) -> Verdict {
     let o = &out.oracle;
-    let windows = down_windows(o, out.sim_ms);
+    let windows = down_windows(out);
     let mut violations = Vec::new();
     let mut checked = 0;
     for (cid, c) in &o.calls {
@@ -40,6 +40,5 @@ pub fn check(_sc: &Scenario, out: &Outcome) -> Verdict {
             }
         }
     }
-    violations.truncate(5);
-    Verdict { name: "every_call_ends_properly", property: "1, 4", checked, violations }
+    Verdict::new("every_call_ends_properly", "1, 4", checked, violations)
 }

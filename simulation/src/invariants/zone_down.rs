@@ -11,7 +11,7 @@ const WITHIN_MS: u64 = 2500;
 
 pub fn check(_sc: &Scenario, out: &Outcome) -> Verdict {
     let o = &out.oracle;
-    let windows = down_windows(o, out.sim_ms);
+    let windows = down_windows(out);
     let mut violations = Vec::new();
     let mut checked = 0;
     for (cid, c) in &o.calls {
@@ -34,6 +34,5 @@ pub fn check(_sc: &Scenario, out: &Outcome) -> Verdict {
             }
         }
     }
-    violations.truncate(5);
-    Verdict { name: "down_zone_gets_no_calls", property: "5", checked, violations }
+    Verdict::new("down_zone_gets_no_calls", "5", checked, violations)
 }

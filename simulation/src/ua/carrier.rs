@@ -83,7 +83,7 @@ pub async fn run(load: Load, seed: u64, oracle: Shared, layout: Rc<Layout>) -> t
                     let gap = 1000.0 / load.rate.max(0.1);
                     next_call += (gap * rng.gen_range(0.5..1.5)) as u64;
                     let hold = rng.gen_range(load.hold_ms.0..=load.hold_ms.1);
-                    let Some(e) = pick(&suspect, t, 0) else { oracle.borrow_mut().log("carrier: no entry"); continue };
+                    let e = pick(&suspect, t, 0);
                     serial += 1;
                     let a = place(&sock, me, serial, e, entries[e], hold, 0, &oracle, &layout);
                     by_cid.insert(a.cid.clone(), serial);
@@ -94,7 +94,7 @@ pub async fn run(load: Load, seed: u64, oracle: Shared, layout: Rc<Layout>) -> t
                     step(&sock, a, t, &oracle, &mut suspect, &mut moved);
                 }
                 for (entry_after, hold, moves) in moved {
-                    let Some(e) = pick(&suspect, t, entry_after) else { continue };
+                    let e = pick(&suspect, t, entry_after);
                     serial += 1;
                     let a = place(&sock, me, serial, e, entries[e], hold, moves, &oracle, &layout);
                     by_cid.insert(a.cid.clone(), serial);
@@ -107,10 +107,10 @@ pub async fn run(load: Load, seed: u64, oracle: Shared, layout: Rc<Layout>) -> t
     }
 }
 
-/// The first entry not under suspicion, starting the search at `from`.
-fn pick(suspect: &[u64], t: u64, from: usize) -> Option<usize> {
+/// The first entry not under suspicion, starting the search at `from` (that one if all are).
+fn pick(suspect: &[u64], t: u64, from: usize) -> usize {
     let n = suspect.len();
-    (0..n).map(|i| (from + i) % n).find(|&i| suspect[i] <= t).or(Some(from % n))
+    (0..n).map(|i| (from + i) % n).find(|&i| suspect[i] <= t).unwrap_or(from % n)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -274,7 +274,7 @@ fn on_response(sock: &UdpSocket, msg: &SipMessage, a: &mut Attempt, oracle: &Sha
     let target = msg.header("Contact").map(|c| addr_uri(c).to_string()).unwrap_or_default();
     let mut route: Vec<String> = msg.headers_named("Record-Route").map(str::to_string).collect();
     route.reverse();
-    let first_hop = route.first().and_then(|r| hostport(addr_uri(r))).unwrap_or(a.to);
+    let first_hop = route.first().and_then(|r| socket_addr(addr_uri(r))).unwrap_or(a.to);
     let to_hdr = msg.header("To").unwrap_or("").to_string();
     let local =
         a.invite.header("Via").and_then(|v| v.split_whitespace().nth(1)).and_then(|h| h.split(';').next()).unwrap_or("").to_string();
@@ -320,8 +320,8 @@ fn cancel(invite: &SipMessage) -> SipMessage {
     c
 }
 
-fn hostport(uri: &str) -> Option<SocketAddr> {
-    let rest = uri.strip_prefix("sip:")?;
-    let hp = rest.split(';').next()?;
-    hp.rsplit('@').next()?.parse().ok()
+/// A SIP URI's host and port, when the host is a literal address.
+fn socket_addr(uri: &str) -> Option<SocketAddr> {
+    let t = hatrunk_core::trunk::parse_sip_target(uri).ok()?;
+    Some(SocketAddr::new(t.host.parse().ok()?, t.port))
 }

@@ -12,7 +12,7 @@ use hatrunk_sip::parse::parse;
 use hatrunk_sip::SipMessage;
 use turmoil::net::UdpSocket;
 
-use super::{backoff, branch, cseq_method, via_host, SDP, T1_MS, TIMER_B_MS};
+use super::{backoff, branch, via_host, SDP, T1_MS, TIMER_B_MS};
 use crate::oracle::{now_ms, Leg, Pbx, Shared};
 use crate::topology::{Layout, SIP_PORT};
 
@@ -128,7 +128,6 @@ pub async fn run(which: Pbx, mode: Mode, oracle: Shared, layout: Rc<Layout>) -> 
                     "OPTIONS" => {
                         let _ = sock.try_send_to(&msg.make_response(200, "OK", None).to_bytes(), from);
                     }
-                    _ if cseq_method(&msg).is_empty() => {}
                     _ => {}
                 }
             }

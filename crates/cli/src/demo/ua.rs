@@ -266,8 +266,8 @@ async fn on_response(
     s.outcomes.push((o, true));
 }
 
+/// A SIP URI's host and port, when the host is a literal address.
 fn hostport(uri: &str) -> Option<SocketAddr> {
-    let rest = uri.strip_prefix("sip:")?;
-    let hp = rest.split(';').next()?;
-    hp.rsplit('@').next()?.parse().ok()
+    let t = hatrunk_core::trunk::parse_sip_target(uri).ok()?;
+    Some(SocketAddr::new(t.host.parse().ok()?, t.port))
 }

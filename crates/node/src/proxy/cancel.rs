@@ -37,20 +37,15 @@ impl Engine {
                 live.push(a.branch.clone());
             }
         }
-        let outstanding = !call.attempts.is_empty() && call.holds_slot();
+        // the PBX may answer before it sees our CANCEL: until it has said 487, or its late answer
+        // is torn down, the leg may be up, so the slot stays taken (at most Timer B)
+        if call.hold_slot() {
+            self.arm(self.now + hatrunk_sip::transaction::TIMEOUT, super::TimerKey::HeldSlot(id));
+        }
         for branch in live {
             self.cancel_branch(&branch);
         }
         self.respond_key(&invite_key, 487, None);
-        if outstanding {
-            // the PBX may answer before it sees our CANCEL: until it has said 487, or its late
-            // answer is torn down, the leg may be up, so the slot stays taken (at most Timer B)
-            if let Some(c) = self.calls.get_mut(&id) {
-                c.hold_slot();
-                self.pending_release.insert(id, c.slot_name());
-            }
-            self.arm(self.now + hatrunk_sip::transaction::TIMEOUT, super::TimerKey::HeldSlot(id));
-        }
         self.finish(id, Disposition::NoAnswer, Cause::OriginatorCancel, Some(487), false);
     }
 
@@ -67,19 +62,16 @@ impl Engine {
     /// A response for an attempt we already gave up on (timed out, cancelled, or its call ended).
     pub(super) fn late_response(&mut self, id: u64, n: usize, resp: SipMessage) {
         let code = resp.code().unwrap_or(0);
+        if code >= 200 {
+            // a cancelled call's attempt is over (its 487, or a late answer torn down below)
+            self.release_held(id);
+        }
         let branch = self.calls.get(&id).and_then(|c| c.attempts.get(n)).map(|a| a.branch.clone());
         let entry =
             branch.as_ref().and_then(|b| self.clients.get(b)).or_else(|| self.clients.values().find(|c| c.owner == Owner::Call(id, n)));
         let Some((dest, request)) = entry.map(|e| (e.dest, e.request.clone())) else {
-            if code >= 200 {
-                self.release_held(id);
-            }
             return;
         };
-        if code >= 200 {
-            // a cancelled call's attempt is over (its 487, or a late answer torn down now)
-            self.release_held(id);
-        }
         if code < 200 {
             // we could not CANCEL before a provisional response (section 9.1); now we can
             if let Some(c) = build::cancel_for(&request) {

@@ -1,0 +1,213 @@
+//! An attempt's life after it was sent: its responses (provisional, answer, failure), silence and
+//! unreachable targets, and what the trunk's plan does next (the next account, or the end of the call).
+
+use hatrunk_core::cdr::classify;
+use hatrunk_core::plan::Step;
+use hatrunk_core::policy::Outcome;
+use hatrunk_sip::SipMessage;
+
+use super::super::egress::{take_report, REPORT_HEADER};
+use super::super::{build, Engine, TimerKey};
+
+/// RFC 3261 Timer C: > 3 minutes.
+const TIMER_C_MS: u64 = 181_000;
+
+impl Engine {
+    pub(in crate::proxy) fn attempt_response(&mut self, id: u64, n: usize, mut resp: SipMessage) {
+        let code = resp.code().unwrap_or(0);
+        let live = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| !a.done);
+        if !live {
+            if (200..300).contains(&code) && self.answered_by(id, n) {
+                // the same 2xx again: ours upstream, or the caller's ACK, was lost. Pass it on
+                // (RFC 6026); the UAS retransmits until the caller's ACK reaches it
+                resp.remove_all(REPORT_HEADER);
+                if let Some(key) = self.calls.get(&id).map(|c| c.key.clone()) {
+                    self.respond_msg(&key, resp);
+                }
+                return;
+            }
+            return self.late_response(id, n, resp);
+        }
+        let forward = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| a.forward);
+        if let Some(a) = self.calls.get_mut(&id).and_then(|c| c.attempts.get_mut(n)) {
+            a.trying = true;
+        }
+        if code == 100 {
+            return;
+        }
+        if code >= 200 {
+            let report = if forward {
+                take_report(&mut resp)
+            } else {
+                {
+                    resp.remove_all(REPORT_HEADER);
+                    None
+                }
+            };
+            if forward && report.is_none() && (code == 503 || code == 408) {
+                // the egress node itself could not take the call: the next node, not the caller
+                return self.egress_fault(id, n, Outcome::Final(code));
+            }
+            if let (Some(r), Some(c)) = (report, self.calls.get_mut(&id)) {
+                if let Some(a) = c.attempts.get_mut(n) {
+                    a.sub = r.attempts.clone();
+                }
+                c.report = Some(r);
+            }
+        }
+        if code < 200 {
+            let key = {
+                let Some(call) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                call.attempts[n].provisional = true;
+                call.key.clone()
+            };
+            self.arm(self.now + TIMER_C_MS, TimerKey::TimerC(id, n));
+            return self.respond_msg(&key, resp);
+        }
+        if code < 300 {
+            let now = self.now;
+            let (key, call_id, max_s) = {
+                let Some(call) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                let a = &mut call.attempts[n];
+                a.done = true;
+                a.rec.elapsed_ms = now.saturating_sub(a.started);
+                a.rec.set_outcome(Outcome::Answered(code));
+                call.answer_ms = Some(now);
+                call.req = SipMessage::request(hatrunk_sip::Method::Invite, String::new()); // no new attempt will need it
+                call.attempts.shrink_to_fit();
+                call.slot.shrink_to_fit();
+                (call.key.clone(), call.call_id.clone(), call.trunk.max_call_duration_s)
+            };
+            self.metrics.answered.inc();
+            if let Some(r) = self.egress_report(id, None) {
+                resp.set(REPORT_HEADER, r);
+            }
+            self.respond_msg(&key, resp);
+            self.dialogs.insert(call_id.clone(), id);
+            self.arm(self.now + u64::from(max_s) * 1000, TimerKey::MaxDuration(id));
+            return;
+        }
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.attempts[n].done = true;
+        }
+        self.attempt_outcome(id, n, Outcome::Final(code), Some(resp));
+    }
+
+    pub(in crate::proxy) fn attempt_unreachable(&mut self, id: u64, n: usize) {
+        if self.is_forward(id, n) {
+            return self.egress_fault(id, n, Outcome::ConnectionError);
+        }
+        if self.mark_done(id, n) {
+            self.attempt_outcome(id, n, Outcome::ConnectionError, None);
+        }
+    }
+
+    pub(in crate::proxy) fn attempt_timeout(&mut self, id: u64, n: usize) {
+        if self.is_forward(id, n) {
+            return self.egress_fault(id, n, Outcome::NoAnswer); // a no-op once the attempt is done
+        }
+        if self.mark_done(id, n) {
+            self.attempt_outcome(id, n, Outcome::NoAnswer, None);
+        }
+    }
+
+    /// The failover timer (or Timer C) fired for attempt `n`.
+    pub(in crate::proxy) fn attempt_no_answer(&mut self, id: u64, n: usize, timer_c: bool) {
+        let Some(a) = self.calls.get(&id).and_then(|c| c.attempts.get(n)) else {
+            return;
+        };
+        if a.done || (a.provisional && !timer_c) {
+            return;
+        }
+        let (provisional, branch) = (a.provisional, a.branch.clone());
+        self.mark_done(id, n);
+        if provisional {
+            self.cancel_branch(&branch);
+        }
+        self.attempt_outcome(id, n, Outcome::NoAnswer, None);
+    }
+
+    /// Whether attempt `n` is the one that answered call `id`.
+    fn answered_by(&self, id: u64, n: usize) -> bool {
+        self.calls.get(&id).is_some_and(|c| {
+            c.answer_ms.is_some()
+                && c.attempts.get(n).is_some_and(|a| a.rec.error.is_none() && a.rec.code.is_some_and(|x| (200..300).contains(&x)))
+        })
+    }
+
+    fn is_forward(&self, id: u64, n: usize) -> bool {
+        self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| a.forward)
+    }
+
+    fn mark_done(&mut self, id: u64, n: usize) -> bool {
+        match self.calls.get_mut(&id).and_then(|c| c.attempts.get_mut(n)) {
+            Some(a) if !a.done => {
+                a.done = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Attempt `n` ended with `outcome`: fail over or finish.
+    pub(super) fn attempt_outcome(&mut self, id: u64, n: usize, outcome: Outcome, resp: Option<SipMessage>) {
+        let now = self.now;
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if let Some(a) = call.attempts.get_mut(n) {
+            a.rec.set_outcome(outcome);
+            a.rec.elapsed_ms = now.saturating_sub(a.started);
+        }
+        let step = call.plan.as_mut().map(|p| p.on_outcome(outcome)).unwrap_or(Step::Done);
+        if let Step::Try(role) = step {
+            call.failover_detect = Some(now);
+            let label = match outcome {
+                Outcome::Final(c) => c.to_string(),
+                Outcome::ConnectionError => "connection_error".into(),
+                Outcome::NoAnswer => "no_answer".into(),
+                _ => "other".into(),
+            };
+            self.metrics.failovers.with_label_values(&[&label]).inc();
+            return self.start_attempt(id, role);
+        }
+        let key = call.key.clone();
+        let (mut disposition, mut cause) = classify(outcome);
+        if let Some(r) = &call.report {
+            // the egress node saw the PBX's answer first hand
+            disposition = r.disposition.unwrap_or(disposition);
+            cause = r.cause.unwrap_or(cause);
+        }
+        let reply = match resp {
+            Some(mut r) => {
+                if r.code() == Some(503) {
+                    // section 16.7 step 6: a proxy does not pass a 503 upstream
+                    r.start = hatrunk_sip::StartLine::Response { code: 500, reason: "Server Internal Error".into() };
+                }
+                Some(r)
+            }
+            None => {
+                let code = match outcome {
+                    Outcome::NoAnswer => 408,
+                    Outcome::Cancelled => 487,
+                    _ => 480,
+                };
+                let tag = self.tag();
+                self.servers.get(&key).map(|e| build::response(&e.req, code, Some(&tag)))
+            }
+        };
+        let Some(mut reply) = reply else {
+            return self.finish(id, disposition, cause, None, false);
+        };
+        let code = reply.code().unwrap_or(500);
+        if let Some(r) = self.egress_report(id, Some((disposition, cause))) {
+            reply.set(REPORT_HEADER, r);
+        }
+        self.respond_msg(&key, reply);
+        self.finish(id, disposition, cause, Some(code), false);
+    }
+}
