@@ -62,10 +62,15 @@ pub struct Wiring<B: Backend> {
     /// A layer around admission. Production has none; the simulation's check of its own checker
     /// puts a deliberately broken one here to prove the invariants catch it.
     pub admission_layer: Option<AdmissionLayer>,
+    /// A layer around the trunk store the call path reads, for the same purpose (a broken build
+    /// that sees every trunk's failover policy wrong).
+    pub store_layer: Option<StoreLayer>,
 }
 
 /// Wraps the node's admission (see [`Wiring::admission_layer`]).
 pub type AdmissionLayer = fn(Arc<dyn Admission>) -> Arc<dyn Admission>;
+/// Wraps the node's trunk store (see [`Wiring::store_layer`]).
+pub type StoreLayer = fn(Arc<dyn TrunkStore>) -> Arc<dyn TrunkStore>;
 
 /// A running node's shared parts, for observers (the simulation's invariant checks).
 #[derive(Clone)]
@@ -119,6 +124,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         members: None,
         on_ready: None,
         admission_layer: None,
+        store_layer: None,
     };
     let incoming = tonic::transport::server::TcpIncoming::from(admin_listener);
     let r = run_with(cfg, wiring, incoming, shutdown).await;
@@ -142,7 +148,7 @@ where
 {
     cfg.validate()?;
     let listen = cfg.sip_listen()?;
-    let Wiring { backend, dialer, clock, sip, http, seed, members, on_ready, admission_layer } = wiring;
+    let Wiring { backend, dialer, clock, sip, http, seed, members, on_ready, admission_layer, store_layer } = wiring;
     let cluster_addr = cfg.cluster.advertise.clone().unwrap_or_else(|| cfg.cluster.listen.clone());
     let info = NodeInfo {
         name: cfg.node.name.clone(),
@@ -167,6 +173,10 @@ where
         tracing::info!("initialised a one-voter cluster on first start");
     }
     let store: Arc<dyn TrunkStore> = Arc::new(RaftTrunkStore::new(consensus.clone()));
+    let store = match store_layer {
+        Some(layer) => layer(store),
+        None => store,
+    };
     let escrow = Arc::new(EscrowAdmission::new(consensus.clone(), cfg.node.name.clone()));
     tokio::spawn(reconcile(consensus.clone(), escrow.clone()));
     tokio::spawn(tidy_shares(escrow.clone()));

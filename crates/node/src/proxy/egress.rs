@@ -196,6 +196,7 @@ impl Engine {
                 }
             }
         }
+        stuck.sort_unstable(); // the table's order is per process (hashed); a run must replay
         for (id, n) in stuck {
             self.egress_fault(id, n, Outcome::ConnectionError);
         }

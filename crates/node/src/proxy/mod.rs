@@ -120,6 +120,10 @@ enum Owner {
     Probe(String, Role),
     /// Our own request (CANCEL, teardown BYE): responses are absorbed.
     Own,
+    /// The attempt that answered a call that has since ended: its 2xx retransmissions (our ACK
+    /// was lost) still go to the caller through this server transaction, which ACKs them; a
+    /// teardown BYE of ours would race the caller's own BYE and turn it into a 481.
+    Answered(String),
 }
 
 struct ServerEntry {
@@ -221,13 +225,16 @@ impl Engine {
             .filter(|(_, c)| c.dest.addr == addr && c.dest.proto == proto)
             .map(|(b, c)| (b.clone(), c.owner.clone()))
             .collect();
+        // the table's order is per process (hashed); act in a fixed order so a run replays
+        let mut hit = hit;
+        hit.sort_by(|a, b| a.0.cmp(&b.0));
         for (branch, owner) in hit {
             self.clients.remove(&branch);
             match owner {
                 Owner::Call(id, n) => self.attempt_unreachable(id, n),
                 Owner::Relay(key) => self.respond_key(&key, 503, None),
                 Owner::Probe(t, r) => self.probe_result(&t, r, false),
-                Owner::Own => {}
+                Owner::Own | Owner::Answered(_) => {}
             }
         }
     }
@@ -364,6 +371,12 @@ impl Engine {
             Owner::Probe(t, r) => {
                 if code >= 200 {
                     self.probe_result(&t, r, true)
+                }
+            }
+            Owner::Answered(key) => {
+                if (200..300).contains(&code) {
+                    msg.remove_all(egress::REPORT_HEADER);
+                    self.respond_msg(&key, msg);
                 }
             }
             Owner::Own => {}

@@ -227,3 +227,35 @@ async fn full_pool_gets_congestion_with_q850_reason() {
     assert_eq!(r.header("Reason"), Some("Q.850;cause=34;text=\"No circuit/channel available\""));
     assert!(!a.iter().any(|x| matches!(x, Action::Release { .. })), "nothing was taken, nothing is given back");
 }
+
+/// The simulation found this: our ACK to the PBX was lost, the caller hung up, and the PBX's 200
+/// retransmission arrived after the call had ended. Taken for a late answer, it drew a BYE of ours
+/// that ended the PBX's dialog first, and the caller's own BYE then got 481.
+#[tokio::test]
+async fn a_2xx_retransmitted_after_the_call_ended_goes_to_the_caller_not_torn_down() {
+    let mut e = engine().await;
+    e.on_message(from(CARRIER, INVITE), 0);
+    let a = e.drain();
+    e.on_admitted(admit_id(&a), Ok(Decision::Granted), 1);
+    let to_primary = sent_to(&e.drain(), PRIMARY);
+    let ok = answer(&to_primary[0], 200, "OK", PRIMARY);
+    e.on_message(from(PRIMARY, &ok), 10);
+    let to_carrier = sent_to(&e.drain(), CARRIER);
+    assert_eq!(to_carrier[0].code(), Some(200));
+    let route = to_primary[0].header("Record-Route").expect("record-route").to_string();
+    let bye = format!(
+        "BYE sip:{PRIMARY} SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKbye1\nRoute: {route}\nFrom: <sip:caller@10.9.9.9>;tag=c1\nTo: <sip:1000@127.0.0.1>;tag=pbx\nCall-ID: call-1\nCSeq: 2 BYE\nMax-Forwards: 70\nContent-Length: 0\n\n"
+    );
+    e.on_message(from(CARRIER, &bye), 2000);
+    let to_pbx = sent_to(&e.drain(), PRIMARY);
+    assert_eq!(to_pbx.iter().filter_map(|m| m.method().cloned()).collect::<Vec<_>>(), vec![Method::Bye]);
+    let bye_ok = String::from_utf8_lossy(&to_pbx[0].make_response(200, "OK", None).to_bytes()).into_owned();
+    e.on_message(from(PRIMARY, &bye_ok), 2010);
+    assert_eq!(sent_to(&e.drain(), CARRIER)[0].code(), Some(200), "the BYE's 200 reaches the caller");
+    // the 200 for the INVITE again, after the call ended
+    e.on_message(from(PRIMARY, &ok), 2500);
+    let a = e.drain();
+    assert!(sent_to(&a, PRIMARY).is_empty(), "no ACK or BYE of ours: {:?}", sent_to(&a, PRIMARY));
+    let up = sent_to(&a, CARRIER);
+    assert_eq!(up.iter().filter_map(|m| m.code()).collect::<Vec<_>>(), vec![200], "the caller gets it and ACKs it");
+}
