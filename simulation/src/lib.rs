@@ -11,7 +11,9 @@
 //! - [`oracle`]: what they saw; the trace and its hash.
 //! - [`scenario`]: named scenarios and seed-derived ones; faults.
 //! - [`run`]: one run of a scenario; [`invariants`]: the judges; [`report`]: the pictures.
+//! - [`broken`]: deliberately broken builds the judges must catch.
 
+pub mod broken;
 pub mod invariants;
 pub mod net;
 pub mod oracle;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use hatrunk_simulation::broken::Broken;
 use hatrunk_simulation::run::Options;
 use hatrunk_simulation::scenario::Scenario;
 use hatrunk_simulation::{judge, report, Judged};
@@ -33,7 +34,8 @@ struct Args {
     /// Write a picture and the verdicts of each run into this directory.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Build the cluster with a deliberate defect, to prove the checks catch it: `skip-pool-check`.
+    /// Build the cluster with a deliberate defect, to prove the checks catch it: `skip-pool-check`,
+    /// `failover-on-486`.
     #[arg(long, hide = true)]
     broken: Option<String>,
     /// Print every call's record as the oracle has it (debugging a failing seed).
@@ -62,9 +64,10 @@ fn main() -> ExitCode {
     }
     let opts = match args.broken.as_deref() {
         None => Options::default(),
-        Some("skip-pool-check") => Options { broken_admission: true },
+        Some(b) if Broken::parse(b).is_some() => Options { broken: Broken::parse(b) },
         Some(other) => {
-            eprintln!("error: unknown --broken {other:?} (known: skip-pool-check)");
+            let known: Vec<&str> = Broken::ALL.iter().map(|b| b.name()).collect();
+            eprintln!("error: unknown --broken {other:?} (known: {})", known.join(", "));
             return ExitCode::from(2);
         }
     };
@@ -155,7 +158,7 @@ fn main() -> ExitCode {
 }
 
 fn repro(j: &Judged) -> String {
-    let broken = if j.outcome.broken { " --broken skip-pool-check" } else { "" };
+    let broken = j.outcome.broken.map(|b| format!(" --broken {}", b.name())).unwrap_or_default();
     if j.scenario.name.starts_with("seed-") {
         format!("hatrunk-sim --seed {}{broken}", j.seed)
     } else {

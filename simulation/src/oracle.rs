@@ -21,10 +21,22 @@ pub enum Pbx {
     Secondary,
 }
 
+impl Pbx {
+    /// Its simulated host.
+    pub fn host(self) -> &'static str {
+        match self {
+            Pbx::Primary => "pbx-p",
+            Pbx::Secondary => "pbx-s",
+        }
+    }
+}
+
 /// One INVITE as a PBX saw it.
 #[derive(Debug, Clone, Default)]
 pub struct Leg {
     pub invite_ms: u64,
+    /// The PBX's To tag (one Call-ID may reach a PBX through several nodes: one dialog each).
+    pub tag: String,
     /// The hatrunk node it came from (top Via).
     pub egress: String,
     /// Final response sent: (when, code).

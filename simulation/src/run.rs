@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use hatrunk_consensus::backend::MemBackend;
 use hatrunk_consensus::NodeInfo;
-use hatrunk_node::admission::Admission;
 use hatrunk_node::config::NodeConfig;
 use hatrunk_node::runtime::{run_with, Handles, SipIo, Wiring};
 use hatrunk_sip::transport::Transports;
 use tokio::sync::mpsc;
 
+use crate::broken::Broken;
 use crate::net::{dialer, incoming, SimUdp};
 use crate::oracle::{FaultRec, Oracle, Pbx};
 use crate::scenario::{Fault, Scenario, Target};
@@ -35,8 +35,8 @@ fn sim_clock() -> u64 {
 /// Build options beyond the scenario.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
-    /// Wrap every node's admission in one that skips the pool check (the checker's own check).
-    pub broken_admission: bool,
+    /// Run a deliberately broken build (the checker's own check).
+    pub broken: Option<Broken>,
 }
 
 /// What a run produced.
@@ -47,7 +47,7 @@ pub struct Outcome {
     pub node_states: BTreeMap<String, NodeState>,
     pub error: Option<String>,
     /// The run used a deliberately broken build.
-    pub broken: bool,
+    pub broken: Option<Broken>,
 }
 
 /// What a live node's replicated state says at the end.
@@ -61,34 +61,6 @@ pub struct NodeState {
 }
 
 type Registry = Rc<RefCell<BTreeMap<String, Handles>>>;
-
-/// Admits every call without looking at the pool: a deliberately broken build.
-struct SkipPoolCheck(Arc<dyn Admission>);
-
-impl Admission for SkipPoolCheck {
-    fn admit_now(&self, _trunk: &str, _limit: u32, _slot: &str) -> Option<hatrunk_core::pool::Admission> {
-        Some(hatrunk_core::pool::Admission::Granted)
-    }
-    fn admit(
-        &self,
-        _trunk: String,
-        _limit: u32,
-        _slot: String,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<hatrunk_core::pool::Admission, hatrunk_node::NodeError>> + Send + '_>>
-    {
-        Box::pin(async { Ok(hatrunk_core::pool::Admission::Granted) })
-    }
-    fn release(&self, slot: &str) {
-        self.0.release(slot)
-    }
-    fn usage(&self) -> Vec<(String, u32)> {
-        self.0.usage()
-    }
-}
-
-fn broken(a: Arc<dyn Admission>) -> Arc<dyn Admission> {
-    Arc::new(SkipPoolCheck(a))
-}
 
 pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
     hatrunk_consensus::rt::seed(seed);
@@ -164,7 +136,8 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
                     on_ready: Some(Box::new(move |h| {
                         reg.borrow_mut().insert(who, h);
                     })),
-                    admission_layer: if opts.broken_admission { Some(broken) } else { None },
+                    admission_layer: opts.broken.and_then(Broken::admission_layer),
+                    store_layer: opts.broken.and_then(Broken::store_layer),
                 };
                 run_with(cfg, wiring, incoming(listener), std::future::pending()).await?;
                 Ok(())
@@ -204,6 +177,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         resolved: BTreeMap::new(),
         crashed: BTreeSet::new(),
         cut: BTreeSet::new(),
+        oneway: BTreeSet::new(),
         down_by: BTreeMap::new(),
         partitions: Vec::new(),
         flaps: Vec::new(),
@@ -245,7 +219,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         .collect();
     drop(sim);
     let oracle = Rc::try_unwrap(oracle).map(RefCell::into_inner).unwrap_or_else(|rc| std::mem::take(&mut *rc.borrow_mut()));
-    Outcome { oracle, sim_ms: t, node_states, error, broken: opts.broken_admission }
+    Outcome { oracle, sim_ms: t, node_states, error, broken: opts.broken }
 }
 
 struct Faults {
@@ -254,6 +228,8 @@ struct Faults {
     crashed: BTreeSet<String>,
     /// Partitioned pairs, to heal exactly those.
     cut: BTreeSet<(String, String)>,
+    /// One-way cuts (from, to), healed with them.
+    oneway: BTreeSet<(String, String)>,
     /// Nodes each fault step put out of service, until the step that undoes it.
     down_by: BTreeMap<u32, Vec<String>>,
     /// Steps that are partitions (undone together by a heal).
@@ -271,7 +247,7 @@ struct Flap {
 }
 
 impl Faults {
-    fn resolve(&self, t: &Target, layout: &Layout, registry: &Registry) -> Vec<String> {
+    fn resolve(&self, t: &Target, layout: &Layout, registry: &Registry, hosts: &[String]) -> Vec<String> {
         let leader = || -> Option<String> {
             let reg = registry.borrow();
             let id = reg.values().find_map(|h| h.consensus.raft.metrics().borrow().current_leader)?;
@@ -279,6 +255,7 @@ impl Faults {
         };
         match t {
             Target::Nodes(v) => v.clone(),
+            Target::All => hosts.to_vec(),
             Target::Zone(z) => layout.nodes.iter().filter(|n| &n.zone == z).map(|n| n.name.clone()).collect(),
             Target::Region(r) => layout.nodes.iter().filter(|n| &n.region == r).map(|n| n.name.clone()).collect(),
             Target::Leader => leader().into_iter().collect(),
@@ -334,10 +311,11 @@ impl Faults {
         let mut rec = FaultRec { at_ms: now, what: String::new(), down: Vec::new(), up: Vec::new() };
         let target = match f {
             Fault::Crash(t) | Fault::Restart(t) | Fault::Isolate(t) | Fault::IsolateFromCluster(t) | Fault::Hang(t) | Fault::Resume(t) => {
-                let v = self.resolve(t, layout, registry);
+                let v = self.resolve(t, layout, registry, hosts);
                 self.resolved.insert(id, v.clone());
                 v
             }
+            Fault::OneWay { from, .. } | Fault::Link { a: from, .. } => self.resolve(from, layout, registry, hosts),
             _ => Vec::new(),
         };
         let cluster: Vec<String> = layout.nodes.iter().map(|n| n.name.clone()).collect();
@@ -383,6 +361,9 @@ impl Faults {
                 let mut up = BTreeSet::new();
                 for (a, b) in std::mem::take(&mut self.cut) {
                     sim.repair(a.as_str(), b.as_str());
+                }
+                for (a, b) in std::mem::take(&mut self.oneway) {
+                    sim.repair_oneway(a.as_str(), b.as_str());
                 }
                 for p in std::mem::take(&mut self.partitions) {
                     up.extend(self.down_by.remove(&p).unwrap_or_default());
@@ -430,6 +411,46 @@ impl Faults {
             Fault::Pbx(which, b) => {
                 *(if *which == Pbx::Primary { primary } else { secondary }).borrow_mut() = *b;
                 rec.what = format!("pbx {which:?} {b:?}");
+            }
+            Fault::OneWay { to, .. } => {
+                // nothing is declared down: which side loses what depends on who must hear whom,
+                // and that is what this fault asks the cluster to work out
+                let to = self.resolve(to, layout, registry, hosts);
+                for a in &target {
+                    for b in to.iter().filter(|b| *b != a) {
+                        sim.partition_oneway(a.as_str(), b.as_str());
+                        self.oneway.insert((a.clone(), b.clone()));
+                    }
+                }
+                rec.what = format!("one-way {target:?} -> {to:?}");
+            }
+            Fault::PbxCrash(which) => {
+                if self.crashed.insert(which.host().to_string()) {
+                    sim.crash(which.host());
+                }
+                rec.what = format!("pbx {which:?} crash");
+                rec.down = vec![which.host().to_string()];
+            }
+            Fault::PbxRestart(which) => {
+                if self.crashed.remove(which.host()) {
+                    sim.bounce(which.host());
+                }
+                rec.what = format!("pbx {which:?} restart");
+                rec.up = vec![which.host().to_string()];
+            }
+            Fault::Link { b, latency_ms: (lo, hi), loss, .. } => {
+                let b = self.resolve(b, layout, registry, hosts);
+                let edge = |h: &String| ["carrier", "pbx-p", "pbx-s"].contains(&h.as_str());
+                for x in &target {
+                    for y in b.iter().filter(|y| *y != x) {
+                        sim.set_link_latency(x.as_str(), y.as_str(), Duration::from_millis(*lo));
+                        sim.set_link_max_message_latency(x.as_str(), y.as_str(), Duration::from_millis(*hi));
+                        if edge(x) || edge(y) {
+                            sim.set_link_fail_rate(x.as_str(), y.as_str(), *loss);
+                        }
+                    }
+                }
+                rec.what = format!("link {target:?} <-> {b:?} {lo}-{hi} ms, {:.0}% loss", loss * 100.0);
             }
         }
         rec

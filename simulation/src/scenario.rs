@@ -12,7 +12,10 @@ use crate::ua::pbx::Behaviour;
 /// Who a fault hits. Resolved when it is applied (the leader is whoever leads then).
 #[derive(Debug, Clone)]
 pub enum Target {
+    /// Hosts by name: nodes, or `carrier`, `pbx-p`, `pbx-s`.
     Nodes(Vec<String>),
+    /// Every host (a one-way partition's far side: "nobody reaches the leader").
+    All,
     Zone(String),
     Region(String),
     Leader,
@@ -35,6 +38,12 @@ pub enum Fault {
     /// Frozen, as under `kill -STOP`: nothing in or out until resumed, then all of it at once.
     Hang(Target),
     Resume(Target),
+    /// Traffic from `from` to `to` is dropped; the other way still flows (a one-way partition, as
+    /// a broken route or a firewall rule in one direction makes). Undone by [`Fault::Heal`].
+    OneWay {
+        from: Target,
+        to: Target,
+    },
     /// Undo every partition.
     Heal,
     /// Packet loss on every link.
@@ -47,6 +56,19 @@ pub enum Fault {
         times: u32,
     },
     Pbx(Pbx, Behaviour),
+    /// The PBX's host goes away (power loss): it forgets its calls and answers nothing.
+    PbxCrash(Pbx),
+    /// The PBX's host starts again, with no memory of earlier calls.
+    PbxRestart(Pbx),
+    /// Set the latency range (ms) of every link between `a` and `b`, and their loss rate where one
+    /// end is the carrier or a PBX (turmoil's TCP does not retransmit, so loss between nodes would
+    /// break connections rather than lose packets).
+    Link {
+        a: Target,
+        b: Target,
+        latency_ms: (u64, u64),
+        loss: f64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +127,11 @@ impl Scenario {
             "whole-cluster-restart",
             "hung-node",
             "lossy-network",
+            "one-way-zone-link",
+            "leader-deaf",
+            "pbx-primary-crash",
+            "slow-region-link",
+            "2t4t-region-loss",
         ]
     }
 
@@ -181,6 +208,41 @@ impl Scenario {
                 sc.latency_ms = (20, 60);
                 sc
             }
+            "one-way-zone-link" => {
+                let mut sc = base(name, "2T: zone sg1-a's packets to sg1-b are dropped, the other way still flows", "2t", 12, 6.0, 30);
+                let (a, b) = (Target::Zone("sg1-a".into()), Target::Zone("sg1-b".into()));
+                sc.faults = vec![(s(10), 0, Fault::OneWay { from: a, to: b }), (s(20), 1, Fault::Heal)];
+                sc
+            }
+            "leader-deaf" => {
+                let mut sc = base(name, "2T: nothing reaches the leader while it still sends (one-way), under load", "2t", 12, 6.0, 30);
+                sc.faults = vec![(s(10), 0, Fault::OneWay { from: Target::All, to: Target::Leader }), (s(20), 1, Fault::Heal)];
+                sc
+            }
+            "pbx-primary-crash" => {
+                let mut sc = base(name, "2T: the Primary PBX's host dies with calls up and comes back empty", "2t", 12, 6.0, 25);
+                sc.load.hold_ms = (2000, 6000);
+                sc.faults = vec![(s(8), 0, Fault::PbxCrash(Pbx::Primary)), (s(16), 1, Fault::PbxRestart(Pbx::Primary))];
+                sc
+            }
+            "slow-region-link" => {
+                let mut sc =
+                    base(name, "4T: the sg1-hk1 link slows to 150-300 ms with 3% loss at the PBX edge, then recovers", "4t", 10, 8.0, 30);
+                let (a, b) = (Target::Region("sg1".into()), Target::Region("hk1".into()));
+                let edge = nodes(&["pbx-p", "pbx-s", "carrier"]);
+                sc.faults = vec![
+                    (s(8), 0, Fault::Link { a: a.clone(), b: b.clone(), latency_ms: (150, 300), loss: 0.0 }),
+                    (s(8), 1, Fault::Link { a: Target::Region("hk1".into()), b: edge.clone(), latency_ms: (150, 300), loss: 0.03 }),
+                    (s(22), 2, Fault::Link { a, b, latency_ms: sc.latency_ms, loss: 0.0 }),
+                    (s(22), 3, Fault::Link { a: Target::Region("hk1".into()), b: edge, latency_ms: sc.latency_ms, loss: 0.0 }),
+                ];
+                sc
+            }
+            "2t4t-region-loss" => {
+                let mut sc = base(name, "2T+4T: region hk1 (both its zones) crashes under load, then returns", "2t+4t", 12, 8.0, 30);
+                sc.faults = vec![(s(10), 0, Fault::Crash(Target::Region("hk1".into()))), (s(22), 1, Fault::Restart(Target::Of(0)))];
+                sc
+            }
             _ => return None,
         };
         sc.faults.sort_by_key(|(t, id, _)| (*t, *id));
@@ -215,7 +277,7 @@ impl Scenario {
                     _ => Target::Leader,
                 }
             };
-            let (start, stop) = match rng.gen_range(0..6) {
+            let (start, stop) = match rng.gen_range(0..9) {
                 0 => (Fault::Crash(pick(&mut rng)), Fault::Restart(Target::Of(id))),
                 1 => (Fault::Isolate(pick(&mut rng)), Fault::Heal),
                 2 => (Fault::IsolateFromCluster(pick(&mut rng)), Fault::Heal),
@@ -224,7 +286,18 @@ impl Scenario {
                     let b = [Behaviour::Silent, Behaviour::Fail(503), Behaviour::Fail(486), Behaviour::Fail(408)][rng.gen_range(0..4)];
                     (Fault::Pbx(Pbx::Primary, b), Fault::Pbx(Pbx::Primary, Behaviour::Answer))
                 }
-                _ => (Fault::Loss(rng.gen_range(0.05..0.2)), Fault::Loss(sc.loss)),
+                5 => (Fault::Loss(rng.gen_range(0.05..0.2)), Fault::Loss(sc.loss)),
+                6 => (Fault::OneWay { from: pick(&mut rng), to: pick(&mut rng) }, Fault::Heal),
+                7 => (Fault::PbxCrash(Pbx::Primary), Fault::PbxRestart(Pbx::Primary)),
+                _ => {
+                    let (a, b) = (pick(&mut rng), pick(&mut rng));
+                    let slow = (rng.gen_range(50..200), rng.gen_range(200..400));
+                    let base = sc.latency_ms;
+                    (
+                        Fault::Link { a: a.clone(), b: b.clone(), latency_ms: slow, loss: 0.0 },
+                        Fault::Link { a, b, latency_ms: base, loss: 0.0 },
+                    )
+                }
             };
             sc.faults.push((at, id, start));
             sc.faults.push((at + len, id + 1, stop));

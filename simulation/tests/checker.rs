@@ -1,7 +1,8 @@
 //! The checker checks: the same seed gives the same trace (run again as a user would, in a new
-//! process), and a deliberately broken build (one that skips the pool check) fails the limit
-//! invariant on a scenario the real build passes.
+//! process), and each deliberately broken build (one that skips the pool check, one that fails
+//! over on 486 Busy) fails its invariant on a scenario the real build passes.
 
+use hatrunk_simulation::broken::Broken;
 use hatrunk_simulation::judge;
 use hatrunk_simulation::run::Options;
 use hatrunk_simulation::scenario::Scenario;
@@ -15,8 +16,17 @@ fn a_build_that_skips_the_pool_check_fails_the_limit_invariant() {
     let sc = Scenario::named("lossy-network").expect("scenario");
     let good = judge(sc.clone(), 7, Options::default());
     assert!(good.passed(), "the real build must pass: {:?}", good.verdicts);
-    let broken = judge(sc, 7, Options { broken_admission: true });
+    let broken = judge(sc, 7, Options { broken: Some(Broken::SkipPoolCheck) });
     assert!(!verdict(&broken, "calls_within_limit"), "skipping the pool check went unnoticed: {:?}", broken.verdicts);
+}
+
+#[test]
+fn a_build_that_fails_over_on_486_fails_the_failover_invariant() {
+    let sc = Scenario::named("pbx-primary-busy-486").expect("scenario");
+    let good = judge(sc.clone(), 5, Options::default());
+    assert!(good.passed(), "the real build must pass: {:?}", good.verdicts);
+    let broken = judge(sc, 5, Options { broken: Some(Broken::FailoverOn486) });
+    assert!(!verdict(&broken, "failover_within_2_5s"), "failing over on 486 went unnoticed: {:?}", broken.verdicts);
 }
 
 /// The reproduction promise: the same command, run again in a new process, replays the run.

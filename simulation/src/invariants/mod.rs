@@ -71,6 +71,13 @@ pub fn down_windows(out: &Outcome) -> Vec<(String, u64, u64)> {
     out
 }
 
+/// Whether a PBX that took part in `c` was down (its host crashed) during the call's life: its
+/// hang-up cannot complete end to end.
+pub fn pbx_lost(c: &CallRec, windows: &[(String, u64, u64)]) -> bool {
+    let end = [c.hangup_ms, c.gave_up_ms, c.ended_ms()].into_iter().flatten().max().unwrap_or(u64::MAX);
+    windows.iter().any(|(n, a, b)| c.legs.keys().any(|p| p.host() == n) && *a <= end && *b >= c.offered_ms)
+}
+
 /// Whether any fault touched `c`: a node it went through was out, or the PBX primary misbehaved
 /// in a way other than the one being judged, within its life (with `margin` ms either side).
 pub fn touched(c: &CallRec, windows: &[(String, u64, u64)], margin: u64) -> bool {

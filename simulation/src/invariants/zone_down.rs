@@ -1,9 +1,9 @@
 //! Property 5: a node, zone or region that goes down (crashed, cut off, frozen) delivers no call
 //! offered 2.5 s after it went down, until it is back; and calls set up elsewhere are untouched:
 //! every answered call that went through no failed node is hung up end to end (the PBX gets the BYE
-//! and the carrier its 200).
+//! and the carrier its 200), unless the PBX it reached lost its host meanwhile.
 
-use super::{down_windows, touched, Verdict};
+use super::{down_windows, pbx_lost, touched, Verdict};
 use crate::run::Outcome;
 use crate::scenario::Scenario;
 
@@ -23,7 +23,11 @@ pub fn check(_sc: &Scenario, out: &Outcome) -> Verdict {
                 }
             }
         }
-        if c.final_.is_some_and(|(_, code)| (200..300).contains(&code)) && c.moved_ms.is_none() && !touched(c, &windows, 3000) {
+        if c.final_.is_some_and(|(_, code)| (200..300).contains(&code))
+            && c.moved_ms.is_none()
+            && !touched(c, &windows, 3000)
+            && !pbx_lost(c, &windows)
+        {
             checked += 1;
             let pbx_got_bye = c.legs.values().flatten().any(|l| l.bye_ms.is_some());
             if !pbx_got_bye || c.bye_answered != Some(200) {

@@ -23,6 +23,11 @@ pub fn branch(m: &SipMessage) -> String {
     m.header("Via").and_then(|v| v.split(';').find_map(|p| p.trim().strip_prefix("branch="))).unwrap_or("").to_string()
 }
 
+/// The To tag (the PBX's own, on an in-dialog request).
+pub fn tag_of(m: &SipMessage) -> String {
+    m.header("To").and_then(|v| v.split(';').find_map(|p| p.trim().strip_prefix("tag="))).unwrap_or("").to_string()
+}
+
 /// The sent-by host of the top Via.
 pub fn via_host(m: &SipMessage) -> Option<std::net::IpAddr> {
     let v = m.header("Via")?;

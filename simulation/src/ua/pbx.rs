@@ -3,7 +3,7 @@
 //! INVITE, reply, ACK and BYE in the oracle with the hatrunk node that sent it.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use hatrunk_sip::parse::parse;
 use hatrunk_sip::SipMessage;
 use turmoil::net::UdpSocket;
 
-use super::{backoff, branch, via_host, SDP, T1_MS, TIMER_B_MS};
+use super::{backoff, branch, tag_of, via_host, SDP, T1_MS, TIMER_B_MS};
 use crate::oracle::{now_ms, Leg, Pbx, Shared};
 use crate::topology::{Layout, SIP_PORT};
 
@@ -42,7 +42,10 @@ pub async fn run(which: Pbx, mode: Mode, oracle: Shared, layout: Rc<Layout>) -> 
     let me = turmoil::lookup(name);
     // by branch: the last response, resent on a retransmitted request
     let mut last: HashMap<String, bytes::Bytes> = HashMap::new();
-    let mut waiting_ack: BTreeMap<String, Answered> = BTreeMap::new();
+    let mut waiting_ack: BTreeMap<(String, String), Answered> = BTreeMap::new();
+    // dialogs (Call-ID, tag) this life of the PBX answered (a restarted PBX knows none: 481 to
+    // their BYEs)
+    let mut dialogs: BTreeSet<(String, String)> = BTreeSet::new();
     let mut buf = vec![0u8; 65_536];
     let mut tag = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -83,6 +86,7 @@ pub async fn run(which: Pbx, mode: Mode, oracle: Shared, layout: Rc<Layout>) -> 
                             o.log(format!("{name} reply {cid} {code}"));
                             if let Some(l) = o.call(&cid).legs.entry(which).or_default().last_mut() {
                                 l.reply = Some((now_ms(), code));
+                                l.tag = to_tag.clone();
                             }
                             if code == 200 {
                                 let sec = now_ms() / 1000;
@@ -95,32 +99,45 @@ pub async fn run(which: Pbx, mode: Mode, oracle: Shared, layout: Rc<Layout>) -> 
                         last.insert(br, resp.clone());
                         if code == 200 {
                             let t = now_ms();
-                            waiting_ack.insert(cid, Answered { resp, to: from, next_ms: t + T1_MS, gap: T1_MS, since_ms: t });
+                            dialogs.insert((cid.clone(), to_tag.clone()));
+                            waiting_ack.insert((cid, to_tag), Answered { resp, to: from, next_ms: t + T1_MS, gap: T1_MS, since_ms: t });
                         }
                     }
                     "ACK" => {
-                        if waiting_ack.remove(&cid).is_some() {
+                        let tag = tag_of(&msg);
+                        if waiting_ack.remove(&(cid.clone(), tag.clone())).is_some() {
                             let mut o = oracle.borrow_mut();
-                            o.log(format!("{name} ack {cid}"));
-                            if let Some(l) = o.call(&cid).legs.entry(which).or_default().last_mut() {
+                            o.log(format!("{name} ack {cid} {tag}"));
+                            if let Some(l) = o.call(&cid).legs.entry(which).or_default().iter_mut().find(|l| l.tag == tag) {
                                 l.ack_ms.get_or_insert(now_ms());
                             }
                         }
                     }
                     "BYE" => {
-                        waiting_ack.remove(&cid);
+                        if let Some(r) = last.get(&br) {
+                            let _ = sock.try_send_to(r, from);
+                            continue;
+                        }
+                        let tag = tag_of(&msg);
+                        waiting_ack.remove(&(cid.clone(), tag.clone()));
+                        if !dialogs.remove(&(cid.clone(), tag.clone())) {
+                            let r = msg.make_response(481, "Call/Transaction Does Not Exist", None).to_bytes();
+                            let _ = sock.try_send_to(&r, from);
+                            last.insert(br, r);
+                            continue;
+                        }
                         {
                             let mut o = oracle.borrow_mut();
-                            let first = o.calls.get(&cid).and_then(|c| c.legs.get(&which)).and_then(|l| l.last()).is_some_and(|l| l.bye_ms.is_none());
-                            if first {
-                                o.log(format!("{name} bye {cid}"));
-                                if let Some(l) = o.call(&cid).legs.entry(which).or_default().last_mut() {
-                                    l.bye_ms = Some(now_ms());
-                                }
+                            let leg = o.call(&cid).legs.entry(which).or_default().iter_mut().find(|l| l.tag == tag && l.bye_ms.is_none());
+                            if let Some(l) = leg {
+                                l.bye_ms = Some(now_ms());
+                                o.log(format!("{name} bye {cid} {tag}"));
                                 o.sample();
                             }
                         }
-                        let _ = sock.try_send_to(&msg.make_response(200, "OK", None).to_bytes(), from);
+                        let r = msg.make_response(200, "OK", None).to_bytes();
+                        let _ = sock.try_send_to(&r, from);
+                        last.insert(br, r);
                     }
                     "CANCEL" => {
                         let _ = sock.try_send_to(&msg.make_response(200, "OK", None).to_bytes(), from);
@@ -144,11 +161,11 @@ pub async fn run(which: Pbx, mode: Mode, oracle: Shared, layout: Rc<Layout>) -> 
                     }
                 }
                 gave_up.sort();
-                for cid in gave_up {
-                    waiting_ack.remove(&cid);
+                for (cid, tag) in gave_up {
+                    waiting_ack.remove(&(cid.clone(), tag.clone()));
                     let mut o = oracle.borrow_mut();
-                    o.log(format!("{name} no-ack {cid}"));
-                    if let Some(l) = o.call(&cid).legs.entry(which).or_default().last_mut() {
+                    o.log(format!("{name} no-ack {cid} {tag}"));
+                    if let Some(l) = o.call(&cid).legs.entry(which).or_default().iter_mut().find(|l| l.tag == tag) {
                         l.no_ack_ms = Some(t);
                     }
                     o.sample();

@@ -1,0 +1,115 @@
+//! Deliberately broken builds, to prove the invariants catch what they claim to: each one plugs a
+//! defect into a real node through one of `Wiring`'s layers, and a checker test makes sure the
+//! suite fails on it where the real build passes.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hatrunk_core::policy::{FailoverPolicy, CURRENT_CODES};
+use hatrunk_core::pool::Admission as Granted;
+use hatrunk_core::trunk::{Role, Trunk};
+use hatrunk_node::admission::Admission;
+use hatrunk_node::runtime::{AdmissionLayer, StoreLayer};
+use hatrunk_node::store::{BoxFuture, TrunkStore};
+use hatrunk_node::NodeError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broken {
+    /// Admission grants every call without looking at the pool (property 1 must catch it).
+    SkipPoolCheck,
+    /// The call path sees every trunk fail over on 486 Busy too (property 4 must catch it).
+    FailoverOn486,
+}
+
+impl Broken {
+    pub const ALL: [Broken; 2] = [Broken::SkipPoolCheck, Broken::FailoverOn486];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Broken::SkipPoolCheck => "skip-pool-check",
+            Broken::FailoverOn486 => "failover-on-486",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Broken> {
+        Broken::ALL.into_iter().find(|b| b.name() == s)
+    }
+
+    pub fn admission_layer(self) -> Option<AdmissionLayer> {
+        (self == Broken::SkipPoolCheck).then_some(skip_pool_check as AdmissionLayer)
+    }
+
+    pub fn store_layer(self) -> Option<StoreLayer> {
+        (self == Broken::FailoverOn486).then_some(failover_on_486 as StoreLayer)
+    }
+}
+
+/// Admits every call without looking at the pool.
+struct SkipPoolCheck(Arc<dyn Admission>);
+
+impl Admission for SkipPoolCheck {
+    fn admit_now(&self, _trunk: &str, _limit: u32, _slot: &str) -> Option<Granted> {
+        Some(Granted::Granted)
+    }
+    fn admit(&self, _trunk: String, _limit: u32, _slot: String) -> BoxFuture<'_, Result<Granted, NodeError>> {
+        Box::pin(async { Ok(Granted::Granted) })
+    }
+    fn release(&self, slot: &str) {
+        self.0.release(slot)
+    }
+    fn usage(&self) -> Vec<(String, u32)> {
+        self.0.usage()
+    }
+}
+
+fn skip_pool_check(a: Arc<dyn Admission>) -> Arc<dyn Admission> {
+    Arc::new(SkipPoolCheck(a))
+}
+
+/// Hands the call path every trunk with 486 added to its failover codes.
+struct FailoverOn486(Arc<dyn TrunkStore>);
+
+fn with_486(t: Arc<Trunk>) -> Arc<Trunk> {
+    let mut t = (*t).clone();
+    let mut codes = t.failover_policy.codes().to_vec();
+    if codes.is_empty() {
+        codes = CURRENT_CODES.to_vec();
+    }
+    codes.push(486);
+    t.failover_policy = FailoverPolicy::Custom(codes);
+    Arc::new(t)
+}
+
+impl TrunkStore for FailoverOn486 {
+    fn apply(&self, trunk: Trunk) -> BoxFuture<'_, Result<(), NodeError>> {
+        self.0.apply(trunk)
+    }
+    fn delete(&self, id: String) -> BoxFuture<'_, Result<(), NodeError>> {
+        self.0.delete(id)
+    }
+    fn get(&self, id: &str) -> Option<Arc<Trunk>> {
+        self.0.get(id).map(with_486)
+    }
+    fn list(&self) -> Vec<Arc<Trunk>> {
+        self.0.list().into_iter().map(with_486).collect()
+    }
+    fn by_number(&self, number: &str) -> Option<Arc<Trunk>> {
+        self.0.by_number(number).map(with_486)
+    }
+    fn by_source(&self, ip: IpAddr) -> Vec<(Arc<Trunk>, Role)> {
+        self.0.by_source(ip).into_iter().map(|(t, r)| (with_486(t), r)).collect()
+    }
+    fn by_username(&self, user: &str) -> Option<(Arc<Trunk>, Role)> {
+        self.0.by_username(user).map(|(t, r)| (with_486(t), r))
+    }
+    fn register(&self, user: String, contact: String, route: String, expires_ms: u64) -> BoxFuture<'_, Result<(), NodeError>> {
+        self.0.register(user, contact, route, expires_ms)
+    }
+    fn registration(&self, user: &str) -> Option<(String, String, u64)> {
+        self.0.registration(user)
+    }
+}
+
+fn failover_on_486(s: Arc<dyn TrunkStore>) -> Arc<dyn TrunkStore> {
+    Arc::new(FailoverOn486(s))
+}
