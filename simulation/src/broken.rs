@@ -57,6 +57,9 @@ impl Admission for SkipPoolCheck {
     fn release(&self, slot: &str) {
         self.0.release(slot)
     }
+    fn release_inherited(&self, trunk: &str, call_id: &str) {
+        self.0.release_inherited(trunk, call_id)
+    }
     fn usage(&self) -> Vec<(String, u32)> {
         self.0.usage()
     }

@@ -11,6 +11,9 @@ pub const TRUNK: &str = "acme";
 pub const NUMBER: &str = "6561230000";
 /// Silence from an account for this long fails the call over (the trunk's failover timer).
 pub const FAILOVER_TIMEOUT_MS: u64 = 2000;
+/// The trunk's longest call (s): longer than any hold time here, short enough that the slots a
+/// restarted node keeps for its earlier calls are due back before a run ends.
+pub const MAX_CALL_DURATION_S: u64 = 30;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSpec {
@@ -127,7 +130,7 @@ pub fn trunk_toml(limit: u32, ha: &str, primary: IpAddr, secondary: IpAddr) -> S
     let primary_region = if ha.contains("4t") { "primary_region = \"sg1\"\n" } else { "" };
     format!(
         "id = \"{TRUNK}\"\nnumbers = [\"{NUMBER}\"]\nmax_concurrent_calls = {limit}\nmode = \"auto-failover\"\nadvanced_ha = \"{ha}\"\n{primary_region}\
-         failover_policy = \"current\"\nfailover_timeout_ms = {FAILOVER_TIMEOUT_MS}\n\
+         failover_policy = \"current\"\nfailover_timeout_ms = {FAILOVER_TIMEOUT_MS}\nmax_call_duration_s = {MAX_CALL_DURATION_S}\n\
          [primary]\nlabel = \"HQ PBX\"\nauth = \"ip\"\ntarget = \"sip:{primary}:{SIP_PORT}\"\ntransport = \"udp\"\nallowed_ips = [\"{primary}/32\"]\n\
          [secondary]\nlabel = \"DR PBX\"\nauth = \"ip\"\ntarget = \"sip:{secondary}:{SIP_PORT}\"\ntransport = \"udp\"\nallowed_ips = [\"{secondary}/32\"]\n"
     )

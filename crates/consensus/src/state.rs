@@ -100,6 +100,7 @@ impl ClusterState {
                 self.shares.release_node(node);
                 CommandResult::Ok
             }
+            Command::Inherit { node } => CommandResult::Inherited(self.shares.inherit(node)),
             Command::Reserve { trunk, node, want } => match self.trunks.get(trunk) {
                 Some(t) => {
                     let room = t.max_concurrent_calls.saturating_sub(self.pool.used(trunk));
@@ -224,5 +225,20 @@ mod tests {
         s.apply(&req(0, 0, Command::DeleteTrunk("a".into())));
         assert_eq!(s.shares.total("a"), 0);
         assert!(matches!(s.apply(&req(0, 0, reserve("n2", 1))), CommandResult::NotFound(_)));
+    }
+
+    #[test]
+    fn a_restarted_node_keeps_its_shares_and_learns_them() {
+        let mut s = ClusterState::default();
+        s.apply(&req(0, 0, Command::PutTrunk(Box::new(trunk("a", "6561000001", 4)))));
+        let reserve = |node: &str, want| Command::Reserve { trunk: "a".into(), node: node.into(), want };
+        assert_eq!(s.apply(&req(0, 0, reserve("n1", 3))), CommandResult::Reserved(3));
+        assert_eq!(s.apply(&req(0, 0, reserve("n2", 3))), CommandResult::Reserved(1));
+        assert!(s.shares.starved_by_other("a", "n1"));
+        // n2 restarts: what it held stays held (its calls may be up); its starved mark goes
+        assert_eq!(s.apply(&req(0, 0, Command::Inherit { node: "n2".into() })), CommandResult::Inherited(vec![("a".into(), 1)]));
+        assert_eq!(s.shares.total("a"), 4);
+        assert!(!s.shares.starved_by_other("a", "n1"));
+        assert_eq!(s.apply(&req(0, 0, Command::Inherit { node: "n9".into() })), CommandResult::Inherited(vec![]));
     }
 }

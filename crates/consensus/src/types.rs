@@ -47,6 +47,11 @@ pub enum Command {
     ReleaseNode {
         node: String,
     },
+    /// A restarted `node` keeps the shares its previous life held (its calls may still be up) and
+    /// learns them: answered with [`CommandResult::Inherited`].
+    Inherit {
+        node: String,
+    },
     /// Grant `node` up to `want` more of `trunk`'s pool as its escrow share (see core::escrow).
     Reserve {
         trunk: String,
@@ -93,6 +98,8 @@ pub enum CommandResult {
     Admission(Admission),
     /// How much of a share a [`Command::Reserve`] granted.
     Reserved(u32),
+    /// What [`Command::Inherit`] found: the node's share per trunk.
+    Inherited(Vec<(String, u32)>),
     /// The command was valid Raft-wise but refused by the state (e.g. a number already taken).
     Refused(String),
     NotFound(String),

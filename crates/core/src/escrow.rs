@@ -62,7 +62,18 @@ impl Shares {
         }
     }
 
-    /// Everything `node` holds goes back (it restarted, so its calls are gone, or it was removed).
+    /// A restarted `node` takes over what its previous life held: the shares stay (the calls set
+    /// up through it outlive its process: carrier and PBX still have their dialog), its starved
+    /// marks go. Returns its share per trunk.
+    pub fn inherit(&mut self, node: &str) -> Vec<(String, u32)> {
+        self.starved.retain(|_, s| {
+            s.remove(node);
+            !s.is_empty()
+        });
+        self.granted.iter().filter_map(|(t, per)| per.get(node).map(|n| (t.clone(), *n))).collect()
+    }
+
+    /// Everything `node` holds goes back (it was removed from the cluster).
     pub fn release_node(&mut self, node: &str) {
         self.granted.retain(|_, per| {
             per.remove(node);

@@ -16,6 +16,9 @@ use hatrunk_core::pool::Admission as Decision;
 use crate::error::NodeError;
 use crate::store::{outcome, BoxFuture};
 
+mod inherited;
+use inherited::Inherited;
+
 pub trait Admission: Send + Sync {
     /// Decide at once when no ledger write is needed (the call path then skips a task and a
     /// channel); `None` means "use [`Admission::admit`]".
@@ -25,6 +28,9 @@ pub trait Admission: Send + Sync {
     fn admit(&self, trunk: String, limit: u32, call: String) -> BoxFuture<'_, Result<Decision, NodeError>>;
     /// Give `call`'s slot back (harmless if it holds none).
     fn release(&self, call: &str);
+    /// A BYE passed through for a call an earlier life of this node admitted on `trunk`: one of
+    /// the slots kept for those calls may go (see `admission/inherited.rs`).
+    fn release_inherited(&self, _trunk: &str, _call_id: &str) {}
     /// Slots held per trunk, as this node's applied state sees them.
     fn usage(&self) -> Vec<(String, u32)>;
 }
@@ -46,6 +52,10 @@ pub struct EscrowAdmission {
     ledger: tokio::sync::Mutex<Resync>,
     reconciled: tokio::sync::OnceCell<()>,
     t0: Instant,
+    /// Shares kept for the calls of this node's previous life.
+    inherited: Mutex<Inherited>,
+    /// Wall-clock milliseconds (the simulation's clock there).
+    clock: fn() -> u64,
 }
 
 /// What this node's applied state says about one trunk's ledger.
@@ -71,7 +81,7 @@ impl LedgerView {
 struct Resync(std::collections::BTreeSet<String>);
 
 impl EscrowAdmission {
-    pub fn new(consensus: Arc<Consensus>, node: String) -> Self {
+    pub fn new(consensus: Arc<Consensus>, node: String, clock: fn() -> u64) -> Self {
         EscrowAdmission {
             consensus,
             node,
@@ -79,7 +89,13 @@ impl EscrowAdmission {
             ledger: tokio::sync::Mutex::new(Resync::default()),
             reconciled: tokio::sync::OnceCell::new(),
             t0: Instant::now(),
+            inherited: Mutex::new(Inherited::default()),
+            clock,
         }
+    }
+
+    fn inherited(&self) -> std::sync::MutexGuard<'_, Inherited> {
+        self.inherited.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn now_ms(&self) -> u64 {
@@ -90,13 +106,25 @@ impl EscrowAdmission {
         self.escrow.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Give back every share and slot this node held before it (re)started: its calls lived in the
-    /// process that is gone. Done once, always before this node's first admission.
+    /// Take over what this node held before it (re)started: the calls it set up are still up at
+    /// the carrier and the PBX, so their slots stay taken until their BYEs pass through or the
+    /// longest call could have ended. Done once, always before this node's first admission.
     pub async fn reconcile(&self) -> Result<(), NodeError> {
         self.reconciled
             .get_or_try_init(|| async {
-                outcome(self.consensus.write(Command::ReleaseNode { node: self.node.clone() }).await?)?;
-                tracing::info!(node = %self.node, "shares and slots of previous runs released");
+                let held = match outcome(self.consensus.write(Command::Inherit { node: self.node.clone() }).await?)? {
+                    CommandResult::Inherited(v) => v,
+                    other => return Err(NodeError::Refused(format!("unexpected inherit result {other:?}"))),
+                };
+                let now = (self.clock)();
+                let until = |trunk: &str| {
+                    let max_s = self.consensus.local(|s| s.trunks.get(trunk).map(|t| t.max_call_duration_s));
+                    now + u64::from(max_s.unwrap_or(hatrunk_core::trunk::DEFAULT_MAX_CALL_DURATION_S)) * 1000
+                };
+                if !held.is_empty() {
+                    tracing::info!(node = %self.node, ?held, "slots of the previous run kept for its calls");
+                }
+                self.inherited().take_over(held, until);
                 Ok::<(), NodeError>(())
             })
             .await
@@ -159,6 +187,11 @@ impl EscrowAdmission {
         let mut resync = self.ledger.lock().await;
         let mut trunks = self.escrow().trunks();
         trunks.extend(resync.0.iter().cloned());
+        let expired = self.inherited().expire((self.clock)());
+        if expired {
+            tracing::info!(node = %self.node, "slots kept for the previous run's calls given back: their longest duration has passed");
+        }
+        trunks.extend(self.inherited().trunks());
         let mine: Vec<String> = self.consensus.local(|s| s.shares.trunks_of(&self.node));
         trunks.extend(mine);
         trunks.sort();
@@ -171,6 +204,8 @@ impl EscrowAdmission {
                 let give = e.surplus(&trunk, v.limit, v.others_starved, v.over(), now, IDLE_MS);
                 (give, e.usable(&trunk))
             };
+            // the share is what new calls may use plus what the previous life's calls still hold
+            let usable = usable + self.inherited().count(&trunk);
             if give == 0 && v.mine <= usable && !resync.0.contains(&trunk) {
                 continue;
             }
@@ -224,6 +259,12 @@ impl Admission for EscrowAdmission {
 
     fn release(&self, call: &str) {
         self.escrow().release(call);
+    }
+
+    fn release_inherited(&self, trunk: &str, call_id: &str) {
+        if self.inherited().ended(trunk, call_id) {
+            tracing::debug!(trunk, call_id, "a previous run's call ended; its slot goes back");
+        }
     }
 
     /// Slots held per trunk across the cluster: every node's share plus per-call slots. A node's

@@ -177,7 +177,7 @@ where
         Some(layer) => layer(store),
         None => store,
     };
-    let escrow = Arc::new(EscrowAdmission::new(consensus.clone(), cfg.node.name.clone()));
+    let escrow = Arc::new(EscrowAdmission::new(consensus.clone(), cfg.node.name.clone(), clock));
     tokio::spawn(reconcile(consensus.clone(), escrow.clone()));
     tokio::spawn(tidy_shares(escrow.clone()));
     let admission: Arc<dyn Admission> = escrow;
@@ -388,6 +388,7 @@ async fn engine_loop(
                     });
                 }
                 Action::Release { slot } => admission.release(&slot),
+                Action::ReleaseInherited { trunk, call_id } => admission.release_inherited(&trunk, &call_id),
                 Action::Register { user, contact, route, expires_ms } => {
                     let store = store.clone();
                     tokio::spawn(async move {

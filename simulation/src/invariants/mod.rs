@@ -74,7 +74,8 @@ pub fn down_windows(out: &Outcome) -> Vec<(String, u64, u64)> {
 /// Whether a PBX that took part in `c` was down (its host crashed) during the call's life: its
 /// hang-up cannot complete end to end.
 pub fn pbx_lost(c: &CallRec, windows: &[(String, u64, u64)]) -> bool {
-    let end = [c.hangup_ms, c.gave_up_ms, c.ended_ms()].into_iter().flatten().max().unwrap_or(u64::MAX);
+    // the hang-up is in progress until its BYE is answered: up to Timer F (32 s) after it was sent
+    let end = [c.hangup_ms, c.gave_up_ms, c.ended_ms()].into_iter().flatten().max().map_or(u64::MAX, |e| e + 32_000);
     windows.iter().any(|(n, a, b)| c.legs.keys().any(|p| p.host() == n) && *a <= end && *b >= c.offered_ms)
 }
 

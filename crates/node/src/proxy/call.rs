@@ -336,9 +336,16 @@ impl Engine {
         m.remove_all("Proxy-Authorization");
         m.remove_all(INGRESS_HEADER);
         // Record-Route: one entry per side when the transports differ (RFC 5658 double record-routing)
+        // the node holding the slot names its boot and the trunk, so a BYE reaching a later run
+        // of this node still frees the slot kept for the call (admission/inherited.rs)
+        let ht = if call.forwarded_from.is_none() {
+            format!(";{}={}", super::dialog::HT_PARAM, self.boot_tag(&call.trunk.id))
+        } else {
+            String::new()
+        };
         let rr = |e: &Engine, p: Proto| match p {
-            Proto::Udp => format!("<sip:{};lr>", e.hostport(Proto::Udp)),
-            Proto::Tcp => format!("<sip:{};transport=tcp;lr>", e.hostport(Proto::Tcp)),
+            Proto::Udp => format!("<sip:{};lr{ht}>", e.hostport(Proto::Udp)),
+            Proto::Tcp => format!("<sip:{};transport=tcp;lr{ht}>", e.hostport(Proto::Tcp)),
         };
         if in_proto != out_proto {
             let inner = rr(self, in_proto);

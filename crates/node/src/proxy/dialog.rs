@@ -10,10 +10,14 @@ use hatrunk_sip::headers::{addr_uri, SipUri};
 use hatrunk_sip::transport::Proto;
 use hatrunk_sip::{Method, SipMessage};
 
-use super::{Engine, Owner, Src};
+use super::{Action, Engine, Owner, Src};
 
 /// An answered call, found by Call-ID.
 pub type Dialog = u64;
+
+/// The Record-Route parameter naming the boot of the node that holds the call's slot, and the
+/// trunk: `ht=<boot>.<trunk>`.
+pub(super) const HT_PARAM: &str = "ht";
 
 impl Engine {
     /// ACK for a 2xx (no server transaction): forward statelessly along the route set.
@@ -32,8 +36,33 @@ impl Engine {
         self.send(dest, msg);
     }
 
+    /// `<boot>.<trunk>` for this run of the node.
+    pub(super) fn boot_tag(&self, trunk: &str) -> String {
+        format!("{:x}.{trunk}", self.cfg.seed & 0xffff_ffff)
+    }
+
+    /// A BYE whose own Route entry names an earlier run of this node ended a call that run
+    /// admitted: the slot kept for it may go.
+    fn earlier_run_bye(&mut self, msg: &SipMessage) {
+        let Some(top) = msg.header("Route").map(|r| addr_uri(r).to_string()) else { return };
+        let Ok(u) = SipUri::parse(&top) else { return };
+        if !self.is_us(&u) {
+            return;
+        }
+        let Some(tag) = u.param(HT_PARAM) else { return };
+        let Some((boot, trunk)) = tag.split_once('.') else { return };
+        if boot == self.boot_tag("").trim_end_matches('.') {
+            return; // this run's call: its slot went with the call record
+        }
+        let call_id = msg.header("Call-ID").unwrap_or_default().to_string();
+        self.out.push(Action::ReleaseInherited { trunk: trunk.to_string(), call_id });
+    }
+
     /// A request inside a dialog, with its server transaction `key` already created.
     pub(super) fn relay_in_dialog(&mut self, key: String, mut msg: SipMessage) {
+        if msg.method() == Some(&Method::Bye) {
+            self.earlier_run_bye(&msg);
+        }
         self.pop_own_routes(&mut msg);
         let ruri_is_us = msg.uri().and_then(|u| SipUri::parse(u).ok()).is_some_and(|u| self.is_us(&u));
         if msg.header("Route").is_none() && ruri_is_us {

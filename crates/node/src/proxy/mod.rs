@@ -77,6 +77,11 @@ pub enum Action {
     Release {
         slot: String,
     },
+    /// A BYE of a call an earlier run of this node admitted on `trunk` passed through.
+    ReleaseInherited {
+        trunk: String,
+        call_id: String,
+    },
     /// Replicate a Digest binding (`expires_ms` wall-clock; 0 removes it).
     Register {
         user: String,

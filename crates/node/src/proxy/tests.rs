@@ -259,3 +259,42 @@ async fn a_2xx_retransmitted_after_the_call_ended_goes_to_the_caller_not_torn_do
     let up = sent_to(&a, CARRIER);
     assert_eq!(up.iter().filter_map(|m| m.code()).collect::<Vec<_>>(), vec![200], "the caller gets it and ACKs it");
 }
+
+/// A node's calls outlive its process. A BYE whose Route names an earlier run of this node (the
+/// Record-Route's `ht` parameter) frees one of the slots kept for those calls; one naming this run
+/// (a call already finished here) frees nothing.
+#[tokio::test]
+async fn a_bye_for_an_earlier_runs_call_frees_a_kept_slot() {
+    let mut e = engine().await;
+    e.on_message(from(CARRIER, INVITE), 0);
+    let a = e.drain();
+    e.on_admitted(admit_id(&a), Ok(Decision::Granted), 1);
+    let to_primary = sent_to(&e.drain(), PRIMARY);
+    let rr = to_primary[0].header("Record-Route").expect("record-route").to_string();
+    assert!(rr.contains(";ht="), "the slot holder names its boot and trunk: {rr}");
+    let bye = |route: &str, cid: &str| {
+        format!(
+            "BYE sip:{PRIMARY} SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bK{cid}\nRoute: {route}\nFrom: <sip:caller@10.9.9.9>;tag=c1\nTo: <sip:1000@127.0.0.1>;tag=pbx\nCall-ID: {cid}\nCSeq: 2 BYE\nMax-Forwards: 70\nContent-Length: 0\n\n"
+        )
+    };
+    let inherited = |a: &[Action]| {
+        a.iter()
+            .filter_map(|x| if let Action::ReleaseInherited { trunk, call_id } = x { Some((trunk.clone(), call_id.clone())) } else { None })
+            .collect::<Vec<_>>()
+    };
+    // this run's tag, for a call that is not (or no longer) here: nothing to free
+    e.on_message(from(CARRIER, &bye(&rr, "gone-1")), 100);
+    assert!(inherited(&e.drain()).is_empty());
+    // an earlier run's tag
+    let tag: String = rr.split(";ht=").nth(1).expect("ht").chars().take_while(|c| *c != '>' && *c != ';').collect();
+    let trunk = tag.split_once('.').map(|(_, t)| t.to_string()).expect("boot.trunk");
+    let old = rr.replace(&tag, &format!("deadbeef.{trunk}"));
+    e.on_message(from(CARRIER, &bye(&old, "earlier-1")), 200);
+    let a = e.drain();
+    assert_eq!(inherited(&a), vec![(trunk, "earlier-1".to_string())]);
+    assert_eq!(
+        sent_to(&a, PRIMARY).iter().filter_map(|m| m.method().cloned()).collect::<Vec<_>>(),
+        vec![Method::Bye],
+        "and the BYE goes on"
+    );
+}
