@@ -38,14 +38,22 @@ impl Engine {
             }
         }
         // the PBX may answer before it sees our CANCEL: until it has said 487, or its late answer
-        // is torn down, the leg may be up, so the slot stays taken (at most Timer B)
-        if call.hold_slot() {
+        // is torn down, the leg may be up, so the slot stays taken (at most Timer B). An egress
+        // node holds no slot, but the ingress that does waits for our final response: it gets its
+        // 487 only then (it released the slot at once on our 487 while the PBX, back from a crash,
+        // could still answer our retransmitted INVITE; simulation seed 209)
+        let egress_hold = call.forwarded_from.is_some() && !call.attempts.is_empty();
+        if call.hold_slot() || egress_hold {
             self.arm(self.now + hatrunk_sip::transaction::TIMEOUT, super::TimerKey::HeldSlot(id));
         }
         for branch in live {
             self.cancel_branch(&branch);
         }
-        self.respond_key(&invite_key, 487, None);
+        if egress_hold {
+            self.pending_final.insert(id, invite_key);
+        } else {
+            self.respond_key(&invite_key, 487, None);
+        }
         self.finish(id, Disposition::NoAnswer, Cause::OriginatorCancel, Some(487), false);
     }
 
@@ -56,6 +64,9 @@ impl Engine {
         }
         if let Some(slot) = self.pending_release.remove(&id) {
             self.out.push(super::Action::Release { slot });
+        }
+        if let Some(key) = self.pending_final.remove(&id) {
+            self.respond_key(&key, 487, None);
         }
     }
 

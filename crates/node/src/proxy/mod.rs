@@ -164,6 +164,9 @@ pub struct Engine {
     calls: HashMap<u64, Box<Call>>,
     /// Calls that ended while their admission was pending: call id -> slot to give back.
     pending_release: HashMap<u64, String>,
+    /// Egress: cancelled forwarded calls whose 487 waits for the PBX to be done with the attempt
+    /// (call id -> the INVITE's server transaction): the ingress keeps its slot until it gets it.
+    pending_final: HashMap<u64, String>,
     dialogs: HashMap<String, Dialog>,
     registrar: Registrar,
     rr: HashMap<String, RoundRobin>,
@@ -196,6 +199,7 @@ impl Engine {
             clients: HashMap::new(),
             calls: HashMap::new(),
             pending_release: HashMap::new(),
+            pending_final: HashMap::new(),
             dialogs: HashMap::new(),
             registrar: Registrar::default(),
             rr: HashMap::new(),

@@ -177,3 +177,27 @@ async fn a_node_that_said_100_and_died_is_left_once_detected_down() {
     e.check_egress(1500);
     assert_eq!(of_call(&e.drain(), PRIMARY, 2).len(), 1, "moved to the next choice once n2 is known down");
 }
+
+/// The ingress holds the slot of a call it forwarded and gives it back when the egress answers
+/// its INVITE. A CANCEL the egress cannot pass on yet (the PBX said nothing) must not be answered
+/// 487 at once: the PBX may still answer the retransmitted INVITE (simulation seed 209, a PBX back
+/// from a crash). The 487 goes up once the PBX is done with the attempt.
+#[tokio::test]
+async fn an_egress_answers_a_cancelled_forward_only_when_the_pbx_is_done() {
+    let mut e = engine_with(&two_t_trunk(), view(true));
+    let fwd = invite(6).replace("Max-Forwards: 70", "Max-Forwards: 69\r\nX-Hatrunk-Ingress: n2");
+    e.on_message(from(NODE2, &fwd), 0);
+    let to_primary = sent_to(&e.drain(), PRIMARY);
+    let cancel = fwd.replacen("INVITE sip", "CANCEL sip", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    e.on_message(from(NODE2, &cancel), 100);
+    let a = e.drain();
+    let codes: Vec<u16> = sent_to(&a, NODE2).iter().filter_map(|m| m.code()).collect();
+    assert_eq!(codes, vec![200], "the CANCEL's 200, no 487 yet");
+    assert!(sent_to(&a, PRIMARY).iter().all(|m| m.method() != Some(&hatrunk_sip::Method::Cancel)), "no CANCEL before a provisional");
+    // the PBX answers after all: torn down, and only now the ingress gets its 487
+    e.on_message(from(PRIMARY, &answer(&to_primary[0], 200, "OK", PRIMARY)), 3000);
+    let a = e.drain();
+    let back: Vec<_> = sent_to(&a, PRIMARY).iter().filter_map(|m| m.method().cloned()).collect();
+    assert_eq!(back, vec![hatrunk_sip::Method::Ack, hatrunk_sip::Method::Bye]);
+    assert_eq!(sent_to(&a, NODE2).iter().filter_map(|m| m.code()).collect::<Vec<_>>(), vec![487]);
+}
