@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hatrunk_core::policy::{FailoverPolicy, CURRENT_CODES};
+use hatrunk_core::policy::FailoverPolicy;
 use hatrunk_core::pool::Admission as Granted;
 use hatrunk_core::trunk::{Role, Trunk};
 use hatrunk_node::admission::Admission;
@@ -75,9 +75,6 @@ struct FailoverOn486(Arc<dyn TrunkStore>);
 fn with_486(t: Arc<Trunk>) -> Arc<Trunk> {
     let mut t = (*t).clone();
     let mut codes = t.failover_policy.codes().to_vec();
-    if codes.is_empty() {
-        codes = CURRENT_CODES.to_vec();
-    }
     codes.push(486);
     t.failover_policy = FailoverPolicy::Custom(codes);
     Arc::new(t)

@@ -25,6 +25,9 @@ use crate::ua::pbx::{Behaviour, Mode};
 
 /// The wall-clock epoch simulated nodes see (2026-01-01T00:00:00Z), so CDR times replay too.
 const EPOCH_MS: u64 = 1_767_225_600_000;
+/// The hosts at the SIP edge: the only ones whose links get random loss (turmoil's TCP between
+/// nodes does not retransmit, so loss there would break connections rather than lose packets).
+const EDGE: [&str; 3] = ["carrier", "pbx-p", "pbx-s"];
 /// Every host's clock advances this much per simulation step.
 const TICK_MS: u64 = 1;
 
@@ -146,9 +149,9 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
     }
     let primary: Mode = Rc::new(RefCell::new(Behaviour::Answer));
     let secondary: Mode = Rc::new(RefCell::new(Behaviour::Answer));
-    for (name, which, mode) in [("pbx-p", Pbx::Primary, primary.clone()), ("pbx-s", Pbx::Secondary, secondary.clone())] {
+    for (which, mode) in [(Pbx::Primary, primary.clone()), (Pbx::Secondary, secondary.clone())] {
         let (o, l) = (oracle.clone(), layout.clone());
-        sim.host(name, move || ua::pbx::run(which, mode.clone(), o.clone(), l.clone()));
+        sim.host(which.host(), move || ua::pbx::run(which, mode.clone(), o.clone(), l.clone()));
     }
     {
         let (o, l, load) = (oracle.clone(), layout.clone(), sc.load.clone());
@@ -159,12 +162,10 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         let (limit, until_ms) = (sc.limit, sc.load.end_ms);
         sim.host("operator", move || ua::operator::run(ua::operator::Plan { limit, until_ms }, o.clone(), l.clone()));
     }
-    // SIP loss on the edge links only: turmoil's TCP has no retransmission, so loss on cluster
-    // links would model broken connections, not loss (those get partitions instead)
-    let edge = ["carrier", "pbx-p", "pbx-s"];
+    // SIP loss on the edge links only (see EDGE); cluster links get partitions instead
     let set_loss = |sim: &mut turmoil::Sim, rate: f64| {
         for n in layout.sip_nodes() {
-            for e in edge {
+            for e in EDGE {
                 sim.set_link_fail_rate(n.name.as_str(), e, rate);
             }
         }
@@ -440,7 +441,7 @@ impl Faults {
             }
             Fault::Link { b, latency_ms: (lo, hi), loss, .. } => {
                 let b = self.resolve(b, layout, registry, hosts);
-                let edge = |h: &String| ["carrier", "pbx-p", "pbx-s"].contains(&h.as_str());
+                let edge = |h: &String| EDGE.contains(&h.as_str());
                 for x in &target {
                     for y in b.iter().filter(|y| *y != x) {
                         sim.set_link_latency(x.as_str(), y.as_str(), Duration::from_millis(*lo));

@@ -191,7 +191,7 @@ impl EscrowAdmission {
         if expired {
             tracing::info!(node = %self.node, "slots kept for the previous run's calls given back: their longest duration has passed");
         }
-        trunks.extend(self.inherited().trunks());
+        // the ledger's trunks of ours include those of inherited slots: their share stays there
         let mine: Vec<String> = self.consensus.local(|s| s.shares.trunks_of(&self.node));
         trunks.extend(mine);
         trunks.sort();

@@ -38,7 +38,7 @@ struct Answered {
 
 pub async fn run(which: Pbx, mode: Mode, oracle: Shared, layout: Rc<Layout>) -> turmoil::Result {
     let sock = UdpSocket::bind(("0.0.0.0", SIP_PORT)).await?;
-    let name = if which == Pbx::Primary { "pbx-p" } else { "pbx-s" };
+    let name = which.host();
     let me = turmoil::lookup(name);
     // by branch: the last response, resent on a retransmitted request
     let mut last: HashMap<String, bytes::Bytes> = HashMap::new();

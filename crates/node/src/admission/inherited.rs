@@ -54,10 +54,6 @@ impl Inherited {
         self.trunks.retain(|_, h| now_ms < h.until_ms);
         self.trunks.len() != before
     }
-
-    pub fn trunks(&self) -> Vec<String> {
-        self.trunks.keys().cloned().collect()
-    }
 }
 
 #[cfg(test)]

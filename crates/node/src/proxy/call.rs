@@ -374,12 +374,6 @@ impl Engine {
         if self.dialogs.get(&call.call_id) == Some(&id) {
             self.dialogs.remove(&call.call_id);
         }
-        if answered {
-            let ok = |a: &&Attempt| a.rec.error.is_none() && a.rec.code.is_some_and(|x| (200..300).contains(&x));
-            if let Some(e) = call.attempts.iter().find(ok).and_then(|a| self.clients.get_mut(&a.branch)) {
-                e.owner = Owner::Answered(call.key.clone());
-            }
-        }
         if call.admitting || call.slot_held {
             // released later: when the pending grant comes, or when the PBX is done with the
             // cancelled attempts (cancel.rs)

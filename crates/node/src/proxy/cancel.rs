@@ -57,7 +57,8 @@ impl Engine {
         self.finish(id, Disposition::NoAnswer, Cause::OriginatorCancel, Some(487), false);
     }
 
-    /// Give back the slot of cancelled call `id` if it is still held.
+    /// The PBX is done with cancelled call `id`'s attempts (or Timer B passed): give back its slot if
+    /// it is still held, and send an egress's held 487.
     pub(super) fn release_held(&mut self, id: u64) {
         if self.calls.contains_key(&id) {
             return; // still running: its own end releases it

@@ -36,22 +36,21 @@ impl Engine {
         self.send(dest, msg);
     }
 
-    /// `<boot>.<trunk>` for this run of the node.
-    pub(super) fn boot_tag(&self, trunk: &str) -> String {
-        format!("{:x}.{trunk}", self.cfg.seed & 0xffff_ffff)
+    /// This run of the node, as [`HT_PARAM`] names it.
+    fn boot(&self) -> String {
+        format!("{:x}", self.cfg.seed & 0xffff_ffff)
     }
 
-    /// A BYE whose own Route entry names an earlier run of this node ended a call that run
-    /// admitted: the slot kept for it may go.
-    fn earlier_run_bye(&mut self, msg: &SipMessage) {
-        let Some(top) = msg.header("Route").map(|r| addr_uri(r).to_string()) else { return };
-        let Ok(u) = SipUri::parse(&top) else { return };
-        if !self.is_us(&u) {
-            return;
-        }
-        let Some(tag) = u.param(HT_PARAM) else { return };
-        let Some((boot, trunk)) = tag.split_once('.') else { return };
-        if boot == self.boot_tag("").trim_end_matches('.') {
+    /// `<boot>.<trunk>` for this run of the node.
+    pub(super) fn boot_tag(&self, trunk: &str) -> String {
+        format!("{}.{trunk}", self.boot())
+    }
+
+    /// A BYE whose own Route entry (`ht`, from [`Engine::pop_own_routes`]) names an earlier run of
+    /// this node ended a call that run admitted: the slot kept for it may go.
+    fn earlier_run_bye(&mut self, ht: &str, msg: &SipMessage) {
+        let Some((boot, trunk)) = ht.split_once('.') else { return };
+        if boot == self.boot() {
             return; // this run's call: its slot went with the call record
         }
         let call_id = msg.header("Call-ID").unwrap_or_default().to_string();
@@ -60,10 +59,10 @@ impl Engine {
 
     /// A request inside a dialog, with its server transaction `key` already created.
     pub(super) fn relay_in_dialog(&mut self, key: String, mut msg: SipMessage) {
-        if msg.method() == Some(&Method::Bye) {
-            self.earlier_run_bye(&msg);
+        let ht = self.pop_own_routes(&mut msg);
+        if let Some(ht) = ht.filter(|_| msg.method() == Some(&Method::Bye)) {
+            self.earlier_run_bye(&ht, &msg);
         }
-        self.pop_own_routes(&mut msg);
         let ruri_is_us = msg.uri().and_then(|u| SipUri::parse(u).ok()).is_some_and(|u| self.is_us(&u));
         if msg.header("Route").is_none() && ruri_is_us {
             return self.respond_key(&key, 481, None);
@@ -94,16 +93,20 @@ impl Engine {
         }
     }
 
-    /// Remove the top Route entries that name this node (RFC 3261 section 16.4).
-    pub(super) fn pop_own_routes(&self, msg: &mut SipMessage) {
+    /// Remove the top Route entries that name this node (RFC 3261 section 16.4). Returns the
+    /// [`HT_PARAM`] our entry carried, if any.
+    pub(super) fn pop_own_routes(&self, msg: &mut SipMessage) -> Option<String> {
+        let mut ht = None;
         while let Some(top) = msg.header("Route").map(|r| addr_uri(r).to_string()) {
             match SipUri::parse(&top) {
                 Ok(u) if self.is_us(&u) => {
+                    ht = ht.or_else(|| u.param(HT_PARAM).map(str::to_string));
                     msg.pop("Route");
                 }
                 _ => break,
             }
         }
+        ht
     }
 
     /// The next hop: the top Route if any (loose routing), else the Request-URI.

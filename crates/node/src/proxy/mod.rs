@@ -125,9 +125,9 @@ enum Owner {
     Probe(String, Role),
     /// Our own request (CANCEL, teardown BYE): responses are absorbed.
     Own,
-    /// The attempt that answered a call that has since ended: its 2xx retransmissions (our ACK
-    /// was lost) still go to the caller through this server transaction, which ACKs them; a
-    /// teardown BYE of ours would race the caller's own BYE and turn it into a 481.
+    /// The attempt that answered a call: its 2xx retransmissions (our 2xx upstream or the caller's
+    /// ACK was lost) go to the caller through this server transaction (RFC 6026), during the call
+    /// and after it ended; a teardown BYE of ours would race the caller's own BYE (481).
     Answered(String),
 }
 

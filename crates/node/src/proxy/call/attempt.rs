@@ -7,7 +7,7 @@ use hatrunk_core::policy::Outcome;
 use hatrunk_sip::SipMessage;
 
 use super::super::egress::{take_report, REPORT_HEADER};
-use super::super::{build, Engine, TimerKey};
+use super::super::{build, Engine, Owner, TimerKey};
 
 /// RFC 3261 Timer C: > 3 minutes.
 const TIMER_C_MS: u64 = 181_000;
@@ -17,15 +17,6 @@ impl Engine {
         let code = resp.code().unwrap_or(0);
         let live = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| !a.done);
         if !live {
-            if (200..300).contains(&code) && self.answered_by(id, n) {
-                // the same 2xx again: ours upstream, or the caller's ACK, was lost. Pass it on
-                // (RFC 6026); the UAS retransmits until the caller's ACK reaches it
-                resp.remove_all(REPORT_HEADER);
-                if let Some(key) = self.calls.get(&id).map(|c| c.key.clone()) {
-                    self.respond_msg(&key, resp);
-                }
-                return;
-            }
             return self.late_response(id, n, resp);
         }
         let forward = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| a.forward);
@@ -68,7 +59,7 @@ impl Engine {
         }
         if code < 300 {
             let now = self.now;
-            let (key, call_id, max_s) = {
+            let (key, call_id, max_s, branch) = {
                 let Some(call) = self.calls.get_mut(&id) else {
                     return;
                 };
@@ -80,8 +71,13 @@ impl Engine {
                 call.req = SipMessage::request(hatrunk_sip::Method::Invite, String::new()); // no new attempt will need it
                 call.attempts.shrink_to_fit();
                 call.slot.shrink_to_fit();
-                (call.key.clone(), call.call_id.clone(), call.trunk.max_call_duration_s)
+                (call.key.clone(), call.call_id.clone(), call.trunk.max_call_duration_s, call.attempts[n].branch.clone())
             };
+            // the same 2xx again (ours upstream, or the caller's ACK, was lost) goes to the caller
+            // from now on, during the call and after it (mod.rs, Owner::Answered)
+            if let Some(e) = self.clients.get_mut(&branch) {
+                e.owner = Owner::Answered(key.clone());
+            }
             self.metrics.answered.inc();
             if let Some(r) = self.egress_report(id, None) {
                 resp.set(REPORT_HEADER, r);
@@ -129,14 +125,6 @@ impl Engine {
             self.cancel_branch(&branch);
         }
         self.attempt_outcome(id, n, Outcome::NoAnswer, None);
-    }
-
-    /// Whether attempt `n` is the one that answered call `id`.
-    fn answered_by(&self, id: u64, n: usize) -> bool {
-        self.calls.get(&id).is_some_and(|c| {
-            c.answer_ms.is_some()
-                && c.attempts.get(n).is_some_and(|a| a.rec.error.is_none() && a.rec.code.is_some_and(|x| (200..300).contains(&x)))
-        })
     }
 
     fn is_forward(&self, id: u64, n: usize) -> bool {
