@@ -1,6 +1,8 @@
 //! Call detail records: the disposition and cause of every outcome, in the seeds' vocabulary, and the
 //! record written per call (one JSON object per line).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Outcome;
@@ -72,9 +74,10 @@ pub fn classify(outcome: Outcome) -> (Disposition, Cause) {
 pub struct AttemptRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account: Option<Role>,
-    pub node: String,
-    pub zone: String,
-    pub region: String,
+    /// Shared, not copied: every attempt a node makes names the same node, zone and region.
+    pub node: Arc<str>,
+    pub zone: Arc<str>,
+    pub region: Arc<str>,
     pub target: String,
     /// Final SIP code, if one came.
     #[serde(skip_serializing_if = "Option::is_none")]

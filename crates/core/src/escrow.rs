@@ -14,6 +14,7 @@
 //! every other node then gives back its unused reserve, and the refused node asks again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -148,8 +149,9 @@ struct Local {
 /// One node's side: calls in progress per trunk against what it may use.
 #[derive(Debug, Default)]
 pub struct Escrow {
-    trunks: HashMap<String, Local>,
-    holders: HashMap<String, String>,
+    /// Keyed by shared names: each holder below points at its trunk's name instead of a copy.
+    trunks: HashMap<Arc<str>, Local>,
+    holders: HashMap<String, Arc<str>>,
 }
 
 impl Escrow {
@@ -160,14 +162,20 @@ impl Escrow {
             return Take::Held;
         }
         let room = self.has_room(trunk, over_limit);
-        let l = self.trunks.entry(trunk.to_string()).or_default();
+        let name = self.name(trunk);
+        let l = self.trunks.entry(name.clone()).or_default();
         l.last_take_ms = now_ms;
         if room {
             l.in_use += 1;
-            self.holders.insert(call.to_string(), trunk.to_string());
+            self.holders.insert(call.to_string(), name);
             return Take::Taken;
         }
         Take::Need { want: batch(limit) }
+    }
+
+    /// The shared name of `trunk` (created on first use).
+    fn name(&self, trunk: &str) -> Arc<str> {
+        self.trunks.get_key_value(trunk).map(|(k, _)| k.clone()).unwrap_or_else(|| trunk.into())
     }
 
     /// Whether a new call of `trunk` could be admitted from what this node may use now.
@@ -177,7 +185,8 @@ impl Escrow {
 
     /// The ledger granted `granted` more of `trunk`.
     pub fn credit(&mut self, trunk: &str, granted: u32) {
-        self.trunks.entry(trunk.to_string()).or_default().usable += granted;
+        let name = self.name(trunk);
+        self.trunks.entry(name).or_default().usable += granted;
     }
 
     /// `call` ended: its slot is free again here. Returns false when it held none.
@@ -229,7 +238,7 @@ impl Escrow {
 
     /// Trunks this node holds anything of.
     pub fn trunks(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.trunks.iter().filter(|(_, l)| l.usable > 0 || l.in_use > 0).map(|(t, _)| t.clone()).collect();
+        let mut v: Vec<String> = self.trunks.iter().filter(|(_, l)| l.usable > 0 || l.in_use > 0).map(|(t, _)| t.to_string()).collect();
         v.sort();
         v
     }

@@ -45,6 +45,7 @@ impl Attempt {
 
 /// One call in progress (until its final failure, or while answered until BYE).
 pub struct Call {
+    /// The INVITE's server transaction; empty once answered (nothing answers the caller's INVITE again).
     pub(super) key: String,
     pub(super) trunk: Arc<Trunk>,
     pub(super) direction: Direction,
@@ -52,8 +53,9 @@ pub struct Call {
     via_account: Option<Role>,
     /// The INVITE as received, until the call is answered (then only its Call-ID and From stay,
     /// below: an answered call lasts minutes and 100,000 of them must fit in little memory).
-    req: SipMessage,
-    pub(super) call_id: String,
+    req: Option<Box<SipMessage>>,
+    /// Shared with the dialog table's key.
+    pub(super) call_id: Arc<str>,
     from_uri: String,
     src: Src,
     pub(super) number: String,
@@ -70,11 +72,11 @@ pub struct Call {
     /// The slot outlives the call (cancelled while a PBX may still answer): released elsewhere.
     slot_held: bool,
     /// Ingress: where the call may leave from (Advanced HA).
-    pub(super) egress: Option<super::egress::EgressPlan>,
+    pub(super) egress: Option<Box<super::egress::EgressPlan>>,
     /// Egress: the ingress node that admitted and forwarded this call.
     pub(super) forwarded_from: Option<String>,
     /// Ingress: what the egress said about failover towards the PBX.
-    report: Option<EgressReport>,
+    report: Option<Box<EgressReport>>,
 }
 
 impl Engine {
@@ -139,14 +141,16 @@ impl Engine {
         if let Some(e) = self.servers.get_mut(&key) {
             e.call = Some(id);
         }
+        // cut off from the majority: we could not admit, so send the carrier elsewhere now
+        let cut_off = if self.cluster.quorum(self.now) { None } else { Some(build::response(&msg, 503, Some(&self.tag()))) };
         let call = Call {
             key,
             trunk,
             direction,
             via_account,
-            call_id: msg.header("Call-ID").unwrap_or("").to_string(),
+            call_id: msg.header("Call-ID").unwrap_or("").into(),
             from_uri: addr_uri(msg.header("From").unwrap_or("")).to_string(),
-            req: msg,
+            req: Some(Box::new(msg)),
             src,
             number,
             slot: slot.clone(),
@@ -163,9 +167,7 @@ impl Engine {
             forwarded_from: forwarded_from.clone(),
             report: None,
         };
-        if !self.cluster.quorum(self.now) {
-            // cut off from the majority: we could not admit, so send the carrier elsewhere now
-            let mut r = build::response(&call.req, 503, Some(&self.tag()));
+        if let Some(mut r) = cut_off {
             r.push("Retry-After", "5");
             r.push("Reason", "Q.850;cause=41;text=\"Node cut off from the cluster majority\"");
             self.respond_msg(&call.key, r);
@@ -253,9 +255,9 @@ impl Engine {
         let n = call.attempts.len();
         let mut rec = AttemptRecord {
             account: Some(role),
-            node: self.cfg.node.clone(),
-            zone: self.cfg.zone.clone(),
-            region: self.cfg.region.clone(),
+            node: self.here.0.clone(),
+            zone: self.here.1.clone(),
+            region: self.here.2.clone(),
             target: String::new(),
             code: None,
             error: None,
@@ -324,10 +326,10 @@ impl Engine {
 
     /// The caller's INVITE, rewritten for one attempt (RFC 3261 section 16.6).
     pub(super) fn forward_request(&mut self, id: u64, ruri: &str, out_proto: Proto) -> SipMessage {
-        let Some(call) = self.calls.get(&id) else {
+        let Some((call, req)) = self.calls.get(&id).and_then(|c| Some((c, c.req.as_deref()?))) else {
             return SipMessage::request(hatrunk_sip::Method::Invite, ruri);
         };
-        let mut m = call.req.clone();
+        let mut m = req.clone();
         let in_proto = call.src.proto;
         m.set_uri(ruri);
         let mf = m.header("Max-Forwards").and_then(|v| v.parse::<u8>().ok()).unwrap_or(70);
@@ -385,9 +387,9 @@ impl Engine {
             return; // the ingress writes this call's CDR, with our attempts in it
         }
         let now = self.now;
-        let report = call.report.clone().unwrap_or_default();
+        let report = call.report.as_deref().cloned().unwrap_or_default();
         let cdr = Cdr {
-            call_id: call.call_id.clone(),
+            call_id: call.call_id.to_string(),
             trunk: Some(call.trunk.id.clone()),
             direction: call.direction,
             from: call.from_uri.clone(),

@@ -88,7 +88,7 @@ impl Engine {
     /// The call outlived `max_call_duration_s` with no BYE: give its slot back.
     pub(super) fn dialog_expired(&mut self, id: u64) {
         if let Some(call_id) = self.calls.get(&id).filter(|c| c.answer_ms.is_some()).map(|c| c.call_id.clone()) {
-            tracing::warn!(call_id, "call reached its maximum duration without a BYE; slot reclaimed");
+            tracing::warn!(%call_id, "call reached its maximum duration without a BYE; slot reclaimed");
             self.finish(id, Disposition::Answered, Cause::MaxDurationExceeded, None, true);
         }
     }

@@ -82,7 +82,7 @@ impl Engine {
             })
             .collect();
         if let Some(c) = self.calls.get_mut(&id) {
-            c.egress = Some(EgressPlan { order, next: 0 });
+            c.egress = Some(Box::new(EgressPlan { order, next: 0 }));
         }
         if !self.next_egress(id) {
             self.no_egress(id);
@@ -117,9 +117,9 @@ impl Engine {
         let ruri = format!("sip:{}@{}", call.number, t.addr);
         let rec = AttemptRecord {
             account: None,
-            node: t.name.clone(),
-            zone: t.zone.clone(),
-            region: t.region.clone(),
+            node: t.name.as_str().into(),
+            zone: t.zone.as_str().into(),
+            region: t.region.as_str().into(),
             target: format!("sip:{}", t.addr),
             code: None,
             error: None,

@@ -150,6 +150,8 @@ struct ClientEntry {
 /// The proxy state of one node.
 pub struct Engine {
     cfg: EngineConfig,
+    /// This node's name, zone and region, shared by every attempt record.
+    here: (Arc<str>, Arc<str>, Arc<str>),
     store: Arc<dyn TrunkStore>,
     cluster: Arc<dyn ClusterView>,
     metrics: Arc<Metrics>,
@@ -158,6 +160,7 @@ pub struct Engine {
     seq: u64,
     timers: BinaryHeap<Reverse<(u64, u64)>>,
     timer_keys: HashMap<u64, TimerKey>,
+    call_timers: BinaryHeap<Reverse<timers::CallTimerEntry>>,
     servers: HashMap<String, ServerEntry>,
     clients: HashMap<String, ClientEntry>,
     /// Boxed: the table is sized for the most calls ever in progress, so its slots stay small.
@@ -167,7 +170,7 @@ pub struct Engine {
     /// Egress: cancelled forwarded calls whose 487 waits for the PBX to be done with the attempt
     /// (call id -> the INVITE's server transaction): the ingress keeps its slot until it gets it.
     pending_final: HashMap<u64, String>,
-    dialogs: HashMap<String, Dialog>,
+    dialogs: HashMap<Arc<str>, Dialog>,
     registrar: Registrar,
     rr: HashMap<String, RoundRobin>,
     /// Advanced HA round-robin turn per trunk.
@@ -186,6 +189,7 @@ impl Engine {
     ) -> Engine {
         let nonces = NonceIssuer::new(cfg.nonce_secret.clone(), cfg.nonce_lifetime_ms);
         Engine {
+            here: (cfg.node.as_str().into(), cfg.zone.as_str().into(), cfg.region.as_str().into()),
             seq: cfg.seed,
             cfg,
             store,
@@ -195,6 +199,7 @@ impl Engine {
             now: 0,
             timers: BinaryHeap::new(),
             timer_keys: HashMap::new(),
+            call_timers: BinaryHeap::new(),
             servers: HashMap::new(),
             clients: HashMap::new(),
             calls: HashMap::new(),

@@ -91,7 +91,7 @@ async fn ingress_takes_the_report_out_and_writes_one_cdr() {
     assert_eq!(cdr.disposition, Disposition::Busy);
     assert!(cdr.failover);
     assert_eq!(cdr.attempts.len(), 2);
-    assert!(cdr.attempts.iter().all(|x| x.node == "n2" && x.zone == "b"));
+    assert!(cdr.attempts.iter().all(|x| &*x.node == "n2" && &*x.zone == "b"));
     assert!(a.iter().any(|x| matches!(x, Action::Release { .. })), "the ingress gives the slot back");
 }
 

@@ -26,31 +26,88 @@ pub(super) enum TimerKey {
     Probe(String, Role),
 }
 
+/// A timer of one call, kept in its own heap without a [`TimerKey`] map entry: an answered call
+/// keeps two of them (Timer C, its maximum duration) for minutes, and 100,000 calls must stay small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum CallTimer {
+    Failover(u32),
+    TimerC(u32),
+    Forward(u32),
+    MaxDuration,
+    HeldSlot,
+}
+
+/// `(at, seq, call id, timer)`: ordered like the other heap's `(at, seq)`, so timers fire in the
+/// order they were armed whichever heap holds them.
+pub(super) type CallTimerEntry = (u64, u64, u64, CallTimer);
+
+impl TimerKey {
+    fn for_call(self) -> Result<(u64, CallTimer), TimerKey> {
+        let n = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Ok(match self {
+            TimerKey::Failover(id, a) => (id, CallTimer::Failover(n(a))),
+            TimerKey::TimerC(id, a) => (id, CallTimer::TimerC(n(a))),
+            TimerKey::Forward(id, a) => (id, CallTimer::Forward(n(a))),
+            TimerKey::MaxDuration(id) => (id, CallTimer::MaxDuration),
+            TimerKey::HeldSlot(id) => (id, CallTimer::HeldSlot),
+            other => return Err(other),
+        })
+    }
+
+    fn from_call(id: u64, t: CallTimer) -> TimerKey {
+        match t {
+            CallTimer::Failover(n) => TimerKey::Failover(id, n as usize),
+            CallTimer::TimerC(n) => TimerKey::TimerC(id, n as usize),
+            CallTimer::Forward(n) => TimerKey::Forward(id, n as usize),
+            CallTimer::MaxDuration => TimerKey::MaxDuration(id),
+            CallTimer::HeldSlot => TimerKey::HeldSlot(id),
+        }
+    }
+}
+
 impl Engine {
     /// When the next timer is due (ms), if any.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        let a = self.timers.peek().map(|Reverse((at, _))| *at);
+        let b = self.call_timers.peek().map(|Reverse((at, ..))| *at);
+        a.into_iter().chain(b).min()
     }
 
     /// Fire every timer due at `now`.
     pub fn on_tick(&mut self, now: u64) {
         self.now = now;
-        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            if let Some(key) = self.timer_keys.remove(&id) {
-                self.fire(key);
+        loop {
+            let keyed = self.timers.peek().map(|Reverse(e)| *e).filter(|(at, _)| *at <= now);
+            let call = self.call_timers.peek().map(|Reverse(e)| *e).filter(|(at, ..)| *at <= now);
+            match (keyed, call) {
+                (None, None) => break,
+                (Some((at, seq)), Some((c_at, c_seq, ..))) if (at, seq) < (c_at, c_seq) => self.fire_keyed(seq),
+                (Some((_, seq)), None) => self.fire_keyed(seq),
+                (_, Some((_, _, id, t))) => {
+                    self.call_timers.pop();
+                    self.fire(TimerKey::from_call(id, t));
+                }
             }
         }
         self.publish();
     }
 
+    fn fire_keyed(&mut self, seq: u64) {
+        self.timers.pop();
+        if let Some(key) = self.timer_keys.remove(&seq) {
+            self.fire(key);
+        }
+    }
+
     pub(super) fn arm(&mut self, at: u64, key: TimerKey) {
         self.seq = self.seq.wrapping_add(1);
-        self.timers.push(Reverse((at, self.seq)));
-        self.timer_keys.insert(self.seq, key);
+        match key.for_call() {
+            Ok((id, t)) => self.call_timers.push(Reverse((at, self.seq, id, t))),
+            Err(key) => {
+                self.timers.push(Reverse((at, self.seq)));
+                self.timer_keys.insert(self.seq, key);
+            }
+        }
     }
 
     fn fire(&mut self, key: TimerKey) {
@@ -102,6 +159,9 @@ impl Engine {
         shrink(&mut self.dialogs);
         if self.timers.capacity() > 4 * self.timers.len() + 1024 {
             self.timers.shrink_to(2 * self.timers.len());
+        }
+        if self.call_timers.capacity() > 4 * self.call_timers.len() + 1024 {
+            self.call_timers.shrink_to(2 * self.call_timers.len());
         }
     }
 }

@@ -43,7 +43,7 @@ impl Engine {
                 if let Some(a) = c.attempts.get_mut(n) {
                     a.sub = r.attempts.clone();
                 }
-                c.report = Some(r);
+                c.report = Some(Box::new(r));
             }
         }
         if code < 200 {
@@ -68,10 +68,13 @@ impl Engine {
                 a.rec.elapsed_ms = now.saturating_sub(a.started);
                 a.rec.set_outcome(Outcome::Answered(code));
                 call.answer_ms = Some(now);
-                call.req = SipMessage::request(hatrunk_sip::Method::Invite, String::new()); // no new attempt will need it
+                call.req = None; // no new attempt will need it
                 call.attempts.shrink_to_fit();
                 call.slot.shrink_to_fit();
-                (call.key.clone(), call.call_id.clone(), call.trunk.max_call_duration_s, call.attempts[n].branch.clone())
+                // the INVITE's server transaction is done with at the answer: its key moves to
+                // the answering client transaction (below) instead of living as long as the call
+                let key = std::mem::take(&mut call.key);
+                (key, call.call_id.clone(), call.trunk.max_call_duration_s, call.attempts[n].branch.clone())
             };
             // the same 2xx again (ours upstream, or the caller's ACK, was lost) goes to the caller
             // from now on, during the call and after it (mod.rs, Owner::Answered)
@@ -83,7 +86,7 @@ impl Engine {
                 resp.set(REPORT_HEADER, r);
             }
             self.respond_msg(&key, resp);
-            self.dialogs.insert(call_id.clone(), id);
+            self.dialogs.insert(call_id, id);
             self.arm(self.now + u64::from(max_s) * 1000, TimerKey::MaxDuration(id));
             return;
         }
