@@ -11,6 +11,7 @@
 //! - [`cdr`]: dispositions, causes and the CDR record.
 //! - [`pool`]: concurrent-call accounting, strict and idempotent.
 //! - [`escrow`]: per-node shares of the pools, so admission needs no consensus round trip per call.
+//! - [`guard`]: per-source rate limits with an expiring ban list, digest brute-force limits.
 //! - [`health`]: account health from OPTIONS probes with up/down thresholds.
 //! - [`rr`]: round-robin selection.
 //! - [`ha`]: Advanced HA: failure detector, quorum, egress node order per `advanced_ha`.
@@ -19,6 +20,7 @@ pub mod cdr;
 pub mod credentials;
 pub mod error;
 pub mod escrow;
+pub mod guard;
 pub mod ha;
 pub mod health;
 pub mod plan;

@@ -18,6 +18,7 @@ pub struct NodeConfig {
     pub http: HttpSection,
     pub upstream: UpstreamSection,
     pub cdr: CdrSection,
+    pub security: SecuritySection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +137,63 @@ pub struct CdrSection {
     pub path: Option<PathBuf>,
 }
 
+/// Defences against hostile sources (docs/security.md gives the reasons for each default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySection {
+    /// Never rate-limited or banned: carriers and PBXs by address (IP-authenticated accounts, the
+    /// upstream carrier and cluster nodes are trusted without being listed).
+    pub trusted: Vec<ipnet::IpNet>,
+    /// New requests one untrusted source may send per `window_ms` before it is banned.
+    pub max_new_requests: u32,
+    pub window_ms: u64,
+    pub ban_s: u64,
+    /// Wrong digest credentials per source per `auth_window_s` before the source is banned.
+    pub auth_failures_per_source: u32,
+    /// Wrong credentials for one account (from anywhere) per window before it is locked for
+    /// `lockout_s` (except from where it last authenticated).
+    pub auth_failures_per_account: u32,
+    pub auth_window_s: u64,
+    pub lockout_s: u64,
+    /// Sources and accounts tracked at most.
+    pub max_tracked: usize,
+    /// Server transactions in memory at most: past it, new requests get 503 with Retry-After.
+    pub max_transactions: usize,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        let g = hatrunk_core::guard::GuardLimits::default();
+        SecuritySection {
+            trusted: vec!["127.0.0.0/8".parse().expect("literal"), "::1/128".parse().expect("literal")],
+            max_new_requests: g.max_new_requests,
+            window_ms: g.window_ms,
+            ban_s: g.ban_ms / 1000,
+            auth_failures_per_source: g.auth_failures_per_source,
+            auth_failures_per_account: g.auth_failures_per_account,
+            auth_window_s: g.auth_window_ms / 1000,
+            lockout_s: g.lockout_ms / 1000,
+            max_tracked: g.max_sources,
+            max_transactions: 200_000,
+        }
+    }
+}
+
+impl SecuritySection {
+    pub fn limits(&self) -> hatrunk_core::guard::GuardLimits {
+        hatrunk_core::guard::GuardLimits {
+            window_ms: self.window_ms,
+            max_new_requests: self.max_new_requests,
+            ban_ms: self.ban_s * 1000,
+            auth_failures_per_source: self.auth_failures_per_source,
+            auth_failures_per_account: self.auth_failures_per_account,
+            auth_window_ms: self.auth_window_s * 1000,
+            lockout_ms: self.lockout_s * 1000,
+            max_sources: self.max_tracked,
+        }
+    }
+}
+
 /// The checked, resolved form of the SIP listeners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SipListen {
@@ -185,6 +243,23 @@ impl NodeConfig {
         }
         if let Some(t) = &self.upstream.target {
             hatrunk_core::trunk::parse_sip_target(t).map_err(|r| NodeError::Config { field: "upstream.target".into(), reason: r })?;
+        }
+        let sec = &self.security;
+        for (field, v) in [
+            ("security.max_new_requests", u64::from(sec.max_new_requests)),
+            ("security.window_ms", sec.window_ms),
+            ("security.auth_failures_per_source", u64::from(sec.auth_failures_per_source)),
+            ("security.auth_failures_per_account", u64::from(sec.auth_failures_per_account)),
+            ("security.auth_window_s", sec.auth_window_s),
+            ("security.max_tracked", sec.max_tracked as u64),
+            ("security.max_transactions", sec.max_transactions as u64),
+        ] {
+            if v == 0 {
+                return bad(field, "must be at least 1".into());
+            }
+        }
+        if sec.window_ms > 3_600_000 || sec.ban_s > 86_400 * 7 || sec.lockout_s > 86_400 {
+            return bad("security.ban_s", "window_ms <= 1 h, ban_s <= 7 days, lockout_s <= 1 day".into());
         }
         Ok(())
     }

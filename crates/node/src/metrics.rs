@@ -20,6 +20,9 @@ pub struct Metrics {
     pub account_up: IntGaugeVec,
     pub transactions: IntGaugeVec,
     pub calls_in_progress: IntGauge,
+    pub guard_drops: IntCounterVec,
+    pub guard_bans: IntCounter,
+    pub guard_banned: IntGauge,
 }
 
 impl Metrics {
@@ -52,6 +55,13 @@ impl Metrics {
             account_up: gv("hatrunk_account_health", "Account health: 1 up, 0 down, -1 unknown", &["trunk", "account"])?,
             transactions: gv("hatrunk_sip_transactions", "SIP transactions in memory, by kind", &["kind"])?,
             calls_in_progress: IntGauge::new("hatrunk_calls_in_progress", "Calls being set up or answered on this node")?,
+            guard_drops: cv(
+                "hatrunk_guard_drops_total",
+                "Requests not served: from a banned source, the one that crossed a limit, or past the transaction limit (503)",
+                &["reason"],
+            )?,
+            guard_bans: IntCounter::new("hatrunk_guard_bans_total", "Sources banned (request rate or failed authentications)")?,
+            guard_banned: IntGauge::new("hatrunk_guard_banned_sources", "Sources banned now")?,
             registry,
         };
         for c in [&m.requests, &m.responses, &m.calls, &m.failovers, &m.forwards, &m.egress_moves] {
@@ -64,6 +74,9 @@ impl Metrics {
             m.registry.register(Box::new(g.clone()))?;
         }
         m.registry.register(Box::new(m.calls_in_progress.clone()))?;
+        m.registry.register(Box::new(m.guard_drops.clone()))?;
+        m.registry.register(Box::new(m.guard_bans.clone()))?;
+        m.registry.register(Box::new(m.guard_banned.clone()))?;
         Ok(m)
     }
 

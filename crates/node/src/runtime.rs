@@ -312,6 +312,9 @@ fn start_sip(
         max_expires_s: cfg.sip.max_expires_s,
         forward_timeout_ms: cfg.cluster.forward_timeout_ms,
         seed,
+        guard: cfg.security.limits(),
+        trusted: cfg.security.trusted.clone(),
+        max_transactions: cfg.security.max_transactions,
     };
     let engine = Engine::new(ecfg, store.clone(), cluster, metrics, status);
     Ok(tokio::spawn(engine_loop(engine, events, transports, admission, store, cdrs, clock)))

@@ -1,10 +1,14 @@
 //! Digest access authentication (RFC 7616, with RFC 2617's MD5 still accepted): challenge, parse,
 //! verify against a stored HA1, and stateless nonces that expire.
 //!
-//! Nonces are `<issued-ms hex>.<sha256(secret, issued-ms) prefix>`: any node holding the secret can
-//! check one without shared state, and an old one is answered with `stale=true` so the PBX retries
-//! with the new nonce instead of prompting for a password. `nc` is hexadecimal (RFC 7616 section
+//! Nonces are `<issued-ms hex>.<sequence hex>.<sha256(secret, issued-ms, sequence) prefix>`: the node
+//! checks one without storing what it issued, and an old one is answered with `stale=true` so the PBX
+//! retries with the new nonce instead of prompting for a password. Each nonce authenticates one
+//! request: the issuer remembers the nonces used within their lifetime (bounded), so a captured
+//! request replayed is challenged again. `nc` is hexadecimal (RFC 7616 section
 //! 3.4), which rsip gets wrong.
+
+use std::collections::HashMap;
 
 use md5::Md5;
 use sha2::{Digest, Sha256};
@@ -121,13 +125,20 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct NonceIssuer {
     secret: String,
     pub lifetime_ms: u64,
+    seq: u64,
+    /// Nonces already used, with when they were issued (forgotten once expired anyway).
+    used: HashMap<String, u64>,
 }
+
+/// Used nonces remembered at most. Past it (after dropping expired ones) a nonce cannot be
+/// recorded, so it is refused as stale: the PBX retries with a fresh one, no replay gets in.
+pub const MAX_USED_NONCES: usize = 200_000;
 
 /// What a nonce check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NonceCheck {
     Fresh,
-    /// Ours, but expired: challenge again with `stale=true`.
+    /// Ours, but expired or already used: challenge again with `stale=true`.
     Stale,
     /// Not one we issued.
     Invalid,
@@ -135,21 +146,24 @@ pub enum NonceCheck {
 
 impl NonceIssuer {
     pub fn new(secret: impl Into<String>, lifetime_ms: u64) -> Self {
-        NonceIssuer { secret: secret.into(), lifetime_ms }
+        NonceIssuer { secret: secret.into(), lifetime_ms, seq: 0, used: HashMap::new() }
     }
 
-    pub fn issue(&self, now_ms: u64) -> String {
-        format!("{now_ms:x}.{}", self.mac(now_ms))
+    pub fn issue(&mut self, now_ms: u64) -> String {
+        self.seq = self.seq.wrapping_add(1);
+        format!("{now_ms:x}.{:x}.{}", self.seq, self.mac(now_ms, self.seq))
     }
 
+    /// Whether `nonce` is one of ours and still within its lifetime (used or not).
     pub fn check(&self, nonce: &str, now_ms: u64) -> NonceCheck {
-        let Some((ts, mac)) = nonce.split_once('.') else {
+        let mut parts = nonce.splitn(3, '.');
+        let (Some(ts), Some(seq), Some(mac)) = (parts.next(), parts.next(), parts.next()) else {
             return NonceCheck::Invalid;
         };
-        let Ok(ts) = u64::from_str_radix(ts, 16) else {
+        let (Ok(ts), Ok(seq)) = (u64::from_str_radix(ts, 16), u64::from_str_radix(seq, 16)) else {
             return NonceCheck::Invalid;
         };
-        if !constant_time_eq(mac.as_bytes(), self.mac(ts).as_bytes()) {
+        if !constant_time_eq(mac.as_bytes(), self.mac(ts, seq).as_bytes()) {
             return NonceCheck::Invalid;
         }
         if now_ms.saturating_sub(ts) > self.lifetime_ms || ts > now_ms + 60_000 {
@@ -159,13 +173,37 @@ impl NonceIssuer {
         }
     }
 
-    fn mac(&self, ts: u64) -> String {
-        let h = Sha256::digest(format!("{}:{ts:x}:{}", self.secret, self.secret).as_bytes());
+    /// Spend a nonce that [`NonceIssuer::check`] found fresh and whose credentials verified: true
+    /// the first time, false for a replay (or when no more used nonces can be remembered).
+    pub fn consume(&mut self, nonce: &str, now_ms: u64) -> bool {
+        if self.used.contains_key(nonce) {
+            return false;
+        }
+        if self.used.len() >= MAX_USED_NONCES {
+            let life = self.lifetime_ms;
+            self.used.retain(|_, ts| now_ms.saturating_sub(*ts) <= life);
+            if self.used.len() >= MAX_USED_NONCES {
+                return false;
+            }
+        }
+        let ts = nonce.split('.').next().and_then(|t| u64::from_str_radix(t, 16).ok()).unwrap_or(now_ms);
+        self.used.insert(nonce.to_string(), ts);
+        true
+    }
+
+    /// Forget used nonces that have expired anyway (called from the node's upkeep).
+    pub fn expire(&mut self, now_ms: u64) {
+        let life = self.lifetime_ms;
+        self.used.retain(|_, ts| now_ms.saturating_sub(*ts) <= life);
+    }
+
+    fn mac(&self, ts: u64, seq: u64) -> String {
+        let h = Sha256::digest(format!("{}:{ts:x}:{seq:x}:{}", self.secret, self.secret).as_bytes());
         hex::encode(&h[..12])
     }
 
     /// A `WWW-Authenticate` / `Proxy-Authenticate` value.
-    pub fn challenge(&self, realm: &str, alg: Algorithm, now_ms: u64, stale: bool) -> String {
+    pub fn challenge(&mut self, realm: &str, alg: Algorithm, now_ms: u64, stale: bool) -> String {
         let stale = if stale { ", stale=true" } else { "" };
         format!("Digest realm=\"{realm}\", nonce=\"{}\", algorithm={}, qop=\"auth\"{stale}", self.issue(now_ms), alg.name())
     }
@@ -200,12 +238,25 @@ mod tests {
 
     #[test]
     fn nonces_expire_and_cannot_be_forged() {
-        let n = NonceIssuer::new("s", 1000);
+        let mut n = NonceIssuer::new("s", 1000);
         let nonce = n.issue(5000);
+        assert_ne!(nonce, n.issue(5000), "two nonces of the same millisecond differ");
         assert_eq!(n.check(&nonce, 5500), NonceCheck::Fresh);
         assert_eq!(n.check(&nonce, 7000), NonceCheck::Stale);
         assert_eq!(NonceIssuer::new("other", 1000).check(&nonce, 5500), NonceCheck::Invalid);
         assert_eq!(n.check("1388.abc", 5500), NonceCheck::Invalid);
         assert_eq!(n.check("zz", 5500), NonceCheck::Invalid);
+        assert_eq!(n.check("1388.1.abc", 5500), NonceCheck::Invalid);
+    }
+
+    #[test]
+    fn a_nonce_is_spent_once() {
+        let mut n = NonceIssuer::new("s", 1000);
+        let nonce = n.issue(5000);
+        assert!(n.consume(&nonce, 5100));
+        assert!(!n.consume(&nonce, 5200), "replay");
+        n.expire(7000);
+        assert!(n.used.is_empty());
+        assert_eq!(n.check(&nonce, 7000), NonceCheck::Stale, "and once forgotten it has expired anyway");
     }
 }

@@ -1,6 +1,7 @@
 //! Digest authentication of requests from PBXes (REGISTER with Authorization, outbound INVITE with
 //! Proxy-Authorization) against the stored HA1 of the account named by the username.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use hatrunk_core::trunk::{AuthMode, Role, Trunk};
@@ -12,7 +13,10 @@ use super::{build, Engine};
 impl Engine {
     /// Check digest credentials in `header`. `Ok` names the account; `Err(Some(challenge))` means
     /// challenge (again); `Err(None)` means there are no Digest accounts at all, so nothing to ask.
-    pub(super) fn authenticate(&mut self, msg: &SipMessage, header: &str) -> Result<(Arc<Trunk>, Role), Option<String>> {
+    /// Wrong credentials count against the source and the account (`guard.rs`); a locked account
+    /// is challenged without its credentials being checked, so guessing learns nothing; a nonce
+    /// authenticates one request only.
+    pub(super) fn authenticate(&mut self, msg: &SipMessage, header: &str, ip: IpAddr) -> Result<(Arc<Trunk>, Role), Option<String>> {
         let challenge = |e: &mut Engine, alg, stale| e.nonces.challenge(hatrunk_core::credentials::REALM, alg, e.now, stale);
         let Some(creds) = msg.header(header).and_then(Credentials::parse) else {
             // only worth a challenge when some Digest account exists (the trunk scan is paid only here)
@@ -29,6 +33,10 @@ impl Engine {
             NonceCheck::Stale => return Err(Some(challenge(self, alg, true))),
             NonceCheck::Invalid => return Err(Some(challenge(self, alg, false))),
         }
+        if self.guard.account_locked(ip, &creds.username, self.now) {
+            self.auth_failed(ip, &creds.username);
+            return Err(Some(challenge(self, alg, false)));
+        }
         let found = self.store.by_username(&creds.username);
         let ok = found.as_ref().and_then(|(t, r)| t.account(*r)).and_then(|a| a.ha1.as_ref()).is_some_and(|ha1| {
             let h = match alg {
@@ -38,9 +46,17 @@ impl Engine {
             creds.verify(msg.method().map(|m| m.as_str()).unwrap_or(""), h)
         });
         match (ok, found) {
-            (true, Some(f)) => Ok(f),
+            (true, Some(f)) => {
+                if !self.nonces.consume(&creds.nonce, self.now) {
+                    // a replay of a request already let in (or no room to remember the nonce)
+                    return Err(Some(challenge(self, alg, true)));
+                }
+                self.guard.auth_ok(ip, &creds.username, self.now);
+                Ok(f)
+            }
             _ => {
-                tracing::info!(user = %creds.username, "digest authentication failed");
+                tracing::info!(user = %creds.username, source = %ip, "digest authentication failed");
+                self.auth_failed(ip, &creds.username);
                 Err(Some(challenge(self, alg, false)))
             }
         }

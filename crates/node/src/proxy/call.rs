@@ -104,7 +104,7 @@ impl Engine {
         let by_ip = self.store.by_source(src.addr.ip()).into_iter().next();
         let account = match by_ip {
             Some(found) => Some(found),
-            None => match self.authenticate(&msg, "Proxy-Authorization") {
+            None => match self.authenticate(&msg, "Proxy-Authorization", src.addr.ip()) {
                 Ok(found) => Some(found),
                 Err(challenge) => {
                     let Some(challenge) = challenge else {

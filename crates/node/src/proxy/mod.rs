@@ -6,7 +6,8 @@
 //! Files: `mod.rs` dispatch and transactions; `timers.rs` the timer heap and per-tick upkeep; `auth.rs` digest checks; `call.rs` the
 //! inbound/outbound INVITE path (modes, failover); `cancel.rs` CANCEL and late answers; `egress.rs`
 //! Advanced HA forwarding between nodes; `dialog.rs` in-dialog routing and slot release; `registrar.rs`
-//! REGISTER and digest; `probe.rs` OPTIONS health probing; `build.rs` message construction.
+//! REGISTER and digest; `probe.rs` OPTIONS health probing; `build.rs` message construction; `guard.rs` per-source
+//! limits and bans.
 
 mod auth;
 mod build;
@@ -14,12 +15,15 @@ mod call;
 mod cancel;
 mod dialog;
 mod egress;
+mod guard;
 mod probe;
 mod registrar;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_egress;
+#[cfg(test)]
+mod tests_guard;
 mod timers;
 
 use std::cmp::Reverse;
@@ -29,6 +33,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hatrunk_core::cdr::Cdr;
+use hatrunk_core::guard::Guard;
 use hatrunk_core::pool::Admission as Decision;
 use hatrunk_core::rr::RoundRobin;
 use hatrunk_core::trunk::Role;
@@ -114,6 +119,12 @@ pub struct EngineConfig {
     pub forward_timeout_ms: u64,
     /// Seeds branch and tag generation (deterministic under simulation).
     pub seed: u64,
+    /// Per-source rate limit, ban list and digest brute-force limits for untrusted sources.
+    pub guard: hatrunk_core::guard::GuardLimits,
+    /// Sources never rate-limited (besides IP-authenticated accounts, upstream and cluster nodes).
+    pub trusted: Vec<ipnet::IpNet>,
+    /// Server transactions at most; past it new requests get 503 with Retry-After.
+    pub max_transactions: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +187,8 @@ pub struct Engine {
     /// Advanced HA round-robin turn per trunk.
     ha_turn: HashMap<String, u64>,
     nonces: NonceIssuer,
+    guard: Guard,
+    last_sweep: u64,
     out: Vec<Action>,
 }
 
@@ -188,6 +201,7 @@ impl Engine {
         status: Arc<SharedStatus>,
     ) -> Engine {
         let nonces = NonceIssuer::new(cfg.nonce_secret.clone(), cfg.nonce_lifetime_ms);
+        let cfg_guard = cfg.guard.clone();
         Engine {
             here: (cfg.node.as_str().into(), cfg.zone.as_str().into(), cfg.region.as_str().into()),
             seq: cfg.seed,
@@ -210,6 +224,8 @@ impl Engine {
             rr: HashMap::new(),
             ha_turn: HashMap::new(),
             nonces,
+            guard: Guard::new(cfg_guard),
+            last_sweep: 0,
             out: Vec::new(),
         }
     }
@@ -223,10 +239,21 @@ impl Engine {
     pub fn on_message(&mut self, inc: Incoming, now: u64) {
         self.now = now;
         let src = Src { proto: inc.proto, addr: inc.peer, conn: inc.conn };
+        if self.guard.is_banned(src.addr.ip(), now) {
+            // not even parsed; what it keeps sending keeps the ban running
+            let _ = self.guard.new_request(src.addr.ip(), now);
+            self.metrics.guard_drops.with_label_values(&["banned"]).inc();
+            return;
+        }
         match parse(&inc.bytes, inc.proto == Proto::Udp) {
             Ok(msg) if msg.is_request() => self.on_request(msg, src),
             Ok(msg) => self.on_response(msg),
-            Err(e) => self.on_malformed(&inc.bytes, e, src),
+            Err(e) => {
+                if !self.admit_new_request(src) {
+                    return;
+                }
+                self.on_malformed(&inc.bytes, e, src)
+            }
         }
     }
 
@@ -296,11 +323,22 @@ impl Engine {
         if method == Method::Cancel {
             return self.on_cancel(msg, src);
         }
+        let in_dialog = hatrunk_sip::headers::param(msg.header("To").unwrap_or(""), "tag").is_some();
+        if !in_dialog && !self.admit_new_request(src) {
+            return;
+        }
+        // in-dialog requests (a BYE frees a slot) may use twice the room new ones may
+        let room = if in_dialog { self.cfg.max_transactions.saturating_mul(2) } else { self.cfg.max_transactions };
+        if self.servers.len() >= room {
+            self.metrics.guard_drops.with_label_values(&["overload"]).inc();
+            let mut r = build::response(&msg, 503, Some(&self.tag()));
+            r.push("Retry-After", "5");
+            return self.send(src, r);
+        }
         let kind = if method == Method::Invite { Kind::Invite } else { Kind::NonInvite };
         let tx = ServerTx::start(kind, src.proto.reliable());
         self.servers.insert(key.clone(), ServerEntry { tx, src, last: None, req: msg.clone(), call: None });
         let max_forwards = msg.header("Max-Forwards").and_then(|m| m.parse::<u8>().ok()).unwrap_or(70);
-        let in_dialog = hatrunk_sip::headers::param(msg.header("To").unwrap_or(""), "tag").is_some();
         if in_dialog {
             if max_forwards == 0 {
                 return self.respond_key(&key, 483, None);

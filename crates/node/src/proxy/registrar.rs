@@ -56,7 +56,7 @@ impl Engine {
         if !(to.starts_with("sip:") || to.starts_with("sips:")) {
             return self.respond_key(&key, 416, None); // RFC 4475 section 3.3.8
         }
-        let (trunk, role) = match self.authenticate(&msg, "Authorization") {
+        let (trunk, role) = match self.authenticate(&msg, "Authorization", src.addr.ip()) {
             Ok(found) => found,
             Err(challenge) => {
                 let Some(challenge) = challenge else {

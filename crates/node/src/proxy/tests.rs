@@ -70,7 +70,7 @@ pub(super) fn member(id: u64, zone: &str, sip_addr: &str) -> Member {
     }
 }
 
-async fn engine() -> Engine {
+pub(super) async fn engine() -> Engine {
     engine_with(TRUNK, HealthView::single(member(1, "z", "127.0.0.1:5060")))
 }
 
@@ -97,6 +97,9 @@ pub(super) fn engine_on(trunk: &str, view: Arc<dyn crate::cluster_health::Cluste
         max_expires_s: 3600,
         forward_timeout_ms: 800,
         seed: 7,
+        guard: hatrunk_core::guard::GuardLimits::default(),
+        trusted: Vec::new(),
+        max_transactions: 1_000,
     };
     Engine::new(cfg, store as Arc<dyn TrunkStore>, view, Arc::new(Metrics::new().expect("metrics")), Arc::new(SharedStatus::default()))
 }

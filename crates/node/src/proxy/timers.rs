@@ -141,6 +141,7 @@ impl Engine {
         self.metrics.transactions.with_label_values(&["server"]).set(self.servers.len() as i64);
         self.metrics.transactions.with_label_values(&["client"]).set(self.clients.len() as i64);
         self.registrar.expire(self.now);
+        self.sweep_guard();
         self.shrink_tables();
     }
 

@@ -1,0 +1,66 @@
+//! The proxy's side of [`hatrunk_core::guard`]: which sources are trusted, the per-source limit on
+//! new requests, and the upkeep of the ban list and of spent nonces.
+
+use std::net::IpAddr;
+
+use hatrunk_core::guard::Verdict;
+
+use super::{Engine, Src};
+
+/// How often the ban list and spent nonces are swept (ms).
+const SWEEP_EVERY_MS: u64 = 1_000;
+
+impl Engine {
+    /// Trusted sources are never limited: configured networks, IP-authenticated accounts, the
+    /// upstream carrier and the other cluster nodes.
+    pub(super) fn is_trusted(&self, src: Src) -> bool {
+        let ip = src.addr.ip();
+        self.cfg.trusted.iter().any(|n| n.contains(&ip))
+            || self.cfg.upstream.is_some_and(|u| u.ip() == ip)
+            || !self.store.by_source(ip).is_empty()
+            || self.member_at(src).is_some()
+    }
+
+    /// Count a new request (or a malformed message) from `src`; false when it must be dropped.
+    pub(super) fn admit_new_request(&mut self, src: Src) -> bool {
+        if self.is_trusted(src) {
+            return true;
+        }
+        match self.guard.new_request(src.addr.ip(), self.now) {
+            Verdict::Pass => true,
+            Verdict::Drop => {
+                self.metrics.guard_drops.with_label_values(&["banned"]).inc();
+                false
+            }
+            Verdict::Banned => {
+                self.banned(src.addr.ip(), "request rate");
+                false
+            }
+        }
+    }
+
+    /// Wrong credentials from `ip` for `user`.
+    pub(super) fn auth_failed(&mut self, ip: IpAddr, user: &str) {
+        if self.guard.auth_failed(ip, user, self.now) == Verdict::Banned {
+            self.banned(ip, "failed authentications");
+        }
+    }
+
+    fn banned(&mut self, ip: IpAddr, why: &str) {
+        let l = self.guard.limits();
+        tracing::warn!(source = %ip, reason = why, ban_s = l.ban_ms / 1000, "source banned");
+        self.metrics.guard_drops.with_label_values(&["limit"]).inc();
+        self.metrics.guard_bans.inc();
+    }
+
+    /// Forget expired bans, idle sources and spent nonces that have expired (once a second).
+    pub(super) fn sweep_guard(&mut self) {
+        if self.now.saturating_sub(self.last_sweep) < SWEEP_EVERY_MS {
+            return;
+        }
+        self.last_sweep = self.now;
+        self.guard.sweep(self.now);
+        self.nonces.expire(self.now);
+        self.metrics.guard_banned.set(self.guard.bans(self.now).len() as i64);
+    }
+}

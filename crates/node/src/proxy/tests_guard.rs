@@ -1,0 +1,98 @@
+//! The engine's defences driven directly: a flooding source banned while others go on, password
+//! guessing banned, the transaction limit answered with 503 and Retry-After.
+
+use hatrunk_sip::SipMessage;
+
+use hatrunk_core::ha::HealthView;
+
+use super::tests::{engine, engine_with, from, member, sent_to, CARRIER, INVITE};
+
+const FLOODER: &str = "10.6.6.6:5060";
+
+fn options(n: u32, from_addr: &str) -> String {
+    format!(
+        "OPTIONS sip:127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP {from_addr};branch=z9hG4bKo{n}\nFrom: <sip:x@{from_addr}>;tag=f{n}\n\
+         To: <sip:127.0.0.1>\nCall-ID: o{n}\nCSeq: 1 OPTIONS\nMax-Forwards: 70\nContent-Length: 0\n\n"
+    )
+}
+
+fn codes(msgs: &[SipMessage]) -> Vec<u16> {
+    msgs.iter().filter_map(|m| m.code()).collect()
+}
+
+#[tokio::test]
+async fn a_flooding_source_is_banned_and_another_still_calls() {
+    let mut e = engine().await;
+    // the default limit: 100 new requests per 2 s window from one untrusted source
+    for n in 0..100 {
+        e.on_message(from(FLOODER, &options(n, FLOODER)), 10);
+    }
+    assert_eq!(codes(&sent_to(&e.drain(), FLOODER)).len(), 100);
+    e.on_message(from(FLOODER, &options(100, FLOODER)), 20);
+    assert!(sent_to(&e.drain(), FLOODER).is_empty(), "the 101st is dropped and the source banned");
+    // banned: nothing is answered, not even garbage or a later window's requests
+    e.on_message(from(FLOODER, "garbage\r\n\r\n"), 3_000);
+    e.on_message(from(FLOODER, &options(101, FLOODER)), 3_000);
+    assert!(sent_to(&e.drain(), FLOODER).is_empty());
+    assert_eq!(e.guard.bans(3_000).len(), 1);
+    // another source is served meanwhile
+    e.on_message(from(CARRIER, INVITE), 3_000);
+    assert_eq!(codes(&sent_to(&e.drain(), CARRIER)), vec![100]);
+    // the ban expires (300 s) once the source goes quiet
+    e.on_tick(304_000);
+    e.on_message(from(FLOODER, &options(102, FLOODER)), 304_000);
+    assert_eq!(codes(&sent_to(&e.drain(), FLOODER)), vec![200]);
+    assert_eq!(e.metrics.guard_bans.get(), 1);
+}
+
+#[tokio::test]
+async fn password_guessing_bans_the_source() {
+    let trunk = super::tests::TRUNK.replace(
+        "[secondary]\nauth = \"ip\"\ntarget = \"sip:10.0.0.2:5060\"\nallowed_ips = [\"10.0.0.2\"]",
+        "[secondary]\nauth = \"digest\"\nusername = \"pbx\"\npassword = \"s3cret-pass\"",
+    );
+    assert!(trunk.contains("digest"));
+    let mut e = engine_with(&trunk, HealthView::single(member(1, "z", "127.0.0.1:5060")));
+    let reg = |n: u32, auth: &str| {
+        format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP {FLOODER};branch=z9hG4bKr{n}\nFrom: <sip:pbx@127.0.0.1>;tag=r{n}\n\
+             To: <sip:pbx@127.0.0.1>\nCall-ID: r{n}\nCSeq: {n} REGISTER\nContact: <sip:pbx@{FLOODER}>\nMax-Forwards: 70\n{auth}Content-Length: 0\n\n"
+        )
+    };
+    let mut answered = 0;
+    for n in 1..=11 {
+        e.on_message(from(FLOODER, &reg(n * 2, "")), u64::from(n));
+        let challenge = sent_to(&e.drain(), FLOODER).pop().expect("401");
+        assert_eq!(challenge.code(), Some(401));
+        let www = challenge.header("WWW-Authenticate").expect("challenge").to_string();
+        let nonce = www.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce").to_string();
+        let auth = format!(
+            "Authorization: Digest username=\"pbx\", realm=\"hatrunk\", nonce=\"{nonce}\", uri=\"sip:127.0.0.1\", response=\"00000000000000000000000000000000\", qop=auth, nc=00000001, cnonce=\"c\"\n"
+        );
+        e.on_message(from(FLOODER, &reg(n * 2 + 1, &auth)), u64::from(n));
+        answered += sent_to(&e.drain(), FLOODER).len();
+    }
+    // every wrong answer is challenged again; the eleventh (limit 10 per minute) bans the source
+    assert_eq!(answered, 11);
+    assert!(e.guard.is_banned(FLOODER.parse::<std::net::SocketAddr>().expect("addr").ip(), 20));
+    e.on_message(from(FLOODER, &reg(99, "")), 30);
+    assert!(sent_to(&e.drain(), FLOODER).is_empty());
+}
+
+#[tokio::test]
+async fn past_the_transaction_limit_new_requests_get_503_with_retry_after() {
+    let mut e = engine().await; // max_transactions 1,000
+    for n in 0..1_000u32 {
+        let src = format!("10.{}.{}.1:5060", n / 250, n % 250);
+        e.on_message(from(&src, &options(n, &src)), 5);
+        e.drain();
+    }
+    e.on_message(from(CARRIER, INVITE), 6);
+    let r = sent_to(&e.drain(), CARRIER);
+    assert_eq!(codes(&r), vec![503]);
+    assert_eq!(r[0].header("Retry-After"), Some("5"));
+    // once those transactions are gone (Timer J, 32 s), calls are taken again
+    e.on_tick(40_000);
+    e.on_message(from(CARRIER, &INVITE.replace("call-1", "call-2")), 40_000);
+    assert_eq!(codes(&sent_to(&e.drain(), CARRIER)), vec![100]);
+}
