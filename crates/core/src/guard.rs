@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 /// The limits, with the defaults a public carrier edge starts from (docs/security.md says why).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuardLimits {
     /// Counting window for new requests per source.
     pub window_ms: u64,
@@ -100,7 +100,7 @@ impl Guard {
     /// A new request (one that opens a transaction, or a malformed message) from `ip`; every
     /// message of a banned source counts, so a source that keeps flooding stays banned.
     pub fn new_request(&mut self, ip: IpAddr, now: u64) -> Verdict {
-        let l = self.limits.clone();
+        let l = self.limits;
         let Some(s) = self.source(ip, now) else {
             return Verdict::Pass;
         };
@@ -126,7 +126,7 @@ impl Guard {
     /// `ip` presented wrong credentials for `account`. Returns [`Verdict::Banned`] when that was
     /// one failure too many for the source.
     pub fn auth_failed(&mut self, ip: IpAddr, account: &str, now: u64) -> Verdict {
-        let l = self.limits.clone();
+        let l = self.limits;
         if let Some(a) = self.account(account, now) {
             if now.saturating_sub(a.window_start) >= l.auth_window_ms {
                 a.window_start = now;

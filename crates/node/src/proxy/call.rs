@@ -16,7 +16,7 @@ use hatrunk_sip::transport::Proto;
 use hatrunk_sip::SipMessage;
 
 use super::egress::INGRESS_HEADER;
-use super::{build, Action, Engine, Owner, Src, TimerKey};
+use super::{build, Action, CallTimer, Engine, Owner, Src};
 
 mod attempt;
 
@@ -295,7 +295,7 @@ impl Engine {
         call.attempts.push(Attempt::new(rec, branch, now, false));
         let arm_failover = call.direction == Direction::Inbound && trunk.mode == Mode::AutoFailover && role == Role::Primary;
         if arm_failover {
-            self.arm(self.now + u64::from(trunk.failover_timeout_ms), TimerKey::Failover(id, n));
+            self.arm_call(self.now + u64::from(trunk.failover_timeout_ms), id, CallTimer::Failover(n as u32));
         }
     }
 

@@ -44,7 +44,7 @@ impl Engine {
         // could still answer our retransmitted INVITE; simulation seed 209)
         let egress_hold = call.forwarded_from.is_some() && !call.attempts.is_empty();
         if call.hold_slot() || egress_hold {
-            self.arm(self.now + hatrunk_sip::transaction::TIMEOUT, super::TimerKey::HeldSlot(id));
+            self.arm_call(self.now + hatrunk_sip::transaction::TIMEOUT, id, super::CallTimer::HeldSlot);
         }
         for branch in live {
             self.cancel_branch(&branch);

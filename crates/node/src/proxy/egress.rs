@@ -23,7 +23,7 @@ use hatrunk_sip::transport::Proto;
 use hatrunk_sip::SipMessage;
 
 use super::call::Attempt;
-use super::{Engine, Owner, Src, TimerKey};
+use super::{CallTimer, Engine, Owner, Src};
 
 /// Marks an INVITE forwarded by another member (value: the ingress node's name).
 pub(super) const INGRESS_HEADER: &str = "X-Hatrunk-Ingress";
@@ -135,7 +135,7 @@ impl Engine {
             a.egress_node = Some(t.id);
             c.attempts.push(a);
         }
-        self.arm(now + self.cfg.forward_timeout_ms, TimerKey::Forward(id, n));
+        self.arm_call(now + self.cfg.forward_timeout_ms, id, CallTimer::Forward(n as u32));
     }
 
     /// A forwarded attempt ended without its node taking the call: move on, or give up.

@@ -1,11 +1,12 @@
 //! The proxy's side of [`hatrunk_core::guard`]: which sources are trusted, the per-source limit on
-//! new requests, and the upkeep of the ban list and of spent nonces.
+//! new requests, the transaction limit, and the upkeep of the ban list and of spent nonces.
 
 use std::net::IpAddr;
 
 use hatrunk_core::guard::Verdict;
+use hatrunk_sip::SipMessage;
 
-use super::{Engine, Src};
+use super::{build, Engine, Src};
 
 /// How often the ban list and spent nonces are swept (ms).
 const SWEEP_EVERY_MS: u64 = 1_000;
@@ -37,6 +38,20 @@ impl Engine {
                 false
             }
         }
+    }
+
+    /// Past the transaction limit: answer 503 with Retry-After statelessly and say so. In-dialog
+    /// requests (a BYE frees a slot) may use twice the room new ones may.
+    pub(super) fn overloaded(&mut self, msg: &SipMessage, src: Src, in_dialog: bool) -> bool {
+        let room = if in_dialog { self.cfg.max_transactions.saturating_mul(2) } else { self.cfg.max_transactions };
+        if self.servers.len() < room {
+            return false;
+        }
+        self.metrics.guard_drops.with_label_values(&["overload"]).inc();
+        let mut r = build::response(msg, 503, Some(&self.tag()));
+        r.push("Retry-After", "5");
+        self.send(src, r);
+        true
     }
 
     /// Wrong credentials from `ip` for `user`.

@@ -3,11 +3,12 @@
 //! ask admission, write a CDR) comes out as [`Action`]s. The driver ([`crate::runtime`]) feeds it
 //! socket events, admission answers and timer ticks, so the same engine can run under turmoil.
 //!
-//! Files: `mod.rs` dispatch and transactions; `timers.rs` the timer heap and per-tick upkeep; `auth.rs` digest checks; `call.rs` the
-//! inbound/outbound INVITE path (modes, failover); `cancel.rs` CANCEL and late answers; `egress.rs`
-//! Advanced HA forwarding between nodes; `dialog.rs` in-dialog routing and slot release; `registrar.rs`
-//! REGISTER and digest; `probe.rs` OPTIONS health probing; `build.rs` message construction; `guard.rs` per-source
-//! limits and bans.
+//! Files: `mod.rs` dispatch and transactions; `timers.rs` the timer heaps and per-tick upkeep;
+//! `auth.rs` digest checks; `call.rs` the inbound/outbound INVITE path (modes, failover); `cancel.rs`
+//! CANCEL and late answers; `egress.rs` Advanced HA forwarding between nodes; `dialog.rs` in-dialog
+//! routing and slot release; `registrar.rs` REGISTER and digest; `probe.rs` OPTIONS answered and
+//! health probing; `guard.rs` per-source limits, bans and the transaction limit; `build.rs` message
+//! construction.
 
 mod auth;
 mod build;
@@ -53,7 +54,7 @@ use crate::store::TrunkStore;
 pub use call::Call;
 use dialog::Dialog;
 use registrar::Registrar;
-use timers::TimerKey;
+use timers::{CallTimer, TimerKey};
 
 /// Where a message came from or goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,9 +202,9 @@ impl Engine {
         status: Arc<SharedStatus>,
     ) -> Engine {
         let nonces = NonceIssuer::new(cfg.nonce_secret.clone(), cfg.nonce_lifetime_ms);
-        let cfg_guard = cfg.guard.clone();
         Engine {
             here: (cfg.node.as_str().into(), cfg.zone.as_str().into(), cfg.region.as_str().into()),
+            guard: Guard::new(cfg.guard),
             seq: cfg.seed,
             cfg,
             store,
@@ -224,7 +225,6 @@ impl Engine {
             rr: HashMap::new(),
             ha_turn: HashMap::new(),
             nonces,
-            guard: Guard::new(cfg_guard),
             last_sweep: 0,
             out: Vec::new(),
         }
@@ -327,13 +327,8 @@ impl Engine {
         if !in_dialog && !self.admit_new_request(src) {
             return;
         }
-        // in-dialog requests (a BYE frees a slot) may use twice the room new ones may
-        let room = if in_dialog { self.cfg.max_transactions.saturating_mul(2) } else { self.cfg.max_transactions };
-        if self.servers.len() >= room {
-            self.metrics.guard_drops.with_label_values(&["overload"]).inc();
-            let mut r = build::response(&msg, 503, Some(&self.tag()));
-            r.push("Retry-After", "5");
-            return self.send(src, r);
+        if self.overloaded(&msg, src, in_dialog) {
+            return;
         }
         let kind = if method == Method::Invite { Kind::Invite } else { Kind::NonInvite };
         let tx = ServerTx::start(kind, src.proto.reliable());
@@ -359,18 +354,6 @@ impl Engine {
             Method::Other(_) => self.respond_key(&key, 501, None),
             _ => self.respond_key(&key, 405, None),
         }
-    }
-
-    fn on_options(&mut self, key: String, msg: SipMessage) {
-        if let Some(unsupported) = unsupported_require(&msg) {
-            let mut r = build::response(&msg, 420, Some(&self.tag()));
-            r.push("Unsupported", unsupported);
-            return self.respond_msg(&key, r);
-        }
-        let mut r = build::response(&msg, 200, Some(&self.tag()));
-        r.push("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER");
-        r.push("Accept", "application/sdp");
-        self.respond_msg(&key, r);
     }
 
     fn on_response(&mut self, mut msg: SipMessage) {
@@ -606,13 +589,6 @@ fn stamp_received(msg: &mut SipMessage, src: Src) {
         v = v.replacen(";rport", &format!(";rport={}", src.addr.port()), 1);
     }
     top.1 = v;
-}
-
-/// An option tag in Require that we (as UAS) do not support (RFC 3261 section 8.2.2.3).
-fn unsupported_require(msg: &SipMessage) -> Option<String> {
-    let tags: Vec<String> =
-        msg.headers_named("Require").flat_map(|v| v.split(',').map(|t| t.trim().to_string())).filter(|t| !t.is_empty()).collect();
-    (!tags.is_empty()).then(|| tags.join(", "))
 }
 
 pub(crate) fn reason(code: u16) -> &'static str {

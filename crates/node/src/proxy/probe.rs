@@ -1,15 +1,29 @@
-//! OPTIONS health probing of IP accounts that set `probe_interval_ms` (Kamailio dispatcher style):
-//! one OPTIONS per interval through a non-INVITE client transaction; any response means alive,
-//! Timer F or an unreachable port means not. Thresholds turn results into Up/Down ([`ProbeHealth`]).
+//! OPTIONS both ways: answering the ones sent to us, and health probing of IP accounts that set
+//! `probe_interval_ms` (Kamailio dispatcher style): one OPTIONS per interval through a non-INVITE
+//! client transaction; any response means alive, Timer F or an unreachable port means not.
+//! Thresholds turn results into Up/Down ([`ProbeHealth`]).
 //!
 //! [`ProbeHealth`]: hatrunk_core::health::ProbeHealth
 
 use hatrunk_core::trunk::{AuthMode, Role};
 use hatrunk_sip::{Method, SipMessage};
 
-use super::{Engine, Owner, TimerKey};
+use super::{build, Engine, Owner, TimerKey};
 
 impl Engine {
+    /// OPTIONS to us (a carrier's or PBX's own probe): 200 with what we allow, 420 for any Require.
+    pub(super) fn on_options(&mut self, key: String, msg: SipMessage) {
+        if let Some(unsupported) = unsupported_require(&msg) {
+            let mut r = build::response(&msg, 420, Some(&self.tag()));
+            r.push("Unsupported", unsupported);
+            return self.respond_msg(&key, r);
+        }
+        let mut r = build::response(&msg, 200, Some(&self.tag()));
+        r.push("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER");
+        r.push("Accept", "application/sdp");
+        self.respond_msg(&key, r);
+    }
+
     /// Make sure every probed account has a probe scheduled (called on trunk changes and ticks).
     pub fn sync_probes(&mut self, now: u64) {
         self.now = now;
@@ -55,4 +69,11 @@ impl Engine {
             tracing::info!(trunk, ?role, ?state, "account health changed");
         }
     }
+}
+
+/// An option tag in Require that we (as UAS) do not support (RFC 3261 section 8.2.2.3).
+fn unsupported_require(msg: &SipMessage) -> Option<String> {
+    let tags: Vec<String> =
+        msg.headers_named("Require").flat_map(|v| v.split(',').map(|t| t.trim().to_string())).filter(|t| !t.is_empty()).collect();
+    (!tags.is_empty()).then(|| tags.join(", "))
 }

@@ -9,61 +9,34 @@ use hatrunk_sip::transaction::Timer;
 
 use super::Engine;
 
+/// Timers of transactions and probes, found through the `timer_keys` map.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum TimerKey {
     Server(String, Timer),
     Client(String, Timer),
-    /// The per-attempt failover timer (no answer within `failover_timeout_ms`).
-    Failover(u64, usize),
-    /// RFC 3261 Timer C: a proceeding INVITE attempt that never completes.
-    TimerC(u64, usize),
-    /// A forwarded attempt's egress node has sent nothing yet.
-    Forward(u64, usize),
-    /// An answered call (by id) reached the trunk's maximum duration.
-    MaxDuration(u64),
-    /// A cancelled call's slot, held while a PBX may still answer its attempts, goes back anyway.
-    HeldSlot(u64),
     Probe(String, Role),
 }
 
-/// A timer of one call, kept in its own heap without a [`TimerKey`] map entry: an answered call
-/// keeps two of them (Timer C, its maximum duration) for minutes, and 100,000 calls must stay small.
+/// A timer of one call (by id), kept in its own heap without a map entry: an answered call keeps
+/// two of them (Timer C, its maximum duration) for minutes, and 100,000 calls must stay small.
+/// Attempts are numbered as in the call's list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum CallTimer {
+    /// The per-attempt failover timer (no answer within `failover_timeout_ms`).
     Failover(u32),
+    /// RFC 3261 Timer C: a proceeding INVITE attempt that never completes.
     TimerC(u32),
+    /// A forwarded attempt's egress node has sent nothing yet.
     Forward(u32),
+    /// An answered call reached the trunk's maximum duration.
     MaxDuration,
+    /// A cancelled call's slot, held while a PBX may still answer its attempts, goes back anyway.
     HeldSlot,
 }
 
 /// `(at, seq, call id, timer)`: ordered like the other heap's `(at, seq)`, so timers fire in the
 /// order they were armed whichever heap holds them.
 pub(super) type CallTimerEntry = (u64, u64, u64, CallTimer);
-
-impl TimerKey {
-    fn for_call(self) -> Result<(u64, CallTimer), TimerKey> {
-        let n = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        Ok(match self {
-            TimerKey::Failover(id, a) => (id, CallTimer::Failover(n(a))),
-            TimerKey::TimerC(id, a) => (id, CallTimer::TimerC(n(a))),
-            TimerKey::Forward(id, a) => (id, CallTimer::Forward(n(a))),
-            TimerKey::MaxDuration(id) => (id, CallTimer::MaxDuration),
-            TimerKey::HeldSlot(id) => (id, CallTimer::HeldSlot),
-            other => return Err(other),
-        })
-    }
-
-    fn from_call(id: u64, t: CallTimer) -> TimerKey {
-        match t {
-            CallTimer::Failover(n) => TimerKey::Failover(id, n as usize),
-            CallTimer::TimerC(n) => TimerKey::TimerC(id, n as usize),
-            CallTimer::Forward(n) => TimerKey::Forward(id, n as usize),
-            CallTimer::MaxDuration => TimerKey::MaxDuration(id),
-            CallTimer::HeldSlot => TimerKey::HeldSlot(id),
-        }
-    }
-}
 
 impl Engine {
     /// When the next timer is due (ms), if any.
@@ -85,7 +58,7 @@ impl Engine {
                 (Some((_, seq)), None) => self.fire_keyed(seq),
                 (_, Some((_, _, id, t))) => {
                     self.call_timers.pop();
-                    self.fire(TimerKey::from_call(id, t));
+                    self.fire_call(id, t);
                 }
             }
         }
@@ -101,18 +74,27 @@ impl Engine {
 
     pub(super) fn arm(&mut self, at: u64, key: TimerKey) {
         self.seq = self.seq.wrapping_add(1);
-        match key.for_call() {
-            Ok((id, t)) => self.call_timers.push(Reverse((at, self.seq, id, t))),
-            Err(key) => {
-                self.timers.push(Reverse((at, self.seq)));
-                self.timer_keys.insert(self.seq, key);
-            }
+        self.timers.push(Reverse((at, self.seq)));
+        self.timer_keys.insert(self.seq, key);
+    }
+
+    pub(super) fn arm_call(&mut self, at: u64, call: u64, t: CallTimer) {
+        self.seq = self.seq.wrapping_add(1);
+        self.call_timers.push(Reverse((at, self.seq, call, t)));
+    }
+
+    fn fire_call(&mut self, id: u64, t: CallTimer) {
+        match t {
+            CallTimer::Failover(n) => self.attempt_no_answer(id, n as usize, false),
+            CallTimer::TimerC(n) => self.attempt_no_answer(id, n as usize, true),
+            CallTimer::Forward(n) => self.forward_timer(id, n as usize),
+            CallTimer::MaxDuration => self.dialog_expired(id),
+            CallTimer::HeldSlot => self.release_held(id),
         }
     }
 
     fn fire(&mut self, key: TimerKey) {
         match key {
-            TimerKey::HeldSlot(id) => self.release_held(id),
             TimerKey::Server(k, t) => {
                 if let Some(e) = self.servers.get_mut(&k) {
                     let fx = e.tx.on_timer(t);
@@ -127,10 +109,6 @@ impl Engine {
                     }
                 }
             }
-            TimerKey::Failover(id, n) => self.attempt_no_answer(id, n, false),
-            TimerKey::TimerC(id, n) => self.attempt_no_answer(id, n, true),
-            TimerKey::Forward(id, n) => self.forward_timer(id, n),
-            TimerKey::MaxDuration(id) => self.dialog_expired(id),
             TimerKey::Probe(t, r) => self.probe_due(&t, r),
         }
     }

@@ -7,7 +7,7 @@ use hatrunk_core::policy::Outcome;
 use hatrunk_sip::SipMessage;
 
 use super::super::egress::{take_report, REPORT_HEADER};
-use super::super::{build, Engine, Owner, TimerKey};
+use super::super::{build, CallTimer, Engine, Owner};
 
 /// RFC 3261 Timer C: > 3 minutes.
 const TIMER_C_MS: u64 = 181_000;
@@ -54,7 +54,7 @@ impl Engine {
                 call.attempts[n].provisional = true;
                 call.key.clone()
             };
-            self.arm(self.now + TIMER_C_MS, TimerKey::TimerC(id, n));
+            self.arm_call(self.now + TIMER_C_MS, id, CallTimer::TimerC(n as u32));
             return self.respond_msg(&key, resp);
         }
         if code < 300 {
@@ -87,7 +87,7 @@ impl Engine {
             }
             self.respond_msg(&key, resp);
             self.dialogs.insert(call_id, id);
-            self.arm(self.now + u64::from(max_s) * 1000, TimerKey::MaxDuration(id));
+            self.arm_call(self.now + u64::from(max_s) * 1000, id, CallTimer::MaxDuration);
             return;
         }
         if let Some(c) = self.calls.get_mut(&id) {
