@@ -136,6 +136,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
                     http: None,
                     seed: node_seed,
                     members: Some(members),
+                    grpc: Default::default(),
                     on_ready: Some(Box::new(move |h| {
                         reg.borrow_mut().insert(who, h);
                     })),

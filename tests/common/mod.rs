@@ -58,12 +58,17 @@ impl Node {
 
     /// A cluster member: node `id` (named `n{id}`), bootstrapping a cluster or waiting to be joined.
     pub fn member(base: u16, id: u64, bootstrap: bool) -> Node {
+        Node::member_with(base, id, bootstrap, "")
+    }
+
+    /// A cluster member with `extra` TOML appended (e.g. a `[tls]` section).
+    pub fn member_with(base: u16, id: u64, bootstrap: bool, extra: &str) -> Node {
         Node::start_full(
             base,
             &format!("id = {id}\nname = \"n{id}\"\nzone = \"z{id}\""),
             "",
             &format!("bootstrap = {bootstrap}\nheartbeat_ms = 100\nelection_min_ms = 800\nelection_max_ms = 1600"),
-            "",
+            extra,
         )
     }
 
@@ -373,4 +378,35 @@ pub fn answered_by(cdrs: &[serde_json::Value]) -> (usize, usize) {
         }
     }
     (p, s)
+}
+
+/// Run the CLI against `node` with extra environment (credentials).
+pub fn cli_env(node: &Node, args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut c = Command::new(hatrunk_bin());
+    c.args(args).env("HATRUNK_ENDPOINTS", format!("127.0.0.1:{}", node.admin));
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run cli")
+}
+
+/// `hatrunk certs init` into `dir` for `nodes`, every node certificate also naming 127.0.0.1.
+pub fn make_certs(dir: &Path, nodes: &str) {
+    let out = Command::new(hatrunk_bin())
+        .args(["certs", "init", "--dir"])
+        .arg(dir)
+        .args(["--nodes", nodes, "--san", "127.0.0.1"])
+        .output()
+        .expect("run hatrunk certs");
+    assert!(out.status.success(), "certs init failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The `[tls]` section for a node holding `name`'s certificate from `dir` (trusting `ca_dir`'s CA).
+pub fn tls_section(ca_dir: &Path, dir: &Path, name: &str) -> String {
+    format!(
+        "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        ca_dir.join("ca.pem").display(),
+        dir.join(format!("{name}.pem")).display(),
+        dir.join(format!("{name}.key")).display()
+    )
 }

@@ -1,7 +1,9 @@
 //! `hatrunk`: one binary for running a node (`run`) and for operating a cluster over the admin API.
 //! Exit codes: 0 success, 1 refused by the node (bad input, not found), 2 usage error,
-//! 3 no node reachable (or no leader: the cluster is unavailable), 4 not available in this build.
+//! 3 no node reachable (or no leader: the cluster is unavailable), 4 not available in this build,
+//! 5 credentials refused (no or a wrong client certificate or admin token).
 
+mod certs;
 mod client;
 mod demo;
 mod output;
@@ -19,8 +21,29 @@ struct Cli {
     /// Output format.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value = "table")]
     output: Format,
+    #[command(flatten)]
+    creds: Creds,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// How the CLI proves itself to a cluster that asks (docs/security.md).
+#[derive(clap::Args, Clone, Default)]
+pub struct Creds {
+    /// The cluster CA (PEM): talk TLS and accept only nodes whose certificate chains to it.
+    #[arg(long, global = true, env = "HATRUNK_CA")]
+    pub ca: Option<std::path::PathBuf>,
+    /// A client certificate and key from the cluster CA (`hatrunk certs` makes admin.pem/admin.key).
+    #[arg(long, global = true, env = "HATRUNK_CERT", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    #[arg(long, global = true, env = "HATRUNK_KEY", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+    /// The name node certificates carry.
+    #[arg(long, global = true, env = "HATRUNK_SERVER_NAME", default_value = certs::NODE_NAME)]
+    pub server_name: String,
+    /// A file holding the admin token (kept off the command line, where `ps` would show it).
+    #[arg(long, global = true, env = "HATRUNK_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -48,6 +71,11 @@ enum Cmd {
     Trunk {
         #[command(subcommand)]
         cmd: TrunkCmd,
+    },
+    /// Make a cluster CA and node and operator certificates.
+    Certs {
+        #[command(subcommand)]
+        cmd: certs::CertsCmd,
     },
     /// Pool use per trunk and node.
     Calls {
@@ -99,7 +127,8 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Run { config } => rt.block_on(run(config)),
         Cmd::Demo(args) => rt.block_on(demo::run(args)),
-        cmd => rt.block_on(client::dispatch(cmd, &cli.endpoints, cli.output)),
+        Cmd::Certs { cmd } => certs::run(cmd),
+        cmd => rt.block_on(client::dispatch(cmd, &cli.endpoints, &cli.creds, cli.output)),
     }
 }
 
@@ -134,6 +163,10 @@ async fn run(config: Option<std::path::PathBuf>) -> ExitCode {
     };
     match hatrunk_node::runtime::run(cfg, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ hatrunk_node::NodeError::Config { .. }) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)

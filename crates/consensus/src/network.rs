@@ -40,7 +40,21 @@ pub fn endpoint(addr: &str) -> Result<Endpoint, String> {
         .keep_alive_while_idle(true))
 }
 
-/// The production dialer: [`channel`] over TCP.
+/// The production dialer with the cluster's mutual TLS: every channel presents this node's
+/// certificate and accepts only a peer whose certificate chains to the cluster CA.
+pub fn tls_dialer(tls: tonic::transport::ClientTlsConfig) -> Dialer {
+    Arc::new(move |addr: &str| {
+        let bare = addr.trim_start_matches("http://").trim_start_matches("https://");
+        Ok(endpoint(&format!("https://{bare}"))?
+            .tls_config(tls.clone())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy())
+    })
+}
+
+/// The production dialer without TLS: [`channel`] over TCP.
 pub fn tcp_dialer() -> Dialer {
     Arc::new(channel)
 }

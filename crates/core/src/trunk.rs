@@ -341,7 +341,7 @@ impl AccountFile {
         let transport = match self.transport.as_deref().unwrap_or("udp") {
             "udp" => Transport::Udp,
             "tcp" => Transport::Tcp,
-            "tls" => return Err(CoreError::field(f("transport"), "tls is not supported by this build yet (udp or tcp)")),
+            "tls" => Transport::Tls,
             other => return Err(CoreError::field(f("transport"), format!("unknown transport {other:?}; expected udp, tcp or tls"))),
         };
         let mut allowed_ips = Vec::new();

@@ -30,7 +30,11 @@ pub struct AdminService {
     pub consensus: Arc<Consensus>,
     pub health: Arc<crate::cluster_health::ClusterHealth>,
     pub timing: hatrunk_consensus::raft::RaftTiming,
+    /// Carried on calls passed on to the leader.
+    pub token: crate::gate::AddToken,
 }
+
+type LeaderClient = AdminClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, crate::gate::AddToken>>;
 
 /// Largest trunk file accepted over the API.
 const MAX_TRUNK_FILE: usize = 64 * 1024;
@@ -68,14 +72,14 @@ impl AdminService {
     }
 
     /// The leader's admin client, when this node is not the leader.
-    async fn leader(&self) -> Result<Option<AdminClient<tonic::transport::Channel>>, Status> {
+    async fn leader(&self) -> Result<Option<LeaderClient>, Status> {
         if self.consensus.is_leader() {
             return Ok(None);
         }
         let (_, addr) =
             self.consensus.leader_addr().ok_or_else(|| Status::unavailable("no leader elected; is a majority of voters up?"))?;
         let ch = self.consensus.dial(&addr).map_err(Status::internal)?;
-        Ok(Some(AdminClient::new(ch)))
+        Ok(Some(AdminClient::with_interceptor(ch, self.token.clone())))
     }
 
     /// Status as this node sees it: members from the committed membership, health from the failure

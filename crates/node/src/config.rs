@@ -19,6 +19,8 @@ pub struct NodeConfig {
     pub upstream: UpstreamSection,
     pub cdr: CdrSection,
     pub security: SecuritySection,
+    pub tls: TlsSection,
+    pub admin: AdminSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -48,8 +50,20 @@ impl Default for NodeSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SipSection {
-    /// `udp:HOST:PORT`, `tcp:HOST:PORT` (`tls:` is refused until TLS lands).
+    /// `udp:HOST:PORT`, `tcp:HOST:PORT`, `tls:HOST:PORT` (one each; udp and tcp required).
     pub listen: Vec<String>,
+    /// The certificate chain and key (PEM) the `tls:` listener presents; also offered as a client
+    /// certificate when we open TLS to a PBX that asks for one.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Extra trust anchors (PEM) for PBXs and carriers reached over TLS, added to the system's
+    /// bundle (a private CA a customer's PBX certificate chains to).
+    pub tls_ca: Option<PathBuf>,
+    /// Stream (TCP and TLS) connections open at once, in total and from one source address.
+    pub max_connections: u32,
+    pub max_connections_per_source: u32,
+    /// A stream connection with no traffic either way for this long is closed.
+    pub tcp_idle_s: u64,
     /// Host written in Via and Record-Route; defaults to the listen host.
     pub advertise: Option<String>,
     /// Status sent when a trunk's pool is full (with `Reason: Q.850;cause=34`).
@@ -63,6 +77,12 @@ impl Default for SipSection {
     fn default() -> Self {
         SipSection {
             listen: vec!["udp:127.0.0.1:5060".into(), "tcp:127.0.0.1:5060".into()],
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            max_connections: 4096,
+            max_connections_per_source: 64,
+            tcp_idle_s: 900,
             advertise: None,
             congestion_code: 503,
             nonce_lifetime_s: 300,
@@ -137,6 +157,40 @@ pub struct CdrSection {
     pub path: Option<PathBuf>,
 }
 
+/// The cluster's own PKI (docs/security.md): with it, node-to-node gRPC is mutual TLS and only a
+/// process holding a certificate from `ca` can join, vote, replicate or use the admin API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// The cluster CA (PEM).
+    pub ca: Option<PathBuf>,
+    /// This node's certificate chain and key (PEM), issued by `ca` (`hatrunk certs`).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// The DNS name every node certificate carries and every node checks on the others.
+    pub server_name: String,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection { ca: None, cert: None, key: None, server_name: "hatrunk-node".into() }
+    }
+}
+
+impl TlsSection {
+    pub fn enabled(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// A file holding the admin bearer token (first line). With it, admin calls must carry
+    /// `authorization: Bearer <token>` unless they come with a cluster client certificate.
+    pub token_file: Option<PathBuf>,
+}
+
 /// Defences against hostile sources (docs/security.md gives the reasons for each default).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -199,6 +253,7 @@ impl SecuritySection {
 pub struct SipListen {
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    pub tls: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -216,7 +271,16 @@ impl NodeConfig {
         if self.node.id == 0 {
             return bad("node.id", "must be at least 1".into());
         }
-        self.sip_listen()?;
+        if self.sip_listen()?.tls.is_some() && (self.sip.tls_cert.is_none() || self.sip.tls_key.is_none()) {
+            return bad("sip.tls_cert", "a tls: listener needs sip.tls_cert and sip.tls_key".into());
+        }
+        if self.sip.max_connections == 0 || self.sip.max_connections_per_source == 0 || self.sip.tcp_idle_s == 0 {
+            return bad("sip.max_connections", "max_connections, max_connections_per_source and tcp_idle_s must be at least 1".into());
+        }
+        let t = &self.tls;
+        if t.enabled() && (t.ca.is_none() || t.cert.is_none() || t.key.is_none()) {
+            return bad("tls", "cluster TLS needs all of tls.ca, tls.cert and tls.key".into());
+        }
         for (field, v) in [("cluster.listen", &self.cluster.listen), ("http.listen", &self.http.listen)] {
             if v.parse::<SocketAddr>().is_err() {
                 return bad(field, format!("{v:?} is not HOST:PORT"));
@@ -265,7 +329,7 @@ impl NodeConfig {
     }
 
     pub fn sip_listen(&self) -> Result<SipListen, NodeError> {
-        let (mut udp, mut tcp) = (None, None);
+        let (mut udp, mut tcp, mut tls) = (None, None, None);
         for (i, l) in self.sip.listen.iter().enumerate() {
             let field = format!("sip.listen[{i}]");
             let (proto, addr) = l
@@ -276,12 +340,12 @@ impl NodeConfig {
             match proto {
                 "udp" => udp = Some(addr),
                 "tcp" => tcp = Some(addr),
-                "tls" => return Err(NodeError::Config { field, reason: "tls listeners are not supported by this build yet".into() }),
+                "tls" => tls = Some(addr),
                 other => return Err(NodeError::Config { field, reason: format!("unknown transport {other:?}") }),
             }
         }
         match (udp, tcp) {
-            (Some(udp), Some(tcp)) => Ok(SipListen { udp, tcp }),
+            (Some(udp), Some(tcp)) => Ok(SipListen { udp, tcp, tls }),
             _ => Err(NodeError::Config { field: "sip.listen".into(), reason: "needs one udp: and one tcp: listener".into() }),
         }
     }

@@ -9,6 +9,7 @@
 //! - [`store`], [`admission`]: the configuration and pool interfaces, single-node implementations.
 //! - [`admin`]: the admin gRPC service; [`http`]: `/metrics` and `/health`; [`cdr`]: the CDR writer.
 //! - [`status`], [`metrics`]: live state shared with the API.
+//! - [`tls`], [`gate`]: TLS material from the config; who may call the gRPC services.
 
 pub mod admin;
 pub mod admission;
@@ -16,11 +17,13 @@ pub mod cdr;
 pub mod cluster_health;
 pub mod config;
 pub mod error;
+pub mod gate;
 pub mod http;
 pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod status;
 pub mod store;
+pub mod tls;
 
 pub use error::NodeError;

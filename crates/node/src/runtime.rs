@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hatrunk_sip::transport::{TransportEvent, Transports};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
+use tonic::service::interceptor::InterceptedService;
 
 use hatrunk_consensus::backend::Backend;
 use hatrunk_consensus::network::Dialer;
@@ -57,6 +58,8 @@ pub struct Wiring<B: Backend> {
     pub seed: u64,
     /// Members to initialise the cluster with on first start (the simulation's fixed topology).
     pub members: Option<BTreeMap<u64, NodeInfo>>,
+    /// Who may call the gRPC services (production: from `[tls]` and `[admin]`).
+    pub grpc: GrpcSecurity,
     /// Called once the node is assembled, with the handles an observer may read.
     pub on_ready: Option<Box<dyn FnOnce(Handles)>>,
     /// A layer around admission. Production has none; the simulation's check of its own checker
@@ -65,6 +68,13 @@ pub struct Wiring<B: Backend> {
     /// A layer around the trunk store the call path reads, for the same purpose (a broken build
     /// that sees every trunk's failover policy wrong).
     pub store_layer: Option<StoreLayer>,
+}
+
+/// The gRPC server's TLS and the admin token (none of either: an open cluster, for loopback use).
+#[derive(Clone, Default)]
+pub struct GrpcSecurity {
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    pub token: Option<Arc<str>>,
 }
 
 /// Wraps the node's admission (see [`Wiring::admission_layer`]).
@@ -97,11 +107,26 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         .path(cfg.node.data_dir.join("db"))
         .open()
         .map_err(|e| NodeError::Storage(format!("cannot open {}: {e}", cfg.node.data_dir.display())))?;
+    let token = crate::tls::admin_token(&cfg)?;
+    let cluster_tls = crate::tls::cluster(&cfg.tls, token.is_some())?;
+    if cluster_tls.is_none() && !is_loopback(&cfg.cluster.listen) {
+        tracing::warn!(listen = %cfg.cluster.listen, "cluster gRPC is not on loopback and has no [tls]: anyone who reaches it can join the cluster");
+    }
     let sip = if cfg.node.role == "sip" {
         let udp = UdpSocket::bind(listen.udp).await.map_err(io(format!("udp {}", listen.udp)))?;
         let tcp = TcpListener::bind(listen.tcp).await.map_err(io(format!("tcp {}", listen.tcp)))?;
+        let tls = match (listen.tls, crate::tls::sip_server(&cfg)?) {
+            (Some(addr), Some(sc)) => Some((TcpListener::bind(addr).await.map_err(io(format!("tls {addr}")))?, sc)),
+            _ => None,
+        };
+        let limits = hatrunk_sip::transport::StreamLimits {
+            max_connections: cfg.sip.max_connections,
+            per_source: cfg.sip.max_connections_per_source,
+            idle: Duration::from_secs(cfg.sip.tcp_idle_s),
+        };
+        let streams = hatrunk_sip::transport::StreamSetup { tcp, tls, tls_client: Some(crate::tls::sip_client(&cfg)?), limits };
         let (ev_tx, events) = mpsc::channel(65_536);
-        let transports = Transports::start(udp, tcp, ev_tx)?;
+        let transports = Transports::start(udp, streams, ev_tx)?;
         let cdrs = crate::cdr::start(cfg.cdr_path()).await?;
         Some(SipIo { transports, events, cdrs, secret: node_secret(&db)? })
     } else {
@@ -116,7 +141,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
     tracing::info!(node = cfg.node.id, role = %cfg.node.role, sip_udp = %listen.udp, sip_tcp = %listen.tcp, cluster = %admin_addr, http = %http_addr, "hatrunk node running");
     let wiring = Wiring {
         backend: hatrunk_consensus::backend::SledBackend::open(&db)?,
-        dialer: hatrunk_consensus::network::tcp_dialer(),
+        dialer: match &cluster_tls {
+            Some(t) => hatrunk_consensus::network::tls_dialer(t.client.clone()),
+            None => hatrunk_consensus::network::tcp_dialer(),
+        },
+        grpc: GrpcSecurity { tls: cluster_tls.map(|t| t.server), token },
         clock: wall_ms,
         sip,
         http: Some(http),
@@ -148,7 +177,7 @@ where
 {
     cfg.validate()?;
     let listen = cfg.sip_listen()?;
-    let Wiring { backend, dialer, clock, sip, http, seed, members, on_ready, admission_layer, store_layer } = wiring;
+    let Wiring { backend, dialer, clock, sip, http, seed, members, grpc, on_ready, admission_layer, store_layer } = wiring;
     let cluster_addr = cfg.cluster.advertise.clone().unwrap_or_else(|| cfg.cluster.listen.clone());
     let info = NodeInfo {
         name: cfg.node.name.clone(),
@@ -219,6 +248,7 @@ where
         consensus: consensus.clone(),
         health: health.clone(),
         timing,
+        token: crate::gate::AddToken(grpc.token.clone()),
     };
     if let Some(http_listener) = http {
         let http_state = Arc::new(HttpState { metrics, store, admission, status });
@@ -228,13 +258,18 @@ where
             }
         });
     }
-    let served = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    let tls = grpc.tls.is_some();
+    if let Some(t) = grpc.tls {
+        server = server.tls_config(t).map_err(|e| NodeError::Config { field: "tls".into(), reason: e.to_string() })?;
+    }
+    let gate = |admin| crate::gate::Gate { tls, token: grpc.token.clone(), admin };
+    let cluster_service = ClusterServer::new(ClusterService { consensus: consensus.clone(), quorum: health.quorum.clone() })
+        .max_decoding_message_size(hatrunk_consensus::codec::LIMIT as usize);
+    let served = server
         .timeout(Duration::from_secs(30))
-        .add_service(AdminServer::new(admin))
-        .add_service(
-            ClusterServer::new(ClusterService { consensus: consensus.clone(), quorum: health.quorum.clone() })
-                .max_decoding_message_size(hatrunk_consensus::codec::LIMIT as usize),
-        )
+        .add_service(InterceptedService::new(AdminServer::new(admin), gate(true)))
+        .add_service(InterceptedService::new(cluster_service, gate(false)))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     if let Some(t) = engine_task {
@@ -303,6 +338,7 @@ fn start_sip(
         region: cfg.node.region.clone(),
         udp: transports.local(hatrunk_sip::transport::Proto::Udp),
         tcp: transports.local(hatrunk_sip::transport::Proto::Tcp),
+        tls: transports.has_tls().then(|| transports.local(hatrunk_sip::transport::Proto::Tls)),
         advertise: cfg.sip.advertise.clone().unwrap_or_else(|| listen.udp.ip().to_string()),
         congestion_code: cfg.sip.congestion_code,
         upstream,
@@ -318,6 +354,10 @@ fn start_sip(
     };
     let engine = Engine::new(ecfg, store.clone(), cluster, metrics, status);
     Ok(tokio::spawn(engine_loop(engine, events, transports, admission, store, cdrs, clock)))
+}
+
+fn is_loopback(addr: &str) -> bool {
+    addr.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
 }
 
 /// A per-node secret for digest nonces, created once and kept in the store.

@@ -1,5 +1,6 @@
-//! UDP and TCP transports on tokio behind one handle (RFC 3261 section 18). TLS plugs in as another
-//! stream kind later: everything above sees only [`Proto`], peer addresses and connection ids.
+//! UDP, TCP and TLS transports on tokio behind one handle (RFC 3261 section 18, RFC 5630 for TLS).
+//! Everything above sees only [`Proto`], peer addresses and connection ids; streams (TCP and TLS)
+//! share one connection table with limits in total, per source address and on idle time.
 //!
 //! Incoming messages and send failures arrive on one channel as [`TransportEvent`]s. A UDP send to a
 //! port with nothing listening comes back as an ICMP error, which Linux reports only with
@@ -8,15 +9,17 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
+use tokio_rustls::rustls;
 
 use crate::error::SipError;
 use crate::framing::{next_frame, MAX_MESSAGE};
@@ -25,6 +28,7 @@ use crate::framing::{next_frame, MAX_MESSAGE};
 pub enum Proto {
     Udp,
     Tcp,
+    Tls,
 }
 
 impl Proto {
@@ -32,6 +36,16 @@ impl Proto {
         match self {
             Proto::Udp => "UDP",
             Proto::Tcp => "TCP",
+            Proto::Tls => "TLS",
+        }
+    }
+
+    /// The `transport=` URI parameter for this protocol (none for UDP, the default).
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Proto::Udp => "",
+            Proto::Tcp => ";transport=tcp",
+            Proto::Tls => ";transport=tls",
         }
     }
 
@@ -62,12 +76,45 @@ pub enum TransportEvent {
 
 /// Per-connection outgoing queue depth; a peer that does not read loses messages, we keep no more.
 const CONN_QUEUE: usize = 1024;
-/// Streams open at once, inbound and outbound together.
-pub const MAX_CONNECTIONS: u64 = 4096;
+/// A TLS handshake (or an outbound connect) not done within this gives up: a peer that opens
+/// connections and never finishes them holds a slot for no longer than this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An inbound connection that has not sent one complete message within this is closed.
+const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bounds on stream connections (TCP and TLS together). Past them a new inbound connection is
+/// closed at once and an outbound one is reported unreachable; memory never grows with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Open at once, inbound and outbound.
+    pub max_connections: u32,
+    /// Inbound connections open at once from one IP address.
+    pub per_source: u32,
+    /// A connection with no traffic either way for this long is closed.
+    pub idle: Duration,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits { max_connections: 4096, per_source: 64, idle: Duration::from_secs(900) }
+    }
+}
+
+/// The stream side of [`Transports::start`]: the TCP listener, TLS if configured, the limits.
+pub struct StreamSetup {
+    pub tcp: TcpListener,
+    /// The `tls:` listener and the node's SIP certificate.
+    pub tls: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
+    /// How we verify PBXs and carriers we reach over TLS (None: no outbound TLS).
+    pub tls_client: Option<Arc<rustls::ClientConfig>>,
+    pub limits: StreamLimits,
+}
 
 struct Conns {
     by_id: HashMap<u64, mpsc::Sender<Bytes>>,
-    by_peer: HashMap<SocketAddr, u64>,
+    by_peer: HashMap<(Proto, SocketAddr), u64>,
+    /// Inbound connections open per source address.
+    per_ip: HashMap<IpAddr, u32>,
 }
 
 /// A datagram socket: the kernel's UDP socket in production, a simulated one in turmoil. The
@@ -121,45 +168,76 @@ pub struct Transports {
     udp: Arc<dyn SendDatagram>,
     /// None when the node has no SIP over TCP (a simulated node).
     tcp_local: Option<SocketAddr>,
+    tls_local: Option<SocketAddr>,
+    tls_client: Option<tokio_rustls::TlsConnector>,
+    limits: StreamLimits,
     conns: Mutex<Conns>,
     next_id: AtomicU64,
     open: AtomicU64,
+    refused: AtomicU64,
+    epoch: Instant,
     events: mpsc::Sender<TransportEvent>,
 }
 
 impl Transports {
-    /// Start UDP and TCP on the given bound sockets (binding is the caller's, so tests and
-    /// simulations can hand in their own).
-    pub fn start(udp: UdpSocket, tcp: TcpListener, events: mpsc::Sender<TransportEvent>) -> Result<Arc<Transports>, SipError> {
+    /// Start UDP, TCP and (if configured) TLS on the given bound sockets (binding is the caller's,
+    /// so tests and simulations can hand in their own).
+    pub fn start(udp: UdpSocket, streams: StreamSetup, events: mpsc::Sender<TransportEvent>) -> Result<Arc<Transports>, SipError> {
         let err = |e: std::io::Error| SipError::Transport { peer: "local".into(), reason: e.to_string() };
-        let tcp_local = tcp.local_addr().map_err(err)?;
+        let tcp_local = streams.tcp.local_addr().map_err(err)?;
         let udp_local = udp.local_addr().map_err(err)?;
         if udp_local.is_ipv4() {
             nix::sys::socket::setsockopt(&udp, nix::sys::socket::sockopt::Ipv4RecvErr, &true).map_err(|e| err(std::io::Error::from(e)))?;
         }
         let udp = Arc::new(KernelUdp(udp));
-        let t = Self::new(udp.clone(), Some(tcp_local), events);
+        let mut t = Self::build(udp.clone(), Some(tcp_local), events);
+        let tls = match streams.tls {
+            Some((l, cfg)) => Some((l.local_addr().map_err(err)?, l, tokio_rustls::TlsAcceptor::from(cfg))),
+            None => None,
+        };
+        t.tls_local = tls.as_ref().map(|(a, _, _)| *a);
+        t.tls_client = streams.tls_client.map(tokio_rustls::TlsConnector::from);
+        t.limits = streams.limits;
+        let t = Arc::new(t);
         tokio::spawn(udp_loop(t.clone(), udp));
-        tokio::spawn(accept_loop(t.clone(), tcp));
+        tokio::spawn(accept_loop(t.clone(), streams.tcp, None));
+        if let Some((_, l, acceptor)) = tls {
+            tokio::spawn(accept_loop(t.clone(), l, Some(acceptor)));
+        }
         Ok(t)
     }
 
     /// Start SIP over one datagram socket only (no TCP): how a simulated node runs.
     pub fn start_datagram<D: Datagram>(udp: Arc<D>, events: mpsc::Sender<TransportEvent>) -> Arc<Transports> {
-        let t = Self::new(udp.clone(), None, events);
+        let t = Arc::new(Self::build(udp.clone(), None, events));
         tokio::spawn(udp_loop(t.clone(), udp));
         t
     }
 
-    fn new(udp: Arc<dyn SendDatagram>, tcp_local: Option<SocketAddr>, events: mpsc::Sender<TransportEvent>) -> Arc<Transports> {
-        Arc::new(Transports {
+    fn build(udp: Arc<dyn SendDatagram>, tcp_local: Option<SocketAddr>, events: mpsc::Sender<TransportEvent>) -> Transports {
+        Transports {
             udp,
             tcp_local,
-            conns: Mutex::new(Conns { by_id: HashMap::new(), by_peer: HashMap::new() }),
+            tls_local: None,
+            tls_client: None,
+            limits: StreamLimits::default(),
+            conns: Mutex::new(Conns { by_id: HashMap::new(), by_peer: HashMap::new(), per_ip: HashMap::new() }),
             next_id: AtomicU64::new(1),
             open: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            epoch: Instant::now(),
             events,
-        })
+        }
+    }
+
+    /// Stream connections open now (TCP and TLS, both directions).
+    pub fn open_connections(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Inbound connections closed at once because a limit was reached, since start.
+    pub fn refused_connections(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     pub fn local(&self, proto: Proto) -> SocketAddr {
@@ -167,7 +245,13 @@ impl Transports {
         match proto {
             Proto::Udp => udp,
             Proto::Tcp => self.tcp_local.unwrap_or(udp),
+            Proto::Tls => self.tls_local.or(self.tcp_local).unwrap_or(udp),
         }
+    }
+
+    /// Whether this node listens for SIP over TLS.
+    pub fn has_tls(&self) -> bool {
+        self.tls_local.is_some()
     }
 
     /// Send `bytes` to `peer`. Over TCP, `conn` (if still open) is used first, then any open
@@ -175,7 +259,7 @@ impl Transports {
     pub fn send(self: &Arc<Self>, proto: Proto, peer: SocketAddr, conn: Option<u64>, bytes: Bytes) {
         match proto {
             Proto::Udp => self.send_udp(peer, &bytes),
-            Proto::Tcp => self.send_tcp(peer, conn, bytes),
+            Proto::Tcp | Proto::Tls => self.send_stream(proto, peer, conn, bytes),
         }
     }
 
@@ -196,100 +280,203 @@ impl Transports {
         }
     }
 
-    fn send_tcp(self: &Arc<Self>, peer: SocketAddr, conn: Option<u64>, bytes: Bytes) {
+    fn send_stream(self: &Arc<Self>, proto: Proto, peer: SocketAddr, conn: Option<u64>, bytes: Bytes) {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let id = conn.filter(|c| conns.by_id.contains_key(c)).or_else(|| conns.by_peer.get(&peer).copied());
+        let id = conn.filter(|c| conns.by_id.contains_key(c)).or_else(|| conns.by_peer.get(&(proto, peer)).copied());
         if let Some(tx) = id.and_then(|id| conns.by_id.get(&id)) {
             if tx.try_send(bytes).is_err() {
-                tracing::warn!(%peer, "tcp send queue full or closed; message dropped");
+                tracing::warn!(%peer, "stream send queue full or closed; message dropped");
             }
             return;
         }
-        if self.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS || self.tcp_local.is_none() {
-            let _ = self.events.try_send(TransportEvent::Unreachable { proto: Proto::Tcp, peer });
+        let connector = match proto {
+            Proto::Tls => self.tls_client.clone(),
+            _ => None,
+        };
+        let usable = self.tcp_local.is_some() && (proto != Proto::Tls || connector.is_some());
+        if self.open.load(Ordering::Relaxed) >= u64::from(self.limits.max_connections) || !usable {
+            if !usable {
+                tracing::warn!(%peer, ?proto, "no outbound {} configured on this node", proto.via_name());
+            }
+            let _ = self.events.try_send(TransportEvent::Unreachable { proto, peer });
             return;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(CONN_QUEUE);
         let _ = tx.try_send(bytes);
         conns.by_id.insert(id, tx);
-        conns.by_peer.insert(peer, id);
+        conns.by_peer.insert((proto, peer), id);
         drop(conns);
+        self.open.fetch_add(1, Ordering::Relaxed);
         let me = self.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(std::time::Duration::from_secs(5), TcpStream::connect(peer)).await {
-                Ok(Ok(stream)) => me.run_conn(id, peer, stream, rx).await,
-                _ => {
-                    me.forget(id, peer);
-                    let _ = me.events.send(TransportEvent::Unreachable { proto: Proto::Tcp, peer }).await;
+            let connected = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+                let tcp = TcpStream::connect(peer).await?;
+                let _ = tcp.set_nodelay(true);
+                Ok::<_, std::io::Error>(tcp)
+            })
+            .await;
+            let tcp = match connected {
+                Ok(Ok(tcp)) => tcp,
+                _ => return me.failed(id, proto, peer).await,
+            };
+            match connector {
+                None => me.run_conn(id, proto, peer, tcp, rx, false).await,
+                Some(c) => {
+                    let name = rustls::pki_types::ServerName::IpAddress(peer.ip().into());
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, c.connect(name, tcp)).await {
+                        Ok(Ok(tls)) => me.run_conn(id, proto, peer, tls, rx, false).await,
+                        Ok(Err(e)) => {
+                            tracing::warn!(%peer, error = %e, "tls handshake with peer failed");
+                            me.failed(id, proto, peer).await
+                        }
+                        Err(_) => me.failed(id, proto, peer).await,
+                    }
                 }
             }
         });
     }
 
-    fn forget(&self, id: u64, peer: SocketAddr) {
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns.by_id.remove(&id);
-        if conns.by_peer.get(&peer) == Some(&id) {
-            conns.by_peer.remove(&peer);
-        }
+    async fn failed(&self, id: u64, proto: Proto, peer: SocketAddr) {
+        self.forget(id, proto, peer, false);
+        let _ = self.events.send(TransportEvent::Unreachable { proto, peer }).await;
     }
 
-    async fn run_conn(self: Arc<Self>, id: u64, peer: SocketAddr, stream: TcpStream, mut rx: mpsc::Receiver<Bytes>) {
-        self.open.fetch_add(1, Ordering::Relaxed);
-        let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
+    /// Drop a connection from the tables (its slot in the counters too).
+    fn forget(&self, id: u64, proto: Proto, peer: SocketAddr, inbound: bool) {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.by_id.remove(&id);
+        if conns.by_peer.get(&(proto, peer)) == Some(&id) {
+            conns.by_peer.remove(&(proto, peer));
+        }
+        if inbound {
+            if let Some(n) = conns.per_ip.get_mut(&peer.ip()) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    conns.per_ip.remove(&peer.ip());
+                }
+            }
+        }
+        drop(conns);
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Read messages off a connection until it closes, goes idle or sends something unframeable;
+    /// a writer task drains its queue meanwhile.
+    async fn run_conn<S>(self: Arc<Self>, id: u64, proto: Proto, peer: SocketAddr, stream: S, mut rx: mpsc::Receiver<Bytes>, inbound: bool)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let last = Arc::new(AtomicU64::new(self.now_ms()));
+        let (me, seen) = (self.clone(), last.clone());
         let writer = tokio::spawn(async move {
             while let Some(b) = rx.recv().await {
                 if wr.write_all(&b).await.is_err() {
                     break;
                 }
+                seen.store(me.now_ms(), Ordering::Relaxed);
             }
+            let _ = wr.shutdown().await;
         });
-        let mut buf = BytesMut::with_capacity(8192);
+        let mut buf = BytesMut::with_capacity(4096);
+        let mut got_one = !inbound;
         'read: loop {
-            match rd.read_buf(&mut buf).await {
+            let idle = if got_one { self.limits.idle } else { FIRST_MESSAGE_TIMEOUT.min(self.limits.idle) };
+            let quiet = Duration::from_millis(self.now_ms().saturating_sub(last.load(Ordering::Relaxed)));
+            let Some(wait) = idle.checked_sub(quiet).filter(|w| !w.is_zero()) else {
+                tracing::debug!(%peer, ?proto, "closing idle connection");
+                break;
+            };
+            let read = match tokio::time::timeout(wait, rd.read_buf(&mut buf)).await {
+                Err(_) => continue, // re-check: the writer may have been busy meanwhile
+                Ok(r) => r,
+            };
+            match read {
                 Ok(0) | Err(_) => break,
                 Ok(_) => loop {
+                    last.store(self.now_ms(), Ordering::Relaxed);
                     match next_frame(&mut buf) {
                         Ok(Some(frame)) => {
-                            let m = Incoming { bytes: frame.freeze(), proto: Proto::Tcp, peer, conn: Some(id) };
+                            got_one = true;
+                            let m = Incoming { bytes: frame.freeze(), proto, peer, conn: Some(id) };
                             if self.events.send(TransportEvent::Message(m)).await.is_err() {
                                 break 'read;
                             }
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            tracing::info!(%peer, error = %e, "closing tcp connection: unframeable stream");
+                            tracing::info!(%peer, error = %e, "closing stream connection: unframeable stream");
                             break 'read;
                         }
                     }
                 },
             }
         }
-        self.forget(id, peer);
+        self.forget(id, proto, peer, inbound);
         writer.abort();
-        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Admit an inbound connection against the limits; its id and queue when admitted.
+    fn admit(&self, proto: Proto, peer: SocketAddr) -> Option<(u64, mpsc::Receiver<Bytes>)> {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let from_ip = conns.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+        if self.open.load(Ordering::Relaxed) >= u64::from(self.limits.max_connections) || from_ip >= self.limits.per_source {
+            drop(conns);
+            let n = self.refused.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() {
+                tracing::warn!(%peer, refused_so_far = n + 1, "refusing stream connection: connection limit reached");
+            }
+            return None;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(CONN_QUEUE);
+        conns.by_id.insert(id, tx);
+        conns.by_peer.insert((proto, peer), id);
+        *conns.per_ip.entry(peer.ip()).or_insert(0) += 1;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Some((id, rx))
     }
 }
 
-async fn accept_loop(t: Arc<Transports>, listener: TcpListener) {
+async fn accept_loop(t: Arc<Transports>, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
+    let proto = if tls.is_some() { Proto::Tls } else { Proto::Tcp };
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // out of file descriptors and the like: back off instead of spinning
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
-        if t.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-            tracing::warn!(%peer, "refusing tcp connection: connection limit reached");
-            continue;
+        let Some((id, rx)) = t.admit(proto, peer) else {
+            continue; // dropping the stream closes it
+        };
+        let _ = stream.set_nodelay(true);
+        let t = t.clone();
+        match tls.clone() {
+            None => {
+                tokio::spawn(t.run_conn(id, proto, peer, stream, rx, true));
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => t.run_conn(id, proto, peer, s, rx, true).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "tls handshake failed");
+                            t.forget(id, proto, peer, true);
+                        }
+                        Err(_) => t.forget(id, proto, peer, true),
+                    }
+                });
+            }
         }
-        let id = t.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(CONN_QUEUE);
-        {
-            let mut conns = t.conns.lock().unwrap_or_else(|p| p.into_inner());
-            conns.by_id.insert(id, tx);
-            conns.by_peer.insert(peer, id);
-        }
-        tokio::spawn(t.clone().run_conn(id, peer, stream, rx));
     }
 }
 

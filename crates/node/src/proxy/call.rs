@@ -306,10 +306,13 @@ impl Engine {
             AuthMode::Ip => {
                 let t = a.sip_target()?;
                 let ip: IpAddr = t.host.parse().ok()?;
-                let proto = if a.transport == Transport::Tcp { Proto::Tcp } else { Proto::Udp };
-                let tp = if proto == Proto::Tcp { ";transport=tcp" } else { "" };
+                let proto = match a.transport {
+                    Transport::Udp => Proto::Udp,
+                    Transport::Tcp => Proto::Tcp,
+                    Transport::Tls => Proto::Tls,
+                };
                 let addr = SocketAddr::new(ip, t.port);
-                Some((Src { proto, addr, conn: None }, format!("sip:{number}@{}{tp}", fmt_hostport(addr))))
+                Some((Src { proto, addr, conn: None }, format!("sip:{number}@{}{}", fmt_hostport(addr), proto.uri_param())))
             }
             AuthMode::Digest => {
                 let user = a.username.as_deref()?;
@@ -345,10 +348,7 @@ impl Engine {
         } else {
             String::new()
         };
-        let rr = |e: &Engine, p: Proto| match p {
-            Proto::Udp => format!("<sip:{};lr{ht}>", e.hostport(Proto::Udp)),
-            Proto::Tcp => format!("<sip:{};transport=tcp;lr{ht}>", e.hostport(Proto::Tcp)),
-        };
+        let rr = |e: &Engine, p: Proto| format!("<sip:{}{};lr{ht}>", e.hostport(p), p.uri_param());
         if in_proto != out_proto {
             let inner = rr(self, in_proto);
             m.push_front("Record-Route", inner);

@@ -124,8 +124,11 @@ pub(super) fn uri_dest(uri: &str) -> Option<Src> {
     let u = SipUri::parse(uri).ok()?;
     let ip: IpAddr = u.host.trim_matches(['[', ']']).parse().ok()?;
     let proto = match u.param("transport") {
+        _ if u.scheme == "sips" => Proto::Tls,
         Some(t) if t.eq_ignore_ascii_case("tcp") => Proto::Tcp,
+        Some(t) if t.eq_ignore_ascii_case("tls") => Proto::Tls,
         _ => Proto::Udp,
     };
-    Some(Src { proto, addr: SocketAddr::new(ip, u.port.unwrap_or(5060)), conn: None })
+    let default_port = if proto == Proto::Tls { 5061 } else { 5060 };
+    Some(Src { proto, addr: SocketAddr::new(ip, u.port.unwrap_or(default_port)), conn: None })
 }

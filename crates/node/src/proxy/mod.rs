@@ -108,6 +108,8 @@ pub struct EngineConfig {
     pub region: String,
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    /// The `tls:` listener, if the node has one.
+    pub tls: Option<SocketAddr>,
     pub advertise: String,
     pub congestion_code: u16,
     pub upstream: Option<SocketAddr>,
@@ -528,6 +530,7 @@ impl Engine {
         let port = match proto {
             Proto::Udp => self.cfg.udp.port(),
             Proto::Tcp => self.cfg.tcp.port(),
+            Proto::Tls => self.cfg.tls.unwrap_or(self.cfg.tcp).port(),
         };
         format!("{}:{port}", self.cfg.advertise)
     }
@@ -537,7 +540,7 @@ impl Engine {
         let port = uri.port.unwrap_or(5060);
         let host_ok =
             uri.host == self.cfg.advertise || uri.host == self.cfg.udp.ip().to_string() || uri.host == self.cfg.tcp.ip().to_string();
-        host_ok && (port == self.cfg.udp.port() || port == self.cfg.tcp.port())
+        host_ok && (port == self.cfg.udp.port() || port == self.cfg.tcp.port() || self.cfg.tls.is_some_and(|t| t.port() == port))
     }
 
     fn branch(&mut self) -> String {

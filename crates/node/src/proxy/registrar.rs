@@ -11,9 +11,13 @@ use hatrunk_sip::transport::Proto;
 
 use super::{build, dialog::uri_dest, Action, Engine, Src};
 
-/// A delivery address as replicated: `udp:IP:PORT` or `tcp:IP:PORT`.
+/// A delivery address as replicated: `udp:IP:PORT`, `tcp:IP:PORT` or `tls:IP:PORT`.
 pub fn route_of(src: Src) -> String {
-    let p = if src.proto == Proto::Tcp { "tcp" } else { "udp" };
+    let p = match src.proto {
+        Proto::Udp => "udp",
+        Proto::Tcp => "tcp",
+        Proto::Tls => "tls",
+    };
     format!("{p}:{}", src.addr)
 }
 
@@ -23,6 +27,7 @@ pub fn parse_route(route: &str) -> Option<Src> {
     let proto = match p {
         "udp" => Proto::Udp,
         "tcp" => Proto::Tcp,
+        "tls" => Proto::Tls,
         _ => return None,
     };
     Some(Src { proto, addr: addr.parse().ok()?, conn: None })

@@ -88,6 +88,7 @@ pub(super) fn engine_on(trunk: &str, view: Arc<dyn crate::cluster_health::Cluste
         region: "r".into(),
         udp: "127.0.0.1:5060".parse().expect("addr"),
         tcp: "127.0.0.1:5060".parse().expect("addr"),
+        tls: None,
         advertise: "127.0.0.1".into(),
         congestion_code: 503,
         upstream: None,
