@@ -56,6 +56,11 @@ impl Node {
         Node::start_full(base, "", sip, "", extra)
     }
 
+    /// Like [`Node::start_with`] where `sip` brings its own `listen = [...]` line.
+    pub fn start_sip_listen(base: u16, sip: &str, extra: &str) -> Node {
+        Node::start_full(base, "", sip, "", extra)
+    }
+
     /// A cluster member: node `id` (named `n{id}`), bootstrapping a cluster or waiting to be joined.
     pub fn member(base: u16, id: u64, bootstrap: bool) -> Node {
         Node::member_with(base, id, bootstrap, "")
@@ -76,8 +81,11 @@ impl Node {
     pub fn start_full(base: u16, node: &str, sip: &str, cluster: &str, extra: &str) -> Node {
         require_sipp();
         let dir = tempfile::tempdir().expect("tempdir");
+        // `sip` lines with their own listen list replace the default one
+        let listen =
+            if sip.contains("listen =") { String::new() } else { format!("listen = [\"udp:127.0.0.1:{base}\", \"tcp:127.0.0.1:{base}\"]") };
         let cfg = format!(
-            "[node]\ndata_dir = \"{}\"\n{node}\n[sip]\nlisten = [\"udp:127.0.0.1:{base}\", \"tcp:127.0.0.1:{base}\"]\n{sip}\n[cluster]\nlisten = \"127.0.0.1:{}\"\n{cluster}\n[http]\nlisten = \"127.0.0.1:{}\"\n{extra}",
+            "[node]\ndata_dir = \"{}\"\n{node}\n[sip]\n{listen}\n{sip}\n[cluster]\nlisten = \"127.0.0.1:{}\"\n{cluster}\n[http]\nlisten = \"127.0.0.1:{}\"\n{extra}",
             dir.path().join("data").display(),
             base + 1,
             base + 2
