@@ -556,4 +556,49 @@ mod tests {
             tokio::time::timeout(std::time::Duration::from_secs(5), live.recv_from(&mut buf)).await.expect("delivered").expect("recv");
         assert_eq!(&buf[..n], b"hello");
     }
+
+    async fn streams(limits: StreamLimits) -> (Arc<Transports>, SocketAddr, mpsc::Receiver<TransportEvent>) {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = tcp.local_addr().expect("addr");
+        let (tx, rx) = mpsc::channel(16);
+        let t = Transports::start(udp, StreamSetup { tcp, tls: None, tls_client: None, limits }, tx).expect("start");
+        (t, addr, rx)
+    }
+
+    /// Whether the node closed `s` (EOF or reset) within a few seconds.
+    async fn closed(s: &mut TcpStream) -> bool {
+        let mut b = [0u8; 16];
+        matches!(tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await, Ok(Ok(0)) | Ok(Err(_)))
+    }
+
+    #[tokio::test]
+    async fn one_source_cannot_hold_more_than_its_share_of_connections() {
+        let limits = StreamLimits { max_connections: 100, per_source: 2, idle: Duration::from_secs(60) };
+        let (t, addr, _rx) = streams(limits).await;
+        let mut a = TcpStream::connect(addr).await.expect("a");
+        let _b = TcpStream::connect(addr).await.expect("b");
+        let mut c = TcpStream::connect(addr).await.expect("c");
+        assert!(closed(&mut c).await, "the third connection from one address must be closed");
+        assert_eq!(t.refused_connections(), 1);
+        assert_eq!(t.open_connections(), 2);
+        // a slot freed is a slot usable again
+        drop(a.shutdown().await);
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut d = TcpStream::connect(addr).await.expect("d");
+        d.write_all(b"\r\n\r\n").await.expect("write");
+        let mut buf = [0u8; 1];
+        assert!(tokio::time::timeout(Duration::from_millis(300), d.read(&mut buf)).await.is_err(), "d should stay open");
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed() {
+        let limits = StreamLimits { max_connections: 100, per_source: 10, idle: Duration::from_millis(300) };
+        let (t, addr, _rx) = streams(limits).await;
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        assert!(closed(&mut s).await, "an idle connection must be closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(t.open_connections(), 0);
+    }
 }
