@@ -11,10 +11,18 @@ use sha2::{Digest, Sha256};
 pub const REALM: &str = "hatrunk";
 
 /// HA1 for both algorithms we accept (MD5 for old PBXes, SHA-256 per RFC 7616).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` shows neither hash: a trunk or a replicated command printed in a log or an error must
+/// not carry what a password cracker needs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DigestHa1 {
     pub md5: String,
     pub sha256: String,
+}
+
+impl std::fmt::Debug for DigestHa1 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DigestHa1(redacted)")
+    }
 }
 
 impl DigestHa1 {
