@@ -33,7 +33,9 @@ uri=\"sip:hatrunk\", response=\"6629fae49393a05397450978507c4ef1\", algorithm=SH
 fn torture() -> Vec<Vec<u8>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/sip-torture");
     let mut v: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-        .map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "dat")).filter_map(|e| std::fs::read(e.path()).ok()).collect())
+        .map(|d| {
+            d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "dat")).filter_map(|e| std::fs::read(e.path()).ok()).collect()
+        })
         .unwrap_or_default();
     v.sort();
     v

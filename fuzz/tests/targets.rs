@@ -9,8 +9,9 @@ use proptest::prelude::*;
 
 fn regressions(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("regressions").join(target);
-    let mut v: Vec<_> =
-        std::fs::read_dir(&dir).map(|d| d.flatten().filter_map(|e| Some((e.path(), std::fs::read(e.path()).ok()?))).collect()).unwrap_or_default();
+    let mut v: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().filter_map(|e| Some((e.path(), std::fs::read(e.path()).ok()?))).collect())
+        .unwrap_or_default();
     v.sort();
     v
 }

@@ -28,11 +28,32 @@ pub struct SmData {
     pub state: ClusterState,
 }
 
+/// A snapshot as persisted: its bytes carry a SHA-256, because bincode reads most corrupted bytes
+/// as *some* state, and a node starting from a silently wrong state would serve it as committed.
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, NodeInfo>,
     data: Vec<u8>,
+    sha256: Vec<u8>,
 }
+
+fn digest(data: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).to_vec()
+}
+
+/// Read a persisted snapshot, refusing one whose bytes do not match their checksum.
+fn load(raw: &[u8]) -> Result<StoredSnapshot, String> {
+    let s: StoredSnapshot = bincode::deserialize(raw).map_err(|e| format!("unreadable ({e})"))?;
+    if digest(&s.data) != s.sha256 {
+        return Err("its checksum does not match its contents".into());
+    }
+    Ok(s)
+}
+
+/// What an operator reads when the local snapshot is damaged.
+pub const CORRUPT_HINT: &str = "the node's Raft snapshot is corrupt; the node will not start from it. Move its data directory \
+aside and add the node again with `hatrunk cluster remove` + `hatrunk cluster join`: it then copies the state from the cluster";
 
 /// Shared read access to the applied state, for the node's local reads.
 pub type SharedState = Arc<RwLock<SmData>>;
@@ -55,8 +76,8 @@ impl<B: Backend> StateMachineStore<B> {
     pub fn open(b: B) -> Result<StateMachineStore<B>, ConsensusError> {
         let mut data = SmData::default();
         if let Some(raw) = b.get(Space::Snapshot, CURRENT).map_err(ConsensusError::Storage)? {
-            let snap: StoredSnapshot = bincode::deserialize(&raw)?;
-            data = bincode::deserialize(&snap.data)?;
+            let snap = load(&raw).map_err(|why| ConsensusError::Storage(format!("{CORRUPT_HINT} ({why})")))?;
+            data = bincode::deserialize(&snap.data).map_err(|e| ConsensusError::Storage(format!("{CORRUPT_HINT} ({e})")))?;
         }
         Ok(StateMachineStore { data: Arc::new(RwLock::new(data)), b, counter: Arc::default() })
     }
@@ -74,7 +95,7 @@ impl<B: Backend> StateMachineStore<B> {
     }
 
     async fn save(&self, meta: &SnapshotMeta<NodeId, NodeInfo>, data: Vec<u8>) -> SResult<()> {
-        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let stored = StoredSnapshot { meta: meta.clone(), sha256: digest(&data), data };
         let raw = bincode::serialize(&stored).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         self.b
             .insert(Space::Snapshot, vec![(CURRENT.to_vec(), raw)])
@@ -151,7 +172,28 @@ impl<B: Backend> RaftStateMachine<TypeConfig> for StateMachineStore<B> {
         let Some(raw) = self.b.get(Space::Snapshot, CURRENT).map_err(|e| StorageIOError::read_snapshot(None, &io(e)))? else {
             return Ok(None);
         };
-        let s: StoredSnapshot = bincode::deserialize(&raw).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let s = load(&raw).map_err(|why| StorageIOError::read_snapshot(None, &io(format!("{CORRUPT_HINT} ({why})"))))?;
         Ok(Some(Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{MemBackend, Space};
+
+    /// A snapshot whose bytes were damaged on disk is refused with the way out, not loaded.
+    #[tokio::test]
+    async fn a_corrupt_snapshot_is_refused_at_open() {
+        let b = MemBackend::default();
+        let mut sm = StateMachineStore::open(b.clone()).expect("open");
+        sm.build_snapshot().await.expect("snapshot");
+        assert!(StateMachineStore::open(b.clone()).is_ok(), "an intact snapshot opens");
+        let mut raw = b.get(Space::Snapshot, CURRENT).expect("get").expect("stored");
+        let at = raw.len() - 41; // the last byte of the state (the checksum, 8 + 32 bytes, follows)
+        raw[at] ^= 0x5a;
+        b.insert(Space::Snapshot, vec![(CURRENT.to_vec(), raw)]).expect("insert");
+        let e = StateMachineStore::open(b).err().expect("refused");
+        assert!(e.to_string().contains("snapshot is corrupt") && e.to_string().contains("cluster join"), "{e}");
     }
 }

@@ -213,6 +213,8 @@ pub struct SecuritySection {
     pub max_tracked: usize,
     /// Server transactions in memory at most: past it, new requests get 503 with Retry-After.
     pub max_transactions: usize,
+    /// Received messages waiting for the call engine past which new requests get 503 at once.
+    pub shed_backlog: usize,
 }
 
 impl Default for SecuritySection {
@@ -229,6 +231,7 @@ impl Default for SecuritySection {
             lockout_s: g.lockout_ms / 1000,
             max_tracked: g.max_sources,
             max_transactions: 200_000,
+            shed_backlog: 2_000,
         }
     }
 }
@@ -317,6 +320,7 @@ impl NodeConfig {
             ("security.auth_window_s", sec.auth_window_s),
             ("security.max_tracked", sec.max_tracked as u64),
             ("security.max_transactions", sec.max_transactions as u64),
+            ("security.shed_backlog", sec.shed_backlog as u64),
         ] {
             if v == 0 {
                 return bad(field, "must be at least 1".into());

@@ -351,6 +351,7 @@ fn start_sip(
         guard: cfg.security.limits(),
         trusted: cfg.security.trusted.clone(),
         max_transactions: cfg.security.max_transactions,
+        shed_backlog: cfg.security.shed_backlog,
     };
     let engine = Engine::new(ecfg, store.clone(), cluster, metrics, status);
     Ok(tokio::spawn(engine_loop(engine, events, transports, admission, store, cdrs, clock)))
@@ -394,10 +395,10 @@ async fn engine_loop(
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { return };
-                handle(&mut engine, ev, clock);
+                handle(&mut engine, ev, events.len(), clock);
                 for _ in 0..64 {
                     match events.try_recv() {
-                        Ok(ev) => handle(&mut engine, ev, clock),
+                        Ok(ev) => handle(&mut engine, ev, events.len(), clock),
                         Err(_) => break,
                     }
                 }
@@ -450,7 +451,8 @@ async fn engine_loop(
     }
 }
 
-fn handle(engine: &mut Engine, ev: TransportEvent, clock: fn() -> u64) {
+fn handle(engine: &mut Engine, ev: TransportEvent, backlog: usize, clock: fn() -> u64) {
+    engine.set_backlog(backlog);
     match ev {
         TransportEvent::Message(m) => engine.on_message(m, clock()),
         TransportEvent::Unreachable { proto, peer } => engine.on_unreachable(proto, peer, clock()),

@@ -40,14 +40,21 @@ impl Engine {
         }
     }
 
-    /// Past the transaction limit: answer 503 with Retry-After statelessly and say so. In-dialog
+    /// How many messages wait behind the current one (the runtime's queue depth).
+    pub fn set_backlog(&mut self, n: usize) {
+        self.backlog = n;
+    }
+
+    /// Past the transaction limit, or too far behind (a new request when more than `shed_backlog`
+    /// messages wait): answer 503 with Retry-After statelessly and say so. In-dialog
     /// requests (a BYE frees a slot) may use twice the room new ones may.
     pub(super) fn overloaded(&mut self, msg: &SipMessage, src: Src, in_dialog: bool) -> bool {
         let room = if in_dialog { self.cfg.max_transactions.saturating_mul(2) } else { self.cfg.max_transactions };
-        if self.servers.len() < room {
+        let behind = !in_dialog && self.backlog > self.cfg.shed_backlog;
+        if self.servers.len() < room && !behind {
             return false;
         }
-        self.metrics.guard_drops.with_label_values(&["overload"]).inc();
+        self.metrics.guard_drops.with_label_values(&[if behind { "shed" } else { "overload" }]).inc();
         let mut r = build::response(msg, 503, Some(&self.tag()));
         r.push("Retry-After", "5");
         self.send(src, r);

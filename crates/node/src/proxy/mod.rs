@@ -128,6 +128,9 @@ pub struct EngineConfig {
     pub trusted: Vec<ipnet::IpNet>,
     /// Server transactions at most; past it new requests get 503 with Retry-After.
     pub max_transactions: usize,
+    /// Messages waiting to be processed past which new requests are refused at once with 503
+    /// (RFC 7339's aim: shed early and cheaply instead of answering everything late).
+    pub shed_backlog: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +194,8 @@ pub struct Engine {
     ha_turn: HashMap<String, u64>,
     nonces: NonceIssuer,
     guard: Guard,
+    /// Messages queued behind the one being processed (an input, set by the runtime).
+    backlog: usize,
     last_sweep: u64,
     out: Vec<Action>,
 }
@@ -207,6 +212,7 @@ impl Engine {
         Engine {
             here: (cfg.node.as_str().into(), cfg.zone.as_str().into(), cfg.region.as_str().into()),
             guard: Guard::new(cfg.guard),
+            backlog: 0,
             seq: cfg.seed,
             cfg,
             store,

@@ -101,6 +101,7 @@ pub(super) fn engine_on(trunk: &str, view: Arc<dyn crate::cluster_health::Cluste
         guard: hatrunk_core::guard::GuardLimits::default(),
         trusted: Vec::new(),
         max_transactions: 1_000,
+        shed_backlog: usize::MAX,
     };
     Engine::new(cfg, store as Arc<dyn TrunkStore>, view, Arc::new(Metrics::new().expect("metrics")), Arc::new(SharedStatus::default()))
 }

@@ -96,3 +96,20 @@ async fn past_the_transaction_limit_new_requests_get_503_with_retry_after() {
     e.on_message(from(CARRIER, &INVITE.replace("call-1", "call-2")), 40_000);
     assert_eq!(codes(&sent_to(&e.drain(), CARRIER)), vec![100]);
 }
+
+#[tokio::test]
+async fn far_behind_new_calls_get_503_at_once_until_caught_up() {
+    let mut e = engine().await;
+    e.cfg.shed_backlog = 100;
+    e.set_backlog(101);
+    e.on_message(from(CARRIER, INVITE), 10);
+    let out = sent_to(&e.drain(), CARRIER);
+    assert_eq!(codes(&out), vec![503], "a new call while far behind is refused");
+    assert_eq!(out[0].header("Retry-After"), Some("5"));
+    assert!(e.calls.is_empty() && e.servers.is_empty(), "shedding keeps no state");
+    assert_eq!(e.metrics.guard_drops.with_label_values(&["shed"]).get(), 1);
+    // caught up: the same call is taken
+    e.set_backlog(100);
+    e.on_message(from(CARRIER, INVITE), 20);
+    assert_eq!(codes(&sent_to(&e.drain(), CARRIER)), vec![100]);
+}
