@@ -84,9 +84,11 @@ impl Node {
         // `sip` lines with their own listen list replace the default one
         let listen =
             if sip.contains("listen =") { String::new() } else { format!("listen = [\"udp:127.0.0.1:{base}\", \"tcp:127.0.0.1:{base}\"]") };
+        // `node` lines with their own data_dir replace the default one
+        let data_dir =
+            if node.contains("data_dir") { String::new() } else { format!("data_dir = \"{}\"", dir.path().join("data").display()) };
         let cfg = format!(
-            "[node]\ndata_dir = \"{}\"\n{node}\n[sip]\n{listen}\n{sip}\n[cluster]\nlisten = \"127.0.0.1:{}\"\n{cluster}\n[http]\nlisten = \"127.0.0.1:{}\"\n{extra}",
-            dir.path().join("data").display(),
+            "[node]\n{data_dir}\n{node}\n[sip]\n{listen}\n{sip}\n[cluster]\nlisten = \"127.0.0.1:{}\"\n{cluster}\n[http]\nlisten = \"127.0.0.1:{}\"\n{extra}",
             base + 1,
             base + 2
         );
@@ -114,6 +116,11 @@ impl Node {
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().is_ok_and(|s| s.success());
         assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Whether the node's process has exited by itself.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
     }
 
     /// Kill the node with SIGKILL (its data directory stays).

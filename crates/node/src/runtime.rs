@@ -258,6 +258,7 @@ where
             }
         });
     }
+    let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<String>();
     let mut server = tonic::transport::Server::builder();
     let tls = grpc.tls.is_some();
     if let Some(t) = grpc.tls {
@@ -270,15 +271,46 @@ where
         .timeout(Duration::from_secs(30))
         .add_service(InterceptedService::new(AdminServer::new(admin), gate(true)))
         .add_service(InterceptedService::new(cluster_service, gate(false)))
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(incoming, stop_on_fatal(consensus.clone(), shutdown, fatal_tx))
         .await;
     if let Some(t) = engine_task {
         t.abort();
     }
     let _ = consensus.raft.shutdown().await;
     served.map_err(|e| NodeError::Storage(format!("admin server: {e}")))?;
+    if let Ok(why) = fatal_rx.await {
+        return Err(NodeError::Storage(format!(
+            "the Raft part of this node stopped ({why}); the node exits rather than serve without it. \
+             Fix the cause (a full or failing disk under {}) and start it again: acknowledged changes are kept",
+            cfg.node.data_dir.display()
+        )));
+    }
     tracing::info!("hatrunk node stopped");
     Ok(())
+}
+
+/// `shutdown`, or the moment the Raft core stops on a fatal error (a log write that failed because
+/// the disk is full, say), reported on `fatal`. A node whose Raft stopped could neither commit nor
+/// learn commits, so it must not go on taking calls as if it were a member.
+async fn stop_on_fatal(consensus: Arc<Consensus>, shutdown: impl Future<Output = ()>, fatal: tokio::sync::oneshot::Sender<String>) {
+    let mut m = consensus.raft.metrics();
+    let watch = async {
+        loop {
+            if let Err(e) = &m.borrow().running_state {
+                return e.to_string();
+            }
+            if m.changed().await.is_err() {
+                return "the Raft core exited".to_string();
+            }
+        }
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        why = watch => {
+            tracing::error!(error = %why, "raft stopped on a fatal error; stopping the node");
+            let _ = fatal.send(why);
+        }
+    }
 }
 
 /// Release the slots of this node's previous runs as soon as the cluster can take the write.
