@@ -104,3 +104,60 @@ fn a_full_disk_stops_the_node_clearly_and_loses_nothing_acknowledged() {
     }
     node.apply(&trunk_file("after", "300"));
 }
+
+fn join(via: &Node, new: &Node) {
+    let out = via.cli(&["cluster", "join", &format!("127.0.0.1:{}", new.admin)]);
+    assert!(out.status.success(), "join failed: {}\n{}", String::from_utf8_lossy(&out.stderr), via.log());
+}
+
+/// Apply `id` through `via`, retrying while an election runs; true once acknowledged.
+fn apply_acked(via: &Node, id: &str, number: &str) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(20) {
+        if via.try_apply(&trunk_file(id, number)).status.success() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    false
+}
+
+#[test]
+fn every_member_killed_in_turn_under_calls_loses_nothing_acknowledged() {
+    let mut nodes = vec![Node::member(35600, 1, true), Node::member(35610, 2, false), Node::member(35620, 3, false)];
+    join(&nodes[0], &nodes[1]);
+    join(&nodes[0], &nodes[2]);
+    let _pbx = uas(&scenario("uas_rr.xml"), 35690, false);
+    nodes[0].apply(&trunk("rot", "3560", 10, "only-primary", "", 35690, 35691, ""));
+    let mut acked = vec!["rot".to_string()];
+    for (round, victim) in [1usize, 2, 0].into_iter().enumerate() {
+        let entry = (victim + 1) % 3;
+        let calls = std::thread::scope(|s| {
+            let n = &nodes[entry];
+            let load = s.spawn(move || uac(&scenario("uac_rr.xml"), n, 35630 + round as u16, "3560", 40, 10, 800, &[]));
+            std::thread::sleep(Duration::from_secs(1));
+            assert!(apply_acked(&nodes[entry], &format!("w{round}"), &format!("356{round}1")), "write before the kill");
+            acked.push(format!("w{round}"));
+            nodes[victim].signal("KILL");
+            if apply_acked(&nodes[entry], &format!("x{round}"), &format!("356{round}2")) {
+                acked.push(format!("x{round}"));
+            }
+            load.join().expect("load")
+        });
+        assert!(calls.ok > 0, "no call completed while node {} was down: {calls:?}", victim + 1);
+        let restarted = nodes.remove(victim).restart();
+        nodes.insert(victim, restarted);
+        // the restarted member catches up with everything acknowledged, including what it missed
+        let t0 = Instant::now();
+        while !acked.iter().all(|a| listed(&nodes[victim]).contains(a)) {
+            assert!(t0.elapsed() < Duration::from_secs(30), "node {} lacks some of {acked:?}:\n{}", victim + 1, nodes[victim].log());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    // every slot taken by the calls is back, as every member sees it
+    for n in &nodes {
+        assert_eq!(n.settled_in_use("rot", 0), 0, "slots leaked:\n{}", n.log());
+        let have = listed(n);
+        assert!(acked.iter().all(|a| have.contains(a)), "acknowledged {acked:?}, listed {have:?}");
+    }
+}
