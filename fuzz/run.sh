@@ -12,5 +12,6 @@ cargo run -q -p hatrunk-fuzz --bin write-seeds -- fuzz/libfuzzer/corpus
 for t in "${targets[@]}"; do
   echo "== $t for ${secs}s"
   cargo +nightly fuzz run --fuzz-dir fuzz/libfuzzer "$t" "fuzz/libfuzzer/corpus/$t" -- \
-    -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -n 15 | tee "fuzz/libfuzzer/last-$t.log"
+    -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 > "fuzz/libfuzzer/last-$t.log" 2>&1 || true
+  tail -n 12 "fuzz/libfuzzer/last-$t.log"
 done

@@ -20,7 +20,9 @@ pub fn next_frame(buf: &mut BytesMut) -> Result<Option<BytesMut>, SipError> {
         return Ok(None);
     };
     let body_len = content_length(&buf[..head_end])?;
-    let total = head_end + 4 + body_len;
+    // checked: a Content-Length near usize::MAX must not wrap into a small frame (found by fuzzing,
+    // fuzz/regressions/sip/crash-5194a174...)
+    let total = body_len.checked_add(head_end + 4).unwrap_or(usize::MAX);
     if total > MAX_MESSAGE {
         return Err(SipError::TooLarge { limit: MAX_MESSAGE });
     }
@@ -55,6 +57,12 @@ fn trim(s: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_content_length_near_the_integer_limit_is_too_large_not_a_wrap() {
+        let mut b = BytesMut::from(&b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 18446744073709551615\r\n\r\nxyz"[..]);
+        assert!(matches!(next_frame(&mut b), Err(SipError::TooLarge { .. })));
+    }
 
     #[test]
     fn frames_back_to_back_messages_split_anywhere() {
