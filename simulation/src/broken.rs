@@ -81,6 +81,9 @@ fn with_486(t: Arc<Trunk>) -> Arc<Trunk> {
 }
 
 impl TrunkStore for FailoverOn486 {
+    fn cluster_secret(&self) -> Option<String> {
+        self.0.cluster_secret()
+    }
     fn apply(&self, trunk: Trunk) -> BoxFuture<'_, Result<(), NodeError>> {
         self.0.apply(trunk)
     }

@@ -31,4 +31,4 @@ pub mod pb {
 }
 
 pub use error::ConsensusError;
-pub use types::{Command, CommandResult, NodeInfo, Request, Response, TypeConfig};
+pub use types::{Command, CommandResult, NodeInfo, Request, Response, Secret, TypeConfig};

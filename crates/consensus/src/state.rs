@@ -9,7 +9,7 @@ use hatrunk_core::pool::Pool;
 use hatrunk_core::trunk::{check_numbers_free, Trunk};
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Command, CommandResult, Request};
+use crate::types::{Command, CommandResult, Request, Secret};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
@@ -27,6 +27,8 @@ pub struct ClusterState {
     /// Each node's escrow share of each trunk's pool (what nodes admit from locally).
     pub shares: Shares,
     pub registrations: BTreeMap<String, Registration>,
+    /// See [`Command::SetClusterSecret`].
+    pub cluster_secret: Option<Secret>,
     /// client -> recent serials and their results. A window, not a "last serial": one client has
     /// many writes in flight and they may commit in any order.
     dedup: HashMap<u64, BTreeMap<u64, CommandResult>>,
@@ -118,6 +120,12 @@ impl ClusterState {
                 } else {
                     self.registrations
                         .insert(username.clone(), Registration { contact: contact.clone(), route: route.clone(), expires_ms: *expires_ms });
+                }
+                CommandResult::Ok
+            }
+            Command::SetClusterSecret { secret } => {
+                if self.cluster_secret.is_none() && !secret.0.is_empty() {
+                    self.cluster_secret = Some(secret.clone());
                 }
                 CommandResult::Ok
             }

@@ -73,6 +73,21 @@ pub enum Command {
         route: String,
         expires_ms: u64,
     },
+    /// The cluster's shared secret (nodes sign the calls they forward to each other with it); the
+    /// first one committed stays. It travels only over the cluster's mutual TLS.
+    SetClusterSecret {
+        secret: Secret,
+    },
+}
+
+/// A secret whose `Debug` does not show it (commands are logged with `{:?}`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
 }
 
 /// A command with its client identity, for exactly-once application of retries.

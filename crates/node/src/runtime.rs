@@ -208,6 +208,7 @@ where
     };
     let escrow = Arc::new(EscrowAdmission::new(consensus.clone(), cfg.node.name.clone(), clock));
     tokio::spawn(reconcile(consensus.clone(), escrow.clone()));
+    tokio::spawn(ensure_cluster_secret(consensus.clone()));
     tokio::spawn(tidy_shares(escrow.clone()));
     let admission: Arc<dyn Admission> = escrow;
     let admission = match admission_layer {
@@ -310,6 +311,24 @@ async fn stop_on_fatal(consensus: Arc<Consensus>, shutdown: impl Future<Output =
             tracing::error!(error = %why, "raft stopped on a fatal error; stopping the node");
             let _ = fatal.send(why);
         }
+    }
+}
+
+/// Make sure the cluster has its shared secret: the leader proposes a random one while none is
+/// committed (the first committed stays, so two proposals race harmlessly).
+async fn ensure_cluster_secret(consensus: Arc<Consensus>) {
+    loop {
+        if consensus.local(|s| s.cluster_secret.is_some()) {
+            return;
+        }
+        if consensus.is_leader() {
+            let secret: String = (0..4).map(|_| format!("{:016x}", hatrunk_consensus::rt::next_u64())).collect();
+            let cmd = hatrunk_consensus::Command::SetClusterSecret { secret: hatrunk_consensus::Secret(secret) };
+            if let Err(e) = consensus.write(cmd).await {
+                tracing::debug!(error = %e, "cluster secret: waiting for the cluster");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -32,6 +32,10 @@ pub trait TrunkStore: Send + Sync {
     fn register(&self, user: String, contact: String, route: String, expires_ms: u64) -> BoxFuture<'_, Result<(), NodeError>>;
     /// The replicated binding of `user`: (contact, route, expires_ms).
     fn registration(&self, user: &str) -> Option<(String, String, u64)>;
+    /// The cluster's shared secret, once committed (forwarded calls are signed with it).
+    fn cluster_secret(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Map a command's result to the store's error vocabulary.
@@ -98,6 +102,10 @@ impl TrunkStore for RaftTrunkStore {
 
     fn registration(&self, user: &str) -> Option<(String, String, u64)> {
         self.consensus.local(|s| s.registrations.get(user).map(|r| (r.contact.clone(), r.route.clone(), r.expires_ms)))
+    }
+
+    fn cluster_secret(&self) -> Option<String> {
+        self.consensus.local(|s| s.cluster_secret.as_ref().map(|x| x.0.clone()))
     }
 
     fn by_username(&self, user: &str) -> Option<(Arc<Trunk>, Role)> {

@@ -81,10 +81,19 @@ pub struct Call {
 
 impl Engine {
     pub(super) fn on_invite(&mut self, key: String, mut msg: SipMessage, src: Src) {
-        let forwarded_from = match msg.header(INGRESS_HEADER) {
-            Some(_) => {
+        let forwarded_from = match msg.header(INGRESS_HEADER).map(str::to_string) {
+            Some(value) => {
                 msg.remove_all(INGRESS_HEADER);
-                self.member_at(src)
+                let member = self.member_at(src);
+                let secret = self.store.cluster_secret();
+                let call_id = msg.header("Call-ID").unwrap_or("");
+                if member.is_some() && !super::forward_sig::verify(secret.as_deref(), call_id, &value) {
+                    // a member's address without the cluster's signature: forged or spoofed
+                    tracing::warn!(source = %src.addr, "forwarded INVITE without a valid cluster signature refused");
+                    self.metrics.guard_drops.with_label_values(&["forged"]).inc();
+                    return self.respond_key(&key, 403, None);
+                }
+                member
             }
             None => None,
         };

@@ -25,7 +25,8 @@ use hatrunk_sip::SipMessage;
 use super::call::Attempt;
 use super::{CallTimer, Engine, Owner, Src};
 
-/// Marks an INVITE forwarded by another member (value: the ingress node's name).
+/// Marks an INVITE forwarded by another member (value: the ingress node's name and its signature,
+/// see `forward_sig`).
 pub(super) const INGRESS_HEADER: &str = "X-Hatrunk-Ingress";
 /// The egress's report on a forwarded call (JSON [`EgressReport`]).
 pub(super) const REPORT_HEADER: &str = "X-Hatrunk-Report";
@@ -126,7 +127,9 @@ impl Engine {
             elapsed_ms: 0,
         };
         let mut fwd = self.forward_request(id, &ruri, Proto::Udp);
-        fwd.set(INGRESS_HEADER, self.cfg.node.clone());
+        let secret = self.store.cluster_secret();
+        let value = super::forward_sig::ingress_value(secret.as_deref(), fwd.header("Call-ID").unwrap_or(""), &self.cfg.node);
+        fwd.set(INGRESS_HEADER, value);
         let branch = self.start_client(fwd, Src { proto: Proto::Udp, addr: t.addr, conn: None }, Owner::Call(id, n));
         self.metrics.forwards.with_label_values(&[&t.region, &t.zone]).inc();
         let now = self.now;

@@ -16,6 +16,7 @@ mod call;
 mod cancel;
 mod dialog;
 mod egress;
+mod forward_sig;
 mod guard;
 mod probe;
 mod registrar;

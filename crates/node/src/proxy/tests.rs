@@ -17,7 +17,7 @@ use crate::status::SharedStatus;
 use crate::store::{BoxFuture, TrunkStore};
 
 /// Trunks in memory: the engine reads through the `TrunkStore` trait and never needs more here.
-struct MemStore(Vec<Arc<hatrunk_core::trunk::Trunk>>);
+struct MemStore(Vec<Arc<hatrunk_core::trunk::Trunk>>, Option<String>);
 
 impl TrunkStore for MemStore {
     fn apply(&self, _: hatrunk_core::trunk::Trunk) -> BoxFuture<'_, Result<(), crate::NodeError>> {
@@ -46,6 +46,9 @@ impl TrunkStore for MemStore {
     }
     fn registration(&self, _: &str) -> Option<(String, String, u64)> {
         None
+    }
+    fn cluster_secret(&self) -> Option<String> {
+        self.1.clone()
     }
 }
 
@@ -79,8 +82,13 @@ pub(super) fn engine_with(trunk: &str, view: HealthView) -> Engine {
 }
 
 pub(super) fn engine_on(trunk: &str, view: Arc<dyn crate::cluster_health::ClusterView>) -> Engine {
+    engine_signed(trunk, view, None)
+}
+
+/// An engine whose cluster has `secret` as its shared secret.
+pub(super) fn engine_signed(trunk: &str, view: Arc<dyn crate::cluster_health::ClusterView>, secret: Option<&str>) -> Engine {
     let trunk = hatrunk_core::trunk::parse_trunk(trunk).expect("trunk");
-    let store = Arc::new(MemStore(vec![Arc::new(trunk)]));
+    let store = Arc::new(MemStore(vec![Arc::new(trunk)], secret.map(str::to_string)));
     let cfg = EngineConfig {
         node_id: 1,
         node: "n1".into(),

@@ -201,3 +201,34 @@ async fn an_egress_answers_a_cancelled_forward_only_when_the_pbx_is_done() {
     assert_eq!(back, vec![hatrunk_sip::Method::Ack, hatrunk_sip::Method::Bye]);
     assert_eq!(sent_to(&a, NODE2).iter().filter_map(|m| m.code()).collect::<Vec<_>>(), vec![487]);
 }
+
+#[tokio::test]
+async fn with_a_cluster_secret_only_signed_forwards_skip_admission() {
+    let secret = Some("cluster-secret");
+    // the ingress signs what it forwards
+    let mut ingress = super::tests::engine_signed(&two_t_trunk(), std::sync::Arc::new(view(true)), secret);
+    let fwd = forward_second_call(&mut ingress);
+    let value = fwd.header("X-Hatrunk-Ingress").expect("marked").to_string();
+    assert!(value.starts_with("n1;sig="), "{value}");
+    // an egress with the same secret takes a signed forward without admission...
+    let mut egress = super::tests::engine_signed(&two_t_trunk(), std::sync::Arc::new(view(true)), secret);
+    let signed = invite(5).replace(
+        "Max-Forwards: 70",
+        &format!("Max-Forwards: 69\r\nX-Hatrunk-Ingress: {}", super::forward_sig::ingress_value(secret, "call-5", "n2")),
+    );
+    egress.on_message(from(NODE2, &signed), 0);
+    let a = egress.drain();
+    assert!(!a.iter().any(|x| matches!(x, Action::Admit { .. })));
+    assert_eq!(sent_to(&a, PRIMARY).len(), 1);
+    // ...and refuses one from a member's address without a valid signature
+    for (n, forged) in
+        [(6, "n2".to_string()), (7, "n2;sig=00".into()), (8, super::forward_sig::ingress_value(Some("guess"), "call-8", "n2"))]
+    {
+        let fake = invite(n).replace("Max-Forwards: 70", &format!("Max-Forwards: 69\r\nX-Hatrunk-Ingress: {forged}"));
+        egress.on_message(from(NODE2, &fake), 1);
+        let a = egress.drain();
+        let codes: Vec<_> = sent_to(&a, NODE2).iter().filter_map(|m| m.code()).collect();
+        assert_eq!(codes, vec![100, 403], "{forged}");
+        assert!(sent_to(&a, PRIMARY).is_empty() && !a.iter().any(|x| matches!(x, Action::Admit { .. })));
+    }
+}
