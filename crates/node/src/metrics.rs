@@ -23,6 +23,8 @@ pub struct Metrics {
     pub guard_drops: IntCounterVec,
     pub guard_bans: IntCounter,
     pub guard_banned: IntGauge,
+    pub stream_connections: IntGauge,
+    pub stream_refused: IntCounter,
 }
 
 impl Metrics {
@@ -62,6 +64,11 @@ impl Metrics {
             )?,
             guard_bans: IntCounter::new("hatrunk_guard_bans_total", "Sources banned (request rate or failed authentications)")?,
             guard_banned: IntGauge::new("hatrunk_guard_banned_sources", "Sources banned now")?,
+            stream_connections: IntGauge::new("hatrunk_sip_stream_connections", "SIP TCP and TLS connections open now")?,
+            stream_refused: IntCounter::new(
+                "hatrunk_sip_stream_refused_total",
+                "Inbound SIP TCP/TLS connections closed at once: total or per-source connection limit reached",
+            )?,
             registry,
         };
         for c in [&m.requests, &m.responses, &m.calls, &m.failovers, &m.forwards, &m.egress_moves] {
@@ -77,6 +84,8 @@ impl Metrics {
         m.registry.register(Box::new(m.guard_drops.clone()))?;
         m.registry.register(Box::new(m.guard_bans.clone()))?;
         m.registry.register(Box::new(m.guard_banned.clone()))?;
+        m.registry.register(Box::new(m.stream_connections.clone()))?;
+        m.registry.register(Box::new(m.stream_refused.clone()))?;
         Ok(m)
     }
 
@@ -87,5 +96,14 @@ impl Metrics {
             tracing::warn!(error = %e, "metrics encoding failed");
         }
         buf
+    }
+
+    /// Copy the transport's connection counters (read once a second).
+    pub fn note_streams(&self, open: u64, refused_total: u64) {
+        self.stream_connections.set(open as i64);
+        let seen = self.stream_refused.get();
+        if refused_total > seen {
+            self.stream_refused.inc_by(refused_total - seen);
+        }
     }
 }

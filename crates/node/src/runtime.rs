@@ -458,6 +458,7 @@ async fn engine_loop(
             _ = sleep => engine.on_tick(clock()),
             _ = egress_check.tick() => engine.check_egress(clock()),
             _ = sync.tick() => {
+                engine.metrics().note_streams(transports.open_connections(), transports.refused_connections());
                 engine.sync_probes(clock());
                 engine.on_tick(clock());
             }

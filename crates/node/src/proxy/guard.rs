@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use hatrunk_core::guard::Verdict;
 use hatrunk_sip::SipMessage;
 
+use crate::metrics::Metrics;
+
 use super::{build, Engine, Src};
 
 /// How often the ban list and spent nonces are swept (ms).
@@ -38,6 +40,11 @@ impl Engine {
                 false
             }
         }
+    }
+
+    /// The node's metrics (the runtime adds the transport's counters).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// How many messages wait behind the current one (the runtime's queue depth).
