@@ -45,6 +45,8 @@ start_node() {
   rm -rf "$work/data"
   printf '[node]\ndata_dir = "%s"\n[sip]\nlisten = ["udp:127.0.0.1:15060", "tcp:127.0.0.1:15060"]\n[cluster]\nlisten = "127.0.0.1:17700"\n[http]\nlisten = "127.0.0.1:19090"\n' \
     "$work/data" > "$work/node.toml"
+  # HATRUNK_EXTRA_TOML, when set, is appended to the node's config (e.g. a [security] section)
+  printf '%b' "${HATRUNK_EXTRA_TOML:-}" >> "$work/node.toml"
   env ${HATRUNK_PRELOAD:+LD_PRELOAD=$HATRUNK_PRELOAD} HATRUNK_LOG=warn "$bin" run --config "$work/node.toml" > "$work/node.log" 2>&1 &
   node=$!
   pids+=("$node")
