@@ -18,11 +18,6 @@ fn members(via: &Node) -> Vec<Value> {
     json(&via.cli(&["cluster", "members", "-o", "json"])).as_array().cloned().unwrap_or_default()
 }
 
-fn join(via: &Node, new: &Node) {
-    let out = via.cli(&["cluster", "join", &format!("127.0.0.1:{}", new.admin)]);
-    assert!(out.status.success(), "join failed: {}\n{}", String::from_utf8_lossy(&out.stderr), via.log());
-}
-
 /// Wait until `via` reports a leader other than `not`, returning its id.
 fn wait_leader(via: &Node, not: Option<u64>) -> u64 {
     let t0 = Instant::now();

@@ -31,10 +31,7 @@ impl Drop for Tmpfs {
 }
 
 fn trunk_file(id: &str, number: &str) -> String {
-    format!(
-        "id = \"{id}\"\nnumbers = [\"{number}\"]\nmax_concurrent_calls = 5\n\
-         [primary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:35599\"\nallowed_ips = [\"127.0.0.9/32\"]\n"
-    )
+    trunk(id, number, 5, "only-primary", "", 35598, 35599, "")
 }
 
 fn listed(node: &Node) -> Vec<String> {
@@ -103,11 +100,6 @@ fn a_full_disk_stops_the_node_clearly_and_loses_nothing_acknowledged() {
         std::thread::sleep(Duration::from_millis(200));
     }
     node.apply(&trunk_file("after", "300"));
-}
-
-fn join(via: &Node, new: &Node) {
-    let out = via.cli(&["cluster", "join", &format!("127.0.0.1:{}", new.admin)]);
-    assert!(out.status.success(), "join failed: {}\n{}", String::from_utf8_lossy(&out.stderr), via.log());
 }
 
 /// Apply `id` through `via`, retrying while an election runs; true once acknowledged.

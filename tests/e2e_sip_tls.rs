@@ -128,6 +128,24 @@ fn pem(dir: &Path, name: &str) -> String {
     dir.join(name).display().to_string()
 }
 
+/// A trunk whose Primary is the TLS PBX on `pbx_port` (the Secondary, never reached, on +2).
+fn tls_trunk(id: &str, number: &str, pbx_port: u16) -> String {
+    format!(
+        "id = \"{id}\"\nnumbers = [\"{number}\"]\nmax_concurrent_calls = 2\nmode = \"only-primary\"\n\
+         [primary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:{pbx_port}\"\ntransport = \"tls\"\nallowed_ips = [\"127.0.0.9/32\"]\n\
+         [secondary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:{}\"\nallowed_ips = [\"127.0.0.9/32\"]\n",
+        pbx_port + 2
+    )
+}
+
+/// OpenSSL's `s_server` as a PBX on `port`, presenting `pbx.pem` from `dir`, given time to listen.
+fn tls_pbx(dir: &Path, port: u16) -> Peer {
+    let args = ["s_server", "-quiet", "-accept", &format!("127.0.0.1:{port}"), "-cert", &pem(dir, "pbx.pem"), "-key", &pem(dir, "pbx.key")];
+    let pbx = Peer::spawn("pbx (s_server)", &args.map(String::from));
+    std::thread::sleep(Duration::from_millis(300));
+    pbx
+}
+
 #[test]
 fn a_call_over_tls_with_openssl_at_both_ends() {
     require_sipp();
@@ -143,32 +161,10 @@ fn a_call_over_tls_with_openssl_at_both_ends() {
         pem(&ca, "sip.key"),
         pem(&ca, "ca.pem")
     );
-    // start_full's own listen line comes first; ours (later in [sip]) would be a duplicate key, so
-    // the node is started with the TLS listener in place of the default list
     let node = Node::start_sip_listen(base, &sip, "");
-    node.apply(&format!(
-        "id = \"tls\"\nnumbers = [\"6560001000\"]\nmax_concurrent_calls = 2\nmode = \"only-primary\"\n\
-         [primary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:{pbx_port}\"\ntransport = \"tls\"\nallowed_ips = [\"127.0.0.9/32\"]\n\
-         [secondary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:{}\"\nallowed_ips = [\"127.0.0.9/32\"]\n",
-        pbx_port + 2
-    ));
+    node.apply(&tls_trunk("tls", "6560001000", pbx_port));
 
-    let mut pbx = Peer::spawn(
-        "pbx (s_server)",
-        &[
-            "s_server".into(),
-            "-quiet".into(),
-            "-naccept".into(),
-            "1".into(),
-            "-accept".into(),
-            format!("127.0.0.1:{pbx_port}"),
-            "-cert".into(),
-            pem(&ca, "pbx.pem"),
-            "-key".into(),
-            pem(&ca, "pbx.key"),
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let mut pbx = tls_pbx(&ca, pbx_port);
     let mut caller = Peer::spawn(
         "carrier (s_client)",
         &[
@@ -241,26 +237,8 @@ fn a_pbx_whose_certificate_is_not_trusted_is_not_called() {
         pem(&ours, "ca.pem") // trusts our CA only; the PBX's certificate is from another
     );
     let node = Node::start_sip_listen(base, &sip, "");
-    node.apply(&format!(
-        "id = \"tlsbad\"\nnumbers = [\"6560002000\"]\nmax_concurrent_calls = 2\nmode = \"only-primary\"\n\
-         [primary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:{pbx_port}\"\ntransport = \"tls\"\nallowed_ips = [\"127.0.0.9/32\"]\n\
-         [secondary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:{}\"\nallowed_ips = [\"127.0.0.9/32\"]\n",
-        pbx_port + 2
-    ));
-    let mut pbx = Peer::spawn(
-        "pbx (s_server)",
-        &[
-            "s_server".into(),
-            "-quiet".into(),
-            "-accept".into(),
-            format!("127.0.0.1:{pbx_port}"),
-            "-cert".into(),
-            pem(&theirs, "pbx.pem"),
-            "-key".into(),
-            pem(&theirs, "pbx.key"),
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    node.apply(&tls_trunk("tlsbad", "6560002000", pbx_port));
+    let mut pbx = tls_pbx(&theirs, pbx_port);
     // the carrier calls over UDP; the INVITE must not reach the untrusted PBX and the call fails
     let sock = std::net::UdpSocket::bind("127.0.0.1:35412").expect("bind");
     sock.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");

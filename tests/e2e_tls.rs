@@ -9,7 +9,12 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn creds(dir: &std::path::Path, who: Option<&str>) -> Vec<(&'static str, String)> {
-    let mut v = vec![("HATRUNK_CA", dir.join("ca.pem").display().to_string())];
+    creds_with(dir, dir, who)
+}
+
+/// Trust `ca_dir`'s CA and, with `who`, present `who`'s certificate from `dir`.
+fn creds_with(ca_dir: &std::path::Path, dir: &std::path::Path, who: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut v = vec![("HATRUNK_CA", ca_dir.join("ca.pem").display().to_string())];
     if let Some(w) = who {
         v.push(("HATRUNK_CERT", dir.join(format!("{w}.pem")).display().to_string()));
         v.push(("HATRUNK_KEY", dir.join(format!("{w}.key")).display().to_string()));
@@ -53,7 +58,7 @@ fn only_holders_of_a_cluster_certificate_join_or_administer() {
     assert_eq!(voters(&n1, &admin), 2);
 
     // and it cannot talk to the cluster itself: its certificate is refused at the handshake
-    let out = cli_env(&n1, &["cluster", "members"], &creds_with(&ours, &theirs, "n3"));
+    let out = cli_env(&n1, &["cluster", "members"], &creds_with(&ours, &theirs, Some("n3")));
     assert!(!out.status.success(), "a foreign certificate read the membership");
     // nor can a client with no certificate, or one that does not talk TLS at all
     let out = cli_env(&n1, &["cluster", "members"], &creds(&ours, None));
@@ -67,14 +72,6 @@ fn only_holders_of_a_cluster_certificate_join_or_administer() {
     // the operator certificate works against any member, including a follower passing a verb on
     let out = cli_env(&n2, &["cluster", "status", "-o", "json"], &admin);
     assert!(out.status.success(), "status via n2: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn creds_with(ca_dir: &std::path::Path, dir: &std::path::Path, who: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("HATRUNK_CA", ca_dir.join("ca.pem").display().to_string()),
-        ("HATRUNK_CERT", dir.join(format!("{who}.pem")).display().to_string()),
-        ("HATRUNK_KEY", dir.join(format!("{who}.key")).display().to_string()),
-    ]
 }
 
 #[test]

@@ -395,6 +395,12 @@ pub fn answered_by(cdrs: &[serde_json::Value]) -> (usize, usize) {
     (p, s)
 }
 
+/// `cluster join` of `new` through `via`; panics with the CLI's stderr if refused.
+pub fn join(via: &Node, new: &Node) {
+    let out = via.cli(&["cluster", "join", &format!("127.0.0.1:{}", new.admin)]);
+    assert!(out.status.success(), "join failed: {}\n{}", String::from_utf8_lossy(&out.stderr), via.log());
+}
+
 /// Run the CLI against `node` with extra environment (credentials).
 pub fn cli_env(node: &Node, args: &[&str], env: &[(&str, String)]) -> Output {
     let mut c = Command::new(hatrunk_bin());

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use hatrunk_sip::digest::constant_time_eq;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
@@ -30,7 +31,7 @@ impl Interceptor for Gate {
             return if self.tls { Err(Status::unauthenticated("cluster RPCs need a certificate from the cluster CA")) } else { Ok(req) };
         }
         match &self.token {
-            Some(t) if bearer(&req).is_some_and(|b| same(b.as_bytes(), t.as_bytes())) => Ok(req),
+            Some(t) if bearer(&req).is_some_and(|b| constant_time_eq(b.as_bytes(), t.as_bytes())) => Ok(req),
             Some(_) => Err(Status::unauthenticated("the admin API needs a cluster client certificate or a valid admin token")),
             None if self.tls => Err(Status::unauthenticated("the admin API needs a cluster client certificate")),
             None => Ok(req),
@@ -40,11 +41,6 @@ impl Interceptor for Gate {
 
 fn bearer(req: &Request<()>) -> Option<&str> {
     req.metadata().get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")
-}
-
-/// Equal in time that does not depend on where the first difference is.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Adds the admin token to outgoing admin calls (the CLI, and a node passing a call on to the

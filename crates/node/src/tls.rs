@@ -25,8 +25,11 @@ fn read(field: &str, path: &Path) -> Result<Vec<u8>, NodeError> {
 }
 
 fn certs(field: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, NodeError> {
-    let pem = read(field, path)?;
-    let v: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+    certs_in(field, path, &read(field, path)?)
+}
+
+fn certs_in(field: &str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, NodeError> {
+    let v: Vec<_> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
         .map_err(|e| bad(field, format!("{}: not PEM certificates: {e}", path.display())))?;
     if v.is_empty() {
@@ -36,8 +39,11 @@ fn certs(field: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, NodeE
 }
 
 fn key(field: &str, path: &Path) -> Result<PrivateKeyDer<'static>, NodeError> {
-    let pem = read(field, path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| bad(field, format!("{}: no usable private key: {e}", path.display())))
+    key_in(field, path, &read(field, path)?)
+}
+
+fn key_in(field: &str, path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, NodeError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| bad(field, format!("{}: no usable private key: {e}", path.display())))
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -59,11 +65,11 @@ pub fn cluster(t: &TlsSection, token: bool) -> Result<Option<ClusterTls>, NodeEr
     };
     // parse now so a wrong file is named at start, not at the first handshake
     let ca_pem = read("tls.ca", ca)?;
-    certs("tls.ca", ca)?;
+    certs_in("tls.ca", ca, &ca_pem)?;
     let cert_pem = read("tls.cert", cert)?;
-    certs("tls.cert", cert)?;
+    certs_in("tls.cert", cert, &cert_pem)?;
     let key_pem = read("tls.key", key_path)?;
-    key("tls.key", key_path)?;
+    key_in("tls.key", key_path, &key_pem)?;
     let identity = Identity::from_pem(&cert_pem, &key_pem);
     let server = ServerTlsConfig::new()
         .identity(identity.clone())

@@ -10,7 +10,7 @@
 //! - [`headers`]: typed views of the headers a proxy reads (Via, name-addr, CSeq, URI).
 //! - [`framing`]: Content-Length framing on streams, size limits.
 //! - [`transaction`]: RFC 3261 section 17 client and server transactions, pure, timers as values.
-//! - [`transport`]: UDP and TCP sockets on tokio, behind one handle.
+//! - [`transport`]: UDP, TCP and TLS sockets on tokio, behind one handle (streams in `transport/stream.rs`).
 //! - [`digest`]: digest authentication (RFC 7616 / 2617), done by hand.
 
 pub mod digest;

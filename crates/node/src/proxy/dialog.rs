@@ -109,6 +109,24 @@ impl Engine {
         ht
     }
 
+    /// This node's `host:port` for `proto`, as written in Via and Record-Route.
+    pub(super) fn hostport(&self, proto: Proto) -> String {
+        let port = match proto {
+            Proto::Udp => self.cfg.udp.port(),
+            Proto::Tcp => self.cfg.tcp.port(),
+            Proto::Tls => self.cfg.tls.unwrap_or(self.cfg.tcp).port(),
+        };
+        format!("{}:{port}", self.cfg.advertise)
+    }
+
+    /// Whether a URI (a Route entry or Request-URI) points at this node.
+    pub(super) fn is_us(&self, uri: &SipUri) -> bool {
+        let port = uri.port.unwrap_or(5060);
+        let host_ok =
+            uri.host == self.cfg.advertise || uri.host == self.cfg.udp.ip().to_string() || uri.host == self.cfg.tcp.ip().to_string();
+        host_ok && (port == self.cfg.udp.port() || port == self.cfg.tcp.port() || self.cfg.tls.is_some_and(|t| t.port() == port))
+    }
+
     /// The next hop: the top Route if any (loose routing), else the Request-URI.
     fn next_hop(&self, msg: &SipMessage) -> Option<Src> {
         let uri = match msg.header("Route") {

@@ -40,7 +40,7 @@ use hatrunk_core::pool::Admission as Decision;
 use hatrunk_core::rr::RoundRobin;
 use hatrunk_core::trunk::Role;
 use hatrunk_sip::digest::NonceIssuer;
-use hatrunk_sip::headers::{param, SipUri, Via};
+use hatrunk_sip::headers::{param, Via};
 use hatrunk_sip::message::reason_phrase;
 use hatrunk_sip::parse::parse;
 use hatrunk_sip::transaction::{ClientTx, Effect, Kind, ServerTx};
@@ -531,23 +531,6 @@ impl Engine {
 
     fn send_bytes(&mut self, to: Src, bytes: Bytes) {
         self.out.push(Action::Send { proto: to.proto, addr: to.addr, conn: to.conn, bytes });
-    }
-
-    fn hostport(&self, proto: Proto) -> String {
-        let port = match proto {
-            Proto::Udp => self.cfg.udp.port(),
-            Proto::Tcp => self.cfg.tcp.port(),
-            Proto::Tls => self.cfg.tls.unwrap_or(self.cfg.tcp).port(),
-        };
-        format!("{}:{port}", self.cfg.advertise)
-    }
-
-    /// Whether a URI (a Route entry or Request-URI) points at this node.
-    fn is_us(&self, uri: &SipUri) -> bool {
-        let port = uri.port.unwrap_or(5060);
-        let host_ok =
-            uri.host == self.cfg.advertise || uri.host == self.cfg.udp.ip().to_string() || uri.host == self.cfg.tcp.ip().to_string();
-        host_ok && (port == self.cfg.udp.port() || port == self.cfg.tcp.port() || self.cfg.tls.is_some_and(|t| t.port() == port))
     }
 
     fn branch(&mut self) -> String {
