@@ -64,6 +64,10 @@ pub struct SipSection {
     pub max_connections_per_source: u32,
     /// A stream connection with no traffic either way for this long is closed.
     pub tcp_idle_s: u64,
+    /// The UDP socket's kernel receive buffer (SO_RCVBUF), in bytes. The kernel's default (about
+    /// 200 KiB, some 200 INVITEs) overflows in a few milliseconds at thousands of calls per
+    /// second, and what overflows is lost unseen. Linux caps it at `net.core.rmem_max`.
+    pub udp_recv_buffer: usize,
     /// Host written in Via and Record-Route; defaults to the listen host.
     pub advertise: Option<String>,
     /// Status sent when a trunk's pool is full (with `Reason: Q.850;cause=34`).
@@ -83,6 +87,7 @@ impl Default for SipSection {
             max_connections: 4096,
             max_connections_per_source: 64,
             tcp_idle_s: 900,
+            udp_recv_buffer: 8 << 20,
             advertise: None,
             congestion_code: 503,
             nonce_lifetime_s: 300,
@@ -213,8 +218,12 @@ pub struct SecuritySection {
     pub max_tracked: usize,
     /// Server transactions in memory at most: past it, new requests get 503 with Retry-After.
     pub max_transactions: usize,
-    /// Received messages waiting for the call engine past which new requests get 503 at once.
+    /// Received messages waiting for the call engine past which every new request gets 503 at
+    /// once (the hard ceiling).
     pub shed_backlog: usize,
+    /// The mean queue the overload throttle aims at: above it, new requests are taken at a lower
+    /// rate and the rest get 503 at once (hatrunk_core::overload).
+    pub shed_target_backlog: usize,
 }
 
 impl Default for SecuritySection {
@@ -232,11 +241,20 @@ impl Default for SecuritySection {
             max_tracked: g.max_sources,
             max_transactions: 200_000,
             shed_backlog: 2_000,
+            shed_target_backlog: 250,
         }
     }
 }
 
 impl SecuritySection {
+    pub fn throttle(&self) -> hatrunk_core::overload::ThrottleConfig {
+        hatrunk_core::overload::ThrottleConfig {
+            target_backlog: self.shed_target_backlog,
+            hard_backlog: self.shed_backlog,
+            ..Default::default()
+        }
+    }
+
     pub fn limits(&self) -> hatrunk_core::guard::GuardLimits {
         hatrunk_core::guard::GuardLimits {
             window_ms: self.window_ms,
@@ -276,6 +294,9 @@ impl NodeConfig {
         }
         if self.sip_listen()?.tls.is_some() && (self.sip.tls_cert.is_none() || self.sip.tls_key.is_none()) {
             return bad("sip.tls_cert", "a tls: listener needs sip.tls_cert and sip.tls_key".into());
+        }
+        if !(64 << 10..=1 << 30).contains(&self.sip.udp_recv_buffer) {
+            return bad("sip.udp_recv_buffer", "between 65536 and 1073741824 bytes".into());
         }
         if self.sip.max_connections == 0 || self.sip.max_connections_per_source == 0 || self.sip.tcp_idle_s == 0 {
             return bad("sip.max_connections", "max_connections, max_connections_per_source and tcp_idle_s must be at least 1".into());
@@ -321,10 +342,14 @@ impl NodeConfig {
             ("security.max_tracked", sec.max_tracked as u64),
             ("security.max_transactions", sec.max_transactions as u64),
             ("security.shed_backlog", sec.shed_backlog as u64),
+            ("security.shed_target_backlog", sec.shed_target_backlog as u64),
         ] {
             if v == 0 {
                 return bad(field, "must be at least 1".into());
             }
+        }
+        if sec.shed_target_backlog >= sec.shed_backlog {
+            return bad("security.shed_target_backlog", format!("must be below security.shed_backlog ({})", sec.shed_backlog));
         }
         if sec.window_ms > 3_600_000 || sec.ban_s > 86_400 * 7 || sec.lockout_s > 86_400 {
             return bad("security.ban_s", "window_ms <= 1 h, ban_s <= 7 days, lockout_s <= 1 day".into());
