@@ -114,6 +114,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
     }
     let sip = if cfg.node.role == "sip" {
         let udp = UdpSocket::bind(listen.udp).await.map_err(io(format!("udp {}", listen.udp)))?;
+        udp_recv_buffer(&udp, cfg.sip.udp_recv_buffer);
         let tcp = TcpListener::bind(listen.tcp).await.map_err(io(format!("tcp {}", listen.tcp)))?;
         let tls = match (listen.tls, crate::tls::sip_server(&cfg)?) {
             (Some(addr), Some(sc)) => Some((TcpListener::bind(addr).await.map_err(io(format!("tls {addr}")))?, sc)),
@@ -402,10 +403,20 @@ fn start_sip(
         guard: cfg.security.limits(),
         trusted: cfg.security.trusted.clone(),
         max_transactions: cfg.security.max_transactions,
-        shed_backlog: cfg.security.shed_backlog,
+        throttle: cfg.security.throttle(),
     };
+    // twice the engine's own ceiling: about 200 ms of queue, well inside SIP's first retransmission
+    transports.set_drop_backlog(cfg.security.shed_backlog.saturating_mul(2));
     let engine = Engine::new(ecfg, store.clone(), cluster, metrics, status);
     Ok(tokio::spawn(engine_loop(engine, events, transports, admission, store, cdrs, clock)))
+}
+
+/// Ask for a receive buffer of `want` bytes; say so when the kernel grants less.
+fn udp_recv_buffer(udp: &UdpSocket, want: usize) {
+    let got = hatrunk_sip::transport::set_recv_buffer(udp, want);
+    if got < want {
+        tracing::warn!(wanted = want, granted = got, "UDP receive buffer capped by the kernel: raise net.core.rmem_max (docs/security.md)");
+    }
 }
 
 fn is_loopback(addr: &str) -> bool {
@@ -453,12 +464,17 @@ async fn engine_loop(
                         Err(_) => break,
                     }
                 }
+                // let the receive loops run between batches, even on one core: what waits in a
+                // socket's kernel buffer is invisible to shedding and is lost when it overflows;
+                // what waits in `events` is counted, throttled and dropped by rule
+                tokio::task::yield_now().await;
             }
             Some((id, d)) = adm_rx.recv() => engine.on_admitted(id, d, clock()),
             _ = sleep => engine.on_tick(clock()),
             _ = egress_check.tick() => engine.check_egress(clock()),
             _ = sync.tick() => {
                 engine.metrics().note_streams(transports.open_connections(), transports.refused_connections());
+                engine.metrics().note_dropped(transports.dropped_requests());
                 engine.sync_probes(clock());
                 engine.on_tick(clock());
             }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -135,6 +135,9 @@ pub struct Transports {
     next_id: AtomicU64,
     open: AtomicU64,
     refused: AtomicU64,
+    /// Past this many messages waiting for the engine, new requests are dropped unread.
+    drop_backlog: AtomicUsize,
+    dropped: AtomicU64,
     epoch: Instant,
     events: mpsc::Sender<TransportEvent>,
 }
@@ -185,6 +188,8 @@ impl Transports {
             next_id: AtomicU64::new(1),
             open: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            drop_backlog: AtomicUsize::new(usize::MAX),
+            dropped: AtomicU64::new(0),
             epoch: Instant::now(),
             events,
         }
@@ -198,6 +203,31 @@ impl Transports {
     /// Inbound connections closed at once because a limit was reached, since start.
     pub fn refused_connections(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// The last line of defence under overload. The engine refuses new requests with 503 while it
+    /// keeps up with refusing; when even that falls behind, a queue that keeps growing would make
+    /// every answer late, every INVITE retransmitted, and the overload permanent. So past
+    /// `n` waiting messages, a new request (any request but ACK, BYE and CANCEL, which end
+    /// things) is dropped as it comes off the socket, before it is parsed. Responses always go on.
+    pub fn set_drop_backlog(&self, n: usize) {
+        self.drop_backlog.store(n, Ordering::Relaxed);
+    }
+
+    /// New requests dropped unread by [`Transports::set_drop_backlog`]'s rule, since start.
+    pub fn dropped_requests(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Hand a received message to the engine, unless the queue is past the drop mark and it is
+    /// a new request; false once the engine is gone.
+    async fn deliver(&self, m: Incoming) -> bool {
+        let waiting = self.events.max_capacity() - self.events.capacity();
+        if waiting > self.drop_backlog.load(Ordering::Relaxed) && starts_something(&m.bytes) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        self.events.send(TransportEvent::Message(m)).await.is_ok()
     }
 
     pub fn local(&self, proto: Proto) -> SocketAddr {
@@ -247,7 +277,7 @@ async fn udp_loop<D: Datagram>(t: Arc<Transports>, udp: Arc<D>) {
         match udp.recv(&mut buf).await {
             Ok((n, peer)) => {
                 let m = Incoming { bytes: Bytes::copy_from_slice(&buf[..n]), proto: Proto::Udp, peer, conn: None };
-                if t.events.send(TransportEvent::Message(m)).await.is_err() {
+                if !t.deliver(m).await {
                     return;
                 }
             }
@@ -258,6 +288,21 @@ async fn udp_loop<D: Datagram>(t: Arc<Transports>, udp: Arc<D>) {
             }
         }
     }
+}
+
+/// Ask the kernel for a receive buffer of `want` bytes on `sock`; returns what it granted.
+pub fn set_recv_buffer(sock: &UdpSocket, want: usize) -> usize {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt::RcvBuf};
+    let _ = setsockopt(sock, RcvBuf, &want);
+    // Linux reports twice what it grants (the other half is its own bookkeeping)
+    getsockopt(sock, RcvBuf).map(|b| b / 2).unwrap_or(0)
+}
+
+/// A request that may start something new (not a response, ACK, BYE or CANCEL), judged from
+/// its first bytes only.
+fn starts_something(bytes: &[u8]) -> bool {
+    let b = bytes.trim_ascii_start();
+    !(b.starts_with(b"SIP/") || b.starts_with(b"ACK ") || b.starts_with(b"BYE ") || b.starts_with(b"CANCEL "))
 }
 
 /// Send one datagram; also returns the destinations the socket reported unreachable meanwhile.
@@ -316,5 +361,32 @@ mod tests {
         let (n, _) =
             tokio::time::timeout(std::time::Duration::from_secs(5), live.recv_from(&mut buf)).await.expect("delivered").expect("recv");
         assert_eq!(&buf[..n], b"hello");
+    }
+
+    /// Past the drop mark, new requests are dropped unread while responses, ACK, BYE and CANCEL
+    /// still reach the engine.
+    #[tokio::test]
+    async fn past_the_drop_mark_new_requests_are_dropped_and_the_rest_delivered() {
+        let sock = Arc::new(KernelUdp(UdpSocket::bind("127.0.0.1:0").await.expect("bind")));
+        let to = sock.0.local_addr().expect("addr");
+        let (tx, mut rx) = mpsc::channel(16);
+        let t = Transports::start_datagram(sock, tx);
+        t.set_drop_backlog(2);
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let sent =
+            ["INVITE a", "OPTIONS b", "INVITE c", "INVITE d", "REGISTER e", "SIP/2.0 200 OK", "BYE f", "ACK g", "CANCEL h", "INVITE i"];
+        for m in sent {
+            client.send_to(m.as_bytes(), to).await.expect("send");
+        }
+        let mut got = Vec::new();
+        while got.len() < 7 {
+            let ev = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.expect("in time").expect("open");
+            if let TransportEvent::Message(m) = ev {
+                got.push(String::from_utf8_lossy(&m.bytes).into_owned());
+            }
+        }
+        assert_eq!(got, ["INVITE a", "OPTIONS b", "INVITE c", "SIP/2.0 200 OK", "BYE f", "ACK g", "CANCEL h"]);
+        assert_eq!(t.dropped_requests(), 3);
+        assert!(starts_something(b"\r\nINVITE sip:x SIP/2.0") && !starts_something(b"SIP/2.0 503 Service Unavailable"));
     }
 }
