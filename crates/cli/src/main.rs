@@ -10,6 +10,11 @@ mod output;
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: a SIP message is parsed into many small strings and freed
+/// soon after, and glibc's malloc and free were a quarter of the node's CPU under load.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
