@@ -12,7 +12,6 @@
 //! - [`pool`]: concurrent-call accounting, strict and idempotent.
 //! - [`escrow`]: per-node shares of the pools, so admission needs no consensus round trip per call.
 //! - [`guard`]: per-source rate limits with an expiring ban list, digest brute-force limits.
-//! - [`overload`]: a rate limit on new requests that follows what the node keeps up with.
 //! - [`health`]: account health from OPTIONS probes with up/down thresholds.
 //! - [`rr`]: round-robin selection.
 //! - [`ha`]: Advanced HA: failure detector, quorum, egress node order per `advanced_ha`.
@@ -24,7 +23,6 @@ pub mod escrow;
 pub mod guard;
 pub mod ha;
 pub mod health;
-pub mod overload;
 pub mod plan;
 pub mod policy;
 pub mod pool;

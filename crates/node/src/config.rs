@@ -218,12 +218,8 @@ pub struct SecuritySection {
     pub max_tracked: usize,
     /// Server transactions in memory at most: past it, new requests get 503 with Retry-After.
     pub max_transactions: usize,
-    /// Received messages waiting for the call engine past which every new request gets 503 at
-    /// once (the hard ceiling).
+    /// Received messages waiting for the call engine past which new requests get 503 at once.
     pub shed_backlog: usize,
-    /// The mean queue the overload throttle aims at: above it, new requests are taken at a lower
-    /// rate and the rest get 503 at once (hatrunk_core::overload).
-    pub shed_target_backlog: usize,
 }
 
 impl Default for SecuritySection {
@@ -241,20 +237,11 @@ impl Default for SecuritySection {
             max_tracked: g.max_sources,
             max_transactions: 200_000,
             shed_backlog: 2_000,
-            shed_target_backlog: 250,
         }
     }
 }
 
 impl SecuritySection {
-    pub fn throttle(&self) -> hatrunk_core::overload::ThrottleConfig {
-        hatrunk_core::overload::ThrottleConfig {
-            target_backlog: self.shed_target_backlog,
-            hard_backlog: self.shed_backlog,
-            ..Default::default()
-        }
-    }
-
     pub fn limits(&self) -> hatrunk_core::guard::GuardLimits {
         hatrunk_core::guard::GuardLimits {
             window_ms: self.window_ms,
@@ -342,14 +329,10 @@ impl NodeConfig {
             ("security.max_tracked", sec.max_tracked as u64),
             ("security.max_transactions", sec.max_transactions as u64),
             ("security.shed_backlog", sec.shed_backlog as u64),
-            ("security.shed_target_backlog", sec.shed_target_backlog as u64),
         ] {
             if v == 0 {
                 return bad(field, "must be at least 1".into());
             }
-        }
-        if sec.shed_target_backlog >= sec.shed_backlog {
-            return bad("security.shed_target_backlog", format!("must be below security.shed_backlog ({})", sec.shed_backlog));
         }
         if sec.window_ms > 3_600_000 || sec.ban_s > 86_400 * 7 || sec.lockout_s > 86_400 {
             return bad("security.ban_s", "window_ms <= 1 h, ban_s <= 7 days, lockout_s <= 1 day".into());

@@ -23,8 +23,6 @@ pub struct Metrics {
     pub guard_drops: IntCounterVec,
     pub guard_bans: IntCounter,
     pub guard_banned: IntGauge,
-    /// The overload throttle's limit on new requests per second (0: not limiting).
-    pub shed_limit: IntGauge,
     pub stream_connections: IntGauge,
     pub stream_refused: IntCounter,
 }
@@ -61,12 +59,11 @@ impl Metrics {
             calls_in_progress: IntGauge::new("hatrunk_calls_in_progress", "Calls being set up or answered on this node")?,
             guard_drops: cv(
                 "hatrunk_guard_drops_total",
-                "Requests not served, by reason: banned (source banned), limit (crossed a limit), overload (transaction limit, 503), shed (overload throttle, 503), queue (dropped unread, far behind), forged (unsigned forward, 403)",
+                "Requests not served, by reason: banned (source banned), limit (crossed a limit), overload (transaction limit, 503), shed (far behind, 503), queue (dropped unread, far behind), forged (unsigned forward, 403)",
                 &["reason"],
             )?,
             guard_bans: IntCounter::new("hatrunk_guard_bans_total", "Sources banned (request rate or failed authentications)")?,
             guard_banned: IntGauge::new("hatrunk_guard_banned_sources", "Sources banned now")?,
-            shed_limit: IntGauge::new("hatrunk_overload_limit_per_second", "New requests per second the overload throttle lets through (0: not limiting)")?,
             stream_connections: IntGauge::new("hatrunk_sip_stream_connections", "SIP TCP and TLS connections open now")?,
             stream_refused: IntCounter::new(
                 "hatrunk_sip_stream_refused_total",
@@ -87,7 +84,6 @@ impl Metrics {
         m.registry.register(Box::new(m.guard_drops.clone()))?;
         m.registry.register(Box::new(m.guard_bans.clone()))?;
         m.registry.register(Box::new(m.guard_banned.clone()))?;
-        m.registry.register(Box::new(m.shed_limit.clone()))?;
         m.registry.register(Box::new(m.stream_connections.clone()))?;
         m.registry.register(Box::new(m.stream_refused.clone()))?;
         Ok(m)

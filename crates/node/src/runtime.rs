@@ -403,10 +403,21 @@ fn start_sip(
         guard: cfg.security.limits(),
         trusted: cfg.security.trusted.clone(),
         max_transactions: cfg.security.max_transactions,
-        throttle: cfg.security.throttle(),
+        shed_backlog: cfg.security.shed_backlog,
     };
     // twice the engine's own ceiling: about 200 ms of queue, well inside SIP's first retransmission
-    transports.set_drop_backlog(cfg.security.shed_backlog.saturating_mul(2));
+    transports.set_drop_backlog(
+        cfg.security.shed_backlog.saturating_mul(2),
+        Box::new(|bytes: &[u8]| {
+            let mut r = crate::proxy::build::error_reply(bytes, 503, "overloaded")?;
+            let to = r.header("To")?.to_string();
+            if hatrunk_sip::headers::param(&to, "tag").is_none() {
+                r.set("To", format!("{to};tag={}", hatrunk_sip::transport::REFUSAL_TAG));
+            }
+            r.push("Retry-After", "5");
+            Some(r.to_bytes())
+        }),
+    );
     let engine = Engine::new(ecfg, store.clone(), cluster, metrics, status);
     Ok(tokio::spawn(engine_loop(engine, events, transports, admission, store, cdrs, clock)))
 }
@@ -466,7 +477,7 @@ async fn engine_loop(
                 }
                 // let the receive loops run between batches, even on one core: what waits in a
                 // socket's kernel buffer is invisible to shedding and is lost when it overflows;
-                // what waits in `events` is counted, throttled and dropped by rule
+                // what waits in `events` is counted, shed with 503 and, far behind, dropped by rule
                 tokio::task::yield_now().await;
             }
             Some((id, d)) = adm_rx.recv() => engine.on_admitted(id, d, clock()),

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -138,6 +138,8 @@ pub struct Transports {
     /// Past this many messages waiting for the engine, new requests are dropped unread.
     drop_backlog: AtomicUsize,
     dropped: AtomicU64,
+    /// Builds the stateless refusal sent instead of queueing, far behind.
+    refusal: OnceLock<Refusal>,
     epoch: Instant,
     events: mpsc::Sender<TransportEvent>,
 }
@@ -190,6 +192,7 @@ impl Transports {
             refused: AtomicU64::new(0),
             drop_backlog: AtomicUsize::new(usize::MAX),
             dropped: AtomicU64::new(0),
+            refusal: OnceLock::new(),
             epoch: Instant::now(),
             events,
         }
@@ -207,24 +210,33 @@ impl Transports {
 
     /// The last line of defence under overload. The engine refuses new requests with 503 while it
     /// keeps up with refusing; when even that falls behind, a queue that keeps growing would make
-    /// every answer late, every INVITE retransmitted, and the overload permanent. So past
-    /// `n` waiting messages, a new request (any request but ACK, BYE and CANCEL, which end
-    /// things) is dropped as it comes off the socket, before it is parsed. Responses always go on.
-    pub fn set_drop_backlog(&self, n: usize) {
+    /// every answer late, every INVITE retransmitted, and the overload permanent. So past `n`
+    /// waiting messages, a new UDP request (any request but ACK, BYE and CANCEL, which end things)
+    /// is answered as it comes off the socket by `refusal` (a stateless 503 built from the raw
+    /// bytes, without the full parse), or dropped when it cannot be. The ACK of such a refusal
+    /// (its To tag is [`REFUSAL_TAG`]) is absorbed here too. Responses always go on.
+    pub fn set_drop_backlog(&self, n: usize, refusal: Refusal) {
         self.drop_backlog.store(n, Ordering::Relaxed);
+        let _ = self.refusal.set(refusal);
     }
 
-    /// New requests dropped unread by [`Transports::set_drop_backlog`]'s rule, since start.
+    /// New requests refused or dropped at the socket by [`Transports::set_drop_backlog`]'s rule.
     pub fn dropped_requests(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Hand a received message to the engine, unless the queue is past the drop mark and it is
-    /// a new request; false once the engine is gone.
+    /// Hand a received datagram to the engine, unless the queue is past the drop mark and it is
+    /// a new request, or it is the ACK of a refusal sent from here; false once the engine is gone.
     async fn deliver(&self, m: Incoming) -> bool {
         let waiting = self.events.max_capacity() - self.events.capacity();
         if waiting > self.drop_backlog.load(Ordering::Relaxed) && starts_something(&m.bytes) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(reply) = self.refusal.get().and_then(|f| f(&m.bytes)) {
+                self.send_udp(m.peer, &reply);
+            }
+            return true;
+        }
+        if acks_refusal(&m.bytes) {
             return true;
         }
         self.events.send(TransportEvent::Message(m)).await.is_ok()
@@ -298,6 +310,19 @@ pub fn set_recv_buffer(sock: &UdpSocket, want: usize) -> usize {
     getsockopt(sock, RcvBuf).map(|b| b / 2).unwrap_or(0)
 }
 
+/// The To tag of the refusals [`Transports::set_drop_backlog`] sends; their ACKs are absorbed.
+pub const REFUSAL_TAG: &str = "hatrunk-refused";
+
+/// Builds a stateless refusal from a request's raw bytes (None: cannot be addressed).
+pub type Refusal = Box<dyn Fn(&[u8]) -> Option<Bytes> + Send + Sync>;
+
+/// The ACK of a refusal sent by the transport: nothing above needs to see it.
+fn acks_refusal(bytes: &[u8]) -> bool {
+    const NEEDLE: &[u8] = b"tag=hatrunk-refused";
+    let b = bytes.trim_ascii_start();
+    b.starts_with(b"ACK ") && b.windows(NEEDLE.len()).any(|w| w == NEEDLE)
+}
+
 /// A request that may start something new (not a response, ACK, BYE or CANCEL), judged from
 /// its first bytes only.
 fn starts_something(bytes: &[u8]) -> bool {
@@ -363,18 +388,33 @@ mod tests {
         assert_eq!(&buf[..n], b"hello");
     }
 
-    /// Past the drop mark, new requests are dropped unread while responses, ACK, BYE and CANCEL
-    /// still reach the engine.
+    /// Past the drop mark, new requests are refused at the socket (or dropped when no refusal can
+    /// be built) while responses, ACK, BYE and CANCEL still reach the engine; the ACK of such a
+    /// refusal is absorbed.
     #[tokio::test]
-    async fn past_the_drop_mark_new_requests_are_dropped_and_the_rest_delivered() {
+    async fn past_the_drop_mark_new_requests_are_refused_at_the_socket_and_the_rest_delivered() {
         let sock = Arc::new(KernelUdp(UdpSocket::bind("127.0.0.1:0").await.expect("bind")));
         let to = sock.0.local_addr().expect("addr");
         let (tx, mut rx) = mpsc::channel(16);
         let t = Transports::start_datagram(sock, tx);
-        t.set_drop_backlog(2);
+        t.set_drop_backlog(
+            2,
+            Box::new(|b: &[u8]| b.starts_with(b"INVITE").then(|| Bytes::from(format!("SIP/2.0 503 to {}", String::from_utf8_lossy(b))))),
+        );
         let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        let sent =
-            ["INVITE a", "OPTIONS b", "INVITE c", "INVITE d", "REGISTER e", "SIP/2.0 200 OK", "BYE f", "ACK g", "CANCEL h", "INVITE i"];
+        let sent = [
+            "INVITE a",
+            "OPTIONS b",
+            "INVITE c",
+            "INVITE d",
+            "REGISTER e",
+            "SIP/2.0 200 OK",
+            "BYE f",
+            "ACK g",
+            "CANCEL h",
+            "INVITE i",
+            "ACK sip:x SIP/2.0\r\nTo: <sip:x>;tag=hatrunk-refused\r\n\r\n",
+        ];
         for m in sent {
             client.send_to(m.as_bytes(), to).await.expect("send");
         }
@@ -387,6 +427,18 @@ mod tests {
         }
         assert_eq!(got, ["INVITE a", "OPTIONS b", "INVITE c", "SIP/2.0 200 OK", "BYE f", "ACK g", "CANCEL h"]);
         assert_eq!(t.dropped_requests(), 3);
+        let mut buf = [0u8; 64];
+        for want in ["SIP/2.0 503 to INVITE d", "SIP/2.0 503 to INVITE i"] {
+            let (n, _) = tokio::time::timeout(std::time::Duration::from_secs(5), client.recv_from(&mut buf))
+                .await
+                .expect("a refusal")
+                .expect("recv");
+            assert_eq!(&buf[..n], want.as_bytes());
+        }
+        // the refusal's ACK is absorbed: the next thing delivered is what followed it
+        client.send_to(b"BYE z", to).await.expect("send");
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.expect("in time").expect("open");
+        assert!(matches!(next, TransportEvent::Message(m) if &m.bytes[..] == b"BYE z"));
         assert!(starts_something(b"\r\nINVITE sip:x SIP/2.0") && !starts_something(b"SIP/2.0 503 Service Unavailable"));
     }
 }

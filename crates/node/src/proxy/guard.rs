@@ -52,12 +52,12 @@ impl Engine {
         self.backlog = n;
     }
 
-    /// Past the transaction limit, or behind (a new request the overload throttle does not let
-    /// through): answer 503 with Retry-After statelessly and say so. In-dialog requests (a BYE
-    /// frees a slot) are never throttled and may use twice the room new ones may.
+    /// Past the transaction limit, or too far behind (a new request when more than `shed_backlog`
+    /// messages wait): answer 503 with Retry-After statelessly and say so. In-dialog
+    /// requests (a BYE frees a slot) may use twice the room new ones may.
     pub(super) fn overloaded(&mut self, msg: &SipMessage, src: Src, in_dialog: bool) -> bool {
         let room = if in_dialog { self.cfg.max_transactions.saturating_mul(2) } else { self.cfg.max_transactions };
-        let behind = !in_dialog && !self.throttle.admit(self.backlog, self.now);
+        let behind = !in_dialog && self.backlog > self.cfg.shed_backlog;
         if self.servers.len() < room && !behind {
             return false;
         }
@@ -91,6 +91,5 @@ impl Engine {
         self.guard.sweep(self.now);
         self.nonces.expire(self.now);
         self.metrics.guard_banned.set(self.guard.bans(self.now).len() as i64);
-        self.metrics.shed_limit.set(self.throttle.rate().map_or(0, |r| r.round() as i64));
     }
 }

@@ -11,7 +11,7 @@
 //! construction.
 
 mod auth;
-mod build;
+pub(crate) mod build;
 mod call;
 mod cancel;
 mod dialog;
@@ -129,9 +129,9 @@ pub struct EngineConfig {
     pub trusted: Vec<ipnet::IpNet>,
     /// Server transactions at most; past it new requests get 503 with Retry-After.
     pub max_transactions: usize,
-    /// How new requests are throttled when the engine falls behind: the excess is refused at
-    /// once with 503 (RFC 7339's aim: shed early and cheaply instead of answering everything late).
-    pub throttle: hatrunk_core::overload::ThrottleConfig,
+    /// Messages waiting to be processed past which new requests are refused at once with 503
+    /// (RFC 7339's aim: shed early and cheaply instead of answering everything late).
+    pub shed_backlog: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +195,6 @@ pub struct Engine {
     ha_turn: HashMap<String, u64>,
     nonces: NonceIssuer,
     guard: Guard,
-    throttle: hatrunk_core::overload::Throttle,
     /// Messages queued behind the one being processed (an input, set by the runtime).
     backlog: usize,
     last_sweep: u64,
@@ -214,7 +213,6 @@ impl Engine {
         Engine {
             here: (cfg.node.as_str().into(), cfg.zone.as_str().into(), cfg.region.as_str().into()),
             guard: Guard::new(cfg.guard),
-            throttle: hatrunk_core::overload::Throttle::new(cfg.throttle),
             backlog: 0,
             seq: cfg.seed,
             cfg,
@@ -249,7 +247,6 @@ impl Engine {
     /// A datagram or stream frame arrived.
     pub fn on_message(&mut self, inc: Incoming, now: u64) {
         self.now = now;
-        self.throttle.observe(self.backlog, now);
         let src = Src { proto: inc.proto, addr: inc.peer, conn: inc.conn };
         if self.guard.is_banned(src.addr.ip(), now) {
             // not even parsed; what it keeps sending keeps the ban running

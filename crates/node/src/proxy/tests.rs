@@ -109,7 +109,7 @@ pub(super) fn engine_signed(trunk: &str, view: Arc<dyn crate::cluster_health::Cl
         guard: hatrunk_core::guard::GuardLimits::default(),
         trusted: Vec::new(),
         max_transactions: 1_000,
-        throttle: hatrunk_core::overload::ThrottleConfig::default(),
+        shed_backlog: usize::MAX,
     };
     Engine::new(cfg, store as Arc<dyn TrunkStore>, view, Arc::new(Metrics::new().expect("metrics")), Arc::new(SharedStatus::default()))
 }
