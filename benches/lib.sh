@@ -47,7 +47,17 @@ start_node() {
     "$work/data" > "$work/node.toml"
   # HATRUNK_EXTRA_TOML, when set, is appended to the node's config (e.g. a [security] section)
   printf '%b' "${HATRUNK_EXTRA_TOML:-}" >> "$work/node.toml"
-  env ${HATRUNK_PRELOAD:+LD_PRELOAD=$HATRUNK_PRELOAD} HATRUNK_LOG=warn "$bin" run --config "$work/node.toml" > "$work/node.log" 2>&1 &
+  # NODE_CPUS, when set, pins the node to those CPUs (taskset -c), away from the load tools;
+  # NODE_CPU_PERCENT caps it at that share of one CPU (a cgroup's CFS quota, 10 ms period)
+  local cg=""
+  if [ -n "${NODE_CPU_PERCENT:-}" ]; then
+    cg=/sys/fs/cgroup/cpu/hatrunk-bench-$$
+    mkdir -p "$cg" && echo 10000 > "$cg/cpu.cfs_period_us" && echo $((NODE_CPU_PERCENT * 100)) > "$cg/cpu.cfs_quota_us" \
+      || { echo "cannot make the cgroup $cg (cgroup v1 cpu controller needed)" >&2; return 1; }
+    trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rmdir '"$cg"' 2>/dev/null; true' EXIT
+  fi
+  env ${HATRUNK_PRELOAD:+LD_PRELOAD=$HATRUNK_PRELOAD} HATRUNK_LOG=warn sh -c '[ -z "$1" ] || echo $$ > "$1/cgroup.procs"; shift; exec "$@"' \
+    sh "$cg" ${NODE_CPUS:+taskset -c $NODE_CPUS} "$bin" run --config "$work/node.toml" > "$work/node.log" 2>&1 &
   node=$!
   pids+=("$node")
 }
