@@ -406,18 +406,7 @@ fn start_sip(
         shed_backlog: cfg.security.shed_backlog,
     };
     // twice the engine's own ceiling: about 200 ms of queue, well inside SIP's first retransmission
-    transports.set_drop_backlog(
-        cfg.security.shed_backlog.saturating_mul(2),
-        Box::new(|bytes: &[u8]| {
-            let mut r = crate::proxy::build::error_reply(bytes, 503, "overloaded")?;
-            let to = r.header("To")?.to_string();
-            if hatrunk_sip::headers::param(&to, "tag").is_none() {
-                r.set("To", format!("{to};tag={}", hatrunk_sip::transport::REFUSAL_TAG));
-            }
-            r.push("Retry-After", "5");
-            Some(r.to_bytes())
-        }),
-    );
+    transports.set_drop_backlog(cfg.security.shed_backlog.saturating_mul(2), Box::new(crate::proxy::build::far_behind_refusal));
     let engine = Engine::new(ecfg, store.clone(), cluster, metrics, status);
     Ok(tokio::spawn(engine_loop(engine, events, transports, admission, store, cdrs, clock)))
 }

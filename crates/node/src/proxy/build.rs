@@ -88,9 +88,40 @@ pub fn error_reply(bytes: &[u8], status: u16, why: &str) -> Option<SipMessage> {
     Some(r)
 }
 
+/// The stateless 503 the transport sends for a new request when the node is far behind
+/// (`Transports::set_drop_backlog`), from the raw bytes: its To tag lets the transport absorb the
+/// ACK, and Retry-After asks the sender to wait.
+pub fn far_behind_refusal(bytes: &[u8]) -> Option<Bytes> {
+    let mut r = error_reply(bytes, 503, "overloaded")?;
+    let to = r.header("To")?.to_string();
+    if hatrunk_sip::headers::param(&to, "tag").is_none() {
+        r.set("To", format!("{to};tag={}", hatrunk_sip::transport::REFUSAL_TAG));
+    }
+    r.push("Retry-After", "5");
+    Some(r.to_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_far_behind_refusal_is_a_503_the_caller_can_match_and_ack() {
+        let invite = b"INVITE sip:1000@10.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKr1\r\n\
+            From: <sip:c@10.9.9.9>;tag=f1\r\nTo: <sip:1000@10.0.0.1>\r\nCall-ID: r1\r\nCSeq: 1 INVITE\r\n\
+            Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let r = parse(&far_behind_refusal(invite).expect("a reply"), true).expect("parses");
+        assert_eq!(r.code(), Some(503));
+        assert_eq!(r.header("Via"), Some("SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKr1"));
+        assert_eq!(r.header("To"), Some("<sip:1000@10.0.0.1>;tag=hatrunk-refused"));
+        assert_eq!(r.header("Retry-After"), Some("5"));
+        assert_eq!(r.header("Call-ID"), Some("r1"));
+        // a request already in a dialog keeps its tag; garbage gets nothing
+        let reinvite = String::from_utf8_lossy(invite).replace("To: <sip:1000@10.0.0.1>", "To: <sip:1000@10.0.0.1>;tag=p");
+        let r = parse(&far_behind_refusal(reinvite.as_bytes()).expect("a reply"), true).expect("parses");
+        assert_eq!(r.header("To"), Some("<sip:1000@10.0.0.1>;tag=p"));
+        assert!(far_behind_refusal(b"\x00garbage").is_none());
+    }
 
     #[test]
     fn error_reply_keeps_addressing_headers() {
