@@ -464,10 +464,6 @@ async fn engine_loop(
                         Err(_) => break,
                     }
                 }
-                // let the receive loops run between batches, even on one core: what waits in a
-                // socket's kernel buffer is invisible to shedding and is lost when it overflows;
-                // what waits in `events` is counted, shed with 503 and, far behind, dropped by rule
-                tokio::task::yield_now().await;
             }
             Some((id, d)) = adm_rx.recv() => engine.on_admitted(id, d, clock()),
             _ = sleep => engine.on_tick(clock()),
