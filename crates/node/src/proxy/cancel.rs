@@ -74,8 +74,10 @@ impl Engine {
     /// A response for an attempt we already gave up on (timed out, cancelled, or its call ended).
     pub(super) fn late_response(&mut self, id: u64, n: usize, resp: SipMessage) {
         let code = resp.code().unwrap_or(0);
-        if code >= 200 {
-            // a cancelled call's attempt is over (its 487, or a late answer torn down below)
+        if code >= 300 {
+            // a cancelled call's attempt is over (its 487). A late answer is not: the PBX's leg is
+            // up until our BYE below is answered, and only then may the slot go (simulation seed
+            // 6: released at the 200, another call was admitted while the leg was still up)
             self.release_held(id);
         }
         let branch = self.calls.get(&id).and_then(|c| c.attempts.get(n)).map(|a| a.branch.clone());
@@ -90,12 +92,12 @@ impl Engine {
                 self.send(dest, c);
             }
         } else if code < 300 {
-            self.tear_down(&resp, dest);
+            self.tear_down(&resp, dest, Owner::TearDown(id));
         }
     }
 
     /// Answered too late (after failover or CANCEL): ACK and BYE it so no leg stays up unaccounted.
-    fn tear_down(&mut self, resp: &SipMessage, dest: Src) {
+    fn tear_down(&mut self, resp: &SipMessage, dest: Src, owner: Owner) {
         let target = resp.header("Contact").map(|c| addr_uri(c).to_string()).unwrap_or_default();
         let n = resp.header("CSeq").and_then(|c| c.split_whitespace().next()).and_then(|n| n.parse::<u32>().ok()).unwrap_or(1);
         for (method, cseq) in [(hatrunk_sip::Method::Ack, n), (hatrunk_sip::Method::Bye, n + 1)] {
@@ -112,7 +114,7 @@ impl Engine {
                 m.push_front("Via", format!("SIP/2.0/{} {};branch={b}", dest.proto.via_name(), self.hostport(dest.proto)));
                 self.send(dest, m);
             } else {
-                self.start_client(m, dest, Owner::Own);
+                self.start_client(m, dest, owner.clone());
             }
         }
     }

@@ -141,8 +141,9 @@ enum Owner {
     /// A request relayed statefully for this server transaction.
     Relay(String),
     Probe(String, Role),
-    /// Our own request (CANCEL, teardown BYE): responses are absorbed.
-    Own,
+    /// The BYE tearing down a late answer to cancelled call `id`: the PBX's leg is up until it is
+    /// answered (or times out), so the slot held for the call goes only then.
+    TearDown(u64),
     /// The attempt that answered a call: its 2xx retransmissions (our 2xx upstream or the caller's
     /// ACK was lost) go to the caller through this server transaction (RFC 6026), during the call
     /// and after it ended; a teardown BYE of ours would race the caller's own BYE (481).
@@ -284,7 +285,8 @@ impl Engine {
                 Owner::Call(id, n) => self.attempt_unreachable(id, n),
                 Owner::Relay(key) => self.respond_key(&key, 503, None),
                 Owner::Probe(t, r) => self.probe_result(&t, r, false),
-                Owner::Own | Owner::Answered(_) => {}
+                Owner::TearDown(id) => self.release_held(id),
+                Owner::Answered(_) => {}
             }
         }
     }
@@ -423,7 +425,11 @@ impl Engine {
                     self.respond_msg(&key, msg);
                 }
             }
-            Owner::Own => {}
+            Owner::TearDown(id) => {
+                if code >= 200 {
+                    self.release_held(id)
+                }
+            }
         }
     }
 
@@ -461,6 +467,7 @@ impl Engine {
                     Some(Owner::Call(id, n)) => self.attempt_timeout(id, n),
                     Some(Owner::Relay(key)) => self.respond_key(&key, 408, None),
                     Some(Owner::Probe(t, r)) => self.probe_result(&t, r, false),
+                    Some(Owner::TearDown(id)) => self.release_held(id),
                     _ => {}
                 }
             }
