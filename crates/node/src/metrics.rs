@@ -59,7 +59,7 @@ impl Metrics {
             calls_in_progress: IntGauge::new("hatrunk_calls_in_progress", "Calls being set up or answered on this node")?,
             guard_drops: cv(
                 "hatrunk_guard_drops_total",
-                "Requests not served, by reason: banned (source banned), limit (crossed a limit), overload (transaction limit, 503), shed (far behind, 503), queue (dropped unread, far behind), forged (unsigned forward, 403)",
+                "Requests not served, by reason: banned (source banned), limit (crossed a limit), overload (transaction limit, 503), shed (far behind, 503), queue (503 at the socket, far behind), forged (unsigned forward, 403)",
                 &["reason"],
             )?,
             guard_bans: IntCounter::new("hatrunk_guard_bans_total", "Sources banned (request rate or failed authentications)")?,
@@ -98,21 +98,22 @@ impl Metrics {
         buf
     }
 
-    /// Copy the transport's connection counters (read once a second).
-    /// New requests the transport dropped unread, far behind (`Transports::set_drop_backlog`).
+    /// New requests the transport refused at the socket, far behind (`Transports::set_drop_backlog`).
     pub fn note_dropped(&self, total: u64) {
-        let c = self.guard_drops.with_label_values(&["queue"]);
-        let seen = c.get();
-        if total > seen {
-            c.inc_by(total - seen);
-        }
+        catch_up(&self.guard_drops.with_label_values(&["queue"]), total);
     }
 
+    /// Copy the transport's connection counters (read once a second).
     pub fn note_streams(&self, open: u64, refused_total: u64) {
         self.stream_connections.set(open as i64);
-        let seen = self.stream_refused.get();
-        if refused_total > seen {
-            self.stream_refused.inc_by(refused_total - seen);
-        }
+        catch_up(&self.stream_refused, refused_total);
+    }
+}
+
+/// Bring a counter up to a total kept elsewhere (the transport's atomics).
+fn catch_up(c: &IntCounter, total: u64) {
+    let seen = c.get();
+    if total > seen {
+        c.inc_by(total - seen);
     }
 }

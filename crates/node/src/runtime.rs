@@ -405,7 +405,7 @@ fn start_sip(
         max_transactions: cfg.security.max_transactions,
         shed_backlog: cfg.security.shed_backlog,
     };
-    // twice the engine's own ceiling: about 200 ms of queue, well inside SIP's first retransmission
+    // twice the engine's own ceiling: about 150 ms of queue, well inside SIP's first retransmission
     transports.set_drop_backlog(cfg.security.shed_backlog.saturating_mul(2), Box::new(crate::proxy::build::far_behind_refusal));
     let engine = Engine::new(ecfg, store.clone(), cluster, metrics, status);
     Ok(tokio::spawn(engine_loop(engine, events, transports, admission, store, cdrs, clock)))

@@ -135,7 +135,7 @@ pub struct Transports {
     next_id: AtomicU64,
     open: AtomicU64,
     refused: AtomicU64,
-    /// Past this many messages waiting for the engine, new requests are dropped unread.
+    /// Past this many messages waiting for the engine, new requests are refused at the socket.
     drop_backlog: AtomicUsize,
     dropped: AtomicU64,
     /// Builds the stateless refusal sent instead of queueing, far behind.

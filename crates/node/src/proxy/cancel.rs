@@ -92,12 +92,13 @@ impl Engine {
                 self.send(dest, c);
             }
         } else if code < 300 {
-            self.tear_down(&resp, dest, Owner::TearDown(id));
+            self.tear_down(&resp, dest, id);
         }
     }
 
-    /// Answered too late (after failover or CANCEL): ACK and BYE it so no leg stays up unaccounted.
-    fn tear_down(&mut self, resp: &SipMessage, dest: Src, owner: Owner) {
+    /// Answered too late (after failover or CANCEL): ACK and BYE it so no leg stays up unaccounted;
+    /// call `id`'s held slot goes when the BYE is done.
+    fn tear_down(&mut self, resp: &SipMessage, dest: Src, id: u64) {
         let target = resp.header("Contact").map(|c| addr_uri(c).to_string()).unwrap_or_default();
         let n = resp.header("CSeq").and_then(|c| c.split_whitespace().next()).and_then(|n| n.parse::<u32>().ok()).unwrap_or(1);
         for (method, cseq) in [(hatrunk_sip::Method::Ack, n), (hatrunk_sip::Method::Bye, n + 1)] {
@@ -114,7 +115,7 @@ impl Engine {
                 m.push_front("Via", format!("SIP/2.0/{} {};branch={b}", dest.proto.via_name(), self.hostport(dest.proto)));
                 self.send(dest, m);
             } else {
-                self.start_client(m, dest, owner.clone());
+                self.start_client(m, dest, Owner::TearDown(id));
             }
         }
     }
