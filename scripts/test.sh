@@ -29,6 +29,11 @@ if [ -w /proc/sys/net/ipv4/ip_local_reserved_ports ]; then
     *) echo "$r,30000-39999" > /proc/sys/net/ipv4/ip_local_reserved_ports ;; esac
 fi
 
+# A fresh build of the workspace (tests, benches, simulation) takes a few GB; say what the disk has, so
+# a linker dying of a full disk (SIGBUS) is recognisable. Incremental state is useless on a fresh clone.
+echo "disk free for the build: $(df -h --output=avail . | tail -1 | tr -d ' ')"
+export CARGO_INCREMENTAL=0
+
 # criterion benches run once each as tests (--all-targets), so they never rot; they take no
 # --test-threads flag, hence the environment variable for the test binaries.
 export RUST_TEST_THREADS=2
