@@ -25,12 +25,11 @@ impl Datagram for SimUdp {
         sip_trace("out", peer, bytes);
         (self.0.try_send_to(bytes, peer).map(|_| ()), Vec::new())
     }
-    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
-        let r = self.0.recv_from(buf).await;
-        if let Ok((n, peer)) = &r {
-            sip_trace("in", *peer, &buf[..*n]);
-        }
-        r
+    /// turmoil hands datagrams over as they arrive: no wait below us.
+    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr, std::time::Duration)> {
+        let (n, peer) = self.0.recv_from(buf).await?;
+        sip_trace("in", peer, &buf[..n]);
+        Ok((n, peer, std::time::Duration::ZERO))
     }
 }
 

@@ -220,6 +220,9 @@ pub struct SecuritySection {
     pub max_transactions: usize,
     /// Received messages waiting for the call engine past which new requests get 503 at once.
     pub shed_backlog: usize,
+    /// A new request that waited longer than this (ms) since it reached the host, in the kernel's
+    /// buffer or behind other messages, gets 503 at once.
+    pub shed_wait_ms: u64,
 }
 
 impl Default for SecuritySection {
@@ -237,6 +240,7 @@ impl Default for SecuritySection {
             max_tracked: g.max_sources,
             max_transactions: 200_000,
             shed_backlog: 2_000,
+            shed_wait_ms: 100,
         }
     }
 }
@@ -329,10 +333,14 @@ impl NodeConfig {
             ("security.max_tracked", sec.max_tracked as u64),
             ("security.max_transactions", sec.max_transactions as u64),
             ("security.shed_backlog", sec.shed_backlog as u64),
+            ("security.shed_wait_ms", sec.shed_wait_ms),
         ] {
             if v == 0 {
                 return bad(field, "must be at least 1".into());
             }
+        }
+        if sec.shed_wait_ms > 10_000 {
+            return bad("security.shed_wait_ms", "at most 10000: a request older than that has been given up on".into());
         }
         if sec.window_ms > 3_600_000 || sec.ban_s > 86_400 * 7 || sec.lockout_s > 86_400 {
             return bad("security.ban_s", "window_ms <= 1 h, ban_s <= 7 days, lockout_s <= 1 day".into());
@@ -388,5 +396,9 @@ mod tests {
         assert!(e.to_string().contains("node.role"), "{e}");
         let e = NodeConfig::from_toml("[nodes]\nid = 1").expect_err("bad");
         assert!(e.to_string().contains("nodes"), "{e}");
+        for bad in ["shed_wait_ms = 0", "shed_wait_ms = 60000"] {
+            let e = NodeConfig::from_toml(&format!("[security]\n{bad}")).expect_err(bad);
+            assert!(e.to_string().contains("security.shed_wait_ms"), "{e}");
+        }
     }
 }

@@ -404,9 +404,15 @@ fn start_sip(
         trusted: cfg.security.trusted.clone(),
         max_transactions: cfg.security.max_transactions,
         shed_backlog: cfg.security.shed_backlog,
+        shed_wait_ms: cfg.security.shed_wait_ms,
     };
     // twice the engine's own ceiling: about 150 ms of queue, well inside SIP's first retransmission
-    transports.set_drop_backlog(cfg.security.shed_backlog.saturating_mul(2), Box::new(crate::proxy::build::far_behind_refusal));
+    // the same age limit as the engine's: what waited too long in the kernel is refused before the parse
+    transports.set_drop_backlog(
+        cfg.security.shed_backlog.saturating_mul(2),
+        Duration::from_millis(cfg.security.shed_wait_ms),
+        Box::new(crate::proxy::build::far_behind_refusal),
+    );
     let engine = Engine::new(ecfg, store.clone(), cluster, metrics, status);
     Ok(tokio::spawn(engine_loop(engine, events, transports, admission, store, cdrs, clock)))
 }
@@ -518,7 +524,10 @@ async fn engine_loop(
 fn handle(engine: &mut Engine, ev: TransportEvent, backlog: usize, clock: fn() -> u64) {
     engine.set_backlog(backlog);
     match ev {
-        TransportEvent::Message(m) => engine.on_message(m, clock()),
+        TransportEvent::Message(m) => {
+            engine.set_waited(m.arrived.elapsed().as_millis().try_into().unwrap_or(u64::MAX));
+            engine.on_message(m, clock())
+        }
         TransportEvent::Unreachable { proto, peer } => engine.on_unreachable(proto, peer, clock()),
     }
 }

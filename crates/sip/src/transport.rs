@@ -10,10 +10,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::UdpSocket;
@@ -22,8 +21,11 @@ use tokio::sync::mpsc;
 use crate::error::SipError;
 use crate::framing::MAX_MESSAGE;
 
+mod kernel;
 mod stream;
 
+pub use kernel::set_recv_buffer;
+use kernel::KernelUdp;
 use stream::{accept_loop, Conns};
 pub use stream::{StreamLimits, StreamSetup};
 
@@ -65,6 +67,9 @@ pub struct Incoming {
     pub peer: SocketAddr,
     /// The stream connection it came on (responses go back on it).
     pub conn: Option<u64>,
+    /// When it reached this host (for UDP, the kernel's receive time), on tokio's clock, which
+    /// the simulation drives: how long a request has waited decides whether it is still served.
+    pub arrived: tokio::time::Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -83,7 +88,9 @@ pub trait Datagram: Send + Sync + 'static {
     fn local_addr(&self) -> std::io::Result<SocketAddr>;
     /// Send one datagram without waiting; also returns destinations learned unreachable meanwhile.
     fn send(&self, peer: SocketAddr, bytes: &[u8]) -> (std::io::Result<()>, Vec<SocketAddr>);
-    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = std::io::Result<(usize, SocketAddr)>> + Send;
+    /// Receive one datagram: its length, its sender, and how long it waited below us (in the
+    /// kernel's socket buffer; zero where that is not known).
+    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = std::io::Result<(usize, SocketAddr, Duration)>> + Send;
     /// After a failed receive: the destinations reported unreachable.
     fn unreachable(&self) -> Vec<SocketAddr> {
         Vec::new()
@@ -105,24 +112,6 @@ impl<D: Datagram> SendDatagram for D {
     }
 }
 
-/// The kernel's UDP socket, with ICMP errors read from its error queue (`IP_RECVERR`).
-struct KernelUdp(UdpSocket);
-
-impl Datagram for KernelUdp {
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-    fn send(&self, peer: SocketAddr, bytes: &[u8]) -> (std::io::Result<()>, Vec<SocketAddr>) {
-        send_datagram(&self.0, peer, bytes)
-    }
-    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = std::io::Result<(usize, SocketAddr)>> + Send {
-        self.0.recv_from(buf)
-    }
-    fn unreachable(&self) -> Vec<SocketAddr> {
-        drain_icmp_errors(&self.0)
-    }
-}
-
 /// The node's sockets.
 pub struct Transports {
     udp: Arc<dyn SendDatagram>,
@@ -135,8 +124,10 @@ pub struct Transports {
     next_id: AtomicU64,
     open: AtomicU64,
     refused: AtomicU64,
-    /// Past this many messages waiting for the engine, new requests are refused at the socket.
+    /// Past this many messages waiting for the engine, or a request that has waited longer than
+    /// `drop_wait_ms` since it reached the host, new requests are refused at the socket.
     drop_backlog: AtomicUsize,
+    drop_wait_ms: AtomicU64,
     dropped: AtomicU64,
     /// Builds the stateless refusal sent instead of queueing, far behind.
     refusal: OnceLock<Refusal>,
@@ -150,11 +141,7 @@ impl Transports {
     pub fn start(udp: UdpSocket, streams: StreamSetup, events: mpsc::Sender<TransportEvent>) -> Result<Arc<Transports>, SipError> {
         let err = |e: std::io::Error| SipError::Transport { peer: "local".into(), reason: e.to_string() };
         let tcp_local = streams.tcp.local_addr().map_err(err)?;
-        let udp_local = udp.local_addr().map_err(err)?;
-        if udp_local.is_ipv4() {
-            nix::sys::socket::setsockopt(&udp, nix::sys::socket::sockopt::Ipv4RecvErr, &true).map_err(|e| err(std::io::Error::from(e)))?;
-        }
-        let udp = Arc::new(KernelUdp(udp));
+        let udp = Arc::new(KernelUdp::new(udp).map_err(err)?);
         let mut t = Self::build(udp.clone(), Some(tcp_local), events);
         let tls = match streams.tls {
             Some((l, cfg)) => Some((l.local_addr().map_err(err)?, l, tokio_rustls::TlsAcceptor::from(cfg))),
@@ -191,6 +178,7 @@ impl Transports {
             open: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             drop_backlog: AtomicUsize::new(usize::MAX),
+            drop_wait_ms: AtomicU64::new(u64::MAX),
             dropped: AtomicU64::new(0),
             refusal: OnceLock::new(),
             epoch: Instant::now(),
@@ -211,12 +199,15 @@ impl Transports {
     /// The last line of defence under overload. The engine refuses new requests with 503 while it
     /// keeps up with refusing; when even that falls behind, a queue that keeps growing would make
     /// every answer late, every INVITE retransmitted, and the overload permanent. So past `n`
-    /// waiting messages, a new UDP request (any request but ACK, BYE and CANCEL, which end things)
-    /// is answered as it comes off the socket by `refusal` (a stateless 503 built from the raw
-    /// bytes, without the full parse), or dropped when it cannot be. The ACK of such a refusal
-    /// (its To tag is [`REFUSAL_TAG`]) is absorbed here too. Responses always go on.
-    pub fn set_drop_backlog(&self, n: usize, refusal: Refusal) {
+    /// messages waiting for the engine, or once a request has waited longer than `wait` since it
+    /// reached the host (in the kernel's buffer: a queue the engine cannot count), a new UDP
+    /// request (any request but ACK, BYE and CANCEL, which end things) is answered as it comes
+    /// off the socket by `refusal` (a stateless 503 built from the raw bytes, without the full
+    /// parse), or dropped when it cannot be. The ACK of such a refusal (its To tag is
+    /// [`REFUSAL_TAG`]) is absorbed here too. Responses always go on.
+    pub fn set_drop_backlog(&self, n: usize, wait: Duration, refusal: Refusal) {
         self.drop_backlog.store(n, Ordering::Relaxed);
+        self.drop_wait_ms.store(wait.as_millis().try_into().unwrap_or(u64::MAX), Ordering::Relaxed);
         let _ = self.refusal.set(refusal);
     }
 
@@ -229,7 +220,8 @@ impl Transports {
     /// a new request, or it is the ACK of a refusal sent from here; false once the engine is gone.
     async fn deliver(&self, m: Incoming) -> bool {
         let waiting = self.events.max_capacity() - self.events.capacity();
-        if waiting > self.drop_backlog.load(Ordering::Relaxed) && starts_something(&m.bytes) {
+        let late = m.arrived.elapsed().as_millis() > u128::from(self.drop_wait_ms.load(Ordering::Relaxed));
+        if (waiting > self.drop_backlog.load(Ordering::Relaxed) || late) && starts_something(&m.bytes) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             if let Some(reply) = self.refusal.get().and_then(|f| f(&m.bytes)) {
                 self.send_udp(m.peer, &reply);
@@ -287,8 +279,10 @@ async fn udp_loop<D: Datagram>(t: Arc<Transports>, udp: Arc<D>) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
         match udp.recv(&mut buf).await {
-            Ok((n, peer)) => {
-                let m = Incoming { bytes: Bytes::copy_from_slice(&buf[..n]), proto: Proto::Udp, peer, conn: None };
+            Ok((n, peer, waited)) => {
+                let now = tokio::time::Instant::now();
+                let arrived = now.checked_sub(waited).unwrap_or(now);
+                let m = Incoming { bytes: Bytes::copy_from_slice(&buf[..n]), proto: Proto::Udp, peer, conn: None, arrived };
                 if !t.deliver(m).await {
                     return;
                 }
@@ -300,14 +294,6 @@ async fn udp_loop<D: Datagram>(t: Arc<Transports>, udp: Arc<D>) {
             }
         }
     }
-}
-
-/// Ask the kernel for a receive buffer of `want` bytes on `sock`; returns what it granted.
-pub fn set_recv_buffer(sock: &UdpSocket, want: usize) -> usize {
-    use nix::sys::socket::{getsockopt, setsockopt, sockopt::RcvBuf};
-    let _ = setsockopt(sock, RcvBuf, &want);
-    // Linux reports twice what it grants (the other half is its own bookkeeping)
-    getsockopt(sock, RcvBuf).map(|b| b / 2).unwrap_or(0)
 }
 
 /// The To tag of the refusals [`Transports::set_drop_backlog`] sends; their ACKs are absorbed.
@@ -330,75 +316,22 @@ fn starts_something(bytes: &[u8]) -> bool {
     !(b.starts_with(b"SIP/") || b.starts_with(b"ACK ") || b.starts_with(b"BYE ") || b.starts_with(b"CANCEL "))
 }
 
-/// Send one datagram; also returns the destinations the socket reported unreachable meanwhile.
-/// "Connection refused" on a send is always such a report (an unconnected UDP send cannot be
-/// refused), so it is never taken as `peer`'s failure.
-fn send_datagram(sock: &UdpSocket, peer: SocketAddr, bytes: &[u8]) -> (std::io::Result<()>, Vec<SocketAddr>) {
-    let mut dead = Vec::new();
-    for _ in 0..8 {
-        match sock.try_send_to(bytes, peer) {
-            Ok(_) => return (Ok(()), dead),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => dead.extend(drain_icmp_errors(sock)),
-            Err(e) => return (Err(e), dead),
-        }
-    }
-    (Err(std::io::Error::new(std::io::ErrorKind::WouldBlock, "socket kept reporting other peers' errors")), dead)
-}
-
-/// Read queued ICMP errors (IP_RECVERR); each names the destination we could not reach.
-fn drain_icmp_errors(sock: &UdpSocket) -> Vec<SocketAddr> {
-    use nix::sys::socket::{recvmsg, MsgFlags, SockaddrIn};
-    let mut out = Vec::new();
-    let mut data = [0u8; 1024];
-    let mut cmsg = nix::cmsg_space!([u8; 512]);
-    for _ in 0..64 {
-        let mut iov = [std::io::IoSliceMut::new(&mut data)];
-        match recvmsg::<SockaddrIn>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT) {
-            Ok(msg) => {
-                if let Some(a) = msg.address {
-                    out.push(SocketAddr::V4(std::net::SocketAddrV4::new(a.ip(), a.port())));
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The kernel reports a dead port's ICMP error on the next send to anyone; that send must
-    /// still go out, and the error must name the dead port, not the live one.
-    #[tokio::test]
-    async fn a_pending_icmp_error_is_not_the_next_peers_failure() {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::Ipv4RecvErr, &true).expect("IP_RECVERR");
-        let dead = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr"); // closed on drop
-        let live = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        sock.send_to(b"x", dead).await.expect("first send");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await; // the ICMP error is queued by now
-        let (sent, unreachable) = send_datagram(&sock, live.local_addr().expect("addr"), b"hello");
-        assert!(sent.is_ok(), "{sent:?}");
-        assert_eq!(unreachable, vec![dead]);
-        let mut buf = [0u8; 16];
-        let (n, _) =
-            tokio::time::timeout(std::time::Duration::from_secs(5), live.recv_from(&mut buf)).await.expect("delivered").expect("recv");
-        assert_eq!(&buf[..n], b"hello");
-    }
 
     /// Past the drop mark, new requests are refused at the socket (or dropped when no refusal can
     /// be built) while responses, ACK, BYE and CANCEL still reach the engine; the ACK of such a
     /// refusal is absorbed.
     #[tokio::test]
     async fn past_the_drop_mark_new_requests_are_refused_at_the_socket_and_the_rest_delivered() {
-        let sock = Arc::new(KernelUdp(UdpSocket::bind("127.0.0.1:0").await.expect("bind")));
+        let sock = Arc::new(KernelUdp::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind")).expect("socket"));
         let to = sock.0.local_addr().expect("addr");
         let (tx, mut rx) = mpsc::channel(16);
         let t = Transports::start_datagram(sock, tx);
         t.set_drop_backlog(
             2,
+            Duration::from_secs(3600),
             Box::new(|b: &[u8]| b.starts_with(b"INVITE").then(|| Bytes::from(format!("SIP/2.0 503 to {}", String::from_utf8_lossy(b))))),
         );
         let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
@@ -440,5 +373,33 @@ mod tests {
         let next = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.expect("in time").expect("open");
         assert!(matches!(next, TransportEvent::Message(m) if &m.bytes[..] == b"BYE z"));
         assert!(starts_something(b"\r\nINVITE sip:x SIP/2.0") && !starts_something(b"SIP/2.0 503 Service Unavailable"));
+    }
+
+    /// A new request that already waited past the mark (in the kernel's buffer, say) is refused
+    /// at the socket however short the engine's queue; a response that waited as long is not.
+    #[tokio::test]
+    async fn a_request_that_waited_too_long_is_refused_however_short_the_queue() {
+        let sock = Arc::new(KernelUdp::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind")).expect("socket"));
+        let (tx, mut rx) = mpsc::channel(16);
+        let t = Transports::start_datagram(sock, tx);
+        t.set_drop_backlog(usize::MAX, Duration::from_millis(100), Box::new(|_: &[u8]| None));
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let now = tokio::time::Instant::now();
+        let at = |ago: u64, text: &'static str| Incoming {
+            bytes: Bytes::from(text),
+            proto: Proto::Udp,
+            peer: client.local_addr().expect("addr"),
+            conn: None,
+            arrived: now.checked_sub(Duration::from_millis(ago)).expect("uptime"),
+        };
+        assert!(t.deliver(at(500, "INVITE old")).await);
+        assert!(t.deliver(at(500, "SIP/2.0 180 Ringing")).await);
+        assert!(t.deliver(at(0, "INVITE new")).await);
+        let mut got = Vec::new();
+        while let Ok(TransportEvent::Message(m)) = rx.try_recv() {
+            got.push(String::from_utf8_lossy(&m.bytes).into_owned());
+        }
+        assert_eq!(got, ["SIP/2.0 180 Ringing", "INVITE new"]);
+        assert_eq!(t.dropped_requests(), 1);
     }
 }

@@ -52,12 +52,18 @@ impl Engine {
         self.backlog = n;
     }
 
+    /// How long the next message waited since it reached the host (kernel buffer and queue).
+    pub fn set_waited(&mut self, ms: u64) {
+        self.waited_ms = ms;
+    }
+
     /// Past the transaction limit, or too far behind (a new request when more than `shed_backlog`
-    /// messages wait): answer 503 with Retry-After statelessly and say so. In-dialog
+    /// messages wait, or one that itself waited longer than `shed_wait_ms`): answer 503 with
+    /// Retry-After statelessly and say so. In-dialog
     /// requests (a BYE frees a slot) may use twice the room new ones may.
     pub(super) fn overloaded(&mut self, msg: &SipMessage, src: Src, in_dialog: bool) -> bool {
         let room = if in_dialog { self.cfg.max_transactions.saturating_mul(2) } else { self.cfg.max_transactions };
-        let behind = !in_dialog && self.backlog > self.cfg.shed_backlog;
+        let behind = !in_dialog && (self.backlog > self.cfg.shed_backlog || self.waited_ms > self.cfg.shed_wait_ms);
         if self.servers.len() < room && !behind {
             return false;
         }

@@ -132,6 +132,9 @@ pub struct EngineConfig {
     /// Messages waiting to be processed past which new requests are refused at once with 503
     /// (RFC 7339's aim: shed early and cheaply instead of answering everything late).
     pub shed_backlog: usize,
+    /// A new request that waited longer than this since it reached the host is refused at once
+    /// with 503: its caller is about to retransmit or give up, so serving it is wasted work.
+    pub shed_wait_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +201,9 @@ pub struct Engine {
     guard: Guard,
     /// Messages queued behind the one being processed (an input, set by the runtime).
     backlog: usize,
+    /// How long the message being processed waited since it reached the host (an input, set by
+    /// the runtime).
+    waited_ms: u64,
     last_sweep: u64,
     out: Vec<Action>,
 }
@@ -215,6 +221,7 @@ impl Engine {
             here: (cfg.node.as_str().into(), cfg.zone.as_str().into(), cfg.region.as_str().into()),
             guard: Guard::new(cfg.guard),
             backlog: 0,
+            waited_ms: 0,
             seq: cfg.seed,
             cfg,
             store,

@@ -110,13 +110,20 @@ pub(super) fn engine_signed(trunk: &str, view: Arc<dyn crate::cluster_health::Cl
         trusted: Vec::new(),
         max_transactions: 1_000,
         shed_backlog: usize::MAX,
+        shed_wait_ms: u64::MAX,
     };
     Engine::new(cfg, store as Arc<dyn TrunkStore>, view, Arc::new(Metrics::new().expect("metrics")), Arc::new(SharedStatus::default()))
 }
 
 pub(super) fn from(addr: &str, text: &str) -> Incoming {
     let text = if text.contains('\r') { text.to_string() } else { text.replace('\n', "\r\n") };
-    Incoming { bytes: Bytes::from(text), proto: Proto::Udp, peer: addr.parse().expect("addr"), conn: None }
+    Incoming {
+        bytes: Bytes::from(text),
+        proto: Proto::Udp,
+        peer: addr.parse().expect("addr"),
+        conn: None,
+        arrived: tokio::time::Instant::now(),
+    }
 }
 
 /// Messages sent to `addr` among `actions`.

@@ -113,3 +113,17 @@ async fn far_behind_new_calls_get_503_at_once_until_caught_up() {
     e.on_message(from(CARRIER, INVITE), 20);
     assert_eq!(codes(&sent_to(&e.drain(), CARRIER)), vec![100]);
 }
+
+#[tokio::test]
+async fn a_new_call_that_waited_too_long_gets_503_at_once() {
+    let mut e = engine().await;
+    e.cfg.shed_wait_ms = 100;
+    e.set_waited(101);
+    e.on_message(from(CARRIER, INVITE), 10);
+    assert_eq!(codes(&sent_to(&e.drain(), CARRIER)), vec![503], "its caller has nearly given up on it");
+    assert!(e.calls.is_empty() && e.servers.is_empty());
+    assert_eq!(e.metrics.guard_drops.with_label_values(&["shed"]).get(), 1);
+    e.set_waited(100);
+    e.on_message(from(CARRIER, INVITE), 20);
+    assert_eq!(codes(&sent_to(&e.drain(), CARRIER)), vec![100], "in time: taken");
+}

@@ -184,7 +184,7 @@ impl Transports {
                     match next_frame(&mut buf) {
                         Ok(Some(frame)) => {
                             got_one = true;
-                            let m = Incoming { bytes: frame.freeze(), proto, peer, conn: Some(id) };
+                            let m = Incoming { bytes: frame.freeze(), proto, peer, conn: Some(id), arrived: tokio::time::Instant::now() };
                             if self.events.send(TransportEvent::Message(m)).await.is_err() {
                                 break 'read;
                             }
