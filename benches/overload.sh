@@ -34,8 +34,8 @@ rcvbuf() { awk '/^Udp:/ && $2 ~ /^[0-9]/ {print $6}' /proc/net/snmp; }   # datag
 
 # offer RATE SECS: one run; prints a line of figures and sets `in_window` and `failed`
 offer() {
-  local r=$1 s=$2 sampler shed0 ans0 drop0 t0 t1 drop1 shed1 ans1 aw ok bad
-  shed0=$(metric 'hatrunk_guard_drops_total{reason="shed"}'); ans0=$(metric hatrunk_calls_answered_total); drop0=$(rcvbuf)
+  local r=$1 s=$2 sampler shed0 ans0 drop0 t0 t1 drop1 shed1 ans1 aw ok bad q0 q1
+  shed0=$(metric 'hatrunk_guard_drops_total{reason="shed"}'); q0=$(metric 'hatrunk_guard_drops_total{reason="queue"}'); ans0=$(metric hatrunk_calls_answered_total); drop0=$(rcvbuf)
   rm -f "$work/ans_window" "$work/screen.log"
   # the answered counter at the end of the offered window: calls answered later were answered late
   ( sleep "$s"; metric hatrunk_calls_answered_total > "$work/ans_window" ) &
@@ -48,17 +48,19 @@ offer() {
   wait "$sampler" 2>/dev/null || true
   ok=$(grep -E "Successful call" "$work/screen.log" 2>/dev/null | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
   bad=$(grep -E "Failed call" "$work/screen.log" 2>/dev/null | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
-  shed1=$(metric 'hatrunk_guard_drops_total{reason="shed"}'); ans1=$(metric hatrunk_calls_answered_total)
+  shed1=$(metric 'hatrunk_guard_drops_total{reason="shed"}'); q1=$(metric 'hatrunk_guard_drops_total{reason="queue"}'); ans1=$(metric hatrunk_calls_answered_total)
   aw=$(cat "$work/ans_window" 2>/dev/null || echo "${ans0:-0}")
   in_window=$(python3 -c "print(int(float('${aw:-0}') - float('${ans0:-0}')))")
   failed=${bad:-$((r * s))}
-  python3 - "$r" "$s" "${ok:-0}" "$failed" "$t0" "$t1" "${shed0:-0}" "${shed1:-0}" "${ans0:-0}" "${ans1:-0}" "$drop0" "$drop1" "$in_window" <<'PY'
+  python3 - "$r" "$s" "${ok:-0}" "$failed" "$t0" "$t1" "${shed0:-0}" "${shed1:-0}" "${ans0:-0}" "${ans1:-0}" "$drop0" "$drop1" "$in_window" "${q0:-0}" "${q1:-0}" <<'PY'
 import sys
 r, s, ok, bad = (int(float(x)) for x in sys.argv[1:5])
-t0, t1, s0, s1, a0, a1, d0, d1, inw = (float(x) for x in sys.argv[5:14])
+t0, t1, s0, s1, a0, a1, d0, d1, inw, q0, q1 = (float(x) for x in sys.argv[5:16])
 print(f"offered_cps={r} seconds={s} wall={t1-t0:.1f}s answered={int(a1-a0)} answered_in_window={int(inw)} ({inw/s:.0f}/s) "
-      f"sipp_ok={ok} sipp_failed={bad} shed_503={int(s1-s0)} udp_rcvbuf_drops={int(d1-d0)}")
+      f"sipp_ok={ok} sipp_failed={bad} shed_503={int(s1-s0)} socket_503={int(q1-q0)} udp_rcvbuf_drops={int(d1-d0)}")
 PY
+  # what the node parsed, by method, and what it retransmitted, since start (where the work went)
+  curl -s 127.0.0.1:19090/metrics | awk '/^hatrunk_sip_(requests|retransmissions)_total/ {printf "%s=%s ", $1, $2} END {print ""}'
   sleep 3
 }
 

@@ -23,6 +23,13 @@ impl Engine {
     /// ACK for a 2xx (no server transaction): forward statelessly along the route set.
     pub(super) fn route_in_dialog(&mut self, mut msg: SipMessage, _src: Src) {
         self.pop_own_routes(&mut msg);
+        let hop = msg.header("Route").map(|r| addr_uri(r).to_string()).or_else(|| msg.uri().map(str::to_string));
+        if hop.and_then(|u| SipUri::parse(&u).ok()).is_some_and(|u| self.is_us(&u)) {
+            // the ACK of a response this node sent without a transaction (a 503 while shedding,
+            // a refusal to a stranger), or a stray: it ends here. Sent on, it would come back to
+            // us with one more Via, hop after hop, until Max-Forwards ran out.
+            return;
+        }
         let Some(dest) = self.next_hop(&msg) else {
             return;
         };

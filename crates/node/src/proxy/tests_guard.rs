@@ -127,3 +127,24 @@ async fn a_new_call_that_waited_too_long_gets_503_at_once() {
     e.on_message(from(CARRIER, INVITE), 20);
     assert_eq!(codes(&sent_to(&e.drain(), CARRIER)), vec![100], "in time: taken");
 }
+
+/// The ACK of a 503 sent without a transaction is addressed to this node: it ends here. It once
+/// went on to the Request-URI, which is this node, and looped until Max-Forwards ran out (70
+/// copies, each one Via longer), which is what made shedding so costly.
+#[tokio::test]
+async fn the_ack_of_a_stateless_503_is_absorbed_not_sent_to_ourselves() {
+    let mut e = engine().await;
+    e.cfg.shed_wait_ms = 100;
+    e.set_waited(500);
+    e.on_message(from(CARRIER, INVITE), 10);
+    let out = sent_to(&e.drain(), CARRIER);
+    assert_eq!(codes(&out), vec![503]);
+    let to = out[0].header("To").expect("To").to_string();
+    let ack = INVITE
+        .replacen("INVITE sip:", "ACK sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+        .replace("To: <sip:1000@127.0.0.1>", &format!("To: {to}"));
+    e.set_waited(0);
+    e.on_message(from(CARRIER, &ack), 20);
+    assert!(e.drain().is_empty(), "nothing sent anywhere");
+}
