@@ -240,7 +240,7 @@ impl Default for SecuritySection {
             max_tracked: g.max_sources,
             max_transactions: 200_000,
             shed_backlog: 2_000,
-            shed_wait_ms: 100,
+            shed_wait_ms: 50,
         }
     }
 }
