@@ -30,6 +30,8 @@ pids+=($!)
 sleep 1
 
 metric() { curl -s 127.0.0.1:19090/metrics | awk -v m="$1" '$1 == m {print $2}'; }
+# sockdrops PORT: datagrams the kernel dropped on that local UDP port's socket since it opened
+sockdrops() { awk -v p="$(printf ':%04X' "$1")" '$2 ~ p"$" {print $NF}' /proc/net/udp | head -1; }
 rcvbuf() { awk '/^Udp:/ && $2 ~ /^[0-9]/ {print $6}' /proc/net/snmp; }   # datagrams the kernel dropped: a full receive buffer
 
 # offer RATE SECS: one run; prints a line of figures and sets `in_window` and `failed`
@@ -60,6 +62,8 @@ print(f"offered_cps={r} seconds={s} wall={t1-t0:.1f}s answered={int(a1-a0)} answ
       f"sipp_ok={ok} sipp_failed={bad} shed_503={int(s1-s0)} socket_503={int(q1-q0)} udp_rcvbuf_drops={int(d1-d0)}")
 PY
   # what the node parsed, by method, and what it retransmitted, since start (where the work went)
+  # whose socket overflowed since start: the node's (15060) or the PBX SIPp's (15081); the caller's has closed by now
+  echo "socket drops since start: node=$(sockdrops 15060) pbx_sipp=$(sockdrops 15081)"
   curl -s 127.0.0.1:19090/metrics | awk '/^hatrunk_sip_(requests|retransmissions)_total/ {printf "%s=%s ", $1, $2} END {print ""}'
   sleep 3
 }
