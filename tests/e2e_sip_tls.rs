@@ -263,3 +263,84 @@ fn a_pbx_whose_certificate_is_not_trusted_is_not_called() {
     assert!(pbx.next_message().is_none(), "the untrusted PBX received SIP: {}", pbx.text());
     assert_eq!(node.settled_in_use("tlsbad", 0), 0);
 }
+
+/// A self-signed certificate for a PBX, made by OpenSSL, and its SHA-256 fingerprint as OpenSSL
+/// prints it (what an operator pastes into `tls_pin`).
+fn self_signed_pbx(dir: &Path) -> String {
+    std::fs::create_dir_all(dir).expect("dir");
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30"])
+        .args(["-subj", "/CN=pbx", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", &pem(dir, "pbx.key"), "-out", &pem(dir, "pbx.pem")])
+        .output()
+        .expect("openssl req");
+    assert!(made.status.success(), "openssl req: {}", String::from_utf8_lossy(&made.stderr));
+    let fp = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in", &pem(dir, "pbx.pem")])
+        .output()
+        .expect("openssl x509");
+    String::from_utf8_lossy(&fp.stdout).trim().to_string()
+}
+
+/// One call from a carrier over UDP; the final status it gets.
+fn call(base: u16, me: u16, number: &str, call_id: &str) -> u16 {
+    let sock = std::net::UdpSocket::bind(("127.0.0.1", me)).expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let invite = format!(
+        "INVITE sip:{number}@127.0.0.1:{base} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK{call_id};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:carrier@127.0.0.1>;tag=c1\r\nTo: <sip:{number}@127.0.0.1>\r\nCall-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:carrier@127.0.0.1:{me}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(invite.as_bytes(), ("127.0.0.1", base)).expect("send");
+    let mut buf = [0u8; 4096];
+    loop {
+        let (n, _) = sock.recv_from(&mut buf).expect("a response within 10 s");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let code: u16 = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        if code >= 200 {
+            return code;
+        }
+    }
+}
+
+/// A PBX whose certificate no CA of the node vouches for is called when its account pins that
+/// certificate, and only then: the same certificate on an account pinning another is refused.
+#[test]
+fn a_self_signed_pbx_is_called_by_its_pin_and_only_with_the_right_one() {
+    require_sipp();
+    let pki = tempfile::tempdir().expect("tempdir");
+    let ours = pki.path().join("ours");
+    make_certs(&ours, "sip");
+    let fingerprint = self_signed_pbx(&pki.path().join("pbx"));
+    assert!(fingerprint.contains('='), "openssl printed {fingerprint:?}");
+    let (base, good_port, bad_port) = (35200u16, 35211u16, 35221u16);
+    let sip = format!("listen = [\"udp:127.0.0.1:{base}\", \"tcp:127.0.0.1:{base}\"]\ntls_ca = \"{}\"\n", pem(&ours, "ca.pem"));
+    let node = Node::start_sip_listen(base, &sip, "");
+    let pinned = |id: &str, number: &str, port: u16, pin: &str| {
+        tls_trunk(id, number, port).replace("transport = \"tls\"\n", &format!("transport = \"tls\"\ntls_pin = [{pin:?}]\n"))
+    };
+    node.apply(&pinned("pinned", "6560003000", good_port, &fingerprint));
+    node.apply(&pinned("wrongpin", "6560004000", bad_port, &"00".repeat(32)));
+    let mut good = tls_pbx(&pki.path().join("pbx"), good_port);
+    let mut bad = tls_pbx(&pki.path().join("pbx"), bad_port);
+    // pins reach the transport on the node's next one-second tick: the first call may come before it
+    let mut got = None;
+    for i in 0..5 {
+        let carrier = std::thread::spawn(move || call(base, 35212, "6560003000", &format!("pinned-{i}")));
+        let t0 = Instant::now();
+        while got.is_none() && t0.elapsed() < Duration::from_secs(3) {
+            got = std::iter::from_fn(|| good.next_message()).find(|m| m.starts_with("INVITE"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(invite) = &got {
+            good.send(&answer(invite, "486 Busy Here", &format!("<sip:pbx@127.0.0.1:{good_port};transport=tls>")));
+            assert_eq!(carrier.join().expect("carrier"), 486, "the PBX's answer reaches the carrier");
+            break;
+        }
+        carrier.join().expect("carrier");
+    }
+    assert!(got.is_some(), "the pinned PBX was never called: {}", node.log());
+    // the wrong pin: the same certificate is refused, nothing reaches that PBX
+    let status = call(base, 35222, "6560004000", "wrongpin-1");
+    assert!(status >= 400, "the call should fail, got {status}");
+    assert!(bad.next_message().is_none(), "the PBX behind a wrong pin received SIP: {}", bad.text());
+}

@@ -86,6 +86,11 @@ pub struct Account {
     pub probe_interval_ms: Option<u32>,
     pub probe_up_after: u32,
     pub probe_down_after: u32,
+    /// SHA-256 fingerprints (64 lowercase hex digits) of the certificates this PBX may present
+    /// over TLS. When set they replace CA verification for this account: a PBX with a self-signed
+    /// certificate is trusted by its fingerprint and by nothing else.
+    #[serde(default)]
+    pub tls_pins: Vec<String>,
 }
 
 impl Account {
@@ -196,6 +201,7 @@ pub struct AccountFile {
     pub probe_interval_ms: Option<i64>,
     pub probe_up_after: Option<i64>,
     pub probe_down_after: Option<i64>,
+    pub tls_pin: Option<Vec<String>>,
 }
 
 pub const DEFAULT_FAILOVER_TIMEOUT_MS: u32 = 2500;
@@ -393,7 +399,18 @@ impl AccountFile {
             Some(v) if (1..=100).contains(&v) => Ok(v as u32),
             Some(v) => Err(CoreError::field(f(name), format!("must be between 1 and 100, got {v}"))),
         };
+        let mut tls_pins = Vec::new();
+        for (i, pin) in self.tls_pin.iter().flatten().enumerate() {
+            if transport != Transport::Tls || auth != AuthMode::Ip {
+                return Err(CoreError::field(f("tls_pin"), "only for an ip account with transport = \"tls\""));
+            }
+            tls_pins.push(parse_pin(pin).map_err(|r| CoreError::field(format!("{at}.tls_pin[{i}]"), r))?);
+        }
+        if self.tls_pin.as_ref().is_some_and(|p| p.is_empty() || p.len() > 8) {
+            return Err(CoreError::field(f("tls_pin"), "1 to 8 fingerprints (the current certificate and its successors)"));
+        }
         Ok(Account {
+            tls_pins,
             label,
             auth,
             target,
@@ -408,6 +425,19 @@ impl AccountFile {
             probe_down_after: threshold(self.probe_down_after, "probe_down_after", 3)?,
         })
     }
+}
+
+/// A certificate fingerprint as `openssl x509 -noout -fingerprint -sha256` prints it (with or
+/// without `sha256:` / `SHA256 Fingerprint=` in front, colons optional), as 64 lowercase hex digits.
+fn parse_pin(pin: &str) -> Result<String, String> {
+    let t = pin.trim();
+    let t = t.split_once('=').map_or(t, |(_, v)| v).trim();
+    let t = t.strip_prefix("sha256:").or_else(|| t.strip_prefix("SHA256:")).unwrap_or(t);
+    let hex: String = t.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("{pin:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)"));
+    }
+    Ok(hex)
 }
 
 /// Parse and validate a trunk file in one step.

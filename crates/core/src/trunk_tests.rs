@@ -124,3 +124,20 @@ fn redacted_view_has_no_nulls() {
     assert!(v["secondary"].get("target").is_none(), "{v}");
     assert!(!v.to_string().contains("null"), "{v}");
 }
+
+#[test]
+fn tls_pins_are_fingerprints_on_tls_ip_accounts_only() {
+    let fp = "AB:".repeat(31) + "AB";
+    let tls = GOOD.replace("transport = \"udp\"", "transport = \"tls\"");
+    for (pin, want) in
+        [(fp.clone(), "ab".repeat(32)), (format!("sha256 Fingerprint={fp}"), "ab".repeat(32)), ("0f".repeat(32), "0f".repeat(32))]
+    {
+        let t = parse_trunk(&tls.replace("probe_interval_ms = 5000", &format!("probe_interval_ms = 5000\ntls_pin = [{pin:?}]")))
+            .expect("a pin");
+        assert_eq!(t.primary.tls_pins, vec![want]);
+    }
+    let with = |text: &str, pin: &str| text.replace("probe_interval_ms = 5000", &format!("probe_interval_ms = 5000\ntls_pin = [{pin}]"));
+    assert_eq!(field_of(&with(&tls, "\"abc\"")), "primary.tls_pin[0]");
+    assert_eq!(field_of(&with(&tls, "")), "primary.tls_pin");
+    assert_eq!(field_of(&with(GOOD, &format!("{fp:?}"))), "primary.tls_pin", "udp account");
+}

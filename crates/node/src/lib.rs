@@ -25,5 +25,6 @@ pub mod runtime;
 pub mod status;
 pub mod store;
 pub mod tls;
+pub mod tls_pin;
 
 pub use error::NodeError;

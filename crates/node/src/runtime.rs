@@ -413,8 +413,9 @@ fn start_sip(
         Duration::from_millis(cfg.security.shed_wait_ms),
         Box::new(crate::proxy::build::far_behind_refusal),
     );
+    let pinned = crate::tls_pin::PinnedPeers::new(cfg)?;
     let engine = Engine::new(ecfg, store.clone(), cluster, metrics, status);
-    Ok(tokio::spawn(engine_loop(engine, events, transports, admission, store, cdrs, clock)))
+    Ok(tokio::spawn(engine_loop(engine, events, transports, admission, store, cdrs, clock, pinned)))
 }
 
 /// Ask for a receive buffer of `want` bytes; say so when the kernel grants less.
@@ -440,6 +441,7 @@ fn node_secret(db: &sled::Db) -> Result<String, NodeError> {
     Ok(s)
 }
 
+#[allow(clippy::too_many_arguments)] // the loop's wiring: each is a distinct handle it drives
 async fn engine_loop(
     mut engine: Engine,
     mut events: mpsc::Receiver<TransportEvent>,
@@ -448,6 +450,7 @@ async fn engine_loop(
     store: Arc<dyn TrunkStore>,
     cdrs: mpsc::Sender<Box<hatrunk_core::cdr::Cdr>>,
     clock: fn() -> u64,
+    mut pinned: crate::tls_pin::PinnedPeers,
 ) {
     let (adm_tx, mut adm_rx) = mpsc::unbounded_channel::<(u64, Result<hatrunk_core::pool::Admission, String>)>();
     let mut sync = tokio::time::interval(Duration::from_secs(1));
@@ -477,6 +480,9 @@ async fn engine_loop(
             _ = sync.tick() => {
                 engine.metrics().note_streams(transports.open_connections(), transports.refused_connections());
                 engine.metrics().note_dropped(transports.dropped_requests());
+                if let Some(peers) = pinned.refresh(&store.list()) {
+                    transports.set_tls_peers(peers);
+                }
                 engine.sync_probes(clock());
                 engine.on_tick(clock());
             }

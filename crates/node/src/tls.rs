@@ -115,13 +115,24 @@ pub fn sip_client(cfg: &NodeConfig) -> Result<Arc<rustls::ClientConfig>, NodeErr
         .with_safe_default_protocol_versions()
         .map_err(|e| bad("sip.tls_ca", e.to_string()))?
         .with_root_certificates(roots);
-    let cc = match (&cfg.sip.tls_cert, &cfg.sip.tls_key) {
-        (Some(cert), Some(k)) => b
-            .with_client_auth_cert(certs("sip.tls_cert", cert)?, key("sip.tls_key", k)?)
-            .map_err(|e| bad("sip.tls_key", format!("does not fit the certificate: {e}")))?,
-        _ => b.with_no_client_auth(),
+    let cc = match sip_identity(cfg)? {
+        Some((chain, k)) => {
+            b.with_client_auth_cert(chain, k).map_err(|e| bad("sip.tls_key", format!("does not fit the certificate: {e}")))?
+        }
+        None => b.with_no_client_auth(),
     };
     Ok(Arc::new(cc))
+}
+
+/// The node's SIP certificate chain and key, offered to TLS peers that ask for a client certificate.
+pub type SipIdentity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// `sip.tls_cert` and `sip.tls_key`, when both are set.
+pub fn sip_identity(cfg: &NodeConfig) -> Result<Option<SipIdentity>, NodeError> {
+    match (&cfg.sip.tls_cert, &cfg.sip.tls_key) {
+        (Some(cert), Some(k)) => Ok(Some((certs("sip.tls_cert", cert)?, key("sip.tls_key", k)?))),
+        _ => Ok(None),
+    }
 }
 
 /// The admin token from `admin.token_file` (its first line, trimmed).

@@ -119,6 +119,8 @@ pub struct Transports {
     tcp_local: Option<SocketAddr>,
     tls_local: Option<SocketAddr>,
     tls_client: Option<tokio_rustls::TlsConnector>,
+    /// Peers verified their own way (a PBX account's pinned certificates) instead of `tls_client`.
+    tls_peers: Mutex<HashMap<SocketAddr, tokio_rustls::TlsConnector>>,
     limits: StreamLimits,
     conns: Mutex<Conns>,
     next_id: AtomicU64,
@@ -172,6 +174,7 @@ impl Transports {
             tcp_local,
             tls_local: None,
             tls_client: None,
+            tls_peers: Mutex::new(HashMap::new()),
             limits: StreamLimits::default(),
             conns: Mutex::new(Conns { by_id: HashMap::new(), by_peer: HashMap::new(), per_ip: HashMap::new() }),
             next_id: AtomicU64::new(1),
@@ -184,6 +187,18 @@ impl Transports {
             epoch: Instant::now(),
             events,
         }
+    }
+
+    /// Replace the peers reached over TLS with their own client config (pinned certificates) instead
+    /// of the node-wide one. New connections use it; one already open stays as it was verified.
+    pub fn set_tls_peers(&self, peers: HashMap<SocketAddr, Arc<tokio_rustls::rustls::ClientConfig>>) {
+        let peers = peers.into_iter().map(|(a, c)| (a, tokio_rustls::TlsConnector::from(c))).collect();
+        *self.tls_peers.lock().unwrap_or_else(|p| p.into_inner()) = peers;
+    }
+
+    fn tls_connector(&self, peer: SocketAddr) -> Option<tokio_rustls::TlsConnector> {
+        let peers = self.tls_peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers.get(&peer).cloned().or_else(|| self.tls_client.clone())
     }
 
     /// Stream connections open now (TCP and TLS, both directions).

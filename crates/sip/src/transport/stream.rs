@@ -71,7 +71,7 @@ impl Transports {
             return;
         }
         let connector = match proto {
-            Proto::Tls => self.tls_client.clone(),
+            Proto::Tls => self.tls_connector(peer),
             _ => None,
         };
         let usable = self.tcp_local.is_some() && (proto != Proto::Tls || connector.is_some());
