@@ -41,7 +41,8 @@ impl Datagram for KernelUdp {
         send_datagram(&self.0, peer, bytes)
     }
     fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr, Duration)>> + Send {
-        self.0.async_io(Interest::READABLE, move || recv_stamped(&self.0, &mut *buf))
+        // ERROR too: an ICMP error raises only EPOLLERR, and it must wake the reader (as in tokio's recv_from)
+        self.0.async_io(Interest::READABLE | Interest::ERROR, move || recv_stamped(&self.0, &mut *buf))
     }
     fn unreachable(&self) -> Vec<SocketAddr> {
         drain_icmp_errors(&self.0)
@@ -155,5 +156,18 @@ mod tests {
         let (n, peer, waited) = sock.recv(&mut buf).await.expect("recv");
         assert_eq!((&buf[..n], peer), (&b"OPTIONS"[..], client.local_addr().expect("addr")));
         assert!(waited >= Duration::from_millis(150), "{waited:?}");
+    }
+
+    /// A send to a port with nothing behind it comes back as an error on the next receive,
+    /// which names the dead port through the error queue: how failover over UDP is immediate.
+    #[tokio::test]
+    async fn a_dead_port_is_reported_by_the_next_receive() {
+        let sock = KernelUdp::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind")).expect("socket");
+        let dead = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr"); // closed on drop
+        sock.0.send_to(b"OPTIONS", dead).await.expect("sent");
+        let mut buf = [0u8; 64];
+        let r = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf)).await.expect("the receive wakes up");
+        assert_eq!(r.map(|_| ()).map_err(|e| e.kind()), Err(io::ErrorKind::ConnectionRefused));
+        assert_eq!(sock.unreachable(), vec![dead]);
     }
 }
