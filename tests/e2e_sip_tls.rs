@@ -240,25 +240,9 @@ fn a_pbx_whose_certificate_is_not_trusted_is_not_called() {
     node.apply(&tls_trunk("tlsbad", "6560002000", pbx_port));
     let mut pbx = tls_pbx(&theirs, pbx_port);
     // the carrier calls over UDP; the INVITE must not reach the untrusted PBX and the call fails
-    let sock = std::net::UdpSocket::bind("127.0.0.1:35412").expect("bind");
-    sock.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let invite = format!(
-        "INVITE sip:6560002000@127.0.0.1:{base} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:35412;branch=z9hG4bKbadtls1;rport\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:carrier@127.0.0.1>;tag=c1\r\nTo: <sip:6560002000@127.0.0.1>\r\nCall-ID: badtls-1\r\n\
-         CSeq: 1 INVITE\r\nContact: <sip:carrier@127.0.0.1:35412>\r\nContent-Length: 0\r\n\r\n"
-    );
-    sock.send_to(invite.as_bytes(), ("127.0.0.1", base)).expect("send");
-    let mut buf = [0u8; 4096];
     let t0 = Instant::now();
-    let final_status = loop {
-        let (n, _) = sock.recv_from(&mut buf).expect("a response within 10 s");
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        let code: u16 = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        if code >= 200 {
-            break code;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10));
-    };
+    let final_status = call(base, 35412, "6560002000", "badtls-1");
+    assert!(t0.elapsed() < Duration::from_secs(10));
     assert!(final_status >= 400, "the call should fail, got {final_status}");
     assert!(pbx.next_message().is_none(), "the untrusted PBX received SIP: {}", pbx.text());
     assert_eq!(node.settled_in_use("tlsbad", 0), 0);

@@ -406,16 +406,19 @@ fn start_sip(
         shed_backlog: cfg.security.shed_backlog,
         shed_wait_ms: cfg.security.shed_wait_ms,
     };
-    // twice the engine's own ceiling: about 150 ms of queue, well inside SIP's first retransmission
-    // the same age limit as the engine's: what waited too long in the kernel is refused before the parse
+    // twice the engine's own ceiling (about 150 ms of queue), and the engine's age limit: what
+    // waited too long in the kernel is refused before the parse
     transports.set_drop_backlog(
         cfg.security.shed_backlog.saturating_mul(2),
         Duration::from_millis(cfg.security.shed_wait_ms),
         Box::new(crate::proxy::build::far_behind_refusal),
     );
-    let pinned = crate::tls_pin::PinnedPeers::new(cfg)?;
+    if transports.dials_tls() {
+        let pinned = crate::tls_pin::PinnedPeers::new(cfg)?;
+        tokio::spawn(crate::tls_pin::keep_pins(pinned, store.clone(), Arc::downgrade(&transports)));
+    }
     let engine = Engine::new(ecfg, store.clone(), cluster, metrics, status);
-    Ok(tokio::spawn(engine_loop(engine, events, transports, admission, store, cdrs, clock, pinned)))
+    Ok(tokio::spawn(engine_loop(engine, events, transports, admission, store, cdrs, clock)))
 }
 
 /// Ask for a receive buffer of `want` bytes; say so when the kernel grants less.
@@ -441,7 +444,6 @@ fn node_secret(db: &sled::Db) -> Result<String, NodeError> {
     Ok(s)
 }
 
-#[allow(clippy::too_many_arguments)] // the loop's wiring: each is a distinct handle it drives
 async fn engine_loop(
     mut engine: Engine,
     mut events: mpsc::Receiver<TransportEvent>,
@@ -450,7 +452,6 @@ async fn engine_loop(
     store: Arc<dyn TrunkStore>,
     cdrs: mpsc::Sender<Box<hatrunk_core::cdr::Cdr>>,
     clock: fn() -> u64,
-    mut pinned: crate::tls_pin::PinnedPeers,
 ) {
     let (adm_tx, mut adm_rx) = mpsc::unbounded_channel::<(u64, Result<hatrunk_core::pool::Admission, String>)>();
     let mut sync = tokio::time::interval(Duration::from_secs(1));
@@ -480,9 +481,6 @@ async fn engine_loop(
             _ = sync.tick() => {
                 engine.metrics().note_streams(transports.open_connections(), transports.refused_connections());
                 engine.metrics().note_dropped(transports.dropped_requests());
-                if let Some(peers) = pinned.refresh(&store.list()) {
-                    transports.set_tls_peers(peers);
-                }
                 engine.sync_probes(clock());
                 engine.on_tick(clock());
             }

@@ -6,14 +6,16 @@
 //! (no chain, name or expiry: the operator vouched for this certificate); the handshake's
 //! signatures are still verified with it, so only the key's holder passes.
 //!
-//! The pins live in the replicated trunks; the runtime calls [`PinnedPeers::refresh`] on its
-//! one-second tick and hands changed configs to the transports.
+//! The pins live in the replicated trunks; [`keep_pins`] reads them once a second and hands
+//! changed configs to the transports.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use hatrunk_core::trunk::{AuthMode, Role, Transport, Trunk};
+use hatrunk_sip::transport::Transports;
 use sha2::{Digest, Sha256};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -23,6 +25,7 @@ use tokio_rustls::rustls::{CertificateError, DigitallySignedStruct, SignatureSch
 
 use crate::config::NodeConfig;
 use crate::error::NodeError;
+use crate::store::TrunkStore;
 
 /// Pins wanted per PBX address. Accounts that share an address share one TLS connection, so
 /// their pins are pooled there.
@@ -49,6 +52,19 @@ pub fn wanted(trunks: &[Arc<Trunk>]) -> Wanted {
         }
     }
     out
+}
+
+/// Keep the transports' pinned peers in step with the trunks, once a second, for as long as the
+/// transports live.
+pub async fn keep_pins(mut pinned: PinnedPeers, store: Arc<dyn TrunkStore>, transports: Weak<Transports>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(t) = transports.upgrade() else { return };
+        if let Some(peers) = pinned.refresh(&store.list()) {
+            t.set_tls_peers(peers);
+        }
+    }
 }
 
 /// Builds client configs for pinned peers, presenting the node's SIP certificate when it has one.

@@ -196,6 +196,11 @@ impl Transports {
         *self.tls_peers.lock().unwrap_or_else(|p| p.into_inner()) = peers;
     }
 
+    /// Whether this node reaches peers over TLS at all (a simulated node does not).
+    pub fn dials_tls(&self) -> bool {
+        self.tls_client.is_some()
+    }
+
     fn tls_connector(&self, peer: SocketAddr) -> Option<tokio_rustls::TlsConnector> {
         let peers = self.tls_peers.lock().unwrap_or_else(|p| p.into_inner());
         peers.get(&peer).cloned().or_else(|| self.tls_client.clone())
@@ -235,8 +240,8 @@ impl Transports {
     /// a new request, or it is the ACK of a refusal sent from here; false once the engine is gone.
     async fn deliver(&self, m: Incoming) -> bool {
         let waiting = self.events.max_capacity() - self.events.capacity();
-        let late = m.arrived.elapsed().as_millis() > u128::from(self.drop_wait_ms.load(Ordering::Relaxed));
-        if (waiting > self.drop_backlog.load(Ordering::Relaxed) || late) && starts_something(&m.bytes) {
+        let late = || m.arrived.elapsed().as_millis() > u128::from(self.drop_wait_ms.load(Ordering::Relaxed));
+        if starts_something(&m.bytes) && (waiting > self.drop_backlog.load(Ordering::Relaxed) || late()) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             if let Some(reply) = self.refusal.get().and_then(|f| f(&m.bytes)) {
                 self.send_udp(m.peer, &reply);

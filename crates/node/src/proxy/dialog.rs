@@ -23,13 +23,8 @@ impl Engine {
     /// ACK for a 2xx (no server transaction): forward statelessly along the route set.
     pub(super) fn route_in_dialog(&mut self, mut msg: SipMessage, _src: Src) {
         self.pop_own_routes(&mut msg);
-        let hop = msg.header("Route").map(|r| addr_uri(r).to_string()).or_else(|| msg.uri().map(str::to_string));
-        if hop.and_then(|u| SipUri::parse(&u).ok()).is_some_and(|u| self.is_us(&u)) {
-            // the ACK of a response this node sent without a transaction (a 503 while shedding,
-            // a refusal to a stranger), or a stray: it ends here. Sent on, it would come back to
-            // us with one more Via, hop after hop, until Max-Forwards ran out.
-            return;
-        }
+        // none when it is for us: the ACK of a response sent without a transaction (a 503 while
+        // shedding, a refusal to a stranger), or a stray; it ends here
         let Some(dest) = self.next_hop(&msg) else {
             return;
         };
@@ -134,12 +129,17 @@ impl Engine {
         host_ok && (port == self.cfg.udp.port() || port == self.cfg.tcp.port() || self.cfg.tls.is_some_and(|t| t.port() == port))
     }
 
-    /// The next hop: the top Route if any (loose routing), else the Request-URI.
+    /// The next hop: the top Route if any (loose routing), else the Request-URI. Never this node
+    /// (call after [`Engine::pop_own_routes`]): a request sent to ourselves would come back with
+    /// one more Via, hop after hop, until Max-Forwards ran out.
     fn next_hop(&self, msg: &SipMessage) -> Option<Src> {
         let uri = match msg.header("Route") {
             Some(r) => addr_uri(r).to_string(),
             None => msg.uri()?.to_string(),
         };
+        if SipUri::parse(&uri).is_ok_and(|u| self.is_us(&u)) {
+            return None;
+        }
         uri_dest(&uri)
     }
 }

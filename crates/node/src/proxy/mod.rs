@@ -132,8 +132,7 @@ pub struct EngineConfig {
     /// Messages waiting to be processed past which new requests are refused at once with 503
     /// (RFC 7339's aim: shed early and cheaply instead of answering everything late).
     pub shed_backlog: usize,
-    /// A new request that waited longer than this since it reached the host is refused at once
-    /// with 503: its caller is about to retransmit or give up, so serving it is wasted work.
+    /// A new request that waited longer than this since it reached the host gets 503 at once.
     pub shed_wait_ms: u64,
 }
 
@@ -201,8 +200,7 @@ pub struct Engine {
     guard: Guard,
     /// Messages queued behind the one being processed (an input, set by the runtime).
     backlog: usize,
-    /// How long the message being processed waited since it reached the host (an input, set by
-    /// the runtime).
+    /// How long the message being processed waited since it reached the host (an input).
     waited_ms: u64,
     last_sweep: u64,
     out: Vec<Action>,
@@ -432,11 +430,8 @@ impl Engine {
                     self.respond_msg(&key, msg);
                 }
             }
-            Owner::TearDown(id) => {
-                if code >= 200 {
-                    self.release_held(id)
-                }
-            }
+            Owner::TearDown(id) if code >= 200 => self.release_held(id),
+            Owner::TearDown(_) => {}
         }
     }
 
