@@ -8,7 +8,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hatrunk_consensus::backend::MemBackend;
+use hatrunk_consensus::disk::crash::SimFs;
+use hatrunk_consensus::disk::{DiskBackend, StoreOptions};
 use hatrunk_consensus::NodeInfo;
 use hatrunk_node::config::NodeConfig;
 use hatrunk_node::runtime::{run_with, Handles, SipIo, Wiring};
@@ -100,9 +101,9 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
             (n.id, info)
         })
         .collect();
-    let mut disks: BTreeMap<String, MemBackend> = BTreeMap::new();
+    let mut disks: BTreeMap<String, SimFs> = BTreeMap::new();
     for n in &layout.nodes {
-        let disk = MemBackend::default();
+        let disk = SimFs::default();
         disks.insert(n.name.clone(), disk.clone());
         let cfg = NodeConfig::from_toml(&layout.node_toml(n, sim.lookup(n.name.as_str()))).expect("the simulation's node config is valid");
         let (members, registry, name, witness) = (members.clone(), registry.clone(), n.name.clone(), n.witness);
@@ -115,6 +116,8 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
             let node_seed = node_seed ^ boots.get().wrapping_mul(0xd1b5_4a32_d192_ed03);
             let (cfg, disk, members, registry, name) = (cfg.clone(), disk.clone(), members.clone(), registry.clone(), name.clone());
             async move {
+                // every boot opens the store on what its disk kept, as a restarted process does
+                let store = DiskBackend::open(disk, std::path::Path::new("/data/raft"), StoreOptions::default())?;
                 let sip = if witness {
                     None
                 } else {
@@ -129,7 +132,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
                 let reg = registry.clone();
                 let who = name.clone();
                 let wiring = Wiring {
-                    backend: disk,
+                    backend: store,
                     dialer: dialer(),
                     clock: sim_clock,
                     sip,
@@ -301,7 +304,7 @@ impl Faults {
         sim: &mut turmoil::Sim,
         layout: &Layout,
         registry: &Registry,
-        disks: &BTreeMap<String, MemBackend>,
+        disks: &BTreeMap<String, SimFs>,
         hosts: &[String],
         id: u32,
         f: &Fault,
@@ -327,7 +330,7 @@ impl Faults {
                     if self.crashed.insert(n.clone()) {
                         sim.crash(n.as_str());
                         if let Some(d) = disks.get(n) {
-                            d.crash();
+                            d.power_cut();
                         }
                         registry.borrow_mut().remove(n);
                     }

@@ -125,6 +125,7 @@ impl Scenario {
             "pbx-primary-fails-503",
             "pbx-primary-busy-486",
             "whole-cluster-restart",
+            "power-loss",
             "hung-node",
             "lossy-network",
             "one-way-zone-link",
@@ -195,6 +196,15 @@ impl Scenario {
                 let mut sc = base(name, "2T: every node loses power at once and comes back", "2t", 12, 6.0, 30);
                 let all = Target::Nodes(sc.layout.nodes.iter().map(|n| n.name.clone()).collect());
                 sc.faults = vec![(s(10), 0, Fault::Crash(all)), (s(14), 1, Fault::Restart(Target::Of(0)))];
+                sc
+            }
+            "power-loss" => {
+                // the operator writes a change every few seconds and calls hold for up to 8 s: the
+                // cut lands with calls up and changes in flight; acknowledged ones must survive it
+                let mut sc = base(name, "4T: every node loses power at once with calls up and configuration being written", "4t", 12, 8.0, 30);
+                sc.load.hold_ms = (3000, 8000);
+                let all = Target::Nodes(sc.layout.nodes.iter().map(|n| n.name.clone()).collect());
+                sc.faults = vec![(s(10) + 730, 0, Fault::Crash(all)), (s(13), 1, Fault::Restart(Target::Of(0)))];
                 sc
             }
             "hung-node" => {
@@ -278,7 +288,11 @@ impl Scenario {
                 }
             };
             let (start, stop) = match rng.gen_range(0..9) {
-                0 => (Fault::Crash(pick(&mut rng)), Fault::Restart(Target::Of(id))),
+                0 => {
+                    // a quarter of crashes are a power loss of the whole cluster at once
+                    let t = if rng.gen_bool(0.25) { Target::Nodes(names.clone()) } else { pick(&mut rng) };
+                    (Fault::Crash(t), Fault::Restart(Target::Of(id)))
+                }
                 1 => (Fault::Isolate(pick(&mut rng)), Fault::Heal),
                 2 => (Fault::IsolateFromCluster(pick(&mut rng)), Fault::Heal),
                 3 => (Fault::Hang(pick(&mut rng)), Fault::Resume(Target::Of(id))),

@@ -1,4 +1,4 @@
-//! Admission through escrow shares on a real 3-node Raft cluster (sled on disk, gRPC on loopback),
+//! Admission through escrow shares on a real 3-node Raft cluster (the fdatasync'd Raft store on disk, gRPC on loopback),
 //! all in this process so the figure is the node's own admission code and nothing else. Workers
 //! are spread over the three nodes; each keeps `HOLD` calls in progress (admit a new one, release
 //! the oldest), so shares grow during the ramp and are then used in place, as on a busy trunk.
@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hatrunk_consensus::backend::SledBackend;
+use hatrunk_consensus::disk::{DiskBackend, OsFs, StoreOptions};
 use hatrunk_consensus::pb::cluster_server::ClusterServer;
 use hatrunk_consensus::raft::{Consensus, RaftTiming};
 use hatrunk_consensus::server::ClusterService;
@@ -21,7 +21,6 @@ use hatrunk_node::admission::{Admission, EscrowAdmission, TIDY_EVERY};
 const TRUNK: &str = "id = \"bench\"\nnumbers = [\"1000\"]\nmax_concurrent_calls = LIMIT\n[primary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:9\"\nallowed_ips = [\"127.0.0.9/32\"]\n";
 
 async fn node(id: u64, port: u16, dir: &std::path::Path) -> Result<Arc<Consensus>, String> {
-    let db = sled::Config::new().path(dir.join(format!("n{id}"))).open().map_err(|e| e.to_string())?;
     let info = NodeInfo {
         name: format!("n{id}"),
         region: "r".into(),
@@ -30,7 +29,7 @@ async fn node(id: u64, port: u16, dir: &std::path::Path) -> Result<Arc<Consensus
         cluster_addr: format!("127.0.0.1:{port}"),
         sip_addr: String::new(),
     };
-    let backend = SledBackend::open(&db).map_err(|e| e.to_string())?;
+    let backend = DiskBackend::open(OsFs, &dir.join(format!("n{id}")), StoreOptions::default()).map_err(|e| e.to_string())?;
     let c = Consensus::start(id, info, backend, &RaftTiming::default()).await.map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
     let svc = ClusterService { consensus: c.clone(), quorum: Arc::new(true.into()) };

@@ -1,7 +1,8 @@
-//! Where the Raft stores keep their bytes: sled on disk, or memory for the simulation. The stores
-//! (`log_store`, `sm_store`) are written once against [`Backend`]; what differs is only durability.
+//! Where the Raft stores keep their bytes. The stores (`log_store`, `sm_store`) are written once
+//! against [`Backend`]; production and the simulation run [`crate::disk::DiskBackend`] (over real
+//! files, or over the memory disk of [`crate::disk::crash`]).
 //!
-//! [`MemBackend`] models a disk: writes are visible at once but durable only after `flush`, and
+//! [`MemBackend`], a key-value model without files, stays for unit tests of the stores: it models a disk: writes are visible at once but durable only after `flush`, and
 //! [`MemBackend::crash`] throws away whatever was not flushed, as a power cut would. A store reopened
 //! on the same `MemBackend` after a crash sees exactly what a real disk would have kept.
 
@@ -9,12 +10,14 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-/// The three keyspaces the stores use.
+/// The keyspaces: the Raft log, its metadata (vote, purge point), snapshots, and the node's own
+/// values kept beside them (its nonce secret).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Space {
     Log,
     Meta,
     Snapshot,
+    Node,
 }
 
 pub type KeyValue = (Vec<u8>, Vec<u8>);
@@ -29,63 +32,6 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn last(&self, space: Space) -> Result<Option<KeyValue>, String>;
     /// Make every write so far durable.
     fn flush(&self) -> impl Future<Output = Result<(), String>> + Send;
-}
-
-/// sled: one tree per space.
-#[derive(Clone)]
-pub struct SledBackend {
-    log: sled::Tree,
-    meta: sled::Tree,
-    snapshot: sled::Tree,
-}
-
-impl SledBackend {
-    pub fn open(db: &sled::Db) -> Result<SledBackend, sled::Error> {
-        Ok(SledBackend { log: db.open_tree("raft_log")?, meta: db.open_tree("raft_meta")?, snapshot: db.open_tree("raft_snapshot")? })
-    }
-
-    fn tree(&self, space: Space) -> &sled::Tree {
-        match space {
-            Space::Log => &self.log,
-            Space::Meta => &self.meta,
-            Space::Snapshot => &self.snapshot,
-        }
-    }
-}
-
-impl Backend for SledBackend {
-    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        self.tree(space).get(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| e.to_string())
-    }
-
-    fn insert(&self, space: Space, pairs: Vec<KeyValue>) -> Result<(), String> {
-        let mut batch = sled::Batch::default();
-        for (k, v) in pairs {
-            batch.insert(k, v);
-        }
-        self.tree(space).apply_batch(batch).map_err(|e| e.to_string())
-    }
-
-    fn remove(&self, space: Space, keys: Vec<Vec<u8>>) -> Result<(), String> {
-        let mut batch = sled::Batch::default();
-        for k in keys {
-            batch.remove(k);
-        }
-        self.tree(space).apply_batch(batch).map_err(|e| e.to_string())
-    }
-
-    fn range(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Vec<KeyValue>, String> {
-        self.tree(space).range(from..=to).map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(|e| e.to_string())).collect()
-    }
-
-    fn last(&self, space: Space) -> Result<Option<KeyValue>, String> {
-        self.tree(space).last().map(|o| o.map(|(k, v)| (k.to_vec(), v.to_vec()))).map_err(|e| e.to_string())
-    }
-
-    async fn flush(&self) -> Result<(), String> {
-        // one sled flush covers every tree of the database
-        self.log.flush_async().await.map(|_| ()).map_err(|e| e.to_string())
-    }
 }
 
 type Maps = BTreeMap<Space, BTreeMap<Vec<u8>, Vec<u8>>>;

@@ -18,12 +18,6 @@ pub enum ConsensusError {
     Refused(String),
 }
 
-impl From<sled::Error> for ConsensusError {
-    fn from(e: sled::Error) -> Self {
-        ConsensusError::Storage(e.to_string())
-    }
-}
-
 impl From<bincode::Error> for ConsensusError {
     fn from(e: bincode::Error) -> Self {
         ConsensusError::Encoding(e.to_string())

@@ -4,7 +4,9 @@
 //! # Layout
 //! - [`types`]: the openraft type configuration, the node record and the replicated commands.
 //! - [`state`]: the replicated state machine's data and its pure `apply` (through `hatrunk-core`).
-//! - [`backend`]: where the stores keep bytes: sled, or memory that models a crash for simulation.
+//! - [`backend`]: the key-value interface the stores write through.
+//! - [`disk`]: the production store behind it (an fdatasync'd append-only file), its file layer and
+//!   the memory disk that yields the states a power cut may leave.
 //! - [`log_store`]: the Raft log; an append is acknowledged only after the backend has flushed.
 //! - [`sm_store`]: the state machine store: state in memory, snapshots (bincode) in the backend.
 //! - [`network`], [`server`]: the tonic Raft network (client and service) of `proto/cluster.proto`;
@@ -15,6 +17,7 @@
 
 pub mod backend;
 pub mod codec;
+pub mod disk;
 pub mod error;
 pub mod log_store;
 pub mod network;

@@ -1,13 +1,12 @@
-//! The Raft log (openraft storage-v2 `RaftLogStorage`) over a [`Backend`]: sled in production,
-//! memory in simulation.
+//! The Raft log (openraft storage-v2 `RaftLogStorage`) over a [`Backend`] (the fdatasync'd
+//! [`crate::disk::DiskBackend`] in production and in the simulation).
 //!
-//! Entries live in space `Log` under their index in big-endian (so sled's order is log order), as
-//! bincode. Vote, committed id and last purged id live in space `Meta`. Every write is followed
-//! by a backend flush before it is acknowledged: the append callback fires only after a flush
-//! that started after the entries were written, so an acknowledged entry is on disk (sled's known
-//! weak spot is losing unflushed writes). Appends are group-committed: a flusher task acknowledges
-//! every append queued while the previous flush ran with one flush (openraft allows the callback to
-//! fire after `append` returns).
+//! Entries live in space `Log` under their index in big-endian (so key order is log order), as
+//! bincode. Vote, committed id and last purged id live in space `Meta`. Every write Raft's safety
+//! rests on is followed by a backend flush (a real `fdatasync`) before it is acknowledged: the
+//! append callback fires only after a flush that started after the entries were written. Appends
+//! are group-committed: a flusher task acknowledges every append queued while the previous flush
+//! ran with one flush (openraft allows the callback to fire after `append` returns).
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -80,6 +79,18 @@ impl<B: Backend> LogStore<B> {
         }
     }
 
+    /// Write entries without acknowledging them: [`RaftLogStorage::append`] is this plus a flush
+    /// before its callback (public so the crash-state test can drive appends without openraft).
+    pub fn write_entries(&self, entries: impl IntoIterator<Item = Entry<TypeConfig>>) -> SResult<()> {
+        let mut pairs = Vec::new();
+        for e in entries {
+            let v = bincode::serialize(&e).map_err(|e| StorageIOError::write_logs(&e))?;
+            pairs.push((key(e.log_id.index).to_vec(), v));
+        }
+        self.b.insert(Space::Log, pairs).map_err(|e| StorageIOError::write_logs(&io(e)))?;
+        Ok(())
+    }
+
     fn keys_in(&self, from: u64, to: u64) -> SResult<Vec<Vec<u8>>> {
         let r = self.b.range(Space::Log, &key(from), &key(to)).map_err(|e| StorageIOError::write_logs(&io(e)))?;
         Ok(r.into_iter().map(|(k, _)| k).collect())
@@ -150,12 +161,7 @@ impl<B: Backend> RaftLogStorage<TypeConfig> for LogStore<B> {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut pairs = Vec::new();
-        for e in entries {
-            let v = bincode::serialize(&e).map_err(|e| StorageIOError::write_logs(&e))?;
-            pairs.push((key(e.log_id.index).to_vec(), v));
-        }
-        self.b.insert(Space::Log, pairs).map_err(|e| StorageIOError::write_logs(&io(e)))?;
+        self.write_entries(entries)?;
         // acknowledged by the flusher after its next flush, which covers this batch
         self.flusher.send(callback).map_err(|_| StorageIOError::write_logs(&io("log flusher stopped".into())))?;
         Ok(())

@@ -1,4 +1,4 @@
-//! The running Raft member: start it over sled, write commands (forwarding to the leader when this
+//! The running Raft member: start it over a store, write commands (forwarding to the leader when this
 //! node is not it), linearizable reads, membership changes, and status for the CLI.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -75,7 +75,7 @@ pub struct Consensus {
 }
 
 impl Consensus {
-    /// Start a member over `backend` ([`crate::backend::SledBackend`] in production), talking TCP.
+    /// Start a member over `backend` ([`crate::disk::DiskBackend`] in production), talking TCP.
     pub async fn start<B: Backend>(id: u64, info: NodeInfo, backend: B, timing: &RaftTiming) -> Result<Arc<Consensus>, ConsensusError> {
         Self::start_with(id, info, backend, timing, tcp_dialer()).await
     }

@@ -1,21 +1,36 @@
-//! openraft's own storage test suite against the log and state machine stores, on both backends.
+//! openraft's own storage test suite against the log and state machine stores: on the production
+//! store over real files and over the memory disk, and on the key-value model.
 
-use hatrunk_consensus::backend::{MemBackend, SledBackend};
+use hatrunk_consensus::backend::MemBackend;
+use hatrunk_consensus::disk::crash::SimFs;
+use hatrunk_consensus::disk::{DiskBackend, OsFs, StoreOptions};
 use hatrunk_consensus::log_store::LogStore;
 use hatrunk_consensus::sm_store::StateMachineStore;
 use hatrunk_consensus::TypeConfig;
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{StorageError, StorageIOError};
 
-struct SledBuilder;
+struct DiskBuilder;
 
-impl StoreBuilder<TypeConfig, LogStore<SledBackend>, StateMachineStore<SledBackend>, tempfile::TempDir> for SledBuilder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore<SledBackend>, StateMachineStore<SledBackend>), StorageError<u64>> {
+impl StoreBuilder<TypeConfig, LogStore<DiskBackend>, StateMachineStore<DiskBackend>, tempfile::TempDir> for DiskBuilder {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore<DiskBackend>, StateMachineStore<DiskBackend>), StorageError<u64>> {
         let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(&e))?;
-        let db = sled::open(dir.path()).map_err(|e| StorageIOError::write(&e))?;
-        let b = SledBackend::open(&db).map_err(|e| StorageIOError::write(&e))?;
+        // a small compaction threshold, so the suite runs across compactions too
+        let opts = StoreOptions { compact_at_bytes: 4096, ..StoreOptions::default() };
+        let b = DiskBackend::open(OsFs, &dir.path().join("raft"), opts).map_err(|e| StorageIOError::write(&e))?;
         let sm = StateMachineStore::open(b.clone()).map_err(|e| StorageIOError::write(&e))?;
         Ok((dir, LogStore::open(b), sm))
+    }
+}
+
+struct SimDiskBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore<DiskBackend<SimFs>>, StateMachineStore<DiskBackend<SimFs>>> for SimDiskBuilder {
+    async fn build(&self) -> Result<((), LogStore<DiskBackend<SimFs>>, StateMachineStore<DiskBackend<SimFs>>), StorageError<u64>> {
+        let b = DiskBackend::open(SimFs::default(), std::path::Path::new("/raft"), StoreOptions::default())
+            .map_err(|e| StorageIOError::write(&e))?;
+        let sm = StateMachineStore::open(b.clone()).map_err(|e| StorageIOError::write(&e))?;
+        Ok(((), LogStore::open(b), sm))
     }
 }
 
@@ -30,8 +45,13 @@ impl StoreBuilder<TypeConfig, LogStore<MemBackend>, StateMachineStore<MemBackend
 }
 
 #[test]
-fn openraft_storage_suite_on_sled() -> Result<(), StorageError<u64>> {
-    Suite::test_all(SledBuilder)
+fn openraft_storage_suite_on_disk() -> Result<(), StorageError<u64>> {
+    Suite::test_all(DiskBuilder)
+}
+
+#[test]
+fn openraft_storage_suite_on_the_memory_disk() -> Result<(), StorageError<u64>> {
+    Suite::test_all(SimDiskBuilder)
 }
 
 #[test]

@@ -26,5 +26,6 @@ pub mod status;
 pub mod store;
 pub mod tls;
 pub mod tls_pin;
+pub mod upgrade;
 
 pub use error::NodeError;

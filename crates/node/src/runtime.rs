@@ -42,7 +42,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
     move |source| NodeError::Io { what, source }
 }
 
-/// What a node runs on. [`run`] builds it from the config (sled, kernel sockets, the CDR file);
+/// What a node runs on. [`run`] builds it from the config (the Raft store, kernel sockets, the CDR file);
 /// the simulation hands in memory storage, turmoil's sockets and its clock. Everything that
 /// decides is the same code either way.
 pub struct Wiring<B: Backend> {
@@ -103,10 +103,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
     cfg.validate()?;
     let listen = cfg.sip_listen()?;
     std::fs::create_dir_all(&cfg.node.data_dir).map_err(io(cfg.node.data_dir.display().to_string()))?;
-    let db = sled::Config::new()
-        .path(cfg.node.data_dir.join("db"))
-        .open()
-        .map_err(|e| NodeError::Storage(format!("cannot open {}: {e}", cfg.node.data_dir.display())))?;
+    let store = crate::upgrade::open_store(&cfg.node.data_dir).await?;
     let token = crate::tls::admin_token(&cfg)?;
     let cluster_tls = crate::tls::cluster(&cfg.tls, token.is_some())?;
     if cluster_tls.is_none() && !is_loopback(&cfg.cluster.listen) {
@@ -129,7 +126,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         let (ev_tx, events) = mpsc::channel(65_536);
         let transports = Transports::start(udp, streams, ev_tx)?;
         let cdrs = crate::cdr::start(cfg.cdr_path()).await?;
-        Some(SipIo { transports, events, cdrs, secret: node_secret(&db)? })
+        Some(SipIo { transports, events, cdrs, secret: crate::upgrade::node_secret(&store).await? })
     } else {
         None
     };
@@ -141,7 +138,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
     let admin_listener = TcpListener::bind(admin_addr).await.map_err(io(format!("cluster/admin {admin_addr}")))?;
     tracing::info!(node = cfg.node.id, role = %cfg.node.role, sip_udp = %listen.udp, sip_tcp = %listen.tcp, cluster = %admin_addr, http = %http_addr, "hatrunk node running");
     let wiring = Wiring {
-        backend: hatrunk_consensus::backend::SledBackend::open(&db)?,
+        backend: store,
         dialer: match &cluster_tls {
             Some(t) => hatrunk_consensus::network::tls_dialer(t.client.clone()),
             None => hatrunk_consensus::network::tcp_dialer(),
@@ -157,9 +154,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         store_layer: None,
     };
     let incoming = tonic::transport::server::TcpIncoming::from(admin_listener);
-    let r = run_with(cfg, wiring, incoming, shutdown).await;
-    let _ = db.flush_async().await;
-    r
+    run_with(cfg, wiring, incoming, shutdown).await
 }
 
 /// Run a node on `wiring`, serving the cluster and admin gRPC services on `incoming`, until
@@ -431,17 +426,6 @@ fn udp_recv_buffer(udp: &UdpSocket, want: usize) {
 
 fn is_loopback(addr: &str) -> bool {
     addr.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
-}
-
-/// A per-node secret for digest nonces, created once and kept in the store.
-fn node_secret(db: &sled::Db) -> Result<String, NodeError> {
-    if let Some(v) = db.get("nonce_secret")? {
-        return Ok(String::from_utf8_lossy(&v).into_owned());
-    }
-    let s: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
-    db.insert("nonce_secret", s.as_bytes())?;
-    db.flush()?;
-    Ok(s)
 }
 
 async fn engine_loop(
