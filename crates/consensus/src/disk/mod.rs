@@ -160,17 +160,10 @@ impl<F: Fs> DiskBackend<F> {
         fs.create_dir_all(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
         let names = fs.list(dir).map_err(|e| err(format!("cannot list {}: {e}", dir.display())))?;
         let newest = names.iter().filter_map(|n| gen_of(n, ".log")).max();
-        let (inner, cut) = match newest {
-            None => {
-                let (file, size) = write_generation(&fs, dir, 1, 0, &Maps::new()).map_err(err)?;
-                (Inner { maps: Maps::new(), file, gen: 1, seq: 0, size, live: 0, failed: None }, None)
-            }
-            Some(gen) => Self::replay(&fs, dir, gen)?,
-        };
         // older generations and unfinished compactions are leftovers of a crash
         let mut removed = false;
         for n in &names {
-            let stale = gen_of(n, ".log").is_some_and(|g| g < inner.gen) || gen_of(n, ".tmp").is_some();
+            let stale = gen_of(n, ".log").is_some_and(|g| Some(g) < newest) || gen_of(n, ".tmp").is_some();
             if stale {
                 fs.remove(&dir.join(n)).map_err(|e| err(format!("cannot remove {n} in {}: {e}", dir.display())))?;
                 removed = true;
@@ -179,6 +172,13 @@ impl<F: Fs> DiskBackend<F> {
         if removed {
             fs.sync_dir(dir).map_err(|e| err(format!("cannot sync {}: {e}", dir.display())))?;
         }
+        let (inner, cut) = match newest {
+            None => {
+                let (file, size) = write_generation(&fs, dir, 1, 0, &Maps::new()).map_err(err)?;
+                (Inner { maps: Maps::new(), file, gen: 1, seq: 0, size, live: 0, failed: None }, None)
+            }
+            Some(gen) => Self::replay(&fs, dir, gen)?,
+        };
         if let Some((valid, len)) = cut {
             tracing::warn!(file = %dir.join(log_name(inner.gen)).display(), kept = valid, dropped = len - valid, "Raft store: discarded the unacknowledged tail an interrupted write left");
         }
