@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (Debian's sip-tester for
-# SIPp, iproute2 for network namespaces, openssl as an outside TLS peer), then runs every unit and end-to-end test and the
+# SIPp, iproute2 for network namespaces, openssl as an outside TLS peer, strace to see the store's syncs), then runs every unit and end-to-end test and the
 # deterministic simulation (named scenarios and 100 seeds).
 # Fails loudly when a tool cannot be installed; no test skips because a tool is absent.
 set -euo pipefail
@@ -11,6 +11,7 @@ command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v strace >/dev/null 2>&1 || need+=(strace)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -19,6 +20,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 command -v sipp >/dev/null || { echo "FATAL: sipp is still missing after installing sip-tester" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "FATAL: openssl (the outside TLS peer of the TLS tests) is still missing" >&2; exit 1; }
+command -v strace >/dev/null || { echo "FATAL: strace (the test that acknowledgements follow an fdatasync) is still missing" >&2; exit 1; }
 [ -d ../shared/sip-torture ] || { echo "FATAL: ../shared (torture messages, SIPp scenarios) must sit beside the checkout" >&2; exit 1; }
 
 # End-to-end tests bind ports 30000-39999, inside Linux's ephemeral range: reserve them so the kernel

@@ -1,4 +1,4 @@
-//! Crash safety of the Raft log on sled: `kill -9` during a stream of acknowledged writes, 20 times
+//! Crash safety of the Raft log: `kill -9` during a stream of acknowledged writes, 20 times
 //! over; after each restart every acknowledged write is there and the store opens cleanly.
 
 mod common;

@@ -79,6 +79,11 @@ impl Node {
 
     /// Start with lines added to the `[node]`, `[sip]` and `[cluster]` sections and `extra` after.
     pub fn start_full(base: u16, node: &str, sip: &str, cluster: &str, extra: &str) -> Node {
+        Node::start_under(&[], base, node, sip, cluster, extra)
+    }
+
+    /// Like [`Node::start_full`], the node's command run under `wrapper` (`strace ...`, say).
+    pub fn start_under(wrapper: &[&str], base: u16, node: &str, sip: &str, cluster: &str, extra: &str) -> Node {
         require_sipp();
         let dir = tempfile::tempdir().expect("tempdir");
         // `sip` lines with their own listen list replace the default one
@@ -95,7 +100,15 @@ impl Node {
         let path = dir.path().join("node.toml");
         std::fs::write(&path, cfg).expect("write config");
         let log = std::fs::File::create(dir.path().join("node.log")).expect("log");
-        let child = Command::new(hatrunk_bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(hatrunk_bin());
+                c
+            }
+            None => Command::new(hatrunk_bin()),
+        };
+        let child = cmd
             .args(["run", "--config"])
             .arg(&path)
             .env("HATRUNK_LOG", "info")

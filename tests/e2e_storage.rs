@@ -1,0 +1,173 @@
+//! The Raft store as a real process uses it: acknowledged trunk writes are preceded by an
+//! `fdatasync` of the store (traced with strace), and a data directory written by the previous
+//! release (sled) is converted at start with nothing lost.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn trunk_toml(id: &str, number: u32) -> String {
+    format!(
+        "id = \"{id}\"\nnumbers = [\"{number}\"]\nmax_concurrent_calls = 2\n[primary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:9\"\nallowed_ips = [\"127.0.0.9\"]\n"
+    )
+}
+
+/// What the trace shows about one admin response: Raft-log writes to the store not yet covered by
+/// a completed sync when the node wrote to an admin connection.
+#[derive(Default, Debug)]
+struct Audit {
+    log_writes: usize,
+    syncs: usize,
+    admin_writes: usize,
+    violations: Vec<String>,
+}
+
+/// `text` as strace -xx prints it (paths too).
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("\\x{b:02x}")).collect()
+}
+
+/// strace `-f -yy -xx` lines, in the order the kernel finished them. A sync covers the log writes
+/// that completed before it started; an admin-socket write with an uncovered log write before it
+/// is an acknowledgement that did not wait for the disk.
+fn audit(trace: &str, admin_port: u16) -> Audit {
+    let mut a = Audit::default();
+    let (mut written, mut covered) = (0usize, 0usize);
+    let mut sync_started: std::collections::BTreeMap<String, usize> = Default::default();
+    let admin = format!("127.0.0.1:{admin_port}->");
+    let store_path = hex("/raft/store-");
+    for line in trace.lines() {
+        let mut parts = line.splitn(2, ' ');
+        let pid = parts.next().unwrap_or("").to_string();
+        let rest = parts.next().unwrap_or("");
+        let store = rest.contains(&store_path);
+        if (rest.starts_with("fdatasync(") || rest.starts_with("fsync(")) && store {
+            if rest.contains("<unfinished") {
+                sync_started.insert(pid, written);
+            } else if rest.contains("= 0") {
+                covered = covered.max(written);
+                a.syncs += 1;
+            }
+        } else if rest.starts_with("<... fdatasync resumed>") || rest.starts_with("<... fsync resumed>") {
+            if let Some(w) = sync_started.remove(&pid) {
+                if rest.contains("= 0") {
+                    covered = covered.max(w);
+                    a.syncs += 1;
+                }
+            }
+        } else if rest.starts_with("write(") && store {
+            // the frame's first op: 4 length + 4 CRC + 8 sequence + 8 op count, then its key space
+            // (0 = the Raft log); -xx prints every byte as \xNN
+            let data = rest.split_once(">, \"").map(|(_, d)| d).unwrap_or("");
+            let bytes: Vec<&str> = data.split("\\x").skip(1).collect();
+            if bytes.get(24).is_some_and(|b| b.starts_with("00")) {
+                written += 1;
+                a.log_writes += 1;
+            }
+        } else if ["write(", "writev(", "sendmsg(", "sendto("].iter().any(|s| rest.starts_with(s)) && rest.contains(&admin) {
+            a.admin_writes += 1;
+            if covered < written {
+                a.violations.push(line.chars().take(160).collect());
+            }
+        }
+    }
+    a
+}
+
+#[test]
+fn trunk_writes_are_acknowledged_only_after_an_fdatasync_of_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = dir.path().join("strace.txt");
+    let trace_s = trace.display().to_string();
+    let wrapper = ["strace", "-f", "-qq", "-yy", "-xx", "-s", "40", "-e", "trace=write,writev,sendmsg,sendto,fdatasync,fsync", "-o", &trace_s];
+    let node = Node::start_under(&wrapper, 37300, "", "", "", "");
+    let t0 = Instant::now();
+    let mut applied = 0;
+    for i in 0..30u32 {
+        let out = loop {
+            let out = node.try_apply(&trunk_toml(&format!("s{i}"), 200_000 + i));
+            // the single node elects itself first; until then applies are refused
+            if out.status.success() || t0.elapsed() > Duration::from_secs(20) {
+                break out;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(out.status.success(), "apply s{i}: {}", String::from_utf8_lossy(&out.stderr));
+        applied += 1;
+    }
+    // strace's tracee outlives a killed strace: kill the node itself
+    let cfg = node.dir.path().join("node.toml");
+    let _ = Command::new("pkill").args(["-KILL", "-f"]).arg(cfg.display().to_string()).status();
+    drop(node);
+    std::thread::sleep(Duration::from_millis(300));
+    let text = std::fs::read_to_string(&trace).expect("strace output");
+    let a = audit(&text, 37301);
+    println!("{applied} trunks applied: {a:?}");
+    assert!(a.log_writes >= applied, "the trace shows {} Raft-log writes for {applied} applies: is strace seeing the store?", a.log_writes);
+    assert!(a.admin_writes >= applied, "the trace shows {} admin-socket writes for {applied} applies", a.admin_writes);
+    assert!(a.syncs > 0, "no fdatasync of the store at all");
+    assert!(a.violations.is_empty(), "admin responses sent with Raft-log writes not yet synced:\n{}", a.violations.join("\n"));
+}
+
+/// The auditor itself: a response after an unsynced log write is a violation, after a sync is not.
+#[test]
+fn the_fsync_auditor_flags_a_response_before_the_sync() {
+    let file = hex("/d/raft/store-00000001.log");
+    let log = |pid: u32| format!("{pid} write(9<{file}>, \"{}\", 60) = 60", "\\x00".repeat(40));
+    let resp = "7 writev(12<TCP:[127.0.0.1:37301->127.0.0.1:50000]>, [...], 2) = 90";
+    let sync = format!("5 fdatasync(9<{file}>) = 0");
+    let good = [log(5), sync.clone(), resp.to_string()].join("\n");
+    let bad = [log(5), resp.to_string(), sync].join("\n");
+    assert!(audit(&good, 37301).violations.is_empty());
+    assert_eq!(audit(&bad, 37301).violations.len(), 1);
+    let split = [format!("5 fdatasync(9<{file}> <unfinished ...>"), log(6), "5 <... fdatasync resumed>) = 0".into(), resp.into()]
+        .join("\n");
+    assert_eq!(audit(&split, 37301).violations.len(), 1, "a write during a sync is not covered by it");
+}
+
+fn extract(fixture: &Path, into: &Path) {
+    let ok = Command::new("tar").arg("-xzf").arg(fixture).arg("-C").arg(into).status().expect("tar").success();
+    assert!(ok, "cannot extract {}", fixture.display());
+}
+
+/// A data directory the previous release wrote (sled, with trunk `legacy` applied; made by
+/// `tests/fixtures/make-sled-fixture.sh`) starts on this release with its state, and the sled files
+/// are kept aside as `db.migrated`.
+#[test]
+fn a_data_directory_of_the_previous_release_is_converted_at_start() {
+    let fixture = repo().join("tests/fixtures/sled-data-dir.tar.gz");
+    let dir = tempfile::tempdir().expect("tempdir");
+    extract(&fixture, dir.path());
+    let data = dir.path().join("data");
+    assert!(data.join("db").is_dir(), "the fixture holds a sled data directory");
+    let node = Node::start_full(37400, &format!("data_dir = \"{}\"", data.display()), "", "", "");
+    let t0 = Instant::now();
+    loop {
+        let out = node.cli(&["trunk", "list", "-o", "json"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() && text.contains("\"legacy\"") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "the converted node does not serve trunk `legacy`:\n{text}\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(data.join("raft").is_dir() && data.join("db.migrated").is_dir() && !data.join("db").exists());
+    assert!(node.log().contains("data directory converted"), "{}", node.log());
+    // and it goes on taking writes, which survive a kill -9 on the new store
+    node.apply(&trunk_toml("after", 300_001));
+    let node = node.restart();
+    let t0 = Instant::now();
+    loop {
+        let out = node.cli(&["trunk", "list", "-o", "json"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() && text.contains("\"legacy\"") && text.contains("\"after\"") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "after a restart the trunks are not both there:\n{text}\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
