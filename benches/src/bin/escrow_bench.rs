@@ -11,65 +11,17 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hatrunk_consensus::disk::{DiskBackend, OsFs, StoreOptions};
-use hatrunk_consensus::pb::cluster_server::ClusterServer;
-use hatrunk_consensus::raft::{Consensus, RaftTiming};
-use hatrunk_consensus::server::ClusterService;
-use hatrunk_consensus::{Command, NodeInfo};
+use hatrunk_consensus::Command;
 use hatrunk_node::admission::{Admission, EscrowAdmission, TIDY_EVERY};
 
 const TRUNK: &str = "id = \"bench\"\nnumbers = [\"1000\"]\nmax_concurrent_calls = LIMIT\n[primary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:9\"\nallowed_ips = [\"127.0.0.9/32\"]\n";
-
-async fn node(id: u64, port: u16, dir: &std::path::Path) -> Result<Arc<Consensus>, String> {
-    let info = NodeInfo {
-        name: format!("n{id}"),
-        region: "r".into(),
-        zone: "z".into(),
-        role: "sip".into(),
-        cluster_addr: format!("127.0.0.1:{port}"),
-        sip_addr: String::new(),
-    };
-    let backend = DiskBackend::open(OsFs, &dir.join(format!("n{id}")), StoreOptions::default()).map_err(|e| e.to_string())?;
-    let c = Consensus::start(id, info, backend, &RaftTiming::default()).await.map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
-    let svc = ClusterService { consensus: c.clone(), quorum: Arc::new(true.into()) };
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(ClusterServer::new(svc))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
-    Ok(c)
-}
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let arg = |i: usize, d: u64| std::env::args().nth(i).and_then(|v| v.parse().ok()).unwrap_or(d);
     let (workers, secs, hold, limit) = (arg(1, 64) as usize, arg(2, 10), arg(3, 200) as usize, arg(4, 100_000));
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let base = 47_700 + (std::process::id() % 100) as u16 * 3;
-    let mut nodes = Vec::new();
-    for i in 0..3u16 {
-        nodes.push(node(u64::from(i) + 1, base + i, dir.path()).await?);
-    }
-    nodes[0].initialize().await.map_err(|e| e.to_string())?;
-    for i in 1..3u16 {
-        let me = NodeInfo {
-            name: format!("n{}", i + 1),
-            region: "r".into(),
-            zone: "z".into(),
-            role: "sip".into(),
-            cluster_addr: format!("127.0.0.1:{}", base + i),
-            sip_addr: String::new(),
-        };
-        let mut tries = 0;
-        while let Err(e) = nodes[0].add_node(u64::from(i) + 1, me.clone(), false).await {
-            tries += 1;
-            if tries > 100 {
-                return Err(format!("cannot add node {}: {e}", i + 1));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    let nodes = hatrunk_benches::cluster3(dir.path(), 47_700).await?;
     let trunk = hatrunk_core::trunk::parse_trunk(&TRUNK.replace("LIMIT", &limit.to_string())).map_err(|e| e.to_string())?;
     nodes[0].write(Command::PutTrunk(Box::new(trunk))).await.map_err(|e| e.to_string())?;
     let writes_before = nodes[0].raft.metrics().borrow().last_log_index.unwrap_or(0);
