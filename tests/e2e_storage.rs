@@ -171,3 +171,69 @@ fn a_data_directory_of_the_previous_release_is_converted_at_start() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+fn wait_for(what: &str, node: &Node, mut ok: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{what}:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn has_trunk(via: &Node, id: &str) -> bool {
+    via.cli(&["trunk", "get", id]).status.success()
+}
+
+/// A 3-node cluster of the previous release (sled) is upgraded one node at a time (SIGTERM, start
+/// this release on the same data directory) while a carrier's calls go through another member. Every
+/// call is answered, every node converts its data, a change written after each step is acknowledged,
+/// and at the end every member holds every change and takes calls.
+///
+/// Needs the previous release's binary: `scripts/upgrade-check.sh` builds it (from git history) and
+/// runs this test; the test command runs the single-node conversion above on a fixture instead.
+#[test]
+#[ignore = "needs the previous release's binary: run scripts/upgrade-check.sh"]
+fn a_rolling_upgrade_of_three_nodes_keeps_serving_calls() {
+    let old = std::path::PathBuf::from(std::env::var("HATRUNK_PREVIOUS_BIN").expect("HATRUNK_PREVIOUS_BIN names the previous release's hatrunk"));
+    let new = Path::new(hatrunk_bin());
+    let member = |base: u16, id: u64, boot: bool| {
+        let node = format!("id = {id}\nname = \"n{id}\"\nzone = \"z{id}\"");
+        let cluster = format!("bootstrap = {boot}\nheartbeat_ms = 100\nelection_min_ms = 800\nelection_max_ms = 1600");
+        Node::start_bin(&old, &[], base, &node, "", &cluster, "")
+    };
+    let nodes = [member(37600, 1, true), member(37610, 2, false), member(37620, 3, false)];
+    join(&nodes[0], &nodes[1]);
+    join(&nodes[0], &nodes[2]);
+    let _pbx = uas(&scenario("uas_rr.xml"), 37690, false);
+    nodes[0].apply(&trunk("up", "3760", 50, "only-primary", "", 37690, 37691, ""));
+    for n in &nodes {
+        wait_for("trunk `up` did not reach every member", n, || has_trunk(n, "up"));
+    }
+    let mut acked = vec!["up".to_string()];
+    let mut slots: Vec<Option<Node>> = nodes.into_iter().map(Some).collect();
+    for (step, i) in [2usize, 1, 0].into_iter().enumerate() {
+        let via = (i + 1) % 3;
+        let target = slots[i].take().expect("node");
+        let via_node = slots[via].as_ref().expect("via");
+        let (calls, upgraded) = std::thread::scope(|s| {
+            let c = s.spawn(|| uac(&scenario("uac_rr.xml"), via_node, 37630 + step as u16, "3760", 15, 5, 1000, &[]));
+            let up = target.upgrade_to(new);
+            (c.join().expect("calls"), up)
+        });
+        assert_eq!(calls.ok, 15, "step {step}: calls through n{} while n{} was upgraded: {calls:?}", via + 1, i + 1);
+        wait_for("the upgraded node did not convert its data", &upgraded, || upgraded.log().contains("data directory converted"));
+        wait_for("the upgraded node does not serve trunk `up`", &upgraded, || has_trunk(&upgraded, "up"));
+        let id = format!("after{step}");
+        let text = trunk(&id, &format!("3761{step}"), 5, "only-primary", "", 37690, 37691, "");
+        wait_for("a change through the upgraded node was not acknowledged", &upgraded, || upgraded.try_apply(&text).status.success());
+        acked.push(id);
+        slots[i] = Some(upgraded);
+    }
+    for (k, n) in slots.iter().flatten().enumerate() {
+        for id in &acked {
+            wait_for(&format!("n{} lacks acknowledged trunk {id}", k + 1), n, || has_trunk(n, id));
+        }
+        let calls = uac(&scenario("uac_rr.xml"), n, 37640 + k as u16, "3760", 5, 5, 500, &[]);
+        assert_eq!(calls.ok, 5, "calls through upgraded n{}: {calls:?}", k + 1);
+    }
+}

@@ -40,6 +40,8 @@ pub fn require_sipp() {
 
 pub struct Node {
     child: Child,
+    /// The hatrunk binary this node runs (this build's, or another release's).
+    pub bin: PathBuf,
     pub dir: tempfile::TempDir,
     pub sip: u16,
     pub admin: u16,
@@ -84,6 +86,11 @@ impl Node {
 
     /// Like [`Node::start_full`], the node's command run under `wrapper` (`strace ...`, say).
     pub fn start_under(wrapper: &[&str], base: u16, node: &str, sip: &str, cluster: &str, extra: &str) -> Node {
+        Node::start_bin(Path::new(hatrunk_bin()), wrapper, base, node, sip, cluster, extra)
+    }
+
+    /// Like [`Node::start_under`], running the hatrunk binary `bin`.
+    pub fn start_bin(bin: &Path, wrapper: &[&str], base: u16, node: &str, sip: &str, cluster: &str, extra: &str) -> Node {
         require_sipp();
         let dir = tempfile::tempdir().expect("tempdir");
         // `sip` lines with their own listen list replace the default one
@@ -103,10 +110,10 @@ impl Node {
         let mut cmd = match wrapper.split_first() {
             Some((prog, args)) => {
                 let mut c = Command::new(prog);
-                c.args(args).arg(hatrunk_bin());
+                c.args(args).arg(bin);
                 c
             }
-            None => Command::new(hatrunk_bin()),
+            None => Command::new(bin),
         };
         let child = cmd
             .args(["run", "--config"])
@@ -116,7 +123,7 @@ impl Node {
             .stderr(log)
             .spawn()
             .expect("spawn hatrunk");
-        let node = Node { child, dir, sip: base, admin: base + 1 };
+        let node = Node { child, bin: bin.to_path_buf(), dir, sip: base, admin: base + 1 };
         let t0 = Instant::now();
         while TcpStream::connect(("127.0.0.1", node.admin)).is_err() {
             assert!(t0.elapsed() < Duration::from_secs(20), "node did not start:\n{}", node.log());
@@ -145,8 +152,25 @@ impl Node {
     /// Kill the node (SIGKILL) and start it again on the same data directory and ports.
     pub fn restart(mut self) -> Node {
         self.kill();
+        self.respawn()
+    }
+
+    /// Stop the node as an operator does (SIGTERM, waiting for it to exit) and start `bin` on the
+    /// same data directory and ports: one step of a rolling upgrade.
+    pub fn upgrade_to(mut self, bin: &Path) -> Node {
+        self.signal("TERM");
+        let t0 = Instant::now();
+        while !self.exited() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "node did not stop on SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.bin = bin.to_path_buf();
+        self.respawn()
+    }
+
+    fn respawn(mut self) -> Node {
         let log = std::fs::OpenOptions::new().append(true).open(self.dir.path().join("node.log")).expect("log");
-        let child = Command::new(hatrunk_bin())
+        let child = Command::new(&self.bin)
             .args(["run", "--config"])
             .arg(self.dir.path().join("node.toml"))
             .stdout(log.try_clone().expect("log"))
