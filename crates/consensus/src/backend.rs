@@ -34,7 +34,18 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn flush(&self) -> impl Future<Output = Result<(), String>> + Send;
 }
 
-type Maps = BTreeMap<Space, BTreeMap<Vec<u8>, Vec<u8>>>;
+/// Key spaces held in memory, as both backends keep them.
+pub(crate) type Maps = BTreeMap<Space, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+/// [`Backend::range`] over maps in memory.
+pub(crate) fn range_of(maps: &Maps, space: Space, from: &[u8], to: &[u8]) -> Vec<KeyValue> {
+    maps.get(&space).map(|m| m.range(from.to_vec()..=to.to_vec()).map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+}
+
+/// [`Backend::last`] over maps in memory.
+pub(crate) fn last_of(maps: &Maps, space: Space) -> Option<KeyValue> {
+    maps.get(&space).and_then(|m| m.iter().next_back()).map(|(k, v)| (k.clone(), v.clone()))
+}
 
 #[derive(Default)]
 struct MemDisk {
@@ -92,15 +103,11 @@ impl Backend for MemBackend {
     }
 
     fn range(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Vec<KeyValue>, String> {
-        let d = self.lock();
-        Ok(d.live
-            .get(&space)
-            .map(|m| m.range(from.to_vec()..=to.to_vec()).map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default())
+        Ok(range_of(&self.lock().live, space, from, to))
     }
 
     fn last(&self, space: Space) -> Result<Option<KeyValue>, String> {
-        Ok(self.lock().live.get(&space).and_then(|m| m.iter().next_back()).map(|(k, v)| (k.clone(), v.clone())))
+        Ok(last_of(&self.lock().live, space))
     }
 
     async fn flush(&self) -> Result<(), String> {

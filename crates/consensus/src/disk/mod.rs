@@ -19,11 +19,10 @@ pub mod crash;
 mod frame;
 pub mod fs;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::backend::{Backend, KeyValue, Space};
+use crate::backend::{last_of, range_of, Backend, KeyValue, Maps, Space};
 use crate::error::ConsensusError;
 use frame::Op;
 pub use fs::{Fs, FsFile, OsFs};
@@ -47,8 +46,6 @@ impl Default for StoreOptions {
 /// What an operator does with a store that cannot be read.
 pub const UNREADABLE_HINT: &str = "the node will not start from it. Move the node's data directory aside and add the node again \
 with `hatrunk cluster remove` + `hatrunk cluster join`: it then copies the state from the cluster";
-
-type Maps = BTreeMap<Space, BTreeMap<Vec<u8>, Vec<u8>>>;
 
 struct Inner<F: Fs> {
     maps: Maps,
@@ -297,15 +294,11 @@ impl<F: Fs> Backend for DiskBackend<F> {
     }
 
     fn range(&self, space: Space, from: &[u8], to: &[u8]) -> Result<Vec<KeyValue>, String> {
-        let i = self.lock();
-        Ok(i.maps
-            .get(&space)
-            .map(|m| m.range(from.to_vec()..=to.to_vec()).map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default())
+        Ok(range_of(&self.lock().maps, space, from, to))
     }
 
     fn last(&self, space: Space) -> Result<Option<KeyValue>, String> {
-        Ok(self.lock().maps.get(&space).and_then(|m| m.iter().next_back()).map(|(k, v)| (k.clone(), v.clone())))
+        Ok(last_of(&self.lock().maps, space))
     }
 
     async fn flush(&self) -> Result<(), String> {
