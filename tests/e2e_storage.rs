@@ -41,9 +41,9 @@ fn audit(trace: &str, admin_port: u16) -> Audit {
     let admin = format!("127.0.0.1:{admin_port}->");
     let store_path = hex("/raft/store-");
     for line in trace.lines() {
-        let mut parts = line.splitn(2, ' ');
-        let pid = parts.next().unwrap_or("").to_string();
-        let rest = parts.next().unwrap_or("");
+        // "PID  syscall(...)": strace pads the pid, so the gap is one or more spaces
+        let (pid, rest) = line.split_once(' ').unwrap_or(("", line));
+        let (pid, rest) = (pid.to_string(), rest.trim_start());
         let store = rest.contains(&store_path);
         if (rest.starts_with("fdatasync(") || rest.starts_with("fsync(")) && store {
             if rest.contains("<unfinished") {
@@ -99,11 +99,18 @@ fn trunk_writes_are_acknowledged_only_after_an_fdatasync_of_the_log() {
         assert!(out.status.success(), "apply s{i}: {}", String::from_utf8_lossy(&out.stderr));
         applied += 1;
     }
-    // strace's tracee outlives a killed strace: kill the node itself
+    // kill the node itself, not strace (a killed strace loses its buffered output, and its tracee
+    // outlives it); strace then writes the rest of the trace and exits
+    let mut node = node;
     let cfg = node.dir.path().join("node.toml");
-    let _ = Command::new("pkill").args(["-KILL", "-f"]).arg(cfg.display().to_string()).status();
+    let tracee = format!("^{} run --config {}", hatrunk_bin(), cfg.display());
+    let _ = Command::new("pkill").args(["-KILL", "-f", &tracee]).status();
+    let t0 = Instant::now();
+    while !node.exited() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "strace did not exit after its tracee was killed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(node);
-    std::thread::sleep(Duration::from_millis(300));
     let text = std::fs::read_to_string(&trace).expect("strace output");
     let a = audit(&text, 37301);
     println!("{applied} trunks applied: {a:?}");
@@ -118,7 +125,7 @@ fn trunk_writes_are_acknowledged_only_after_an_fdatasync_of_the_log() {
 fn the_fsync_auditor_flags_a_response_before_the_sync() {
     let file = hex("/d/raft/store-00000001.log");
     let log = |pid: u32| format!("{pid} write(9<{file}>, \"{}\", 60) = 60", "\\x00".repeat(40));
-    let resp = "7 writev(12<TCP:[127.0.0.1:37301->127.0.0.1:50000]>, [...], 2) = 90";
+    let resp = "7  writev(12<TCP:[127.0.0.1:37301->127.0.0.1:50000]>, [...], 2) = 90";
     let sync = format!("5 fdatasync(9<{file}>) = 0");
     let good = [log(5), sync.clone(), resp.to_string()].join("\n");
     let bad = [log(5), resp.to_string(), sync].join("\n");
