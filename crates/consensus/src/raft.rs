@@ -23,8 +23,8 @@ use crate::sm_store::{SharedState, StateMachineStore};
 use crate::state::ClusterState;
 use crate::types::{Command, CommandResult, NodeInfo, Request, TypeConfig};
 
-/// Raft timing. Defaults are safe across regions (RTT up to ~150 ms): heartbeats every 250 ms, an
-/// election only after 1.5-3 s without one. Within one zone they can be lowered.
+/// Raft timing. Defaults are safe across regions (RTT up to ~150 ms): heartbeats every 150 ms, an
+/// election only after 0.8-1.6 s without one. Within one zone they can be lowered.
 #[derive(Debug, Clone)]
 pub struct RaftTiming {
     pub heartbeat_ms: u64,
