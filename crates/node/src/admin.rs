@@ -32,6 +32,8 @@ pub struct AdminService {
     pub timing: hatrunk_consensus::raft::RaftTiming,
     /// Carried on calls passed on to the leader.
     pub token: crate::gate::AddToken,
+    /// The node's clock (wall ms; simulated time in the simulation), as the call path reads it.
+    pub clock: fn() -> u64,
 }
 
 type LeaderClient = AdminClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, crate::gate::AddToken>>;
@@ -63,8 +65,7 @@ impl AdminService {
             let registered = s.registered.or_else(|| {
                 let user = t.account(role)?.username.clone()?;
                 let (contact, _, expires_ms) = self.store.registration(&user)?;
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-                (expires_ms > now).then_some(contact)
+                (expires_ms > (self.clock)()).then_some(contact)
             });
             state.insert(name.into(), serde_json::json!({ "health": s.health.state, "registered": registered }));
         }
@@ -89,7 +90,7 @@ impl AdminService {
         let membership = m.membership_config.membership().clone();
         let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
         let last = m.last_log_index.unwrap_or(0);
-        let view = crate::cluster_health::ClusterView::view(&*self.health, crate::runtime::wall_ms());
+        let view = crate::cluster_health::ClusterView::view(&*self.health, (self.clock)());
         let mut members = Vec::new();
         for (id, info) in membership.nodes() {
             let healthy = view.get(*id).is_some_and(|h| h.alive && h.quorum);
@@ -235,7 +236,7 @@ impl Admin for AdminService {
             // the removal's own answer and the slot release that follows can be lost with it. Hand
             // leadership to another voter first, and let that leader do the removal.
             let m = self.consensus.raft.metrics().borrow().membership_config.clone();
-            let view = crate::cluster_health::ClusterView::view(&*self.health, crate::runtime::wall_ms());
+            let view = crate::cluster_health::ClusterView::view(&*self.health, (self.clock)());
             let mut others: Vec<u64> = m.membership().voter_ids().filter(|v| *v != id).collect();
             others.sort_by_key(|v| !view.get(*v).is_some_and(|h| h.alive)); // answering voters first
             let target = others.first().copied();

@@ -246,6 +246,7 @@ where
         health: health.clone(),
         timing,
         token: crate::gate::AddToken(grpc.token.clone()),
+        clock,
     };
     if let Some(http_listener) = http {
         let http_state = Arc::new(HttpState { metrics, store, admission, status });
