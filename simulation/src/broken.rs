@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use hatrunk_core::policy::FailoverPolicy;
-use hatrunk_core::pool::Admission as Granted;
+use hatrunk_core::pool::Decision;
 use hatrunk_core::trunk::{Role, Trunk};
 use hatrunk_node::admission::Admission;
 use hatrunk_node::runtime::{AdmissionLayer, StoreLayer};
@@ -48,11 +48,11 @@ impl Broken {
 struct SkipPoolCheck(Arc<dyn Admission>);
 
 impl Admission for SkipPoolCheck {
-    fn admit_now(&self, _trunk: &str, _limit: u32, _slot: &str) -> Option<Granted> {
-        Some(Granted::Granted)
+    fn admit_now(&self, _trunk: &str, _limit: u32, _slot: &str) -> Option<Decision> {
+        Some(Decision::Granted)
     }
-    fn admit(&self, _trunk: String, _limit: u32, _slot: String) -> BoxFuture<'_, Result<Granted, NodeError>> {
-        Box::pin(async { Ok(Granted::Granted) })
+    fn admit(&self, _trunk: String, _limit: u32, _slot: String) -> BoxFuture<'_, Result<Decision, NodeError>> {
+        Box::pin(async { Ok(Decision::Granted) })
     }
     fn release(&self, slot: &str) {
         self.0.release(slot)

@@ -148,7 +148,7 @@ impl ClusterState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hatrunk_core::pool::Admission;
+    use hatrunk_core::pool::Decision;
 
     fn trunk(id: &str, number: &str, limit: u32) -> Trunk {
         hatrunk_core::trunk::parse_trunk(&format!(
@@ -169,10 +169,10 @@ mod tests {
             matches!(s.apply(&req(1, 2, Command::PutTrunk(Box::new(trunk("b", "100", 1))))), CommandResult::Refused(m) if m.contains("100"))
         );
         let admit = |slot: &str| Command::Admit { trunk: "a".into(), slot: slot.into() };
-        assert_eq!(s.apply(&req(2, 1, admit("n1/x"))), CommandResult::Admission(Admission::Granted));
-        assert_eq!(s.apply(&req(2, 2, admit("n2/y"))), CommandResult::Admission(Admission::Full { used: 1, limit: 1 }));
+        assert_eq!(s.apply(&req(2, 1, admit("n1/x"))), CommandResult::Admission(Decision::Granted));
+        assert_eq!(s.apply(&req(2, 2, admit("n2/y"))), CommandResult::Admission(Decision::Full { used: 1, limit: 1 }));
         assert_eq!(s.apply(&req(2, 3, Command::ReleaseNode { node: "n1".into() })), CommandResult::Ok);
-        assert_eq!(s.apply(&req(2, 4, admit("n2/y"))), CommandResult::Admission(Admission::Granted));
+        assert_eq!(s.apply(&req(2, 4, admit("n2/y"))), CommandResult::Admission(Decision::Granted));
     }
 
     #[test]
@@ -198,8 +198,8 @@ mod tests {
         s.apply(&req(1, 1, Command::PutTrunk(Box::new(trunk("a", "100", 5)))));
         let admit = |slot: &str| Command::Admit { trunk: "a".into(), slot: slot.into() };
         // serial 3 commits before serial 2: both are new requests and both take a slot
-        assert_eq!(s.apply(&req(9, 3, admit("n/3"))), CommandResult::Admission(Admission::Granted));
-        assert_eq!(s.apply(&req(9, 2, admit("n/2"))), CommandResult::Admission(Admission::Granted));
+        assert_eq!(s.apply(&req(9, 3, admit("n/3"))), CommandResult::Admission(Decision::Granted));
+        assert_eq!(s.apply(&req(9, 2, admit("n/2"))), CommandResult::Admission(Decision::Granted));
         assert_eq!(s.pool.used("a"), 2);
     }
 

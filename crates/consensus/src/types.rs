@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io::Cursor;
 
-use hatrunk_core::pool::Admission;
+use hatrunk_core::pool::Decision;
 use hatrunk_core::trunk::Trunk;
 use serde::{Deserialize, Serialize};
 
@@ -110,7 +110,7 @@ impl fmt::Display for Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {
     Ok,
-    Admission(Admission),
+    Admission(Decision),
     /// How much of a share a [`Command::Reserve`] granted.
     Reserved(u32),
     /// What [`Command::Inherit`] found: the node's share per trunk.

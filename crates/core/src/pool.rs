@@ -1,6 +1,6 @@
 //! Concurrent-call accounting: one pool per trunk, shared by both accounts and both directions.
 //!
-//! Admission is idempotent per call reference (a retried admit of the same call is not a second
+//! Decision is idempotent per call reference (a retried admit of the same call is not a second
 //! slot) and strict: a call is admitted only while `used < limit`, so lowering a limit below the
 //! calls in progress admits nothing until enough calls end. The consensus layer applies these same
 //! operations in its replicated state machine.
@@ -9,9 +9,9 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The answer to an admission request.
+/// The pool's verdict on an admission request (named apart from the node's `Admission` trait).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Admission {
+pub enum Decision {
     Granted,
     /// This call already holds a slot (a retried request).
     AlreadyHeld,
@@ -22,9 +22,9 @@ pub enum Admission {
     },
 }
 
-impl Admission {
+impl Decision {
     pub fn admitted(self) -> bool {
-        !matches!(self, Admission::Full { .. })
+        !matches!(self, Decision::Full { .. })
     }
 }
 
@@ -37,17 +37,17 @@ pub struct Pool {
 
 impl Pool {
     /// Take a slot of `trunk` (whose limit is `limit`) for `call`.
-    pub fn admit(&mut self, trunk: &str, limit: u32, call: &str) -> Admission {
+    pub fn admit(&mut self, trunk: &str, limit: u32, call: &str) -> Decision {
         if self.holders.contains_key(call) {
-            return Admission::AlreadyHeld;
+            return Decision::AlreadyHeld;
         }
         let used = self.used.get(trunk).copied().unwrap_or(0);
         if used >= limit {
-            return Admission::Full { used, limit };
+            return Decision::Full { used, limit };
         }
         self.used.insert(trunk.to_string(), used + 1);
         self.holders.insert(call.to_string(), trunk.to_string());
-        Admission::Granted
+        Decision::Granted
     }
 
     /// Give back `call`'s slot. Returns the trunk it belonged to; releasing twice is harmless.
@@ -90,14 +90,14 @@ mod tests {
     #[test]
     fn strict_and_idempotent() {
         let mut p = Pool::default();
-        assert_eq!(p.admit("t", 2, "a"), Admission::Granted);
-        assert_eq!(p.admit("t", 2, "a"), Admission::AlreadyHeld);
-        assert_eq!(p.admit("t", 2, "b"), Admission::Granted);
-        assert_eq!(p.admit("t", 2, "c"), Admission::Full { used: 2, limit: 2 });
-        assert_eq!(p.admit("u", 1, "c"), Admission::Granted, "pools are per trunk");
+        assert_eq!(p.admit("t", 2, "a"), Decision::Granted);
+        assert_eq!(p.admit("t", 2, "a"), Decision::AlreadyHeld);
+        assert_eq!(p.admit("t", 2, "b"), Decision::Granted);
+        assert_eq!(p.admit("t", 2, "c"), Decision::Full { used: 2, limit: 2 });
+        assert_eq!(p.admit("u", 1, "c"), Decision::Granted, "pools are per trunk");
         assert_eq!(p.release("a").as_deref(), Some("t"));
         assert_eq!(p.release("a"), None);
-        assert_eq!(p.admit("t", 2, "c2"), Admission::Granted);
+        assert_eq!(p.admit("t", 2, "c2"), Decision::Granted);
     }
 
     #[test]

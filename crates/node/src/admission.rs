@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use hatrunk_consensus::raft::Consensus;
 use hatrunk_consensus::{Command, CommandResult};
 use hatrunk_core::escrow::{Escrow, Take};
-use hatrunk_core::pool::Admission as Decision;
+use hatrunk_core::pool::Decision;
 
 use crate::error::NodeError;
 use crate::store::{outcome, BoxFuture};

@@ -438,7 +438,7 @@ async fn engine_loop(
     cdrs: mpsc::Sender<Box<hatrunk_core::cdr::Cdr>>,
     clock: fn() -> u64,
 ) {
-    let (adm_tx, mut adm_rx) = mpsc::unbounded_channel::<(u64, Result<hatrunk_core::pool::Admission, String>)>();
+    let (adm_tx, mut adm_rx) = mpsc::unbounded_channel::<(u64, Result<hatrunk_core::pool::Decision, String>)>();
     let mut sync = tokio::time::interval(Duration::from_secs(1));
     let mut egress_check = tokio::time::interval(Duration::from_millis(200));
     loop {

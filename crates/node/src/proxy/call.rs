@@ -9,7 +9,7 @@ use std::sync::Arc;
 use hatrunk_core::cdr::{AttemptRecord, Cause, Cdr, Direction, Disposition, EgressReport};
 use hatrunk_core::plan::{CallPlan, Step};
 use hatrunk_core::policy::Outcome;
-use hatrunk_core::pool::Admission as Decision;
+use hatrunk_core::pool::Decision;
 use hatrunk_core::trunk::{normalize_number, AuthMode, Mode, Role, Transport, Trunk};
 use hatrunk_sip::headers::{addr_uri, param, SipUri};
 use hatrunk_sip::transport::Proto;

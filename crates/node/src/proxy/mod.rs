@@ -36,7 +36,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hatrunk_core::cdr::Cdr;
 use hatrunk_core::guard::Guard;
-use hatrunk_core::pool::Admission as Decision;
+use hatrunk_core::pool::Decision;
 use hatrunk_core::rr::RoundRobin;
 use hatrunk_core::trunk::Role;
 use hatrunk_sip::digest::NonceIssuer;

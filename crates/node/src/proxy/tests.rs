@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hatrunk_core::ha::{HealthView, Member};
-use hatrunk_core::pool::Admission as Decision;
+use hatrunk_core::pool::Decision;
 use hatrunk_sip::parse::parse;
 use hatrunk_sip::transport::{Incoming, Proto};
 use hatrunk_sip::{Method, SipMessage};

@@ -3,7 +3,7 @@
 
 use hatrunk_core::cdr::Disposition;
 use hatrunk_core::ha::{HealthView, MemberHealth};
-use hatrunk_core::pool::Admission as Decision;
+use hatrunk_core::pool::Decision;
 
 use super::tests::{admit_id, answer, engine_with, from, member, sent_to, CARRIER, INVITE, PRIMARY, SECONDARY};
 use super::Action;
