@@ -24,6 +24,19 @@ pub enum Outcome {
     Cancelled,
 }
 
+impl Outcome {
+    /// The metric label of an outcome: its SIP code, or what happened instead.
+    pub fn label(self) -> String {
+        match self {
+            Outcome::Answered(c) | Outcome::Final(c) => c.to_string(),
+            Outcome::ConnectionError => "connection_error".into(),
+            Outcome::NoAnswer => "no_answer".into(),
+            Outcome::UserNotRegistered => "user_not_registered".into(),
+            Outcome::Cancelled => "cancelled".into(),
+        }
+    }
+}
+
 /// A trunk's failover policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

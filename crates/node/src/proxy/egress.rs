@@ -154,11 +154,7 @@ impl Engine {
         a.done = true;
         a.rec.set_outcome(outcome);
         a.rec.elapsed_ms = now.saturating_sub(a.started);
-        let reason = match outcome {
-            Outcome::Final(c) => c.to_string(),
-            Outcome::NoAnswer => "no_answer".into(),
-            _ => "connection_error".into(),
-        };
+        let reason = outcome.label();
         self.metrics.egress_moves.with_label_values(&[&reason]).inc();
         tracing::info!(call = id, node = %a.rec.node, zone = %a.rec.zone, %reason, "egress node did not take the call; next choice");
         if !self.next_egress(id) {

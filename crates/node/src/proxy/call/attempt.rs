@@ -157,13 +157,7 @@ impl Engine {
         let step = call.plan.as_mut().map(|p| p.on_outcome(outcome)).unwrap_or(Step::Done);
         if let Step::Try(role) = step {
             call.failover_detect = Some(now);
-            let label = match outcome {
-                Outcome::Final(c) => c.to_string(),
-                Outcome::ConnectionError => "connection_error".into(),
-                Outcome::NoAnswer => "no_answer".into(),
-                _ => "other".into(),
-            };
-            self.metrics.failovers.with_label_values(&[&label]).inc();
+            self.metrics.failovers.with_label_values(&[&outcome.label()]).inc();
             return self.start_attempt(id, role);
         }
         let key = call.key.clone();
