@@ -19,6 +19,15 @@ pub enum NodeError {
     Refused(String),
     #[error(transparent)]
     Consensus(#[from] hatrunk_consensus::ConsensusError),
+    /// The metrics registry could not be built.
+    #[error("metrics: {0}")]
+    Metrics(String),
+    /// The cluster/admin gRPC server failed.
+    #[error("admin server: {0}")]
+    Server(String),
+    /// The Raft core stopped on a fatal error (a failed disk write, say); the node exits.
+    #[error("{0}")]
+    RaftStopped(String),
 }
 
 impl From<sled::Error> for NodeError {

@@ -192,7 +192,7 @@ where
     let consensus = Consensus::start_with(cfg.node.id, info, backend, &timing, dialer).await?;
     if let Some(members) = members {
         if !consensus.is_initialized().await {
-            consensus.raft.initialize(members).await.map_err(|e| NodeError::Storage(format!("initialise: {e}")))?;
+            consensus.raft.initialize(members).await.map_err(|e| NodeError::Consensus(hatrunk_consensus::ConsensusError::Raft(format!("initialise: {e}"))))?;
         }
     } else if cfg.cluster.bootstrap && consensus.initialize().await? {
         tracing::info!("initialised a one-voter cluster on first start");
@@ -217,7 +217,7 @@ where
         clock,
     );
     health.spawn();
-    let metrics = Arc::new(Metrics::new().map_err(|e| NodeError::Storage(format!("metrics: {e}")))?);
+    let metrics = Arc::new(Metrics::new().map_err(|e| NodeError::Metrics(e.to_string()))?);
     let status = Arc::new(SharedStatus::default());
     if let Some(f) = on_ready {
         f(Handles { consensus: consensus.clone(), admission: admission.clone(), health: health.clone() });
@@ -275,9 +275,9 @@ where
         t.abort();
     }
     let _ = consensus.raft.shutdown().await;
-    served.map_err(|e| NodeError::Storage(format!("admin server: {e}")))?;
+    served.map_err(|e| NodeError::Server(e.to_string()))?;
     if let Ok(why) = fatal_rx.await {
-        return Err(NodeError::Storage(format!(
+        return Err(NodeError::RaftStopped(format!(
             "the Raft part of this node stopped ({why}); the node exits rather than serve without it. \
              Fix the cause (a full or failing disk under {}) and start it again: acknowledged changes are kept",
             cfg.node.data_dir.display()
