@@ -49,22 +49,25 @@ impl Engine {
     }
 
     /// A BYE whose own Route entry (`ht`, from [`Engine::pop_own_routes`]) names an earlier run of
-    /// this node ended a call that run admitted: the slot kept for it may go.
-    fn earlier_run_bye(&mut self, ht: &str, msg: &SipMessage) {
-        let Some((boot, trunk)) = ht.split_once('.') else { return };
+    /// this node, for a call that run admitted: the kept slot it may free, (trunk, Call-ID).
+    ///
+    /// Freed only when the far end answers the BYE 2xx, not as it passes: a BYE the earlier run
+    /// already relayed (its 200 was lost, the caller retransmits across the restart) names the
+    /// same boot, but its call ended before the restart and its slot was no longer kept; the far
+    /// end answers that one 481. Freeing on passage let such a retransmission free the slot of a
+    /// call still up (simulation seed 701932: 14 calls against a limit of 13).
+    fn earlier_run_bye(&self, ht: &str, msg: &SipMessage) -> Option<(String, String)> {
+        let (boot, trunk) = ht.split_once('.')?;
         if boot == self.boot() {
-            return; // this run's call: its slot went with the call record
+            return None; // this run's call: its slot went with the call record
         }
-        let call_id = msg.header("Call-ID").unwrap_or_default().to_string();
-        self.out.push(Action::ReleaseInherited { trunk: trunk.to_string(), call_id });
+        Some((trunk.to_string(), msg.header("Call-ID").unwrap_or_default().to_string()))
     }
 
     /// A request inside a dialog, with its server transaction `key` already created.
     pub(super) fn relay_in_dialog(&mut self, key: String, mut msg: SipMessage) {
         let ht = self.pop_own_routes(&mut msg);
-        if let Some(ht) = ht.filter(|_| msg.method() == Some(&Method::Bye)) {
-            self.earlier_run_bye(&ht, &msg);
-        }
+        let kept = ht.filter(|_| msg.method() == Some(&Method::Bye)).and_then(|ht| self.earlier_run_bye(&ht, &msg));
         let ruri_is_us = msg.uri().and_then(|u| SipUri::parse(u).ok()).is_some_and(|u| self.is_us(&u));
         if msg.header("Route").is_none() && ruri_is_us {
             return self.respond_key(&key, 481, None);
@@ -79,11 +82,14 @@ impl Engine {
         }
         let mf = msg.header("Max-Forwards").and_then(|v| v.parse::<u8>().ok()).unwrap_or(70);
         msg.set("Max-Forwards", mf.saturating_sub(1).to_string());
-        self.start_client(msg, dest, Owner::Relay(key));
+        self.start_client(msg, dest, Owner::Relay(key, kept));
     }
 
     /// A response to a relayed request goes back through its server transaction.
-    pub(super) fn relay_response(&mut self, key: &str, resp: SipMessage) {
+    pub(super) fn relay_response(&mut self, key: &str, kept: Option<(String, String)>, resp: SipMessage) {
+        if let (Some((trunk, call_id)), Some(200..=299)) = (kept, resp.code()) {
+            self.out.push(Action::ReleaseInherited { trunk, call_id });
+        }
         self.respond_msg(key, resp);
     }
 

@@ -140,8 +140,9 @@ pub struct EngineConfig {
 enum Owner {
     /// An attempt of a call.
     Call(u64, usize),
-    /// A request relayed statefully for this server transaction.
-    Relay(String),
+    /// A request relayed statefully for this server transaction; for a BYE of an earlier run's
+    /// call, the slot kept for it (trunk, Call-ID), freed only if the far end answers 2xx.
+    Relay(String, Option<(String, String)>),
     Probe(String, Role),
     /// The BYE tearing down a late answer to cancelled call `id`: the PBX's leg is up until it is
     /// answered (or times out), so the slot held for the call goes only then.
@@ -288,7 +289,7 @@ impl Engine {
             self.clients.remove(&branch);
             match owner {
                 Owner::Call(id, n) => self.attempt_unreachable(id, n),
-                Owner::Relay(key) => self.respond_key(&key, 503, None),
+                Owner::Relay(key, _) => self.respond_key(&key, 503, None),
                 Owner::Probe(t, r) => self.probe_result(&t, r, false),
                 Owner::TearDown(id) => self.release_held(id),
                 Owner::Answered(_) => {}
@@ -418,7 +419,7 @@ impl Engine {
         }
         match owner {
             Owner::Call(id, n) => self.attempt_response(id, n, msg),
-            Owner::Relay(key) => self.relay_response(&key, msg),
+            Owner::Relay(key, kept) => self.relay_response(&key, kept, msg),
             Owner::Probe(t, r) => {
                 if code >= 200 {
                     self.probe_result(&t, r, true)
@@ -467,7 +468,7 @@ impl Engine {
                 let owner = self.clients.get(branch).map(|e| e.owner.clone());
                 match owner {
                     Some(Owner::Call(id, n)) => self.attempt_timeout(id, n),
-                    Some(Owner::Relay(key)) => self.respond_key(&key, 408, None),
+                    Some(Owner::Relay(key, _)) => self.respond_key(&key, 408, None),
                     Some(Owner::Probe(t, r)) => self.probe_result(&t, r, false),
                     Some(Owner::TearDown(id)) => self.release_held(id),
                     _ => {}

@@ -281,8 +281,9 @@ async fn a_2xx_retransmitted_after_the_call_ended_goes_to_the_caller_not_torn_do
 }
 
 /// A node's calls outlive its process. A BYE whose Route names an earlier run of this node (the
-/// Record-Route's `ht` parameter) frees one of the slots kept for those calls; one naming this run
-/// (a call already finished here) frees nothing.
+/// Record-Route's `ht` parameter) frees one of the slots kept for those calls once the far end
+/// answers it 2xx; one the far end answers 481 (its call had ended before the restart: a BYE
+/// retransmitted across it) frees nothing, and neither does one naming this run.
 #[tokio::test]
 async fn a_bye_for_an_earlier_runs_call_frees_a_kept_slot() {
     let mut e = engine().await;
@@ -311,10 +312,18 @@ async fn a_bye_for_an_earlier_runs_call_frees_a_kept_slot() {
     let old = rr.replace(&tag, &format!("deadbeef.{trunk}"));
     e.on_message(from(CARRIER, &bye(&old, "earlier-1")), 200);
     let a = e.drain();
-    assert_eq!(inherited(&a), vec![(trunk, "earlier-1".to_string())]);
-    assert_eq!(
-        sent_to(&a, PRIMARY).iter().filter_map(|m| m.method().cloned()).collect::<Vec<_>>(),
-        vec![Method::Bye],
-        "and the BYE goes on"
-    );
+    assert!(inherited(&a).is_empty(), "nothing is freed while the BYE is on its way");
+    let relayed = sent_to(&a, PRIMARY);
+    assert_eq!(relayed.iter().filter_map(|m| m.method().cloned()).collect::<Vec<_>>(), vec![Method::Bye], "the BYE goes on");
+    e.on_message(from(PRIMARY, &answer(&relayed[0], 200, "OK", PRIMARY)), 210);
+    let a = e.drain();
+    assert_eq!(inherited(&a), vec![(trunk.clone(), "earlier-1".to_string())], "the far end ended the call: its slot goes");
+    assert_eq!(sent_to(&a, CARRIER).iter().filter_map(|m| m.code()).collect::<Vec<_>>(), vec![200]);
+    // a BYE of the earlier run the far end no longer knows: its call ended before the restart
+    e.on_message(from(CARRIER, &bye(&old, "earlier-2")), 300);
+    let relayed = sent_to(&e.drain(), PRIMARY);
+    e.on_message(from(PRIMARY, &answer(&relayed[0], 481, "Call/Transaction Does Not Exist", PRIMARY)), 310);
+    let a = e.drain();
+    assert!(inherited(&a).is_empty(), "a 481 frees no kept slot: {:?}", inherited(&a));
+    assert_eq!(sent_to(&a, CARRIER).iter().filter_map(|m| m.code()).collect::<Vec<_>>(), vec![481], "the caller hears it");
 }
