@@ -26,6 +26,30 @@ struct Audit {
     violations: Vec<String>,
 }
 
+/// The bytes strace printed (`-xx`: every byte as \xNN) in the first quoted buffer of `rest`.
+fn shown_bytes(rest: &str) -> Vec<u8> {
+    let Some(start) = rest.find('"') else { return Vec::new() };
+    let body = &rest[start + 1..];
+    let body = &body[..body.find('"').unwrap_or(body.len())];
+    body.split("\\x").skip(1).filter_map(|h| u8::from_str_radix(h.get(..2)?, 16).ok()).collect()
+}
+
+/// Whether the HTTP/2 frames a write starts with (as far as strace shows them) hold a HEADERS
+/// frame on a stream: the start of a gRPC response, as opposed to connection upkeep (SETTINGS and
+/// its ack, WINDOW_UPDATE, PING), which acknowledges nothing.
+fn carries_response(bytes: &[u8]) -> bool {
+    let mut at = 0usize;
+    while let Some(h) = bytes.get(at..at + 9) {
+        let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+        let stream = u32::from_be_bytes([h[5] & 0x7f, h[6], h[7], h[8]]);
+        if h[3] == 0x01 && stream != 0 {
+            return true;
+        }
+        at += 9 + len;
+    }
+    false
+}
+
 /// `text` as strace -xx prints it (paths too).
 fn hex(text: &str) -> String {
     text.bytes().map(|b| format!("\\x{b:02x}")).collect()
@@ -74,8 +98,9 @@ fn audit(trace: &str, admin_port: u16, from: &str) -> Audit {
                 a.log_writes += 1;
             }
         } else if ["write(", "writev(", "sendmsg(", "sendto("].iter().any(|s| rest.starts_with(s)) && rest.contains(&admin) {
-            a.admin_writes += usize::from(judging);
-            if judging && covered < written {
+            let response = carries_response(&shown_bytes(rest.split_once(">, ").map(|(_, r)| r).unwrap_or("")));
+            a.admin_writes += usize::from(judging && response);
+            if judging && response && covered < written {
                 a.violations.push(line.chars().take(160).collect());
             }
         }
@@ -131,10 +156,14 @@ fn trunk_writes_are_acknowledged_only_after_an_fdatasync_of_the_log() {
 fn the_fsync_auditor_flags_a_response_before_the_sync() {
     let file = hex("/d/raft/store-00000001.log");
     let log = |pid: u32| format!("{pid} write(9<{file}>, \"{}\", 60) = 60", "\\x00".repeat(40));
-    let resp = "7  writev(12<TCP:[127.0.0.1:37301->127.0.0.1:50000]>, [...], 2) = 90";
+    // a HEADERS frame (type 1) on stream 1: a response
+    let resp = "7  writev(12<TCP:[127.0.0.1:37301->127.0.0.1:50000]>, [{iov_base=\"\\x00\\x00\\x05\\x01\\x04\\x00\\x00\\x00\\x01\", iov_len=14}], 1) = 14";
+    // a SETTINGS ack and a WINDOW_UPDATE: connection upkeep, no acknowledgement
+    let upkeep = "7  writev(12<TCP:[127.0.0.1:37301->127.0.0.1:50000]>, [{iov_base=\"\\x00\\x00\\x00\\x04\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x04\\x08\\x00\\x00\\x00\\x00\\x00\\x00\\x0f\\x00\\x01\", iov_len=22}], 1) = 22";
     let sync = format!("5 fdatasync(9<{file}>) = 0");
     let good = [log(5), sync.clone(), resp.to_string()].join("\n");
-    let bad = [log(5), resp.to_string(), sync].join("\n");
+    let bad = [log(5), resp.to_string(), sync.clone()].join("\n");
+    assert!(audit(&[log(5), upkeep.to_string(), sync].join("\n"), 37301, "").violations.is_empty(), "upkeep frames acknowledge nothing");
     assert!(audit(&good, 37301, "").violations.is_empty());
     assert_eq!(audit(&bad, 37301, "").violations.len(), 1);
     let marked = ["9  write(3<TCP:[127.0.0.1:37302->127.0.0.1:50001]>, \"HTTP\", 4) = 4".to_string(), good.clone()].join("\n");
