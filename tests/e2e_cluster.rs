@@ -39,10 +39,6 @@ fn trunk_file(id: &str, number: &str, limit: u32, pbx: u16) -> String {
     trunk(id, number, limit, "only-primary", "", pbx, pbx + 1, "")
 }
 
-fn has_trunk(via: &Node, id: &str) -> bool {
-    via.cli(&["trunk", "get", id]).status.success()
-}
-
 #[test]
 fn three_nodes_form_a_cluster_survive_the_leader_and_remove_a_member() {
     let mut nodes = vec![Node::member(36000, 1, true), Node::member(36010, 2, false), Node::member(36020, 3, false)];
@@ -62,8 +58,8 @@ fn three_nodes_form_a_cluster_survive_the_leader_and_remove_a_member() {
 
     // a trunk applied through one node is read through another (linearizable get)
     nodes[1].apply(&trunk_file("a", "3600", 5, 36100));
-    assert!(has_trunk(&nodes[2], "a"));
-    assert!(has_trunk(&nodes[0], "a"));
+    assert!(nodes[2].has_trunk("a"));
+    assert!(nodes[0].has_trunk("a"));
 
     // kill -9 the leader: a new one within a few seconds, and writes go on
     let leader = wait_leader(&nodes[0], None);
@@ -96,7 +92,7 @@ fn three_nodes_form_a_cluster_survive_the_leader_and_remove_a_member() {
     );
     assert_eq!(members(&restarted).len(), 2);
     restarted.apply(&trunk_file("c", "3602", 5, 36100));
-    assert!(has_trunk(&restarted, "c"));
+    assert!(restarted.has_trunk("c"));
 }
 
 #[test]
@@ -221,7 +217,7 @@ fn five_nodes_survive_two_losses_with_a_witness_voting() {
     let via = &nodes[(via - 1) as usize];
     wait_leader(via, Some(leader));
     via.apply(&trunk_file("after", "3651", 5, 36590));
-    assert!(has_trunk(via, "five") && has_trunk(via, "after"));
+    assert!(via.has_trunk("five") && via.has_trunk("after"));
 }
 
 #[test]

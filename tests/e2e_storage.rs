@@ -113,7 +113,8 @@ fn trunk_writes_are_acknowledged_only_after_an_fdatasync_of_the_log() {
     let dir = tempfile::tempdir().expect("tempdir");
     let trace = dir.path().join("strace.txt");
     let trace_s = trace.display().to_string();
-    let wrapper = ["strace", "-f", "-qq", "-yy", "-xx", "-s", "40", "-e", "trace=write,writev,sendmsg,sendto,fdatasync,fsync", "-o", &trace_s];
+    let wrapper =
+        ["strace", "-f", "-qq", "-yy", "-xx", "-s", "40", "-e", "trace=write,writev,sendmsg,sendto,fdatasync,fsync", "-o", &trace_s];
     let node = Node::start_under(&wrapper, 37300, "", "", "", "");
     // the single node elects itself first (applies are refused until then) and writes its first
     // entries; once one apply is acknowledged and that has settled, mark the trace with a request
@@ -167,10 +168,13 @@ fn the_fsync_auditor_flags_a_response_before_the_sync() {
     assert!(audit(&good, 37301, "").violations.is_empty());
     assert_eq!(audit(&bad, 37301, "").violations.len(), 1);
     let marked = ["9  write(3<TCP:[127.0.0.1:37302->127.0.0.1:50001]>, \"HTTP\", 4) = 4".to_string(), good.clone()].join("\n");
-    assert!(audit(&[bad.clone(), marked.clone()].join("\n"), 37301, "127.0.0.1:37302->").violations.is_empty(), "before the mark nothing is judged");
+    assert!(
+        audit(&[bad.clone(), marked.clone()].join("\n"), 37301, "127.0.0.1:37302->").violations.is_empty(),
+        "before the mark nothing is judged"
+    );
     assert_eq!(audit(&[marked, bad].join("\n"), 37301, "127.0.0.1:37302->").violations.len(), 1, "after it, everything is");
-    let split = [format!("5 fdatasync(9<{file}> <unfinished ...>"), log(6), "5 <... fdatasync resumed>) = 0".into(), resp.into()]
-        .join("\n");
+    let split =
+        [format!("5 fdatasync(9<{file}> <unfinished ...>"), log(6), "5 <... fdatasync resumed>) = 0".into(), resp.into()].join("\n");
     assert_eq!(audit(&split, 37301, "").violations.len(), 1, "a write during a sync is not covered by it");
 }
 
@@ -225,10 +229,6 @@ fn wait_for(what: &str, node: &Node, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn has_trunk(via: &Node, id: &str) -> bool {
-    via.cli(&["trunk", "get", id]).status.success()
-}
-
 /// A 3-node cluster of the previous release (sled) is upgraded one node at a time (SIGTERM, start
 /// this release on the same data directory) while a carrier's calls go through another member. Every
 /// call is answered, every node converts its data, a change written after each step is acknowledged,
@@ -239,7 +239,8 @@ fn has_trunk(via: &Node, id: &str) -> bool {
 #[test]
 #[ignore = "needs the previous release's binary: run scripts/upgrade-check.sh"]
 fn a_rolling_upgrade_of_three_nodes_keeps_serving_calls() {
-    let old = std::path::PathBuf::from(std::env::var("HATRUNK_PREVIOUS_BIN").expect("HATRUNK_PREVIOUS_BIN names the previous release's hatrunk"));
+    let old =
+        std::path::PathBuf::from(std::env::var("HATRUNK_PREVIOUS_BIN").expect("HATRUNK_PREVIOUS_BIN names the previous release's hatrunk"));
     let new = Path::new(hatrunk_bin());
     let member = |base: u16, id: u64, boot: bool| {
         let node = format!("id = {id}\nname = \"n{id}\"\nzone = \"z{id}\"");
@@ -252,7 +253,7 @@ fn a_rolling_upgrade_of_three_nodes_keeps_serving_calls() {
     let _pbx = uas(&scenario("uas_rr.xml"), 37690, false);
     nodes[0].apply(&trunk("up", "3760", 50, "only-primary", "", 37690, 37691, ""));
     for n in &nodes {
-        wait_for("trunk `up` did not reach every member", n, || has_trunk(n, "up"));
+        wait_for("trunk `up` did not reach every member", n, || n.has_trunk("up"));
     }
     let mut acked = vec!["up".to_string()];
     let mut slots: Vec<Option<Node>> = nodes.into_iter().map(Some).collect();
@@ -267,7 +268,7 @@ fn a_rolling_upgrade_of_three_nodes_keeps_serving_calls() {
         });
         assert_eq!(calls.ok, 15, "step {step}: calls through n{} while n{} was upgraded: {calls:?}", via + 1, i + 1);
         wait_for("the upgraded node did not convert its data", &upgraded, || upgraded.log().contains("data directory converted"));
-        wait_for("the upgraded node does not serve trunk `up`", &upgraded, || has_trunk(&upgraded, "up"));
+        wait_for("the upgraded node does not serve trunk `up`", &upgraded, || upgraded.has_trunk("up"));
         let id = format!("after{step}");
         let text = trunk(&id, &format!("3761{step}"), 5, "only-primary", "", 37690, 37691, "");
         wait_for("a change through the upgraded node was not acknowledged", &upgraded, || upgraded.try_apply(&text).status.success());
@@ -276,7 +277,7 @@ fn a_rolling_upgrade_of_three_nodes_keeps_serving_calls() {
     }
     for (k, n) in slots.iter().flatten().enumerate() {
         for id in &acked {
-            wait_for(&format!("n{} lacks acknowledged trunk {id}", k + 1), n, || has_trunk(n, id));
+            wait_for(&format!("n{} lacks acknowledged trunk {id}", k + 1), n, || n.has_trunk(id));
         }
         let calls = uac(&scenario("uac_rr.xml"), n, 37640 + k as u16, "3760", 5, 5, 500, &[]);
         assert_eq!(calls.ok, 5, "calls through upgraded n{}: {calls:?}", k + 1);

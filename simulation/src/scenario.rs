@@ -201,7 +201,8 @@ impl Scenario {
             "power-loss" => {
                 // the operator writes a change every few seconds and calls hold for up to 8 s: the
                 // cut lands with calls up and changes in flight; acknowledged ones must survive it
-                let mut sc = base(name, "4T: every node loses power at once with calls up and configuration being written", "4t", 12, 8.0, 30);
+                let mut sc =
+                    base(name, "4T: every node loses power at once with calls up and configuration being written", "4t", 12, 8.0, 30);
                 sc.load.hold_ms = (3000, 8000);
                 let all = Target::Nodes(sc.layout.nodes.iter().map(|n| n.name.clone()).collect());
                 sc.faults = vec![(s(10) + 730, 0, Fault::Crash(all)), (s(13), 1, Fault::Restart(Target::Of(0)))];

@@ -205,6 +205,11 @@ impl Node {
         Command::new(hatrunk_bin()).args(args).env("HATRUNK_ENDPOINTS", format!("127.0.0.1:{}", self.admin)).output().expect("run cli")
     }
 
+    /// Whether this node serves trunk `id` (`trunk get` succeeds).
+    pub fn has_trunk(&self, id: &str) -> bool {
+        self.cli(&["trunk", "get", id]).status.success()
+    }
+
     /// Apply a trunk file (text); panics with the CLI's stderr if refused.
     pub fn apply(&self, toml: &str) {
         let out = self.try_apply(toml);

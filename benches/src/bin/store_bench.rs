@@ -50,7 +50,12 @@ async fn main() -> Result<(), String> {
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
             while done.fetch_add(1, Ordering::Relaxed) < commands {
-                let cmd = Command::Register { username: format!("w{w}-{}", i % 16), contact: "sip:x".into(), route: "udp:127.0.0.1:9".into(), expires_ms: u64::MAX };
+                let cmd = Command::Register {
+                    username: format!("w{w}-{}", i % 16),
+                    contact: "sip:x".into(),
+                    route: "udp:127.0.0.1:9".into(),
+                    expires_ms: u64::MAX,
+                };
                 c.write(cmd).await.map_err(|e| e.to_string())?;
                 i += 1;
             }

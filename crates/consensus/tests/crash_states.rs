@@ -146,7 +146,11 @@ async fn workload(seed: u64, broken: bool) -> (Trace, Vec<(u64, FsState)>) {
                 let last = log_id(term, rng.gen_range(1..next.max(2)));
                 let data = SmData { last_applied: Some(last), ..SmData::default() };
                 let bytes = bincode::serialize(&data).expect("encode");
-                let meta = SnapshotMeta { last_log_id: Some(last), last_membership: Default::default(), snapshot_id: format!("s{}", rng.gen::<u32>()) };
+                let meta = SnapshotMeta {
+                    last_log_id: Some(last),
+                    last_membership: Default::default(),
+                    snapshot_id: format!("s{}", rng.gen::<u32>()),
+                };
                 sm.install_snapshot(&meta, Box::new(Cursor::new(bytes))).await.expect("install snapshot");
             }
             _ => {
@@ -155,7 +159,8 @@ async fn workload(seed: u64, broken: bool) -> (Trace, Vec<(u64, FsState)>) {
         }
     }
     drop((log, sm, b));
-    let trace = Arc::try_unwrap(trace).map(|m| m.into_inner().expect("trace")).unwrap_or_else(|a| std::mem::take(&mut *a.lock().expect("trace")));
+    let trace =
+        Arc::try_unwrap(trace).map(|m| m.into_inner().expect("trace")).unwrap_or_else(|a| std::mem::take(&mut *a.lock().expect("trace")));
     (trace, fs.take_history())
 }
 
@@ -192,7 +197,10 @@ async fn check(state: FsState, batches: &[Batch], issued: usize, acked: usize) -
         matched = model == got;
     }
     if !matched {
-        return Err(format!("reopened with {} keys that are no prefix of the {issued} batches written and {acked} acknowledged", got.len()));
+        return Err(format!(
+            "reopened with {} keys that are no prefix of the {issued} batches written and {acked} acknowledged",
+            got.len()
+        ));
     }
     // and the Raft stores read it
     let mut log = LogStore::open(store.clone());

@@ -26,7 +26,12 @@ async fn a_simulated_day_of_commands_keeps_the_store_bounded() {
     let (mut largest, mut written) = (0u64, 0u64);
     for i in 0..(24 * 3600 / 5) {
         // 200 PBXes re-registering in turn: the live state stays the same size, the log grows
-        let cmd = Command::Register { username: format!("pbx{}", i % 200), contact: format!("sip:pbx@10.0.0.{}:5060", i % 200), route: "udp:10.0.0.1:5060".into(), expires_ms: 3_600_000 + i };
+        let cmd = Command::Register {
+            username: format!("pbx{}", i % 200),
+            contact: format!("sip:pbx@10.0.0.{}:5060", i % 200),
+            route: "udp:10.0.0.1:5060".into(),
+            expires_ms: 3_600_000 + i,
+        };
         assert_eq!(c.write(cmd).await.expect("write"), CommandResult::Ok);
         let (file, _) = store.sizes();
         written += 1;

@@ -192,7 +192,11 @@ where
     let consensus = Consensus::start_with(cfg.node.id, info, backend, &timing, dialer).await?;
     if let Some(members) = members {
         if !consensus.is_initialized().await {
-            consensus.raft.initialize(members).await.map_err(|e| NodeError::Consensus(hatrunk_consensus::ConsensusError::Raft(format!("initialise: {e}"))))?;
+            consensus
+                .raft
+                .initialize(members)
+                .await
+                .map_err(|e| NodeError::Consensus(hatrunk_consensus::ConsensusError::Raft(format!("initialise: {e}"))))?;
         }
     } else if cfg.cluster.bootstrap && consensus.initialize().await? {
         tracing::info!("initialised a one-voter cluster on first start");

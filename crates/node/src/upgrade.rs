@@ -40,7 +40,11 @@ async fn convert(sled_dir: &Path, raft: &Path) -> Result<(), NodeError> {
         std::fs::remove_dir_all(&staging).map_err(|e| storage("cannot clear an interrupted upgrade in", &staging, e))?;
     }
     let db = sled::Config::new().path(sled_dir).open().map_err(|e| {
-        storage("cannot read the previous release's data (to convert it) in", sled_dir, format!("{e}; start the previous release once to repair it, then this one"))
+        storage(
+            "cannot read the previous release's data (to convert it) in",
+            sled_dir,
+            format!("{e}; start the previous release once to repair it, then this one"),
+        )
     })?;
     let store = DiskBackend::open(OsFs, &staging, StoreOptions::default())?;
     let mut entries = 0usize;

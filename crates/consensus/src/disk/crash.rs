@@ -187,10 +187,6 @@ impl SimFs {
         self.lock().history.take().unwrap_or_default()
     }
 
-    pub fn state(&self) -> FsState {
-        self.lock().state.clone()
-    }
-
     /// Lose every write not synced, as when the power goes.
     pub fn power_cut(&self) {
         let mut s = self.lock();

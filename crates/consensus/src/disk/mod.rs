@@ -72,7 +72,13 @@ pub struct DiskBackend<F: Fs = OsFs> {
 
 impl<F: Fs> Clone for DiskBackend<F> {
     fn clone(&self) -> Self {
-        DiskBackend { fs: self.fs.clone(), dir: self.dir.clone(), opts: self.opts.clone(), inner: self.inner.clone(), synced: self.synced.clone() }
+        DiskBackend {
+            fs: self.fs.clone(),
+            dir: self.dir.clone(),
+            opts: self.opts.clone(),
+            inner: self.inner.clone(),
+            synced: self.synced.clone(),
+        }
     }
 }
 
