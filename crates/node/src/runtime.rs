@@ -408,11 +408,7 @@ fn start_sip(
     };
     // twice the engine's own ceiling (about 150 ms of queue), and the engine's age limit: what
     // waited too long in the kernel is refused before the parse
-    transports.set_drop_backlog(
-        cfg.security.shed_backlog.saturating_mul(2),
-        Duration::from_millis(cfg.security.shed_wait_ms),
-        Box::new(crate::proxy::build::far_behind_refusal),
-    );
+    transports.set_drop_backlog(cfg.security.shed_backlog.saturating_mul(2), Duration::from_millis(cfg.security.shed_wait_ms));
     if transports.dials_tls() {
         let pinned = crate::tls_pin::PinnedPeers::new(cfg)?;
         tokio::spawn(crate::tls_pin::keep_pins(pinned, store.clone(), Arc::downgrade(&transports)));

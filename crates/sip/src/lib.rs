@@ -9,10 +9,14 @@
 //! - [`parse`]: bytes -> message, with normalisation and the checks that earn a 400.
 //! - [`headers`]: typed views of the headers a proxy reads (Via, name-addr, CSeq, URI).
 //! - [`framing`]: Content-Length framing on streams, size limits.
-//! - [`transaction`]: RFC 3261 section 17 client and server transactions, pure, timers as values.
+//! - [`transaction`]: RFC 3261 section 17 client and server transactions, pure, timers as values,
+//!   and the typed server-transaction key ([`transaction::TxKey`]).
+//! - [`build`]: what a stateful proxy writes itself: responses, ACK and CANCEL, error replies, the
+//!   stateless refusal, the `received`/`rport` stamp.
 //! - [`transport`]: UDP, TCP and TLS sockets on tokio, behind one handle (streams in `transport/stream.rs`).
 //! - [`digest`]: digest authentication (RFC 7616 / 2617), done by hand.
 
+pub mod build;
 pub mod digest;
 pub mod error;
 pub mod framing;

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -131,8 +131,6 @@ pub struct Transports {
     drop_backlog: AtomicUsize,
     drop_wait_ms: AtomicU64,
     dropped: AtomicU64,
-    /// Builds the stateless refusal sent instead of queueing, far behind.
-    refusal: OnceLock<Refusal>,
     epoch: Instant,
     events: mpsc::Sender<TransportEvent>,
 }
@@ -183,7 +181,6 @@ impl Transports {
             drop_backlog: AtomicUsize::new(usize::MAX),
             drop_wait_ms: AtomicU64::new(u64::MAX),
             dropped: AtomicU64::new(0),
-            refusal: OnceLock::new(),
             epoch: Instant::now(),
             events,
         }
@@ -222,13 +219,12 @@ impl Transports {
     /// messages waiting for the engine, or once a request has waited longer than `wait` since it
     /// reached the host (in the kernel's buffer: a queue the engine cannot count), a new UDP
     /// request (any request but ACK, BYE and CANCEL, which end things) is answered as it comes
-    /// off the socket by `refusal` (a stateless 503 built from the raw bytes, without the full
-    /// parse), or dropped when it cannot be. The ACK of such a refusal (its To tag is
+    /// off the socket by [`crate::build::far_behind_refusal`] (a stateless 503 built from the raw
+    /// bytes, without the full parse), or dropped when it cannot be. The ACK of such a refusal (its To tag is
     /// [`REFUSAL_TAG`]) is absorbed here too. Responses always go on.
-    pub fn set_drop_backlog(&self, n: usize, wait: Duration, refusal: Refusal) {
+    pub fn set_drop_backlog(&self, n: usize, wait: Duration) {
         self.drop_backlog.store(n, Ordering::Relaxed);
         self.drop_wait_ms.store(wait.as_millis().try_into().unwrap_or(u64::MAX), Ordering::Relaxed);
-        let _ = self.refusal.set(refusal);
     }
 
     /// New requests refused or dropped at the socket by [`Transports::set_drop_backlog`]'s rule.
@@ -243,7 +239,7 @@ impl Transports {
         let late = || m.arrived.elapsed().as_millis() > u128::from(self.drop_wait_ms.load(Ordering::Relaxed));
         if starts_something(&m.bytes) && (waiting > self.drop_backlog.load(Ordering::Relaxed) || late()) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            if let Some(reply) = self.refusal.get().and_then(|f| f(&m.bytes)) {
+            if let Some(reply) = crate::build::far_behind_refusal(&m.bytes) {
                 self.send_udp(m.peer, &reply);
             }
             return true;
@@ -319,9 +315,6 @@ async fn udp_loop<D: Datagram>(t: Arc<Transports>, udp: Arc<D>) {
 /// The To tag of the refusals [`Transports::set_drop_backlog`] sends; their ACKs are absorbed.
 pub const REFUSAL_TAG: &str = "hatrunk-refused";
 
-/// Builds a stateless refusal from a request's raw bytes (None: cannot be addressed).
-pub type Refusal = Box<dyn Fn(&[u8]) -> Option<Bytes> + Send + Sync>;
-
 /// The ACK of a refusal sent by the transport: nothing above needs to see it.
 fn acks_refusal(bytes: &[u8]) -> bool {
     const NEEDLE: &[u8] = b"tag=hatrunk-refused";
@@ -349,23 +342,26 @@ mod tests {
         let to = sock.0.local_addr().expect("addr");
         let (tx, mut rx) = mpsc::channel(16);
         let t = Transports::start_datagram(sock, tx);
-        t.set_drop_backlog(
-            2,
-            Duration::from_secs(3600),
-            Box::new(|b: &[u8]| b.starts_with(b"INVITE").then(|| Bytes::from(format!("SIP/2.0 503 to {}", String::from_utf8_lossy(b))))),
-        );
+        t.set_drop_backlog(2, Duration::from_secs(3600));
+        let invite = |id: &str| {
+            format!(
+                "INVITE sip:{id}@h SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{id}\r\nFrom: <sip:c@h>;tag=f\r\n\
+                To: <sip:{id}@h>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let (d, i) = (invite("d"), invite("i"));
         let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let sent = [
             "INVITE a",
             "OPTIONS b",
             "INVITE c",
-            "INVITE d",
+            d.as_str(),
             "REGISTER e",
             "SIP/2.0 200 OK",
             "BYE f",
             "ACK g",
             "CANCEL h",
-            "INVITE i",
+            i.as_str(),
             "ACK sip:x SIP/2.0\r\nTo: <sip:x>;tag=hatrunk-refused\r\n\r\n",
         ];
         for m in sent {
@@ -380,13 +376,14 @@ mod tests {
         }
         assert_eq!(got, ["INVITE a", "OPTIONS b", "INVITE c", "SIP/2.0 200 OK", "BYE f", "ACK g", "CANCEL h"]);
         assert_eq!(t.dropped_requests(), 3);
-        let mut buf = [0u8; 64];
-        for want in ["SIP/2.0 503 to INVITE d", "SIP/2.0 503 to INVITE i"] {
+        let mut buf = [0u8; 1024];
+        for want in ["d", "i"] {
             let (n, _) = tokio::time::timeout(std::time::Duration::from_secs(5), client.recv_from(&mut buf))
                 .await
                 .expect("a refusal")
                 .expect("recv");
-            assert_eq!(&buf[..n], want.as_bytes());
+            let reply = String::from_utf8_lossy(&buf[..n]);
+            assert!(reply.starts_with("SIP/2.0 503 ") && reply.contains(&format!("Call-ID: {want}\r\n")), "{reply}");
         }
         // the refusal's ACK is absorbed: the next thing delivered is what followed it
         client.send_to(b"BYE z", to).await.expect("send");
@@ -402,7 +399,7 @@ mod tests {
         let sock = Arc::new(KernelUdp::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind")).expect("socket"));
         let (tx, mut rx) = mpsc::channel(16);
         let t = Transports::start_datagram(sock, tx);
-        t.set_drop_backlog(usize::MAX, Duration::from_millis(100), Box::new(|_: &[u8]| None));
+        t.set_drop_backlog(usize::MAX, Duration::from_millis(100));
         let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let now = tokio::time::Instant::now();
         let at = |ago: u64, text: &'static str| Incoming {

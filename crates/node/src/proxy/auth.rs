@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use hatrunk_core::trunk::{AuthMode, Role, Trunk};
 use hatrunk_sip::digest::{Credentials, NonceCheck};
+use hatrunk_sip::transaction::TxKey;
 use hatrunk_sip::SipMessage;
 
 use super::{build, Engine};
@@ -63,7 +64,7 @@ impl Engine {
     }
 
     /// Answer 401 (registrar, WWW-Authenticate) or 407 (proxy, Proxy-Authenticate) with `challenge`.
-    pub(super) fn send_challenge(&mut self, key: &str, msg: &SipMessage, code: u16, challenge: String) {
+    pub(super) fn send_challenge(&mut self, key: &TxKey, msg: &SipMessage, code: u16, challenge: String) {
         let header = if code == 407 { "Proxy-Authenticate" } else { "WWW-Authenticate" };
         let mut r = build::response(msg, code, Some(&self.tag()));
         r.push(header, challenge);

@@ -12,6 +12,7 @@ use hatrunk_core::policy::Outcome;
 use hatrunk_core::pool::Decision;
 use hatrunk_core::trunk::{normalize_number, AuthMode, Mode, Role, Transport, Trunk};
 use hatrunk_sip::headers::{addr_uri, param, SipUri};
+use hatrunk_sip::transaction::TxKey;
 use hatrunk_sip::transport::Proto;
 use hatrunk_sip::SipMessage;
 
@@ -46,7 +47,7 @@ impl Attempt {
 /// One call in progress (until its final failure, or while answered until BYE).
 pub struct Call {
     /// The INVITE's server transaction; empty once answered (nothing answers the caller's INVITE again).
-    pub(super) key: String,
+    pub(super) key: TxKey,
     pub(super) trunk: Arc<Trunk>,
     pub(super) direction: Direction,
     /// Outbound: the account the PBX came in on.
@@ -80,7 +81,7 @@ pub struct Call {
 }
 
 impl Engine {
-    pub(super) fn on_invite(&mut self, key: String, mut msg: SipMessage, src: Src) {
+    pub(super) fn on_invite(&mut self, key: TxKey, mut msg: SipMessage, src: Src) {
         let forwarded_from = match msg.header(INGRESS_HEADER).map(str::to_string) {
             Some(value) => {
                 msg.remove_all(INGRESS_HEADER);
@@ -133,7 +134,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn new_call(
         &mut self,
-        key: String,
+        key: TxKey,
         msg: SipMessage,
         src: Src,
         trunk: Arc<Trunk>,

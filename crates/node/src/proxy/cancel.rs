@@ -5,14 +5,15 @@
 use hatrunk_core::cdr::{Cause, Disposition};
 use hatrunk_core::policy::Outcome;
 use hatrunk_sip::headers::addr_uri;
+use hatrunk_sip::transaction::TxKey;
 use hatrunk_sip::SipMessage;
 
 use super::{build, Engine, Owner, Src};
 
 impl Engine {
     pub(super) fn on_cancel(&mut self, msg: SipMessage, src: Src) {
-        let key = super::server_key(&msg);
-        let invite_key = key.replacen("|CANCEL|", "|INVITE|", 1).replacen("|CANCEL", "|INVITE", 1);
+        let key = TxKey::of(&msg);
+        let invite_key = key.with_method("INVITE");
         let ok = self.servers.contains_key(&invite_key);
         let reply = build::response(&msg, if ok { 200 } else { 481 }, Some(&self.tag()));
         self.send(src, reply);

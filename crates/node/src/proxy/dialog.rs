@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use hatrunk_core::cdr::{Cause, Disposition};
 use hatrunk_sip::headers::{addr_uri, SipUri};
+use hatrunk_sip::transaction::TxKey;
 use hatrunk_sip::transport::Proto;
 use hatrunk_sip::{Method, SipMessage};
 
@@ -65,7 +66,7 @@ impl Engine {
     }
 
     /// A request inside a dialog, with its server transaction `key` already created.
-    pub(super) fn relay_in_dialog(&mut self, key: String, mut msg: SipMessage) {
+    pub(super) fn relay_in_dialog(&mut self, key: TxKey, mut msg: SipMessage) {
         let ht = self.pop_own_routes(&mut msg);
         let kept = ht.filter(|_| msg.method() == Some(&Method::Bye)).and_then(|ht| self.earlier_run_bye(&ht, &msg));
         let ruri_is_us = msg.uri().and_then(|u| SipUri::parse(u).ok()).is_some_and(|u| self.is_us(&u));
@@ -86,7 +87,7 @@ impl Engine {
     }
 
     /// A response to a relayed request goes back through its server transaction.
-    pub(super) fn relay_response(&mut self, key: &str, kept: Option<(String, String)>, resp: SipMessage) {
+    pub(super) fn relay_response(&mut self, key: &TxKey, kept: Option<(String, String)>, resp: SipMessage) {
         if let (Some((trunk, call_id)), Some(200..=299)) = (kept, resp.code()) {
             self.out.push(Action::ReleaseInherited { trunk, call_id });
         }

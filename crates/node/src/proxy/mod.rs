@@ -7,11 +7,10 @@
 //! `auth.rs` digest checks; `call.rs` the inbound/outbound INVITE path (modes, failover); `cancel.rs`
 //! CANCEL and late answers; `egress.rs` Advanced HA forwarding between nodes; `dialog.rs` in-dialog
 //! routing and slot release; `registrar.rs` REGISTER and digest; `probe.rs` OPTIONS answered and
-//! health probing; `guard.rs` per-source limits, bans and the transaction limit; `build.rs` message
-//! construction.
+//! health probing; `guard.rs` per-source limits, bans and the transaction limit. What a proxy builds itself
+//! (responses, ACK, CANCEL, error replies) and the transaction key live in `hatrunk-sip`.
 
 mod auth;
-pub(crate) mod build;
 mod call;
 mod cancel;
 mod dialog;
@@ -39,11 +38,11 @@ use hatrunk_core::guard::Guard;
 use hatrunk_core::pool::Decision;
 use hatrunk_core::rr::RoundRobin;
 use hatrunk_core::trunk::Role;
+use hatrunk_sip::build::{self, stamp_received};
 use hatrunk_sip::digest::NonceIssuer;
-use hatrunk_sip::headers::{param, Via};
-use hatrunk_sip::message::reason_phrase;
+use hatrunk_sip::headers::Via;
 use hatrunk_sip::parse::parse;
-use hatrunk_sip::transaction::{ClientTx, Effect, Kind, ServerTx};
+use hatrunk_sip::transaction::{ClientTx, Effect, Kind, ServerTx, TxKey};
 use hatrunk_sip::transport::{Incoming, Proto};
 use hatrunk_sip::{Method, SipError, SipMessage};
 
@@ -142,7 +141,7 @@ enum Owner {
     Call(u64, usize),
     /// A request relayed statefully for this server transaction; for a BYE of an earlier run's
     /// call, the slot kept for it (trunk, Call-ID), freed only if the far end answers 2xx.
-    Relay(String, Option<(String, String)>),
+    Relay(TxKey, Option<(String, String)>),
     Probe(String, Role),
     /// The BYE tearing down a late answer to cancelled call `id`: the PBX's leg is up until it is
     /// answered (or times out), so the slot held for the call goes only then.
@@ -150,7 +149,7 @@ enum Owner {
     /// The attempt that answered a call: its 2xx retransmissions (our 2xx upstream or the caller's
     /// ACK was lost) go to the caller through this server transaction (RFC 6026), during the call
     /// and after it ended; a teardown BYE of ours would race the caller's own BYE (481).
-    Answered(String),
+    Answered(TxKey),
 }
 
 struct ServerEntry {
@@ -183,7 +182,7 @@ pub struct Engine {
     timers: BinaryHeap<Reverse<(u64, u64)>>,
     timer_keys: HashMap<u64, TimerKey>,
     call_timers: BinaryHeap<Reverse<timers::CallTimerEntry>>,
-    servers: HashMap<String, ServerEntry>,
+    servers: HashMap<TxKey, ServerEntry>,
     clients: HashMap<String, ClientEntry>,
     /// Boxed: the table is sized for the most calls ever in progress, so its slots stay small.
     calls: HashMap<u64, Box<Call>>,
@@ -191,7 +190,7 @@ pub struct Engine {
     pending_release: HashMap<u64, String>,
     /// Egress: cancelled forwarded calls whose 487 waits for the PBX to be done with the attempt
     /// (call id -> the INVITE's server transaction): the ingress keeps its slot until it gets it.
-    pending_final: HashMap<u64, String>,
+    pending_final: HashMap<u64, TxKey>,
     dialogs: HashMap<Arc<str>, Dialog>,
     registrar: Registrar,
     rr: HashMap<String, RoundRobin>,
@@ -321,8 +320,8 @@ impl Engine {
             return;
         };
         self.metrics.requests.with_label_values(&[method.as_str()]).inc();
-        stamp_received(&mut msg, src);
-        let key = server_key(&msg);
+        stamp_received(&mut msg, src.addr);
+        let key = TxKey::of(&msg);
         // retransmission, or ACK / CANCEL of an existing server transaction
         if method == Method::Ack {
             if let Some(e) = self.servers.get_mut(&key) {
@@ -438,7 +437,7 @@ impl Engine {
 
     // ---- transactions -------------------------------------------------------------------------
 
-    fn server_effects(&mut self, key: &str, fx: Vec<Effect>) {
+    fn server_effects(&mut self, key: &TxKey, fx: Vec<Effect>) {
         for f in fx {
             match f {
                 Effect::Retransmit => {
@@ -446,7 +445,7 @@ impl Engine {
                         self.send_bytes(src, b);
                     }
                 }
-                Effect::Arm(t, ms) => self.arm(self.now + ms, TimerKey::Server(key.to_string(), t)),
+                Effect::Arm(t, ms) => self.arm(self.now + ms, TimerKey::Server(key.clone(), t)),
                 Effect::Terminated => {
                     self.servers.remove(key);
                 }
@@ -501,7 +500,7 @@ impl Engine {
     }
 
     /// Answer the server transaction `key` with `code`.
-    fn respond_key(&mut self, key: &str, code: u16, reason_hdr: Option<&str>) {
+    fn respond_key(&mut self, key: &TxKey, code: u16, reason_hdr: Option<&str>) {
         let Some(req) = self.servers.get(key).map(|e| e.req.clone()) else {
             return;
         };
@@ -514,7 +513,7 @@ impl Engine {
     }
 
     /// Send `resp` through server transaction `key` (recorded for retransmission).
-    fn respond_msg(&mut self, key: &str, resp: SipMessage) {
+    fn respond_msg(&mut self, key: &TxKey, resp: SipMessage) {
         let Some(code) = resp.code() else { return };
         let bytes = resp.to_bytes();
         let Some(e) = self.servers.get_mut(key) else {
@@ -552,48 +551,4 @@ impl Engine {
         self.seq = self.seq.wrapping_add(1);
         format!("ht{:x}", self.seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16)
     }
-}
-
-/// RFC 3261 section 17.2.3 server transaction key (with the RFC 2543 fallback when the branch has no
-/// magic cookie). ACK matches the INVITE's transaction; CANCEL has its own.
-fn server_key(msg: &SipMessage) -> String {
-    let via = msg.header("Via").and_then(|v| Via::parse(v).ok());
-    let method = match msg.method() {
-        Some(Method::Ack) => "INVITE",
-        Some(m) => m.as_str(),
-        None => "",
-    };
-    match &via {
-        Some(v) if v.branch().is_some_and(|b| b.starts_with("z9hG4bK")) => {
-            // Call-ID too: a sender that reuses a branch for a different request (RFC 4475's
-            // messages do) must not have its new request taken for a retransmission
-            format!("{}|{}:{}|{method}|{}", v.branch().unwrap_or(""), v.host, v.port.unwrap_or(0), msg.header("Call-ID").unwrap_or(""))
-        }
-        _ => {
-            let cseq = msg.header("CSeq").and_then(|c| c.split_whitespace().next()).unwrap_or("");
-            let from_tag = param(msg.header("From").unwrap_or(""), "tag").unwrap_or("");
-            format!("2543|{}|{cseq}|{from_tag}|{}|{method}", msg.header("Call-ID").unwrap_or(""), msg.header("Via").unwrap_or(""))
-        }
-    }
-}
-
-/// RFC 3581: record where the request really came from in its top Via.
-fn stamp_received(msg: &mut SipMessage, src: Src) {
-    let Some(top) = msg.headers.iter_mut().find(|(n, _)| n == "Via") else {
-        return;
-    };
-    let Ok(via) = Via::parse(&top.1) else { return };
-    let ip = src.addr.ip().to_string();
-    let mut v = top.1.clone();
-    if via.host != ip && param(&via.params, "received").is_none() {
-        v.push_str(&format!(";received={ip}"));
-    }
-    if param(&via.params, "rport") == Some("") {
-        v = v.replacen(";rport", &format!(";rport={}", src.addr.port()), 1);
-    }
-    top.1 = v;
-}
-
-pub(crate) fn reason(code: u16) -> &'static str {
-    reason_phrase(code)
 }

@@ -6,13 +6,14 @@
 //! [`ProbeHealth`]: hatrunk_core::health::ProbeHealth
 
 use hatrunk_core::trunk::{AuthMode, Role};
+use hatrunk_sip::transaction::TxKey;
 use hatrunk_sip::{Method, SipMessage};
 
 use super::{build, Engine, Owner, TimerKey};
 
 impl Engine {
     /// OPTIONS to us (a carrier's or PBX's own probe): 200 with what we allow, 420 for any Require.
-    pub(super) fn on_options(&mut self, key: String, msg: SipMessage) {
+    pub(super) fn on_options(&mut self, key: TxKey, msg: SipMessage) {
         if let Some(unsupported) = unsupported_require(&msg) {
             let mut r = build::response(&msg, 420, Some(&self.tag()));
             r.push("Unsupported", unsupported);

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use hatrunk_sip::headers::{addr_uri, param};
+use hatrunk_sip::transaction::TxKey;
 use hatrunk_sip::SipMessage;
 
 use hatrunk_sip::transport::Proto;
@@ -56,7 +57,7 @@ impl Registrar {
 }
 
 impl Engine {
-    pub(super) fn on_register(&mut self, key: String, msg: SipMessage, src: Src) {
+    pub(super) fn on_register(&mut self, key: TxKey, msg: SipMessage, src: Src) {
         let to = addr_uri(msg.header("To").unwrap_or("")).to_ascii_lowercase();
         if !(to.starts_with("sip:") || to.starts_with("sips:")) {
             return self.respond_key(&key, 416, None); // RFC 4475 section 3.3.8

@@ -5,14 +5,14 @@ use std::cmp::Reverse;
 use std::collections::HashMap;
 
 use hatrunk_core::trunk::Role;
-use hatrunk_sip::transaction::Timer;
+use hatrunk_sip::transaction::{Timer, TxKey};
 
 use super::Engine;
 
 /// Timers of transactions and probes, found through the `timer_keys` map.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum TimerKey {
-    Server(String, Timer),
+    Server(TxKey, Timer),
     Client(String, Timer),
     Probe(String, Role),
 }

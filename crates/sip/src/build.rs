@@ -1,11 +1,16 @@
-//! Building the messages the proxy sends: responses, the hop-by-hop ACK for a non-2xx final
-//! response (RFC 3261 section 17.1.1.3), CANCEL (section 9.1), and answers to malformed requests.
+//! The messages a transaction-stateful proxy makes itself rather than relays: responses, the
+//! hop-by-hop ACK for a non-2xx final response (RFC 3261 section 17.1.1.3), CANCEL (section 9.1),
+//! answers to requests that could not be parsed, the stateless refusal sent from the socket when the
+//! node is far behind, and the `received`/`rport` stamp on a request's top Via (RFC 3581).
+
+use std::net::SocketAddr;
 
 use bytes::Bytes;
-use hatrunk_sip::parse::{canonical_name, parse};
-use hatrunk_sip::{Method, SipMessage};
 
-use super::reason;
+use crate::headers::{param, Via};
+use crate::message::reason_phrase as reason;
+use crate::parse::{canonical_name, parse};
+use crate::{Method, SipMessage};
 
 /// A response to `req` with our reason phrase.
 pub fn response(req: &SipMessage, code: u16, to_tag: Option<&str>) -> SipMessage {
@@ -89,16 +94,34 @@ pub fn error_reply(bytes: &[u8], status: u16, why: &str) -> Option<SipMessage> {
 }
 
 /// The stateless 503 the transport sends for a new request when the node is far behind
-/// (`Transports::set_drop_backlog`), from the raw bytes: its To tag lets the transport absorb the
-/// ACK, and Retry-After asks the sender to wait.
+/// ([`crate::transport::Transports::set_drop_backlog`]), from the raw bytes: its To tag lets the
+/// transport absorb the ACK, and Retry-After asks the sender to wait.
 pub fn far_behind_refusal(bytes: &[u8]) -> Option<Bytes> {
     let mut r = error_reply(bytes, 503, "overloaded")?;
     let to = r.header("To")?.to_string();
-    if hatrunk_sip::headers::param(&to, "tag").is_none() {
-        r.set("To", format!("{to};tag={}", hatrunk_sip::transport::REFUSAL_TAG));
+    if param(&to, "tag").is_none() {
+        r.set("To", format!("{to};tag={}", crate::transport::REFUSAL_TAG));
     }
     r.push("Retry-After", "5");
     Some(r.to_bytes())
+}
+
+/// RFC 3581 (and RFC 3261 section 18.2.1): record in the top Via where the request really came from,
+/// `received` when the sent-by host differs and `rport` filled in when the sender asked for it.
+pub fn stamp_received(msg: &mut SipMessage, from: SocketAddr) {
+    let Some(top) = msg.headers.iter_mut().find(|(n, _)| n == "Via") else {
+        return;
+    };
+    let Ok(via) = Via::parse(&top.1) else { return };
+    let ip = from.ip().to_string();
+    let mut v = top.1.clone();
+    if via.host != ip && param(&via.params, "received").is_none() {
+        v.push_str(&format!(";received={ip}"));
+    }
+    if param(&via.params, "rport") == Some("") {
+        v = v.replacen(";rport", &format!(";rport={}", from.port()), 1);
+    }
+    top.1 = v;
 }
 
 #[cfg(test)]
@@ -121,6 +144,20 @@ mod tests {
         let r = parse(&far_behind_refusal(reinvite.as_bytes()).expect("a reply"), true).expect("parses");
         assert_eq!(r.header("To"), Some("<sip:1000@10.0.0.1>;tag=p"));
         assert!(far_behind_refusal(b"\x00garbage").is_none());
+    }
+
+    #[test]
+    fn the_top_via_says_where_the_request_came_from() {
+        let text = "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP pbx.example;rport;branch=z9hG4bKs\r\n\
+            Via: SIP/2.0/UDP 10.0.0.9\r\nFrom: <sip:p@h>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: s\r\nMax-Forwards: 70\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        let mut m = parse(text.as_bytes(), true).expect("parses");
+        stamp_received(&mut m, "192.0.2.7:5071".parse().expect("addr"));
+        assert_eq!(m.header("Via"), Some("SIP/2.0/UDP pbx.example;rport=5071;branch=z9hG4bKs;received=192.0.2.7"));
+        assert_eq!(m.headers_named("Via").nth(1), Some("SIP/2.0/UDP 10.0.0.9"));
+        // sent from where it says, without rport: untouched
+        let mut m = parse(text.replace("pbx.example;rport;", "192.0.2.7:5071;").as_bytes(), true).expect("parses");
+        stamp_received(&mut m, "192.0.2.7:5071".parse().expect("addr"));
+        assert_eq!(m.header("Via"), Some("SIP/2.0/UDP 192.0.2.7:5071;branch=z9hG4bKs"));
     }
 
     #[test]

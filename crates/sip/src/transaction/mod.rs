@@ -17,6 +17,9 @@
 //!     \--2xx--> Accepted --L--> Terminated   Trying/Proceeding --final--> Completed --J--> Terminated
 //! ```
 
+mod key;
+pub use key::TxKey;
+
 /// RFC 3261 timer values, in milliseconds.
 pub const T1: u64 = 500;
 pub const T2: u64 = 4_000;
