@@ -13,6 +13,9 @@ pub enum ConsensusError {
     /// No leader could take the request (no majority reachable, or an election in progress).
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
+    /// The request names something that is not what it must be (an address that is not a hatrunk node).
+    #[error("{0}")]
+    Invalid(String),
     /// The request is understood but not allowed (unknown node, last voter...).
     #[error("{0}")]
     Refused(String),

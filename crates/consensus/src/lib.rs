@@ -12,6 +12,7 @@
 //! - [`network`], [`server`]: the tonic Raft network (client and service) of `proto/cluster.proto`;
 //!   [`codec`] bounds every decode.
 //! - [`raft`]: the running member: writes (forwarded to the leader), linearizable reads, membership.
+//! - [`membership`]: membership policy (who may join, hand-off before the leader's removal) and status.
 //! - [`rt`]: openraft's runtime: tokio with a seedable random source (replayable elections).
 //! - [`error`]: the crate's error type.
 
@@ -20,6 +21,7 @@ pub mod codec;
 pub mod disk;
 pub mod error;
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod raft;
 pub mod rt;

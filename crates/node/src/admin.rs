@@ -1,13 +1,14 @@
 //! The admin gRPC service (`proto/admin.proto`) the CLI talks to. Protobuf stays here: domain types
 //! are converted at this edge. Every refusal is a gRPC status with a message naming what is wrong.
 //! Any member serves any verb: membership changes are forwarded to the leader, `trunk get` is a
-//! linearizable read, and cluster status is the leader's view.
+//! linearizable read, and cluster status is the leader's view. Policy is not decided here: membership
+//! rules live in `hatrunk_consensus::membership`, every clock read goes through the injected clock.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use hatrunk_consensus::membership::Removal;
 use hatrunk_consensus::raft::{Consensus, Read, ReadReply};
-use hatrunk_consensus::Command;
 use hatrunk_core::trunk::{parse_trunk, Role, Trunk};
 use tonic::{Request, Response, Status};
 
@@ -48,6 +49,7 @@ fn to_status(e: NodeError) -> Status {
         NodeError::TrunkNotFound(id) => Status::not_found(format!("trunk {id} not found")),
         NodeError::Consensus(hatrunk_consensus::ConsensusError::Unavailable(m)) => Status::unavailable(m),
         NodeError::Consensus(hatrunk_consensus::ConsensusError::Refused(m)) => Status::failed_precondition(m),
+        NodeError::Consensus(hatrunk_consensus::ConsensusError::Invalid(m)) => Status::invalid_argument(m),
         other => Status::internal(other.to_string()),
     }
 }
@@ -83,43 +85,34 @@ impl AdminService {
         Ok(Some(AdminClient::with_interceptor(ch, self.token.clone())))
     }
 
-    /// Status as this node sees it: members from the committed membership, health from the failure
-    /// detector (answers heartbeats and reaches a majority), lag from the leader's replication progress.
+    /// Status as this node sees it: health from the failure detector (answers heartbeats and
+    /// reaches a majority), read on the node's clock.
     async fn status_reply(&self) -> pb::ClusterStatusReply {
-        let m = self.consensus.raft.metrics().borrow().clone();
-        let membership = m.membership_config.membership().clone();
-        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
-        let last = m.last_log_index.unwrap_or(0);
         let view = crate::cluster_health::ClusterView::view(&*self.health, (self.clock)());
-        let mut members = Vec::new();
-        for (id, info) in membership.nodes() {
-            let healthy = view.get(*id).is_some_and(|h| h.alive && h.quorum);
-            let lag = match &m.replication {
-                Some(r) => r.get(id).map(|matched| last as i64 - matched.map(|l| l.index as i64).unwrap_or(-1)).unwrap_or(-1),
-                None => -1,
-            };
-            members.push(pb::Member {
-                id: *id,
-                name: info.name.clone(),
-                region: info.region.clone(),
-                zone: info.zone.clone(),
-                role: info.role.clone(),
-                voter: voters.contains(id),
-                leader: m.current_leader == Some(*id),
-                healthy,
-                sip: info.sip_addr.clone(),
-                cluster: info.cluster_addr.clone(),
-                lag,
-            });
-        }
+        let s = self.consensus.status(|id| view.get(id).is_some_and(|h| h.alive && h.quorum)).await;
         pb::ClusterStatusReply {
-            leader: m.current_leader.unwrap_or(0),
-            term: m.current_term,
-            // openraft 0.9 does not export the commit index; applied trails it only by entries in flight
-            commit_index: m.last_applied.map(|l| l.index).unwrap_or(0),
-            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
-            initialized: self.consensus.is_initialized().await,
-            members,
+            leader: s.leader.unwrap_or(0),
+            term: s.term,
+            commit_index: s.applied_index,
+            applied_index: s.applied_index,
+            initialized: s.initialized,
+            members: s
+                .members
+                .into_iter()
+                .map(|m| pb::Member {
+                    id: m.id,
+                    name: m.info.name,
+                    region: m.info.region,
+                    zone: m.info.zone,
+                    role: m.info.role,
+                    voter: m.voter,
+                    leader: m.leader,
+                    healthy: m.healthy,
+                    sip: m.info.sip_addr,
+                    cluster: m.info.cluster_addr,
+                    lag: m.lag,
+                })
+                .collect(),
         }
     }
 }
@@ -206,22 +199,7 @@ impl Admin for AdminService {
             return leader.cluster_join(req.into_inner()).await;
         }
         let pb::JoinRequest { addr, learner } = req.into_inner();
-        let (id, info, initialized) = self.consensus.peer_info(&addr).await.map_err(Status::invalid_argument)?;
-        let membership = self.consensus.raft.metrics().borrow().membership_config.membership().clone();
-        if initialized && membership.get_node(&id).is_none() {
-            return Err(Status::failed_precondition(format!(
-                "node {id} at {addr} already belongs to a cluster (set [cluster] bootstrap = false and start it with an empty data_dir)"
-            )));
-        }
-        if let Some((other, _)) = membership.nodes().find(|(oid, n)| **oid != id && n.name == info.name) {
-            return Err(Status::failed_precondition(format!("node name {} is already used by node {other}", info.name)));
-        }
-        if let Some(existing) = membership.get_node(&id) {
-            if existing.cluster_addr != info.cluster_addr {
-                return Err(Status::failed_precondition(format!("node id {id} is already a member at {}", existing.cluster_addr)));
-            }
-        }
-        self.consensus.add_node(id, info.clone(), learner).await.map_err(|e| to_status(e.into()))?;
+        let (id, info) = self.consensus.join(&addr, learner).await.map_err(|e| to_status(e.into()))?;
         tracing::info!(node = id, %info, learner, "node joined");
         Ok(Response::new(self.status_reply().await))
     }
@@ -231,30 +209,18 @@ impl Admin for AdminService {
             return leader.cluster_remove(req.into_inner()).await;
         }
         let id = req.into_inner().id;
-        if id == self.consensus.id {
-            // Removing the leader itself: openraft's leader steps down as the change commits and
-            // the removal's own answer and the slot release that follows can be lost with it. Hand
-            // leadership to another voter first, and let that leader do the removal.
-            let m = self.consensus.raft.metrics().borrow().membership_config.clone();
-            let view = crate::cluster_health::ClusterView::view(&*self.health, (self.clock)());
-            let mut others: Vec<u64> = m.membership().voter_ids().filter(|v| *v != id).collect();
-            others.sort_by_key(|v| !view.get(*v).is_some_and(|h| h.alive)); // answering voters first
-            let target = others.first().copied();
-            let Some(target) = target else {
-                return Err(Status::failed_precondition(format!("node {id} is the last voter; removing it would end the cluster")));
-            };
-            self.consensus.transfer_leader(target, &self.timing).await.map_err(|e| to_status(e.into()))?;
-            if let Some(mut leader) = self.leader().await? {
-                return leader.cluster_remove(pb::NodeId { id }).await;
+        let view = crate::cluster_health::ClusterView::view(&*self.health, (self.clock)());
+        let alive = |v: u64| view.get(v).is_some_and(|h| h.alive);
+        match self.consensus.remove_member(id, alive, &self.timing).await.map_err(|e| to_status(e.into()))? {
+            Removal::Removed(info) => tracing::info!(node = id, %info, "node removed"),
+            Removal::HandedOff(to) => {
+                tracing::info!(node = id, to, "leadership handed over before removing this node");
+                return match self.leader().await? {
+                    Some(mut leader) => leader.cluster_remove(pb::NodeId { id }).await,
+                    None => Err(Status::unavailable("leadership was handed over but the new leader is not known here yet; retry")),
+                };
             }
-            return Err(Status::unavailable("leadership was handed over but the new leader is not known here yet; retry"));
         }
-        let info = self.consensus.remove_node(id).await.map_err(|e| to_status(e.into()))?;
-        // the removed node's calls can no longer be released by it: give its slots back
-        if let Err(e) = self.consensus.write(Command::ReleaseNode { node: info.name.clone() }).await {
-            tracing::warn!(node = id, error = %e, "could not release the removed node's slots yet");
-        }
-        tracing::info!(node = id, "node removed");
         Ok(Response::new(self.status_reply().await))
     }
 
