@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     }
     let opts = match args.broken.as_deref() {
         None => Options::default(),
-        Some(b) if Broken::parse(b).is_some() => Options { broken: Broken::parse(b) },
+        Some(b) if Broken::parse(b).is_some() => Options { broken: Broken::parse(b), ..Options::default() },
         Some(other) => {
             let known: Vec<&str> = Broken::ALL.iter().map(|b| b.name()).collect();
             eprintln!("error: unknown --broken {other:?} (known: {})", known.join(", "));

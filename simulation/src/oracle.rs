@@ -101,6 +101,8 @@ pub struct Oracle {
     pub in_progress: Vec<(u64, u32)>,
     /// Answered calls per egress node per second.
     pub egress: BTreeMap<u64, BTreeMap<String, u32>>,
+    /// `cluster status` as the operator read it (`Options::read_status`): member name -> healthy.
+    pub status_seen: Option<BTreeMap<String, bool>>,
     trace: Sha256,
 }
 

@@ -41,6 +41,9 @@ fn sim_clock() -> u64 {
 pub struct Options {
     /// Run a deliberately broken build (the checker's own check).
     pub broken: Option<Broken>,
+    /// The operator also reads `cluster status` from this node at this simulated time (ms); what it
+    /// saw lands in [`Oracle::status_seen`]. Off by default, so named runs keep their traces.
+    pub read_status: Option<(&'static str, u64)>,
 }
 
 /// What a run produced.
@@ -163,8 +166,8 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
     }
     {
         let (o, l) = (oracle.clone(), layout.clone());
-        let (limit, until_ms) = (sc.limit, sc.load.end_ms);
-        sim.host("operator", move || ua::operator::run(ua::operator::Plan { limit, until_ms }, o.clone(), l.clone()));
+        let (limit, until_ms, read_status) = (sc.limit, sc.load.end_ms, opts.read_status);
+        sim.host("operator", move || ua::operator::run(ua::operator::Plan { limit, until_ms, read_status }, o.clone(), l.clone()));
     }
     // SIP loss on the edge links only (see EDGE); cluster links get partitions instead
     let set_loss = |sim: &mut turmoil::Sim, rate: f64| {

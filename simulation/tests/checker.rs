@@ -16,7 +16,7 @@ fn a_build_that_skips_the_pool_check_fails_the_limit_invariant() {
     let sc = Scenario::named("lossy-network").expect("scenario");
     let good = judge(sc.clone(), 7, Options::default());
     assert!(good.passed(), "the real build must pass: {:?}", good.verdicts);
-    let broken = judge(sc, 7, Options { broken: Some(Broken::SkipPoolCheck) });
+    let broken = judge(sc, 7, Options { broken: Some(Broken::SkipPoolCheck), ..Options::default() });
     assert!(!verdict(&broken, "calls_within_limit"), "skipping the pool check went unnoticed: {:?}", broken.verdicts);
 }
 
@@ -25,7 +25,7 @@ fn a_build_that_fails_over_on_486_fails_the_failover_invariant() {
     let sc = Scenario::named("pbx-primary-busy-486").expect("scenario");
     let good = judge(sc.clone(), 5, Options::default());
     assert!(good.passed(), "the real build must pass: {:?}", good.verdicts);
-    let broken = judge(sc, 5, Options { broken: Some(Broken::FailoverOn486) });
+    let broken = judge(sc, 5, Options { broken: Some(Broken::FailoverOn486), ..Options::default() });
     assert!(!verdict(&broken, "failover_within_2_5s"), "failing over on 486 went unnoticed: {:?}", broken.verdicts);
 }
 
@@ -45,4 +45,19 @@ fn the_same_seed_replays_the_same_trace() {
     assert_eq!(a.len(), 64);
     assert_eq!(a, hash("3"));
     assert_ne!(a, hash("4"), "another seed is another run");
+}
+
+/// `cluster status` reads health on the node's clock: under simulation that is simulated time, so
+/// the crashed zone's members show as down and the rest as up (a wall-clock read would judge every
+/// member against the real date and see none of it).
+#[test]
+fn cluster_status_reports_health_on_simulated_time() {
+    let sc = Scenario::named("2t-zone-loss").expect("scenario");
+    // sg1-a crashes at 10 s and returns at 22 s
+    let opts = Options { read_status: Some(("sg1-b1", 18_000)), ..Options::default() };
+    let out = hatrunk_simulation::run::run(&sc, 3, opts);
+    let seen = out.oracle.status_seen.clone().expect("the operator read cluster status");
+    let down: Vec<&str> = seen.iter().filter(|(_, up)| !**up).map(|(n, _)| n.as_str()).collect();
+    assert_eq!(down, ["sg1-a1", "sg1-a2"], "health as sg1-b1 reported it: {seen:?}");
+    assert_eq!(seen.len(), 5, "every member listed: {seen:?}");
 }

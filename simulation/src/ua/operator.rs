@@ -15,6 +15,8 @@ pub struct Plan {
     pub limit: u32,
     /// Stop making changes after this (the run's quiet tail).
     pub until_ms: u64,
+    /// Read `cluster status` from this node at this time too.
+    pub read_status: Option<(&'static str, u64)>,
 }
 
 pub async fn run(plan: Plan, oracle: Shared, layout: Rc<Layout>) -> turmoil::Result {
@@ -22,6 +24,14 @@ pub async fn run(plan: Plan, oracle: Shared, layout: Rc<Layout>) -> turmoil::Res
     let nodes: Vec<String> = layout.sip_nodes().map(|n| n.name.clone()).collect();
     let trunk = trunk_toml(plan.limit, layout.ha, turmoil::lookup("pbx-p"), turmoil::lookup("pbx-s"));
     let mut turn = 0usize;
+    if let Some((node, at)) = plan.read_status {
+        let (dial, oracle) = (dial.clone(), oracle.clone());
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await;
+            let seen = status(&dial, node).await;
+            oracle.borrow_mut().status_seen = seen.ok();
+        });
+    }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // the trunk itself, retried until a node acknowledges it
     loop {
@@ -53,6 +63,14 @@ pub async fn run(plan: Plan, oracle: Shared, layout: Rc<Layout>) -> turmoil::Res
         }
     }
     Ok(())
+}
+
+/// Each member's health as `node` reports it.
+async fn status(dial: &hatrunk_consensus::network::Dialer, node: &str) -> Result<std::collections::BTreeMap<String, bool>, String> {
+    let ch = dial(&format!("{}:{CLUSTER_PORT}", turmoil::lookup(node)))?;
+    let mut c = AdminClient::new(ch);
+    let r = c.cluster_status(hatrunk_node::admin::pb::Empty {}).await.map_err(|s| s.message().to_string())?;
+    Ok(r.into_inner().members.into_iter().map(|m| (m.name, m.healthy)).collect())
 }
 
 async fn apply(dial: &hatrunk_consensus::network::Dialer, node: &str, toml: &str) -> Result<(), String> {
