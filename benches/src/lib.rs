@@ -16,7 +16,7 @@ fn info(id: u64, port: u16) -> NodeInfo {
         name: format!("n{id}"),
         region: "r".into(),
         zone: "z".into(),
-        role: "sip".into(),
+        role: hatrunk_consensus::NodeRole::Sip,
         cluster_addr: format!("127.0.0.1:{port}"),
         sip_addr: String::new(),
     }

@@ -97,7 +97,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
                 name: n.name.clone(),
                 region: n.region.clone(),
                 zone: n.zone.clone(),
-                role: if n.witness { "witness".into() } else { "sip".into() },
+                role: if n.witness { hatrunk_consensus::NodeRole::Witness } else { hatrunk_consensus::NodeRole::Sip },
                 cluster_addr: format!("{ip}:{CLUSTER_PORT}"),
                 sip_addr: if n.witness { String::new() } else { format!("{ip}:{SIP_PORT}") },
             };

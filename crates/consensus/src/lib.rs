@@ -36,4 +36,4 @@ pub mod pb {
 }
 
 pub use error::ConsensusError;
-pub use types::{Command, CommandResult, NodeInfo, Request, Response, Secret, TypeConfig};
+pub use types::{Command, CommandResult, NodeInfo, NodeRole, Request, Response, Secret, TypeConfig};

@@ -14,12 +14,59 @@ pub struct NodeInfo {
     pub name: String,
     pub region: String,
     pub zone: String,
-    /// `sip` or `witness` (votes and stores, runs no SIP).
-    pub role: String,
+    pub role: NodeRole,
     /// Cluster gRPC address (`host:port`).
     pub cluster_addr: String,
     /// SIP address (`host:port`), empty for a witness.
     pub sip_addr: String,
+}
+
+/// What a member does. Stored as its name (`sip`, `witness`), exactly as the string it replaced, so
+/// membership written by earlier releases reads back unchanged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum NodeRole {
+    /// Takes calls, votes and stores.
+    #[default]
+    Sip,
+    /// Votes and stores, runs no SIP: the tie-breaker zone or region.
+    Witness,
+}
+
+impl NodeRole {
+    pub fn parse(s: &str) -> Option<NodeRole> {
+        match s {
+            "sip" => Some(NodeRole::Sip),
+            "witness" => Some(NodeRole::Witness),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Sip => "sip",
+            NodeRole::Witness => "witness",
+        }
+    }
+}
+
+impl From<NodeRole> for String {
+    fn from(r: NodeRole) -> String {
+        r.as_str().to_string()
+    }
+}
+
+impl TryFrom<String> for NodeRole {
+    type Error = String;
+    fn try_from(s: String) -> Result<NodeRole, String> {
+        NodeRole::parse(&s).ok_or_else(|| format!("unknown node role {s:?}"))
+    }
+}
+
+impl fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl fmt::Display for NodeInfo {
@@ -135,3 +182,47 @@ openraft::declare_raft_types!(
         SnapshotData = Cursor<Vec<u8>>,
         AsyncRuntime = crate::rt::Runtime,
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Membership written by releases where the role was a string must read back, and be written
+    /// the same way: a rolling upgrade has both in one cluster.
+    #[test]
+    fn a_role_is_stored_as_the_string_it_replaced() {
+        #[derive(Serialize, Deserialize)]
+        struct Before {
+            name: String,
+            region: String,
+            zone: String,
+            role: String,
+            cluster_addr: String,
+            sip_addr: String,
+        }
+        for (text, role) in [("sip", NodeRole::Sip), ("witness", NodeRole::Witness)] {
+            let old = Before {
+                name: "n".into(),
+                region: "r".into(),
+                zone: "z".into(),
+                role: text.into(),
+                cluster_addr: "a:1".into(),
+                sip_addr: String::new(),
+            };
+            let bytes = bincode::serialize(&old).expect("encode");
+            let now: NodeInfo = bincode::deserialize(&bytes).expect("decode");
+            assert_eq!(now.role, role);
+            assert_eq!(bincode::serialize(&now).expect("encode"), bytes);
+        }
+        let odd = Before {
+            name: "n".into(),
+            region: "r".into(),
+            zone: "z".into(),
+            role: "router".into(),
+            cluster_addr: "a".into(),
+            sip_addr: String::new(),
+        };
+        let err = bincode::deserialize::<NodeInfo>(&bincode::serialize(&odd).expect("encode")).expect_err("refused");
+        assert!(err.to_string().contains("unknown node role \"router\""), "{err}");
+    }
+}

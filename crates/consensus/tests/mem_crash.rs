@@ -6,7 +6,7 @@ use hatrunk_consensus::raft::{Consensus, RaftTiming};
 use hatrunk_consensus::{Command, CommandResult, NodeInfo};
 
 fn info() -> NodeInfo {
-    NodeInfo { name: "sim1".into(), role: "sip".into(), cluster_addr: "127.0.0.1:1".into(), ..NodeInfo::default() }
+    NodeInfo { name: "sim1".into(), role: hatrunk_consensus::NodeRole::Sip, cluster_addr: "127.0.0.1:1".into(), ..NodeInfo::default() }
 }
 
 async fn leader(c: &Consensus) {

@@ -13,7 +13,8 @@ use hatrunk_consensus::{Command, CommandResult, NodeInfo};
 
 #[tokio::test(start_paused = true)]
 async fn a_simulated_day_of_commands_keeps_the_store_bounded() {
-    let info = NodeInfo { name: "n1".into(), role: "sip".into(), cluster_addr: "127.0.0.1:1".into(), ..NodeInfo::default() };
+    let info =
+        NodeInfo { name: "n1".into(), role: hatrunk_consensus::NodeRole::Sip, cluster_addr: "127.0.0.1:1".into(), ..NodeInfo::default() };
     // compaction at 256 KiB so a day exercises it many times; production's threshold is 16 MiB
     let opts = StoreOptions { compact_at_bytes: 256 * 1024, ..StoreOptions::default() };
     let store = DiskBackend::open(SimFs::default(), Path::new("/data/raft"), opts).expect("store");

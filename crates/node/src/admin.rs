@@ -104,7 +104,7 @@ impl AdminService {
                     name: m.info.name,
                     region: m.info.region,
                     zone: m.info.zone,
-                    role: m.info.role,
+                    role: m.info.role.to_string(),
                     voter: m.voter,
                     leader: m.leader,
                     healthy: m.healthy,

@@ -74,7 +74,7 @@ impl ClusterHealth {
                 name: n.name.clone(),
                 region: n.region.clone(),
                 zone: n.zone.clone(),
-                sip: n.role == "sip",
+                sip: n.role == hatrunk_consensus::NodeRole::Sip,
                 voter: voters.contains(id),
                 sip_addr: n.sip_addr.clone(),
             })

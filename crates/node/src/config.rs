@@ -34,6 +34,13 @@ pub struct NodeSection {
     pub data_dir: PathBuf,
 }
 
+impl NodeSection {
+    /// The role, checked by [`NodeConfig::validate`] (a TOML string so a bad one is named as `node.role`).
+    pub fn role(&self) -> hatrunk_consensus::NodeRole {
+        hatrunk_consensus::NodeRole::parse(&self.role).unwrap_or_default()
+    }
+}
+
 impl Default for NodeSection {
     fn default() -> Self {
         NodeSection {
@@ -277,7 +284,7 @@ impl NodeConfig {
 
     pub fn validate(&self) -> Result<(), NodeError> {
         let bad = |field: &str, reason: String| Err(NodeError::Config { field: field.into(), reason });
-        if self.node.role != "sip" && self.node.role != "witness" {
+        if hatrunk_consensus::NodeRole::parse(&self.node.role).is_none() {
             return bad("node.role", format!("{:?}: expected sip or witness", self.node.role));
         }
         if self.node.id == 0 {

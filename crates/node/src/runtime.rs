@@ -17,7 +17,7 @@ use hatrunk_consensus::network::Dialer;
 use hatrunk_consensus::pb::cluster_server::ClusterServer;
 use hatrunk_consensus::raft::{Consensus, RaftTiming};
 use hatrunk_consensus::server::ClusterService;
-use hatrunk_consensus::NodeInfo;
+use hatrunk_consensus::{NodeInfo, NodeRole};
 
 use crate::admin::{pb::admin_server::AdminServer, AdminService};
 use crate::admission::{Admission, EscrowAdmission, TIDY_EVERY};
@@ -109,7 +109,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
     if cluster_tls.is_none() && !is_loopback(&cfg.cluster.listen) {
         tracing::warn!(listen = %cfg.cluster.listen, "cluster gRPC is not on loopback and has no [tls]: anyone who reaches it can join the cluster");
     }
-    let sip = if cfg.node.role == "sip" {
+    let sip = if cfg.node.role() == NodeRole::Sip {
         let udp = UdpSocket::bind(listen.udp).await.map_err(io(format!("udp {}", listen.udp)))?;
         udp_recv_buffer(&udp, cfg.sip.udp_recv_buffer);
         let tcp = TcpListener::bind(listen.tcp).await.map_err(io(format!("tcp {}", listen.tcp)))?;
@@ -179,9 +179,9 @@ where
         name: cfg.node.name.clone(),
         region: cfg.node.region.clone(),
         zone: cfg.node.zone.clone(),
-        role: cfg.node.role.clone(),
+        role: cfg.node.role(),
         cluster_addr,
-        sip_addr: if cfg.node.role == "sip" { listen.udp.to_string() } else { String::new() },
+        sip_addr: if cfg.node.role() == NodeRole::Sip { listen.udp.to_string() } else { String::new() },
     };
     let timing = RaftTiming {
         heartbeat_ms: cfg.cluster.heartbeat_ms,
