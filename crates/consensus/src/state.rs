@@ -83,12 +83,12 @@ impl ClusterState {
                 if self.remove_trunk(id) {
                     CommandResult::Ok
                 } else {
-                    CommandResult::NotFound(format!("trunk {id} not found"))
+                    CommandResult::NotFound(id.clone())
                 }
             }
             Command::Admit { trunk, slot } => match self.trunks.get(trunk) {
                 Some(t) => CommandResult::Admission(self.pool.admit(trunk, t.max_concurrent_calls, slot)),
-                None => CommandResult::NotFound(format!("trunk {trunk} not found")),
+                None => CommandResult::NotFound(trunk.clone()),
             },
             Command::Release { slot } => {
                 self.pool.release(slot);
@@ -108,7 +108,7 @@ impl ClusterState {
                     let room = t.max_concurrent_calls.saturating_sub(self.pool.used(trunk));
                     CommandResult::Reserved(self.shares.reserve(trunk, node, *want, room))
                 }
-                None => CommandResult::NotFound(format!("trunk {trunk} not found")),
+                None => CommandResult::NotFound(trunk.clone()),
             },
             Command::Shrink { trunk, node, to } => {
                 self.shares.shrink(trunk, node, *to);

@@ -164,6 +164,8 @@ pub enum CommandResult {
     Inherited(Vec<(String, u32)>),
     /// The command was valid Raft-wise but refused by the state (e.g. a number already taken).
     Refused(String),
+    /// The trunk the command names does not exist (its id; results recorded by releases before
+    /// 2026-11 hold the message "trunk <id> not found" instead, and only a retried command sees those).
     NotFound(String),
 }
 

@@ -42,9 +42,7 @@ pub trait TrunkStore: Send + Sync {
 pub(crate) fn outcome(r: CommandResult) -> Result<CommandResult, NodeError> {
     match r {
         CommandResult::Refused(m) => Err(NodeError::Refused(m)),
-        CommandResult::NotFound(m) => {
-            Err(NodeError::TrunkNotFound(m.trim_start_matches("trunk ").trim_end_matches(" not found").to_string()))
-        }
+        CommandResult::NotFound(id) => Err(NodeError::TrunkNotFound(id)),
         other => Ok(other),
     }
 }
