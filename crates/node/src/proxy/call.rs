@@ -21,15 +21,49 @@ use super::{build, Action, CallTimer, Engine, Owner, Src};
 
 mod attempt;
 
+/// Where an attempt stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AttemptState {
+    /// Sent; nothing heard back.
+    Sent,
+    /// A response came (100 Trying at least): CANCEL may be sent, a forwarded attempt's node is alive.
+    Trying,
+    /// A provisional response other than 100 came: the failover timer no longer applies.
+    Ringing,
+    /// Answered, failed, given up on or cancelled: nothing it sends changes the call any more.
+    Done,
+}
+
+impl AttemptState {
+    pub(super) fn done(self) -> bool {
+        self == AttemptState::Done
+    }
+
+    /// Something came back while it was live.
+    pub(super) fn heard(self) -> bool {
+        matches!(self, AttemptState::Trying | AttemptState::Ringing)
+    }
+}
+
+/// Where a call's slot in the trunk's pool stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SlotState {
+    /// Not asked for: refused, not yet asked, or an egress node delivering a forwarded call (the
+    /// ingress holds the slot).
+    None,
+    /// Admission was asked and has not answered: a call that ends now releases it when it does.
+    Asking,
+    Held,
+    /// Held past the call's end: cancelled while a PBX may still answer an attempt; released by
+    /// `release_held` (cancel.rs).
+    Kept,
+}
+
 pub(super) struct Attempt {
     pub(super) rec: AttemptRecord,
     pub(super) branch: String,
     pub(super) started: u64,
-    /// A provisional response other than 100 came (the failover timer stops).
-    provisional: bool,
-    /// Any provisional response came (CANCEL may be sent; a forwarded attempt's node is alive).
-    pub(super) trying: bool,
-    pub(super) done: bool,
+    pub(super) state: AttemptState,
     /// Forwarded to another node (Advanced HA) rather than sent to a PBX or the carrier.
     pub(super) forward: bool,
     /// The node a forwarded attempt went to.
@@ -40,7 +74,7 @@ pub(super) struct Attempt {
 
 impl Attempt {
     pub(super) fn new(rec: AttemptRecord, branch: String, started: u64, forward: bool) -> Attempt {
-        Attempt { rec, branch, started, provisional: false, trying: false, done: false, forward, egress_node: None, sub: Vec::new() }
+        Attempt { rec, branch, started, state: AttemptState::Sent, forward, egress_node: None, sub: Vec::new() }
     }
 }
 
@@ -67,11 +101,7 @@ pub struct Call {
     pub(super) answer_ms: Option<u64>,
     failover_detect: Option<u64>,
     pub(super) failover_ms: Option<u64>,
-    admitted: bool,
-    /// Admission was asked for and has not answered yet.
-    admitting: bool,
-    /// The slot outlives the call (cancelled while a PBX may still answer): released elsewhere.
-    slot_held: bool,
+    slot_state: SlotState,
     /// Ingress: where the call may leave from (Advanced HA).
     pub(super) egress: Option<Box<super::egress::EgressPlan>>,
     /// Egress: the ingress node that admitted and forwarded this call.
@@ -170,9 +200,7 @@ impl Engine {
             answer_ms: None,
             failover_detect: None,
             failover_ms: None,
-            admitted: false,
-            admitting: false,
-            slot_held: false,
+            slot_state: SlotState::None,
             egress: None,
             forwarded_from: forwarded_from.clone(),
             report: None,
@@ -190,7 +218,7 @@ impl Engine {
             return self.deliver_locally(id);
         }
         if let Some(c) = self.calls.get_mut(&id) {
-            c.admitting = true;
+            c.slot_state = SlotState::Asking;
         }
         self.out.push(Action::Admit { call: id, trunk: trunk_id, limit, slot });
     }
@@ -208,9 +236,9 @@ impl Engine {
             }
             return;
         };
-        call.admitting = false;
+        call.slot_state = SlotState::None;
         match decision {
-            Ok(d) if d.admitted() => call.admitted = true,
+            Ok(d) if d.admitted() => call.slot_state = SlotState::Held,
             other => {
                 let key = call.key.clone();
                 let (code, reason) = match &other {
@@ -289,7 +317,7 @@ impl Engine {
                 return;
             };
             let mut a = Attempt::new(rec, String::new(), now, false);
-            a.done = true;
+            a.state = AttemptState::Done;
             call.attempts.push(a);
             return self.attempt_outcome(id, n, outcome, None);
         };
@@ -386,11 +414,11 @@ impl Engine {
         if self.dialogs.get(&call.call_id) == Some(&id) {
             self.dialogs.remove(&call.call_id);
         }
-        if call.admitting || call.slot_held {
+        if matches!(call.slot_state, SlotState::Asking | SlotState::Kept) {
             // released later: when the pending grant comes, or when the PBX is done with the
             // cancelled attempts (cancel.rs)
             self.pending_release.insert(id, call.slot.clone());
-        } else if call.admitted {
+        } else if call.slot_state == SlotState::Held {
             self.out.push(Action::Release { slot: call.slot.clone() });
         }
         if call.forwarded_from.is_some() {
@@ -442,7 +470,9 @@ impl Call {
     /// Keep this call's slot after the call ends, if it holds one and attempts were started (a PBX
     /// may still answer them). Returns whether it does.
     pub(super) fn hold_slot(&mut self) -> bool {
-        self.slot_held = self.admitted && !self.attempts.is_empty();
-        self.slot_held
+        if self.slot_state == SlotState::Held && !self.attempts.is_empty() {
+            self.slot_state = SlotState::Kept;
+        }
+        self.slot_state == SlotState::Kept
     }
 }

@@ -8,6 +8,7 @@ use hatrunk_sip::headers::addr_uri;
 use hatrunk_sip::transaction::TxKey;
 use hatrunk_sip::SipMessage;
 
+use super::call::AttemptState;
 use super::{build, Engine, Owner, Src};
 
 impl Engine {
@@ -30,11 +31,12 @@ impl Engine {
             p.cancel();
         }
         let mut live = Vec::new();
-        for a in call.attempts.iter_mut().filter(|a| !a.done) {
-            a.done = true;
+        for a in call.attempts.iter_mut().filter(|a| !a.state.done()) {
+            let heard = a.state.heard();
+            a.state = AttemptState::Done;
             a.rec.set_outcome(Outcome::Cancelled);
             // section 9.1: a CANCEL may follow any provisional response, 100 included
-            if a.trying {
+            if heard {
                 live.push(a.branch.clone());
             }
         }

@@ -22,7 +22,7 @@ use hatrunk_core::trunk::AdvancedHa;
 use hatrunk_sip::transport::Proto;
 use hatrunk_sip::SipMessage;
 
-use super::call::Attempt;
+use super::call::{Attempt, AttemptState};
 use super::{CallTimer, Engine, Owner, Src};
 
 /// Marks an INVITE forwarded by another member (value: the ingress node's name and its signature,
@@ -147,11 +147,11 @@ impl Engine {
         let Some(a) = self.calls.get_mut(&id).and_then(|c| c.attempts.get_mut(n)) else {
             return;
         };
-        if a.done {
+        if a.state.done() {
             // already answered or given up (an answered call's node dying later is not a new choice)
             return;
         }
-        a.done = true;
+        a.state = AttemptState::Done;
         a.rec.set_outcome(outcome);
         a.rec.elapsed_ms = now.saturating_sub(a.started);
         let reason = outcome.label();
@@ -173,7 +173,7 @@ impl Engine {
 
     /// The forward timer: the egress node sent nothing at all (not even 100 Trying).
     pub(super) fn forward_timer(&mut self, id: u64, n: usize) {
-        let silent = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| !a.done && !a.trying);
+        let silent = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| a.state == AttemptState::Sent);
         if silent {
             self.egress_fault(id, n, Outcome::NoAnswer);
         }
@@ -188,7 +188,7 @@ impl Engine {
         let mut view = None;
         for (id, c) in &self.calls {
             for (n, a) in c.attempts.iter().enumerate() {
-                let Some(node) = a.egress_node.filter(|_| a.forward && !a.done) else { continue };
+                let Some(node) = a.egress_node.filter(|_| a.forward && !a.state.done()) else { continue };
                 let v = view.get_or_insert_with(|| self.cluster.view(now));
                 if !v.get(node).is_some_and(|m| m.healthy()) {
                     stuck.push((*id, n));

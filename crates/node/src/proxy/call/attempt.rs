@@ -8,6 +8,7 @@ use hatrunk_sip::SipMessage;
 
 use super::super::egress::{take_report, REPORT_HEADER};
 use super::super::{build, CallTimer, Engine, Owner};
+use super::AttemptState;
 
 /// RFC 3261 Timer C: > 3 minutes.
 const TIMER_C_MS: u64 = 181_000;
@@ -15,13 +16,15 @@ const TIMER_C_MS: u64 = 181_000;
 impl Engine {
     pub(in crate::proxy) fn attempt_response(&mut self, id: u64, n: usize, mut resp: SipMessage) {
         let code = resp.code().unwrap_or(0);
-        let live = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| !a.done);
+        let live = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| !a.state.done());
         if !live {
             return self.late_response(id, n, resp);
         }
         let forward = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| a.forward);
         if let Some(a) = self.calls.get_mut(&id).and_then(|c| c.attempts.get_mut(n)) {
-            a.trying = true;
+            if a.state == AttemptState::Sent {
+                a.state = AttemptState::Trying;
+            }
         }
         if code == 100 {
             return;
@@ -51,7 +54,7 @@ impl Engine {
                 let Some(call) = self.calls.get_mut(&id) else {
                     return;
                 };
-                call.attempts[n].provisional = true;
+                call.attempts[n].state = AttemptState::Ringing;
                 call.key.clone()
             };
             self.arm_call(self.now + TIMER_C_MS, id, CallTimer::TimerC(n as u32));
@@ -64,7 +67,7 @@ impl Engine {
                     return;
                 };
                 let a = &mut call.attempts[n];
-                a.done = true;
+                a.state = AttemptState::Done;
                 a.rec.elapsed_ms = now.saturating_sub(a.started);
                 a.rec.set_outcome(Outcome::Answered(code));
                 call.answer_ms = Some(now);
@@ -91,7 +94,7 @@ impl Engine {
             return;
         }
         if let Some(c) = self.calls.get_mut(&id) {
-            c.attempts[n].done = true;
+            c.attempts[n].state = AttemptState::Done;
         }
         self.attempt_outcome(id, n, Outcome::Final(code), Some(resp));
     }
@@ -119,12 +122,13 @@ impl Engine {
         let Some(a) = self.calls.get(&id).and_then(|c| c.attempts.get(n)) else {
             return;
         };
-        if a.done || (a.provisional && !timer_c) {
+        let ringing = a.state == AttemptState::Ringing;
+        if a.state.done() || (ringing && !timer_c) {
             return;
         }
-        let (provisional, branch) = (a.provisional, a.branch.clone());
+        let branch = a.branch.clone();
         self.mark_done(id, n);
-        if provisional {
+        if ringing {
             self.cancel_branch(&branch);
         }
         self.attempt_outcome(id, n, Outcome::NoAnswer, None);
@@ -136,8 +140,8 @@ impl Engine {
 
     fn mark_done(&mut self, id: u64, n: usize) -> bool {
         match self.calls.get_mut(&id).and_then(|c| c.attempts.get_mut(n)) {
-            Some(a) if !a.done => {
-                a.done = true;
+            Some(a) if !a.state.done() => {
+                a.state = AttemptState::Done;
                 true
             }
             _ => false,
