@@ -25,6 +25,8 @@ mod tests;
 mod tests_egress;
 #[cfg(test)]
 mod tests_guard;
+#[cfg(test)]
+mod tests_time;
 mod timers;
 
 use std::cmp::Reverse;

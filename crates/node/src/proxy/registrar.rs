@@ -51,8 +51,13 @@ impl Registrar {
         self.bindings.get(user).filter(|b| b.expires_ms > now)
     }
 
-    pub fn expire(&mut self, now: u64) {
-        self.bindings.retain(|_, b| b.expires_ms > now);
+    /// Drop the bindings that expired by `now`; returns their users.
+    pub fn expire(&mut self, now: u64) -> Vec<String> {
+        let gone: Vec<String> = self.bindings.iter().filter(|(_, b)| b.expires_ms <= now).map(|(u, _)| u.clone()).collect();
+        for u in &gone {
+            self.bindings.remove(u);
+        }
+        gone
     }
 }
 

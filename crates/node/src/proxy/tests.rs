@@ -38,8 +38,14 @@ impl TrunkStore for MemStore {
     fn by_source(&self, _: std::net::IpAddr) -> Vec<(Arc<hatrunk_core::trunk::Trunk>, hatrunk_core::trunk::Role)> {
         Vec::new()
     }
-    fn by_username(&self, _: &str) -> Option<(Arc<hatrunk_core::trunk::Trunk>, hatrunk_core::trunk::Role)> {
-        None
+    fn by_username(&self, user: &str) -> Option<(Arc<hatrunk_core::trunk::Trunk>, hatrunk_core::trunk::Role)> {
+        use hatrunk_core::trunk::Role;
+        self.0.iter().find_map(|t| {
+            [Role::Primary, Role::Secondary]
+                .into_iter()
+                .find(|r| t.account(*r).and_then(|a| a.username.as_deref()) == Some(user))
+                .map(|r| (t.clone(), r))
+        })
     }
     fn register(&self, _: String, _: String, _: String, _: u64) -> BoxFuture<'_, Result<(), crate::NodeError>> {
         Box::pin(async { Ok(()) })

@@ -118,7 +118,13 @@ impl Engine {
         self.status.set_calls_in_progress(self.calls.len());
         self.metrics.transactions.with_label_values(&["server"]).set(self.servers.len() as i64);
         self.metrics.transactions.with_label_values(&["client"]).set(self.clients.len() as i64);
-        self.registrar.expire(self.now);
+        for user in self.registrar.expire(self.now) {
+            // what `trunk get` shows: the binding is gone here (another node's is read from the
+            // replicated state, which carries its own expiry)
+            if let Some((trunk, role)) = self.store.by_username(&user) {
+                self.status.set_registration(&trunk.id, role, None);
+            }
+        }
         self.sweep_guard();
         self.shrink_tables();
     }
