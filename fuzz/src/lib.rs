@@ -16,9 +16,11 @@ use hatrunk_sip::headers::{addr_uri, param, parse_cseq, split_list, SipUri, Via}
 use hatrunk_sip::parse::parse;
 use prost::Message;
 
+/// A fuzz target: takes any bytes, must never panic.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as the runner and the regression test address them.
-pub const TARGETS: [(&str, fn(&[u8])); 5] =
-    [("sip", sip), ("digest", digest), ("trunk", trunk), ("node_config", node_config), ("rpc", rpc)];
+pub const TARGETS: [(&str, Target); 5] = [("sip", sip), ("digest", digest), ("trunk", trunk), ("node_config", node_config), ("rpc", rpc)];
 
 /// A byte stream cut into messages (as TCP/TLS delivers it) and the whole input as one datagram.
 pub fn sip(data: &[u8]) {

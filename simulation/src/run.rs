@@ -475,7 +475,7 @@ impl Faults {
     /// Flapping links change state on their period.
     fn flap(&mut self, sim: &mut turmoil::Sim, now: u64) {
         for f in &mut self.flaps {
-            let want = now < f.until_ms && (now / f.period_ms) % 2 == 0;
+            let want = now < f.until_ms && (now / f.period_ms).is_multiple_of(2);
             if want != f.down {
                 for x in &f.a {
                     for y in &f.b {

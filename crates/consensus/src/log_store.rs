@@ -8,6 +8,9 @@
 //! are group-committed: a flusher task acknowledges every append queued while the previous flush
 //! ran with one flush (openraft allows the callback to fire after `append` returns).
 
+// openraft's traits return its StorageError (224 bytes); the helpers feeding them return it too.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 

@@ -1,6 +1,9 @@
 //! openraft's own storage test suite against the log and state machine stores: on the production
 //! store over real files and over the memory disk, and on the key-value model.
 
+// openraft's suite returns its StorageError (224 bytes).
+#![allow(clippy::result_large_err)]
+
 use hatrunk_consensus::backend::MemBackend;
 use hatrunk_consensus::disk::crash::SimFs;
 use hatrunk_consensus::disk::{DiskBackend, OsFs, StoreOptions};

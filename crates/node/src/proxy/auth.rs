@@ -66,7 +66,7 @@ impl Engine {
     /// Answer 401 (registrar, WWW-Authenticate) or 407 (proxy, Proxy-Authenticate) with `challenge`.
     pub(super) fn send_challenge(&mut self, key: &TxKey, msg: &SipMessage, code: u16, challenge: String) {
         let header = if code == 407 { "Proxy-Authenticate" } else { "WWW-Authenticate" };
-        let mut r = build::response(msg, code, Some(&self.tag()));
+        let mut r = build::response(msg, code, Some(&self.io.tag()));
         r.push(header, challenge);
         self.metrics.auth_failures.inc();
         self.respond_msg(key, r);

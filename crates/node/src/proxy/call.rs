@@ -173,16 +173,15 @@ impl Engine {
         number: String,
         forwarded_from: Option<String>,
     ) {
-        self.seq = self.seq.wrapping_add(1);
-        let id = self.seq;
+        let id = self.io.next_id();
         let from_tag = param(msg.header("From").unwrap_or(""), "tag").unwrap_or("").to_string();
         let slot = format!("{}/{}/{}", self.cfg.node, msg.header("Call-ID").unwrap_or(""), from_tag);
         let (trunk_id, limit) = (trunk.id.clone(), trunk.max_concurrent_calls);
-        if let Some(e) = self.servers.get_mut(&key) {
+        if let Some(e) = self.tx.servers.get_mut(&key) {
             e.call = Some(id);
         }
         // cut off from the majority: we could not admit, so send the carrier elsewhere now
-        let cut_off = if self.cluster.quorum(self.now) { None } else { Some(build::response(&msg, 503, Some(&self.tag()))) };
+        let cut_off = if self.cluster.quorum(self.now) { None } else { Some(build::response(&msg, 503, Some(&self.io.tag()))) };
         let call = Call {
             key,
             trunk,
@@ -220,7 +219,7 @@ impl Engine {
         if let Some(c) = self.calls.get_mut(&id) {
             c.slot_state = SlotState::Asking;
         }
-        self.out.push(Action::Admit { call: id, trunk: trunk_id, limit, slot });
+        self.io.push(Action::Admit { call: id, trunk: trunk_id, limit, slot });
     }
 
     pub(super) fn call_admitted(&mut self, id: u64, decision: Result<Decision, String>) {
@@ -232,7 +231,7 @@ impl Engine {
                 }
             }
             if let Some(slot) = self.pending_release.remove(&id) {
-                self.out.push(Action::Release { slot });
+                self.io.push(Action::Release { slot });
             }
             return;
         };
@@ -251,7 +250,7 @@ impl Engine {
                     // the admit may still commit after we gave up on it: give the slot back anyway
                     // (releasing a slot nobody holds changes nothing)
                     let slot = call.slot.clone();
-                    self.out.push(Action::Release { slot });
+                    self.io.push(Action::Release { slot });
                 }
                 self.respond_key(&key, code, Some(reason));
                 self.finish(id, Disposition::Congestion, cause, Some(code), false);
@@ -333,7 +332,7 @@ impl Engine {
         call.attempts.push(Attempt::new(rec, branch, now, false));
         let arm_failover = call.direction == Direction::Inbound && trunk.mode == Mode::AutoFailover && role == Role::Primary;
         if arm_failover {
-            self.arm_call(self.now + u64::from(trunk.failover_timeout_ms), id, CallTimer::Failover(n as u32));
+            self.io.arm_call(self.now + u64::from(trunk.failover_timeout_ms), id, CallTimer::Failover(n as u32));
         }
     }
 
@@ -419,7 +418,7 @@ impl Engine {
             // cancelled attempts (cancel.rs)
             self.pending_release.insert(id, call.slot.clone());
         } else if call.slot_state == SlotState::Held {
-            self.out.push(Action::Release { slot: call.slot.clone() });
+            self.io.push(Action::Release { slot: call.slot.clone() });
         }
         if call.forwarded_from.is_some() {
             return; // the ingress writes this call's CDR, with our attempts in it
@@ -445,7 +444,7 @@ impl Engine {
         };
         let disp = serde_json::to_value(cdr.disposition).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         self.metrics.calls.with_label_values(&[&cdr.trunk.clone().unwrap_or_default(), &disp]).inc();
-        self.out.push(Action::Cdr(Box::new(cdr)));
+        self.io.push(Action::Cdr(Box::new(cdr)));
     }
 }
 

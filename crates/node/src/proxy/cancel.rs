@@ -15,10 +15,10 @@ impl Engine {
     pub(super) fn on_cancel(&mut self, msg: SipMessage, src: Src) {
         let key = TxKey::of(&msg);
         let invite_key = key.with_method("INVITE");
-        let ok = self.servers.contains_key(&invite_key);
-        let reply = build::response(&msg, if ok { 200 } else { 481 }, Some(&self.tag()));
+        let ok = self.tx.servers.contains_key(&invite_key);
+        let reply = build::response(&msg, if ok { 200 } else { 481 }, Some(&self.io.tag()));
         self.send(src, reply);
-        let Some(id) = self.servers.get(&invite_key).and_then(|e| e.call) else {
+        let Some(id) = self.tx.servers.get(&invite_key).and_then(|e| e.call) else {
             return;
         };
         let Some(call) = self.calls.get_mut(&id) else {
@@ -47,7 +47,7 @@ impl Engine {
         // could still answer our retransmitted INVITE; simulation seed 209)
         let egress_hold = call.forwarded_from.is_some() && !call.attempts.is_empty();
         if call.hold_slot() || egress_hold {
-            self.arm_call(self.now + hatrunk_sip::transaction::TIMEOUT, id, super::CallTimer::HeldSlot);
+            self.io.arm_call(self.now + hatrunk_sip::transaction::TIMEOUT, id, super::CallTimer::HeldSlot);
         }
         for branch in live {
             self.cancel_branch(&branch);
@@ -67,7 +67,7 @@ impl Engine {
             return; // still running: its own end releases it
         }
         if let Some(slot) = self.pending_release.remove(&id) {
-            self.out.push(super::Action::Release { slot });
+            self.io.push(super::Action::Release { slot });
         }
         if let Some(key) = self.pending_final.remove(&id) {
             self.respond_key(&key, 487, None);
@@ -84,8 +84,10 @@ impl Engine {
             self.release_held(id);
         }
         let branch = self.calls.get(&id).and_then(|c| c.attempts.get(n)).map(|a| a.branch.clone());
-        let entry =
-            branch.as_ref().and_then(|b| self.clients.get(b)).or_else(|| self.clients.values().find(|c| c.owner == Owner::Call(id, n)));
+        let entry = branch
+            .as_ref()
+            .and_then(|b| self.tx.clients.get(b))
+            .or_else(|| self.tx.clients.values().find(|c| c.owner == Owner::Call(id, n)));
         let Some((dest, request)) = entry.map(|e| (e.dest, e.request.clone())) else {
             return;
         };
@@ -114,7 +116,7 @@ impl Engine {
             m.push("CSeq", format!("{cseq} {}", method.as_str()));
             m.push("Max-Forwards", "70");
             if method == hatrunk_sip::Method::Ack {
-                let b = self.branch();
+                let b = self.io.branch();
                 m.push_front("Via", format!("SIP/2.0/{} {};branch={b}", dest.proto.via_name(), self.hostport(dest.proto)));
                 self.send(dest, m);
             } else {
@@ -125,7 +127,7 @@ impl Engine {
 
     /// CANCEL the client transaction `branch` (same branch as its INVITE), if it is still there.
     pub(super) fn cancel_branch(&mut self, branch: &str) {
-        if let Some((dest, req)) = self.clients.get(branch).map(|e| (e.dest, e.request.clone())) {
+        if let Some((dest, req)) = self.tx.clients.get(branch).map(|e| (e.dest, e.request.clone())) {
             if let Some(c) = build::cancel_for(&req) {
                 self.send(dest, c);
             }

@@ -34,7 +34,7 @@ impl Engine {
             return;
         }
         msg.set("Max-Forwards", (mf - 1).to_string());
-        let b = self.branch();
+        let b = self.io.branch();
         msg.push_front("Via", format!("SIP/2.0/{} {};branch={b}", dest.proto.via_name(), self.hostport(dest.proto)));
         self.send(dest, msg);
     }
@@ -89,7 +89,7 @@ impl Engine {
     /// A response to a relayed request goes back through its server transaction.
     pub(super) fn relay_response(&mut self, key: &TxKey, kept: Option<(String, String)>, resp: SipMessage) {
         if let (Some((trunk, call_id)), Some(200..=299)) = (kept, resp.code()) {
-            self.out.push(Action::ReleaseInherited { trunk, call_id });
+            self.io.push(Action::ReleaseInherited { trunk, call_id });
         }
         self.respond_msg(key, resp);
     }

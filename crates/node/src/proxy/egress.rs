@@ -138,7 +138,7 @@ impl Engine {
             a.egress_node = Some(t.id);
             c.attempts.push(a);
         }
-        self.arm_call(now + self.cfg.forward_timeout_ms, id, CallTimer::Forward(n as u32));
+        self.io.arm_call(now + self.cfg.forward_timeout_ms, id, CallTimer::Forward(n as u32));
     }
 
     /// A forwarded attempt ended without its node taking the call: move on, or give up.

@@ -64,11 +64,11 @@ impl Engine {
     pub(super) fn overloaded(&mut self, msg: &SipMessage, src: Src, in_dialog: bool) -> bool {
         let room = if in_dialog { self.cfg.max_transactions.saturating_mul(2) } else { self.cfg.max_transactions };
         let behind = !in_dialog && (self.backlog > self.cfg.shed_backlog || self.waited_ms > self.cfg.shed_wait_ms);
-        if self.servers.len() < room && !behind {
+        if self.tx.servers.len() < room && !behind {
             return false;
         }
         self.metrics.guard_drops.with_label_values(&[if behind { "shed" } else { "overload" }]).inc();
-        let mut r = build::response(msg, 503, Some(&self.tag()));
+        let mut r = build::response(msg, 503, Some(&self.io.tag()));
         r.push("Retry-After", "5");
         self.send(src, r);
         true

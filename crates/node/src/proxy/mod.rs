@@ -17,6 +17,7 @@ mod dialog;
 mod egress;
 mod forward_sig;
 mod guard;
+mod output;
 mod probe;
 mod registrar;
 #[cfg(test)]
@@ -28,9 +29,9 @@ mod tests_guard;
 #[cfg(test)]
 mod tests_time;
 mod timers;
+mod transactions;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -42,9 +43,8 @@ use hatrunk_core::rr::RoundRobin;
 use hatrunk_core::trunk::Role;
 use hatrunk_sip::build::{self, stamp_received};
 use hatrunk_sip::digest::NonceIssuer;
-use hatrunk_sip::headers::Via;
 use hatrunk_sip::parse::parse;
-use hatrunk_sip::transaction::{ClientTx, Effect, Kind, ServerTx, TxKey};
+use hatrunk_sip::transaction::{Effect, TxKey};
 use hatrunk_sip::transport::{Incoming, Proto};
 use hatrunk_sip::{Method, SipError, SipMessage};
 
@@ -55,8 +55,10 @@ use crate::store::TrunkStore;
 
 pub use call::Call;
 use dialog::Dialog;
+use output::Output;
 use registrar::Registrar;
 use timers::{CallTimer, TimerKey};
+use transactions::Transactions;
 
 /// Where a message came from or goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,22 +156,6 @@ enum Owner {
     Answered(TxKey),
 }
 
-struct ServerEntry {
-    tx: ServerTx,
-    src: Src,
-    last: Option<Bytes>,
-    req: SipMessage,
-    call: Option<u64>,
-}
-
-struct ClientEntry {
-    tx: ClientTx,
-    dest: Src,
-    request: Bytes,
-    ack: Option<Bytes>,
-    owner: Owner,
-}
-
 /// The proxy state of one node.
 pub struct Engine {
     cfg: EngineConfig,
@@ -180,12 +166,9 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     status: Arc<SharedStatus>,
     now: u64,
-    seq: u64,
-    timers: BinaryHeap<Reverse<(u64, u64)>>,
-    timer_keys: HashMap<u64, TimerKey>,
-    call_timers: BinaryHeap<Reverse<timers::CallTimerEntry>>,
-    servers: HashMap<TxKey, ServerEntry>,
-    clients: HashMap<String, ClientEntry>,
+    /// Actions, timers and the sequence that names things.
+    io: Output,
+    tx: Transactions,
     /// Boxed: the table is sized for the most calls ever in progress, so its slots stay small.
     calls: HashMap<u64, Box<Call>>,
     /// Calls that ended while their admission was pending: call id -> slot to give back.
@@ -205,7 +188,6 @@ pub struct Engine {
     /// How long the message being processed waited since it reached the host (an input).
     waited_ms: u64,
     last_sweep: u64,
-    out: Vec<Action>,
 }
 
 impl Engine {
@@ -222,18 +204,14 @@ impl Engine {
             guard: Guard::new(cfg.guard),
             backlog: 0,
             waited_ms: 0,
-            seq: cfg.seed,
+            io: Output::new(cfg.seed),
+            tx: Transactions::default(),
             cfg,
             store,
             cluster,
             metrics,
             status,
             now: 0,
-            timers: BinaryHeap::new(),
-            timer_keys: HashMap::new(),
-            call_timers: BinaryHeap::new(),
-            servers: HashMap::new(),
-            clients: HashMap::new(),
             calls: HashMap::new(),
             pending_release: HashMap::new(),
             pending_final: HashMap::new(),
@@ -243,13 +221,12 @@ impl Engine {
             ha_turn: HashMap::new(),
             nonces,
             last_sweep: 0,
-            out: Vec::new(),
         }
     }
 
     /// Take the actions produced so far.
     pub fn drain(&mut self) -> Vec<Action> {
-        std::mem::take(&mut self.out)
+        self.io.drain()
     }
 
     /// A datagram or stream frame arrived.
@@ -277,17 +254,8 @@ impl Engine {
     /// Nothing could be delivered to `addr`.
     pub fn on_unreachable(&mut self, proto: Proto, addr: SocketAddr, now: u64) {
         self.now = now;
-        let hit: Vec<(String, Owner)> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.dest.addr == addr && c.dest.proto == proto)
-            .map(|(b, c)| (b.clone(), c.owner.clone()))
-            .collect();
-        // the table's order is per process (hashed); act in a fixed order so a run replays
-        let mut hit = hit;
-        hit.sort_by(|a, b| a.0.cmp(&b.0));
-        for (branch, owner) in hit {
-            self.clients.remove(&branch);
+        for (branch, owner) in self.tx.to_addr(proto, addr) {
+            self.tx.clients.remove(&branch);
             match owner {
                 Owner::Call(id, n) => self.attempt_unreachable(id, n),
                 Owner::Relay(key, _) => self.respond_key(&key, 503, None),
@@ -326,16 +294,12 @@ impl Engine {
         let key = TxKey::of(&msg);
         // retransmission, or ACK / CANCEL of an existing server transaction
         if method == Method::Ack {
-            if let Some(e) = self.servers.get_mut(&key) {
-                let fx = e.tx.on_ack();
-                self.server_effects(&key, fx);
+            if self.tx.server_again(&key, true, self.now, &mut self.io) {
                 return;
             }
             return self.route_in_dialog(msg, src);
         }
-        if let Some(e) = self.servers.get_mut(&key) {
-            let fx = e.tx.on_retransmission();
-            self.server_effects(&key, fx);
+        if self.tx.server_again(&key, false, self.now, &mut self.io) {
             return;
         }
         if method == Method::Cancel {
@@ -348,9 +312,7 @@ impl Engine {
         if self.overloaded(&msg, src, in_dialog) {
             return;
         }
-        let kind = if method == Method::Invite { Kind::Invite } else { Kind::NonInvite };
-        let tx = ServerTx::start(kind, src.proto.reliable());
-        self.servers.insert(key.clone(), ServerEntry { tx, src, last: None, req: msg.clone(), call: None });
+        self.tx.open_server(key.clone(), msg.clone(), src);
         let max_forwards = msg.header("Max-Forwards").and_then(|m| m.parse::<u8>().ok()).unwrap_or(70);
         if in_dialog {
             if max_forwards == 0 {
@@ -376,48 +338,24 @@ impl Engine {
 
     fn on_response(&mut self, mut msg: SipMessage) {
         let Some(code) = msg.code() else { return };
-        let Some(branch) = msg.header("Via").and_then(|v| Via::parse(v).ok()).and_then(|v| v.branch().map(str::to_string)) else {
+        let Some(branch) = transactions::top_branch(&msg) else {
             return;
         };
         if msg.header("CSeq").is_some_and(|c| c.ends_with("CANCEL")) {
             return; // our CANCELs are sent once, hop by hop; their 200 needs nothing
         }
-        let Some(entry) = self.clients.get_mut(&branch) else {
+        let Some(r) = self.tx.on_response(&branch, &msg, code, self.now, &mut self.io, &self.metrics) else {
             self.metrics.stray_responses.inc();
             return;
         };
-        let fx = entry.tx.on_response(code);
-        let owner = entry.owner.clone();
         msg.pop("Via");
-        let mut pass = false;
-        for f in fx {
-            match f {
-                Effect::Pass => pass = true,
-                Effect::SendAck => {
-                    let (dest, ack) = match self.clients.get_mut(&branch) {
-                        Some(e) => {
-                            if e.ack.is_none() {
-                                e.ack = Some(build::ack_for(&e.request, &msg));
-                            }
-                            (e.dest, e.ack.clone())
-                        }
-                        None => continue,
-                    };
-                    if let Some(ack) = ack {
-                        self.send_bytes(dest, ack);
-                    }
-                }
-                other => self.client_effect(&branch, other),
-            }
+        for owner in r.timeouts {
+            self.client_timeout(owner);
         }
-        if code >= 200 {
-            if let Some(e) = self.clients.get_mut(&branch) {
-                e.request = Bytes::new(); // its ACK is built; nothing is retransmitted after a final
-            }
-        }
-        if !pass {
+        if !r.pass {
             return;
         }
+        let owner = r.owner;
         match owner {
             Owner::Call(id, n) => self.attempt_response(id, n, msg),
             Owner::Relay(key, kept) => self.relay_response(&key, kept, msg),
@@ -439,75 +377,35 @@ impl Engine {
 
     // ---- transactions -------------------------------------------------------------------------
 
-    fn server_effects(&mut self, key: &TxKey, fx: Vec<Effect>) {
-        for f in fx {
-            match f {
-                Effect::Retransmit => {
-                    if let Some((src, Some(b))) = self.servers.get(key).map(|e| (e.src, e.last.clone())) {
-                        self.send_bytes(src, b);
-                    }
-                }
-                Effect::Arm(t, ms) => self.arm(self.now + ms, TimerKey::Server(key.clone(), t)),
-                Effect::Terminated => {
-                    self.servers.remove(key);
-                }
-                _ => {}
-            }
+    /// Carry out one effect of client transaction `branch`; a timeout goes to its owner.
+    fn client_effect(&mut self, branch: &str, f: Effect) {
+        if let Some(owner) = self.tx.client_effect(branch, f, self.now, &mut self.io, &self.metrics) {
+            self.client_timeout(owner);
         }
     }
 
-    fn client_effect(&mut self, branch: &str, f: Effect) {
-        match f {
-            Effect::Retransmit => {
-                if let Some((d, b)) = self.clients.get(branch).map(|e| (e.dest, e.request.clone())) {
-                    self.metrics.retransmissions.inc();
-                    self.send_bytes(d, b);
-                }
-            }
-            Effect::Arm(t, ms) => self.arm(self.now + ms, TimerKey::Client(branch.to_string(), t)),
-            Effect::Timeout => {
-                let owner = self.clients.get(branch).map(|e| e.owner.clone());
-                match owner {
-                    Some(Owner::Call(id, n)) => self.attempt_timeout(id, n),
-                    Some(Owner::Relay(key, _)) => self.respond_key(&key, 408, None),
-                    Some(Owner::Probe(t, r)) => self.probe_result(&t, r, false),
-                    Some(Owner::TearDown(id)) => self.release_held(id),
-                    _ => {}
-                }
-            }
-            Effect::Terminated => {
-                self.clients.remove(branch);
-            }
-            _ => {}
+    /// A client transaction of `owner` ended without a final response (Timer B or F).
+    fn client_timeout(&mut self, owner: Owner) {
+        match owner {
+            Owner::Call(id, n) => self.attempt_timeout(id, n),
+            Owner::Relay(key, _) => self.respond_key(&key, 408, None),
+            Owner::Probe(t, r) => self.probe_result(&t, r, false),
+            Owner::TearDown(id) => self.release_held(id),
+            Owner::Answered(_) => {}
         }
     }
 
     /// Send a request through a new client transaction; returns its branch.
-    fn start_client(&mut self, mut req: SipMessage, dest: Src, owner: Owner) -> String {
-        let branch = self.branch();
-        let via = format!("SIP/2.0/{} {};branch={branch}", dest.proto.via_name(), self.hostport(dest.proto));
-        req.push_front("Via", via);
-        if req.header("Via").is_none() {
-            return branch;
-        }
-        let kind = if req.method() == Some(&Method::Invite) { Kind::Invite } else { Kind::NonInvite };
-        let bytes = req.to_bytes();
-        self.send_bytes(dest, bytes.clone());
-        let (tx, fx) = ClientTx::start(kind, dest.proto.reliable());
-        self.clients.insert(branch.clone(), ClientEntry { tx, dest, request: bytes, ack: None, owner });
-        for f in fx {
-            self.client_effect(&branch, f);
-        }
-        branch
+    fn start_client(&mut self, req: SipMessage, dest: Src, owner: Owner) -> String {
+        let hostport = self.hostport(dest.proto);
+        self.tx.start_client(req, dest, owner, &hostport, self.now, &mut self.io, &self.metrics)
     }
 
     /// Answer the server transaction `key` with `code`.
     fn respond_key(&mut self, key: &TxKey, code: u16, reason_hdr: Option<&str>) {
-        let Some(req) = self.servers.get(key).map(|e| e.req.clone()) else {
+        let Some(mut r) = self.tx.response(key, code, &mut self.io) else {
             return;
         };
-        let tag = (code > 100).then(|| self.tag());
-        let mut r = build::response(&req, code, tag.as_deref());
         if let Some(reason) = reason_hdr {
             r.push("Reason", reason);
         }
@@ -516,24 +414,7 @@ impl Engine {
 
     /// Send `resp` through server transaction `key` (recorded for retransmission).
     fn respond_msg(&mut self, key: &TxKey, resp: SipMessage) {
-        let Some(code) = resp.code() else { return };
-        let bytes = resp.to_bytes();
-        let Some(e) = self.servers.get_mut(key) else {
-            return;
-        };
-        let fx = e.tx.on_send(code);
-        // after a final response only retransmissions are matched: the request is not needed, and
-        // an INVITE's 2xx is never retransmitted by a proxy (the UAS does), so nothing is kept for
-        // it; any other final (a BYE's 200 too) answers the request's retransmissions
-        let invite_2xx = e.tx.kind == hatrunk_sip::transaction::Kind::Invite && (200..300).contains(&code);
-        e.last = (!invite_2xx).then(|| bytes.clone());
-        if code >= 200 {
-            e.req = SipMessage::request(Method::Ack, String::new());
-        }
-        let src = e.src;
-        self.metrics.responses.with_label_values(&[&code.to_string()]).inc();
-        self.send_bytes(src, bytes);
-        self.server_effects(key, fx);
+        self.tx.respond(key, resp, self.now, &mut self.io, &self.metrics);
     }
 
     fn send(&mut self, to: Src, msg: SipMessage) {
@@ -541,16 +422,6 @@ impl Engine {
     }
 
     fn send_bytes(&mut self, to: Src, bytes: Bytes) {
-        self.out.push(Action::Send { proto: to.proto, addr: to.addr, conn: to.conn, bytes });
-    }
-
-    fn branch(&mut self) -> String {
-        self.seq = self.seq.wrapping_add(1);
-        format!("z9hG4bK{:x}{:08x}", self.cfg.seed & 0xffff_ffff, self.seq)
-    }
-
-    fn tag(&mut self) -> String {
-        self.seq = self.seq.wrapping_add(1);
-        format!("ht{:x}", self.seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16)
+        self.io.send(to, bytes);
     }
 }

@@ -15,11 +15,11 @@ impl Engine {
     /// OPTIONS to us (a carrier's or PBX's own probe): 200 with what we allow, 420 for any Require.
     pub(super) fn on_options(&mut self, key: TxKey, msg: SipMessage) {
         if let Some(unsupported) = unsupported_require(&msg) {
-            let mut r = build::response(&msg, 420, Some(&self.tag()));
+            let mut r = build::response(&msg, 420, Some(&self.io.tag()));
             r.push("Unsupported", unsupported);
             return self.respond_msg(&key, r);
         }
-        let mut r = build::response(&msg, 200, Some(&self.tag()));
+        let mut r = build::response(&msg, 200, Some(&self.io.tag()));
         r.push("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER");
         r.push("Accept", "application/sdp");
         self.respond_msg(&key, r);
@@ -35,7 +35,7 @@ impl Engine {
                     continue;
                 }
                 if self.status.mark_probe_scheduled(&t.id, role) {
-                    self.arm(now, TimerKey::Probe(t.id.clone(), role));
+                    self.io.arm(now, TimerKey::Probe(t.id.clone(), role));
                 }
             }
         }
@@ -52,14 +52,14 @@ impl Engine {
             return;
         };
         let mut m = SipMessage::request(Method::Options, ruri.clone());
-        let tag = self.tag();
+        let tag = self.io.tag();
         m.push("Max-Forwards", "70");
         m.push("From", format!("<sip:probe@{}>;tag={tag}", self.cfg.advertise));
         m.push("To", format!("<{ruri}>"));
         m.push("Call-ID", format!("probe-{tag}@{}", self.cfg.advertise));
         m.push("CSeq", "1 OPTIONS");
         self.start_client(m, dest, Owner::Probe(trunk.to_string(), role));
-        self.arm(self.now + u64::from(interval), TimerKey::Probe(trunk.to_string(), role));
+        self.io.arm(self.now + u64::from(interval), TimerKey::Probe(trunk.to_string(), role));
     }
 
     pub(super) fn probe_result(&mut self, trunk: &str, role: Role, answered: bool) {

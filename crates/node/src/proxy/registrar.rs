@@ -101,7 +101,7 @@ impl Engine {
                 continue;
             }
             if expires < self.cfg.min_expires_s {
-                let mut r = build::response(&msg, 423, Some(&self.tag()));
+                let mut r = build::response(&msg, 423, Some(&self.io.tag()));
                 r.push("Min-Expires", self.cfg.min_expires_s.to_string());
                 return self.respond_msg(&key, r);
             }
@@ -119,7 +119,7 @@ impl Engine {
                 .insert(user.clone(), Binding { contact: uri.clone(), src: dest, expires_ms: self.now + u64::from(expires) * 1000 });
             granted = Some((uri, expires));
         }
-        let mut r = build::response(&msg, 200, Some(&self.tag()));
+        let mut r = build::response(&msg, 200, Some(&self.io.tag()));
         if let Some((uri, expires)) = granted
             .or_else(|| self.registrar.lookup(&user, self.now).map(|b| (b.contact.clone(), ((b.expires_ms - self.now) / 1000) as u32)))
         {
@@ -132,6 +132,6 @@ impl Engine {
             Some(b) => Action::Register { user, contact: b.contact.clone(), route: route_of(b.src), expires_ms: b.expires_ms },
             None => Action::Register { user, contact: String::new(), route: String::new(), expires_ms: 0 },
         };
-        self.out.push(replicated);
+        self.io.push(replicated);
     }
 }

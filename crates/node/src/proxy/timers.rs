@@ -1,15 +1,16 @@
-//! The engine's timers: one heap of deadlines, what each kind of timer does when it fires, and the
-//! upkeep done on every tick (published state, expired registrations, tables trimmed after a burst).
+//! The engine's timers: the kinds there are, what each does when it fires (the heaps themselves are
+//! in `output.rs`), and the upkeep done on every tick (published state, expired registrations,
+//! tables trimmed after a burst).
 
-use std::cmp::Reverse;
 use std::collections::HashMap;
 
 use hatrunk_core::trunk::Role;
 use hatrunk_sip::transaction::{Timer, TxKey};
 
+use super::output::Due;
 use super::Engine;
 
-/// Timers of transactions and probes, found through the `timer_keys` map.
+/// Timers of transactions and probes, found through `Output`'s `timer_keys` map.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum TimerKey {
     Server(TxKey, Timer),
@@ -41,46 +42,19 @@ pub(super) type CallTimerEntry = (u64, u64, u64, CallTimer);
 impl Engine {
     /// When the next timer is due (ms), if any.
     pub fn next_deadline(&self) -> Option<u64> {
-        let a = self.timers.peek().map(|Reverse((at, _))| *at);
-        let b = self.call_timers.peek().map(|Reverse((at, ..))| *at);
-        a.into_iter().chain(b).min()
+        self.io.next_deadline()
     }
 
     /// Fire every timer due at `now`.
     pub fn on_tick(&mut self, now: u64) {
         self.now = now;
-        loop {
-            let keyed = self.timers.peek().map(|Reverse(e)| *e).filter(|(at, _)| *at <= now);
-            let call = self.call_timers.peek().map(|Reverse(e)| *e).filter(|(at, ..)| *at <= now);
-            match (keyed, call) {
-                (None, None) => break,
-                (Some((at, seq)), Some((c_at, c_seq, ..))) if (at, seq) < (c_at, c_seq) => self.fire_keyed(seq),
-                (Some((_, seq)), None) => self.fire_keyed(seq),
-                (_, Some((_, _, id, t))) => {
-                    self.call_timers.pop();
-                    self.fire_call(id, t);
-                }
+        while let Some(due) = self.io.pop_due(now) {
+            match due {
+                Due::Keyed(key) => self.fire(key),
+                Due::Call(id, t) => self.fire_call(id, t),
             }
         }
         self.publish();
-    }
-
-    fn fire_keyed(&mut self, seq: u64) {
-        self.timers.pop();
-        if let Some(key) = self.timer_keys.remove(&seq) {
-            self.fire(key);
-        }
-    }
-
-    pub(super) fn arm(&mut self, at: u64, key: TimerKey) {
-        self.seq = self.seq.wrapping_add(1);
-        self.timers.push(Reverse((at, self.seq)));
-        self.timer_keys.insert(self.seq, key);
-    }
-
-    pub(super) fn arm_call(&mut self, at: u64, call: u64, t: CallTimer) {
-        self.seq = self.seq.wrapping_add(1);
-        self.call_timers.push(Reverse((at, self.seq, call, t)));
     }
 
     fn fire_call(&mut self, id: u64, t: CallTimer) {
@@ -95,18 +69,10 @@ impl Engine {
 
     fn fire(&mut self, key: TimerKey) {
         match key {
-            TimerKey::Server(k, t) => {
-                if let Some(e) = self.servers.get_mut(&k) {
-                    let fx = e.tx.on_timer(t);
-                    self.server_effects(&k, fx);
-                }
-            }
+            TimerKey::Server(k, t) => self.tx.server_timer(&k, t, self.now, &mut self.io),
             TimerKey::Client(b, t) => {
-                if let Some(e) = self.clients.get_mut(&b) {
-                    let fx = e.tx.on_timer(t);
-                    for f in fx {
-                        self.client_effect(&b, f);
-                    }
+                for f in self.tx.client_timer(&b, t) {
+                    self.client_effect(&b, f);
                 }
             }
             TimerKey::Probe(t, r) => self.probe_due(&t, r),
@@ -116,8 +82,8 @@ impl Engine {
     /// Push live state (registrations, health, calls) where the admin API and metrics read it.
     fn publish(&mut self) {
         self.status.set_calls_in_progress(self.calls.len());
-        self.metrics.transactions.with_label_values(&["server"]).set(self.servers.len() as i64);
-        self.metrics.transactions.with_label_values(&["client"]).set(self.clients.len() as i64);
+        self.metrics.transactions.with_label_values(&["server"]).set(self.tx.servers.len() as i64);
+        self.metrics.transactions.with_label_values(&["client"]).set(self.tx.clients.len() as i64);
         for user in self.registrar.expire(self.now) {
             // what `trunk get` shows: the binding is gone here (another node's is read from the
             // replicated state, which carries its own expiry)
@@ -137,16 +103,9 @@ impl Engine {
                 m.shrink_to(2 * m.len());
             }
         }
-        shrink(&mut self.servers);
-        shrink(&mut self.clients);
-        shrink(&mut self.timer_keys);
+        self.tx.shrink();
+        self.io.shrink();
         shrink(&mut self.calls);
         shrink(&mut self.dialogs);
-        if self.timers.capacity() > 4 * self.timers.len() + 1024 {
-            self.timers.shrink_to(2 * self.timers.len());
-        }
-        if self.call_timers.capacity() > 4 * self.call_timers.len() + 1024 {
-            self.call_timers.shrink_to(2 * self.call_timers.len());
-        }
     }
 }

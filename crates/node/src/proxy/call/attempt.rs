@@ -57,7 +57,7 @@ impl Engine {
                 call.attempts[n].state = AttemptState::Ringing;
                 call.key.clone()
             };
-            self.arm_call(self.now + TIMER_C_MS, id, CallTimer::TimerC(n as u32));
+            self.io.arm_call(self.now + TIMER_C_MS, id, CallTimer::TimerC(n as u32));
             return self.respond_msg(&key, resp);
         }
         if code < 300 {
@@ -81,7 +81,7 @@ impl Engine {
             };
             // the same 2xx again (ours upstream, or the caller's ACK, was lost) goes to the caller
             // from now on, during the call and after it (mod.rs, Owner::Answered)
-            if let Some(e) = self.clients.get_mut(&branch) {
+            if let Some(e) = self.tx.clients.get_mut(&branch) {
                 e.owner = Owner::Answered(key.clone());
             }
             self.metrics.answered.inc();
@@ -90,7 +90,7 @@ impl Engine {
             }
             self.respond_msg(&key, resp);
             self.dialogs.insert(call_id, id);
-            self.arm_call(self.now + u64::from(max_s) * 1000, id, CallTimer::MaxDuration);
+            self.io.arm_call(self.now + u64::from(max_s) * 1000, id, CallTimer::MaxDuration);
             return;
         }
         if let Some(c) = self.calls.get_mut(&id) {
@@ -185,8 +185,8 @@ impl Engine {
                     Outcome::Cancelled => 487,
                     _ => 480,
                 };
-                let tag = self.tag();
-                self.servers.get(&key).map(|e| build::response(&e.req, code, Some(&tag)))
+                let tag = self.io.tag();
+                self.tx.servers.get(&key).map(|e| build::response(&e.req, code, Some(&tag)))
             }
         };
         let Some(mut reply) = reply else {
