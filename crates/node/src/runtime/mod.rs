@@ -1,6 +1,10 @@
 //! Running a node: bind sockets, open storage, start the proxy engine loop, the admin gRPC service,
 //! the HTTP endpoint and the CDR writer, and stop cleanly on shutdown. This is the edge where
 //! actions become I/O; the engine itself decides nothing here.
+//!
+//! `mod.rs` wires the parts together (from the config in production, from [`Wiring`] in the
+//! simulation); `driver.rs` runs the engine and carries out its actions; `tasks.rs` holds the
+//! background tasks.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -20,22 +24,23 @@ use hatrunk_consensus::server::ClusterService;
 use hatrunk_consensus::{NodeInfo, NodeRole};
 
 use crate::admin::{pb::admin_server::AdminServer, AdminService};
-use crate::admission::{Admission, EscrowAdmission, TIDY_EVERY};
+use crate::admission::{Admission, EscrowAdmission};
 use crate::cluster_health::{ClusterHealth, DetectorTiming};
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::http::{router, HttpState};
 use crate::metrics::Metrics;
-use crate::proxy::{Action, Engine, EngineConfig};
 use crate::status::SharedStatus;
 use crate::store::{RaftTrunkStore, TrunkStore};
+
+mod driver;
+mod tasks;
+
+use driver::Shared;
 
 pub fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
-
-/// How long a call waits for admission before it is refused with 503.
-const ADMIT_WAIT: Duration = Duration::from_secs(4);
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
     let what = what.into();
@@ -207,9 +212,9 @@ where
         None => store,
     };
     let escrow = Arc::new(EscrowAdmission::new(consensus.clone(), cfg.node.name.clone(), clock));
-    tokio::spawn(reconcile(consensus.clone(), escrow.clone()));
-    tokio::spawn(ensure_cluster_secret(consensus.clone()));
-    tokio::spawn(tidy_shares(escrow.clone()));
+    tokio::spawn(tasks::reconcile(consensus.clone(), escrow.clone()));
+    tokio::spawn(tasks::ensure_cluster_secret(consensus.clone()));
+    tokio::spawn(tasks::tidy_shares(escrow.clone()));
     let admission: Arc<dyn Admission> = escrow;
     let admission = match admission_layer {
         Some(layer) => layer(admission),
@@ -227,19 +232,9 @@ where
         f(Handles { consensus: consensus.clone(), admission: admission.clone(), health: health.clone() });
     }
 
+    let shared = Shared { store: store.clone(), health: health.clone(), admission: admission.clone(), metrics, status: status.clone() };
     let engine_task = match sip {
-        Some(io) => Some(start_sip(
-            &cfg,
-            listen,
-            io,
-            clock,
-            seed,
-            store.clone(),
-            health.clone(),
-            admission.clone(),
-            metrics.clone(),
-            status.clone(),
-        )?),
+        Some(io) => Some(driver::start_sip(&cfg, listen, io, &shared, clock, seed)?),
         None => None,
     };
     let admin = AdminService {
@@ -253,7 +248,7 @@ where
         clock,
     };
     if let Some(http_listener) = http {
-        let http_state = Arc::new(HttpState { metrics, store, admission, status });
+        let http_state = Arc::new(HttpState { metrics: shared.metrics, store, admission, status });
         tokio::spawn(async move {
             if let Err(e) = axum::serve(http_listener, router(http_state)).await {
                 tracing::error!(error = %e, "http server stopped");
@@ -273,7 +268,7 @@ where
         .timeout(Duration::from_secs(30))
         .add_service(InterceptedService::new(AdminServer::new(admin), gate(true)))
         .add_service(InterceptedService::new(cluster_service, gate(false)))
-        .serve_with_incoming_shutdown(incoming, stop_on_fatal(consensus.clone(), shutdown, fatal_tx))
+        .serve_with_incoming_shutdown(incoming, tasks::stop_on_fatal(consensus.clone(), shutdown, fatal_tx))
         .await;
     if let Some(t) = engine_task {
         t.abort();
@@ -291,132 +286,6 @@ where
     Ok(())
 }
 
-/// `shutdown`, or the moment the Raft core stops on a fatal error (a log write that failed because
-/// the disk is full, say), reported on `fatal`. A node whose Raft stopped could neither commit nor
-/// learn commits, so it must not go on taking calls as if it were a member.
-async fn stop_on_fatal(consensus: Arc<Consensus>, shutdown: impl Future<Output = ()>, fatal: tokio::sync::oneshot::Sender<String>) {
-    let mut m = consensus.raft.metrics();
-    let watch = async {
-        loop {
-            if let Err(e) = &m.borrow().running_state {
-                return e.to_string();
-            }
-            if m.changed().await.is_err() {
-                return "the Raft core exited".to_string();
-            }
-        }
-    };
-    tokio::select! {
-        _ = shutdown => {}
-        why = watch => {
-            tracing::error!(error = %why, "raft stopped on a fatal error; stopping the node");
-            let _ = fatal.send(why);
-        }
-    }
-}
-
-/// Make sure the cluster has its shared secret: the leader proposes a random one while none is
-/// committed (the first committed stays, so two proposals race harmlessly).
-async fn ensure_cluster_secret(consensus: Arc<Consensus>) {
-    loop {
-        if consensus.local(|s| s.cluster_secret.is_some()) {
-            return;
-        }
-        if consensus.is_leader() {
-            let secret: String = (0..4).map(|_| format!("{:016x}", hatrunk_consensus::rt::next_u64())).collect();
-            let cmd = hatrunk_consensus::Command::SetClusterSecret { secret: hatrunk_consensus::Secret(secret) };
-            if let Err(e) = consensus.write(cmd).await {
-                tracing::debug!(error = %e, "cluster secret: waiting for the cluster");
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// Release the slots of this node's previous runs as soon as the cluster can take the write.
-async fn reconcile(consensus: Arc<Consensus>, admission: Arc<EscrowAdmission>) {
-    loop {
-        if consensus.is_initialized().await {
-            match admission.reconcile().await {
-                Ok(()) => return,
-                Err(e) => tracing::debug!(error = %e, "reconcile: waiting for the cluster"),
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// Give back unused shares and repair the ledger, a few times a second, for the node's life.
-async fn tidy_shares(admission: Arc<EscrowAdmission>) {
-    let mut tick = tokio::time::interval(TIDY_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        admission.tidy().await;
-    }
-}
-
-/// Start the proxy engine on the node's SIP transports (not on a witness).
-#[allow(clippy::too_many_arguments)]
-fn start_sip(
-    cfg: &NodeConfig,
-    listen: crate::config::SipListen,
-    io: SipIo,
-    clock: fn() -> u64,
-    seed: u64,
-    store: Arc<dyn TrunkStore>,
-    cluster: Arc<ClusterHealth>,
-    admission: Arc<dyn Admission>,
-    metrics: Arc<Metrics>,
-    status: Arc<SharedStatus>,
-) -> Result<tokio::task::JoinHandle<()>, NodeError> {
-    let SipIo { transports, events, cdrs, secret } = io;
-    let upstream = match &cfg.upstream.target {
-        Some(t) => {
-            let st =
-                hatrunk_core::trunk::parse_sip_target(t).map_err(|r| NodeError::Config { field: "upstream.target".into(), reason: r })?;
-            let ip = st
-                .host
-                .parse()
-                .map_err(|_| NodeError::Config { field: "upstream.target".into(), reason: "must be a literal IP address".into() })?;
-            Some(std::net::SocketAddr::new(ip, st.port))
-        }
-        None => None,
-    };
-    let ecfg = EngineConfig {
-        node_id: cfg.node.id,
-        node: cfg.node.name.clone(),
-        zone: cfg.node.zone.clone(),
-        region: cfg.node.region.clone(),
-        udp: transports.local(hatrunk_sip::transport::Proto::Udp),
-        tcp: transports.local(hatrunk_sip::transport::Proto::Tcp),
-        tls: transports.has_tls().then(|| transports.local(hatrunk_sip::transport::Proto::Tls)),
-        advertise: cfg.sip.advertise.clone().unwrap_or_else(|| listen.udp.ip().to_string()),
-        congestion_code: cfg.sip.congestion_code,
-        upstream,
-        nonce_secret: secret,
-        nonce_lifetime_ms: cfg.sip.nonce_lifetime_s * 1000,
-        min_expires_s: cfg.sip.min_expires_s,
-        max_expires_s: cfg.sip.max_expires_s,
-        forward_timeout_ms: cfg.cluster.forward_timeout_ms,
-        seed,
-        guard: cfg.security.limits(),
-        trusted: cfg.security.trusted.clone(),
-        max_transactions: cfg.security.max_transactions,
-        shed_backlog: cfg.security.shed_backlog,
-        shed_wait_ms: cfg.security.shed_wait_ms,
-    };
-    // twice the engine's own ceiling (about 150 ms of queue), and the engine's age limit: what
-    // waited too long in the kernel is refused before the parse
-    transports.set_drop_backlog(cfg.security.shed_backlog.saturating_mul(2), Duration::from_millis(cfg.security.shed_wait_ms));
-    if transports.dials_tls() {
-        let pinned = crate::tls_pin::PinnedPeers::new(cfg)?;
-        tokio::spawn(crate::tls_pin::keep_pins(pinned, store.clone(), Arc::downgrade(&transports)));
-    }
-    let engine = Engine::new(ecfg, store.clone(), cluster, metrics, status);
-    Ok(tokio::spawn(engine_loop(engine, events, transports, admission, store, cdrs, clock)))
-}
-
 /// Ask for a receive buffer of `want` bytes; say so when the kernel grants less.
 fn udp_recv_buffer(udp: &UdpSocket, want: usize) {
     let got = hatrunk_sip::transport::set_recv_buffer(udp, want);
@@ -427,96 +296,4 @@ fn udp_recv_buffer(udp: &UdpSocket, want: usize) {
 
 fn is_loopback(addr: &str) -> bool {
     addr.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
-}
-
-async fn engine_loop(
-    mut engine: Engine,
-    mut events: mpsc::Receiver<TransportEvent>,
-    transports: Arc<Transports>,
-    admission: Arc<dyn Admission>,
-    store: Arc<dyn TrunkStore>,
-    cdrs: mpsc::Sender<Box<hatrunk_core::cdr::Cdr>>,
-    clock: fn() -> u64,
-) {
-    let (adm_tx, mut adm_rx) = mpsc::unbounded_channel::<(u64, Result<hatrunk_core::pool::Decision, String>)>();
-    let mut sync = tokio::time::interval(Duration::from_secs(1));
-    let mut egress_check = tokio::time::interval(Duration::from_millis(200));
-    loop {
-        let deadline = engine.next_deadline();
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep(Duration::from_millis(d.saturating_sub(clock()))).await,
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            ev = events.recv() => {
-                let Some(ev) = ev else { return };
-                handle(&mut engine, ev, events.len(), clock);
-                for _ in 0..64 {
-                    match events.try_recv() {
-                        Ok(ev) => handle(&mut engine, ev, events.len(), clock),
-                        Err(_) => break,
-                    }
-                }
-            }
-            Some((id, d)) = adm_rx.recv() => engine.on_admitted(id, d, clock()),
-            _ = sleep => engine.on_tick(clock()),
-            _ = egress_check.tick() => engine.check_egress(clock()),
-            _ = sync.tick() => {
-                engine.metrics().note_streams(transports.open_connections(), transports.refused_connections());
-                engine.metrics().note_dropped(transports.dropped_requests());
-                engine.sync_probes(clock());
-                engine.on_tick(clock());
-            }
-        }
-        for action in engine.drain() {
-            match action {
-                Action::Send { proto, addr, conn, bytes } => transports.send(proto, addr, conn, bytes),
-                Action::Admit { call, trunk, limit, slot } => {
-                    if let Some(d) = admission.admit_now(&trunk, limit, &slot) {
-                        let _ = adm_tx.send((call, Ok(d)));
-                        continue;
-                    }
-                    let adm = admission.clone();
-                    let tx = adm_tx.clone();
-                    tokio::spawn(async move {
-                        // a call does not wait on a cluster that cannot answer: the carrier gets
-                        // 503 and may go elsewhere (a grant that lands later is given back)
-                        let r = match tokio::time::timeout(ADMIT_WAIT, adm.admit(trunk, limit, slot)).await {
-                            Ok(r) => r.map_err(|e| e.to_string()),
-                            Err(_) => Err(format!("no admission answer within {} ms", ADMIT_WAIT.as_millis())),
-                        };
-                        let _ = tx.send((call, r));
-                    });
-                }
-                Action::Release { slot } => admission.release(&slot),
-                Action::ReleaseInherited { trunk, call_id } => admission.release_inherited(&trunk, &call_id),
-                Action::Register { user, contact, route, expires_ms } => {
-                    let store = store.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = store.register(user.clone(), contact, route, expires_ms).await {
-                            tracing::warn!(user, error = %e, "registration not replicated");
-                        }
-                    });
-                }
-                Action::Cdr(c) => {
-                    if cdrs.try_send(c).is_err() {
-                        tracing::error!("CDR queue full; record dropped");
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn handle(engine: &mut Engine, ev: TransportEvent, backlog: usize, clock: fn() -> u64) {
-    engine.set_backlog(backlog);
-    match ev {
-        TransportEvent::Message(m) => {
-            engine.set_waited(m.arrived.elapsed().as_millis().try_into().unwrap_or(u64::MAX));
-            engine.on_message(m, clock())
-        }
-        TransportEvent::Unreachable { proto, peer } => engine.on_unreachable(proto, peer, clock()),
-    }
 }

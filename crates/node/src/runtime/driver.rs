@@ -1,0 +1,218 @@
+//! The engine's driver: the loop that feeds the proxy engine socket events, admission answers and
+//! timer ticks on the node's clock, and carries out the actions it returns (bytes to send, slots to
+//! take and give back, bindings to replicate, CDRs to write). An admission answered from the node's
+//! own share reaches the engine at once, in the same pass; only one that needs the cluster waits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hatrunk_core::pool::Decision;
+use hatrunk_sip::transport::{Proto, TransportEvent, Transports};
+use tokio::sync::mpsc;
+
+use super::SipIo;
+use crate::admission::Admission;
+use crate::cluster_health::ClusterHealth;
+use crate::config::{NodeConfig, SipListen};
+use crate::error::NodeError;
+use crate::metrics::Metrics;
+use crate::proxy::{Action, Engine, EngineConfig};
+use crate::status::SharedStatus;
+use crate::store::TrunkStore;
+
+/// How long a call waits for admission before it is refused with 503.
+const ADMIT_WAIT: Duration = Duration::from_secs(4);
+
+/// The node's parts the engine and its driver share with the admin API and the HTTP endpoint.
+#[derive(Clone)]
+pub(super) struct Shared {
+    pub(super) store: Arc<dyn TrunkStore>,
+    pub(super) health: Arc<ClusterHealth>,
+    pub(super) admission: Arc<dyn Admission>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) status: Arc<SharedStatus>,
+}
+
+impl EngineConfig {
+    /// What the engine needs from the node's config, with the addresses the transports bound and the
+    /// node's nonce secret.
+    pub(super) fn from_node(
+        cfg: &NodeConfig,
+        listen: SipListen,
+        transports: &Transports,
+        secret: String,
+        seed: u64,
+    ) -> Result<Self, NodeError> {
+        let upstream = match &cfg.upstream.target {
+            Some(t) => {
+                let bad = |reason: String| NodeError::Config { field: "upstream.target".into(), reason };
+                let st = hatrunk_core::trunk::parse_sip_target(t).map_err(bad)?;
+                let ip = st.host.parse().map_err(|_| bad("must be a literal IP address".into()))?;
+                Some(std::net::SocketAddr::new(ip, st.port))
+            }
+            None => None,
+        };
+        Ok(EngineConfig {
+            node_id: cfg.node.id,
+            node: cfg.node.name.clone(),
+            zone: cfg.node.zone.clone(),
+            region: cfg.node.region.clone(),
+            udp: transports.local(Proto::Udp),
+            tcp: transports.local(Proto::Tcp),
+            tls: transports.has_tls().then(|| transports.local(Proto::Tls)),
+            advertise: cfg.sip.advertise.clone().unwrap_or_else(|| listen.udp.ip().to_string()),
+            congestion_code: cfg.sip.congestion_code,
+            upstream,
+            nonce_secret: secret,
+            nonce_lifetime_ms: cfg.sip.nonce_lifetime_s * 1000,
+            min_expires_s: cfg.sip.min_expires_s,
+            max_expires_s: cfg.sip.max_expires_s,
+            forward_timeout_ms: cfg.cluster.forward_timeout_ms,
+            seed,
+            guard: cfg.security.limits(),
+            trusted: cfg.security.trusted.clone(),
+            max_transactions: cfg.security.max_transactions,
+            shed_backlog: cfg.security.shed_backlog,
+            shed_wait_ms: cfg.security.shed_wait_ms,
+        })
+    }
+}
+
+/// Start the proxy engine on the node's SIP transports (not on a witness).
+pub(super) fn start_sip(
+    cfg: &NodeConfig,
+    listen: SipListen,
+    io: SipIo,
+    shared: &Shared,
+    clock: fn() -> u64,
+    seed: u64,
+) -> Result<tokio::task::JoinHandle<()>, NodeError> {
+    let SipIo { transports, events, cdrs, secret } = io;
+    let ecfg = EngineConfig::from_node(cfg, listen, &transports, secret, seed)?;
+    // twice the engine's own ceiling (about 150 ms of queue), and the engine's age limit: what
+    // waited too long in the kernel is refused before the parse
+    transports.set_drop_backlog(cfg.security.shed_backlog.saturating_mul(2), Duration::from_millis(cfg.security.shed_wait_ms));
+    if transports.dials_tls() {
+        let pinned = crate::tls_pin::PinnedPeers::new(cfg)?;
+        tokio::spawn(crate::tls_pin::keep_pins(pinned, shared.store.clone(), Arc::downgrade(&transports)));
+    }
+    let engine = Engine::new(ecfg, shared.store.clone(), shared.health.clone(), shared.metrics.clone(), shared.status.clone());
+    let (admitted_tx, admitted) = mpsc::unbounded_channel();
+    let driver = Driver { engine, transports, admission: shared.admission.clone(), store: shared.store.clone(), cdrs, clock, admitted_tx };
+    Ok(tokio::spawn(driver.run(events, admitted)))
+}
+
+type Admitted = (u64, Result<Decision, String>);
+
+struct Driver {
+    engine: Engine,
+    transports: Arc<Transports>,
+    admission: Arc<dyn Admission>,
+    store: Arc<dyn TrunkStore>,
+    cdrs: mpsc::Sender<Box<hatrunk_core::cdr::Cdr>>,
+    clock: fn() -> u64,
+    /// Answers that needed the cluster come back here.
+    admitted_tx: mpsc::UnboundedSender<Admitted>,
+}
+
+impl Driver {
+    async fn run(mut self, mut events: mpsc::Receiver<TransportEvent>, mut admitted: mpsc::UnboundedReceiver<Admitted>) {
+        let clock = self.clock;
+        let mut sync = tokio::time::interval(Duration::from_secs(1));
+        let mut egress_check = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            let deadline = self.engine.next_deadline();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep(Duration::from_millis(d.saturating_sub(clock()))).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                ev = events.recv() => {
+                    let Some(ev) = ev else { return };
+                    self.handle(ev, events.len());
+                    for _ in 0..64 {
+                        match events.try_recv() {
+                            Ok(ev) => self.handle(ev, events.len()),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some((id, d)) = admitted.recv() => self.engine.on_admitted(id, d, clock()),
+                _ = sleep => self.engine.on_tick(clock()),
+                _ = egress_check.tick() => self.engine.check_egress(clock()),
+                _ = sync.tick() => {
+                    let t = &self.transports;
+                    self.engine.metrics().note_streams(t.open_connections(), t.refused_connections());
+                    self.engine.metrics().note_dropped(t.dropped_requests());
+                    self.engine.sync_probes(clock());
+                    self.engine.on_tick(clock());
+                }
+            }
+            self.carry_out();
+        }
+    }
+
+    fn handle(&mut self, ev: TransportEvent, backlog: usize) {
+        self.engine.set_backlog(backlog);
+        match ev {
+            TransportEvent::Message(m) => {
+                self.engine.set_waited(m.arrived.elapsed().as_millis().try_into().unwrap_or(u64::MAX));
+                self.engine.on_message(m, (self.clock)())
+            }
+            TransportEvent::Unreachable { proto, peer } => self.engine.on_unreachable(proto, peer, (self.clock)()),
+        }
+    }
+
+    /// Carry out the engine's actions, and what those make it do, until it asks for nothing more.
+    fn carry_out(&mut self) {
+        loop {
+            let actions = self.engine.drain();
+            if actions.is_empty() {
+                return;
+            }
+            for action in actions {
+                self.act(action);
+            }
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Send { proto, addr, conn, bytes } => self.transports.send(proto, addr, conn, bytes),
+            Action::Admit { call, trunk, limit, slot } => {
+                if let Some(d) = self.admission.admit_now(&trunk, limit, &slot) {
+                    // decided from the local share: the engine hears it now (its actions follow in
+                    // this pass of `carry_out`)
+                    return self.engine.on_admitted(call, Ok(d), (self.clock)());
+                }
+                let (adm, tx) = (self.admission.clone(), self.admitted_tx.clone());
+                tokio::spawn(async move {
+                    // a call does not wait on a cluster that cannot answer: the carrier gets
+                    // 503 and may go elsewhere (a grant that lands later is given back)
+                    let r = match tokio::time::timeout(ADMIT_WAIT, adm.admit(trunk, limit, slot)).await {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(_) => Err(format!("no admission answer within {} ms", ADMIT_WAIT.as_millis())),
+                    };
+                    let _ = tx.send((call, r));
+                });
+            }
+            Action::Release { slot } => self.admission.release(&slot),
+            Action::ReleaseInherited { trunk, call_id } => self.admission.release_inherited(&trunk, &call_id),
+            Action::Register { user, contact, route, expires_ms } => {
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = store.register(user.clone(), contact, route, expires_ms).await {
+                        tracing::warn!(user, error = %e, "registration not replicated");
+                    }
+                });
+            }
+            Action::Cdr(c) => {
+                if self.cdrs.try_send(c).is_err() {
+                    tracing::error!("CDR queue full; record dropped");
+                }
+            }
+        }
+    }
+}
