@@ -3,12 +3,15 @@
 //! ask admission, write a CDR) comes out as [`Action`]s. The driver ([`crate::runtime`]) feeds it
 //! socket events, admission answers and timer ticks, so the same engine can run under turmoil.
 //!
-//! Files: `mod.rs` dispatch and transactions; `timers.rs` the timer heaps and per-tick upkeep;
-//! `auth.rs` digest checks; `call.rs` the inbound/outbound INVITE path (modes, failover); `cancel.rs`
-//! CANCEL and late answers; `egress.rs` Advanced HA forwarding between nodes; `dialog.rs` in-dialog
-//! routing and slot release; `registrar.rs` REGISTER and digest; `probe.rs` OPTIONS answered and
-//! health probing; `guard.rs` per-source limits, bans and the transaction limit. What a proxy builds itself
-//! (responses, ACK, CANCEL, error replies) and the transaction key live in `hatrunk-sip`.
+//! Files: `mod.rs` the state and the dispatch of each event; `transactions.rs` the server and
+//! client transactions in flight; `output.rs` the actions, the timer heaps and the sequence naming
+//! calls, branches and tags; `timers.rs` what each timer does and the per-tick upkeep; `call.rs` the
+//! inbound/outbound INVITE path (modes, admission, attempts), `call/attempt.rs` an attempt's
+//! responses and failover; `cancel.rs` CANCEL and late answers; `egress.rs` Advanced HA forwarding
+//! between nodes; `dialog.rs` in-dialog routing; `registrar.rs` REGISTER; `auth.rs` digest checks;
+//! `probe.rs` OPTIONS answered and health probing; `guard.rs` per-source limits, bans and the
+//! transaction limit. What a proxy builds itself (responses, ACK, CANCEL, error replies) and the
+//! transaction key live in `hatrunk-sip`. `docs/call-path.md` walks one call through them.
 
 mod auth;
 mod call;
