@@ -8,8 +8,10 @@
 //! shares sum to at most the limit.
 //!
 //! Shares move only by rules that cannot over-admit: a node lowers what it may use *before* it
-//! asks the ledger to shrink its share to that, one ledger write per node at a time, and the share of a node that is gone comes back only
-//! when it restarts (it releases everything before its first admission) or is removed.
+//! asks the ledger to shrink its share to that, one ledger write per node at a time. The share of a
+//! node that is gone comes back only when it is removed; a node that restarts keeps its share
+//! (`Command::Inherit`) for its earlier run's calls, which are still up at the carrier and the PBX,
+//! and gives it back slot by slot as their BYEs pass (the node's `admission/inherited.rs`).
 //! When a node is refused a share because others hold it all, the ledger marks the trunk starved;
 //! every other node then gives back its unused reserve, and the refused node asks again.
 
