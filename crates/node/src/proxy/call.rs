@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use hatrunk_core::cdr::{AttemptRecord, Cause, Cdr, Direction, Disposition, EgressReport};
+use hatrunk_core::cdr::{AttemptRecord, Cause, Direction, Disposition};
 use hatrunk_core::plan::{CallPlan, Step};
 use hatrunk_core::policy::Outcome;
 use hatrunk_core::pool::Decision;
@@ -16,99 +16,11 @@ use hatrunk_sip::transaction::TxKey;
 use hatrunk_sip::transport::Proto;
 use hatrunk_sip::SipMessage;
 
+use super::calls::{Attempt, AttemptState, Call, SlotState};
 use super::egress::INGRESS_HEADER;
 use super::{build, Action, CallTimer, Engine, Owner, Src};
 
 mod attempt;
-
-/// Where an attempt stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum AttemptState {
-    /// Sent; nothing heard back.
-    Sent,
-    /// A response came (100 Trying at least): CANCEL may be sent, a forwarded attempt's node is alive.
-    Trying,
-    /// A provisional response other than 100 came: the failover timer no longer applies.
-    Ringing,
-    /// Answered, failed, given up on or cancelled: nothing it sends changes the call any more.
-    Done,
-}
-
-impl AttemptState {
-    pub(super) fn done(self) -> bool {
-        self == AttemptState::Done
-    }
-
-    /// Something came back while it was live.
-    pub(super) fn heard(self) -> bool {
-        matches!(self, AttemptState::Trying | AttemptState::Ringing)
-    }
-}
-
-/// Where a call's slot in the trunk's pool stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum SlotState {
-    /// Not asked for: refused, not yet asked, or an egress node delivering a forwarded call (the
-    /// ingress holds the slot).
-    None,
-    /// Admission was asked and has not answered: a call that ends now releases it when it does.
-    Asking,
-    Held,
-    /// Held past the call's end: cancelled while a PBX may still answer an attempt; released by
-    /// `release_held` (cancel.rs).
-    Kept,
-}
-
-pub(super) struct Attempt {
-    pub(super) rec: AttemptRecord,
-    pub(super) branch: String,
-    pub(super) started: u64,
-    pub(super) state: AttemptState,
-    /// Forwarded to another node (Advanced HA) rather than sent to a PBX or the carrier.
-    pub(super) forward: bool,
-    /// The node a forwarded attempt went to.
-    pub(super) egress_node: Option<u64>,
-    /// A forwarded attempt's own attempts, as its egress node reported them.
-    sub: Vec<AttemptRecord>,
-}
-
-impl Attempt {
-    pub(super) fn new(rec: AttemptRecord, branch: String, started: u64, forward: bool) -> Attempt {
-        Attempt { rec, branch, started, state: AttemptState::Sent, forward, egress_node: None, sub: Vec::new() }
-    }
-}
-
-/// One call in progress (until its final failure, or while answered until BYE).
-pub struct Call {
-    /// The INVITE's server transaction; empty once answered (nothing answers the caller's INVITE again).
-    pub(super) key: TxKey,
-    pub(super) trunk: Arc<Trunk>,
-    pub(super) direction: Direction,
-    /// Outbound: the account the PBX came in on.
-    via_account: Option<Role>,
-    /// The INVITE as received, until the call is answered (then only its Call-ID and From stay,
-    /// below: an answered call lasts minutes and 100,000 of them must fit in little memory).
-    req: Option<Box<SipMessage>>,
-    /// Shared with the dialog table's key.
-    pub(super) call_id: Arc<str>,
-    from_uri: String,
-    src: Src,
-    pub(super) number: String,
-    pub(super) slot: String,
-    pub(super) plan: Option<CallPlan>,
-    pub(super) attempts: Vec<Attempt>,
-    start_ms: u64,
-    pub(super) answer_ms: Option<u64>,
-    failover_detect: Option<u64>,
-    pub(super) failover_ms: Option<u64>,
-    slot_state: SlotState,
-    /// Ingress: where the call may leave from (Advanced HA).
-    pub(super) egress: Option<Box<super::egress::EgressPlan>>,
-    /// Egress: the ingress node that admitted and forwarded this call.
-    pub(super) forwarded_from: Option<String>,
-    /// Ingress: what the egress said about failover towards the PBX.
-    report: Option<Box<EgressReport>>,
-}
 
 impl Engine {
     pub(super) fn on_invite(&mut self, key: TxKey, mut msg: SipMessage, src: Src) {
@@ -208,29 +120,29 @@ impl Engine {
             r.push("Retry-After", "5");
             r.push("Reason", "Q.850;cause=41;text=\"Node cut off from the cluster majority\"");
             self.respond_msg(&call.key, r);
-            self.calls.insert(id, Box::new(call));
+            self.calls.insert(id, call);
             return self.finish(id, Disposition::Congestion, Cause::ClusterUnavailable, Some(503), false);
         }
-        self.calls.insert(id, Box::new(call));
+        self.calls.insert(id, call);
         if forwarded_from.is_some() {
             // the ingress holds the slot; this node only delivers
             return self.deliver_locally(id);
         }
-        if let Some(c) = self.calls.get_mut(&id) {
+        if let Some(c) = self.calls.get_mut(id) {
             c.slot_state = SlotState::Asking;
         }
         self.io.push(Action::Admit { call: id, trunk: trunk_id, limit, slot });
     }
 
     pub(super) fn call_admitted(&mut self, id: u64, decision: Result<Decision, String>) {
-        let Some(call) = self.calls.get_mut(&id) else {
+        let Some(call) = self.calls.get_mut(id) else {
             // the call ended while admission was pending: give the slot straight back
             if let Ok(d) = decision {
                 if d.admitted() {
                     tracing::debug!(call = id, "admitted after the call ended; releasing");
                 }
             }
-            if let Some(slot) = self.pending_release.remove(&id) {
+            if let Some(slot) = self.calls.admitted_after_end(id) {
                 self.io.push(Action::Release { slot });
             }
             return;
@@ -262,17 +174,17 @@ impl Engine {
 
     /// Deliver the call from this node: the trunk's mode towards the PBX (inbound) or the carrier.
     pub(super) fn deliver_locally(&mut self, id: u64) {
-        let Some(call) = self.calls.get(&id) else {
+        let Some(call) = self.calls.get(id) else {
             return;
         };
         let step = match call.direction {
             Direction::Outbound => Step::Try(call.via_account.unwrap_or(Role::Primary)),
             Direction::Inbound => {
                 let trunk = call.trunk.clone();
-                let rr = self.rr.entry(trunk.id.clone()).or_default();
+                let rr = self.calls.round_robin(&trunk.id);
                 let status = self.status.clone();
                 let (plan, step) = CallPlan::start(trunk.mode, trunk.failover_policy.clone(), rr, |r| status.probe_health(&trunk.id, r));
-                if let Some(c) = self.calls.get_mut(&id) {
+                if let Some(c) = self.calls.get_mut(id) {
                     c.plan = Some(plan);
                 }
                 step
@@ -285,7 +197,7 @@ impl Engine {
 
     fn start_attempt(&mut self, id: u64, role: Role) {
         let now = self.now;
-        let Some(call) = self.calls.get(&id) else {
+        let Some(call) = self.calls.get(id) else {
             return;
         };
         let trunk = call.trunk.clone();
@@ -312,7 +224,7 @@ impl Engine {
                 _ => Outcome::ConnectionError,
             };
             rec.target = trunk.account(role).and_then(|a| a.target.clone().or_else(|| a.username.clone())).unwrap_or_default();
-            let Some(call) = self.calls.get_mut(&id) else {
+            let Some(call) = self.calls.get_mut(id) else {
                 return;
             };
             let mut a = Attempt::new(rec, String::new(), now, false);
@@ -323,7 +235,7 @@ impl Engine {
         rec.target = ruri.clone();
         let fwd = self.forward_request(id, &ruri, dest.proto);
         let branch = self.start_client(fwd, dest, Owner::Call(id, n));
-        let Some(call) = self.calls.get_mut(&id) else {
+        let Some(call) = self.calls.get_mut(id) else {
             return;
         };
         if let Some(at) = call.failover_detect.take() {
@@ -366,7 +278,7 @@ impl Engine {
 
     /// The caller's INVITE, rewritten for one attempt (RFC 3261 section 16.6).
     pub(super) fn forward_request(&mut self, id: u64, ruri: &str, out_proto: Proto) -> SipMessage {
-        let Some((call, req)) = self.calls.get(&id).and_then(|c| Some((c, c.req.as_deref()?))) else {
+        let Some((call, req)) = self.calls.get(id).and_then(|c| Some((c, c.req.as_deref()?))) else {
             return SipMessage::request(hatrunk_sip::Method::Invite, ruri);
         };
         let mut m = req.clone();
@@ -407,44 +319,18 @@ impl Engine {
 
     /// The call ends without (or after) an answer: slot back, CDR out, state gone.
     pub(super) fn finish(&mut self, id: u64, disposition: Disposition, cause: Cause, code: Option<u16>, answered: bool) {
-        let Some(call) = self.calls.remove(&id) else {
+        let Some((call, release)) = self.calls.end(id) else {
             return;
         };
-        if self.dialogs.get(&call.call_id) == Some(&id) {
-            self.dialogs.remove(&call.call_id);
+        if let Some(slot) = release {
+            self.io.push(Action::Release { slot });
         }
-        if matches!(call.slot_state, SlotState::Asking | SlotState::Kept) {
-            // released later: when the pending grant comes, or when the PBX is done with the
-            // cancelled attempts (cancel.rs)
-            self.pending_release.insert(id, call.slot.clone());
-        } else if call.slot_state == SlotState::Held {
-            self.io.push(Action::Release { slot: call.slot.clone() });
+        // an egress node writes no CDR: the ingress writes this call's, with our attempts in it
+        if let Some(cdr) = call.into_cdr(disposition, cause, if answered { None } else { code }, self.now) {
+            let disp = serde_json::to_value(cdr.disposition).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            self.metrics.calls.with_label_values(&[&cdr.trunk.clone().unwrap_or_default(), &disp]).inc();
+            self.io.push(Action::Cdr(Box::new(cdr)));
         }
-        if call.forwarded_from.is_some() {
-            return; // the ingress writes this call's CDR, with our attempts in it
-        }
-        let now = self.now;
-        let report = call.report.as_deref().cloned().unwrap_or_default();
-        let cdr = Cdr {
-            call_id: call.call_id.to_string(),
-            trunk: Some(call.trunk.id.clone()),
-            direction: call.direction,
-            from: call.from_uri.clone(),
-            to: call.number.clone(),
-            start_ms: call.start_ms,
-            answer_ms: call.answer_ms,
-            end_ms: now,
-            disposition,
-            cause,
-            final_code: if answered { None } else { code },
-            failover: call.plan.as_ref().is_some_and(|p| p.failed_over()) || report.failover,
-            failover_ms: call.failover_ms.or(report.failover_ms),
-            primary_skipped: call.plan.as_ref().is_some_and(|p| p.skipped_primary) || report.primary_skipped,
-            attempts: call.attempts.into_iter().flat_map(|a| if a.sub.is_empty() { vec![a.rec] } else { a.sub }).collect(),
-        };
-        let disp = serde_json::to_value(cdr.disposition).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        self.metrics.calls.with_label_values(&[&cdr.trunk.clone().unwrap_or_default(), &disp]).inc();
-        self.io.push(Action::Cdr(Box::new(cdr)));
     }
 }
 
@@ -463,15 +349,4 @@ fn rewrite_user(from: &str, user: &str) -> String {
     let port = u.port.map(|p| format!(":{p}")).unwrap_or_default();
     let new = format!("{}:{user}@{}{port}{}", u.scheme, u.host, u.params);
     from.replacen(uri, &new, 1)
-}
-
-impl Call {
-    /// Keep this call's slot after the call ends, if it holds one and attempts were started (a PBX
-    /// may still answer them). Returns whether it does.
-    pub(super) fn hold_slot(&mut self) -> bool {
-        if self.slot_state == SlotState::Held && !self.attempts.is_empty() {
-            self.slot_state = SlotState::Kept;
-        }
-        self.slot_state == SlotState::Kept
-    }
 }

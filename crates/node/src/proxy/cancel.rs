@@ -8,7 +8,7 @@ use hatrunk_sip::headers::addr_uri;
 use hatrunk_sip::transaction::TxKey;
 use hatrunk_sip::SipMessage;
 
-use super::call::AttemptState;
+use super::calls::AttemptState;
 use super::{build, Engine, Owner, Src};
 
 impl Engine {
@@ -21,7 +21,7 @@ impl Engine {
         let Some(id) = self.tx.servers.get(&invite_key).and_then(|e| e.call) else {
             return;
         };
-        let Some(call) = self.calls.get_mut(&id) else {
+        let Some(call) = self.calls.get_mut(id) else {
             return;
         };
         if call.answer_ms.is_some() {
@@ -53,7 +53,7 @@ impl Engine {
             self.cancel_branch(&branch);
         }
         if egress_hold {
-            self.pending_final.insert(id, invite_key);
+            self.calls.hold_final(id, invite_key);
         } else {
             self.respond_key(&invite_key, 487, None);
         }
@@ -63,13 +63,12 @@ impl Engine {
     /// The PBX is done with cancelled call `id`'s attempts (or Timer B passed): give back its slot if
     /// it is still held, and send an egress's held 487.
     pub(super) fn release_held(&mut self, id: u64) {
-        if self.calls.contains_key(&id) {
-            return; // still running: its own end releases it
-        }
-        if let Some(slot) = self.pending_release.remove(&id) {
+        // nothing while the call is still running: its own end releases it
+        let (slot, held_487) = self.calls.settle(id);
+        if let Some(slot) = slot {
             self.io.push(super::Action::Release { slot });
         }
-        if let Some(key) = self.pending_final.remove(&id) {
+        if let Some(key) = held_487 {
             self.respond_key(&key, 487, None);
         }
     }
@@ -83,7 +82,7 @@ impl Engine {
             // 6: released at the 200, another call was admitted while the leg was still up)
             self.release_held(id);
         }
-        let branch = self.calls.get(&id).and_then(|c| c.attempts.get(n)).map(|a| a.branch.clone());
+        let branch = self.calls.attempt(id, n).map(|a| a.branch.clone());
         let entry = branch
             .as_ref()
             .and_then(|b| self.tx.clients.get(b))

@@ -13,9 +13,6 @@ use hatrunk_sip::{Method, SipMessage};
 
 use super::{Action, Engine, Owner, Src};
 
-/// An answered call, found by Call-ID.
-pub type Dialog = u64;
-
 /// The Record-Route parameter naming the boot of the node that holds the call's slot, and the
 /// trunk: `ht=<boot>.<trunk>`.
 pub(super) const HT_PARAM: &str = "ht";
@@ -77,7 +74,7 @@ impl Engine {
             return self.respond_key(&key, 404, None);
         };
         if msg.method() == Some(&Method::Bye) {
-            if let Some(id) = msg.header("Call-ID").and_then(|c| self.dialogs.get(c)).copied() {
+            if let Some(id) = msg.header("Call-ID").and_then(|c| self.calls.by_dialog(c)) {
                 self.finish(id, Disposition::Answered, Cause::NormalClearing, None, true);
             }
         }
@@ -96,7 +93,7 @@ impl Engine {
 
     /// The call outlived `max_call_duration_s` with no BYE: give its slot back.
     pub(super) fn dialog_expired(&mut self, id: u64) {
-        if let Some(call_id) = self.calls.get(&id).filter(|c| c.answer_ms.is_some()).map(|c| c.call_id.clone()) {
+        if let Some(call_id) = self.calls.get(id).filter(|c| c.answer_ms.is_some()).map(|c| c.call_id.clone()) {
             tracing::warn!(%call_id, "call reached its maximum duration without a BYE; slot reclaimed");
             self.finish(id, Disposition::Answered, Cause::MaxDurationExceeded, None, true);
         }

@@ -22,7 +22,7 @@ use hatrunk_core::trunk::AdvancedHa;
 use hatrunk_sip::transport::Proto;
 use hatrunk_sip::SipMessage;
 
-use super::call::{Attempt, AttemptState};
+use super::calls::{Attempt, AttemptState};
 use super::{CallTimer, Engine, Owner, Src};
 
 /// Marks an INVITE forwarded by another member (value: the ingress node's name and its signature,
@@ -53,7 +53,7 @@ pub(super) struct EgressPlan {
 impl Engine {
     /// The call was admitted: deliver it here, or choose where it leaves from.
     pub(super) fn route_admitted(&mut self, id: u64) {
-        let Some(call) = self.calls.get(&id) else {
+        let Some(call) = self.calls.get(id) else {
             return;
         };
         let level = call.trunk.advanced_ha;
@@ -63,11 +63,7 @@ impl Engine {
         }
         let (trunk_id, primary_region) = (call.trunk.id.clone(), call.trunk.primary_region.clone());
         let view = self.cluster.view(self.now);
-        let turn = {
-            let t = self.ha_turn.entry(trunk_id).or_default();
-            *t = t.wrapping_add(1);
-            *t - 1
-        };
+        let turn = self.calls.next_turn(&trunk_id);
         let order = egress_order(level, &view, primary_region.as_deref(), turn)
             .into_iter()
             .filter_map(|nid| view.get(nid))
@@ -82,7 +78,7 @@ impl Engine {
                 })
             })
             .collect();
-        if let Some(c) = self.calls.get_mut(&id) {
+        if let Some(c) = self.calls.get_mut(id) {
             c.egress = Some(Box::new(EgressPlan { order, next: 0 }));
         }
         if !self.next_egress(id) {
@@ -93,7 +89,7 @@ impl Engine {
     /// Start the next egress choice; false when none is left.
     fn next_egress(&mut self, id: u64) -> bool {
         let target = {
-            let Some(plan) = self.calls.get_mut(&id).and_then(|c| c.egress.as_mut()) else {
+            let Some(plan) = self.calls.get_mut(id).and_then(|c| c.egress.as_mut()) else {
                 return false;
             };
             let Some(t) = plan.order.get(plan.next).cloned() else {
@@ -111,7 +107,7 @@ impl Engine {
     }
 
     fn start_forward(&mut self, id: u64, t: EgressTarget) {
-        let Some(call) = self.calls.get(&id) else {
+        let Some(call) = self.calls.get(id) else {
             return;
         };
         let n = call.attempts.len();
@@ -133,7 +129,7 @@ impl Engine {
         let branch = self.start_client(fwd, Src { proto: Proto::Udp, addr: t.addr, conn: None }, Owner::Call(id, n));
         self.metrics.forwards.with_label_values(&[&t.region, &t.zone]).inc();
         let now = self.now;
-        if let Some(c) = self.calls.get_mut(&id) {
+        if let Some(c) = self.calls.get_mut(id) {
             let mut a = Attempt::new(rec, branch, now, true);
             a.egress_node = Some(t.id);
             c.attempts.push(a);
@@ -144,7 +140,7 @@ impl Engine {
     /// A forwarded attempt ended without its node taking the call: move on, or give up.
     pub(super) fn egress_fault(&mut self, id: u64, n: usize, outcome: Outcome) {
         let now = self.now;
-        let Some(a) = self.calls.get_mut(&id).and_then(|c| c.attempts.get_mut(n)) else {
+        let Some(a) = self.calls.attempt_mut(id, n) else {
             return;
         };
         if a.state.done() {
@@ -164,7 +160,7 @@ impl Engine {
 
     /// No node can deliver the call: 503 upstream (the carrier may route elsewhere).
     fn no_egress(&mut self, id: u64) {
-        let Some(key) = self.calls.get(&id).map(|c| c.key.clone()) else {
+        let Some(key) = self.calls.get(id).map(|c| c.key.clone()) else {
             return;
         };
         self.respond_key(&key, 503, Some("Q.850;cause=41;text=\"No cluster node could take the call\""));
@@ -173,7 +169,7 @@ impl Engine {
 
     /// The forward timer: the egress node sent nothing at all (not even 100 Trying).
     pub(super) fn forward_timer(&mut self, id: u64, n: usize) {
-        let silent = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| a.state == AttemptState::Sent);
+        let silent = self.calls.attempt(id, n).is_some_and(|a| a.state == AttemptState::Sent);
         if silent {
             self.egress_fault(id, n, Outcome::NoAnswer);
         }
@@ -184,18 +180,13 @@ impl Engine {
     /// more would bring back an ICMP error. Run a few times a second.
     pub fn check_egress(&mut self, now: u64) {
         self.now = now;
-        let mut stuck = Vec::new();
-        let mut view = None;
-        for (id, c) in &self.calls {
-            for (n, a) in c.attempts.iter().enumerate() {
-                let Some(node) = a.egress_node.filter(|_| a.forward && !a.state.done()) else { continue };
-                let v = view.get_or_insert_with(|| self.cluster.view(now));
-                if !v.get(node).is_some_and(|m| m.healthy()) {
-                    stuck.push((*id, n));
-                }
-            }
+        let live = self.calls.live_forwards();
+        if live.is_empty() {
+            return;
         }
-        stuck.sort_unstable(); // the table's order is per process (hashed); a run must replay
+        let view = self.cluster.view(now);
+        let stuck: Vec<(u64, usize)> =
+            live.into_iter().filter(|(_, _, node)| !view.get(*node).is_some_and(|m| m.healthy())).map(|(id, n, _)| (id, n)).collect();
         for (id, n) in stuck {
             self.egress_fault(id, n, Outcome::ConnectionError);
         }
@@ -203,7 +194,7 @@ impl Engine {
 
     /// Egress side: the report for the ingress, when this call was forwarded to us.
     pub(super) fn egress_report(&self, id: u64, result: Option<(Disposition, Cause)>) -> Option<String> {
-        let call = self.calls.get(&id)?;
+        let call = self.calls.get(id)?;
         call.forwarded_from.as_ref()?;
         let report = EgressReport {
             attempts: call.attempts.iter().map(|a| a.rec.clone()).collect(),

@@ -15,6 +15,7 @@
 
 mod auth;
 mod call;
+mod calls;
 mod cancel;
 mod dialog;
 mod egress;
@@ -42,7 +43,6 @@ use bytes::Bytes;
 use hatrunk_core::cdr::Cdr;
 use hatrunk_core::guard::Guard;
 use hatrunk_core::pool::Decision;
-use hatrunk_core::rr::RoundRobin;
 use hatrunk_core::trunk::Role;
 use hatrunk_sip::build::{self, stamp_received};
 use hatrunk_sip::digest::NonceIssuer;
@@ -56,8 +56,8 @@ use crate::metrics::Metrics;
 use crate::status::SharedStatus;
 use crate::store::TrunkStore;
 
-pub use call::Call;
-use dialog::Dialog;
+pub use calls::Call;
+use calls::Calls;
 use output::Output;
 use registrar::Registrar;
 use timers::{CallTimer, TimerKey};
@@ -172,18 +172,8 @@ pub struct Engine {
     /// Actions, timers and the sequence that names things.
     io: Output,
     tx: Transactions,
-    /// Boxed: the table is sized for the most calls ever in progress, so its slots stay small.
-    calls: HashMap<u64, Box<Call>>,
-    /// Calls that ended while their admission was pending: call id -> slot to give back.
-    pending_release: HashMap<u64, String>,
-    /// Egress: cancelled forwarded calls whose 487 waits for the PBX to be done with the attempt
-    /// (call id -> the INVITE's server transaction): the ingress keeps its slot until it gets it.
-    pending_final: HashMap<u64, TxKey>,
-    dialogs: HashMap<Arc<str>, Dialog>,
+    calls: Calls,
     registrar: Registrar,
-    rr: HashMap<String, RoundRobin>,
-    /// Advanced HA round-robin turn per trunk.
-    ha_turn: HashMap<String, u64>,
     nonces: NonceIssuer,
     guard: Guard,
     /// Messages queued behind the one being processed (an input, set by the runtime).
@@ -215,13 +205,8 @@ impl Engine {
             metrics,
             status,
             now: 0,
-            calls: HashMap::new(),
-            pending_release: HashMap::new(),
-            pending_final: HashMap::new(),
-            dialogs: HashMap::new(),
+            calls: Calls::default(),
             registrar: Registrar::default(),
-            rr: HashMap::new(),
-            ha_turn: HashMap::new(),
             nonces,
             last_sweep: 0,
         }
@@ -426,5 +411,13 @@ impl Engine {
 
     fn send_bytes(&mut self, to: Src, bytes: Bytes) {
         self.io.send(to, bytes);
+    }
+}
+
+/// A table keeps the capacity of its busiest moment; give most of it back once a burst is over
+/// (64,000 transactions alive at 2,000 calls/s for their 32 s would otherwise hold that memory).
+fn shrink_map<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+    if m.capacity() > 4 * m.len() + 1024 {
+        m.shrink_to(2 * m.len());
     }
 }

@@ -120,9 +120,7 @@ impl Output {
 
     /// Give back the memory of a burst (see `Engine::shrink_tables`).
     pub(super) fn shrink(&mut self) {
-        if self.timer_keys.capacity() > 4 * self.timer_keys.len() + 1024 {
-            self.timer_keys.shrink_to(2 * self.timer_keys.len());
-        }
+        super::shrink_map(&mut self.timer_keys);
         if self.timers.capacity() > 4 * self.timers.len() + 1024 {
             self.timers.shrink_to(2 * self.timers.len());
         }

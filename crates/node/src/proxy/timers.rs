@@ -2,8 +2,6 @@
 //! in `output.rs`), and the upkeep done on every tick (published state, expired registrations,
 //! tables trimmed after a burst).
 
-use std::collections::HashMap;
-
 use hatrunk_core::trunk::Role;
 use hatrunk_sip::transaction::{Timer, TxKey};
 
@@ -98,14 +96,8 @@ impl Engine {
     /// Tables keep the capacity of their busiest moment; a burst of call set-ups (64,000 transactions
     /// alive at 2,000 calls/s for their 32 s) would otherwise hold that memory for good.
     fn shrink_tables(&mut self) {
-        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
-            if m.capacity() > 4 * m.len() + 1024 {
-                m.shrink_to(2 * m.len());
-            }
-        }
         self.tx.shrink();
         self.io.shrink();
-        shrink(&mut self.calls);
-        shrink(&mut self.dialogs);
+        self.calls.shrink();
     }
 }

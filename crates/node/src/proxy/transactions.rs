@@ -235,13 +235,8 @@ impl Transactions {
 
     /// Give back the memory of a burst.
     pub(super) fn shrink(&mut self) {
-        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
-            if m.capacity() > 4 * m.len() + 1024 {
-                m.shrink_to(2 * m.len());
-            }
-        }
-        shrink(&mut self.servers);
-        shrink(&mut self.clients);
+        super::shrink_map(&mut self.servers);
+        super::shrink_map(&mut self.clients);
     }
 }
 

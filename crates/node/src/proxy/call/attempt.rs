@@ -6,9 +6,9 @@ use hatrunk_core::plan::Step;
 use hatrunk_core::policy::Outcome;
 use hatrunk_sip::SipMessage;
 
+use super::super::calls::AttemptState;
 use super::super::egress::{take_report, REPORT_HEADER};
 use super::super::{build, CallTimer, Engine, Owner};
-use super::AttemptState;
 
 /// RFC 3261 Timer C: > 3 minutes.
 const TIMER_C_MS: u64 = 181_000;
@@ -16,12 +16,12 @@ const TIMER_C_MS: u64 = 181_000;
 impl Engine {
     pub(in crate::proxy) fn attempt_response(&mut self, id: u64, n: usize, mut resp: SipMessage) {
         let code = resp.code().unwrap_or(0);
-        let live = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| !a.state.done());
+        let live = self.calls.attempt(id, n).is_some_and(|a| !a.state.done());
         if !live {
             return self.late_response(id, n, resp);
         }
-        let forward = self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| a.forward);
-        if let Some(a) = self.calls.get_mut(&id).and_then(|c| c.attempts.get_mut(n)) {
+        let forward = self.calls.attempt(id, n).is_some_and(|a| a.forward);
+        if let Some(a) = self.calls.attempt_mut(id, n) {
             if a.state == AttemptState::Sent {
                 a.state = AttemptState::Trying;
             }
@@ -42,7 +42,7 @@ impl Engine {
                 // the egress node itself could not take the call: the next node, not the caller
                 return self.egress_fault(id, n, Outcome::Final(code));
             }
-            if let (Some(r), Some(c)) = (report, self.calls.get_mut(&id)) {
+            if let (Some(r), Some(c)) = (report, self.calls.get_mut(id)) {
                 if let Some(a) = c.attempts.get_mut(n) {
                     a.sub = r.attempts.clone();
                 }
@@ -51,7 +51,7 @@ impl Engine {
         }
         if code < 200 {
             let key = {
-                let Some(call) = self.calls.get_mut(&id) else {
+                let Some(call) = self.calls.get_mut(id) else {
                     return;
                 };
                 call.attempts[n].state = AttemptState::Ringing;
@@ -63,7 +63,7 @@ impl Engine {
         if code < 300 {
             let now = self.now;
             let (key, call_id, max_s, branch) = {
-                let Some(call) = self.calls.get_mut(&id) else {
+                let Some(call) = self.calls.get_mut(id) else {
                     return;
                 };
                 let a = &mut call.attempts[n];
@@ -89,11 +89,11 @@ impl Engine {
                 resp.set(REPORT_HEADER, r);
             }
             self.respond_msg(&key, resp);
-            self.dialogs.insert(call_id, id);
+            self.calls.answered(id, call_id);
             self.io.arm_call(self.now + u64::from(max_s) * 1000, id, CallTimer::MaxDuration);
             return;
         }
-        if let Some(c) = self.calls.get_mut(&id) {
+        if let Some(c) = self.calls.get_mut(id) {
             c.attempts[n].state = AttemptState::Done;
         }
         self.attempt_outcome(id, n, Outcome::Final(code), Some(resp));
@@ -119,7 +119,7 @@ impl Engine {
 
     /// The failover timer (or Timer C) fired for attempt `n`.
     pub(in crate::proxy) fn attempt_no_answer(&mut self, id: u64, n: usize, timer_c: bool) {
-        let Some(a) = self.calls.get(&id).and_then(|c| c.attempts.get(n)) else {
+        let Some(a) = self.calls.attempt(id, n) else {
             return;
         };
         let ringing = a.state == AttemptState::Ringing;
@@ -135,11 +135,11 @@ impl Engine {
     }
 
     fn is_forward(&self, id: u64, n: usize) -> bool {
-        self.calls.get(&id).and_then(|c| c.attempts.get(n)).is_some_and(|a| a.forward)
+        self.calls.attempt(id, n).is_some_and(|a| a.forward)
     }
 
     fn mark_done(&mut self, id: u64, n: usize) -> bool {
-        match self.calls.get_mut(&id).and_then(|c| c.attempts.get_mut(n)) {
+        match self.calls.attempt_mut(id, n) {
             Some(a) if !a.state.done() => {
                 a.state = AttemptState::Done;
                 true
@@ -151,7 +151,7 @@ impl Engine {
     /// Attempt `n` ended with `outcome`: fail over or finish.
     pub(super) fn attempt_outcome(&mut self, id: u64, n: usize, outcome: Outcome, resp: Option<SipMessage>) {
         let now = self.now;
-        let Some(call) = self.calls.get_mut(&id) else {
+        let Some(call) = self.calls.get_mut(id) else {
             return;
         };
         if let Some(a) = call.attempts.get_mut(n) {
