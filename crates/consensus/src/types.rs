@@ -81,7 +81,10 @@ pub enum Command {
     /// Store a validated trunk (refused if one of its numbers belongs to another trunk).
     PutTrunk(Box<Trunk>),
     DeleteTrunk(String),
-    /// Take a slot of `trunk` for the call `slot` (idempotent per slot).
+    /// Take a slot of `trunk` for the call `slot` (idempotent per slot). Per-call admission came
+    /// before escrow shares; the node no longer issues it (nor `Release`). Both stay: logs written
+    /// by those releases must replay, and `benches/admission.sh` measures a Raft write per call
+    /// with them, the baseline escrow is compared against.
     Admit {
         trunk: String,
         slot: String,
