@@ -135,14 +135,13 @@ fn a_call_whose_bye_never_comes_gives_its_slot_back_after_the_maximum_duration()
             .args(["-i", "127.0.0.1", "-p", "32620", &format!("127.0.0.1:{n2}"), "-s", "3260", "-m", "1", "-d", "14000", "-nostdin"])
             .output()
     });
-    std::thread::sleep(std::time::Duration::from_secs(3));
     assert_eq!(node.settled_in_use("long", 1), 1);
-    // at ~11.5 s: past the 10 s maximum, before the caller's BYE at 14 s
-    std::thread::sleep(std::time::Duration::from_millis(8500));
+    // reclaimed at the 10 s maximum, before the caller's BYE at 14 s: the CDR's cause says which
+    // (the exact instant is the engine test's, on simulated time: proxy/tests_time.rs)
     let t0 = std::time::Instant::now();
     while node.in_use("long") != 0 {
-        assert!(t0.elapsed() < std::time::Duration::from_millis(1500), "the safety timer must reclaim the slot");
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(t0.elapsed() < std::time::Duration::from_secs(20), "the safety timer must reclaim the slot");
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let c = node.wait_cdrs(|c| c["trunk"] == "long", 1);
     assert_eq!(c[0]["cause"], "MAX_DURATION_EXCEEDED", "{}", c[0]);
