@@ -52,13 +52,13 @@ fn digest_pbx_registers_and_receives_calls_then_its_expired_binding_gives_480() 
     let out = node.cli(&["trunk", "get", "dg", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert!(v["state"]["primary"]["registered"].as_str().is_some_and(|c| c.contains("34011")), "{v}");
-    let r = uac(&scenario("uac_rr.xml"), &node, 34020, "3400", 3, 10, 0, &[]);
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, 34020, "3400").calls(3).rate(10).run();
     assert_eq!(r, Calls { ok: 3, failed: 0 });
     assert_eq!(answered_by(&node.wait_cdrs(|c| c["trunk"] == "dg", 3)), (3, 0));
     // the binding expires after 3 s: 480, USER_NOT_REGISTERED, and no failover under `current`
     std::thread::sleep(std::time::Duration::from_millis(3500));
     let dir = tempfile::tempdir().expect("tmp");
-    let r = uac(&with_code(dir.path(), "uac_expect.xml", 480), &node, 34021, "3400", 1, 1, 0, &[]);
+    let r = Uac::new(&with_code(dir.path(), "uac_expect.xml", 480), &node, 34021, "3400").calls(1).rate(1).run();
     assert_eq!(r, Calls { ok: 1, failed: 0 });
     let cdrs = node.wait_cdrs(|c| c["trunk"] == "dg", 4);
     let last = cdrs.last().expect("cdr");
@@ -86,7 +86,7 @@ fn outbound_from_the_secondary_pbx_carries_the_primarys_caller_id() {
     let _carrier = Sipp::from(carrier);
     std::thread::sleep(std::time::Duration::from_millis(300));
     // the Secondary's PBX (127.0.0.3) calls a number outside the trunk
-    let r = uac_from("127.0.0.3", &scenario("uac_rr.xml"), &node, 34120, "6598765432", 2, 10, 0, &[]);
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, 34120, "6598765432").source_ip("127.0.0.3").calls(2).rate(10).run();
     assert_eq!(r, Calls { ok: 2, failed: 0 });
     let seen = std::fs::read_to_string(&trace).unwrap_or_default();
     assert!(seen.contains("INVITE sip:6598765432@127.0.0.1:34111"), "carrier saw:\n{seen}");
@@ -95,7 +95,8 @@ fn outbound_from_the_secondary_pbx_carries_the_primarys_caller_id() {
     assert!(cdrs.iter().all(|c| c["direction"] == "outbound" && c["attempts"][0]["account"] == "secondary"), "{cdrs:?}");
     // an address in no whitelist is not carried (no Digest account exists to challenge for: 404)
     let dir = tempfile::tempdir().expect("tmp");
-    let r = uac_from("127.0.0.4", &with_code(dir.path(), "uac_expect.xml", 404), &node, 34121, "6598765432", 1, 1, 0, &[]);
+    let r =
+        Uac::new(&with_code(dir.path(), "uac_expect.xml", 404), &node, 34121, "6598765432").source_ip("127.0.0.4").calls(1).rate(1).run();
     assert_eq!(r, Calls { ok: 1, failed: 0 });
 }
 

@@ -9,9 +9,9 @@ use common::*;
 fn bad_trunk_files_are_refused_whole_and_the_old_trunk_still_routes() {
     let node = Node::start(33000, "");
     let _p = uas(&scenario("uas_rr.xml"), 33011, false);
-    let good = trunk("acme", "3300", 5, "only-primary", "", 33011, 33012, "");
+    let good = TrunkFile::new("acme", "3300", (33011, 33012)).limit(5).mode("only-primary").toml();
     node.apply(&good);
-    node.apply(&trunk("other", "3399", 5, "only-primary", "", 33011, 33012, ""));
+    node.apply(&TrunkFile::new("other", "3399", (33011, 33012)).limit(5).mode("only-primary").toml());
     let mistakes = [
         (good.replace("only-primary", "sometimes"), "mode"),
         (good.replace("max_concurrent_calls = 5", "max_concurrent_calls = 0"), "max_concurrent_calls"),
@@ -32,7 +32,7 @@ fn bad_trunk_files_are_refused_whole_and_the_old_trunk_still_routes() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["mode"], "only-primary");
     assert_eq!(v["max_concurrent_calls"], 5);
-    let r = uac(&scenario("uac_rr.xml"), &node, 33020, "3300", 2, 10, 0, &[]);
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, 33020, "3300").calls(2).rate(10).run();
     assert_eq!(r, Calls { ok: 2, failed: 0 });
 }
 
@@ -68,8 +68,8 @@ fn cli_json_and_exit_codes() {
 fn trunks_survive_a_restart_and_metrics_are_served() {
     let node = Node::start(33200, "");
     let _p = uas(&scenario("uas_rr.xml"), 33211, false);
-    node.apply(&trunk("keep", "3320", 3, "only-primary", "", 33211, 33212, ""));
-    let r = uac(&scenario("uac_rr.xml"), &node, 33220, "3320", 2, 10, 0, &[]);
+    node.apply(&TrunkFile::new("keep", "3320", (33211, 33212)).limit(3).mode("only-primary").toml());
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, 33220, "3320").calls(2).rate(10).run();
     assert_eq!(r, Calls { ok: 2, failed: 0 });
     let m = node.http_get("/metrics");
     assert!(m.contains("hatrunk_calls_total{disposition=\"ANSWERED\",trunk=\"keep\"} 2"), "{m}");
@@ -79,6 +79,6 @@ fn trunks_survive_a_restart_and_metrics_are_served() {
     let out = node.cli(&["trunk", "list", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v[0]["id"], "keep", "{v}");
-    let r = uac(&scenario("uac_rr.xml"), &node, 33221, "3320", 2, 10, 0, &[]);
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, 33221, "3320").calls(2).rate(10).run();
     assert_eq!(r, Calls { ok: 2, failed: 0 });
 }

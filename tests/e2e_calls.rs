@@ -9,8 +9,8 @@ fn silent_primary_fails_over_after_the_failover_timer() {
     let node = Node::start(32000, "");
     let _p = uas(&scenario("uas_silent.xml"), 32011, false);
     let _s = uas(&scenario("uas_rr.xml"), 32012, false);
-    node.apply(&trunk("silent", "3200", 5, "auto-failover", "failover_timeout_ms = 1000", 32011, 32012, ""));
-    let r = uac(&scenario("uac_rr.xml"), &node, 32020, "3200", 1, 1, 0, &[]);
+    node.apply(&TrunkFile::new("silent", "3200", (32011, 32012)).limit(5).mode("auto-failover").with("failover_timeout_ms = 1000").toml());
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, 32020, "3200").calls(1).rate(1).run();
     assert_eq!(r, Calls { ok: 1, failed: 0 });
     let c = &node.wait_cdrs(|c| c["trunk"] == "silent", 1)[0];
     assert_eq!(c["failover"], true);
@@ -24,8 +24,8 @@ fn unreachable_primary_fails_over_at_once() {
     let node = Node::start(32100, "");
     let _s = uas(&scenario("uas_rr.xml"), 32112, false);
     // nothing listens on 32111 (UDP: ICMP port unreachable)
-    node.apply(&trunk("gone", "3210", 5, "auto-failover", "", 32111, 32112, ""));
-    let r = uac(&scenario("uac_rr.xml"), &node, 32120, "3210", 3, 10, 0, &[]);
+    node.apply(&TrunkFile::new("gone", "3210", (32111, 32112)).limit(5).mode("auto-failover").toml());
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, 32120, "3210").calls(3).rate(10).run();
     assert_eq!(r, Calls { ok: 3, failed: 0 });
     for c in node.wait_cdrs(|c| c["trunk"] == "gone", 3) {
         assert_eq!(c["attempts"][0]["error"], "connection_error", "{c}");
@@ -38,18 +38,26 @@ fn tcp_caller_and_tcp_primary() {
     let node = Node::start(32200, "");
     let _p = uas(&scenario("uas_rr.xml"), 32211, true);
     let _s = uas(&scenario("uas_rr.xml"), 32212, false);
-    let t = trunk("tcp", "3220", 5, "only-primary", "", 32211, 32212, "").replacen("allowed_ips", "transport = \"tcp\"\nallowed_ips", 1);
+    let t = TrunkFile::new("tcp", "3220", (32211, 32212)).limit(5).mode("only-primary").toml().replacen(
+        "allowed_ips",
+        "transport = \"tcp\"\nallowed_ips",
+        1,
+    );
     node.apply(&t);
     // caller over TCP, Primary over TCP
-    let r = uac(&scenario("uac_rr.xml"), &node, 32220, "3220", 5, 10, 0, &["-t", "t1"]);
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, 32220, "3220").calls(5).rate(10).args(&["-t", "t1"]).run();
     assert_eq!(r, Calls { ok: 5, failed: 0 });
     // caller over UDP, Primary over TCP (double Record-Route bridges the transports)
-    let r = uac(&scenario("uac_rr.xml"), &node, 32221, "3220", 5, 10, 0, &[]);
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, 32221, "3220").calls(5).rate(10).run();
     assert_eq!(r, Calls { ok: 5, failed: 0 });
     // failover over TCP: a refused TCP connection fails over at once
-    let t = trunk("tcp2", "3221", 5, "auto-failover", "", 32219, 32212, "").replacen("allowed_ips", "transport = \"tcp\"\nallowed_ips", 1);
+    let t = TrunkFile::new("tcp2", "3221", (32219, 32212)).limit(5).mode("auto-failover").toml().replacen(
+        "allowed_ips",
+        "transport = \"tcp\"\nallowed_ips",
+        1,
+    );
     node.apply(&t);
-    let r = uac(&scenario("uac_rr.xml"), &node, 32222, "3221", 2, 10, 0, &["-t", "t1"]);
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, 32222, "3221").calls(2).rate(10).args(&["-t", "t1"]).run();
     assert_eq!(r, Calls { ok: 2, failed: 0 });
     let cdrs = node.wait_cdrs(|c| c["trunk"] == "tcp2", 2);
     assert!(cdrs.iter().all(|c| c["attempts"][0]["error"] == "connection_error"), "{cdrs:?}");
@@ -60,8 +68,8 @@ fn cancel_while_ringing_gives_487_and_never_fails_over() {
     let node = Node::start(32300, "");
     let _p = uas(&scenario("uas_ring.xml"), 32311, false);
     let _s = uas(&scenario("uas_rr.xml"), 32312, false);
-    node.apply(&trunk("cancel", "3230", 5, "auto-failover", "", 32311, 32312, ""));
-    let r = uac(&scenario("uac_cancel.xml"), &node, 32320, "3230", 3, 10, 0, &[]);
+    node.apply(&TrunkFile::new("cancel", "3230", (32311, 32312)).limit(5).mode("auto-failover").toml());
+    let r = Uac::new(&scenario("uac_cancel.xml"), &node, 32320, "3230").calls(3).rate(10).run();
     assert_eq!(r, Calls { ok: 3, failed: 0 });
     let cdrs = node.wait_cdrs(|c| c["trunk"] == "cancel", 3);
     for c in &cdrs {
@@ -77,16 +85,16 @@ fn the_limit_admits_exactly_its_size_then_frees_up() {
     let node = Node::start(32400, "");
     let _p = uas(&scenario("uas_rr.xml"), 32411, false);
     let _s = uas(&scenario("uas_rr.xml"), 32412, false);
-    node.apply(&trunk("lim", "3240", 10, "only-primary", "", 32411, 32412, ""));
+    node.apply(&TrunkFile::new("lim", "3240", (32411, 32412)).limit(10).mode("only-primary").toml());
     // 30 long calls at once: 10 answered, 20 refused with 503
-    let r = uac(&scenario("uac_rr.xml"), &node, 32420, "3240", 30, 200, 3000, &[]);
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, 32420, "3240").calls(30).rate(200).hold_ms(3000).run();
     assert_eq!(r, Calls { ok: 10, failed: 20 });
     let cdrs = node.wait_cdrs(|c| c["trunk"] == "lim", 30);
     let congested = cdrs.iter().filter(|c| c["disposition"] == "CONGESTION" && c["cause"] == "CALL_LIMIT_EXCEEDED").count();
     assert_eq!(congested, 20);
     assert_eq!(node.settled_in_use("lim", 0), 0);
     // once they ended, 10 more are answered
-    let r = uac(&scenario("uac_rr.xml"), &node, 32421, "3240", 10, 100, 1000, &[]);
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, 32421, "3240").calls(10).rate(100).hold_ms(1000).run();
     assert_eq!(r, Calls { ok: 10, failed: 0 });
 }
 
@@ -95,7 +103,7 @@ fn a_primary_probed_down_is_skipped_straight_to_the_secondary() {
     let node = Node::start(32500, "");
     let _s = uas(&scenario("uas_rr.xml"), 32512, false);
     // nothing answers OPTIONS on 32511: two failed probes mark the Primary down
-    let t = trunk("probe", "3250", 5, "auto-failover", "", 32511, 32512, "").replacen(
+    let t = TrunkFile::new("probe", "3250", (32511, 32512)).limit(5).mode("auto-failover").toml().replacen(
         "allowed_ips",
         "probe_interval_ms = 200\nprobe_down_after = 2\nallowed_ips",
         1,
@@ -111,7 +119,7 @@ fn a_primary_probed_down_is_skipped_straight_to_the_secondary() {
         assert!(t0.elapsed() < std::time::Duration::from_secs(10), "primary never probed down: {v}");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let r = uac(&scenario("uac_rr.xml"), &node, 32520, "3250", 2, 10, 0, &[]);
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, 32520, "3250").calls(2).rate(10).run();
     assert_eq!(r, Calls { ok: 2, failed: 0 });
     for c in node.wait_cdrs(|c| c["trunk"] == "probe", 2) {
         assert_eq!(c["primary_skipped"], true, "{c}");
@@ -125,7 +133,7 @@ fn a_primary_probed_down_is_skipped_straight_to_the_secondary() {
 fn a_call_whose_bye_never_comes_gives_its_slot_back_after_the_maximum_duration() {
     let node = Node::start(32600, "");
     let _p = uas(&scenario("uas_rr.xml"), 32611, false);
-    node.apply(&trunk("long", "3260", 1, "only-primary", "", 32611, 32612, "max_call_duration_s = 10"));
+    node.apply(&TrunkFile::new("long", "3260", (32611, 32612)).limit(1).mode("only-primary").with("max_call_duration_s = 10").toml());
     // one call held for 14 s, in the background
     let n2 = node.sip;
     let caller = std::thread::spawn(move || {

@@ -36,7 +36,7 @@ fn wait_leader(via: &Node, not: Option<u64>) -> u64 {
 }
 
 fn trunk_file(id: &str, number: &str, limit: u32, pbx: u16) -> String {
-    trunk(id, number, limit, "only-primary", "", pbx, pbx + 1, "")
+    TrunkFile::new(id, number, (pbx, pbx + 1)).limit(limit).mode("only-primary").toml()
 }
 
 #[test]
@@ -136,8 +136,8 @@ fn one_limit_across_two_nodes() {
     }
     // 20 long calls through each of two nodes at once: exactly 20 answered in all
     let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| uac(&scenario("uac_rr.xml"), &n1, 36330, "3630", 20, 100, 4000, &[]));
-        let b = s.spawn(|| uac(&scenario("uac_rr.xml"), &n2, 36331, "3630", 20, 100, 4000, &[]));
+        let a = s.spawn(|| Uac::new(&scenario("uac_rr.xml"), &n1, 36330, "3630").calls(20).rate(100).hold_ms(4000).run());
+        let b = s.spawn(|| Uac::new(&scenario("uac_rr.xml"), &n2, 36331, "3630").calls(20).rate(100).hold_ms(4000).run());
         (a.join().expect("a"), b.join().expect("b"))
     });
     assert_eq!(a.ok + b.ok, 20, "answered {a:?} + {b:?}");
@@ -152,7 +152,7 @@ fn one_limit_across_two_nodes() {
 
 #[test]
 fn the_limit_holds_and_nothing_leaks_when_the_leader_dies_mid_call() {
-    let nodes = vec![Node::member(36400, 1, true), Node::member(36410, 2, false)];
+    let nodes = [Node::member(36400, 1, true), Node::member(36410, 2, false)];
     let mut third = Node::member(36420, 3, false);
     join(&nodes[0], &nodes[1]);
     join(&nodes[0], &third);
@@ -169,8 +169,8 @@ fn the_limit_holds_and_nothing_leaks_when_the_leader_dies_mid_call() {
     std::thread::sleep(Duration::from_millis(500));
     let (a, b) = std::thread::scope(|s| {
         let (n1, n2) = (&nodes[0], &nodes[1]);
-        let a = s.spawn(move || uac(&scenario("uac_rr.xml"), n1, 36430, "3640", 20, 100, 6000, &[]));
-        let b = s.spawn(move || uac(&scenario("uac_rr.xml"), n2, 36431, "3640", 20, 100, 6000, &[]));
+        let a = s.spawn(move || Uac::new(&scenario("uac_rr.xml"), n1, 36430, "3640").calls(20).rate(100).hold_ms(6000).run());
+        let b = s.spawn(move || Uac::new(&scenario("uac_rr.xml"), n2, 36431, "3640").calls(20).rate(100).hold_ms(6000).run());
         std::thread::sleep(Duration::from_secs(2));
         third.kill();
         (a.join().expect("a"), b.join().expect("b"))
@@ -222,7 +222,7 @@ fn five_nodes_survive_two_losses_with_a_witness_voting() {
 
 #[test]
 fn a_node_cut_off_from_the_majority_admits_nothing() {
-    let mut nodes = vec![Node::member(36600, 1, true), Node::member(36610, 2, false), Node::member(36620, 3, false)];
+    let mut nodes = [Node::member(36600, 1, true), Node::member(36610, 2, false), Node::member(36620, 3, false)];
     join(&nodes[0], &nodes[1]);
     join(&nodes[0], &nodes[2]);
     let _pbx = uas(&scenario("uas_rr.xml"), 36690, false);
@@ -232,13 +232,13 @@ fn a_node_cut_off_from_the_majority_admits_nothing() {
         assert!(t0.elapsed() < Duration::from_secs(10), "trunk not replicated");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(uac(&scenario("uac_rr.xml"), &nodes[2], 36630, "3660", 1, 1, 0, &[]), Calls { ok: 1, failed: 0 });
+    assert_eq!(Uac::new(&scenario("uac_rr.xml"), &nodes[2], 36630, "3660").calls(1).rate(1).run(), Calls { ok: 1, failed: 0 });
     nodes[0].kill();
     nodes[1].kill();
     // the survivor still knows the trunk (local read) but cannot admit: 503 with Retry-After (cause 41)
     // at once, and a CDR saying why
     let dir = tempfile::tempdir().expect("tmp");
-    let r = uac(&with_code(dir.path(), "uac_expect.xml", 503), &nodes[2], 36631, "3660", 1, 1, 0, &[]);
+    let r = Uac::new(&with_code(dir.path(), "uac_expect.xml", 503), &nodes[2], 36631, "3660").calls(1).rate(1).run();
     assert_eq!(r, Calls { ok: 1, failed: 0 });
     let cdr =
         nodes[2].wait_cdrs(|c| c["trunk"] == "minority" && c["disposition"] == "CONGESTION" && c["cause"] == "CLUSTER_UNAVAILABLE", 1);
@@ -274,5 +274,5 @@ fn a_pbx_registered_through_one_node_is_reached_through_another() {
         assert!(t0.elapsed() < Duration::from_secs(10), "binding not replicated: {v}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(uac(&scenario("uac_rr.xml"), &n2, 36730, "3670", 2, 10, 0, &[]), Calls { ok: 2, failed: 0 });
+    assert_eq!(Uac::new(&scenario("uac_rr.xml"), &n2, 36730, "3670").calls(2).rate(10).run(), Calls { ok: 2, failed: 0 });
 }

@@ -31,7 +31,7 @@ impl Drop for Tmpfs {
 }
 
 fn trunk_file(id: &str, number: &str) -> String {
-    trunk(id, number, 5, "only-primary", "", 35598, 35599, "")
+    TrunkFile::new(id, number, (35598, 35599)).limit(5).mode("only-primary").toml()
 }
 
 fn listed(node: &Node) -> Vec<String> {
@@ -120,13 +120,14 @@ fn every_member_killed_in_turn_under_calls_loses_nothing_acknowledged() {
     join(&nodes[0], &nodes[1]);
     join(&nodes[0], &nodes[2]);
     let _pbx = uas(&scenario("uas_rr.xml"), 35690, false);
-    nodes[0].apply(&trunk("rot", "3560", 10, "only-primary", "", 35690, 35691, ""));
+    nodes[0].apply(&TrunkFile::new("rot", "3560", (35690, 35691)).limit(10).mode("only-primary").toml());
     let mut acked = vec!["rot".to_string()];
     for (round, victim) in [1usize, 2, 0].into_iter().enumerate() {
         let entry = (victim + 1) % 3;
         let calls = std::thread::scope(|s| {
             let n = &nodes[entry];
-            let load = s.spawn(move || uac(&scenario("uac_rr.xml"), n, 35630 + round as u16, "3560", 40, 10, 800, &[]));
+            let load =
+                s.spawn(move || Uac::new(&scenario("uac_rr.xml"), n, 35630 + round as u16, "3560").calls(40).rate(10).hold_ms(800).run());
             std::thread::sleep(Duration::from_secs(1));
             assert!(apply_acked(&nodes[entry], &format!("w{round}"), &format!("356{round}1")), "write before the kill");
             acked.push(format!("w{round}"));

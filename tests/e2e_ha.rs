@@ -63,7 +63,11 @@ fn wait_health(via: &Node, ids: &[u64], healthy: bool) -> Duration {
 }
 
 fn ha_trunk(number: &str, level: &str, pbx: u16, extra: &str) -> String {
-    trunk(&format!("ha{number}"), number, 200, "only-primary", "", pbx, pbx + 1, &format!("advanced_ha = \"{level}\"\n{extra}"))
+    TrunkFile::new(&format!("ha{number}"), number, (pbx, pbx + 1))
+        .limit(200)
+        .mode("only-primary")
+        .with(&format!("advanced_ha = \"{level}\"\n{extra}"))
+        .toml()
 }
 
 /// Place `n` calls into `via` and return the PBX-side Via ports of the INVITEs they produced, with a
@@ -71,7 +75,7 @@ fn ha_trunk(number: &str, level: &str, pbx: u16, extra: &str) -> String {
 fn phase(via: &Node, pbx: u16, carrier: u16, number: &str, n: u32, dir: &Path, tag: &str) -> (Calls, Vec<u16>) {
     let trace = dir.join(format!("pbx-{tag}.log"));
     let p = uas_traced(&scenario("uas_rr.xml"), pbx, &trace);
-    let calls = uac(&scenario("uac_rr.xml"), via, carrier, number, n, 20, 0, &[]);
+    let calls = Uac::new(&scenario("uac_rr.xml"), via, carrier, number).calls(n).rate(20).run();
     std::thread::sleep(Duration::from_millis(300));
     drop(p);
     let ports = invite_via_ports(&trace);
@@ -118,7 +122,7 @@ fn two_t_round_robin_survives_a_zone_and_resumes() {
     let (zone_a, zone_b) = nodes.split_at_mut(2);
     let (through_a, killed, detected) = std::thread::scope(|s| {
         let entry = &zone_a[0];
-        let h = s.spawn(move || uac(&scenario("uac_rr.xml"), entry, base + 91, "3800", 10, 20, 4000, &[]));
+        let h = s.spawn(move || Uac::new(&scenario("uac_rr.xml"), entry, base + 91, "3800").calls(10).rate(20).hold_ms(4000).run());
         std::thread::sleep(Duration::from_millis(1500)); // all 10 answered and held
         zone_b[0].kill();
         zone_b[1].kill();

@@ -9,8 +9,8 @@ fn only_primary_sends_every_call_to_the_primary() {
     let node = Node::start(31000, "");
     let _p = uas(&scenario("uas_rr.xml"), 31011, false);
     let _s = uas(&scenario("uas_rr.xml"), 31012, false);
-    node.apply(&trunk("op", "3100", 30, "only-primary", "", 31011, 31012, ""));
-    let r = uac(&scenario("uac_rr.xml"), &node, 31020, "3100", 10, 20, 0, &[]);
+    node.apply(&TrunkFile::new("op", "3100", (31011, 31012)).limit(30).mode("only-primary").toml());
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, 31020, "3100").calls(10).rate(20).run();
     assert_eq!(r, Calls { ok: 10, failed: 0 });
     let cdrs = node.wait_cdrs(|c| c["trunk"] == "op", 10);
     assert_eq!(answered_by(&cdrs), (10, 0));
@@ -21,8 +21,8 @@ fn load_balancing_alternates_evenly_and_never_retries() {
     let node = Node::start(31100, "");
     let _p = uas(&scenario("uas_rr.xml"), 31111, false);
     let _s = uas(&scenario("uas_rr.xml"), 31112, false);
-    node.apply(&trunk("lb", "3110", 30, "load-balancing", "", 31111, 31112, ""));
-    let r = uac(&scenario("uac_rr.xml"), &node, 31120, "3110", 20, 20, 0, &[]);
+    node.apply(&TrunkFile::new("lb", "3110", (31111, 31112)).limit(30).mode("load-balancing").toml());
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, 31120, "3110").calls(20).rate(20).run();
     assert_eq!(r, Calls { ok: 20, failed: 0 });
     let cdrs = node.wait_cdrs(|c| c["trunk"] == "lb", 20);
     assert_eq!(answered_by(&cdrs), (10, 10));
@@ -30,8 +30,8 @@ fn load_balancing_alternates_evenly_and_never_retries() {
     // a failing Primary is not retried: the calls it gets fail, the Secondary's succeed
     let dir = tempfile::tempdir().expect("tmp");
     let _f = uas(&with_code(dir.path(), "uas_fail.xml", 503), 31113, false);
-    node.apply(&trunk("lb2", "3111", 30, "load-balancing", "", 31113, 31112, ""));
-    let r = uac(&scenario("uac_rr.xml"), &node, 31121, "3111", 10, 20, 0, &[]);
+    node.apply(&TrunkFile::new("lb2", "3111", (31113, 31112)).limit(30).mode("load-balancing").toml());
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, 31121, "3111").calls(10).rate(20).run();
     assert_eq!(r, Calls { ok: 5, failed: 5 });
     let cdrs = node.wait_cdrs(|c| c["trunk"] == "lb2", 10);
     assert!(cdrs.iter().all(|c| c["failover"] == false && c["attempts"].as_array().map(|a| a.len()) == Some(1)));
@@ -46,16 +46,22 @@ fn failover_table(base: u16, policy: &str, codes: &[u16], expect_failover: bool)
     for (i, code) in codes.iter().enumerate() {
         let port = base + 20 + i as u16;
         pbxes.push(uas(&with_code(dir.path(), "uas_fail.xml", *code), port, false));
-        node.apply(&trunk(&format!("t{code}"), &format!("{}", 40000 + u32::from(*code)), 5, "auto-failover", policy, port, base + 10, ""));
+        node.apply(
+            &TrunkFile::new(&format!("t{code}"), &format!("{}", 40000 + u32::from(*code)), (port, base + 10))
+                .limit(5)
+                .mode("auto-failover")
+                .with(policy)
+                .toml(),
+        );
     }
     for code in codes {
         let number = format!("{}", 40000 + u32::from(*code));
         let r = if expect_failover {
-            uac(&scenario("uac_rr.xml"), &node, base + 5, &number, 1, 1, 0, &[])
+            Uac::new(&scenario("uac_rr.xml"), &node, base + 5, &number).calls(1).rate(1).run()
         } else {
             // a 503 the caller sees became 500 (RFC 3261 section 16.7)
             let seen = if *code == 503 { 500 } else { *code };
-            uac(&with_code(dir.path(), "uac_expect.xml", seen), &node, base + 5, &number, 1, 1, 0, &[])
+            Uac::new(&with_code(dir.path(), "uac_expect.xml", seen), &node, base + 5, &number).calls(1).rate(1).run()
         };
         assert_eq!(r, Calls { ok: 1, failed: 0 }, "{policy} code {code}");
         let cdr = node.wait_cdrs(|c| c["trunk"] == format!("t{code}"), 1);

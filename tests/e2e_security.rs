@@ -11,15 +11,27 @@ fn a_flood_from_one_source_is_banned_while_another_keeps_calling() {
     let node = Node::start(38000, "[security]\ntrusted = []\nmax_new_requests = 50\nwindow_ms = 2000\nban_s = 60\n");
     let _p = uas(&scenario("uas_rr.xml"), 38011, false);
     let _s = uas(&scenario("uas_rr.xml"), 38012, false);
-    node.apply(&trunk("sec", "3800", 5000, "only-primary", "", 38011, 38012, ""));
+    node.apply(&TrunkFile::new("sec", "3800", (38011, 38012)).limit(5000).mode("only-primary").toml());
     let n = &node;
     let honest = std::thread::scope(|s| {
         // the flood: 1,000 calls at 500/s from 127.0.0.2, twenty times the allowed rate
-        let flood =
-            s.spawn(move || uac_from("127.0.0.2", &scenario("uac_rr.xml"), n, 38020, "3800", 1000, 500, 0, &["-recv_timeout", "2000"]));
+        let flood = s.spawn(move || {
+            Uac::new(&scenario("uac_rr.xml"), n, 38020, "3800")
+                .source_ip("127.0.0.2")
+                .calls(1000)
+                .rate(500)
+                .args(&["-recv_timeout", "2000"])
+                .run()
+        });
         // an honest caller from 127.0.0.3, 2 calls/s, during and after the flood
-        let honest =
-            s.spawn(move || uac_from("127.0.0.3", &scenario("uac_rr.xml"), n, 38021, "3800", 16, 2, 0, &["-recv_timeout", "4000"]));
+        let honest = s.spawn(move || {
+            Uac::new(&scenario("uac_rr.xml"), n, 38021, "3800")
+                .source_ip("127.0.0.3")
+                .calls(16)
+                .rate(2)
+                .args(&["-recv_timeout", "4000"])
+                .run()
+        });
         let f = flood.join().expect("flood");
         assert!(f.failed >= 800, "the flood was not cut off: {f:?}");
         assert!(f.ok <= 100, "more flood calls got through than the limit allows: {f:?}");

@@ -251,7 +251,7 @@ fn a_rolling_upgrade_of_three_nodes_keeps_serving_calls() {
     join(&nodes[0], &nodes[1]);
     join(&nodes[0], &nodes[2]);
     let _pbx = uas(&scenario("uas_rr.xml"), 37690, false);
-    nodes[0].apply(&trunk("up", "3760", 50, "only-primary", "", 37690, 37691, ""));
+    nodes[0].apply(&TrunkFile::new("up", "3760", (37690, 37691)).limit(50).mode("only-primary").toml());
     for n in &nodes {
         wait_for("trunk `up` did not reach every member", n, || n.has_trunk("up"));
     }
@@ -262,7 +262,8 @@ fn a_rolling_upgrade_of_three_nodes_keeps_serving_calls() {
         let target = slots[i].take().expect("node");
         let via_node = slots[via].as_ref().expect("via");
         let (calls, upgraded) = std::thread::scope(|s| {
-            let c = s.spawn(|| uac(&scenario("uac_rr.xml"), via_node, 37630 + step as u16, "3760", 15, 5, 1000, &[]));
+            let c =
+                s.spawn(|| Uac::new(&scenario("uac_rr.xml"), via_node, 37630 + step as u16, "3760").calls(15).rate(5).hold_ms(1000).run());
             let up = target.upgrade_to(new);
             (c.join().expect("calls"), up)
         });
@@ -270,7 +271,7 @@ fn a_rolling_upgrade_of_three_nodes_keeps_serving_calls() {
         wait_for("the upgraded node did not convert its data", &upgraded, || upgraded.log().contains("data directory converted"));
         wait_for("the upgraded node does not serve trunk `up`", &upgraded, || upgraded.has_trunk("up"));
         let id = format!("after{step}");
-        let text = trunk(&id, &format!("3761{step}"), 5, "only-primary", "", 37690, 37691, "");
+        let text = TrunkFile::new(&id, &format!("3761{step}"), (37690, 37691)).limit(5).mode("only-primary").toml();
         wait_for("a change through the upgraded node was not acknowledged", &upgraded, || upgraded.try_apply(&text).status.success());
         acked.push(id);
         slots[i] = Some(upgraded);
@@ -279,7 +280,7 @@ fn a_rolling_upgrade_of_three_nodes_keeps_serving_calls() {
         for id in &acked {
             wait_for(&format!("n{} lacks acknowledged trunk {id}", k + 1), n, || n.has_trunk(id));
         }
-        let calls = uac(&scenario("uac_rr.xml"), n, 37640 + k as u16, "3760", 5, 5, 500, &[]);
+        let calls = Uac::new(&scenario("uac_rr.xml"), n, 37640 + k as u16, "3760").calls(5).rate(5).hold_ms(500).run();
         assert_eq!(calls.ok, 5, "calls through upgraded n{}: {calls:?}", k + 1);
     }
 }

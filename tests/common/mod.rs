@@ -367,56 +367,122 @@ pub struct Calls {
     pub failed: u64,
 }
 
-/// Run a SIPp UAC to completion: `calls` calls to `number` at `rate`/s, holding each `hold_ms`.
-pub fn uac(scenario: &Path, node: &Node, local_port: u16, number: &str, calls: u32, rate: u32, hold_ms: u32, extra: &[&str]) -> Calls {
-    uac_from("127.0.0.1", scenario, node, local_port, number, calls, rate, hold_ms, extra)
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn uac_from(
-    ip: &str,
-    scenario: &Path,
-    node: &Node,
+/// A SIPp UAC run to completion: `calls` calls to `number` at `rate`/s, each held `hold_ms`.
+pub struct Uac<'a> {
+    scenario: &'a Path,
+    node: &'a Node,
     local_port: u16,
-    number: &str,
+    number: &'a str,
+    ip: &'a str,
     calls: u32,
     rate: u32,
     hold_ms: u32,
-    extra: &[&str],
-) -> Calls {
-    let screen = node.dir.path().join(format!("screen-{local_port}-{}.log", rand_suffix()));
-    let status = Command::new("timeout")
-        .arg("120")
-        .arg("sipp")
-        .arg("-sf")
-        .arg(scenario)
-        .args(["-i", ip, "-p", &local_port.to_string()])
-        .arg(format!("127.0.0.1:{}", node.sip))
-        .args(["-s", number, "-m", &calls.to_string(), "-r", &rate.to_string(), "-l", &calls.to_string(), "-d", &hold_ms.to_string()])
-        .args(["-nostdin", "-trace_screen", "-screen_file"])
-        .arg(&screen)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run sipp");
-    let text = std::fs::read_to_string(&screen).unwrap_or_default();
-    let count = |label: &str| {
-        text.lines().filter(|l| l.contains(label)).last().and_then(|l| l.split('|').nth(2)).and_then(|v| v.trim().parse::<u64>().ok())
-    };
-    let ok = count("Successful call").unwrap_or(0);
-    let failed = count("Failed call").unwrap_or(0);
-    assert!(ok + failed > 0, "sipp ran no call (exit {status:?}):\n{text}\nnode log:\n{}", node.log());
-    Calls { ok, failed }
+    extra: &'a [&'a str],
 }
 
-/// A trunk file: `mode`, `policy`, primary and secondary targets on loopback.
-pub fn trunk(id: &str, number: &str, limit: u32, mode: &str, policy: &str, primary: u16, secondary: u16, extra: &str) -> String {
-    format!(
-        "id = \"{id}\"\nnumbers = [\"{number}\"]\nmax_concurrent_calls = {limit}\nmode = \"{mode}\"\n{policy}\n{extra}\n\
-         [primary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:{primary}\"\nallowed_ips = [\"127.0.0.9/32\"]\n\
-         [secondary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:{secondary}\"\nallowed_ips = [\"127.0.0.9/32\"]\n"
-    )
+impl<'a> Uac<'a> {
+    /// One call at 10/s, not held, from 127.0.0.1.
+    pub fn new(scenario: &'a Path, node: &'a Node, local_port: u16, number: &'a str) -> Uac<'a> {
+        Uac { scenario, node, local_port, number, ip: "127.0.0.1", calls: 1, rate: 10, hold_ms: 0, extra: &[] }
+    }
+
+    pub fn calls(mut self, n: u32) -> Self {
+        self.calls = n;
+        self
+    }
+
+    pub fn rate(mut self, per_s: u32) -> Self {
+        self.rate = per_s;
+        self
+    }
+
+    pub fn hold_ms(mut self, ms: u32) -> Self {
+        self.hold_ms = ms;
+        self
+    }
+
+    /// Send from another loopback address (a source the node sees as a different peer).
+    pub fn source_ip(mut self, ip: &'a str) -> Self {
+        self.ip = ip;
+        self
+    }
+
+    /// More SIPp arguments.
+    pub fn args(mut self, extra: &'a [&'a str]) -> Self {
+        self.extra = extra;
+        self
+    }
+
+    pub fn run(self) -> Calls {
+        let Uac { scenario, node, local_port, number, ip, calls, rate, hold_ms, extra } = self;
+        let screen = node.dir.path().join(format!("screen-{local_port}-{}.log", rand_suffix()));
+        let status = Command::new("timeout")
+            .arg("120")
+            .arg("sipp")
+            .arg("-sf")
+            .arg(scenario)
+            .args(["-i", ip, "-p", &local_port.to_string()])
+            .arg(format!("127.0.0.1:{}", node.sip))
+            .args(["-s", number, "-m", &calls.to_string(), "-r", &rate.to_string(), "-l", &calls.to_string(), "-d", &hold_ms.to_string()])
+            .args(["-nostdin", "-trace_screen", "-screen_file"])
+            .arg(&screen)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run sipp");
+        let text = std::fs::read_to_string(&screen).unwrap_or_default();
+        let count = |label: &str| {
+            text.lines().rfind(|l| l.contains(label)).and_then(|l| l.split('|').nth(2)).and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let ok = count("Successful call").unwrap_or(0);
+        let failed = count("Failed call").unwrap_or(0);
+        assert!(ok + failed > 0, "sipp ran no call (exit {status:?}):\n{text}\nnode log:\n{}", node.log());
+        Calls { ok, failed }
+    }
+}
+
+/// A trunk file for a test: IP-authenticated Primary and Secondary PBXes on loopback ports, by
+/// default Only Primary with a limit of 5; any further top-level setting with [`TrunkFile::with`].
+pub struct TrunkFile {
+    id: String,
+    number: String,
+    pbx: (u16, u16),
+    limit: u32,
+    mode: String,
+    lines: Vec<String>,
+}
+
+impl TrunkFile {
+    pub fn new(id: &str, number: &str, pbx: (u16, u16)) -> TrunkFile {
+        TrunkFile { id: id.into(), number: number.into(), pbx, limit: 5, mode: "only-primary".into(), lines: Vec::new() }
+    }
+
+    pub fn limit(mut self, n: u32) -> TrunkFile {
+        self.limit = n;
+        self
+    }
+
+    pub fn mode(mut self, mode: &str) -> TrunkFile {
+        self.mode = mode.into();
+        self
+    }
+
+    /// Top-level lines (a failover policy, `advanced_ha`, `max_call_duration_s`...).
+    pub fn with(mut self, lines: &str) -> TrunkFile {
+        self.lines.push(lines.into());
+        self
+    }
+
+    pub fn toml(&self) -> String {
+        let TrunkFile { id, number, pbx: (primary, secondary), limit, mode, lines } = self;
+        format!(
+            "id = \"{id}\"\nnumbers = [\"{number}\"]\nmax_concurrent_calls = {limit}\nmode = \"{mode}\"\n{}\n\
+             [primary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:{primary}\"\nallowed_ips = [\"127.0.0.9/32\"]\n\
+             [secondary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:{secondary}\"\nallowed_ips = [\"127.0.0.9/32\"]\n",
+            lines.join("\n")
+        )
+    }
 }
 
 /// Accounts that carried the calls of `trunk`, from its CDRs: (answered by primary, by secondary).
