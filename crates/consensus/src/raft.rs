@@ -23,7 +23,7 @@ use crate::sm_store::{SharedState, StateMachineStore};
 use crate::state::ClusterState;
 use crate::types::{Command, CommandResult, NodeInfo, Request, TypeConfig};
 
-/// Raft timing. Defaults are safe across regions (RTT up to ~150 ms): heartbeats every 150 ms, an
+/// Raft timing. Defaults are safe across regions (RTT up to ~100 ms, docs/consensus.md): heartbeats every 150 ms, an
 /// election only after 0.8-1.6 s without one. Within one zone they can be lowered.
 #[derive(Debug, Clone)]
 pub struct RaftTiming {
