@@ -16,18 +16,21 @@ use hatrunk_sip::transaction::TxKey;
 use hatrunk_sip::transport::Proto;
 use hatrunk_sip::SipMessage;
 
-use super::calls::{Attempt, AttemptState, Call, SlotState};
+use super::calls::{Attempt, AttemptState, Call, Calls, SlotState};
+use super::context::{cx, Cx};
 use super::egress::INGRESS_HEADER;
 use super::{build, Action, CallTimer, Engine, Owner, Src};
 
 mod attempt;
 
 impl Engine {
+    /// A new INVITE: whose call it is (an inbound DID, a PBX calling out, a forward from another
+    /// member), checked here where credentials are; the call itself is the calls' part.
     pub(super) fn on_invite(&mut self, key: TxKey, mut msg: SipMessage, src: Src) {
         let forwarded_from = match msg.header(INGRESS_HEADER).map(str::to_string) {
             Some(value) => {
                 msg.remove_all(INGRESS_HEADER);
-                let member = self.member_at(src);
+                let member = cx!(self).member_at(src);
                 let secret = self.store.cluster_secret();
                 let call_id = msg.header("Call-ID").unwrap_or("");
                 if member.is_some() && !super::forward_sig::verify(secret.as_deref(), call_id, &value) {
@@ -47,7 +50,7 @@ impl Engine {
             .map(|u| normalize_number(u.split(';').next().unwrap_or("")));
         if let Some(trunk) = number.as_deref().and_then(|n| self.store.by_number(n)) {
             let n = number.unwrap_or_default();
-            return self.new_call(key, msg, src, trunk, Direction::Inbound, None, n, forwarded_from);
+            return self.calls.new_call(&mut cx!(self), key, msg, src, trunk, Direction::Inbound, None, n, forwarded_from);
         }
         // Not one of our numbers: an outbound call from a customer PBX, or nothing we route.
         if self.cfg.upstream.is_none() {
@@ -70,12 +73,15 @@ impl Engine {
             return self.respond_key(&key, 404, None);
         };
         let dialled = number.unwrap_or_default();
-        self.new_call(key, msg, src, trunk, Direction::Outbound, Some(role), dialled, None);
+        self.calls.new_call(&mut cx!(self), key, msg, src, trunk, Direction::Outbound, Some(role), dialled, None);
     }
+}
 
+impl Calls {
     #[allow(clippy::too_many_arguments)]
-    fn new_call(
+    pub(super) fn new_call(
         &mut self,
+        cx: &mut Cx<'_>,
         key: TxKey,
         msg: SipMessage,
         src: Src,
@@ -85,15 +91,15 @@ impl Engine {
         number: String,
         forwarded_from: Option<String>,
     ) {
-        let id = self.io.next_id();
+        let id = cx.io.next_id();
         let from_tag = param(msg.header("From").unwrap_or(""), "tag").unwrap_or("").to_string();
-        let slot = format!("{}/{}/{}", self.cfg.node, msg.header("Call-ID").unwrap_or(""), from_tag);
+        let slot = format!("{}/{}/{}", cx.cfg.node, msg.header("Call-ID").unwrap_or(""), from_tag);
         let (trunk_id, limit) = (trunk.id.clone(), trunk.max_concurrent_calls);
-        if let Some(e) = self.tx.servers.get_mut(&key) {
+        if let Some(e) = cx.tx.servers.get_mut(&key) {
             e.call = Some(id);
         }
         // cut off from the majority: we could not admit, so send the carrier elsewhere now
-        let cut_off = if self.cluster.quorum(self.now) { None } else { Some(build::response(&msg, 503, Some(&self.io.tag()))) };
+        let cut_off = if cx.cluster.quorum(cx.now) { None } else { Some(build::response(&msg, 503, Some(&cx.io.tag()))) };
         let call = Call {
             key,
             trunk,
@@ -107,7 +113,7 @@ impl Engine {
             slot: slot.clone(),
             plan: None,
             attempts: Vec::new(),
-            start_ms: self.now,
+            start_ms: cx.now,
             answer_ms: None,
             failover_detect: None,
             failover_ms: None,
@@ -119,31 +125,31 @@ impl Engine {
         if let Some(mut r) = cut_off {
             r.push("Retry-After", "5");
             r.push("Reason", "Q.850;cause=41;text=\"Node cut off from the cluster majority\"");
-            self.respond_msg(&call.key, r);
-            self.calls.insert(id, call);
-            return self.finish(id, Disposition::Congestion, Cause::ClusterUnavailable, Some(503), false);
+            cx.respond_msg(&call.key, r);
+            self.insert(id, call);
+            return self.finish(cx, id, Disposition::Congestion, Cause::ClusterUnavailable, Some(503), false);
         }
-        self.calls.insert(id, call);
+        self.insert(id, call);
         if forwarded_from.is_some() {
             // the ingress holds the slot; this node only delivers
-            return self.deliver_locally(id);
+            return self.deliver_locally(cx, id);
         }
-        if let Some(c) = self.calls.get_mut(id) {
+        if let Some(c) = self.get_mut(id) {
             c.slot_state = SlotState::Asking;
         }
-        self.io.push(Action::Admit { call: id, trunk: trunk_id, limit, slot });
+        cx.io.push(Action::Admit { call: id, trunk: trunk_id, limit, slot });
     }
 
-    pub(super) fn call_admitted(&mut self, id: u64, decision: Result<Decision, String>) {
-        let Some(call) = self.calls.get_mut(id) else {
+    pub(super) fn call_admitted(&mut self, cx: &mut Cx<'_>, id: u64, decision: Result<Decision, String>) {
+        let Some(call) = self.get_mut(id) else {
             // the call ended while admission was pending: give the slot straight back
             if let Ok(d) = decision {
                 if d.admitted() {
                     tracing::debug!(call = id, "admitted after the call ended; releasing");
                 }
             }
-            if let Some(slot) = self.calls.admitted_after_end(id) {
-                self.io.push(Action::Release { slot });
+            if let Some(slot) = self.admitted_after_end(id) {
+                cx.io.push(Action::Release { slot });
             }
             return;
         };
@@ -153,7 +159,7 @@ impl Engine {
             other => {
                 let key = call.key.clone();
                 let (code, reason) = match &other {
-                    Ok(_) => (self.cfg.congestion_code, "Q.850;cause=34;text=\"No circuit/channel available\""),
+                    Ok(_) => (cx.cfg.congestion_code, "Q.850;cause=34;text=\"No circuit/channel available\""),
                     Err(_) => (503, "Q.850;cause=41;text=\"Temporary failure\""),
                 };
                 let cause = if other.is_ok() { Cause::CallLimitExceeded } else { Cause::ClusterUnavailable };
@@ -162,51 +168,51 @@ impl Engine {
                     // the admit may still commit after we gave up on it: give the slot back anyway
                     // (releasing a slot nobody holds changes nothing)
                     let slot = call.slot.clone();
-                    self.io.push(Action::Release { slot });
+                    cx.io.push(Action::Release { slot });
                 }
-                self.respond_key(&key, code, Some(reason));
-                self.finish(id, Disposition::Congestion, cause, Some(code), false);
+                cx.respond_key(&key, code, Some(reason));
+                self.finish(cx, id, Disposition::Congestion, cause, Some(code), false);
                 return;
             }
         }
-        self.route_admitted(id);
+        self.route_admitted(cx, id);
     }
 
     /// Deliver the call from this node: the trunk's mode towards the PBX (inbound) or the carrier.
-    pub(super) fn deliver_locally(&mut self, id: u64) {
-        let Some(call) = self.calls.get(id) else {
+    pub(super) fn deliver_locally(&mut self, cx: &mut Cx<'_>, id: u64) {
+        let Some(call) = self.get(id) else {
             return;
         };
         let step = match call.direction {
             Direction::Outbound => Step::Try(call.via_account.unwrap_or(Role::Primary)),
             Direction::Inbound => {
                 let trunk = call.trunk.clone();
-                let rr = self.calls.round_robin(&trunk.id);
-                let status = self.status.clone();
+                let rr = self.round_robin(&trunk.id);
+                let status = cx.status;
                 let (plan, step) = CallPlan::start(trunk.mode, trunk.failover_policy.clone(), rr, |r| status.probe_health(&trunk.id, r));
-                if let Some(c) = self.calls.get_mut(id) {
+                if let Some(c) = self.get_mut(id) {
                     c.plan = Some(plan);
                 }
                 step
             }
         };
         if let Step::Try(role) = step {
-            self.start_attempt(id, role);
+            self.start_attempt(cx, id, role);
         }
     }
 
-    fn start_attempt(&mut self, id: u64, role: Role) {
-        let now = self.now;
-        let Some(call) = self.calls.get(id) else {
+    fn start_attempt(&mut self, cx: &mut Cx<'_>, id: u64, role: Role) {
+        let now = cx.now;
+        let Some(call) = self.get(id) else {
             return;
         };
         let trunk = call.trunk.clone();
         let n = call.attempts.len();
         let mut rec = AttemptRecord {
             account: Some(role),
-            node: self.here.0.clone(),
-            zone: self.here.1.clone(),
-            region: self.here.2.clone(),
+            node: cx.here.0.clone(),
+            zone: cx.here.1.clone(),
+            region: cx.here.2.clone(),
             target: String::new(),
             code: None,
             error: None,
@@ -214,9 +220,9 @@ impl Engine {
         };
         let dest = match call.direction {
             Direction::Outbound => {
-                self.cfg.upstream.map(|a| (Src { proto: Proto::Udp, addr: a, conn: None }, format!("sip:{}@{a}", call.number)))
+                cx.cfg.upstream.map(|a| (Src { proto: Proto::Udp, addr: a, conn: None }, format!("sip:{}@{a}", call.number)))
             }
-            Direction::Inbound => self.inbound_target(&trunk, role, &call.number),
+            Direction::Inbound => Self::inbound_target(cx, &trunk, role, &call.number),
         };
         let Some((dest, ruri)) = dest else {
             let outcome = match trunk.account(role).map(|a| a.auth) {
@@ -224,18 +230,18 @@ impl Engine {
                 _ => Outcome::ConnectionError,
             };
             rec.target = trunk.account(role).and_then(|a| a.target.clone().or_else(|| a.username.clone())).unwrap_or_default();
-            let Some(call) = self.calls.get_mut(id) else {
+            let Some(call) = self.get_mut(id) else {
                 return;
             };
             let mut a = Attempt::new(rec, String::new(), now, false);
             a.state = AttemptState::Done;
             call.attempts.push(a);
-            return self.attempt_outcome(id, n, outcome, None);
+            return self.attempt_outcome(cx, id, n, outcome, None);
         };
         rec.target = ruri.clone();
-        let fwd = self.forward_request(id, &ruri, dest.proto);
-        let branch = self.start_client(fwd, dest, Owner::Call(id, n));
-        let Some(call) = self.calls.get_mut(id) else {
+        let fwd = self.forward_request(cx, id, &ruri, dest.proto);
+        let branch = cx.start_client(fwd, dest, Owner::Call(id, n));
+        let Some(call) = self.get_mut(id) else {
             return;
         };
         if let Some(at) = call.failover_detect.take() {
@@ -244,12 +250,12 @@ impl Engine {
         call.attempts.push(Attempt::new(rec, branch, now, false));
         let arm_failover = call.direction == Direction::Inbound && trunk.mode == Mode::AutoFailover && role == Role::Primary;
         if arm_failover {
-            self.io.arm_call(self.now + u64::from(trunk.failover_timeout_ms), id, CallTimer::Failover(n as u32));
+            cx.io.arm_call(cx.now + u64::from(trunk.failover_timeout_ms), id, CallTimer::Failover(n as u32));
         }
     }
 
     /// Where an inbound attempt to `role` goes, and its Request-URI.
-    fn inbound_target(&self, trunk: &Trunk, role: Role, number: &str) -> Option<(Src, String)> {
+    fn inbound_target(cx: &Cx<'_>, trunk: &Trunk, role: Role, number: &str) -> Option<(Src, String)> {
         let a = trunk.account(role)?;
         match a.auth {
             AuthMode::Ip => {
@@ -265,20 +271,20 @@ impl Engine {
             }
             AuthMode::Digest => {
                 let user = a.username.as_deref()?;
-                if let Some(b) = self.registrar.lookup(user, self.now) {
+                if let Some(b) = cx.registrar.lookup(user, cx.now) {
                     return Some((b.src, b.contact.clone()));
                 }
                 // registered through another node: the replicated binding
-                let (contact, route, expires_ms) = self.store.registration(user)?;
-                (expires_ms > self.now).then_some(())?;
+                let (contact, route, expires_ms) = cx.store.registration(user)?;
+                (expires_ms > cx.now).then_some(())?;
                 Some((super::registrar::parse_route(&route)?, contact))
             }
         }
     }
 
     /// The caller's INVITE, rewritten for one attempt (RFC 3261 section 16.6).
-    pub(super) fn forward_request(&mut self, id: u64, ruri: &str, out_proto: Proto) -> SipMessage {
-        let Some((call, req)) = self.calls.get(id).and_then(|c| Some((c, c.req.as_deref()?))) else {
+    pub(super) fn forward_request(&mut self, cx: &mut Cx<'_>, id: u64, ruri: &str, out_proto: Proto) -> SipMessage {
+        let Some((call, req)) = self.get(id).and_then(|c| Some((c, c.req.as_deref()?))) else {
             return SipMessage::request(hatrunk_sip::Method::Invite, ruri);
         };
         let mut m = req.clone();
@@ -286,27 +292,27 @@ impl Engine {
         m.set_uri(ruri);
         let mf = m.header("Max-Forwards").and_then(|v| v.parse::<u8>().ok()).unwrap_or(70);
         m.set("Max-Forwards", mf.saturating_sub(1).to_string());
-        self.pop_own_routes(&mut m); // loose routing, section 16.4
+        cx.pop_own_routes(&mut m); // loose routing, section 16.4
         m.remove_all("Proxy-Authorization");
         m.remove_all(INGRESS_HEADER);
         // Record-Route: one entry per side when the transports differ (RFC 5658 double record-routing)
         // the node holding the slot names its boot and the trunk, so a BYE reaching a later run
         // of this node still frees the slot kept for the call (admission/inherited.rs)
         let ht = if call.forwarded_from.is_none() {
-            format!(";{}={}", super::dialog::HT_PARAM, self.boot_tag(&call.trunk.id))
+            format!(";{}={}", super::dialog::HT_PARAM, cx.boot_tag(&call.trunk.id))
         } else {
             String::new()
         };
-        let rr = |e: &Engine, p: Proto| format!("<sip:{}{};lr{ht}>", e.hostport(p), p.uri_param());
+        let rr = |e: &Cx<'_>, p: Proto| format!("<sip:{}{};lr{ht}>", e.hostport(p), p.uri_param());
         if in_proto != out_proto {
-            let inner = rr(self, in_proto);
+            let inner = rr(cx, in_proto);
             m.push_front("Record-Route", inner);
         }
-        let outer = rr(self, out_proto);
+        let outer = rr(cx, out_proto);
         m.push_front("Record-Route", outer);
         if call.direction == Direction::Outbound {
             if let Some(cid) = call.trunk.primary.caller_id.clone() {
-                m.set("P-Asserted-Identity", format!("<sip:{cid}@{}>", self.cfg.advertise));
+                m.set("P-Asserted-Identity", format!("<sip:{cid}@{}>", cx.cfg.advertise));
                 if call.trunk.primary.caller_id_in_from {
                     if let Some(from) = m.header("From").map(str::to_string) {
                         m.set("From", rewrite_user(&from, &cid));
@@ -318,18 +324,18 @@ impl Engine {
     }
 
     /// The call ends without (or after) an answer: slot back, CDR out, state gone.
-    pub(super) fn finish(&mut self, id: u64, disposition: Disposition, cause: Cause, code: Option<u16>, answered: bool) {
-        let Some((call, release)) = self.calls.end(id) else {
+    pub(super) fn finish(&mut self, cx: &mut Cx<'_>, id: u64, disposition: Disposition, cause: Cause, code: Option<u16>, answered: bool) {
+        let Some((call, release)) = self.end(id) else {
             return;
         };
         if let Some(slot) = release {
-            self.io.push(Action::Release { slot });
+            cx.io.push(Action::Release { slot });
         }
         // an egress node writes no CDR: the ingress writes this call's, with our attempts in it
-        if let Some(cdr) = call.into_cdr(disposition, cause, if answered { None } else { code }, self.now) {
+        if let Some(cdr) = call.into_cdr(disposition, cause, if answered { None } else { code }, cx.now) {
             let disp = serde_json::to_value(cdr.disposition).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-            self.metrics.calls.with_label_values(&[&cdr.trunk.clone().unwrap_or_default(), &disp]).inc();
-            self.io.push(Action::Cdr(Box::new(cdr)));
+            cx.metrics.calls.with_label_values(&[&cdr.trunk.clone().unwrap_or_default(), &disp]).inc();
+            cx.io.push(Action::Cdr(Box::new(cdr)));
         }
     }
 }

@@ -8,20 +8,21 @@ use hatrunk_sip::headers::addr_uri;
 use hatrunk_sip::transaction::TxKey;
 use hatrunk_sip::SipMessage;
 
-use super::calls::AttemptState;
-use super::{build, Engine, Owner, Src};
+use super::calls::{AttemptState, Calls};
+use super::context::Cx;
+use super::{build, Owner, Src};
 
-impl Engine {
-    pub(super) fn on_cancel(&mut self, msg: SipMessage, src: Src) {
+impl Calls {
+    pub(super) fn on_cancel(&mut self, cx: &mut Cx<'_>, msg: SipMessage, src: Src) {
         let key = TxKey::of(&msg);
         let invite_key = key.with_method("INVITE");
-        let ok = self.tx.servers.contains_key(&invite_key);
-        let reply = build::response(&msg, if ok { 200 } else { 481 }, Some(&self.io.tag()));
-        self.send(src, reply);
-        let Some(id) = self.tx.servers.get(&invite_key).and_then(|e| e.call) else {
+        let ok = cx.tx.servers.contains_key(&invite_key);
+        let reply = build::response(&msg, if ok { 200 } else { 481 }, Some(&cx.io.tag()));
+        cx.send(src, reply);
+        let Some(id) = cx.tx.servers.get(&invite_key).and_then(|e| e.call) else {
             return;
         };
-        let Some(call) = self.calls.get_mut(id) else {
+        let Some(call) = self.get_mut(id) else {
             return;
         };
         if call.answer_ms.is_some() {
@@ -47,62 +48,60 @@ impl Engine {
         // could still answer our retransmitted INVITE; simulation seed 209)
         let egress_hold = call.forwarded_from.is_some() && !call.attempts.is_empty();
         if call.hold_slot() || egress_hold {
-            self.io.arm_call(self.now + hatrunk_sip::transaction::TIMEOUT, id, super::CallTimer::HeldSlot);
+            cx.io.arm_call(cx.now + hatrunk_sip::transaction::TIMEOUT, id, super::CallTimer::HeldSlot);
         }
         for branch in live {
-            self.cancel_branch(&branch);
+            cx.cancel_branch(&branch);
         }
         if egress_hold {
-            self.calls.hold_final(id, invite_key);
+            self.hold_final(id, invite_key);
         } else {
-            self.respond_key(&invite_key, 487, None);
+            cx.respond_key(&invite_key, 487, None);
         }
-        self.finish(id, Disposition::NoAnswer, Cause::OriginatorCancel, Some(487), false);
+        self.finish(cx, id, Disposition::NoAnswer, Cause::OriginatorCancel, Some(487), false);
     }
 
     /// The PBX is done with cancelled call `id`'s attempts (or Timer B passed): give back its slot if
     /// it is still held, and send an egress's held 487.
-    pub(super) fn release_held(&mut self, id: u64) {
+    pub(super) fn release_held(&mut self, cx: &mut Cx<'_>, id: u64) {
         // nothing while the call is still running: its own end releases it
-        let (slot, held_487) = self.calls.settle(id);
+        let (slot, held_487) = self.settle(id);
         if let Some(slot) = slot {
-            self.io.push(super::Action::Release { slot });
+            cx.io.push(super::Action::Release { slot });
         }
         if let Some(key) = held_487 {
-            self.respond_key(&key, 487, None);
+            cx.respond_key(&key, 487, None);
         }
     }
 
     /// A response for an attempt we already gave up on (timed out, cancelled, or its call ended).
-    pub(super) fn late_response(&mut self, id: u64, n: usize, resp: SipMessage) {
+    pub(super) fn late_response(&mut self, cx: &mut Cx<'_>, id: u64, n: usize, resp: SipMessage) {
         let code = resp.code().unwrap_or(0);
         if code >= 300 {
             // a cancelled call's attempt is over (its 487). A late answer is not: the PBX's leg is
             // up until our BYE below is answered, and only then may the slot go (simulation seed
             // 6: released at the 200, another call was admitted while the leg was still up)
-            self.release_held(id);
+            self.release_held(cx, id);
         }
-        let branch = self.calls.attempt(id, n).map(|a| a.branch.clone());
-        let entry = branch
-            .as_ref()
-            .and_then(|b| self.tx.clients.get(b))
-            .or_else(|| self.tx.clients.values().find(|c| c.owner == Owner::Call(id, n)));
+        let branch = self.attempt(id, n).map(|a| a.branch.clone());
+        let entry =
+            branch.as_ref().and_then(|b| cx.tx.clients.get(b)).or_else(|| cx.tx.clients.values().find(|c| c.owner == Owner::Call(id, n)));
         let Some((dest, request)) = entry.map(|e| (e.dest, e.request.clone())) else {
             return;
         };
         if code < 200 {
             // we could not CANCEL before a provisional response (section 9.1); now we can
             if let Some(c) = build::cancel_for(&request) {
-                self.send(dest, c);
+                cx.send(dest, c);
             }
         } else if code < 300 {
-            self.tear_down(&resp, dest, id);
+            self.tear_down(cx, &resp, dest, id);
         }
     }
 
     /// Answered too late (after failover or CANCEL): ACK and BYE it so no leg stays up unaccounted;
     /// call `id`'s held slot goes when the BYE is done.
-    fn tear_down(&mut self, resp: &SipMessage, dest: Src, id: u64) {
+    fn tear_down(&mut self, cx: &mut Cx<'_>, resp: &SipMessage, dest: Src, id: u64) {
         let target = resp.header("Contact").map(|c| addr_uri(c).to_string()).unwrap_or_default();
         let n = resp.header("CSeq").and_then(|c| c.split_whitespace().next()).and_then(|n| n.parse::<u32>().ok()).unwrap_or(1);
         for (method, cseq) in [(hatrunk_sip::Method::Ack, n), (hatrunk_sip::Method::Bye, n + 1)] {
@@ -115,20 +114,11 @@ impl Engine {
             m.push("CSeq", format!("{cseq} {}", method.as_str()));
             m.push("Max-Forwards", "70");
             if method == hatrunk_sip::Method::Ack {
-                let b = self.io.branch();
-                m.push_front("Via", format!("SIP/2.0/{} {};branch={b}", dest.proto.via_name(), self.hostport(dest.proto)));
-                self.send(dest, m);
+                let b = cx.io.branch();
+                m.push_front("Via", format!("SIP/2.0/{} {};branch={b}", dest.proto.via_name(), cx.hostport(dest.proto)));
+                cx.send(dest, m);
             } else {
-                self.start_client(m, dest, Owner::TearDown(id));
-            }
-        }
-    }
-
-    /// CANCEL the client transaction `branch` (same branch as its INVITE), if it is still there.
-    pub(super) fn cancel_branch(&mut self, branch: &str) {
-        if let Some((dest, req)) = self.tx.clients.get(branch).map(|e| (e.dest, e.request.clone())) {
-            if let Some(c) = build::cancel_for(&req) {
-                self.send(dest, c);
+                cx.start_client(m, dest, Owner::TearDown(id));
             }
         }
     }

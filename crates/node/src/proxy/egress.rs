@@ -22,8 +22,9 @@ use hatrunk_core::trunk::AdvancedHa;
 use hatrunk_sip::transport::Proto;
 use hatrunk_sip::SipMessage;
 
-use super::calls::{Attempt, AttemptState};
-use super::{CallTimer, Engine, Owner, Src};
+use super::calls::{Attempt, AttemptState, Calls};
+use super::context::Cx;
+use super::{CallTimer, Owner, Src};
 
 /// Marks an INVITE forwarded by another member (value: the ingress node's name and its signature,
 /// see `forward_sig`).
@@ -50,25 +51,25 @@ pub(super) struct EgressPlan {
     next: usize,
 }
 
-impl Engine {
+impl Calls {
     /// The call was admitted: deliver it here, or choose where it leaves from.
-    pub(super) fn route_admitted(&mut self, id: u64) {
-        let Some(call) = self.calls.get(id) else {
+    pub(super) fn route_admitted(&mut self, cx: &mut Cx<'_>, id: u64) {
+        let Some(call) = self.get(id) else {
             return;
         };
         let level = call.trunk.advanced_ha;
         let local = call.direction != hatrunk_core::cdr::Direction::Inbound || call.forwarded_from.is_some() || level == AdvancedHa::None;
         if local {
-            return self.deliver_locally(id);
+            return self.deliver_locally(cx, id);
         }
         let (trunk_id, primary_region) = (call.trunk.id.clone(), call.trunk.primary_region.clone());
-        let view = self.cluster.view(self.now);
-        let turn = self.calls.next_turn(&trunk_id);
+        let view = cx.cluster.view(cx.now);
+        let turn = self.next_turn(&trunk_id);
         let order = egress_order(level, &view, primary_region.as_deref(), turn)
             .into_iter()
             .filter_map(|nid| view.get(nid))
             .filter_map(|m| {
-                let addr = if m.member.id == self.cfg.node_id { Some(self.cfg.udp) } else { m.member.sip_addr.parse().ok() };
+                let addr = if m.member.id == cx.cfg.node_id { Some(cx.cfg.udp) } else { m.member.sip_addr.parse().ok() };
                 addr.map(|addr| EgressTarget {
                     id: m.member.id,
                     name: m.member.name.clone(),
@@ -78,18 +79,18 @@ impl Engine {
                 })
             })
             .collect();
-        if let Some(c) = self.calls.get_mut(id) {
+        if let Some(c) = self.get_mut(id) {
             c.egress = Some(Box::new(EgressPlan { order, next: 0 }));
         }
-        if !self.next_egress(id) {
-            self.no_egress(id);
+        if !self.next_egress(cx, id) {
+            self.no_egress(cx, id);
         }
     }
 
     /// Start the next egress choice; false when none is left.
-    fn next_egress(&mut self, id: u64) -> bool {
+    fn next_egress(&mut self, cx: &mut Cx<'_>, id: u64) -> bool {
         let target = {
-            let Some(plan) = self.calls.get_mut(id).and_then(|c| c.egress.as_mut()) else {
+            let Some(plan) = self.get_mut(id).and_then(|c| c.egress.as_mut()) else {
                 return false;
             };
             let Some(t) = plan.order.get(plan.next).cloned() else {
@@ -98,16 +99,16 @@ impl Engine {
             plan.next += 1;
             t
         };
-        if target.id == self.cfg.node_id {
-            self.deliver_locally(id);
+        if target.id == cx.cfg.node_id {
+            self.deliver_locally(cx, id);
         } else {
-            self.start_forward(id, target);
+            self.start_forward(cx, id, target);
         }
         true
     }
 
-    fn start_forward(&mut self, id: u64, t: EgressTarget) {
-        let Some(call) = self.calls.get(id) else {
+    fn start_forward(&mut self, cx: &mut Cx<'_>, id: u64, t: EgressTarget) {
+        let Some(call) = self.get(id) else {
             return;
         };
         let n = call.attempts.len();
@@ -122,25 +123,25 @@ impl Engine {
             error: None,
             elapsed_ms: 0,
         };
-        let mut fwd = self.forward_request(id, &ruri, Proto::Udp);
-        let secret = self.store.cluster_secret();
-        let value = super::forward_sig::ingress_value(secret.as_deref(), fwd.header("Call-ID").unwrap_or(""), &self.cfg.node);
+        let mut fwd = self.forward_request(cx, id, &ruri, Proto::Udp);
+        let secret = cx.store.cluster_secret();
+        let value = super::forward_sig::ingress_value(secret.as_deref(), fwd.header("Call-ID").unwrap_or(""), &cx.cfg.node);
         fwd.set(INGRESS_HEADER, value);
-        let branch = self.start_client(fwd, Src { proto: Proto::Udp, addr: t.addr, conn: None }, Owner::Call(id, n));
-        self.metrics.forwards.with_label_values(&[&t.region, &t.zone]).inc();
-        let now = self.now;
-        if let Some(c) = self.calls.get_mut(id) {
+        let branch = cx.start_client(fwd, Src { proto: Proto::Udp, addr: t.addr, conn: None }, Owner::Call(id, n));
+        cx.metrics.forwards.with_label_values(&[&t.region, &t.zone]).inc();
+        let now = cx.now;
+        if let Some(c) = self.get_mut(id) {
             let mut a = Attempt::new(rec, branch, now, true);
             a.egress_node = Some(t.id);
             c.attempts.push(a);
         }
-        self.io.arm_call(now + self.cfg.forward_timeout_ms, id, CallTimer::Forward(n as u32));
+        cx.io.arm_call(now + cx.cfg.forward_timeout_ms, id, CallTimer::Forward(n as u32));
     }
 
     /// A forwarded attempt ended without its node taking the call: move on, or give up.
-    pub(super) fn egress_fault(&mut self, id: u64, n: usize, outcome: Outcome) {
-        let now = self.now;
-        let Some(a) = self.calls.attempt_mut(id, n) else {
+    pub(super) fn egress_fault(&mut self, cx: &mut Cx<'_>, id: u64, n: usize, outcome: Outcome) {
+        let now = cx.now;
+        let Some(a) = self.attempt_mut(id, n) else {
             return;
         };
         if a.state.done() {
@@ -151,50 +152,50 @@ impl Engine {
         a.rec.set_outcome(outcome);
         a.rec.elapsed_ms = now.saturating_sub(a.started);
         let reason = outcome.label();
-        self.metrics.egress_moves.with_label_values(&[&reason]).inc();
+        cx.metrics.egress_moves.with_label_values(&[&reason]).inc();
         tracing::info!(call = id, node = %a.rec.node, zone = %a.rec.zone, %reason, "egress node did not take the call; next choice");
-        if !self.next_egress(id) {
-            self.no_egress(id);
+        if !self.next_egress(cx, id) {
+            self.no_egress(cx, id);
         }
     }
 
     /// No node can deliver the call: 503 upstream (the carrier may route elsewhere).
-    fn no_egress(&mut self, id: u64) {
-        let Some(key) = self.calls.get(id).map(|c| c.key.clone()) else {
+    fn no_egress(&mut self, cx: &mut Cx<'_>, id: u64) {
+        let Some(key) = self.get(id).map(|c| c.key.clone()) else {
             return;
         };
-        self.respond_key(&key, 503, Some("Q.850;cause=41;text=\"No cluster node could take the call\""));
-        self.finish(id, Disposition::Congestion, Cause::FarendConnectionError, Some(503), false);
+        cx.respond_key(&key, 503, Some("Q.850;cause=41;text=\"No cluster node could take the call\""));
+        self.finish(cx, id, Disposition::Congestion, Cause::FarendConnectionError, Some(503), false);
     }
 
     /// The forward timer: the egress node sent nothing at all (not even 100 Trying).
-    pub(super) fn forward_timer(&mut self, id: u64, n: usize) {
-        let silent = self.calls.attempt(id, n).is_some_and(|a| a.state == AttemptState::Sent);
+    pub(super) fn forward_timer(&mut self, cx: &mut Cx<'_>, id: u64, n: usize) {
+        let silent = self.attempt(id, n).is_some_and(|a| a.state == AttemptState::Sent);
         if silent {
-            self.egress_fault(id, n, Outcome::NoAnswer);
+            self.egress_fault(cx, id, n, Outcome::NoAnswer);
         }
     }
 
     /// Calls being set up through a node the detector now says is down move on. This is the case the
     /// forward timer cannot see: the node said 100 Trying and then died, and nothing we send it any
     /// more would bring back an ICMP error. Run a few times a second.
-    pub fn check_egress(&mut self, now: u64) {
-        self.now = now;
-        let live = self.calls.live_forwards();
+    pub(super) fn check_egress(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now;
+        let live = self.live_forwards();
         if live.is_empty() {
             return;
         }
-        let view = self.cluster.view(now);
+        let view = cx.cluster.view(now);
         let stuck: Vec<(u64, usize)> =
             live.into_iter().filter(|(_, _, node)| !view.get(*node).is_some_and(|m| m.healthy())).map(|(id, n, _)| (id, n)).collect();
         for (id, n) in stuck {
-            self.egress_fault(id, n, Outcome::ConnectionError);
+            self.egress_fault(cx, id, n, Outcome::ConnectionError);
         }
     }
 
     /// Egress side: the report for the ingress, when this call was forwarded to us.
     pub(super) fn egress_report(&self, id: u64, result: Option<(Disposition, Cause)>) -> Option<String> {
-        let call = self.calls.get(id)?;
+        let call = self.get(id)?;
         call.forwarded_from.as_ref()?;
         let report = EgressReport {
             attempts: call.attempts.iter().map(|a| a.rec.clone()).collect(),
@@ -205,12 +206,6 @@ impl Engine {
             cause: result.map(|r| r.1),
         };
         serde_json::to_string(&report).ok()
-    }
-
-    /// Whether `src` is a cluster member's SIP socket (the only sender whose forwarding we honour).
-    pub(super) fn member_at(&self, src: Src) -> Option<String> {
-        let view = self.cluster.view(self.now);
-        view.by_sip_addr(&src.addr.to_string()).filter(|m| m.member.id != self.cfg.node_id).map(|m| m.member.name.clone())
     }
 }
 

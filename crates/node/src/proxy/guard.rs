@@ -21,7 +21,7 @@ impl Engine {
         self.cfg.trusted.iter().any(|n| n.contains(&ip))
             || self.cfg.upstream.is_some_and(|u| u.ip() == ip)
             || !self.store.by_source(ip).is_empty()
-            || self.member_at(src).is_some()
+            || super::context::member_at(&*self.cluster, self.cfg.node_id, self.now, src).is_some()
     }
 
     /// Count a new request (or a malformed message) from `src`; false when it must be dropped.

@@ -17,6 +17,7 @@ mod auth;
 mod call;
 mod calls;
 mod cancel;
+mod context;
 mod dialog;
 mod egress;
 mod forward_sig;
@@ -58,6 +59,7 @@ use crate::store::TrunkStore;
 
 pub use calls::Call;
 use calls::Calls;
+use context::cx;
 use output::Output;
 use registrar::Registrar;
 use timers::{CallTimer, TimerKey};
@@ -245,10 +247,10 @@ impl Engine {
         for (branch, owner) in self.tx.to_addr(proto, addr) {
             self.tx.clients.remove(&branch);
             match owner {
-                Owner::Call(id, n) => self.attempt_unreachable(id, n),
+                Owner::Call(id, n) => self.calls.attempt_unreachable(&mut cx!(self), id, n),
                 Owner::Relay(key, _) => self.respond_key(&key, 503, None),
                 Owner::Probe(t, r) => self.probe_result(&t, r, false),
-                Owner::TearDown(id) => self.release_held(id),
+                Owner::TearDown(id) => self.calls.release_held(&mut cx!(self), id),
                 Owner::Answered(_) => {}
             }
         }
@@ -257,7 +259,7 @@ impl Engine {
     /// Admission answered for `call`.
     pub fn on_admitted(&mut self, call: u64, decision: Result<Decision, String>, now: u64) {
         self.now = now;
-        self.call_admitted(call, decision);
+        self.calls.call_admitted(&mut cx!(self), call, decision);
     }
 
     fn on_malformed(&mut self, bytes: &[u8], e: SipError, src: Src) {
@@ -285,13 +287,13 @@ impl Engine {
             if self.tx.server_again(&key, true, self.now, &mut self.io) {
                 return;
             }
-            return self.route_in_dialog(msg, src);
+            return dialog::route_ack(&mut cx!(self), msg);
         }
         if self.tx.server_again(&key, false, self.now, &mut self.io) {
             return;
         }
         if method == Method::Cancel {
-            return self.on_cancel(msg, src);
+            return self.calls.on_cancel(&mut cx!(self), msg, src);
         }
         let in_dialog = hatrunk_sip::headers::param(msg.header("To").unwrap_or(""), "tag").is_some();
         if !in_dialog && !self.admit_new_request(src) {
@@ -306,7 +308,7 @@ impl Engine {
             if max_forwards == 0 {
                 return self.respond_key(&key, 483, None);
             }
-            return self.relay_in_dialog(key, msg);
+            return self.calls.relay_in_dialog(&mut cx!(self), key, msg);
         }
         match method {
             Method::Invite => {
@@ -345,8 +347,8 @@ impl Engine {
         }
         let owner = r.owner;
         match owner {
-            Owner::Call(id, n) => self.attempt_response(id, n, msg),
-            Owner::Relay(key, kept) => self.relay_response(&key, kept, msg),
+            Owner::Call(id, n) => self.calls.attempt_response(&mut cx!(self), id, n, msg),
+            Owner::Relay(key, kept) => dialog::relay_response(&mut cx!(self), &key, kept, msg),
             Owner::Probe(t, r) => {
                 if code >= 200 {
                     self.probe_result(&t, r, true)
@@ -358,7 +360,7 @@ impl Engine {
                     self.respond_msg(&key, msg);
                 }
             }
-            Owner::TearDown(id) if code >= 200 => self.release_held(id),
+            Owner::TearDown(id) if code >= 200 => self.calls.release_held(&mut cx!(self), id),
             Owner::TearDown(_) => {}
         }
     }
@@ -375,42 +377,38 @@ impl Engine {
     /// A client transaction of `owner` ended without a final response (Timer B or F).
     fn client_timeout(&mut self, owner: Owner) {
         match owner {
-            Owner::Call(id, n) => self.attempt_timeout(id, n),
+            Owner::Call(id, n) => self.calls.attempt_timeout(&mut cx!(self), id, n),
             Owner::Relay(key, _) => self.respond_key(&key, 408, None),
             Owner::Probe(t, r) => self.probe_result(&t, r, false),
-            Owner::TearDown(id) => self.release_held(id),
+            Owner::TearDown(id) => self.calls.release_held(&mut cx!(self), id),
             Owner::Answered(_) => {}
         }
     }
 
     /// Send a request through a new client transaction; returns its branch.
     fn start_client(&mut self, req: SipMessage, dest: Src, owner: Owner) -> String {
-        let hostport = self.hostport(dest.proto);
-        self.tx.start_client(req, dest, owner, &hostport, self.now, &mut self.io, &self.metrics)
+        cx!(self).start_client(req, dest, owner)
     }
 
     /// Answer the server transaction `key` with `code`.
     fn respond_key(&mut self, key: &TxKey, code: u16, reason_hdr: Option<&str>) {
-        let Some(mut r) = self.tx.response(key, code, &mut self.io) else {
-            return;
-        };
-        if let Some(reason) = reason_hdr {
-            r.push("Reason", reason);
-        }
-        self.respond_msg(key, r);
+        cx!(self).respond_key(key, code, reason_hdr)
     }
 
     /// Send `resp` through server transaction `key` (recorded for retransmission).
     fn respond_msg(&mut self, key: &TxKey, resp: SipMessage) {
-        self.tx.respond(key, resp, self.now, &mut self.io, &self.metrics);
+        cx!(self).respond_msg(key, resp)
     }
 
     fn send(&mut self, to: Src, msg: SipMessage) {
-        self.send_bytes(to, msg.to_bytes());
+        self.io.send(to, msg.to_bytes());
     }
 
-    fn send_bytes(&mut self, to: Src, bytes: Bytes) {
-        self.io.send(to, bytes);
+    /// Calls being set up through a node the detector now says is down move on (`egress.rs`). Run
+    /// a few times a second.
+    pub fn check_egress(&mut self, now: u64) {
+        self.now = now;
+        self.calls.check_egress(&mut cx!(self));
     }
 }
 

@@ -5,6 +5,7 @@
 use hatrunk_core::trunk::Role;
 use hatrunk_sip::transaction::{Timer, TxKey};
 
+use super::context::cx;
 use super::output::Due;
 use super::Engine;
 
@@ -57,11 +58,11 @@ impl Engine {
 
     fn fire_call(&mut self, id: u64, t: CallTimer) {
         match t {
-            CallTimer::Failover(n) => self.attempt_no_answer(id, n as usize, false),
-            CallTimer::TimerC(n) => self.attempt_no_answer(id, n as usize, true),
-            CallTimer::Forward(n) => self.forward_timer(id, n as usize),
-            CallTimer::MaxDuration => self.dialog_expired(id),
-            CallTimer::HeldSlot => self.release_held(id),
+            CallTimer::Failover(n) => self.calls.attempt_no_answer(&mut cx!(self), id, n as usize, false),
+            CallTimer::TimerC(n) => self.calls.attempt_no_answer(&mut cx!(self), id, n as usize, true),
+            CallTimer::Forward(n) => self.calls.forward_timer(&mut cx!(self), id, n as usize),
+            CallTimer::MaxDuration => self.calls.dialog_expired(&mut cx!(self), id),
+            CallTimer::HeldSlot => self.calls.release_held(&mut cx!(self), id),
         }
     }
 

@@ -6,22 +6,23 @@ use hatrunk_core::plan::Step;
 use hatrunk_core::policy::Outcome;
 use hatrunk_sip::SipMessage;
 
-use super::super::calls::AttemptState;
+use super::super::calls::{AttemptState, Calls};
+use super::super::context::Cx;
 use super::super::egress::{take_report, REPORT_HEADER};
-use super::super::{build, CallTimer, Engine, Owner};
+use super::super::{build, CallTimer, Owner};
 
 /// RFC 3261 Timer C: > 3 minutes.
 const TIMER_C_MS: u64 = 181_000;
 
-impl Engine {
-    pub(in crate::proxy) fn attempt_response(&mut self, id: u64, n: usize, mut resp: SipMessage) {
+impl Calls {
+    pub(in crate::proxy) fn attempt_response(&mut self, cx: &mut Cx<'_>, id: u64, n: usize, mut resp: SipMessage) {
         let code = resp.code().unwrap_or(0);
-        let live = self.calls.attempt(id, n).is_some_and(|a| !a.state.done());
+        let live = self.attempt(id, n).is_some_and(|a| !a.state.done());
         if !live {
-            return self.late_response(id, n, resp);
+            return self.late_response(cx, id, n, resp);
         }
-        let forward = self.calls.attempt(id, n).is_some_and(|a| a.forward);
-        if let Some(a) = self.calls.attempt_mut(id, n) {
+        let forward = self.attempt(id, n).is_some_and(|a| a.forward);
+        if let Some(a) = self.attempt_mut(id, n) {
             if a.state == AttemptState::Sent {
                 a.state = AttemptState::Trying;
             }
@@ -40,9 +41,9 @@ impl Engine {
             };
             if forward && report.is_none() && (code == 503 || code == 408) {
                 // the egress node itself could not take the call: the next node, not the caller
-                return self.egress_fault(id, n, Outcome::Final(code));
+                return self.egress_fault(cx, id, n, Outcome::Final(code));
             }
-            if let (Some(r), Some(c)) = (report, self.calls.get_mut(id)) {
+            if let (Some(r), Some(c)) = (report, self.get_mut(id)) {
                 if let Some(a) = c.attempts.get_mut(n) {
                     a.sub = r.attempts.clone();
                 }
@@ -51,19 +52,19 @@ impl Engine {
         }
         if code < 200 {
             let key = {
-                let Some(call) = self.calls.get_mut(id) else {
+                let Some(call) = self.get_mut(id) else {
                     return;
                 };
                 call.attempts[n].state = AttemptState::Ringing;
                 call.key.clone()
             };
-            self.io.arm_call(self.now + TIMER_C_MS, id, CallTimer::TimerC(n as u32));
-            return self.respond_msg(&key, resp);
+            cx.io.arm_call(cx.now + TIMER_C_MS, id, CallTimer::TimerC(n as u32));
+            return cx.respond_msg(&key, resp);
         }
         if code < 300 {
-            let now = self.now;
+            let now = cx.now;
             let (key, call_id, max_s, branch) = {
-                let Some(call) = self.calls.get_mut(id) else {
+                let Some(call) = self.get_mut(id) else {
                     return;
                 };
                 let a = &mut call.attempts[n];
@@ -81,45 +82,45 @@ impl Engine {
             };
             // the same 2xx again (ours upstream, or the caller's ACK, was lost) goes to the caller
             // from now on, during the call and after it (mod.rs, Owner::Answered)
-            if let Some(e) = self.tx.clients.get_mut(&branch) {
+            if let Some(e) = cx.tx.clients.get_mut(&branch) {
                 e.owner = Owner::Answered(key.clone());
             }
-            self.metrics.answered.inc();
+            cx.metrics.answered.inc();
             if let Some(r) = self.egress_report(id, None) {
                 resp.set(REPORT_HEADER, r);
             }
-            self.respond_msg(&key, resp);
-            self.calls.answered(id, call_id);
-            self.io.arm_call(self.now + u64::from(max_s) * 1000, id, CallTimer::MaxDuration);
+            cx.respond_msg(&key, resp);
+            self.answered(id, call_id);
+            cx.io.arm_call(cx.now + u64::from(max_s) * 1000, id, CallTimer::MaxDuration);
             return;
         }
-        if let Some(c) = self.calls.get_mut(id) {
+        if let Some(c) = self.get_mut(id) {
             c.attempts[n].state = AttemptState::Done;
         }
-        self.attempt_outcome(id, n, Outcome::Final(code), Some(resp));
+        self.attempt_outcome(cx, id, n, Outcome::Final(code), Some(resp));
     }
 
-    pub(in crate::proxy) fn attempt_unreachable(&mut self, id: u64, n: usize) {
+    pub(in crate::proxy) fn attempt_unreachable(&mut self, cx: &mut Cx<'_>, id: u64, n: usize) {
         if self.is_forward(id, n) {
-            return self.egress_fault(id, n, Outcome::ConnectionError);
+            return self.egress_fault(cx, id, n, Outcome::ConnectionError);
         }
         if self.mark_done(id, n) {
-            self.attempt_outcome(id, n, Outcome::ConnectionError, None);
+            self.attempt_outcome(cx, id, n, Outcome::ConnectionError, None);
         }
     }
 
-    pub(in crate::proxy) fn attempt_timeout(&mut self, id: u64, n: usize) {
+    pub(in crate::proxy) fn attempt_timeout(&mut self, cx: &mut Cx<'_>, id: u64, n: usize) {
         if self.is_forward(id, n) {
-            return self.egress_fault(id, n, Outcome::NoAnswer); // a no-op once the attempt is done
+            return self.egress_fault(cx, id, n, Outcome::NoAnswer); // a no-op once the attempt is done
         }
         if self.mark_done(id, n) {
-            self.attempt_outcome(id, n, Outcome::NoAnswer, None);
+            self.attempt_outcome(cx, id, n, Outcome::NoAnswer, None);
         }
     }
 
     /// The failover timer (or Timer C) fired for attempt `n`.
-    pub(in crate::proxy) fn attempt_no_answer(&mut self, id: u64, n: usize, timer_c: bool) {
-        let Some(a) = self.calls.attempt(id, n) else {
+    pub(in crate::proxy) fn attempt_no_answer(&mut self, cx: &mut Cx<'_>, id: u64, n: usize, timer_c: bool) {
+        let Some(a) = self.attempt(id, n) else {
             return;
         };
         let ringing = a.state == AttemptState::Ringing;
@@ -129,17 +130,17 @@ impl Engine {
         let branch = a.branch.clone();
         self.mark_done(id, n);
         if ringing {
-            self.cancel_branch(&branch);
+            cx.cancel_branch(&branch);
         }
-        self.attempt_outcome(id, n, Outcome::NoAnswer, None);
+        self.attempt_outcome(cx, id, n, Outcome::NoAnswer, None);
     }
 
     fn is_forward(&self, id: u64, n: usize) -> bool {
-        self.calls.attempt(id, n).is_some_and(|a| a.forward)
+        self.attempt(id, n).is_some_and(|a| a.forward)
     }
 
     fn mark_done(&mut self, id: u64, n: usize) -> bool {
-        match self.calls.attempt_mut(id, n) {
+        match self.attempt_mut(id, n) {
             Some(a) if !a.state.done() => {
                 a.state = AttemptState::Done;
                 true
@@ -149,9 +150,9 @@ impl Engine {
     }
 
     /// Attempt `n` ended with `outcome`: fail over or finish.
-    pub(super) fn attempt_outcome(&mut self, id: u64, n: usize, outcome: Outcome, resp: Option<SipMessage>) {
-        let now = self.now;
-        let Some(call) = self.calls.get_mut(id) else {
+    pub(super) fn attempt_outcome(&mut self, cx: &mut Cx<'_>, id: u64, n: usize, outcome: Outcome, resp: Option<SipMessage>) {
+        let now = cx.now;
+        let Some(call) = self.get_mut(id) else {
             return;
         };
         if let Some(a) = call.attempts.get_mut(n) {
@@ -161,8 +162,8 @@ impl Engine {
         let step = call.plan.as_mut().map(|p| p.on_outcome(outcome)).unwrap_or(Step::Done);
         if let Step::Try(role) = step {
             call.failover_detect = Some(now);
-            self.metrics.failovers.with_label_values(&[&outcome.label()]).inc();
-            return self.start_attempt(id, role);
+            cx.metrics.failovers.with_label_values(&[&outcome.label()]).inc();
+            return self.start_attempt(cx, id, role);
         }
         let key = call.key.clone();
         let (mut disposition, mut cause) = classify(outcome);
@@ -185,18 +186,18 @@ impl Engine {
                     Outcome::Cancelled => 487,
                     _ => 480,
                 };
-                let tag = self.io.tag();
-                self.tx.servers.get(&key).map(|e| build::response(&e.req, code, Some(&tag)))
+                let tag = cx.io.tag();
+                cx.tx.servers.get(&key).map(|e| build::response(&e.req, code, Some(&tag)))
             }
         };
         let Some(mut reply) = reply else {
-            return self.finish(id, disposition, cause, None, false);
+            return self.finish(cx, id, disposition, cause, None, false);
         };
         let code = reply.code().unwrap_or(500);
         if let Some(r) = self.egress_report(id, Some((disposition, cause))) {
             reply.set(REPORT_HEADER, r);
         }
-        self.respond_msg(&key, reply);
-        self.finish(id, disposition, cause, Some(code), false);
+        cx.respond_msg(&key, reply);
+        self.finish(cx, id, disposition, cause, Some(code), false);
     }
 }
