@@ -3,11 +3,13 @@
 //! ask admission, write a CDR) comes out as [`Action`]s. The driver ([`crate::runtime`]) feeds it
 //! socket events, admission answers and timer ticks, so the same engine can run under turmoil.
 //!
-//! Files: `mod.rs` the state and the dispatch of each event; `transactions.rs` the server and
-//! client transactions in flight; `output.rs` the actions, the timer heaps and the sequence naming
-//! calls, branches and tags; `timers.rs` what each timer does and the per-tick upkeep; `call.rs` the
-//! inbound/outbound INVITE path (modes, admission, attempts), `call/attempt.rs` an attempt's
-//! responses and failover; `cancel.rs` CANCEL and late answers; `egress.rs` Advanced HA forwarding
+//! Files: `mod.rs` the engine and the dispatch of each event; the parts that own state:
+//! `transactions.rs` the server and client transactions in flight, `output.rs` the actions, the
+//! timer heaps and the sequence naming calls, branches and tags, `calls.rs` the calls in progress;
+//! `context.rs` what a handler borrows besides its part (`Cx`) and the node's own addresses;
+//! `timers.rs` what each timer does and the per-tick upkeep. The call path's handlers are `Calls`
+//! methods taking a `Cx`: `call.rs` the inbound/outbound INVITE path (modes, admission, attempts),
+//! `call/attempt.rs` an attempt's responses and failover; `cancel.rs` CANCEL and late answers; `egress.rs` Advanced HA forwarding
 //! between nodes; `dialog.rs` in-dialog routing; `registrar.rs` REGISTER; `auth.rs` digest checks;
 //! `probe.rs` OPTIONS answered and health probing; `guard.rs` per-source limits, bans and the
 //! transaction limit. What a proxy builds itself (responses, ACK, CANCEL, error replies) and the
