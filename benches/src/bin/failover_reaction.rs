@@ -28,20 +28,11 @@ fn pbx(addr: SocketAddr, primary: bool, stamps: Stamps) {
             let Ok(msg) = parse(&buf[..len], true) else { continue };
             let method = msg.method().map(|m| m.as_str().to_string()).unwrap_or_default();
             let call = msg.header("Call-ID").unwrap_or("").to_string();
-            let r = match method.as_str() {
-                "INVITE" if primary => Some(msg.make_response(503, "Service Unavailable", Some("p"))),
-                "INVITE" => {
-                    stamps.lock().unwrap_or_else(|e| e.into_inner()).insert(call.clone(), Instant::now());
-                    let mut r = msg.make_response(200, "OK", Some("s"));
-                    for rr in msg.headers_named("Record-Route") {
-                        r.push("Record-Route", rr);
-                    }
-                    r.push("Contact", format!("<sip:pbx@{addr}>"));
-                    Some(r)
-                }
-                "BYE" | "OPTIONS" => Some(msg.make_response(200, "OK", Some("s"))),
-                _ => None,
-            };
+            if method == "INVITE" && !primary {
+                stamps.lock().unwrap_or_else(|e| e.into_inner()).insert(call.clone(), Instant::now());
+            }
+            let (code, tag) = if primary { (503, "p") } else { (200, "s") };
+            let r = hatrunk_sip::uas::answer(&msg, code, &addr.to_string(), tag, None);
             if let Some(r) = r {
                 let bytes = r.to_bytes();
                 if primary && method == "INVITE" {

@@ -96,23 +96,13 @@ fn pbx(addr: SocketAddr, log: Log) {
     std::thread::spawn(move || loop {
         let Ok((len, from)) = sock.recv_from(&mut buf) else { return };
         let Ok(msg) = parse(&buf[..len], true) else { continue };
-        let method = msg.method().map(|m| m.as_str().to_string()).unwrap_or_default();
-        let mut r = msg.make_response(200, "OK", Some("pbx"));
-        match method.as_str() {
-            "INVITE" => {
-                let port =
-                    msg.header("Via").and_then(|v| v.split(';').next()).and_then(|v| v.rsplit(':').next()).and_then(|p| p.parse().ok());
-                if let Some(p) = port {
-                    log.lock().unwrap_or_else(|e| e.into_inner()).push((Instant::now(), p));
-                }
-                for rr in msg.headers_named("Record-Route") {
-                    r.push("Record-Route", rr);
-                }
-                r.push("Contact", format!("<sip:pbx@{addr}>"));
+        if msg.method() == Some(&hatrunk_sip::Method::Invite) {
+            let port = msg.header("Via").and_then(|v| v.split(';').next()).and_then(|v| v.rsplit(':').next()).and_then(|p| p.parse().ok());
+            if let Some(p) = port {
+                log.lock().unwrap_or_else(|e| e.into_inner()).push((Instant::now(), p));
             }
-            "BYE" | "OPTIONS" => {}
-            _ => continue,
         }
+        let Some(r) = hatrunk_sip::uas::answer(&msg, 200, &addr.to_string(), "pbx", None) else { continue };
         let _ = sock.send_to(&r.to_bytes(), from);
     });
 }

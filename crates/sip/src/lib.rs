@@ -15,6 +15,7 @@
 //!   stateless refusal, the `received`/`rport` stamp.
 //! - [`transport`]: UDP, TCP and TLS sockets on tokio, behind one handle (streams in `transport/stream.rs`).
 //! - [`digest`]: digest authentication (RFC 7616 / 2617), done by hand.
+//! - [`uas`]: the answers of a minimal PBX, for the demo and the benchmarks.
 
 pub mod build;
 pub mod digest;
@@ -25,6 +26,7 @@ pub mod message;
 pub mod parse;
 pub mod transaction;
 pub mod transport;
+pub mod uas;
 
 pub use error::SipError;
 pub use message::{Method, SipMessage, StartLine};

@@ -51,20 +51,6 @@ fn sec(t0: Instant) -> usize {
     t0.elapsed().as_secs() as usize
 }
 
-fn reply(req: &SipMessage, code: u16, reason: &str, tag: &str, contact: &str, body: bool) -> Vec<u8> {
-    let mut r = req.make_response(code, reason, Some(tag));
-    if body {
-        // a dialog-creating 2xx carries the Record-Route back (RFC 3261 section 12.1.1)
-        for rr in req.headers_named("Record-Route") {
-            r.push("Record-Route", rr);
-        }
-        r.push("Contact", format!("<sip:pbx@{contact}>"));
-        r.push("Content-Type", "application/sdp");
-        r.body = bytes::Bytes::from_static(SDP.as_bytes());
-    }
-    r.to_bytes().to_vec()
-}
-
 /// A PBX on `addr`; fails every INVITE with 503 while `failing` is set.
 pub async fn pbx(addr: SocketAddr, failing: Arc<AtomicBool>, stats: Shared, t0: Instant) -> std::io::Result<()> {
     let sock = UdpSocket::bind(addr).await?;
@@ -76,10 +62,11 @@ pub async fn pbx(addr: SocketAddr, failing: Arc<AtomicBool>, stats: Shared, t0: 
         let Some(method) = msg.method().map(|m| m.as_str().to_string()) else { continue };
         n += 1;
         let tag = format!("pbx{n}");
-        let out = match method.as_str() {
+        let mut code = 200;
+        match method.as_str() {
             "INVITE" if failing.load(Ordering::Relaxed) => {
                 Stats::bump(&mut lock(&stats).failovers, sec(t0));
-                reply(&msg, 503, "Service Unavailable", &tag, &addr.to_string(), false)
+                code = 503;
             }
             "INVITE" => {
                 let port = msg
@@ -95,12 +82,11 @@ pub async fn pbx(addr: SocketAddr, failing: Arc<AtomicBool>, stats: Shared, t0: 
                     }
                     *s.egress[i].entry(port).or_default() += 1;
                 }
-                reply(&msg, 200, "OK", &tag, &addr.to_string(), true)
             }
-            "BYE" | "OPTIONS" => reply(&msg, 200, "OK", &tag, &addr.to_string(), false),
-            _ => continue,
-        };
-        let _ = sock.send_to(&out, from).await;
+            _ => {}
+        }
+        let Some(out) = hatrunk_sip::uas::answer(&msg, code, &addr.to_string(), &tag, Some(SDP)) else { continue };
+        let _ = sock.send_to(&out.to_bytes(), from).await;
     }
 }
 

@@ -101,7 +101,7 @@ impl Calls {
         // cut off from the majority: we could not admit, so send the carrier elsewhere now
         let cut_off = if cx.cluster.quorum(cx.now) { None } else { Some(build::response(&msg, 503, Some(&cx.io.tag()))) };
         let call = Call {
-            key,
+            key: Some(Box::new(key)),
             trunk,
             direction,
             via_account,
@@ -125,7 +125,7 @@ impl Calls {
         if let Some(mut r) = cut_off {
             r.push("Retry-After", "5");
             r.push("Reason", "Q.850;cause=41;text=\"Node cut off from the cluster majority\"");
-            cx.respond_msg(&call.key, r);
+            cx.respond_msg(&call.key(), r);
             self.insert(id, call);
             return self.finish(cx, id, Disposition::Congestion, Cause::ClusterUnavailable, Some(503), false);
         }
@@ -157,7 +157,7 @@ impl Calls {
         match decision {
             Ok(d) if d.admitted() => call.slot_state = SlotState::Held,
             other => {
-                let key = call.key.clone();
+                let key = call.key();
                 let (code, reason) = match &other {
                     Ok(_) => (cx.cfg.congestion_code, "Q.850;cause=34;text=\"No circuit/channel available\""),
                     Err(_) => (503, "Q.850;cause=41;text=\"Temporary failure\""),

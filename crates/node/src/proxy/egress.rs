@@ -161,7 +161,7 @@ impl Calls {
 
     /// No node can deliver the call: 503 upstream (the carrier may route elsewhere).
     fn no_egress(&mut self, cx: &mut Cx<'_>, id: u64) {
-        let Some(key) = self.get(id).map(|c| c.key.clone()) else {
+        let Some(key) = self.get(id).map(|c| c.key()) else {
             return;
         };
         cx.respond_key(&key, 503, Some("Q.850;cause=41;text=\"No cluster node could take the call\""));

@@ -61,7 +61,67 @@ impl Registrar {
     }
 }
 
+/// Why a REGISTER's Contacts were refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// Malformed (`*` with others or a non-zero expiry, a bad `expires`, an unusable Contact): 400.
+    Bad,
+    /// Shorter than we keep bindings for: 423 with this `Min-Expires`.
+    TooBrief(u32),
+}
+
+impl Registrar {
+    /// Apply an authenticated REGISTER of `user` from `src` at `now`: add, refresh or remove its
+    /// binding. Returns the binding to echo in the 200 (contact, seconds left), if any.
+    pub(super) fn register(
+        &mut self,
+        user: &str,
+        msg: &SipMessage,
+        src: Src,
+        now: u64,
+        (min_s, max_s): (u32, u32),
+    ) -> Result<Option<(String, u32)>, Refusal> {
+        let default_expires = msg.header("Expires").and_then(|e| e.trim().parse::<u32>().ok()).unwrap_or(3600);
+        let contacts: Vec<String> = msg.headers_named("Contact").map(str::to_string).collect();
+        if contacts.iter().any(|c| c == "*") {
+            if default_expires != 0 || contacts.len() > 1 {
+                return Err(Refusal::Bad);
+            }
+            self.bindings.remove(user);
+        }
+        let mut granted = None;
+        for c in contacts.iter().filter(|c| *c != "*") {
+            let expires = match param(c, "expires") {
+                Some(e) => e.parse::<u32>().map_err(|_| Refusal::Bad)?,
+                None => default_expires,
+            };
+            if expires == 0 {
+                self.bindings.remove(user);
+                continue;
+            }
+            if expires < min_s {
+                return Err(Refusal::TooBrief(min_s));
+            }
+            let expires = expires.min(max_s);
+            let uri = addr_uri(c).to_string();
+            // Deliver to the Contact when its IP is the one the REGISTER came from; otherwise the PBX
+            // is behind NAT (nathelper's "Contact IP != source IP" test) and we use the source.
+            let dest = match uri_dest(&uri) {
+                Some(d) if d.addr.ip() == src.addr.ip() => d,
+                Some(_) => Src { conn: None, ..src },
+                None => return Err(Refusal::Bad),
+            };
+            self.bindings
+                .insert(user.to_string(), Binding { contact: uri.clone(), src: dest, expires_ms: now + u64::from(expires) * 1000 });
+            granted = Some((uri, expires));
+        }
+        Ok(granted.or_else(|| self.lookup(user, now).map(|b| (b.contact.clone(), ((b.expires_ms - now) / 1000) as u32))))
+    }
+}
+
 impl Engine {
+    /// REGISTER: authenticated here (the engine holds the nonces and the guard), applied by the
+    /// registrar, answered and replicated.
     pub(super) fn on_register(&mut self, key: TxKey, msg: SipMessage, src: Src) {
         let to = addr_uri(msg.header("To").unwrap_or("")).to_ascii_lowercase();
         if !(to.starts_with("sip:") || to.starts_with("sips:")) {
@@ -79,50 +139,18 @@ impl Engine {
         let Some(user) = trunk.account(role).and_then(|a| a.username.clone()) else {
             return self.respond_key(&key, 403, None);
         };
-        let default_expires = msg.header("Expires").and_then(|e| e.trim().parse::<u32>().ok()).unwrap_or(3600);
-        let contacts: Vec<String> = msg.headers_named("Contact").map(str::to_string).collect();
-        if contacts.iter().any(|c| c == "*") {
-            if default_expires != 0 || contacts.len() > 1 {
-                return self.respond_key(&key, 400, None);
-            }
-            self.registrar.bindings.remove(&user);
-        }
-        let mut granted = None;
-        for c in contacts.iter().filter(|c| *c != "*") {
-            let expires = match param(c, "expires") {
-                Some(e) => match e.parse::<u32>() {
-                    Ok(v) => v,
-                    Err(_) => return self.respond_key(&key, 400, None),
-                },
-                None => default_expires,
-            };
-            if expires == 0 {
-                self.registrar.bindings.remove(&user);
-                continue;
-            }
-            if expires < self.cfg.min_expires_s {
+        let limits = (self.cfg.min_expires_s, self.cfg.max_expires_s);
+        let echo = match self.registrar.register(&user, &msg, src, self.now, limits) {
+            Ok(echo) => echo,
+            Err(Refusal::Bad) => return self.respond_key(&key, 400, None),
+            Err(Refusal::TooBrief(min)) => {
                 let mut r = build::response(&msg, 423, Some(&self.io.tag()));
-                r.push("Min-Expires", self.cfg.min_expires_s.to_string());
+                r.push("Min-Expires", min.to_string());
                 return self.respond_msg(&key, r);
             }
-            let expires = expires.min(self.cfg.max_expires_s);
-            let uri = addr_uri(c).to_string();
-            // Deliver to the Contact when its IP is the one the REGISTER came from; otherwise the PBX
-            // is behind NAT (nathelper's "Contact IP != source IP" test) and we use the source.
-            let dest = match uri_dest(&uri) {
-                Some(d) if d.addr.ip() == src.addr.ip() => d,
-                Some(_) => Src { conn: None, ..src },
-                None => return self.respond_key(&key, 400, None),
-            };
-            self.registrar
-                .bindings
-                .insert(user.clone(), Binding { contact: uri.clone(), src: dest, expires_ms: self.now + u64::from(expires) * 1000 });
-            granted = Some((uri, expires));
-        }
+        };
         let mut r = build::response(&msg, 200, Some(&self.io.tag()));
-        if let Some((uri, expires)) = granted
-            .or_else(|| self.registrar.lookup(&user, self.now).map(|b| (b.contact.clone(), ((b.expires_ms - self.now) / 1000) as u32)))
-        {
+        if let Some((uri, expires)) = echo {
             r.push("Contact", format!("<{uri}>;expires={expires}"));
         }
         tracing::info!(user = %user, trunk = %trunk.id, "registered");
@@ -133,5 +161,55 @@ impl Engine {
             None => Action::Register { user, contact: String::new(), route: String::new(), expires_ms: 0 },
         };
         self.io.push(replicated);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hatrunk_sip::parse::parse;
+
+    use super::*;
+
+    fn register(contact: &str, expires: &str) -> SipMessage {
+        let text = format!(
+            "REGISTER sip:h SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.7:5090;branch=z9hG4bKr\r\nFrom: <sip:pbx@h>;tag=1\r\n\
+             To: <sip:pbx@h>\r\nCall-ID: r\r\nCSeq: 1 REGISTER\r\nContact: {contact}\r\nExpires: {expires}\r\n\
+             Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        parse(text.as_bytes(), true).expect("parses")
+    }
+
+    fn from(addr: &str) -> Src {
+        Src { proto: Proto::Udp, addr: addr.parse().expect("addr"), conn: None }
+    }
+
+    #[test]
+    fn bindings_are_bounded_follow_nat_and_can_be_removed() {
+        let mut r = Registrar::default();
+        let limits = (60, 3600);
+        // too brief: 423 with our minimum; too long: capped
+        assert_eq!(
+            r.register("pbx", &register("<sip:pbx@10.0.0.7:5090>", "30"), from("10.0.0.7:5090"), 0, limits),
+            Err(Refusal::TooBrief(60))
+        );
+        let echo = r.register("pbx", &register("<sip:pbx@10.0.0.7:5090>", "7200"), from("10.0.0.7:5090"), 0, limits);
+        assert_eq!(echo, Ok(Some(("sip:pbx@10.0.0.7:5090".into(), 3600))));
+        assert_eq!(r.lookup("pbx", 3_599_999).map(|b| b.src.addr.to_string()), Some("10.0.0.7:5090".into()));
+        assert!(r.lookup("pbx", 3_600_000).is_none(), "gone at its expiry");
+        // a Contact naming another address than the source: behind NAT, calls go to the source
+        r.register("pbx", &register("<sip:pbx@192.168.1.5:5060>", "600"), from("203.0.113.9:40000"), 0, limits).expect("ok");
+        assert_eq!(
+            r.lookup("pbx", 1).map(|b| (b.contact.as_str(), b.src.addr.to_string())),
+            Some(("sip:pbx@192.168.1.5:5060", "203.0.113.9:40000".into()))
+        );
+        // `*` with Expires 0 removes; `*` otherwise and a bad expires are malformed
+        assert_eq!(r.register("pbx", &register("*", "0"), from("203.0.113.9:40000"), 2, limits), Ok(None));
+        assert!(r.lookup("pbx", 2).is_none());
+        assert_eq!(r.register("pbx", &register("*", "60"), from("10.0.0.7:5090"), 3, limits), Err(Refusal::Bad));
+        assert_eq!(
+            r.register("pbx", &register("<sip:pbx@10.0.0.7>;expires=soon", "60"), from("10.0.0.7:5090"), 3, limits),
+            Err(Refusal::Bad)
+        );
+        assert_eq!(r.expire(3), Vec::<String>::new());
     }
 }

@@ -56,7 +56,7 @@ impl Calls {
                     return;
                 };
                 call.attempts[n].state = AttemptState::Ringing;
-                call.key.clone()
+                call.key()
             };
             cx.io.arm_call(cx.now + TIMER_C_MS, id, CallTimer::TimerC(n as u32));
             return cx.respond_msg(&key, resp);
@@ -77,7 +77,7 @@ impl Calls {
                 call.slot.shrink_to_fit();
                 // the INVITE's server transaction is done with at the answer: its key moves to
                 // the answering client transaction (below) instead of living as long as the call
-                let key = std::mem::take(&mut call.key);
+                let key = call.key.take().map(|k| *k).unwrap_or_default();
                 (key, call.call_id.clone(), call.trunk.max_call_duration_s, call.attempts[n].branch.clone())
             };
             // the same 2xx again (ours upstream, or the caller's ACK, was lost) goes to the caller
@@ -165,7 +165,7 @@ impl Calls {
             cx.metrics.failovers.with_label_values(&[&outcome.label()]).inc();
             return self.start_attempt(cx, id, role);
         }
-        let key = call.key.clone();
+        let key = call.key();
         let (mut disposition, mut cause) = classify(outcome);
         if let Some(r) = &call.report {
             // the egress node saw the PBX's answer first hand
