@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use super::*;
 
 fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
+    s.parse().expect("an address")
 }
 
 fn small() -> GuardLimits {

@@ -123,7 +123,7 @@ mod tests {
         for _ in 0..10_000 {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let call = format!("c{}", (x >> 33) % 50);
-            if (x >> 20) % 2 == 0 {
+            if (x >> 20).is_multiple_of(2) {
                 p.admit("t", 7, &call);
             } else {
                 p.release(&call);
