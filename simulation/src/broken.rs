@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use hatrunk_core::policy::FailoverPolicy;
 use hatrunk_core::pool::Decision;
+use hatrunk_core::slot::SlotId;
 use hatrunk_core::trunk::{Role, Trunk};
 use hatrunk_node::admission::Admission;
 use hatrunk_node::runtime::{AdmissionLayer, StoreLayer};
@@ -48,13 +49,13 @@ impl Broken {
 struct SkipPoolCheck(Arc<dyn Admission>);
 
 impl Admission for SkipPoolCheck {
-    fn admit_now(&self, _trunk: &str, _limit: u32, _slot: &str) -> Option<Decision> {
+    fn admit_now(&self, _trunk: &str, _limit: u32, _slot: &SlotId) -> Option<Decision> {
         Some(Decision::Granted)
     }
-    fn admit(&self, _trunk: String, _limit: u32, _slot: String) -> BoxFuture<'_, Result<Decision, NodeError>> {
+    fn admit(&self, _trunk: String, _limit: u32, _slot: SlotId) -> BoxFuture<'_, Result<Decision, NodeError>> {
         Box::pin(async { Ok(Decision::Granted) })
     }
-    fn release(&self, slot: &str) {
+    fn release(&self, slot: &SlotId) {
         self.0.release(slot)
     }
     fn release_inherited(&self, trunk: &str, call_id: &str) {

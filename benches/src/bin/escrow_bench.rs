@@ -50,9 +50,9 @@ async fn main() -> Result<(), String> {
         let adm = adms[w % adms.len()].clone();
         tasks.push(tokio::spawn(async move {
             let (mut n, mut pairs, mut full, mut lat) = (0u64, 0u64, 0u64, Vec::new());
-            let mut held: VecDeque<String> = VecDeque::new();
+            let mut held: VecDeque<hatrunk_core::slot::SlotId> = VecDeque::new();
             while Instant::now() < deadline {
-                let call = format!("w{w}/{n}");
+                let call = hatrunk_core::slot::SlotId::new(&format!("w{w}"), &n.to_string(), "b");
                 n += 1;
                 let t0 = Instant::now();
                 let d = match adm.admit_now("bench", limit as u32, &call) {
@@ -67,9 +67,10 @@ async fn main() -> Result<(), String> {
                 }
                 held.push_back(call);
                 if held.len() > hold {
-                    let old = held.pop_front().unwrap_or_default();
-                    adm.release(&old);
-                    pairs += 1;
+                    if let Some(old) = held.pop_front() {
+                        adm.release(&old);
+                        pairs += 1;
+                    }
                 }
                 if n % 64 == 0 {
                     tokio::task::yield_now().await;

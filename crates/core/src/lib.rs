@@ -14,6 +14,7 @@
 //! - [`guard`]: per-source rate limits with an expiring ban list, digest brute-force limits.
 //! - [`health`]: account health from OPTIONS probes with up/down thresholds.
 //! - [`rr`]: round-robin selection.
+//! - [`slot`]: a call's claim on its trunk's pool, by name.
 //! - [`ha`]: Advanced HA: failure detector, quorum, egress node order per `advanced_ha`.
 
 pub mod cdr;
@@ -27,6 +28,7 @@ pub mod plan;
 pub mod policy;
 pub mod pool;
 pub mod rr;
+pub mod slot;
 pub mod trunk;
 
 pub use error::CoreError;

@@ -12,6 +12,7 @@ use hatrunk_consensus::raft::Consensus;
 use hatrunk_consensus::{Command, CommandResult};
 use hatrunk_core::escrow::{Escrow, Take};
 use hatrunk_core::pool::Decision;
+use hatrunk_core::slot::SlotId;
 
 use crate::error::NodeError;
 use crate::store::{outcome, BoxFuture};
@@ -22,12 +23,12 @@ use inherited::Inherited;
 pub trait Admission: Send + Sync {
     /// Decide at once when no ledger write is needed (the call path then skips a task and a
     /// channel); `None` means "use [`Admission::admit`]".
-    fn admit_now(&self, trunk: &str, limit: u32, call: &str) -> Option<Decision>;
+    fn admit_now(&self, trunk: &str, limit: u32, call: &SlotId) -> Option<Decision>;
     /// Take a slot of `trunk` for `call` (idempotent per call), asking the ledger for more when
     /// needed. The replicated trunk's limit is the one enforced; `limit` is what the caller saw.
-    fn admit(&self, trunk: String, limit: u32, call: String) -> BoxFuture<'_, Result<Decision, NodeError>>;
+    fn admit(&self, trunk: String, limit: u32, call: SlotId) -> BoxFuture<'_, Result<Decision, NodeError>>;
     /// Give `call`'s slot back (harmless if it holds none).
-    fn release(&self, call: &str);
+    fn release(&self, call: &SlotId);
     /// A BYE passed through for a call an earlier life of this node admitted on `trunk`: one of
     /// the slots kept for those calls may go (see `admission/inherited.rs`).
     fn release_inherited(&self, _trunk: &str, _call_id: &str) {}
@@ -224,26 +225,27 @@ impl EscrowAdmission {
 }
 
 impl Admission for EscrowAdmission {
-    fn admit_now(&self, trunk: &str, limit: u32, call: &str) -> Option<Decision> {
+    fn admit_now(&self, trunk: &str, limit: u32, call: &SlotId) -> Option<Decision> {
         self.reconciled.get()?;
-        match self.take(trunk, limit, call) {
+        match self.take(trunk, limit, call.as_str()) {
             Take::Taken => Some(Decision::Granted),
             Take::Held => Some(Decision::AlreadyHeld),
             Take::Need { .. } => None,
         }
     }
 
-    fn admit(&self, trunk: String, limit: u32, call: String) -> BoxFuture<'_, Result<Decision, NodeError>> {
+    fn admit(&self, trunk: String, limit: u32, call: SlotId) -> BoxFuture<'_, Result<Decision, NodeError>> {
         Box::pin(async move {
+            let call = call.as_str();
             self.reconcile().await?;
             let mut starved_round = 0;
             loop {
-                let want = match self.take(&trunk, limit, &call) {
+                let want = match self.take(&trunk, limit, call) {
                     Take::Taken => return Ok(Decision::Granted),
                     Take::Held => return Ok(Decision::AlreadyHeld),
                     Take::Need { want } => want,
                 };
-                if self.refill(&trunk, &call, want).await? {
+                if self.refill(&trunk, call, want).await? {
                     continue;
                 }
                 // nothing free: wait for others to give back their reserve, unless nobody has one
@@ -257,8 +259,8 @@ impl Admission for EscrowAdmission {
         })
     }
 
-    fn release(&self, call: &str) {
-        self.escrow().release(call);
+    fn release(&self, call: &SlotId) {
+        self.escrow().release(call.as_str());
     }
 
     fn release_inherited(&self, trunk: &str, call_id: &str) {

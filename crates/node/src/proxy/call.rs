@@ -10,6 +10,7 @@ use hatrunk_core::cdr::{AttemptRecord, Cause, Direction, Disposition};
 use hatrunk_core::plan::{CallPlan, Step};
 use hatrunk_core::policy::Outcome;
 use hatrunk_core::pool::Decision;
+use hatrunk_core::slot::SlotId;
 use hatrunk_core::trunk::{normalize_number, AuthMode, Mode, Role, Transport, Trunk};
 use hatrunk_sip::headers::{addr_uri, param, SipUri};
 use hatrunk_sip::transaction::TxKey;
@@ -93,7 +94,7 @@ impl Calls {
     ) {
         let id = cx.io.next_id();
         let from_tag = param(msg.header("From").unwrap_or(""), "tag").unwrap_or("").to_string();
-        let slot = format!("{}/{}/{}", cx.cfg.node, msg.header("Call-ID").unwrap_or(""), from_tag);
+        let slot = SlotId::new(&cx.cfg.node, msg.header("Call-ID").unwrap_or(""), &from_tag);
         let (trunk_id, limit) = (trunk.id.clone(), trunk.max_concurrent_calls);
         if let Some(e) = cx.tx.servers.get_mut(&key) {
             e.call = Some(id);

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use hatrunk_core::cdr::{AttemptRecord, Cause, Cdr, Direction, Disposition, EgressReport};
 use hatrunk_core::plan::CallPlan;
 use hatrunk_core::rr::RoundRobin;
+use hatrunk_core::slot::SlotId;
 use hatrunk_core::trunk::{Role, Trunk};
 use hatrunk_sip::transaction::TxKey;
 use hatrunk_sip::SipMessage;
@@ -90,7 +91,7 @@ pub struct Call {
     pub(super) from_uri: String,
     pub(super) src: Src,
     pub(super) number: String,
-    pub(super) slot: String,
+    pub(super) slot: SlotId,
     pub(super) plan: Option<CallPlan>,
     pub(super) attempts: Vec<Attempt>,
     pub(super) start_ms: u64,
@@ -157,7 +158,7 @@ pub(super) struct Calls {
     dialogs: HashMap<Arc<str>, u64>,
     /// Calls that ended while their admission was pending or their slot was kept: call id -> the
     /// slot to give back when the grant comes or the PBX is done.
-    pending_release: HashMap<u64, String>,
+    pending_release: HashMap<u64, SlotId>,
     /// Egress: cancelled forwarded calls whose 487 waits for the PBX to be done with the attempt
     /// (call id -> the INVITE's server transaction): the ingress keeps its slot until it gets it.
     pending_final: HashMap<u64, TxKey>,
@@ -204,7 +205,7 @@ impl Calls {
     /// Call `id` ends: out of the table and the dialog index. Returns it, with its slot when that
     /// goes back now; a slot still being asked for, or kept while a cancelled attempt may still be
     /// answered, is owed later ([`Calls::settle`], [`Calls::admitted_after_end`]).
-    pub(super) fn end(&mut self, id: u64) -> Option<(Box<Call>, Option<String>)> {
+    pub(super) fn end(&mut self, id: u64) -> Option<(Box<Call>, Option<SlotId>)> {
         let call = self.table.remove(&id)?;
         if self.dialogs.get(&call.call_id) == Some(&id) {
             self.dialogs.remove(&call.call_id);
@@ -221,13 +222,13 @@ impl Calls {
     }
 
     /// Admission answered for a call that had already ended: the slot it was owed, to give back.
-    pub(super) fn admitted_after_end(&mut self, id: u64) -> Option<String> {
+    pub(super) fn admitted_after_end(&mut self, id: u64) -> Option<SlotId> {
         self.pending_release.remove(&id)
     }
 
     /// An ended call's PBX leg is done (its 487, its teardown answered, or Timer B): the slot and
     /// the held 487 it still owes, if any. Nothing while the call is still running.
-    pub(super) fn settle(&mut self, id: u64) -> (Option<String>, Option<TxKey>) {
+    pub(super) fn settle(&mut self, id: u64) -> (Option<SlotId>, Option<TxKey>) {
         if self.table.contains_key(&id) {
             return (None, None);
         }
@@ -303,7 +304,7 @@ mod tests {
             from_uri: "sip:c@h".into(),
             src: Src { proto: Proto::Udp, addr: "10.9.9.9:5060".parse().expect("addr"), conn: None },
             number: "1000".into(),
-            slot: format!("n1/{call_id}/t"),
+            slot: SlotId::new("n1", call_id, "t"),
             plan: None,
             attempts: (0..attempts).map(|_| Attempt::new(rec.clone(), "b".into(), 0, false)).collect(),
             start_ms: 0,
@@ -323,7 +324,7 @@ mod tests {
         calls.insert(1, call("a", SlotState::Held, 1));
         calls.answered(1, "a".into());
         let (_, release) = calls.end(1).expect("ended");
-        assert_eq!(release.as_deref(), Some("n1/a/t"), "a held slot goes at once");
+        assert_eq!(release.as_ref().map(SlotId::as_str), Some("n1/a/t"), "a held slot goes at once");
         assert_eq!(calls.by_dialog("a"), None);
         // a cancelled call's kept slot waits for the PBX; a pending admission for its answer
         let mut kept = call("b", SlotState::Held, 1);
@@ -333,9 +334,9 @@ mod tests {
         assert_eq!(calls.settle(2), (None, None), "nothing while the call runs");
         assert_eq!(calls.end(2).expect("ended").1, None);
         assert_eq!(calls.end(3).expect("ended").1, None);
-        assert_eq!(calls.settle(2).0.as_deref(), Some("n1/b/t"));
+        assert_eq!(calls.settle(2).0.as_ref().map(SlotId::as_str), Some("n1/b/t"));
         assert_eq!(calls.settle(2).0, None, "owed once");
-        assert_eq!(calls.admitted_after_end(3).as_deref(), Some("n1/c/t"));
+        assert_eq!(calls.admitted_after_end(3).as_ref().map(SlotId::as_str), Some("n1/c/t"));
         // never asked for, or a slot held without attempts: nothing kept
         let mut none = call("d", SlotState::Held, 0);
         assert!(!none.hold_slot());

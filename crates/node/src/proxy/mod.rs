@@ -46,6 +46,7 @@ use bytes::Bytes;
 use hatrunk_core::cdr::Cdr;
 use hatrunk_core::guard::Guard;
 use hatrunk_core::pool::Decision;
+use hatrunk_core::slot::SlotId;
 use hatrunk_core::trunk::Role;
 use hatrunk_sip::build::{self, stamp_received};
 use hatrunk_sip::digest::NonceIssuer;
@@ -89,10 +90,10 @@ pub enum Action {
         call: u64,
         trunk: String,
         limit: u32,
-        slot: String,
+        slot: SlotId,
     },
     Release {
-        slot: String,
+        slot: SlotId,
     },
     /// A BYE of a call an earlier run of this node admitted on `trunk` passed through.
     ReleaseInherited {
