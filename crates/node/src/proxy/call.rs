@@ -300,7 +300,7 @@ impl Calls {
         // the node holding the slot names its boot and the trunk, so a BYE reaching a later run
         // of this node still frees the slot kept for the call (admission/inherited.rs)
         let ht = if call.forwarded_from.is_none() {
-            format!(";{}={}", super::dialog::HT_PARAM, cx.boot_tag(&call.trunk.id))
+            format!(";{}={}", super::context::HT_PARAM, cx.boot_tag(&call.trunk.id))
         } else {
             String::new()
         };

@@ -5,6 +5,7 @@
 //! call means for its slot and its CDR is decided here.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hatrunk_core::cdr::{AttemptRecord, Cause, Cdr, Direction, Disposition, EgressReport};
@@ -100,7 +101,7 @@ pub struct Call {
     pub(super) failover_ms: Option<u64>,
     pub(super) slot_state: SlotState,
     /// Ingress: where the call may leave from (Advanced HA).
-    pub(super) egress: Option<Box<super::egress::EgressPlan>>,
+    pub(super) egress: Option<Box<EgressPlan>>,
     /// Egress: the ingress node that admitted and forwarded this call.
     pub(super) forwarded_from: Option<String>,
     /// Ingress: what the egress said about failover towards the PBX.
@@ -147,6 +148,23 @@ impl Call {
             attempts: self.attempts.into_iter().flat_map(|a| if a.sub.is_empty() { vec![a.rec] } else { a.sub }).collect(),
         })
     }
+}
+
+/// One node a call may leave from.
+#[derive(Debug, Clone)]
+pub(super) struct EgressTarget {
+    pub(super) id: u64,
+    pub(super) name: String,
+    pub(super) zone: String,
+    pub(super) region: String,
+    pub(super) addr: SocketAddr,
+}
+
+/// The ingress's egress choices for one call, and how far down them it is.
+#[derive(Debug, Clone, Default)]
+pub(super) struct EgressPlan {
+    pub(super) order: Vec<EgressTarget>,
+    pub(super) next: usize,
 }
 
 /// The calls of one node.

@@ -11,15 +11,18 @@ use hatrunk_sip::transaction::TxKey;
 use hatrunk_sip::transport::Proto;
 use hatrunk_sip::SipMessage;
 
-use super::dialog::{uri_dest, HT_PARAM};
 use super::output::Output;
 use super::registrar::Registrar;
 use super::transactions::Transactions;
-use super::{EngineConfig, Owner, Src};
+use super::{uri_dest, EngineConfig, Owner, Src};
 use crate::cluster_health::ClusterView;
 use crate::metrics::Metrics;
 use crate::status::SharedStatus;
 use crate::store::TrunkStore;
+
+/// The Record-Route parameter naming the boot of the node that holds the call's slot, and the
+/// trunk: `ht=<boot>.<trunk>`.
+pub(super) const HT_PARAM: &str = "ht";
 
 pub(super) struct Cx<'a> {
     pub(super) cfg: &'a EngineConfig,

@@ -3,21 +3,14 @@
 //! call's accounting: its slot goes back and its CDR is written. Calls whose BYE never comes are
 //! cleared by the trunk's `max_call_duration_s` safety timer.
 
-use std::net::{IpAddr, SocketAddr};
-
 use hatrunk_core::cdr::{Cause, Disposition};
 use hatrunk_sip::headers::SipUri;
 use hatrunk_sip::transaction::TxKey;
-use hatrunk_sip::transport::Proto;
 use hatrunk_sip::{Method, SipMessage};
 
 use super::calls::Calls;
 use super::context::Cx;
-use super::{Action, Owner, Src};
-
-/// The Record-Route parameter naming the boot of the node that holds the call's slot, and the
-/// trunk: `ht=<boot>.<trunk>`.
-pub(super) const HT_PARAM: &str = "ht";
+use super::{Action, Owner};
 
 impl Calls {
     /// A BYE whose own Route entry (`ht`, from [`Engine::pop_own_routes`]) names an earlier run of
@@ -90,18 +83,4 @@ pub(super) fn relay_response(cx: &mut Cx<'_>, key: &TxKey, kept: Option<(String,
         cx.io.push(Action::ReleaseInherited { trunk, call_id });
     }
     cx.respond_msg(key, resp);
-}
-
-/// Where a SIP URI with a literal IP host is reached (DNS is not used on the call path).
-pub(super) fn uri_dest(uri: &str) -> Option<Src> {
-    let u = SipUri::parse(uri).ok()?;
-    let ip: IpAddr = u.host.trim_matches(['[', ']']).parse().ok()?;
-    let proto = match u.param("transport") {
-        _ if u.scheme == "sips" => Proto::Tls,
-        Some(t) if t.eq_ignore_ascii_case("tcp") => Proto::Tcp,
-        Some(t) if t.eq_ignore_ascii_case("tls") => Proto::Tls,
-        _ => Proto::Udp,
-    };
-    let default_port = if proto == Proto::Tls { 5061 } else { 5060 };
-    Some(Src { proto, addr: SocketAddr::new(ip, u.port.unwrap_or(default_port)), conn: None })
 }

@@ -13,8 +13,6 @@
 //!                       ◄── final/2xx + X-Hatrunk-Report (attempts, failover) ───┘
 //! ```
 
-use std::net::SocketAddr;
-
 use hatrunk_core::cdr::{AttemptRecord, Cause, Disposition, EgressReport};
 use hatrunk_core::ha::egress_order;
 use hatrunk_core::policy::Outcome;
@@ -22,7 +20,7 @@ use hatrunk_core::trunk::AdvancedHa;
 use hatrunk_sip::transport::Proto;
 use hatrunk_sip::SipMessage;
 
-use super::calls::{Attempt, AttemptState, Calls};
+use super::calls::{Attempt, AttemptState, Calls, EgressPlan, EgressTarget};
 use super::context::Cx;
 use super::{CallTimer, Owner, Src};
 
@@ -33,23 +31,6 @@ pub(super) const INGRESS_HEADER: &str = "X-Hatrunk-Ingress";
 pub(super) const REPORT_HEADER: &str = "X-Hatrunk-Report";
 /// A report longer than this is ignored (two attempts fit in a few hundred bytes).
 const MAX_REPORT: usize = 8192;
-
-/// One node a call may leave from.
-#[derive(Debug, Clone)]
-pub(super) struct EgressTarget {
-    id: u64,
-    name: String,
-    zone: String,
-    region: String,
-    addr: SocketAddr,
-}
-
-/// The ingress's egress choices for one call, and how far down them it is.
-#[derive(Debug, Clone, Default)]
-pub(super) struct EgressPlan {
-    order: Vec<EgressTarget>,
-    next: usize,
-}
 
 impl Calls {
     /// The call was admitted: deliver it here, or choose where it leaves from.

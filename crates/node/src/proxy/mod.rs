@@ -39,7 +39,7 @@ mod timers;
 mod transactions;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -64,8 +64,8 @@ pub use calls::Call;
 use calls::Calls;
 use context::cx;
 use output::Output;
+use output::{CallTimer, TimerKey};
 use registrar::Registrar;
-use timers::{CallTimer, TimerKey};
 use transactions::Transactions;
 
 /// Where a message came from or goes to.
@@ -74,6 +74,20 @@ pub struct Src {
     pub proto: Proto,
     pub addr: SocketAddr,
     pub conn: Option<u64>,
+}
+
+/// Where a SIP URI with a literal IP host is reached (DNS is not used on the call path).
+pub(super) fn uri_dest(uri: &str) -> Option<Src> {
+    let u = hatrunk_sip::headers::SipUri::parse(uri).ok()?;
+    let ip: IpAddr = u.host.trim_matches(['[', ']']).parse().ok()?;
+    let proto = match u.param("transport") {
+        _ if u.scheme == "sips" => Proto::Tls,
+        Some(t) if t.eq_ignore_ascii_case("tcp") => Proto::Tcp,
+        Some(t) if t.eq_ignore_ascii_case("tls") => Proto::Tls,
+        _ => Proto::Udp,
+    };
+    let default_port = if proto == Proto::Tls { 5061 } else { 5060 };
+    Some(Src { proto, addr: SocketAddr::new(ip, u.port.unwrap_or(default_port)), conn: None })
 }
 
 /// What the driver must carry out.

@@ -7,8 +7,39 @@ use std::collections::{BinaryHeap, HashMap};
 
 use bytes::Bytes;
 
-use super::timers::{CallTimer, CallTimerEntry, TimerKey};
+use hatrunk_core::trunk::Role;
+use hatrunk_sip::transaction::{Timer, TxKey};
+
 use super::{Action, Src};
+
+/// Timers of transactions and probes, found through `Output`'s `timer_keys` map.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum TimerKey {
+    Server(TxKey, Timer),
+    Client(String, Timer),
+    Probe(String, Role),
+}
+
+/// A timer of one call (by id), kept in its own heap without a map entry: an answered call keeps
+/// two of them (Timer C, its maximum duration) for minutes, and 100,000 calls must stay small.
+/// Attempts are numbered as in the call's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum CallTimer {
+    /// The per-attempt failover timer (no answer within `failover_timeout_ms`).
+    Failover(u32),
+    /// RFC 3261 Timer C: a proceeding INVITE attempt that never completes.
+    TimerC(u32),
+    /// A forwarded attempt's egress node has sent nothing yet.
+    Forward(u32),
+    /// An answered call reached the trunk's maximum duration.
+    MaxDuration,
+    /// A cancelled call's slot, held while a PBX may still answer its attempts, goes back anyway.
+    HeldSlot,
+}
+
+/// `(at, seq, call id, timer)`: ordered like the other heap's `(at, seq)`, so timers fire in the
+/// order they were armed whichever heap holds them.
+pub(super) type CallTimerEntry = (u64, u64, u64, CallTimer);
 
 /// A timer that came due.
 pub(super) enum Due {

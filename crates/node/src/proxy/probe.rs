@@ -45,7 +45,7 @@ impl Engine {
         let t = self.store.get(trunk);
         let Some((interval, ruri, dest)) = t.as_ref().and_then(|t| t.account(role)).and_then(|a| {
             let target = a.target.clone()?;
-            let dest = super::dialog::uri_dest(&target)?;
+            let dest = super::uri_dest(&target)?;
             Some((a.probe_interval_ms?, target, dest))
         }) else {
             self.status.unschedule_probe(trunk, role);

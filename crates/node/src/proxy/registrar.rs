@@ -10,7 +10,7 @@ use hatrunk_sip::SipMessage;
 
 use hatrunk_sip::transport::Proto;
 
-use super::{build, dialog::uri_dest, Action, Engine, Src};
+use super::{build, uri_dest, Action, Engine, Src};
 
 /// A delivery address as replicated: `udp:IP:PORT`, `tcp:IP:PORT` or `tls:IP:PORT`.
 pub fn route_of(src: Src) -> String {

@@ -14,7 +14,7 @@ use hatrunk_sip::transport::Proto;
 use hatrunk_sip::{Method, SipMessage};
 
 use super::output::Output;
-use super::timers::TimerKey;
+use super::output::TimerKey;
 use super::{Owner, Src};
 use crate::metrics::Metrics;
 
