@@ -5,7 +5,7 @@
 //!
 //! Files: `mod.rs` the engine and the dispatch of each event; the parts that own state:
 //! `transactions.rs` the server and client transactions in flight, `output.rs` the actions, the
-//! timer heaps and the sequence naming calls, branches and tags, `calls.rs` the calls in progress;
+//! timers (their kinds and heaps) and the sequence naming calls, branches and tags, `calls.rs` the calls in progress;
 //! `context.rs` what a handler borrows besides its part (`Cx`) and the node's own addresses;
 //! `timers.rs` what each timer does and the per-tick upkeep. The call path's handlers are `Calls`
 //! methods taking a `Cx`: `call.rs` the inbound/outbound INVITE path (modes, admission, attempts),

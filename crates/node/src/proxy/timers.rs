@@ -1,6 +1,6 @@
-//! The engine's timers: the kinds there are, what each does when it fires (the heaps themselves are
-//! in `output.rs`), and the upkeep done on every tick (published state, expired registrations,
-//! tables trimmed after a burst).
+//! The engine's timers: what each kind does when it fires (the kinds and their heaps are in
+//! `output.rs`), and the upkeep done on every tick (published state, expired registrations, tables
+//! trimmed after a burst).
 
 use super::context::cx;
 use super::output::{CallTimer, Due, TimerKey};
