@@ -263,13 +263,7 @@ impl Engine {
         self.now = now;
         for (branch, owner) in self.tx.to_addr(proto, addr) {
             self.tx.clients.remove(&branch);
-            match owner {
-                Owner::Call(id, n) => self.calls.attempt_unreachable(&mut cx!(self), id, n),
-                Owner::Relay(key, _) => self.respond_key(&key, 503, None),
-                Owner::Probe(t, r) => self.probe_result(&t, r, false),
-                Owner::TearDown(id) => self.calls.release_held(&mut cx!(self), id),
-                Owner::Answered(_) => {}
-            }
+            self.client_failed(owner, true);
         }
     }
 
@@ -357,7 +351,7 @@ impl Engine {
         };
         msg.pop("Via");
         for owner in r.timeouts {
-            self.client_timeout(owner);
+            self.client_failed(owner, false);
         }
         if !r.pass {
             return;
@@ -387,15 +381,17 @@ impl Engine {
     /// Carry out one effect of client transaction `branch`; a timeout goes to its owner.
     fn client_effect(&mut self, branch: &str, f: Effect) {
         if let Some(owner) = self.tx.client_effect(branch, f, self.now, &mut self.io, &self.metrics) {
-            self.client_timeout(owner);
+            self.client_failed(owner, false);
         }
     }
 
-    /// A client transaction of `owner` ended without a final response (Timer B or F).
-    fn client_timeout(&mut self, owner: Owner) {
+    /// A client transaction of `owner` ended without a final response: nothing could be delivered
+    /// (`unreachable`), or Timer B or F fired.
+    fn client_failed(&mut self, owner: Owner, unreachable: bool) {
         match owner {
+            Owner::Call(id, n) if unreachable => self.calls.attempt_unreachable(&mut cx!(self), id, n),
             Owner::Call(id, n) => self.calls.attempt_timeout(&mut cx!(self), id, n),
-            Owner::Relay(key, _) => self.respond_key(&key, 408, None),
+            Owner::Relay(key, _) => self.respond_key(&key, if unreachable { 503 } else { 408 }, None),
             Owner::Probe(t, r) => self.probe_result(&t, r, false),
             Owner::TearDown(id) => self.calls.release_held(&mut cx!(self), id),
             Owner::Answered(_) => {}

@@ -53,10 +53,14 @@ impl Registrar {
 
     /// Drop the bindings that expired by `now`; returns their users.
     pub fn expire(&mut self, now: u64) -> Vec<String> {
-        let gone: Vec<String> = self.bindings.iter().filter(|(_, b)| b.expires_ms <= now).map(|(u, _)| u.clone()).collect();
-        for u in &gone {
-            self.bindings.remove(u);
-        }
+        let mut gone = Vec::new();
+        self.bindings.retain(|u, b| {
+            let live = b.expires_ms > now;
+            if !live {
+                gone.push(u.clone());
+            }
+            live
+        });
         gone
     }
 }
