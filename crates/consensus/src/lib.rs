@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`types`]: the openraft type configuration, the node record and the replicated commands.
 //! - [`state`]: the replicated state machine's data and its pure `apply` (through `hatrunk-core`).
+//! - [`fence`]: trunk revisions, boot epochs and ended calls: what refuses a delayed older write.
 //! - [`backend`]: the key-value interface the stores write through.
 //! - [`disk`]: the production store behind it (an fdatasync'd append-only file), its file layer and
 //!   the memory disk that yields the states a power cut may leave.
@@ -20,6 +21,8 @@ pub mod backend;
 pub mod codec;
 pub mod disk;
 pub mod error;
+pub mod fence;
+mod legacy;
 pub mod log_store;
 pub mod membership;
 pub mod network;
@@ -36,4 +39,4 @@ pub mod pb {
 }
 
 pub use error::ConsensusError;
-pub use types::{Command, CommandResult, NodeInfo, NodeRole, Request, Response, Secret, TypeConfig};
+pub use types::{Command, CommandResult, Expect, NodeInfo, NodeRole, Request, Response, Secret, TypeConfig};

@@ -42,6 +42,26 @@ fn digest(data: &[u8]) -> Vec<u8> {
     sha2::Sha256::digest(data).to_vec()
 }
 
+/// The first bytes of a snapshot's content since format 2; format 1 had no tag.
+const FORMAT2: &[u8] = b"hatrunk-state/2\n";
+
+/// The data format this release writes (`hatrunk --version` names it).
+pub const DATA_FORMAT: u32 = 2;
+
+fn encode(d: &SmData) -> Result<Vec<u8>, bincode::Error> {
+    let mut out = FORMAT2.to_vec();
+    bincode::serialize_into(&mut out, d)?;
+    Ok(out)
+}
+
+/// A snapshot's content, of this format or the one before.
+pub fn decode(bytes: &[u8]) -> Result<SmData, bincode::Error> {
+    match bytes.strip_prefix(FORMAT2) {
+        Some(rest) => bincode::deserialize(rest),
+        None => bincode::deserialize::<crate::legacy::SmDataV1>(bytes).map(SmData::from),
+    }
+}
+
 /// Read a persisted snapshot, refusing one whose bytes do not match their checksum.
 fn load(raw: &[u8]) -> Result<StoredSnapshot, String> {
     let s: StoredSnapshot = bincode::deserialize(raw).map_err(|e| format!("unreadable ({e})"))?;
@@ -77,7 +97,7 @@ impl<B: Backend> StateMachineStore<B> {
         let mut data = SmData::default();
         if let Some(raw) = b.get(Space::Snapshot, CURRENT).map_err(ConsensusError::Storage)? {
             let snap = load(&raw).map_err(|why| ConsensusError::Storage(format!("{CORRUPT_HINT} ({why})")))?;
-            data = bincode::deserialize(&snap.data).map_err(|e| ConsensusError::Storage(format!("{CORRUPT_HINT} ({e})")))?;
+            data = decode(&snap.data).map_err(|e| ConsensusError::Storage(format!("{CORRUPT_HINT} ({e})")))?;
         }
         Ok(StateMachineStore { data: Arc::new(RwLock::new(data)), b, counter: Arc::default() })
     }
@@ -109,7 +129,7 @@ impl<B: Backend> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<B> {
     async fn build_snapshot(&mut self) -> SResult<Snapshot<TypeConfig>> {
         let (bytes, last_applied, membership) = {
             let d = self.read();
-            let bytes = bincode::serialize(&*d).map_err(|e| StorageIOError::read_state_machine(&e))?;
+            let bytes = encode(&d).map_err(|e| StorageIOError::read_state_machine(&e))?;
             (bytes, d.last_applied, d.last_membership.clone())
         };
         let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -162,7 +182,7 @@ impl<B: Backend> RaftStateMachine<TypeConfig> for StateMachineStore<B> {
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta<NodeId, NodeInfo>, snapshot: Box<Cursor<Vec<u8>>>) -> SResult<()> {
         let bytes = snapshot.into_inner();
-        let data: SmData = bincode::deserialize(&bytes).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let data: SmData = decode(&bytes).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         self.save(meta, bytes).await?;
         *self.write() = SmData { last_applied: meta.last_log_id, last_membership: meta.last_membership.clone(), state: data.state };
         Ok(())

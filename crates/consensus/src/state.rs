@@ -9,6 +9,7 @@ use hatrunk_core::pool::Pool;
 use hatrunk_core::trunk::{check_numbers_free, Trunk};
 use serde::{Deserialize, Serialize};
 
+use crate::fence::{Expect, Fences};
 use crate::types::{Command, CommandResult, Request, Secret};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,7 +32,9 @@ pub struct ClusterState {
     pub cluster_secret: Option<Secret>,
     /// client -> recent serials and their results. A window, not a "last serial": one client has
     /// many writes in flight and they may commit in any order.
-    dedup: HashMap<u64, BTreeMap<u64, CommandResult>>,
+    pub(crate) dedup: HashMap<u64, BTreeMap<u64, CommandResult>>,
+    /// Trunk revisions, boot epochs, ended calls of earlier lives (format 2).
+    pub fences: Fences,
 }
 
 /// Results remembered per client; a retry older than this many newer writes is refused.
@@ -66,26 +69,49 @@ impl ClusterState {
 
     fn apply_command(&mut self, cmd: &Command) -> CommandResult {
         match cmd {
-            Command::PutTrunk(t) => {
-                let numbers = &self.numbers;
-                if let Err(e) = check_numbers_free(t, |n| numbers.get(n).map(String::as_str)) {
-                    return CommandResult::Refused(e.to_string());
-                }
-                self.remove_trunk(&t.id);
-                for n in &t.numbers {
-                    self.numbers.insert(n.clone(), t.id.clone());
-                }
-                self.trunks.insert(t.id.clone(), Arc::new((**t).clone()));
-                CommandResult::Ok
-            }
+            // the legacy forms keep their results and effects exactly (replicas that applied them
+            // before computed these); they bump revisions too
+            Command::PutTrunk(t) => match self.put_trunk(t, Expect::Any) {
+                CommandResult::Revision(_) => CommandResult::Ok,
+                other => other,
+            },
             Command::DeleteTrunk(id) => {
                 self.shares.forget_trunk(id);
                 if self.remove_trunk(id) {
+                    self.fences.deleted(id);
                     CommandResult::Ok
                 } else {
                     CommandResult::NotFound(id.clone())
                 }
             }
+            Command::PutTrunkIf { trunk, expect } => self.put_trunk(trunk, *expect),
+            Command::DeleteTrunkIf { id, force } => self.delete_trunk(id, *force),
+            Command::Boot { node } => {
+                let epoch = self.fences.boot(node);
+                CommandResult::Booted { epoch, held: self.shares.inherit(node) }
+            }
+            Command::ReserveAt { trunk, node, want, epoch } => match self.fenced(node, *epoch) {
+                Some(refused) => refused,
+                None => self.apply_command(&Command::Reserve { trunk: trunk.clone(), node: node.clone(), want: *want }),
+            },
+            Command::ShrinkAt { trunk, node, to, epoch } => match self.fenced(node, *epoch) {
+                Some(refused) => refused,
+                None => {
+                    self.shares.shrink(trunk, node, *to);
+                    CommandResult::Ok
+                }
+            },
+            Command::EndInherited { node, trunk, call, epoch } => match self.fenced(node, *epoch) {
+                Some(refused) => refused,
+                None => {
+                    let held = self.shares.share(trunk, node);
+                    let counted = held > 0 && self.fences.end_call(node, call);
+                    if counted {
+                        self.shares.shrink(trunk, node, held - 1);
+                    }
+                    CommandResult::Ended(counted)
+                }
+            },
             Command::Admit { trunk, slot } => match self.trunks.get(trunk) {
                 Some(t) => CommandResult::Admission(self.pool.admit(trunk, t.max_concurrent_calls, slot)),
                 None => CommandResult::NotFound(trunk.clone()),
@@ -100,6 +126,7 @@ impl ClusterState {
                     self.pool.release(&slot);
                 }
                 self.shares.release_node(node);
+                self.fences.removed(node);
                 CommandResult::Ok
             }
             Command::Inherit { node } => CommandResult::Inherited(self.shares.inherit(node)),
@@ -130,6 +157,55 @@ impl ClusterState {
                 CommandResult::Ok
             }
         }
+    }
+
+    /// A share change from a process of `node` older than its current boot: refused.
+    fn fenced(&self, node: &str, epoch: u64) -> Option<CommandResult> {
+        (!self.fences.current(node, epoch)).then(|| CommandResult::Fenced {
+            node: node.to_string(),
+            epoch,
+            current: self.fences.epoch(node),
+        })
+    }
+
+    fn put_trunk(&mut self, t: &Trunk, expect: Expect) -> CommandResult {
+        if !self.fences.allows(&t.id, expect) {
+            return CommandResult::Stale { trunk: t.id.clone(), current: self.fences.revision(&t.id) };
+        }
+        let numbers = &self.numbers;
+        if let Err(e) = check_numbers_free(t, |n| numbers.get(n).map(String::as_str)) {
+            return CommandResult::Refused(e.to_string());
+        }
+        self.remove_trunk(&t.id);
+        for n in &t.numbers {
+            self.numbers.insert(n.clone(), t.id.clone());
+        }
+        self.trunks.insert(t.id.clone(), Arc::new(t.clone()));
+        CommandResult::Revision(self.fences.bump(&t.id))
+    }
+
+    /// Slots of `trunk` the ledger holds: every node's share (its calls in progress and a reserve
+    /// it gives back within a second of its last call) and per-call slots.
+    pub fn held(&self, trunk: &str) -> u32 {
+        self.shares.total(trunk) + self.pool.used(trunk)
+    }
+
+    /// The shares of a deleted trunk stay: its calls are still up at the carrier and the PBX and
+    /// keep counting if a trunk of the same id comes back; each node gives its share back as they end.
+    fn delete_trunk(&mut self, id: &str, force: bool) -> CommandResult {
+        if !self.trunks.contains_key(id) {
+            return CommandResult::NotFound(id.to_string());
+        }
+        let held = self.held(id);
+        if held > 0 && !force {
+            return CommandResult::Refused(format!(
+                "trunk {id} has {held} slot(s) held by calls in progress (a node also keeps a reserve for about a second after its last call); \
+                 delete it with --force to stop taking its calls: those up stay counted until they end"
+            ));
+        }
+        self.remove_trunk(id);
+        self.fences.deleted(id);
+        CommandResult::Ok
     }
 
     fn remove_trunk(&mut self, id: &str) -> bool {
@@ -248,5 +324,72 @@ mod tests {
         assert_eq!(s.shares.total("a"), 4);
         assert!(!s.shares.starved_by_other("a", "n1"));
         assert_eq!(s.apply(&req(0, 0, Command::Inherit { node: "n9".into() })), CommandResult::Inherited(vec![]));
+    }
+
+    #[test]
+    fn a_delayed_trunk_write_never_overwrites_a_newer_one() {
+        let mut s = ClusterState::default();
+        let put = |limit, expect| Command::PutTrunkIf { trunk: Box::new(trunk("a", "100", limit)), expect };
+        let CommandResult::Revision(r1) = s.apply(&req(0, 0, put(5, Expect::Absent))) else { panic!("created") };
+        assert_eq!(s.apply(&req(0, 0, put(5, Expect::Absent))), CommandResult::Stale { trunk: "a".into(), current: r1 });
+        // two writers read r1; the first to commit wins, the delayed one is refused
+        let CommandResult::Revision(r2) = s.apply(&req(0, 0, put(7, Expect::At(r1)))) else { panic!("first writer") };
+        assert_eq!(s.apply(&req(0, 0, put(3, Expect::At(r1)))), CommandResult::Stale { trunk: "a".into(), current: r2 });
+        assert_eq!(s.trunks["a"].max_concurrent_calls, 7);
+        assert!(matches!(s.apply(&req(0, 0, put(3, Expect::Any))), CommandResult::Revision(r) if r > r2), "--force");
+        assert_eq!(s.trunks["a"].max_concurrent_calls, 3);
+    }
+
+    #[test]
+    fn a_trunk_with_calls_up_is_deleted_only_by_force_and_its_calls_keep_counting() {
+        let mut s = ClusterState::default();
+        let put = |limit| Command::PutTrunkIf { trunk: Box::new(trunk("a", "100", limit)), expect: Expect::Any };
+        s.apply(&req(0, 0, put(4)));
+        let reserve = |node: &str, want| Command::Reserve { trunk: "a".into(), node: node.into(), want };
+        assert_eq!(s.apply(&req(0, 0, reserve("n1", 3))), CommandResult::Reserved(3));
+        let del = |force| Command::DeleteTrunkIf { id: "a".into(), force };
+        assert!(matches!(s.apply(&req(0, 0, del(false))), CommandResult::Refused(m) if m.contains("3 slot(s)") && m.contains("--force")));
+        assert!(s.trunks.contains_key("a"));
+        assert_eq!(s.apply(&req(0, 0, del(true))), CommandResult::Ok);
+        assert_eq!(s.apply(&req(0, 0, del(true))), CommandResult::NotFound("a".into()));
+        // re-created under the same id: n1's calls still count against the limit
+        s.apply(&req(0, 0, put(4)));
+        assert_eq!(s.apply(&req(0, 0, reserve("n2", 4))), CommandResult::Reserved(1));
+        // lowered below what is held: nothing more is granted until calls end
+        s.apply(&req(0, 0, put(2)));
+        assert_eq!(s.apply(&req(0, 0, reserve("n2", 1))), CommandResult::Reserved(0));
+        // once every call has ended, a plain delete goes through
+        for node in ["n1", "n2"] {
+            s.apply(&req(0, 0, Command::Shrink { trunk: "a".into(), node: node.into(), to: 0 }));
+        }
+        assert_eq!(s.apply(&req(0, 0, del(false))), CommandResult::Ok);
+    }
+
+    #[test]
+    fn an_earlier_process_of_a_node_is_fenced_and_an_inherited_slot_goes_back_once_per_call() {
+        let mut s = ClusterState::default();
+        s.apply(&req(0, 0, Command::PutTrunk(Box::new(trunk("a", "100", 10)))));
+        let boot = |s: &mut ClusterState| match s.apply(&req(0, 0, Command::Boot { node: "n1".into() })) {
+            CommandResult::Booted { epoch, held } => (epoch, held),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(boot(&mut s), (1, vec![]));
+        let reserve = |want, epoch| Command::ReserveAt { trunk: "a".into(), node: "n1".into(), want, epoch };
+        assert_eq!(s.apply(&req(0, 0, reserve(3, 1))), CommandResult::Reserved(3));
+        assert_eq!(boot(&mut s), (2, vec![("a".into(), 3)]));
+        // the first process's delayed writes land after the second booted: refused
+        let stale_shrink = Command::ShrinkAt { trunk: "a".into(), node: "n1".into(), to: 0, epoch: 1 };
+        assert_eq!(s.apply(&req(0, 0, stale_shrink)), CommandResult::Fenced { node: "n1".into(), epoch: 1, current: 2 });
+        assert!(matches!(s.apply(&req(0, 0, reserve(1, 1))), CommandResult::Fenced { .. }));
+        assert_eq!(s.shares.share("a", "n1"), 3);
+        // a BYE of an earlier call passes, then again after another restart
+        let end = |call: &str, epoch| Command::EndInherited { node: "n1".into(), trunk: "a".into(), call: call.into(), epoch };
+        assert_eq!(s.apply(&req(0, 0, end("c1", 2))), CommandResult::Ended(true));
+        assert_eq!(s.apply(&req(0, 0, end("c1", 2))), CommandResult::Ended(false));
+        assert_eq!(boot(&mut s), (3, vec![("a".into(), 2)]));
+        assert_eq!(s.apply(&req(0, 0, end("c1", 3))), CommandResult::Ended(false), "retransmitted across the restart");
+        assert_eq!(s.shares.share("a", "n1"), 2);
+        assert_eq!(s.apply(&req(0, 0, end("c2", 3))), CommandResult::Ended(true));
+        assert_eq!(s.shares.share("a", "n1"), 1);
     }
 }

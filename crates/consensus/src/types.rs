@@ -6,6 +6,8 @@ use std::io::Cursor;
 
 use hatrunk_core::pool::Decision;
 use hatrunk_core::trunk::Trunk;
+
+pub use crate::fence::Expect;
 use serde::{Deserialize, Serialize};
 
 /// A cluster member as Raft membership records it: who it is, where it is, how to reach it.
@@ -128,6 +130,48 @@ pub enum Command {
     SetClusterSecret {
         secret: Secret,
     },
+    // Variants below came with format 2 (2026-11-30); new variants go at the end, so entries
+    // written earlier decode as what they were.
+    /// Store a validated trunk if it is still at the revision the writer read
+    /// ([`CommandResult::Revision`] or [`CommandResult::Stale`]).
+    PutTrunkIf {
+        trunk: Box<Trunk>,
+        expect: Expect,
+    },
+    /// Delete a trunk; refused while the ledger holds slots of it, unless `force`. Its shares stay
+    /// either way: the calls they cover are still up and count until they end.
+    DeleteTrunkIf {
+        id: String,
+        force: bool,
+    },
+    /// A (re)started `node`: the ledger gives it its next boot epoch and what its earlier lives
+    /// hold ([`CommandResult::Booted`]); share changes of earlier epochs are refused from now on.
+    Boot {
+        node: String,
+    },
+    /// [`Command::Reserve`] from the process of `epoch`.
+    ReserveAt {
+        trunk: String,
+        node: String,
+        want: u32,
+        epoch: u64,
+    },
+    /// [`Command::Shrink`] from the process of `epoch`.
+    ShrinkAt {
+        trunk: String,
+        node: String,
+        to: u32,
+        epoch: u64,
+    },
+    /// A call set up by an earlier life of `node` ended (its BYE passed): one slot of its share of
+    /// `trunk` goes back, once per `call` whatever the restarts and retransmissions in between
+    /// ([`CommandResult::Ended`] says whether this one counted).
+    EndInherited {
+        node: String,
+        trunk: String,
+        call: String,
+        epoch: u64,
+    },
 }
 
 /// A secret whose `Debug` does not show it (commands are logged with `{:?}`).
@@ -170,6 +214,26 @@ pub enum CommandResult {
     /// The trunk the command names does not exist (its id; results recorded by releases before
     /// 2026-11 hold the message "trunk <id> not found" instead, and only a retried command sees those).
     NotFound(String),
+    /// A trunk write applied: the trunk's new revision.
+    Revision(u64),
+    /// A conditional trunk write found the trunk at another revision (0: it does not exist).
+    Stale {
+        trunk: String,
+        current: u64,
+    },
+    /// What [`Command::Boot`] gave: the node's epoch and its share per trunk.
+    Booted {
+        epoch: u64,
+        held: Vec<(String, u32)>,
+    },
+    /// Whether an [`Command::EndInherited`] gave a slot back.
+    Ended(bool),
+    /// A share change from an earlier process of the node (its epoch), refused.
+    Fenced {
+        node: String,
+        epoch: u64,
+        current: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
