@@ -55,7 +55,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         "node_config" => vec![NODE.as_bytes().to_vec(), Vec::new()],
         "rpc" => {
             let mut apply = vec![0u8];
-            hatrunk_node::admin::pb::ApplyTrunkRequest { toml: TRUNK.into() }.encode(&mut apply).unwrap_or_default();
+            hatrunk_node::admin::pb::ApplyTrunkRequest { toml: TRUNK.into(), force: false }.encode(&mut apply).unwrap_or_default();
             let mut join = vec![1u8];
             hatrunk_node::admin::pb::JoinRequest { addr: "10.0.0.3:7700".into(), learner: true }.encode(&mut join).unwrap_or_default();
             let req = hatrunk_consensus::Request {

@@ -85,11 +85,14 @@ impl TrunkStore for FailoverOn486 {
     fn cluster_secret(&self) -> Option<String> {
         self.0.cluster_secret()
     }
-    fn apply(&self, trunk: Trunk) -> BoxFuture<'_, Result<(), NodeError>> {
-        self.0.apply(trunk)
+    fn apply(&self, trunk: Trunk, expect: hatrunk_consensus::Expect) -> BoxFuture<'_, Result<u64, NodeError>> {
+        self.0.apply(trunk, expect)
     }
-    fn delete(&self, id: String) -> BoxFuture<'_, Result<(), NodeError>> {
-        self.0.delete(id)
+    fn delete(&self, id: String, force: bool) -> BoxFuture<'_, Result<(), NodeError>> {
+        self.0.delete(id, force)
+    }
+    fn revision(&self, id: &str) -> u64 {
+        self.0.revision(id)
     }
     fn get(&self, id: &str) -> Option<Arc<Trunk>> {
         self.0.get(id).map(with_486)

@@ -444,6 +444,7 @@ impl<'a> Uac<'a> {
 
 /// A trunk file for a test: IP-authenticated Primary and Secondary PBXes on loopback ports, by
 /// default Only Primary with a limit of 5; any further top-level setting with [`TrunkFile::with`].
+#[derive(Clone)]
 pub struct TrunkFile {
     id: String,
     number: String,

@@ -111,7 +111,7 @@ pub async fn dispatch(cmd: Cmd, endpoints: &str, creds: &Creds, fmt: Format) -> 
         }
     };
     let r = match cmd {
-        Cmd::Trunk { cmd: TrunkCmd::Apply { file } } => {
+        Cmd::Trunk { cmd: TrunkCmd::Apply { file, force } } => {
             let toml = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
                 Err(e) => {
@@ -119,13 +119,14 @@ pub async fn dispatch(cmd: Cmd, endpoints: &str, creds: &Creds, fmt: Format) -> 
                     return ExitCode::from(2);
                 }
             };
-            c.apply_trunk(pb::ApplyTrunkRequest { toml }).await.map(|r| output::trunk(&r.into_inner(), fmt, "applied"))
+            c.apply_trunk(pb::ApplyTrunkRequest { toml, force }).await.map(|r| output::trunk(&r.into_inner(), fmt, "applied"))
         }
         Cmd::Trunk { cmd: TrunkCmd::Get { id } } => c.get_trunk(pb::TrunkId { id }).await.map(|r| output::trunk(&r.into_inner(), fmt, "")),
         Cmd::Trunk { cmd: TrunkCmd::List } => c.list_trunks(pb::Empty {}).await.map(|r| output::trunks(&r.into_inner(), fmt)),
-        Cmd::Trunk { cmd: TrunkCmd::Delete { id } } => {
-            c.delete_trunk(pb::TrunkId { id: id.clone() }).await.map(|_| output::done(fmt, &format!("trunk {id} deleted")))
-        }
+        Cmd::Trunk { cmd: TrunkCmd::Delete { id, force } } => c
+            .delete_trunk(pb::DeleteTrunkRequest { id: id.clone(), force })
+            .await
+            .map(|_| output::done(fmt, &format!("trunk {id} deleted"))),
         Cmd::Calls { trunk } => {
             c.calls(pb::CallsRequest { trunk: trunk.unwrap_or_default() }).await.map(|r| output::calls(&r.into_inner(), fmt))
         }

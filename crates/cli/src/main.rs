@@ -114,10 +114,27 @@ enum ClusterCmd {
 
 #[derive(Subcommand)]
 enum TrunkCmd {
-    Apply { file: std::path::PathBuf },
+    /// Create or change a trunk from a TOML file. The change applies only if the trunk is still at
+    /// the revision the file names (`revision = N`, as `trunk get` shows it) or, without one, at the
+    /// revision it had when the node took the request; otherwise it is refused (exit 1) naming the
+    /// current revision.
+    Apply {
+        file: std::path::PathBuf,
+        /// Write whatever revision the trunk is at.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show a trunk with its revision and each account's live state.
     Get { id: String },
+    /// List trunks.
     List,
-    Delete { id: String },
+    /// Delete a trunk. Refused while calls of it are up, unless --force; forced, its calls in
+    /// progress stay counted (also against a trunk re-created under the same id) until they end.
+    Delete {
+        id: String,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {

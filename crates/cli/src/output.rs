@@ -45,7 +45,17 @@ pub fn trunk(r: &pb::TrunkReply, fmt: Format, verb: &str) {
         Value::Null => "-".into(),
         other => other.to_string(),
     };
-    for k in ["id", "numbers", "max_concurrent_calls", "mode", "advanced_ha", "primary_region", "failover_policy", "failover_timeout_ms"] {
+    for k in [
+        "id",
+        "revision",
+        "numbers",
+        "max_concurrent_calls",
+        "mode",
+        "advanced_ha",
+        "primary_region",
+        "failover_policy",
+        "failover_timeout_ms",
+    ] {
         println!("{k:<22}{}", s(&v[k]));
     }
     for acc in ["primary", "secondary"] {
@@ -81,10 +91,11 @@ pub fn trunks(r: &pb::TrunkList, fmt: Format) {
                 t["max_concurrent_calls"].to_string(),
                 t["numbers"].as_array().map(|a| a.len()).unwrap_or(0).to_string(),
                 t["advanced_ha"].as_str().unwrap_or("").to_string(),
+                t["revision"].to_string(),
             ]
         })
         .collect();
-    table(&["ID", "MODE", "LIMIT", "NUMBERS", "ADVANCED_HA"], rows);
+    table(&["ID", "MODE", "LIMIT", "NUMBERS", "ADVANCED_HA", "REVISION"], rows);
 }
 
 pub fn calls(r: &pb::CallsReply, fmt: Format) {

@@ -46,12 +46,13 @@ const WRITE_TRY: Duration = Duration::from_secs(3);
 /// A read served by the leader after confirming its leadership (linearizable).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Read {
+    /// A trunk and its revision.
     Trunk(String),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ReadReply {
-    Trunk(Option<Trunk>),
+    Trunk(Option<(Trunk, u64)>),
 }
 
 /// Steps of a leadership transfer (openraft 0.9 has no transfer API; see [`Consensus::transfer_leader`]).
@@ -205,7 +206,7 @@ impl Consensus {
 
     fn answer(&self, q: &Read) -> ReadReply {
         match q {
-            Read::Trunk(id) => ReadReply::Trunk(self.local(|s| s.trunks.get(id).map(|t| (**t).clone()))),
+            Read::Trunk(id) => ReadReply::Trunk(self.local(|s| s.trunks.get(id).map(|t| ((**t).clone(), s.fences.revision(id))))),
         }
     }
 

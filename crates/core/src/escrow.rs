@@ -88,7 +88,9 @@ impl Shares {
         });
     }
 
-    /// A trunk was deleted: its shares mean nothing any more.
+    /// Drop every share of a trunk. Only the legacy `DeleteTrunk` command does (replicas that
+    /// applied it before must keep computing the same state); a delete now keeps the shares, since
+    /// the calls they cover are still up.
     pub fn forget_trunk(&mut self, trunk: &str) {
         self.granted.remove(trunk);
         self.starved.remove(trunk);
@@ -243,13 +245,6 @@ impl Escrow {
         let mut v: Vec<String> = self.trunks.iter().filter(|(_, l)| l.usable > 0 || l.in_use > 0).map(|(t, _)| t.to_string()).collect();
         v.sort();
         v
-    }
-
-    /// A trunk was deleted: forget its shares (its calls keep their holder entries until they end).
-    pub fn forget_trunk(&mut self, trunk: &str) {
-        if let Some(l) = self.trunks.get_mut(trunk) {
-            l.usable = 0;
-        }
     }
 }
 

@@ -184,6 +184,9 @@ pub struct TrunkFile {
     pub max_call_duration_s: Option<i64>,
     pub primary: Option<AccountFile>,
     pub secondary: Option<AccountFile>,
+    /// The revision the file was read at (`trunk get` shows it): the write applies only if the
+    /// trunk is still at it. Not part of the trunk.
+    pub revision: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -443,6 +446,16 @@ fn parse_pin(pin: &str) -> Result<String, String> {
 /// Parse and validate a trunk file in one step.
 pub fn parse_trunk(text: &str) -> Result<Trunk, CoreError> {
     TrunkFile::from_toml(text)?.validate()
+}
+
+/// A trunk file and the revision it names, if any (0: the trunk must not exist yet).
+pub fn parse_trunk_at(text: &str) -> Result<(Trunk, Option<u64>), CoreError> {
+    let f = TrunkFile::from_toml(text)?;
+    let revision = match f.revision {
+        None => None,
+        Some(r) => Some(u64::try_from(r).map_err(|_| CoreError::field("revision", format!("must be 0 or more, got {r}")))?),
+    };
+    Ok((f.validate()?, revision))
 }
 
 /// Reject a trunk that claims a number another trunk owns. `owner_of` looks a number up.

@@ -141,3 +141,13 @@ fn tls_pins_are_fingerprints_on_tls_ip_accounts_only() {
     assert_eq!(field_of(&with(&tls, "")), "primary.tls_pin");
     assert_eq!(field_of(&with(GOOD, &format!("{fp:?}"))), "primary.tls_pin", "udp account");
 }
+
+#[test]
+fn a_file_may_name_the_revision_it_was_read_at() {
+    let base = "id = \"a\"\nnumbers = [\"100\"]\nmax_concurrent_calls = 3\n[primary]\nauth = \"ip\"\ntarget = \"sip:10.0.0.1\"\nallowed_ips = [\"10.0.0.1\"]\n";
+    assert_eq!(parse_trunk_at(base).expect("plain").1, None);
+    assert_eq!(parse_trunk_at(&format!("revision = 12\n{base}")).expect("named").1, Some(12));
+    let e = parse_trunk_at(&format!("revision = -1\n{base}")).expect_err("negative");
+    assert!(e.to_string().contains("revision"), "{e}");
+    assert_eq!(parse_trunk(&format!("revision = 4\n{base}")).expect("the trunk itself").max_concurrent_calls, 3);
+}

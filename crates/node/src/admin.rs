@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use hatrunk_consensus::membership::Removal;
 use hatrunk_consensus::raft::{Consensus, Read, ReadReply};
-use hatrunk_core::trunk::{parse_trunk, Role, Trunk};
+use hatrunk_consensus::Expect;
+use hatrunk_core::trunk::{parse_trunk_at, Role, Trunk};
 use tonic::{Request, Response, Status};
 
 use crate::admission::Admission;
@@ -47,6 +48,9 @@ fn to_status(e: NodeError) -> Status {
         NodeError::Trunk(e) => Status::invalid_argument(e.to_string()),
         NodeError::Refused(m) => Status::failed_precondition(m),
         NodeError::TrunkNotFound(id) => Status::not_found(format!("trunk {id} not found")),
+        e @ NodeError::Stale { .. } => Status::failed_precondition(format!(
+            "{e}; read it again (`hatrunk trunk get`) and apply your change to that, or apply with --force to overwrite it"
+        )),
         NodeError::Consensus(hatrunk_consensus::ConsensusError::Unavailable(m)) => Status::unavailable(m),
         NodeError::Consensus(hatrunk_consensus::ConsensusError::Refused(m)) => Status::failed_precondition(m),
         NodeError::Consensus(hatrunk_consensus::ConsensusError::Invalid(m)) => Status::invalid_argument(m),
@@ -55,7 +59,7 @@ fn to_status(e: NodeError) -> Status {
 }
 
 impl AdminService {
-    fn reply(&self, t: &Trunk) -> pb::TrunkReply {
+    fn reply(&self, t: &Trunk, revision: u64) -> pb::TrunkReply {
         let mut state = serde_json::Map::new();
         for role in [Role::Primary, Role::Secondary] {
             if t.account(role).is_none() {
@@ -71,7 +75,17 @@ impl AdminService {
             });
             state.insert(name.into(), serde_json::json!({ "health": s.health.state, "registered": registered }));
         }
-        pb::TrunkReply { trunk_json: t.redacted().to_string(), state_json: serde_json::Value::Object(state).to_string() }
+        let mut trunk = t.redacted();
+        if let Some(o) = trunk.as_object_mut() {
+            o.insert("revision".into(), revision.into());
+        }
+        pb::TrunkReply { trunk_json: trunk.to_string(), state_json: serde_json::Value::Object(state).to_string(), revision }
+    }
+
+    /// A trunk and its revision, read linearizably.
+    async fn read_trunk(&self, id: &str) -> Result<Option<(Trunk, u64)>, Status> {
+        let ReadReply::Trunk(t) = self.consensus.read(Read::Trunk(id.to_string())).await.map_err(|e| to_status(e.into()))?;
+        Ok(t)
     }
 
     /// The leader's admin client, when this node is not the leader.
@@ -120,33 +134,38 @@ impl AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn apply_trunk(&self, req: Request<pb::ApplyTrunkRequest>) -> Result<Response<pb::TrunkReply>, Status> {
-        let text = req.into_inner().toml;
+        let pb::ApplyTrunkRequest { toml: text, force } = req.into_inner();
         if text.len() > MAX_TRUNK_FILE {
             return Err(Status::invalid_argument(format!("trunk file larger than {MAX_TRUNK_FILE} bytes")));
         }
-        let trunk = parse_trunk(&text).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (trunk, named) = parse_trunk_at(&text).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let id = trunk.id.clone();
-        let reply = self.reply(&trunk);
-        self.store.apply(trunk).await.map_err(to_status)?;
-        tracing::info!(trunk = %id, "trunk applied");
-        Ok(Response::new(reply))
+        // without a revision in the file, the one read now (linearizable): a write delayed on its
+        // way to the leader can then never overwrite a newer acknowledged one
+        let expect = match (force, named) {
+            (true, _) => Expect::Any,
+            (false, Some(r)) => Expect::read_at(r),
+            (false, None) => Expect::read_at(self.read_trunk(&id).await?.map(|(_, r)| r).unwrap_or(0)),
+        };
+        let revision = self.store.apply(trunk.clone(), expect).await.map_err(to_status)?;
+        tracing::info!(trunk = %id, revision, forced = force, "trunk applied");
+        Ok(Response::new(self.reply(&trunk, revision)))
     }
 
     async fn get_trunk(&self, req: Request<pb::TrunkId>) -> Result<Response<pb::TrunkReply>, Status> {
         let id = req.into_inner().id;
-        let ReadReply::Trunk(t) = self.consensus.read(Read::Trunk(id.clone())).await.map_err(|e| to_status(e.into()))?;
-        let t = t.ok_or_else(|| Status::not_found(format!("trunk {id} not found")))?;
-        Ok(Response::new(self.reply(&t)))
+        let (t, revision) = self.read_trunk(&id).await?.ok_or_else(|| Status::not_found(format!("trunk {id} not found")))?;
+        Ok(Response::new(self.reply(&t, revision)))
     }
 
     async fn list_trunks(&self, _: Request<pb::Empty>) -> Result<Response<pb::TrunkList>, Status> {
-        Ok(Response::new(pb::TrunkList { trunks: self.store.list().iter().map(|t| self.reply(t)).collect() }))
+        Ok(Response::new(pb::TrunkList { trunks: self.store.list().iter().map(|t| self.reply(t, self.store.revision(&t.id))).collect() }))
     }
 
-    async fn delete_trunk(&self, req: Request<pb::TrunkId>) -> Result<Response<pb::Empty>, Status> {
-        let id = req.into_inner().id;
-        self.store.delete(id.clone()).await.map_err(to_status)?;
-        tracing::info!(trunk = %id, "trunk deleted");
+    async fn delete_trunk(&self, req: Request<pb::DeleteTrunkRequest>) -> Result<Response<pb::Empty>, Status> {
+        let pb::DeleteTrunkRequest { id, force } = req.into_inner();
+        self.store.delete(id.clone(), force).await.map_err(to_status)?;
+        tracing::info!(trunk = %id, forced = force, "trunk deleted");
         Ok(Response::new(pb::Empty {}))
     }
 

@@ -8,6 +8,9 @@ pub enum NodeError {
     Trunk(#[from] hatrunk_core::CoreError),
     #[error("trunk {0} not found")]
     TrunkNotFound(String),
+    /// A conditional trunk write found another revision (0: the trunk does not exist).
+    #[error("trunk {trunk} changed since it was read: it is now at revision {current}{}", if *current == 0 { " (it does not exist)" } else { "" })]
+    Stale { trunk: String, current: u64 },
     #[error("storage: {0}")]
     Storage(String),
     #[error("io on {what}: {source}")]

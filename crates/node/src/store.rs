@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use hatrunk_consensus::raft::Consensus;
-use hatrunk_consensus::{Command, CommandResult};
+use hatrunk_consensus::{Command, CommandResult, Expect};
 use hatrunk_core::trunk::{AuthMode, Role, Trunk};
 
 use crate::error::NodeError;
@@ -18,8 +18,12 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Where trunks live. Reads are local and cheap (the call path uses them per call); writes are
 /// acknowledged only once durable.
 pub trait TrunkStore: Send + Sync {
-    fn apply(&self, trunk: Trunk) -> BoxFuture<'_, Result<(), NodeError>>;
-    fn delete(&self, id: String) -> BoxFuture<'_, Result<(), NodeError>>;
+    /// Store `trunk` if it is as `expect` says (compare-and-swap); its new revision.
+    fn apply(&self, trunk: Trunk, expect: Expect) -> BoxFuture<'_, Result<u64, NodeError>>;
+    /// Delete a trunk; refused while slots of it are held, unless `force`.
+    fn delete(&self, id: String, force: bool) -> BoxFuture<'_, Result<(), NodeError>>;
+    /// The trunk's revision in this node's applied state (0: no such trunk).
+    fn revision(&self, id: &str) -> u64;
     fn get(&self, id: &str) -> Option<Arc<Trunk>>;
     fn list(&self) -> Vec<Arc<Trunk>>;
     fn by_number(&self, number: &str) -> Option<Arc<Trunk>>;
@@ -43,6 +47,10 @@ pub(crate) fn outcome(r: CommandResult) -> Result<CommandResult, NodeError> {
     match r {
         CommandResult::Refused(m) => Err(NodeError::Refused(m)),
         CommandResult::NotFound(id) => Err(NodeError::TrunkNotFound(id)),
+        CommandResult::Stale { trunk, current } => Err(NodeError::Stale { trunk, current }),
+        CommandResult::Fenced { node, epoch, current } => {
+            Err(NodeError::Refused(format!("node {node}: a write of its process of epoch {epoch} refused, epoch {current} runs now")))
+        }
         other => Ok(other),
     }
 }
@@ -59,12 +67,21 @@ impl RaftTrunkStore {
 }
 
 impl TrunkStore for RaftTrunkStore {
-    fn apply(&self, trunk: Trunk) -> BoxFuture<'_, Result<(), NodeError>> {
-        Box::pin(async move { outcome(self.consensus.write(Command::PutTrunk(Box::new(trunk))).await?).map(|_| ()) })
+    fn apply(&self, trunk: Trunk, expect: Expect) -> BoxFuture<'_, Result<u64, NodeError>> {
+        Box::pin(async move {
+            match outcome(self.consensus.write(Command::PutTrunkIf { trunk: Box::new(trunk), expect }).await?)? {
+                CommandResult::Revision(r) => Ok(r),
+                other => Err(NodeError::Refused(format!("unexpected trunk write result {other:?}"))),
+            }
+        })
     }
 
-    fn delete(&self, id: String) -> BoxFuture<'_, Result<(), NodeError>> {
-        Box::pin(async move { outcome(self.consensus.write(Command::DeleteTrunk(id)).await?).map(|_| ()) })
+    fn delete(&self, id: String, force: bool) -> BoxFuture<'_, Result<(), NodeError>> {
+        Box::pin(async move { outcome(self.consensus.write(Command::DeleteTrunkIf { id, force }).await?).map(|_| ()) })
+    }
+
+    fn revision(&self, id: &str) -> u64 {
+        self.consensus.local(|s| s.fences.revision(id))
     }
 
     fn get(&self, id: &str) -> Option<Arc<Trunk>> {

@@ -76,7 +76,7 @@ async fn status(dial: &hatrunk_consensus::network::Dialer, node: &str) -> Result
 async fn apply(dial: &hatrunk_consensus::network::Dialer, node: &str, toml: &str) -> Result<(), String> {
     let ch = dial(&format!("{}:{CLUSTER_PORT}", turmoil::lookup(node)))?;
     let mut c = AdminClient::new(ch);
-    let mut r = tonic::Request::new(ApplyTrunkRequest { toml: toml.to_string() });
+    let mut r = tonic::Request::new(ApplyTrunkRequest { toml: toml.to_string(), force: false });
     r.set_timeout(Duration::from_secs(5));
     match tokio::time::timeout(Duration::from_secs(5), c.apply_trunk(r)).await {
         Ok(Ok(_)) => Ok(()),

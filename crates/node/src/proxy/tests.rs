@@ -20,11 +20,14 @@ use crate::store::{BoxFuture, TrunkStore};
 struct MemStore(Vec<Arc<hatrunk_core::trunk::Trunk>>, Option<String>);
 
 impl TrunkStore for MemStore {
-    fn apply(&self, _: hatrunk_core::trunk::Trunk) -> BoxFuture<'_, Result<(), crate::NodeError>> {
-        Box::pin(async { Ok(()) })
+    fn apply(&self, _: hatrunk_core::trunk::Trunk, _: hatrunk_consensus::Expect) -> BoxFuture<'_, Result<u64, crate::NodeError>> {
+        Box::pin(async { Err(crate::NodeError::Refused("the engine's tests do not write trunks".into())) })
     }
-    fn delete(&self, _: String) -> BoxFuture<'_, Result<(), crate::NodeError>> {
-        Box::pin(async { Ok(()) })
+    fn delete(&self, _: String, _: bool) -> BoxFuture<'_, Result<(), crate::NodeError>> {
+        Box::pin(async { Err(crate::NodeError::Refused("the engine's tests do not write trunks".into())) })
+    }
+    fn revision(&self, _: &str) -> u64 {
+        1
     }
     fn get(&self, id: &str) -> Option<Arc<hatrunk_core::trunk::Trunk>> {
         self.0.iter().find(|t| t.id == id).cloned()
