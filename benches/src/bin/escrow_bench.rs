@@ -28,7 +28,7 @@ async fn main() -> Result<(), String> {
     let adms: Vec<Arc<EscrowAdmission>> = nodes
         .iter()
         .enumerate()
-        .map(|(i, c)| Arc::new(EscrowAdmission::new(c.clone(), format!("n{}", i + 1), hatrunk_node::runtime::wall_ms)))
+        .map(|(i, c)| Arc::new(EscrowAdmission::new(c.clone(), format!("n{}", i + 1))))
         .collect();
     for a in &adms {
         a.reconcile().await.map_err(|e| e.to_string())?;

@@ -55,8 +55,8 @@ pub struct EscrowAdmission {
     t0: Instant,
     /// Shares kept for the calls of this node's previous life.
     inherited: Mutex<Inherited>,
-    /// Wall-clock milliseconds (the simulation's clock there).
-    clock: fn() -> u64,
+    /// This process's boot epoch, given by the ledger at reconcile; every share change carries it.
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 /// What this node's applied state says about one trunk's ledger.
@@ -82,7 +82,7 @@ impl LedgerView {
 struct Resync(std::collections::BTreeSet<String>);
 
 impl EscrowAdmission {
-    pub fn new(consensus: Arc<Consensus>, node: String, clock: fn() -> u64) -> Self {
+    pub fn new(consensus: Arc<Consensus>, node: String) -> Self {
         EscrowAdmission {
             consensus,
             node,
@@ -91,7 +91,7 @@ impl EscrowAdmission {
             reconciled: tokio::sync::OnceCell::new(),
             t0: Instant::now(),
             inherited: Mutex::new(Inherited::default()),
-            clock,
+            epoch: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -99,8 +99,14 @@ impl EscrowAdmission {
         self.inherited.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Monotonic milliseconds since this admission started (simulated time in the simulation):
+    /// nothing here may move when the wall clock is stepped.
     fn now_ms(&self) -> u64 {
         self.t0.elapsed().as_millis() as u64
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn escrow(&self) -> std::sync::MutexGuard<'_, Escrow> {
@@ -109,27 +115,48 @@ impl EscrowAdmission {
 
     /// Take over what this node held before it (re)started: the calls it set up are still up at
     /// the carrier and the PBX, so their slots stay taken until their BYEs pass through or the
-    /// longest call could have ended. Done once, always before this node's first admission.
+    /// longest call could have ended. The same ledger write gives this process its boot epoch,
+    /// which fences every share change of the earlier ones. Done once, before the first admission.
     pub async fn reconcile(&self) -> Result<(), NodeError> {
         self.reconciled
             .get_or_try_init(|| async {
-                let held = match outcome(self.consensus.write(Command::Inherit { node: self.node.clone() }).await?)? {
-                    CommandResult::Inherited(v) => v,
-                    other => return Err(NodeError::Refused(format!("unexpected inherit result {other:?}"))),
+                let (epoch, held) = match outcome(self.consensus.write(Command::Boot { node: self.node.clone() }).await?)? {
+                    CommandResult::Booted { epoch, held } => (epoch, held),
+                    other => return Err(NodeError::Refused(format!("unexpected boot result {other:?}"))),
                 };
-                let now = (self.clock)();
+                self.epoch.store(epoch, std::sync::atomic::Ordering::Release);
+                let now = self.now_ms();
                 let until = |trunk: &str| {
                     let max_s = self.consensus.local(|s| s.trunks.get(trunk).map(|t| t.max_call_duration_s));
                     now + u64::from(max_s.unwrap_or(hatrunk_core::trunk::DEFAULT_MAX_CALL_DURATION_S)) * 1000
                 };
-                if !held.is_empty() {
-                    tracing::info!(node = %self.node, ?held, "slots of the previous run kept for its calls");
-                }
+                tracing::info!(node = %self.node, epoch, ?held, "booted: slots of earlier runs kept for their calls");
                 self.inherited().take_over(held, until);
                 Ok::<(), NodeError>(())
             })
             .await
             .map(|_| ())
+    }
+
+    /// Send the ends of earlier runs' calls seen since the last round; the ledger counts each
+    /// call once, and only then does the kept count go down.
+    async fn give_back_ended(&self) {
+        let ended = self.inherited().take_pending();
+        for (trunk, call) in ended {
+            let cmd = Command::EndInherited { node: self.node.clone(), trunk: trunk.clone(), call: call.clone(), epoch: self.epoch() };
+            match self.consensus.write(cmd).await.map_err(NodeError::from).and_then(outcome) {
+                Ok(CommandResult::Ended(true)) => {
+                    tracing::debug!(%trunk, call_id = %call, "a previous run's call ended; its slot went back");
+                    self.inherited().gave_back(&trunk);
+                }
+                Ok(_) => {}
+                Err(NodeError::Refused(why)) => tracing::warn!(%trunk, call_id = %call, %why, "end of an earlier call refused"),
+                Err(e) => {
+                    tracing::debug!(%trunk, call_id = %call, error = %e, "end of an earlier call not recorded yet");
+                    self.inherited().retry(trunk, call);
+                }
+            }
+        }
     }
 
     fn ledger_view(&self, trunk: &str) -> LedgerView {
@@ -163,7 +190,7 @@ impl EscrowAdmission {
                 return Ok(true);
             }
         }
-        let cmd = Command::Reserve { trunk: trunk.to_string(), node: self.node.clone(), want };
+        let cmd = Command::ReserveAt { trunk: trunk.to_string(), node: self.node.clone(), want, epoch: self.epoch() };
         match self.consensus.write(cmd).await {
             Ok(r) => match outcome(r)? {
                 CommandResult::Reserved(g) => {
@@ -188,7 +215,8 @@ impl EscrowAdmission {
         let mut resync = self.ledger.lock().await;
         let mut trunks = self.escrow().trunks();
         trunks.extend(resync.0.iter().cloned());
-        let expired = self.inherited().expire((self.clock)());
+        self.give_back_ended().await;
+        let expired = self.inherited().expire(self.now_ms());
         if expired {
             tracing::info!(node = %self.node, "slots kept for the previous run's calls given back: their longest duration has passed");
         }
@@ -210,8 +238,12 @@ impl EscrowAdmission {
             if give == 0 && v.mine <= usable && !resync.0.contains(&trunk) {
                 continue;
             }
-            let cmd = Command::Shrink { trunk: trunk.clone(), node: self.node.clone(), to: usable };
+            let cmd = Command::ShrinkAt { trunk: trunk.clone(), node: self.node.clone(), to: usable, epoch: self.epoch() };
             match self.consensus.write(cmd).await {
+                Ok(CommandResult::Fenced { epoch, current, .. }) => {
+                    tracing::error!(node = %self.node, epoch, current, "a newer process of this node runs: this one's share changes are refused");
+                    resync.0.remove(&trunk);
+                }
                 Ok(_) => {
                     resync.0.remove(&trunk);
                 }
@@ -265,7 +297,7 @@ impl Admission for EscrowAdmission {
 
     fn release_inherited(&self, trunk: &str, call_id: &str) {
         if self.inherited().ended(trunk, call_id) {
-            tracing::debug!(trunk, call_id, "a previous run's call ended; its slot goes back");
+            tracing::debug!(trunk, call_id, "a previous run's call ended; its slot goes back once the ledger counts it");
         }
     }
 

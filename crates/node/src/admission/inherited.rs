@@ -1,23 +1,30 @@
-//! Slots a restarted node keeps for its previous life's calls. A node's calls outlive its process:
+//! Slots a restarted node keeps for its previous lives' calls. A node's calls outlive its process:
 //! the carrier and the PBX still have their dialog, and only their BYE ends it. So a restarted node
 //! does not give its ledger share back; it keeps it, unusable for new calls, and lets a slot go when
 //! a BYE of one of those calls passes through it (its Record-Route names the earlier boot and the
 //! trunk), or when the trunk's `max_call_duration_s` has passed since the restart, the longest any of
-//! them may still be up. Pure: the caller passes the clock.
+//! them may still be up.
+//!
+//! The ledger decides whether a BYE counts (`Command::EndInherited`, once per Call-ID whatever the
+//! restarts in between); this side queues the ends it saw and lowers its count only for those the
+//! ledger counted. Pure: the caller passes the clock, a monotonic one (a stepped wall clock must not
+//! free slots early).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Default)]
 pub struct Inherited {
     trunks: BTreeMap<String, Held>,
+    /// Ends seen and not yet sent to the ledger: (trunk, Call-ID).
+    pending: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
 struct Held {
     count: u32,
     until_ms: u64,
-    /// Call-IDs whose BYE already counted (both sides may hang up at once).
-    ended: BTreeSet<String>,
+    /// Call-IDs whose end was already queued (both sides may hang up at once).
+    seen: BTreeSet<String>,
 }
 
 impl Inherited {
@@ -25,7 +32,7 @@ impl Inherited {
     pub fn take_over(&mut self, shares: Vec<(String, u32)>, until_ms: impl Fn(&str) -> u64) {
         for (trunk, count) in shares.into_iter().filter(|(_, n)| *n > 0) {
             let until_ms = until_ms(&trunk);
-            self.trunks.insert(trunk, Held { count, until_ms, ended: BTreeSet::new() });
+            self.trunks.insert(trunk, Held { count, until_ms, seen: BTreeSet::new() });
         }
     }
 
@@ -34,18 +41,36 @@ impl Inherited {
         self.trunks.get(trunk).map(|h| h.count).unwrap_or(0)
     }
 
-    /// A call of an earlier life ended (its BYE came through): one slot fewer to keep, once per
-    /// Call-ID. Returns whether it counted.
+    /// A call of an earlier life ended (its BYE came through): queued for the ledger once per
+    /// Call-ID. Returns whether it was queued. At most twice as many Call-IDs as slots held are
+    /// remembered, so forged BYEs cannot grow memory.
     pub fn ended(&mut self, trunk: &str, call_id: &str) -> bool {
         let Some(h) = self.trunks.get_mut(trunk) else { return false };
-        if h.count == 0 || !h.ended.insert(call_id.to_string()) {
+        if h.seen.len() as u64 >= 2 * u64::from(h.count) + 16 || !h.seen.insert(call_id.to_string()) {
             return false;
         }
-        h.count -= 1;
-        if h.count == 0 {
-            self.trunks.remove(trunk);
-        }
+        self.pending.push((trunk.to_string(), call_id.to_string()));
         true
+    }
+
+    /// The ends to send to the ledger now.
+    pub fn take_pending(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// An end whose ledger write went unanswered: sent again on the next round.
+    pub fn retry(&mut self, trunk: String, call_id: String) {
+        self.pending.push((trunk, call_id));
+    }
+
+    /// The ledger counted an end: one slot fewer kept.
+    pub fn gave_back(&mut self, trunk: &str) {
+        if let Some(h) = self.trunks.get_mut(trunk) {
+            h.count = h.count.saturating_sub(1);
+            if h.count == 0 {
+                self.trunks.remove(trunk);
+            }
+        }
     }
 
     /// Forget holds whose calls cannot be up any more. Returns whether any went.
@@ -61,17 +86,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_bye_counts_once_per_call_and_the_hold_ends_at_the_longest_call() {
+    fn an_end_is_queued_once_per_call_and_counts_when_the_ledger_says_so() {
         let mut i = Inherited::default();
         i.take_over(vec![("a".into(), 2), ("b".into(), 0)], |_| 1000);
         assert_eq!((i.count("a"), i.count("b")), (2, 0));
         assert!(i.ended("a", "c1"));
         assert!(!i.ended("a", "c1"), "the other side's BYE of the same call");
         assert!(!i.ended("b", "c9"), "nothing held");
+        assert_eq!(i.take_pending(), vec![("a".to_string(), "c1".to_string())]);
+        assert_eq!(i.count("a"), 2, "not before the ledger counted it");
+        i.gave_back("a");
         assert_eq!(i.count("a"), 1);
+        assert!(i.take_pending().is_empty());
+        i.retry("a".into(), "c2".into());
+        assert_eq!(i.take_pending().len(), 1);
         assert!(!i.expire(999));
         assert!(i.expire(1000));
         assert_eq!(i.count("a"), 0);
-        assert!(!i.ended("a", "c2"));
+        assert!(!i.ended("a", "c3"));
+    }
+
+    #[test]
+    fn forged_ends_cannot_grow_memory() {
+        let mut i = Inherited::default();
+        i.take_over(vec![("a".into(), 1)], |_| 1000);
+        let queued = (0..1000).filter(|n| i.ended("a", &format!("forged-{n}"))).count();
+        assert_eq!(queued, 18);
     }
 }
