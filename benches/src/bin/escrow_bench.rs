@@ -25,11 +25,8 @@ async fn main() -> Result<(), String> {
     let trunk = hatrunk_core::trunk::parse_trunk(&TRUNK.replace("LIMIT", &limit.to_string())).map_err(|e| e.to_string())?;
     nodes[0].write(Command::PutTrunk(Box::new(trunk))).await.map_err(|e| e.to_string())?;
     let writes_before = nodes[0].raft.metrics().borrow().last_log_index.unwrap_or(0);
-    let adms: Vec<Arc<EscrowAdmission>> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Arc::new(EscrowAdmission::new(c.clone(), format!("n{}", i + 1))))
-        .collect();
+    let adms: Vec<Arc<EscrowAdmission>> =
+        nodes.iter().enumerate().map(|(i, c)| Arc::new(EscrowAdmission::new(c.clone(), format!("n{}", i + 1)))).collect();
     for a in &adms {
         a.reconcile().await.map_err(|e| e.to_string())?;
         let a = a.clone();

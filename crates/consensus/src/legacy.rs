@@ -52,6 +52,7 @@ impl From<SmDataV1> for SmData {
                 cluster_secret: s.cluster_secret,
                 dedup: s.dedup,
                 fences,
+                leases: Default::default(),
             },
         }
     }

@@ -5,6 +5,7 @@
 //! - [`types`]: the openraft type configuration, the node record and the replicated commands.
 //! - [`state`]: the replicated state machine's data and its pure `apply` (through `hatrunk-core`).
 //! - [`fence`]: trunk revisions, boot epochs and ended calls: what refuses a delayed older write.
+//! - [`lease`]: admission leases: renewals, lapse and expiry, and the watch that says when.
 //! - [`backend`]: the key-value interface the stores write through.
 //! - [`disk`]: the production store behind it (an fdatasync'd append-only file), its file layer and
 //!   the memory disk that yields the states a power cut may leave.
@@ -22,6 +23,7 @@ pub mod codec;
 pub mod disk;
 pub mod error;
 pub mod fence;
+pub mod lease;
 mod legacy;
 pub mod log_store;
 pub mod membership;

@@ -10,6 +10,7 @@ use hatrunk_core::trunk::{check_numbers_free, Trunk};
 use serde::{Deserialize, Serialize};
 
 use crate::fence::{Expect, Fences};
+use crate::lease::{Leases, NoLease};
 use crate::types::{Command, CommandResult, Request, Secret};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +36,8 @@ pub struct ClusterState {
     pub(crate) dedup: HashMap<u64, BTreeMap<u64, CommandResult>>,
     /// Trunk revisions, boot epochs, ended calls of earlier lives (format 2).
     pub fences: Fences,
+    /// Admission leases (format 2).
+    pub leases: Leases,
 }
 
 /// Results remembered per client; a retry older than this many newer writes is refused.
@@ -88,7 +91,44 @@ impl ClusterState {
             Command::DeleteTrunkIf { id, force } => self.delete_trunk(id, *force),
             Command::Boot { node } => {
                 let epoch = self.fences.boot(node);
-                CommandResult::Booted { epoch, held: self.shares.inherit(node) }
+                let held = self.shares.inherit(node);
+                self.leases.boot(node, held.iter().cloned().collect());
+                CommandResult::Booted { epoch, held }
+            }
+            Command::Renew { node, epoch, keep } => match self.fenced(node, *epoch) {
+                Some(refused) => refused,
+                None => match self.leases.renew(node, keep.iter().cloned().collect()) {
+                    Ok((lapsed, draining)) => {
+                        let shares = if lapsed { self.shares_of(node) } else { Vec::new() };
+                        CommandResult::Renewed { lapsed, draining, shares }
+                    }
+                    Err(NoLease::Retired) => CommandResult::Removed(node.clone()),
+                },
+            },
+            Command::Lapse { node, seq } => {
+                if let Some(keep) = self.leases.lapse(node, *seq) {
+                    self.cut_shares(node, &keep);
+                }
+                CommandResult::Ok
+            }
+            Command::Expire { node, seq } => {
+                if self.leases.expire(node, *seq) {
+                    self.shares.release_node(node);
+                }
+                CommandResult::Ok
+            }
+            Command::Retire { node } => {
+                let keep = self.leases.retire(node);
+                self.cut_shares(node, &keep);
+                CommandResult::Ok
+            }
+            Command::Rejoin { node } => {
+                self.leases.rejoin(node);
+                CommandResult::Ok
+            }
+            Command::Drain { node, on } => {
+                self.leases.set_draining(node, *on);
+                CommandResult::Ok
             }
             Command::ReserveAt { trunk, node, want, epoch } => match self.fenced(node, *epoch) {
                 Some(refused) => refused,
@@ -156,6 +196,18 @@ impl ClusterState {
                 }
                 CommandResult::Ok
             }
+        }
+    }
+
+    /// `node`'s shares per trunk.
+    pub fn shares_of(&self, node: &str) -> Vec<(String, u32)> {
+        self.shares.trunks_of(node).into_iter().map(|t| (t.clone(), self.shares.share(&t, node))).collect()
+    }
+
+    /// Cut `node`'s shares to what it kept at its last renewal (a trunk it did not name: to 0).
+    fn cut_shares(&mut self, node: &str, keep: &std::collections::BTreeMap<String, u32>) {
+        for t in self.shares.trunks_of(node) {
+            self.shares.shrink(&t, node, keep.get(&t).copied().unwrap_or(0));
         }
     }
 
@@ -391,5 +443,36 @@ mod tests {
         assert_eq!(s.shares.share("a", "n1"), 2);
         assert_eq!(s.apply(&req(0, 0, end("c2", 3))), CommandResult::Ended(true));
         assert_eq!(s.shares.share("a", "n1"), 1);
+    }
+
+    #[test]
+    fn a_lost_node_gives_back_its_unused_reserve_at_once_and_its_calls_slots_at_expiry() {
+        let mut s = ClusterState::default();
+        s.apply(&req(0, 0, Command::PutTrunk(Box::new(trunk("a", "100", 10)))));
+        s.apply(&req(0, 0, Command::Boot { node: "n1".into() }));
+        assert_eq!(
+            s.apply(&req(0, 0, Command::ReserveAt { trunk: "a".into(), node: "n1".into(), want: 8, epoch: 1 })),
+            CommandResult::Reserved(8)
+        );
+        // n1 holds 8: 3 calls up plus a headroom of 1 reported
+        let renew = |keep| Command::Renew { node: "n1".into(), epoch: 1, keep: vec![("a".into(), keep)] };
+        assert_eq!(s.apply(&req(0, 0, renew(4))), CommandResult::Renewed { lapsed: false, draining: false, shares: vec![] });
+        let seq = s.leases.get("n1").map(|r| r.seq).expect("lease");
+        s.apply(&req(0, 0, Command::Lapse { node: "n1".into(), seq }));
+        assert_eq!(s.shares.share("a", "n1"), 4, "the unused reserve went back; the calls' slots stay");
+        assert_eq!(s.apply(&req(0, 0, Command::Reserve { trunk: "a".into(), node: "n2".into(), want: 10 })), CommandResult::Reserved(6));
+        // n1 comes back: it hears its shares were cut
+        assert_eq!(s.apply(&req(0, 0, renew(4))), CommandResult::Renewed { lapsed: true, draining: false, shares: vec![("a".into(), 4)] });
+        // then is removed: its calls keep their slots until they are certainly over
+        s.apply(&req(0, 0, Command::Retire { node: "n1".into() }));
+        assert_eq!(s.shares.share("a", "n1"), 4);
+        assert_eq!(s.apply(&req(0, 0, renew(4))), CommandResult::Removed("n1".into()));
+        let seq = s.leases.get("n1").map(|r| r.seq).expect("lease");
+        s.apply(&req(0, 0, Command::Expire { node: "n1".into(), seq: seq - 1 }));
+        assert_eq!(s.shares.share("a", "n1"), 4, "decided on an older state: no effect");
+        s.apply(&req(0, 0, Command::Expire { node: "n1".into(), seq }));
+        assert_eq!(s.shares.share("a", "n1"), 0);
+        s.apply(&req(0, 0, Command::Rejoin { node: "n1".into() }));
+        assert!(matches!(s.apply(&req(0, 0, renew(0))), CommandResult::Renewed { lapsed: true, .. }));
     }
 }

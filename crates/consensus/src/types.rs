@@ -172,6 +172,37 @@ pub enum Command {
         call: String,
         epoch: u64,
     },
+    /// `node`'s lease renewal: per trunk, the most it may hold for calls until its next renewal
+    /// (see `lease.rs`). Answered with [`CommandResult::Renewed`] or [`CommandResult::Removed`].
+    Renew {
+        node: String,
+        epoch: u64,
+        keep: Vec<(String, u32)>,
+    },
+    /// The leader saw renewal `seq` of `node` run out: its shares are cut to what it kept.
+    Lapse {
+        node: String,
+        seq: u64,
+    },
+    /// The longest call of a lapsed or removed `node` is over: every share of it goes back.
+    Expire {
+        node: String,
+        seq: u64,
+    },
+    /// `node` was removed: it renews no more; its shares are cut to what it kept, and its calls'
+    /// slots wait for [`Command::Expire`] (replaces [`Command::ReleaseNode`], which freed them at once).
+    Retire {
+        node: String,
+    },
+    /// `node` was added again after a removal: it may renew.
+    Rejoin {
+        node: String,
+    },
+    /// `node` takes no new calls while `on` (a drain before its removal).
+    Drain {
+        node: String,
+        on: bool,
+    },
 }
 
 /// A secret whose `Debug` does not show it (commands are logged with `{:?}`).
@@ -228,6 +259,15 @@ pub enum CommandResult {
     },
     /// Whether an [`Command::EndInherited`] gave a slot back.
     Ended(bool),
+    /// A renewal applied: whether the lease had lapsed (then `shares` are the node's shares now,
+    /// cut meanwhile) and whether the node is draining.
+    Renewed {
+        lapsed: bool,
+        draining: bool,
+        shares: Vec<(String, u32)>,
+    },
+    /// The node was removed from the cluster: no lease.
+    Removed(String),
     /// A share change from an earlier process of the node (its epoch), refused.
     Fenced {
         node: String,
