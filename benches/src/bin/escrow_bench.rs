@@ -26,7 +26,7 @@ async fn main() -> Result<(), String> {
     nodes[0].write(Command::PutTrunk(Box::new(trunk))).await.map_err(|e| e.to_string())?;
     let writes_before = nodes[0].raft.metrics().borrow().last_log_index.unwrap_or(0);
     let adms: Vec<Arc<EscrowAdmission>> =
-        nodes.iter().enumerate().map(|(i, c)| Arc::new(EscrowAdmission::new(c.clone(), format!("n{}", i + 1)))).collect();
+        nodes.iter().enumerate().map(|(i, c)| Arc::new(EscrowAdmission::new(c.clone(), format!("n{}", i + 1), true))).collect();
     for a in &adms {
         a.reconcile().await.map_err(|e| e.to_string())?;
         let a = a.clone();

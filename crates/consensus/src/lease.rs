@@ -166,7 +166,8 @@ pub struct Watch {
 
 impl Watch {
     /// Look at the leases at `now_ms` and say which commands are due: a `Lapse` for a lease not
-    /// renewed within `LEASE_MS + DRIFT_MARGIN_MS` of when this member saw it renewed, an `Expire`
+    /// renewed within `LEASE_MS + DRIFT_MARGIN_MS` of when this member saw it renewed, of a node
+    /// that holds shares (one holding none has nothing to give back), an `Expire`
     /// once `hold_ms(node)` (the longest call any of its trunks allows) passed since it saw the lapse
     /// or retirement, for a node that still holds shares (`holds`).
     pub fn due(&mut self, leases: &Leases, holds: impl Fn(&str) -> bool, hold_ms: impl Fn(&str) -> u64, now_ms: u64) -> Vec<Command> {
@@ -182,7 +183,7 @@ impl Watch {
             };
             let waited = now_ms.saturating_sub(at);
             match rec.state {
-                LeaseState::Live if waited >= LEASE_MS + DRIFT_MARGIN_MS => out.push(Command::Lapse { node: node.clone(), seq: rec.seq }),
+                LeaseState::Live if holds(node) && waited >= LEASE_MS + DRIFT_MARGIN_MS => out.push(Command::Lapse { node: node.clone(), seq: rec.seq }),
                 LeaseState::Lapsed | LeaseState::Retired if holds(node) && waited >= hold_ms(node) => {
                     out.push(Command::Expire { node: node.clone(), seq: rec.seq })
                 }

@@ -140,6 +140,9 @@ pub enum Take {
     Held,
     /// The share is used up: ask the ledger for `want` more, then try again.
     Need { want: u32 },
+    /// The share has room but the node reported less at its last lease renewal: renew, then try
+    /// again.
+    Capped,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -148,6 +151,16 @@ struct Local {
     usable: u32,
     in_use: u32,
     last_take_ms: u64,
+    /// Under a lease: the most calls in progress the last committed renewal allows.
+    cap: u32,
+    /// A renewal in flight reported this; until it commits the lower of both applies.
+    proposed: Option<u32>,
+}
+
+impl Local {
+    fn cap(&self) -> u32 {
+        self.proposed.map_or(self.cap, |p| p.min(self.cap))
+    }
 }
 
 /// One node's side: calls in progress per trunk against what it may use.
@@ -156,9 +169,18 @@ pub struct Escrow {
     /// Keyed by shared names: each holder below points at its trunk's name instead of a copy.
     trunks: HashMap<Arc<str>, Local>,
     holders: HashMap<String, Arc<str>>,
+    /// Admissions are capped by what lease renewals reported (`hatrunk_consensus::lease`).
+    leased: bool,
 }
 
 impl Escrow {
+    /// An escrow whose admissions stay within what its lease renewals reported: a trunk's calls
+    /// in progress never exceed the `keep` of the last committed renewal, so the ledger may cut the
+    /// node's share to that once its lease lapsed.
+    pub fn leased() -> Escrow {
+        Escrow { leased: true, ..Escrow::default() }
+    }
+
     /// Admit `call` on `trunk` from the local share. `over_limit`: the ledger holds more than the
     /// trunk's limit (it was lowered), so no reserve may be used until shares come back under it.
     pub fn take(&mut self, trunk: &str, call: &str, limit: u32, over_limit: bool, now_ms: u64) -> Take {
@@ -167,12 +189,16 @@ impl Escrow {
         }
         let room = self.has_room(trunk, over_limit);
         let name = self.name(trunk);
+        let leased = self.leased;
         let l = self.trunks.entry(name.clone()).or_default();
         l.last_take_ms = now_ms;
         if room {
             l.in_use += 1;
             self.holders.insert(call.to_string(), name);
             return Take::Taken;
+        }
+        if leased && !over_limit && l.in_use < l.usable {
+            return Take::Capped;
         }
         Take::Need { want: batch(limit) }
     }
@@ -184,7 +210,55 @@ impl Escrow {
 
     /// Whether a new call of `trunk` could be admitted from what this node may use now.
     pub fn has_room(&self, trunk: &str, over_limit: bool) -> bool {
-        !over_limit && self.trunks.get(trunk).is_some_and(|l| l.in_use < l.usable)
+        !over_limit && self.trunks.get(trunk).is_some_and(|l| l.in_use < l.usable && (!self.leased || l.in_use < l.cap()))
+    }
+
+    /// What to report in a lease renewal, per trunk: calls in progress plus `headroom(trunk)`.
+    /// Until [`Escrow::renewed`] or [`Escrow::not_renewed`], admissions stay within both this
+    /// and the last committed report.
+    pub fn propose(&mut self, headroom: impl Fn(&str) -> u32) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> = self
+            .trunks
+            .iter_mut()
+            .filter(|(_, l)| l.usable > 0 || l.in_use > 0 || l.cap > 0)
+            .map(|(t, l)| {
+                let cap = l.in_use + headroom(t);
+                l.proposed = Some(cap);
+                (t.to_string(), cap)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The renewal committed: what it reported is the cap now.
+    pub fn renewed(&mut self) {
+        for l in self.trunks.values_mut() {
+            if let Some(p) = l.proposed.take() {
+                l.cap = p;
+            }
+        }
+    }
+
+    /// The renewal's fate is unknown: it may have committed, so the lower of both stays the cap.
+    pub fn not_renewed(&mut self) {
+        for l in self.trunks.values_mut() {
+            l.cap = l.cap();
+            l.proposed = None;
+        }
+    }
+
+    /// The lease had lapsed and the ledger cut this node's share of `trunk` to `share`, of which
+    /// `kept` are slots of earlier runs' calls: what this node may use shrinks to the rest.
+    pub fn cut(&mut self, trunk: &str, share: u32, kept: u32) {
+        if let Some(l) = self.trunks.get_mut(trunk) {
+            l.usable = l.usable.min(share.saturating_sub(kept));
+        }
+    }
+
+    /// The cap a trunk's admissions are under now (tests and status).
+    pub fn cap(&self, trunk: &str) -> u32 {
+        self.trunks.get(trunk).map(|l| l.cap()).unwrap_or(0)
     }
 
     /// The ledger granted `granted` more of `trunk`.

@@ -18,7 +18,11 @@ use crate::error::NodeError;
 use crate::store::{outcome, BoxFuture};
 
 mod inherited;
+mod lease;
+mod renew;
 use inherited::Inherited;
+use lease::LeaseClock;
+pub use lease::NoLease;
 
 pub trait Admission: Send + Sync {
     /// Decide at once when no ledger write is needed (the call path then skips a task and a
@@ -57,6 +61,12 @@ pub struct EscrowAdmission {
     inherited: Mutex<Inherited>,
     /// This process's boot epoch, given by the ledger at reconcile; every share change carries it.
     epoch: std::sync::atomic::AtomicU64,
+    /// Until when this node may admit.
+    lease: LeaseClock,
+    /// Every member watches every lease; the leader acts on what it saw.
+    watch: Mutex<hatrunk_consensus::lease::Watch>,
+    /// A SIP node takes calls and so needs a lease; a witness only watches.
+    takes_calls: bool,
 }
 
 /// What this node's applied state says about one trunk's ledger.
@@ -82,16 +92,19 @@ impl LedgerView {
 struct Resync(std::collections::BTreeSet<String>);
 
 impl EscrowAdmission {
-    pub fn new(consensus: Arc<Consensus>, node: String) -> Self {
+    pub fn new(consensus: Arc<Consensus>, node: String, takes_calls: bool) -> Self {
         EscrowAdmission {
             consensus,
             node,
-            escrow: Mutex::new(Escrow::default()),
+            escrow: Mutex::new(Escrow::leased()),
             ledger: tokio::sync::Mutex::new(Resync::default()),
             reconciled: tokio::sync::OnceCell::new(),
             t0: Instant::now(),
             inherited: Mutex::new(Inherited::default()),
             epoch: std::sync::atomic::AtomicU64::new(0),
+            lease: LeaseClock::default(),
+            watch: Mutex::new(Default::default()),
+            takes_calls,
         }
     }
 
@@ -132,6 +145,9 @@ impl EscrowAdmission {
                 };
                 tracing::info!(node = %self.node, epoch, ?held, "booted: slots of earlier runs kept for their calls");
                 self.inherited().take_over(held, until);
+                // the first lease, so the first call need not wait for the next tidy round
+                let mut resync = self.ledger.lock().await;
+                self.renew_locked(&mut resync).await;
                 Ok::<(), NodeError>(())
             })
             .await
@@ -209,10 +225,14 @@ impl EscrowAdmission {
     /// Give back what this node does not need, and repair the ledger after unanswered writes.
     /// Run every [`TIDY_EVERY`].
     pub async fn tidy(&self) {
-        if self.reconciled.get().is_none() {
+        self.keep_leases().await;
+        if self.reconciled.get().is_none() || !self.takes_calls {
             return;
         }
         let mut resync = self.ledger.lock().await;
+        if self.lease.due(self.now_ms()) {
+            self.renew_locked(&mut resync).await;
+        }
         let mut trunks = self.escrow().trunks();
         trunks.extend(resync.0.iter().cloned());
         self.give_back_ended().await;
@@ -259,10 +279,14 @@ impl EscrowAdmission {
 impl Admission for EscrowAdmission {
     fn admit_now(&self, trunk: &str, limit: u32, call: &SlotId) -> Option<Decision> {
         self.reconciled.get()?;
+        if self.escrow().holds(call.as_str()) {
+            return Some(Decision::AlreadyHeld);
+        }
+        self.lease.check(self.now_ms()).ok()?;
         match self.take(trunk, limit, call.as_str()) {
             Take::Taken => Some(Decision::Granted),
             Take::Held => Some(Decision::AlreadyHeld),
-            Take::Need { .. } => None,
+            Take::Need { .. } | Take::Capped => None,
         }
     }
 
@@ -271,10 +295,28 @@ impl Admission for EscrowAdmission {
             let call = call.as_str();
             self.reconcile().await?;
             let mut starved_round = 0;
+            let mut renewals = 0;
             loop {
+                if self.escrow().holds(call) {
+                    return Ok(Decision::AlreadyHeld);
+                }
+                if let Err(why) = self.lease.check(self.now_ms()) {
+                    tracing::debug!(%trunk, ?why, "no admission lease: call refused");
+                    let v = self.ledger_view(&trunk);
+                    return Ok(Decision::Full { used: v.held, limit: v.limit });
+                }
                 let want = match self.take(&trunk, limit, call) {
                     Take::Taken => return Ok(Decision::Granted),
                     Take::Held => return Ok(Decision::AlreadyHeld),
+                    Take::Capped if renewals < 3 => {
+                        renewals += 1;
+                        self.renew_for(&trunk).await;
+                        continue;
+                    }
+                    Take::Capped => {
+                        let v = self.ledger_view(&trunk);
+                        return Ok(Decision::Full { used: v.held, limit: v.limit });
+                    }
                     Take::Need { want } => want,
                 };
                 if self.refill(&trunk, call, want).await? {

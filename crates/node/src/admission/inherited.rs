@@ -41,6 +41,11 @@ impl Inherited {
         self.trunks.get(trunk).map(|h| h.count).unwrap_or(0)
     }
 
+    /// Slots kept per trunk.
+    pub fn counts(&self) -> Vec<(String, u32)> {
+        self.trunks.iter().map(|(t, h)| (t.clone(), h.count)).collect()
+    }
+
     /// A call of an earlier life ended (its BYE came through): queued for the ledger once per
     /// Call-ID. Returns whether it was queued. At most twice as many Call-IDs as slots held are
     /// remembered, so forged BYEs cannot grow memory.

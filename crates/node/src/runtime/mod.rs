@@ -211,7 +211,7 @@ where
         Some(layer) => layer(store),
         None => store,
     };
-    let escrow = Arc::new(EscrowAdmission::new(consensus.clone(), cfg.node.name.clone()));
+    let escrow = Arc::new(EscrowAdmission::new(consensus.clone(), cfg.node.name.clone(), cfg.node.role() == NodeRole::Sip));
     tokio::spawn(tasks::reconcile(consensus.clone(), escrow.clone()));
     tokio::spawn(tasks::ensure_cluster_secret(consensus.clone()));
     tokio::spawn(tasks::tidy_shares(escrow.clone()));

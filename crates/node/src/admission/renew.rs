@@ -1,0 +1,105 @@
+//! Lease renewals and the lease watch of [`EscrowAdmission`]: what this node reports and how it
+//! takes the answer, and, on the leader, the `Lapse` and `Expire` writes the watch says are due.
+
+use std::collections::{BTreeMap, HashMap};
+
+use hatrunk_consensus::{Command, CommandResult};
+use hatrunk_core::escrow::batch;
+use hatrunk_core::trunk::DEFAULT_MAX_CALL_DURATION_S;
+
+use super::{EscrowAdmission, Resync};
+
+impl EscrowAdmission {
+    /// Renew this node's lease, reporting per trunk its calls in progress, the slots kept for
+    /// earlier runs' calls, and one batch of headroom. Called with the ledger lock held.
+    pub(super) async fn renew_locked(&self, _ledger: &mut Resync) {
+        let sent = self.now_ms().max(1);
+        self.lease.sending(sent);
+        let limits: HashMap<String, u32> =
+            self.consensus.local(|s| s.trunks.iter().map(|(id, t)| (id.clone(), t.max_concurrent_calls)).collect());
+        let mut keep: BTreeMap<String, u32> =
+            self.escrow().propose(|t| batch(limits.get(t).copied().unwrap_or(0))).into_iter().collect();
+        for (t, n) in self.inherited().counts() {
+            *keep.entry(t).or_default() += n;
+        }
+        let cmd = Command::Renew { node: self.node.clone(), epoch: self.epoch(), keep: keep.into_iter().collect() };
+        match self.consensus.write(cmd).await {
+            Ok(CommandResult::Renewed { lapsed, draining, shares }) => {
+                let mut e = self.escrow();
+                e.renewed();
+                if lapsed {
+                    let shares: HashMap<String, u32> = shares.into_iter().collect();
+                    let inherited = self.inherited();
+                    for t in e.trunks() {
+                        e.cut(&t, shares.get(&t).copied().unwrap_or(0), inherited.count(&t));
+                    }
+                    tracing::warn!(node = %self.node, "admission lease had lapsed: this node's unused reserve went back to the pool");
+                }
+                drop(e);
+                self.lease.rejoined();
+                self.lease.granted(sent, draining);
+            }
+            Ok(CommandResult::Removed(_)) => {
+                self.escrow().not_renewed();
+                if self.lease.removed() {
+                    tracing::error!(node = %self.node, "this node was removed from the cluster: it takes no new calls; add it back with `hatrunk cluster join`");
+                }
+            }
+            Ok(other) => {
+                self.escrow().not_renewed();
+                tracing::warn!(node = %self.node, result = ?other, "lease renewal refused");
+            }
+            Err(e) => {
+                self.escrow().not_renewed();
+                tracing::debug!(node = %self.node, error = %e, "lease not renewed");
+            }
+        }
+    }
+
+    /// Renew now because `trunk`'s admissions reached what the last renewal reported, unless a
+    /// renewal that made room committed while this one waited for the ledger.
+    pub(super) async fn renew_for(&self, trunk: &str) {
+        let mut ledger = self.ledger.lock().await;
+        let over = self.ledger_view(trunk).over();
+        if self.escrow().has_room(trunk, over) {
+            return;
+        }
+        self.renew_locked(&mut ledger).await;
+    }
+
+    /// Watch every member's lease; on the leader, write the lapses and expiries that are due.
+    pub(super) async fn keep_leases(&self) {
+        let now = self.now_ms();
+        let due = self.consensus.local(|s| {
+            let hold_ms = |node: &str| {
+                let longest = s
+                    .shares
+                    .trunks_of(node)
+                    .iter()
+                    .map(|t| s.trunks.get(t).map_or(DEFAULT_MAX_CALL_DURATION_S, |t| t.max_call_duration_s))
+                    .max()
+                    .unwrap_or(DEFAULT_MAX_CALL_DURATION_S);
+                u64::from(longest) * 1000
+            };
+            let holds = |node: &str| !s.shares.trunks_of(node).is_empty();
+            self.watch.lock().unwrap_or_else(|p| p.into_inner()).due(&s.leases, holds, hold_ms, now)
+        });
+        if due.is_empty() || !self.consensus.is_leader() {
+            return;
+        }
+        for cmd in due {
+            match &cmd {
+                Command::Lapse { node, .. } => {
+                    tracing::warn!(%node, "admission lease not renewed in time: its unused reserve goes back to the pool")
+                }
+                Command::Expire { node, .. } => {
+                    tracing::info!(%node, "the longest call of a lost or removed node is over: its remaining slots go back")
+                }
+                _ => {}
+            }
+            if let Err(e) = self.consensus.write(cmd).await {
+                tracing::debug!(error = %e, "lease watch: write not committed; due again next round");
+            }
+        }
+    }
+}
