@@ -136,9 +136,17 @@ pub async fn dispatch(cmd: Cmd, endpoints: &str, creds: &Creds, fmt: Format) -> 
         Cmd::Cluster { cmd: ClusterCmd::Join { addr, learner } } => {
             c.cluster_join(pb::JoinRequest { addr, learner }).await.map(|r| output::members(&r.into_inner(), fmt))
         }
-        Cmd::Cluster { cmd: ClusterCmd::Remove { id } } => {
-            c.cluster_remove(pb::NodeId { id }).await.map(|r| output::members(&r.into_inner(), fmt))
-        }
+        Cmd::Cluster { cmd: ClusterCmd::Remove { id, force, cancel } } => loop {
+            match c.cluster_remove(pb::RemoveRequest { id, force, cancel }).await {
+                Err(s) if s.code() == tonic::Code::Aborted && s.message().starts_with("draining") => {
+                    eprintln!(
+                        "{} (waiting for its calls to end; Ctrl-C stops waiting and leaves it draining, --force removes it now)",
+                        s.message()
+                    );
+                }
+                other => break other.map(|r| output::members(&r.into_inner(), fmt)),
+            }
+        },
         Cmd::Cluster { cmd: ClusterCmd::TransferLeader { id } } => {
             c.transfer_leader(pb::NodeId { id }).await.map(|r| output::status(&r.into_inner(), fmt))
         }

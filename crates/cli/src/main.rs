@@ -100,9 +100,18 @@ enum ClusterCmd {
         #[arg(long)]
         learner: bool,
     },
-    /// Remove node ID from the cluster.
+    /// Remove node ID from the cluster. A live node is drained first: it takes no new calls and
+    /// the command waits (showing what is left) until its calls have ended; Ctrl-C stops waiting
+    /// and leaves it draining.
     Remove {
         id: u64,
+        /// Remove it now without waiting for its calls; their slots stay held until they end (by
+        /// the trunk's max_call_duration_s at the latest), so the limit still holds.
+        #[arg(long)]
+        force: bool,
+        /// End a drain started by an earlier `remove` instead; the node takes calls again.
+        #[arg(long, conflicts_with = "force")]
+        cancel: bool,
     },
     Members,
     Status,

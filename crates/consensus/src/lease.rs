@@ -170,7 +170,17 @@ impl Watch {
     /// that holds shares (one holding none has nothing to give back), an `Expire`
     /// once `hold_ms(node)` (the longest call any of its trunks allows) passed since it saw the lapse
     /// or retirement, for a node that still holds shares (`holds`).
-    pub fn due(&mut self, leases: &Leases, holds: impl Fn(&str) -> bool, hold_ms: impl Fn(&str) -> u64, now_ms: u64) -> Vec<Command> {
+    /// A node no longer in the membership (`member`) whose lease is not retired gets a `Retire`,
+    /// and a member whose lease is retired a `Rejoin`: so a removal or join whose own write failed
+    /// is finished by whichever member leads next.
+    pub fn due(
+        &mut self,
+        leases: &Leases,
+        member: impl Fn(&str) -> bool,
+        holds: impl Fn(&str) -> bool,
+        hold_ms: impl Fn(&str) -> u64,
+        now_ms: u64,
+    ) -> Vec<Command> {
         self.seen.retain(|n, _| leases.get(n).is_some());
         let mut out = Vec::new();
         for (node, rec) in leases.iter() {
@@ -182,8 +192,21 @@ impl Watch {
                 }
             };
             let waited = now_ms.saturating_sub(at);
+            match (rec.state == LeaseState::Retired, member(node)) {
+                (false, false) => {
+                    out.push(Command::Retire { node: node.clone() });
+                    continue;
+                }
+                (true, true) => {
+                    out.push(Command::Rejoin { node: node.clone() });
+                    continue;
+                }
+                _ => {}
+            }
             match rec.state {
-                LeaseState::Live if holds(node) && waited >= LEASE_MS + DRIFT_MARGIN_MS => out.push(Command::Lapse { node: node.clone(), seq: rec.seq }),
+                LeaseState::Live if holds(node) && waited >= LEASE_MS + DRIFT_MARGIN_MS => {
+                    out.push(Command::Lapse { node: node.clone(), seq: rec.seq })
+                }
                 LeaseState::Lapsed | LeaseState::Retired if holds(node) && waited >= hold_ms(node) => {
                     out.push(Command::Expire { node: node.clone(), seq: rec.seq })
                 }
@@ -236,7 +259,7 @@ mod tests {
         l.boot("n1", keep(0));
         l.renew("n1", keep(2)).expect("renew");
         let seq = l.get("n1").map(|r| r.seq).expect("rec");
-        let due = |w: &mut Watch, l: &Leases, now| w.due(l, |_| true, |_| 10_000, now);
+        let due = |w: &mut Watch, l: &Leases, now| w.due(l, |_| true, |_| true, |_| 10_000, now);
         assert!(due(&mut w, &l, 1000).is_empty(), "first seen at 1000");
         assert!(due(&mut w, &l, 1000 + LEASE_MS + DRIFT_MARGIN_MS - 1).is_empty());
         assert_eq!(due(&mut w, &l, 1000 + LEASE_MS + DRIFT_MARGIN_MS), vec![Command::Lapse { node: "n1".into(), seq }]);
@@ -244,6 +267,17 @@ mod tests {
         assert!(due(&mut w, &l, 5000).is_empty(), "lapse seen at 5000");
         assert!(due(&mut w, &l, 14_999).is_empty());
         assert_eq!(due(&mut w, &l, 15_000), vec![Command::Expire { node: "n1".into(), seq }]);
-        assert!(w.due(&l, |_| false, |_| 0, 20_000).is_empty(), "nothing held: nothing to expire");
+        assert!(w.due(&l, |_| true, |_| false, |_| 0, 20_000).is_empty(), "nothing held: nothing to expire");
+        assert_eq!(
+            w.due(&l, |_| false, |_| false, |_| 0, 20_000),
+            vec![Command::Retire { node: "n1".into() }],
+            "removed, retire unwritten"
+        );
+        l.retire("n1");
+        assert_eq!(
+            w.due(&l, |_| true, |_| false, |_| 0, 20_000),
+            vec![Command::Rejoin { node: "n1".into() }],
+            "added back, rejoin unwritten"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! Membership policy, decided here rather than at the API edge: who may join (a node that already
 //! belongs to another cluster, a second node with a member's name, a member's id at a new address are
-//! refused), who takes over when the leader is asked to remove itself, what a removal gives back,
+//! refused), who takes over when the leader is asked to remove itself, what a removal holds back,
 //! and the members' status as the CLI shows it. Health is an input (the node's failure detector), so
 //! the decisions stay pure and the simulation's clock is the only clock.
 
@@ -77,13 +77,19 @@ impl Consensus {
         let m = self.raft.metrics().borrow().membership_config.membership().clone();
         check_join(&m, id, &info, initialized, addr).map_err(ConsensusError::Refused)?;
         self.add_node(id, info.clone(), learner).await?;
+        // a node removed earlier may renew its lease again (the lease watch does it too, if this fails)
+        if let Err(e) = self.write(Command::Rejoin { node: info.name.clone() }).await {
+            tracing::warn!(node = id, error = %e, "rejoin not recorded yet; the lease watch retries");
+        }
         Ok((id, info))
     }
 
     /// Remove member `id`. Leader only. The leader removing itself would step down as the change
     /// commits, losing the answer and the release that follows; so it hands leadership to another
-    /// voter ([`handoff_target`]) and the caller asks that one. A removed node's calls can no longer
-    /// be released by it, so its slots are given back.
+    /// voter ([`handoff_target`]) and the caller asks that one. A removed node's calls are still up
+    /// at the carrier and the PBX, so its lease is retired: its share is cut to what it last
+    /// reported keeping for calls, and those slots go back when the longest call is over
+    /// (`lease.rs`), never at once.
     pub async fn remove_member(&self, id: u64, alive: impl Fn(u64) -> bool, timing: &RaftTiming) -> Result<Removal, ConsensusError> {
         if id == self.id {
             let m = self.raft.metrics().borrow().membership_config.membership().clone();
@@ -93,8 +99,8 @@ impl Consensus {
             return Ok(Removal::HandedOff(target));
         }
         let info = self.remove_node(id).await?;
-        if let Err(e) = self.write(Command::ReleaseNode { node: info.name.clone() }).await {
-            tracing::warn!(node = id, error = %e, "could not release the removed node's slots yet");
+        if let Err(e) = self.write(Command::Retire { node: info.name.clone() }).await {
+            tracing::warn!(node = id, error = %e, "removed node's lease not retired yet; the lease watch retries until it is");
         }
         Ok(Removal::Removed(info))
     }

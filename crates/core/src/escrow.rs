@@ -213,16 +213,19 @@ impl Escrow {
         !over_limit && self.trunks.get(trunk).is_some_and(|l| l.in_use < l.usable && (!self.leased || l.in_use < l.cap()))
     }
 
-    /// What to report in a lease renewal, per trunk: calls in progress plus `headroom(trunk)`.
+    /// What to report in a lease renewal, per trunk: calls in progress plus `headroom(trunk)`, or
+    /// no headroom for a trunk without a new call in the last `idle_ms` (then a lost node strands
+    /// exactly its calls in progress, and the next call here waits for one renewal).
     /// Until [`Escrow::renewed`] or [`Escrow::not_renewed`], admissions stay within both this
     /// and the last committed report.
-    pub fn propose(&mut self, headroom: impl Fn(&str) -> u32) -> Vec<(String, u32)> {
+    pub fn propose(&mut self, now_ms: u64, idle_ms: u64, headroom: impl Fn(&str) -> u32) -> Vec<(String, u32)> {
         let mut out: Vec<(String, u32)> = self
             .trunks
             .iter_mut()
             .filter(|(_, l)| l.usable > 0 || l.in_use > 0 || l.cap > 0)
             .map(|(t, l)| {
-                let cap = l.in_use + headroom(t);
+                let busy = now_ms.saturating_sub(l.last_take_ms) < idle_ms;
+                let cap = l.in_use + if busy { headroom(t) } else { 0 };
                 l.proposed = Some(cap);
                 (t.to_string(), cap)
             })

@@ -137,28 +137,30 @@ fn under_a_lease_a_node_admits_no_more_than_its_last_committed_renewal_reported(
     let mut e = Escrow::leased();
     e.credit("t", 10);
     assert_eq!(e.take("t", "c1", 160, false, 0), Take::Capped, "nothing reported yet");
-    assert_eq!(e.propose(|_| 2), vec![("t".to_string(), 2)]);
+    assert_eq!(e.propose(0, 1000, |_| 2), vec![("t".to_string(), 2)]);
     assert_eq!(e.take("t", "c1", 160, false, 0), Take::Capped, "not committed yet");
     e.renewed();
     assert_eq!(e.take("t", "c1", 160, false, 0), Take::Taken);
     assert_eq!(e.take("t", "c2", 160, false, 0), Take::Taken);
     assert_eq!(e.take("t", "c3", 160, false, 0), Take::Capped);
     // a renewal in flight reporting more does not raise the cap until it commits
-    assert_eq!(e.propose(|_| 3), vec![("t".to_string(), 5)]);
+    assert_eq!(e.propose(0, 1000, |_| 3), vec![("t".to_string(), 5)]);
     assert_eq!(e.cap("t"), 2);
     e.not_renewed();
     assert_eq!(e.cap("t"), 2, "unknown fate: the lower of both");
     // one reporting less lowers it at once
     e.release("c1");
-    assert_eq!(e.propose(|_| 0), vec![("t".to_string(), 1)]);
+    assert_eq!(e.propose(0, 1000, |_| 0), vec![("t".to_string(), 1)]);
     assert_eq!(e.cap("t"), 1);
     e.renewed();
     assert_eq!(e.take("t", "c4", 160, false, 0), Take::Capped);
-    e.propose(|_| 8);
+    e.propose(0, 1000, |_| 8);
     e.renewed();
     assert_eq!(e.take("t", "c4", 160, false, 0), Take::Taken);
     // the ledger cut the share to 3 after a lapse, 1 of them for an earlier run's call
     e.cut("t", 3, 1);
     assert_eq!(e.usable("t"), 2);
     assert_eq!(e.take("t", "c5", 160, false, 0), Take::Need { want: 10 });
+    // quiet for a while: no headroom reported, only the calls in progress
+    assert_eq!(e.propose(5000, 1000, |_| 8), vec![("t".to_string(), 2)]);
 }

@@ -40,6 +40,9 @@ pub struct AdminService {
 
 type LeaderClient = AdminClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, crate::gate::AddToken>>;
 
+/// How long one `cluster remove` request waits for a draining node's calls (the CLI asks again).
+const DRAIN_WAIT: Duration = Duration::from_secs(15);
+
 /// Largest trunk file accepted over the API.
 const MAX_TRUNK_FILE: usize = 64 * 1024;
 
@@ -86,6 +89,30 @@ impl AdminService {
     async fn read_trunk(&self, id: &str) -> Result<Option<(Trunk, u64)>, Status> {
         let ReadReply::Trunk(t) = self.consensus.read(Read::Trunk(id.to_string())).await.map_err(|e| to_status(e.into()))?;
         Ok(t)
+    }
+
+    async fn write_drain(&self, node: &str, on: bool) -> Result<(), Status> {
+        let cmd = hatrunk_consensus::Command::Drain { node: node.to_string(), on };
+        self.consensus.write(cmd).await.map(|_| ()).map_err(|e| to_status(e.into()))
+    }
+
+    /// Drain node `id` before its removal: it takes no new calls from its next lease renewal on.
+    /// Waits up to [`DRAIN_WAIT`] for the slots it holds to go back as its calls end, then answers
+    /// ABORTED with what is left, and the CLI asks again.
+    async fn drain(&self, id: u64, name: &str) -> Result<(), Status> {
+        self.write_drain(name, true).await?;
+        let t0 = tokio::time::Instant::now();
+        loop {
+            let held: u32 = self.consensus.local(|s| s.shares_of(name).iter().map(|(_, n)| n).sum());
+            if held == 0 {
+                tracing::info!(node = id, "drained");
+                return Ok(());
+            }
+            if t0.elapsed() >= DRAIN_WAIT {
+                return Err(Status::aborted(format!("draining: node {id} still holds {held} slot(s) for its calls")));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// The leader's admin client, when this node is not the leader.
@@ -223,19 +250,29 @@ impl Admin for AdminService {
         Ok(Response::new(self.status_reply().await))
     }
 
-    async fn cluster_remove(&self, req: Request<pb::NodeId>) -> Result<Response<pb::ClusterStatusReply>, Status> {
+    async fn cluster_remove(&self, req: Request<pb::RemoveRequest>) -> Result<Response<pb::ClusterStatusReply>, Status> {
         if let Some(mut leader) = self.leader().await? {
             return leader.cluster_remove(req.into_inner()).await;
         }
-        let id = req.into_inner().id;
+        let pb::RemoveRequest { id, force, cancel } = req.into_inner();
         let view = crate::cluster_health::ClusterView::view(&*self.health, (self.clock)());
         let alive = |v: u64| view.get(v).is_some_and(|h| h.alive);
+        let member = self.consensus.raft.metrics().borrow().membership_config.membership().get_node(&id).cloned();
+        let info = member.ok_or_else(|| Status::not_found(format!("node {id} is not a member")))?;
+        if cancel {
+            self.write_drain(&info.name, false).await?;
+            tracing::info!(node = id, "drain cancelled");
+            return Ok(Response::new(self.status_reply().await));
+        }
+        if !force && alive(id) && info.role == hatrunk_consensus::NodeRole::Sip {
+            self.drain(id, &info.name).await?;
+        }
         match self.consensus.remove_member(id, alive, &self.timing).await.map_err(|e| to_status(e.into()))? {
-            Removal::Removed(info) => tracing::info!(node = id, %info, "node removed"),
+            Removal::Removed(info) => tracing::info!(node = id, %info, forced = force, "node removed"),
             Removal::HandedOff(to) => {
                 tracing::info!(node = id, to, "leadership handed over before removing this node");
                 return match self.leader().await? {
-                    Some(mut leader) => leader.cluster_remove(pb::NodeId { id }).await,
+                    Some(mut leader) => leader.cluster_remove(pb::RemoveRequest { id, force: true, cancel: false }).await,
                     None => Err(Status::unavailable("leadership was handed over but the new leader is not known here yet; retry")),
                 };
             }

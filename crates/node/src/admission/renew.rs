@@ -18,7 +18,7 @@ impl EscrowAdmission {
         let limits: HashMap<String, u32> =
             self.consensus.local(|s| s.trunks.iter().map(|(id, t)| (id.clone(), t.max_concurrent_calls)).collect());
         let mut keep: BTreeMap<String, u32> =
-            self.escrow().propose(|t| batch(limits.get(t).copied().unwrap_or(0))).into_iter().collect();
+            self.escrow().propose(sent, super::IDLE_MS, |t| batch(limits.get(t).copied().unwrap_or(0))).into_iter().collect();
         for (t, n) in self.inherited().counts() {
             *keep.entry(t).or_default() += n;
         }
@@ -70,6 +70,10 @@ impl EscrowAdmission {
     /// Watch every member's lease; on the leader, write the lapses and expiries that are due.
     pub(super) async fn keep_leases(&self) {
         let now = self.now_ms();
+        let members: std::collections::BTreeSet<String> = {
+            let m = self.consensus.raft.metrics().borrow().membership_config.clone();
+            m.membership().nodes().map(|(_, info)| info.name.clone()).collect()
+        };
         let due = self.consensus.local(|s| {
             let hold_ms = |node: &str| {
                 let longest = s
@@ -82,7 +86,8 @@ impl EscrowAdmission {
                 u64::from(longest) * 1000
             };
             let holds = |node: &str| !s.shares.trunks_of(node).is_empty();
-            self.watch.lock().unwrap_or_else(|p| p.into_inner()).due(&s.leases, holds, hold_ms, now)
+            let member = |node: &str| members.contains(node);
+            self.watch.lock().unwrap_or_else(|p| p.into_inner()).due(&s.leases, member, holds, hold_ms, now)
         });
         if due.is_empty() || !self.consensus.is_leader() {
             return;
@@ -91,6 +96,9 @@ impl EscrowAdmission {
             match &cmd {
                 Command::Lapse { node, .. } => {
                     tracing::warn!(%node, "admission lease not renewed in time: its unused reserve goes back to the pool")
+                }
+                Command::Retire { node } => {
+                    tracing::info!(%node, "a removed node's lease retired: its calls' slots stay held until they end")
                 }
                 Command::Expire { node, .. } => {
                     tracing::info!(%node, "the longest call of a lost or removed node is over: its remaining slots go back")
