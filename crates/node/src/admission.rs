@@ -302,8 +302,10 @@ impl Admission for EscrowAdmission {
                 }
                 if let Err(why) = self.lease.check(self.now_ms()) {
                     tracing::debug!(%trunk, ?why, "no admission lease: call refused");
-                    let v = self.ledger_view(&trunk);
-                    return Ok(Decision::Full { used: v.held, limit: v.limit });
+                    return Err(NodeError::Consensus(hatrunk_consensus::ConsensusError::Unavailable(format!(
+                        "this node may not admit calls ({why:?}): {}",
+                        why.hint()
+                    ))));
                 }
                 let want = match self.take(&trunk, limit, call) {
                     Take::Taken => return Ok(Decision::Granted),

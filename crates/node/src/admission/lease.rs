@@ -18,6 +18,16 @@ pub enum NoLease {
     Removed,
 }
 
+impl NoLease {
+    pub fn hint(self) -> &'static str {
+        match self {
+            NoLease::Expired => "its admission lease could not be renewed (no majority reachable?)",
+            NoLease::Draining => "it is draining before its removal",
+            NoLease::Removed => "it was removed from the cluster",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct LeaseClock {
     until_ms: AtomicU64,
