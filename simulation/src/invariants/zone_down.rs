@@ -27,6 +27,7 @@ pub fn check(_sc: &Scenario, out: &Outcome) -> Verdict {
             && c.moved_ms.is_none()
             && !touched(c, &windows, 3000)
             && !pbx_lost(c, &windows)
+            && !hangup_touched(c, &windows)
         {
             checked += 1;
             let pbx_got_bye = c.legs.values().flatten().any(|l| l.bye_ms.is_some());
@@ -39,4 +40,15 @@ pub fn check(_sc: &Scenario, out: &Outcome) -> Verdict {
         }
     }
     Verdict::new("down_zone_gets_no_calls", "5", checked, violations)
+}
+
+/// Whether a node of `c` went down while its hang-up was still in progress: until the carrier's BYE
+/// is answered, up to Timer F (32 s) after it was sent. A node that restarts has lost the BYE's
+/// transaction, so a retransmission goes out as a new one and the PBX, whose dialog ended with the
+/// first copy, rightly answers 481 (seed 900113: a one-way cut swallowed the 200, then the whole
+/// cluster lost power 6 s into the hang-up).
+fn hangup_touched(c: &crate::oracle::CallRec, windows: &[(String, u64, u64)]) -> bool {
+    let Some(h) = c.hangup_ms else { return false };
+    let nodes: Vec<&str> = std::iter::once(c.entry.as_str()).chain(c.legs.values().flatten().map(|l| l.egress.as_str())).collect();
+    windows.iter().any(|(n, a, b)| nodes.contains(&n.as_str()) && *a < h + 32_000 && *b > h)
 }
