@@ -4,7 +4,7 @@
 //! whose hash identifies a run.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
@@ -103,14 +103,35 @@ pub struct Oracle {
     pub egress: BTreeMap<u64, BTreeMap<String, u32>>,
     /// `cluster status` as the operator read it (`Options::read_status`): member name -> healthy.
     pub status_seen: Option<BTreeMap<String, bool>>,
+    /// Operator actions due, for the operator agent to carry out in order.
+    pub ops_due: std::collections::VecDeque<OpCmd>,
+    /// The main trunk's limit as written: (sent at, acknowledged at or None, limit). The first is
+    /// the trunk's creation.
+    pub limits: Vec<(u64, Option<u64>, u32)>,
+    /// The main trunk's limit as last acknowledged (None: deleted last).
+    pub trunk_acked: Option<u32>,
+    /// Stale trunk writes the cluster acknowledged (must be none).
+    pub stale_acked: Vec<String>,
+    /// Nodes removed from the cluster (acknowledged).
+    pub removed: BTreeSet<String>,
     trace: Sha256,
+}
+
+/// An operator action with its targets resolved.
+#[derive(Debug, Clone)]
+pub enum OpCmd {
+    Remove { id: u64, name: String, force: bool },
+    TransferLeader { id: u64 },
+    SetLimit(u32),
+    DeleteRecreate,
+    StaleWrite,
 }
 
 pub type Shared = Rc<RefCell<Oracle>>;
 
 impl Oracle {
     pub fn shared(limit: u32) -> Shared {
-        Rc::new(RefCell::new(Oracle { limit, ..Default::default() }))
+        Rc::new(RefCell::new(Oracle { limit, trunk_acked: Some(limit), ..Default::default() }))
     }
 
     /// Add a line to the trace.

@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 
 use crate::broken::Broken;
 use crate::net::{dialer, incoming, SimUdp};
-use crate::oracle::{FaultRec, Oracle, Pbx};
-use crate::scenario::{Fault, Scenario, Target};
+use crate::oracle::{FaultRec, OpCmd, Oracle, Pbx};
+use crate::scenario::{Fault, Op, Scenario, Target};
 use crate::topology::{Layout, CLUSTER_PORT, SIP_PORT};
 use crate::ua;
 use crate::ua::pbx::{Behaviour, Mode};
@@ -61,6 +61,8 @@ pub struct Outcome {
 #[derive(Debug, Clone, Default)]
 pub struct NodeState {
     pub trunks: BTreeSet<String>,
+    /// The main trunk's limit (None: it does not exist here).
+    pub limit: Option<u32>,
     pub slots: u32,
     pub shares: u32,
     /// The escrow ledger as this node applied it (for the leak report).
@@ -199,8 +201,23 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
                 break;
             }
             schedule.next();
-            let rec = faults.apply(&mut sim, &layout, &registry, &disks, &hosts, id, &f, &primary, &secondary, &set_loss, t);
+            let mut rec = faults.apply(&mut sim, &layout, &registry, &disks, &hosts, id, &f, &primary, &secondary, &set_loss, t);
             let mut o = oracle.borrow_mut();
+            if let Fault::Operator(op) = &f {
+                let first = |t: &Target| {
+                    let name = faults.resolve(t, &layout, &registry, &hosts).into_iter().next()?;
+                    layout.by_name(&name).map(|n| (n.id, n.name.clone()))
+                };
+                let cmd = match op {
+                    Op::Remove { node, force } => first(node).map(|(id, name)| OpCmd::Remove { id, name, force: *force }),
+                    Op::TransferLeader(node) => first(node).map(|(id, _)| OpCmd::TransferLeader { id }),
+                    Op::SetLimit(n) => Some(OpCmd::SetLimit(*n)),
+                    Op::DeleteRecreate => Some(OpCmd::DeleteRecreate),
+                    Op::StaleWrite => Some(OpCmd::StaleWrite),
+                };
+                rec.what = format!("operator {cmd:?}");
+                o.ops_due.extend(cmd);
+            }
             o.log(format!("fault {} down={:?} up={:?}", rec.what, rec.down, rec.up));
             o.faults.push(rec);
         }
@@ -211,13 +228,16 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         }
         t = sim.elapsed().as_millis() as u64;
     }
+    // a removed node is no member: its state stops following the cluster's
+    let removed = oracle.borrow().removed.clone();
     let node_states = registry
         .borrow()
         .iter()
-        .filter(|(n, _)| !faults.crashed.contains(*n))
+        .filter(|(n, _)| !faults.crashed.contains(*n) && !removed.contains(*n))
         .map(|(n, h)| {
             let st = h.consensus.local(|s| NodeState {
                 trunks: s.trunks.keys().cloned().collect(),
+                limit: s.trunks.get(crate::topology::TRUNK).map(|t| t.max_concurrent_calls),
                 slots: s.pool.used(crate::topology::TRUNK),
                 shares: s.shares.total(crate::topology::TRUNK),
                 ledger: format!("{:?}", s.shares),
@@ -460,6 +480,8 @@ impl Faults {
                 }
                 rec.what = format!("link {target:?} <-> {b:?} {lo}-{hi} ms, {:.0}% loss", loss * 100.0);
             }
+            // the caller hands it to the operator agent
+            Fault::Operator(_) => {}
         }
         rec
     }

@@ -60,6 +60,8 @@ pub enum Fault {
     PbxCrash(Pbx),
     /// The PBX's host starts again, with no memory of earlier calls.
     PbxRestart(Pbx),
+    /// An operator's action through the admin API, carried out by the operator agent when due.
+    Operator(Op),
     /// Set the latency range (ms) of every link between `a` and `b`, and their loss rate where one
     /// end is the carrier or a PBX (turmoil's TCP does not retransmit, so loss between nodes would
     /// break connections rather than lose packets).
@@ -69,6 +71,23 @@ pub enum Fault {
         latency_ms: (u64, u64),
         loss: f64,
     },
+}
+
+/// What an operator does to a running cluster (issue 18: the limit through operator actions).
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// `cluster remove` of the first node of the target (a live one is drained first unless `force`;
+    /// a crashed one is removed at once). It stays out for the rest of the run.
+    Remove { node: Target, force: bool },
+    /// `cluster transfer-leader` to the first node of the target.
+    TransferLeader(Target),
+    /// Apply the trunk again with this limit (calls up).
+    SetLimit(u32),
+    /// `trunk delete --force` with calls up, then apply it again at once.
+    DeleteRecreate,
+    /// A trunk write that read the trunk at its first revision, landing after newer writes (a
+    /// delayed second writer): it must be refused, and the trunk must end as last acknowledged.
+    StaleWrite,
 }
 
 #[derive(Debug, Clone)]

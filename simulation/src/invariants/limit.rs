@@ -2,18 +2,67 @@
 //! is in progress from the moment a PBX answered it until the PBX got the BYE, the carrier hung up
 //! or gave up, or the PBX gave up waiting for the ACK. The count is sampled at every change as the
 //! run goes.
+//!
+//! The limit is the one in effect: the scenario's, then each write of the operator (`Op::SetLimit`).
+//! A lowered limit keeps the calls already up, so what is judged is every *new* answer: it must not
+//! take the count above the limit. A write may take effect from when it was sent; one acknowledged
+//! is in effect everywhere [`SETTLE_MS`] later (followers apply it, and admissions already under way
+//! finish): until then the higher of both counts.
 
 use super::Verdict;
 use crate::run::Outcome;
 use crate::scenario::Scenario;
 
+/// How long after its acknowledgement a limit write is certainly in effect on every node.
+pub const SETTLE_MS: u64 = 1000;
+
 pub fn check(sc: &Scenario, out: &Outcome) -> Verdict {
     let o = &out.oracle;
     let mut violations = Vec::new();
+    let mut prev = 0;
     for (t, n) in &o.in_progress {
-        if *n > sc.limit {
-            violations.push(format!("{n} calls in progress at {t} ms, limit {}", sc.limit));
+        let limit = limit_at(sc.limit, &o.limits, *t);
+        if *n > prev && *n > limit {
+            violations.push(format!("{n} calls in progress at {t} ms, limit {limit}"));
         }
+        prev = *n;
     }
     Verdict::new("calls_within_limit", "1", o.in_progress.len(), violations)
+}
+
+/// The highest limit that may apply at `t`: the last write certainly in effect (acknowledged
+/// `SETTLE_MS` before), or any later one already sent.
+pub fn limit_at(base: u32, writes: &[(u64, Option<u64>, u32)], t: u64) -> u32 {
+    let mut settled = base;
+    let mut settled_at = 0;
+    for (sent, acked, n) in writes {
+        if let Some(a) = acked {
+            if a + SETTLE_MS <= t && *a >= settled_at {
+                settled = *n;
+                settled_at = *a;
+            }
+        }
+        let _ = sent;
+    }
+    let pending = writes
+        .iter()
+        .filter(|(sent, acked, _)| *sent <= t && acked.is_none_or(|a| a + SETTLE_MS > t || a < settled_at))
+        .map(|(_, _, n)| *n)
+        .max()
+        .unwrap_or(0);
+    settled.max(pending)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lowered_limit_applies_once_settled_and_either_may_apply_meanwhile() {
+        let w = [(10_000, Some(10_100), 4), (20_000, None, 9)];
+        assert_eq!(limit_at(12, &w, 5_000), 12);
+        assert_eq!(limit_at(12, &w, 10_500), 12, "sent, not settled: the higher");
+        assert_eq!(limit_at(12, &w, 11_100), 4);
+        assert_eq!(limit_at(12, &w, 20_001), 9, "unacknowledged: may have applied");
+    }
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod failover;
 pub mod leak;
 pub mod limit;
+pub mod lost_update;
 pub mod outcome;
 pub mod zone_down;
 
@@ -41,6 +42,7 @@ pub fn check_all(sc: &Scenario, out: &Outcome) -> Vec<Verdict> {
     let mut v = vec![
         limit::check(sc, out),
         config::check(sc, out),
+        lost_update::check(sc, out),
         leak::check(sc, out),
         failover::check(sc, out),
         zone_down::check(sc, out),

@@ -326,18 +326,30 @@ impl Calls {
 
     /// The call ends without (or after) an answer: slot back, CDR out, state gone.
     pub(super) fn finish(&mut self, cx: &mut Cx<'_>, id: u64, disposition: Disposition, cause: Cause, code: Option<u16>, answered: bool) {
-        let Some((call, release)) = self.end(id) else {
-            return;
-        };
-        if let Some(slot) = release {
+        if let Some(slot) = self.finish_holding(cx, id, disposition, cause, code, answered) {
             cx.io.push(Action::Release { slot });
         }
+    }
+
+    /// [`Calls::finish`], but the slot is the caller's to give back (a BYE's: once the far end
+    /// answered it, see `dialog.rs`).
+    pub(super) fn finish_holding(
+        &mut self,
+        cx: &mut Cx<'_>,
+        id: u64,
+        disposition: Disposition,
+        cause: Cause,
+        code: Option<u16>,
+        answered: bool,
+    ) -> Option<SlotId> {
+        let (call, release) = self.end(id)?;
         // an egress node writes no CDR: the ingress writes this call's, with our attempts in it
         if let Some(cdr) = call.into_cdr(disposition, cause, if answered { None } else { code }, cx.now) {
             let disp = serde_json::to_value(cdr.disposition).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
             cx.metrics.calls.with_label_values(&[&cdr.trunk.clone().unwrap_or_default(), &disp]).inc();
             cx.io.push(Action::Cdr(Box::new(cdr)));
         }
+        release
     }
 }
 

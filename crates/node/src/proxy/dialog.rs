@@ -1,9 +1,11 @@
 //! In-dialog requests (RFC 3261 section 16.12 loose routing): ACK for 2xx forwarded statelessly,
 //! everything else (BYE, re-INVITE, INFO, UPDATE...) relayed through a transaction. A BYE ends the
-//! call's accounting: its slot goes back and its CDR is written. Calls whose BYE never comes are
-//! cleared by the trunk's `max_call_duration_s` safety timer.
+//! call's accounting: its CDR is written as it passes, its slot goes back once the far end has
+//! answered it (or its transaction timed out). Calls whose BYE never comes are cleared by the
+//! trunk's `max_call_duration_s` safety timer.
 
 use hatrunk_core::cdr::{Cause, Disposition};
+use hatrunk_core::slot::SlotId;
 use hatrunk_sip::headers::SipUri;
 use hatrunk_sip::transaction::TxKey;
 use hatrunk_sip::{Method, SipMessage};
@@ -21,12 +23,12 @@ impl Calls {
     /// same boot, but its call ended before the restart and its slot was no longer kept; the far
     /// end answers that one 481. Freeing on passage let such a retransmission free the slot of a
     /// call still up (simulation seed 701932: 14 calls against a limit of 13).
-    fn earlier_run_bye(cx: &Cx<'_>, ht: &str, msg: &SipMessage) -> Option<(String, String)> {
+    fn earlier_run_bye(cx: &Cx<'_>, ht: &str, msg: &SipMessage) -> Option<Kept> {
         let (boot, trunk) = ht.split_once('.')?;
         if boot == cx.boot() {
             return None; // this run's call: its slot went with the call record
         }
-        Some((trunk.to_string(), msg.header("Call-ID").unwrap_or_default().to_string()))
+        Some(Kept::Inherited { trunk: trunk.to_string(), call_id: msg.header("Call-ID").unwrap_or_default().to_string() })
     }
 
     /// A request inside a dialog, with its server transaction `key` already created.
@@ -40,9 +42,11 @@ impl Calls {
         let Some(dest) = cx.next_hop(&msg) else {
             return cx.respond_key(&key, 404, None);
         };
+        let mut kept = kept;
         if msg.method() == Some(&Method::Bye) {
             if let Some(id) = msg.header("Call-ID").and_then(|c| self.by_dialog(c)) {
-                self.finish(cx, id, Disposition::Answered, Cause::NormalClearing, None, true);
+                // the call ends now (its CDR); its slot when the far end has the BYE
+                kept = self.finish_holding(cx, id, Disposition::Answered, Cause::NormalClearing, None, true).map(Kept::Slot).or(kept);
             }
         }
         let mf = msg.header("Max-Forwards").and_then(|v| v.parse::<u8>().ok()).unwrap_or(70);
@@ -77,10 +81,36 @@ pub(super) fn route_ack(cx: &mut Cx<'_>, mut msg: SipMessage) {
     cx.send(dest, msg);
 }
 
+/// What a relayed BYE frees once the far end has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Kept {
+    /// A slot an earlier run of this node kept for the call: only a 2xx frees it (see
+    /// [`Calls::earlier_run_bye`]), through the ledger, once per call.
+    Inherited { trunk: String, call_id: String },
+    /// This run's slot of the call: freed by the BYE's final response, or when its transaction
+    /// times out. Not as the BYE passes: if this node restarts before the far end has it, the slot
+    /// is still kept, and the retransmitted BYE frees it once (simulation seed 910034: freed on
+    /// passage and re-used, then freed again by the retransmission after a power loss, 16 calls
+    /// on a limit of 15).
+    Slot(SlotId),
+}
+
 /// A response to a relayed request goes back through its server transaction.
-pub(super) fn relay_response(cx: &mut Cx<'_>, key: &TxKey, kept: Option<(String, String)>, resp: SipMessage) {
-    if let (Some((trunk, call_id)), Some(200..=299)) = (kept, resp.code()) {
-        cx.io.push(Action::ReleaseInherited { trunk, call_id });
+pub(super) fn relay_response(cx: &mut Cx<'_>, key: &TxKey, kept: Option<Kept>, resp: SipMessage) {
+    let code = resp.code().unwrap_or(0);
+    match kept {
+        Some(Kept::Inherited { trunk, call_id }) if (200..300).contains(&code) => cx.io.push(Action::ReleaseInherited { trunk, call_id }),
+        Some(Kept::Slot(slot)) if code >= 200 => cx.io.push(Action::Release { slot }),
+        _ => {}
     }
     cx.respond_msg(key, resp);
+}
+
+/// A relayed request whose transaction ended without a final response: answer it, and give back
+/// the slot of a BYE's call (the far end is gone or silent; it cannot hold the call for ever).
+pub(super) fn relay_failed(cx: &mut Cx<'_>, key: &TxKey, kept: Option<Kept>, unreachable: bool) {
+    if let Some(Kept::Slot(slot)) = kept {
+        cx.io.push(Action::Release { slot });
+    }
+    cx.respond_key(key, if unreachable { 503 } else { 408 }, None);
 }

@@ -165,9 +165,9 @@ pub struct EngineConfig {
 enum Owner {
     /// An attempt of a call.
     Call(u64, usize),
-    /// A request relayed statefully for this server transaction; for a BYE of an earlier run's
-    /// call, the slot kept for it (trunk, Call-ID), freed only if the far end answers 2xx.
-    Relay(TxKey, Option<(String, String)>),
+    /// A request relayed statefully for this server transaction; for a BYE, the slot it frees
+    /// once the far end has it (`dialog::Kept`).
+    Relay(TxKey, Option<dialog::Kept>),
     Probe(String, Role),
     /// The BYE tearing down a late answer to cancelled call `id`: the PBX's leg is up until it is
     /// answered (or times out), so the slot held for the call goes only then.
@@ -391,7 +391,7 @@ impl Engine {
         match owner {
             Owner::Call(id, n) if unreachable => self.calls.attempt_unreachable(&mut cx!(self), id, n),
             Owner::Call(id, n) => self.calls.attempt_timeout(&mut cx!(self), id, n),
-            Owner::Relay(key, _) => self.respond_key(&key, if unreachable { 503 } else { 408 }, None),
+            Owner::Relay(key, kept) => dialog::relay_failed(&mut cx!(self), &key, kept, unreachable),
             Owner::Probe(t, r) => self.probe_result(&t, r, false),
             Owner::TearDown(id) => self.calls.release_held(&mut cx!(self), id),
             Owner::Answered(_) => {}
