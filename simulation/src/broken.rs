@@ -20,15 +20,18 @@ pub enum Broken {
     SkipPoolCheck,
     /// The call path sees every trunk fail over on 486 Busy too (property 4 must catch it).
     FailoverOn486,
+    /// Trunk writes ignore the revision they were read at (property 2's lost update must catch it).
+    IgnoreRevision,
 }
 
 impl Broken {
-    pub const ALL: [Broken; 2] = [Broken::SkipPoolCheck, Broken::FailoverOn486];
+    pub const ALL: [Broken; 3] = [Broken::SkipPoolCheck, Broken::FailoverOn486, Broken::IgnoreRevision];
 
     pub fn name(self) -> &'static str {
         match self {
             Broken::SkipPoolCheck => "skip-pool-check",
             Broken::FailoverOn486 => "failover-on-486",
+            Broken::IgnoreRevision => "ignore-revision",
         }
     }
 
@@ -41,7 +44,11 @@ impl Broken {
     }
 
     pub fn store_layer(self) -> Option<StoreLayer> {
-        (self == Broken::FailoverOn486).then_some(failover_on_486 as StoreLayer)
+        match self {
+            Broken::FailoverOn486 => Some(failover_on_486 as StoreLayer),
+            Broken::IgnoreRevision => Some(ignore_revision as StoreLayer),
+            Broken::SkipPoolCheck => None,
+        }
     }
 }
 
@@ -70,8 +77,19 @@ fn skip_pool_check(a: Arc<dyn Admission>) -> Arc<dyn Admission> {
     Arc::new(SkipPoolCheck(a))
 }
 
-/// Hands the call path every trunk with 486 added to its failover codes.
-struct FailoverOn486(Arc<dyn TrunkStore>);
+/// A store with one defect: every trunk the call path sees fails over on 486 too
+/// ([`Broken::FailoverOn486`]), or trunk writes ignore their revision ([`Broken::IgnoreRevision`]).
+struct BrokenStore(Arc<dyn TrunkStore>, Broken);
+
+impl BrokenStore {
+    fn seen(&self, t: Arc<Trunk>) -> Arc<Trunk> {
+        if self.1 == Broken::FailoverOn486 {
+            with_486(t)
+        } else {
+            t
+        }
+    }
+}
 
 fn with_486(t: Arc<Trunk>) -> Arc<Trunk> {
     let mut t = (*t).clone();
@@ -81,11 +99,12 @@ fn with_486(t: Arc<Trunk>) -> Arc<Trunk> {
     Arc::new(t)
 }
 
-impl TrunkStore for FailoverOn486 {
+impl TrunkStore for BrokenStore {
     fn cluster_secret(&self) -> Option<String> {
         self.0.cluster_secret()
     }
     fn apply(&self, trunk: Trunk, expect: hatrunk_consensus::Expect) -> BoxFuture<'_, Result<u64, NodeError>> {
+        let expect = if self.1 == Broken::IgnoreRevision { hatrunk_consensus::Expect::Any } else { expect };
         self.0.apply(trunk, expect)
     }
     fn delete(&self, id: String, force: bool) -> BoxFuture<'_, Result<(), NodeError>> {
@@ -95,19 +114,19 @@ impl TrunkStore for FailoverOn486 {
         self.0.revision(id)
     }
     fn get(&self, id: &str) -> Option<Arc<Trunk>> {
-        self.0.get(id).map(with_486)
+        self.0.get(id).map(|t| self.seen(t))
     }
     fn list(&self) -> Vec<Arc<Trunk>> {
-        self.0.list().into_iter().map(with_486).collect()
+        self.0.list().into_iter().map(|t| self.seen(t)).collect()
     }
     fn by_number(&self, number: &str) -> Option<Arc<Trunk>> {
-        self.0.by_number(number).map(with_486)
+        self.0.by_number(number).map(|t| self.seen(t))
     }
     fn by_source(&self, ip: IpAddr) -> Vec<(Arc<Trunk>, Role)> {
-        self.0.by_source(ip).into_iter().map(|(t, r)| (with_486(t), r)).collect()
+        self.0.by_source(ip).into_iter().map(|(t, r)| (self.seen(t), r)).collect()
     }
     fn by_username(&self, user: &str) -> Option<(Arc<Trunk>, Role)> {
-        self.0.by_username(user).map(|(t, r)| (with_486(t), r))
+        self.0.by_username(user).map(|(t, r)| (self.seen(t), r))
     }
     fn register(&self, user: String, contact: String, route: String, expires_ms: u64) -> BoxFuture<'_, Result<(), NodeError>> {
         self.0.register(user, contact, route, expires_ms)
@@ -118,5 +137,9 @@ impl TrunkStore for FailoverOn486 {
 }
 
 fn failover_on_486(s: Arc<dyn TrunkStore>) -> Arc<dyn TrunkStore> {
-    Arc::new(FailoverOn486(s))
+    Arc::new(BrokenStore(s, Broken::FailoverOn486))
+}
+
+fn ignore_revision(s: Arc<dyn TrunkStore>) -> Arc<dyn TrunkStore> {
+    Arc::new(BrokenStore(s, Broken::IgnoreRevision))
 }

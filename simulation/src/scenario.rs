@@ -152,6 +152,12 @@ impl Scenario {
             "pbx-primary-crash",
             "slow-region-link",
             "2t4t-region-loss",
+            "remove-live-node",
+            "remove-dead-node",
+            "lower-limit",
+            "delete-recreate-trunk",
+            "stale-writer",
+            "transfer-leader",
         ]
     }
 
@@ -225,6 +231,47 @@ impl Scenario {
                 sc.load.hold_ms = (3000, 8000);
                 let all = Target::Nodes(sc.layout.nodes.iter().map(|n| n.name.clone()).collect());
                 sc.faults = vec![(s(10) + 730, 0, Fault::Crash(all)), (s(13), 1, Fault::Restart(Target::Of(0)))];
+                sc
+            }
+            "remove-live-node" => {
+                let mut sc = base(name, "2T: the operator removes sg1-b2 while it carries calls (drained first)", "2t", 12, 6.0, 25);
+                sc.load.hold_ms = (3000, 8000);
+                sc.faults = vec![(s(10), 0, Fault::Operator(Op::Remove { node: nodes(&["sg1-b2"]), force: false }))];
+                sc
+            }
+            "remove-dead-node" => {
+                let mut sc = base(name, "2T: sg1-a2 dies with calls up and the operator removes it", "2t", 12, 6.0, 25);
+                sc.load.hold_ms = (3000, 8000);
+                sc.faults = vec![
+                    (s(9), 0, Fault::Crash(nodes(&["sg1-a2"]))),
+                    (s(11), 1, Fault::Operator(Op::Remove { node: nodes(&["sg1-a2"]), force: false })),
+                ];
+                sc
+            }
+            "lower-limit" => {
+                let mut sc = base(name, "2T: the limit goes from 12 to 4 with calls up, then back", "2t", 12, 8.0, 25);
+                sc.load.hold_ms = (3000, 8000);
+                sc.faults = vec![(s(10), 0, Fault::Operator(Op::SetLimit(4))), (s(18), 1, Fault::Operator(Op::SetLimit(12)))];
+                sc
+            }
+            "delete-recreate-trunk" => {
+                let mut sc = base(name, "4T: the trunk is deleted (forced) with calls up and re-created at once", "4t", 10, 8.0, 25);
+                sc.load.hold_ms = (3000, 8000);
+                sc.faults = vec![(s(10), 0, Fault::Operator(Op::DeleteRecreate))];
+                sc
+            }
+            "stale-writer" => {
+                let mut sc =
+                    base(name, "2T: a second writer's change, made on an older revision, lands after a newer one", "2t", 12, 6.0, 20);
+                sc.faults = vec![(s(8), 0, Fault::Operator(Op::StaleWrite))];
+                sc
+            }
+            "transfer-leader" => {
+                let mut sc = base(name, "4T: leadership moves to the other region under load, twice", "4t", 12, 6.0, 25);
+                sc.faults = vec![
+                    (s(8), 0, Fault::Operator(Op::TransferLeader(Target::Region("hk1".into())))),
+                    (s(16), 1, Fault::Operator(Op::TransferLeader(Target::Region("sg1".into())))),
+                ];
                 sc
             }
             "hung-node" => {
@@ -307,7 +354,7 @@ impl Scenario {
                     _ => Target::Leader,
                 }
             };
-            let (start, stop) = match rng.gen_range(0..9) {
+            let (start, stop) = match rng.gen_range(0..10) {
                 0 => {
                     // a quarter of crashes are a power loss of the whole cluster at once
                     let t = if rng.gen_bool(0.25) { Target::Nodes(names.clone()) } else { pick(&mut rng) };
@@ -323,6 +370,18 @@ impl Scenario {
                 5 => (Fault::Loss(rng.gen_range(0.05..0.2)), Fault::Loss(sc.loss)),
                 6 => (Fault::OneWay { from: pick(&mut rng), to: pick(&mut rng) }, Fault::Heal),
                 7 => (Fault::PbxCrash(Pbx::Primary), Fault::PbxRestart(Pbx::Primary)),
+                8 => {
+                    // an operator action; its undo (where it has one) a few seconds later
+                    let sip: Vec<String> = sc.layout.sip_nodes().map(|n| n.name.clone()).collect();
+                    let node = Target::Nodes(vec![sip[rng.gen_range(0..sip.len())].clone()]);
+                    match rng.gen_range(0..5) {
+                        0 => (Fault::Operator(Op::Remove { node, force: rng.gen_bool(0.3) }), Fault::Operator(Op::SetLimit(limit))),
+                        1 => (Fault::Operator(Op::SetLimit(rng.gen_range(1..limit.max(2)))), Fault::Operator(Op::SetLimit(limit))),
+                        2 => (Fault::Operator(Op::DeleteRecreate), Fault::Operator(Op::SetLimit(limit))),
+                        3 => (Fault::Operator(Op::StaleWrite), Fault::Operator(Op::SetLimit(limit))),
+                        _ => (Fault::Operator(Op::TransferLeader(node)), Fault::Operator(Op::SetLimit(limit))),
+                    }
+                }
                 _ => {
                     let (a, b) = (pick(&mut rng), pick(&mut rng));
                     let slow = (rng.gen_range(50..200), rng.gen_range(200..400));

@@ -1,6 +1,7 @@
 //! The checker checks: the same seed gives the same trace (run again as a user would, in a new
 //! process), and each deliberately broken build (one that skips the pool check, one that fails
-//! over on 486 Busy) fails its invariant on a scenario the real build passes.
+//! over on 486 Busy, one whose trunk writes ignore their revision) fails its invariant on a
+//! scenario the real build passes.
 
 use hatrunk_simulation::broken::Broken;
 use hatrunk_simulation::judge;
@@ -27,6 +28,15 @@ fn a_build_that_fails_over_on_486_fails_the_failover_invariant() {
     assert!(good.passed(), "the real build must pass: {:?}", good.verdicts);
     let broken = judge(sc, 5, Options { broken: Some(Broken::FailoverOn486), ..Options::default() });
     assert!(!verdict(&broken, "failover_within_2_5s"), "failing over on 486 went unnoticed: {:?}", broken.verdicts);
+}
+
+#[test]
+fn a_build_whose_trunk_writes_ignore_their_revision_fails_the_lost_update_invariant() {
+    let sc = Scenario::named("stale-writer").expect("scenario");
+    let good = judge(sc.clone(), 3, Options::default());
+    assert!(good.passed(), "the real build must pass: {:?}", good.verdicts);
+    let broken = judge(sc, 3, Options { broken: Some(Broken::IgnoreRevision), ..Options::default() });
+    assert!(!verdict(&broken, "no_lost_update"), "a stale write overwriting a newer one went unnoticed: {:?}", broken.verdicts);
 }
 
 /// The reproduction promise: the same command, run again in a new process, replays the run.
