@@ -67,6 +67,10 @@ pub struct NodeState {
     pub shares: u32,
     /// The escrow ledger as this node applied it (for the leak report).
     pub ledger: String,
+    /// The last log index it applied.
+    pub applied: u64,
+    /// The members its applied membership names.
+    pub members: BTreeSet<String>,
 }
 
 type Registry = Rc<RefCell<BTreeMap<String, Handles>>>;
@@ -228,8 +232,24 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         }
         t = sim.elapsed().as_millis() as u64;
     }
-    // a removed node is no member: its state stops following the cluster's
-    let removed = oracle.borrow().removed.clone();
+    // let the last commits reach every live member before their states are read (up to 5 s
+    // more): a share given back just before the end is not a leak on a follower that lags by one
+    // heartbeat
+    let settle_until = t + 5_000;
+    while error.is_none() && t < settle_until && !converged(&registry, &faults.crashed) {
+        if let Err(e) = sim.step() {
+            error = Some(e.to_string());
+            break;
+        }
+        t = sim.elapsed().as_millis() as u64;
+    }
+    // a removed node is no member: its state stops following the cluster's; a removal whose answer
+    // the operator never got counts too (the final membership says)
+    let mut removed = oracle.borrow().removed.clone();
+    if let Some(members) = final_members(&registry, &faults.crashed) {
+        removed.extend(layout.nodes.iter().map(|n| n.name.clone()).filter(|n| !members.contains(n)));
+        oracle.borrow_mut().removed = removed.clone();
+    }
     let node_states = registry
         .borrow()
         .iter()
@@ -241,13 +261,47 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
                 slots: s.pool.used(crate::topology::TRUNK),
                 shares: s.shares.total(crate::topology::TRUNK),
                 ledger: format!("{:?}", s.shares),
+                applied: 0,
+                members: BTreeSet::new(),
             });
+            let m = h.consensus.raft.metrics().borrow().clone();
+            let st = NodeState {
+                applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+                members: m.membership_config.membership().nodes().map(|(_, n)| n.name.clone()).collect(),
+                ..st
+            };
             (n.clone(), st)
         })
         .collect();
     drop(sim);
     let oracle = Rc::try_unwrap(oracle).map(RefCell::into_inner).unwrap_or_else(|rc| std::mem::take(&mut *rc.borrow_mut()));
     Outcome { oracle, sim_ms: t, node_states, error, broken: opts.broken }
+}
+
+/// Live nodes and what they applied: (applied index, members named).
+fn applied(registry: &Registry, crashed: &BTreeSet<String>) -> Vec<(String, u64, BTreeSet<String>)> {
+    registry
+        .borrow()
+        .iter()
+        .filter(|(n, _)| !crashed.contains(*n))
+        .map(|(n, h)| {
+            let m = h.consensus.raft.metrics().borrow().clone();
+            let members = m.membership_config.membership().nodes().map(|(_, i)| i.name.clone()).collect();
+            (n.clone(), m.last_applied.map(|l| l.index).unwrap_or(0), members)
+        })
+        .collect()
+}
+
+/// The membership as the most advanced live node applied it.
+fn final_members(registry: &Registry, crashed: &BTreeSet<String>) -> Option<BTreeSet<String>> {
+    applied(registry, crashed).into_iter().max_by_key(|(_, i, _)| *i).map(|(_, _, m)| m)
+}
+
+/// Whether every live member has applied as far as the most advanced one.
+fn converged(registry: &Registry, crashed: &BTreeSet<String>) -> bool {
+    let all = applied(registry, crashed);
+    let Some((_, top, members)) = all.iter().max_by_key(|(_, i, _)| *i).cloned() else { return true };
+    all.iter().filter(|(n, _, _)| members.contains(n)).all(|(_, i, _)| *i == top)
 }
 
 struct Faults {

@@ -42,6 +42,9 @@ impl Default for RaftTiming {
 
 /// How long one try of a write may wait for its commit.
 const WRITE_TRY: Duration = Duration::from_secs(3);
+/// What [`Consensus::write`] allows in all: more than its 20 tries can take, so it only bounds
+/// what they did before.
+const WRITE_BUDGET: Duration = Duration::from_secs(120);
 
 /// A read served by the leader after confirming its leadership (linearizable).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,6 +65,20 @@ pub enum Control {
     SetElection(bool),
     /// Start an election now.
     Elect,
+    /// Start no election on this node's own timer for this many ms, then again: a transfer whose
+    /// leader dies or whose "switch back on" is lost must not leave the cluster without elections
+    /// (simulation seed 920233: a one-way partition swallowed it, and no leader was ever elected).
+    Quiet(u64),
+}
+
+/// Switches a leader's heartbeats and elections back on when dropped.
+struct Restore<'a>(&'a Raft<TypeConfig>);
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        self.0.runtime_config().heartbeat(true);
+        self.0.runtime_config().elect(true);
+    }
 }
 
 /// One member of the Raft group.
@@ -73,6 +90,8 @@ pub struct Consensus {
     client: u64,
     serial: AtomicU64,
     dialer: Dialer,
+    /// Each [`Control::Quiet`] takes the next number; only the latest one switches elections back on.
+    quiet: Arc<AtomicU64>,
 }
 
 impl Consensus {
@@ -108,7 +127,7 @@ impl Consensus {
             .map_err(|e| ConsensusError::Raft(e.to_string()))?;
         // a random client id per process: serials restart at 1 on every boot
         let client = crate::rt::next_u64() | 1;
-        Ok(Arc::new(Consensus { id, info, raft, state, client, serial: AtomicU64::new(0), dialer }))
+        Ok(Arc::new(Consensus { id, info, raft, state, client, serial: AtomicU64::new(0), dialer, quiet: Arc::default() }))
     }
 
     /// A channel to another member (or any cluster address), made by this member's dialer.
@@ -148,25 +167,40 @@ impl Consensus {
     /// Apply a command through Raft; followers forward it to the leader. Retries reuse the same
     /// serial, so the state machine applies the command once whatever happens to the replies.
     pub async fn write(&self, command: Command) -> Result<CommandResult, ConsensusError> {
+        self.write_within(command, WRITE_BUDGET).await
+    }
+
+    /// [`Consensus::write`], giving up once `budget` has passed (the same request is retried until
+    /// then, so a late commit of an earlier try is not applied twice). For background writes that
+    /// a fresh one next round replaces, so they never hold their caller for a minute.
+    pub async fn write_within(&self, command: Command, budget: Duration) -> Result<CommandResult, ConsensusError> {
         let req = Request { client: self.client, serial: self.serial.fetch_add(1, Ordering::Relaxed) + 1, command };
+        let deadline = tokio::time::Instant::now() + budget;
         let mut last = String::from("no leader");
         for attempt in 0..20u64 {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(100 * attempt.min(5))).await;
             }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
             // a leader that lost its majority may never answer: give up on this try and retry
-            // (the same serial, so a late commit is not applied twice)
-            let Ok(written) = tokio::time::timeout(WRITE_TRY, self.raft.client_write(req.clone())).await else {
+            let Ok(written) = tokio::time::timeout(WRITE_TRY.min(left), self.raft.client_write(req.clone())).await else {
                 last = "the leader did not commit in time".into();
                 continue;
             };
             match written {
                 Ok(r) => return Ok(r.data.result.unwrap_or(CommandResult::Ok)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
-                    Some(leader) => match forward_write(&self.dialer, &leader.cluster_addr, &req).await {
-                        Ok(r) => return Ok(r),
-                        Err(e) => last = e,
-                    },
+                    Some(leader) => {
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        match tokio::time::timeout(left, forward_write(&self.dialer, &leader.cluster_addr, &req)).await {
+                            Ok(Ok(r)) => return Ok(r),
+                            Ok(Err(e)) => last = e,
+                            Err(_) => last = "the leader did not answer in time".into(),
+                        }
+                    }
                     None => last = "no leader elected".into(),
                 },
                 Err(e) => return Err(ConsensusError::Raft(e.to_string())),
@@ -241,8 +275,22 @@ impl Consensus {
     /// Serve a transfer step sent by the leader.
     pub async fn control(&self, c: Control) -> Result<(), String> {
         match c {
-            Control::SetElection(on) => self.raft.runtime_config().elect(on),
+            Control::SetElection(on) => {
+                self.quiet.fetch_add(1, Ordering::AcqRel);
+                self.raft.runtime_config().elect(on)
+            }
             Control::Elect => self.raft.trigger().elect().await.map_err(|e| e.to_string())?,
+            Control::Quiet(ms) => {
+                let mine = self.quiet.fetch_add(1, Ordering::AcqRel) + 1;
+                self.raft.runtime_config().elect(false);
+                let (quiet, raft) = (self.quiet.clone(), self.raft.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    if quiet.load(Ordering::Acquire) == mine {
+                        raft.runtime_config().elect(true);
+                    }
+                });
+            }
         }
         Ok(())
     }
@@ -267,9 +315,14 @@ impl Consensus {
         }
         let addr = |id: u64| m.membership().get_node(&id).map(|n| n.cluster_addr.clone()).unwrap_or_default();
         let others: Vec<u64> = voters.iter().copied().filter(|v| *v != target && *v != self.id).collect();
+        // the followers switch elections back on by themselves once the transfer is certainly over
+        let quiet_ms = timing.election_max_ms + timing.heartbeat_ms * 2 + 5_000 + 1_000;
         for v in &others {
-            let _ = send_control(&self.dialer, &addr(*v), Control::SetElection(false)).await;
+            let _ = send_control(&self.dialer, &addr(*v), Control::Quiet(quiet_ms)).await;
         }
+        // and this leader switches its own back on however this ends (even if the caller gives up
+        // and drops this future)
+        let _restore = Restore(&self.raft);
         self.raft.runtime_config().elect(false);
         self.raft.runtime_config().heartbeat(false);
         tokio::time::sleep(Duration::from_millis(timing.election_max_ms + timing.heartbeat_ms * 2)).await;
@@ -284,8 +337,7 @@ impl Consensus {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        self.raft.runtime_config().heartbeat(true);
-        self.raft.runtime_config().elect(true);
+        drop(_restore);
         for v in &others {
             let _ = send_control(&self.dialer, &addr(*v), Control::SetElection(true)).await;
         }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use hatrunk_consensus::lease::{DRIFT_MARGIN_MS, LEASE_MS};
 use hatrunk_consensus::{Command, CommandResult};
 use hatrunk_core::escrow::batch;
 use hatrunk_core::trunk::DEFAULT_MAX_CALL_DURATION_S;
@@ -23,7 +24,10 @@ impl EscrowAdmission {
             *keep.entry(t).or_default() += n;
         }
         let cmd = Command::Renew { node: self.node.clone(), epoch: self.epoch(), keep: keep.into_iter().collect() };
-        match self.consensus.write(cmd).await {
+        // a renewal that takes longer than the lease it would buy is worth nothing: give up and
+        // send a fresh one next round, rather than hold the ledger lock
+        let budget = std::time::Duration::from_millis(LEASE_MS - DRIFT_MARGIN_MS);
+        match self.consensus.write_within(cmd, budget).await {
             Ok(CommandResult::Renewed { lapsed, draining, shares }) => {
                 let mut e = self.escrow();
                 e.renewed();
@@ -105,7 +109,7 @@ impl EscrowAdmission {
                 }
                 _ => {}
             }
-            if let Err(e) = self.consensus.write(cmd).await {
+            if let Err(e) = self.consensus.write_within(cmd, std::time::Duration::from_secs(2)).await {
                 tracing::debug!(error = %e, "lease watch: write not committed; due again next round");
             }
         }
