@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (Debian's sip-tester for
 # SIPp, iproute2 for network namespaces, openssl as an outside TLS peer, strace to see the store's syncs), then runs every unit and end-to-end test and the
-# deterministic simulation (named scenarios and 100 seeds).
+# deterministic simulation (named scenarios and 100 seeds from a range the commit derives).
 # Fails loudly when a tool cannot be installed; no test skips because a tool is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,4 +46,9 @@ cargo bench --workspace --no-run --locked
 # scenario and 100 seed-derived ones; any failure prints its one-line reproduction and fails the run
 cargo build --profile sim -p hatrunk-simulation --locked
 ./target/sim/hatrunk-sim --all-scenarios
-./target/sim/hatrunk-sim --seeds 100
+# 100 random seeds from a range the commit derives, so every commit draws fresh ones rather than the
+# same 100 (HATRUNK_SIM_FROM overrides it); the range and how to replay it are printed first
+commit=$(git rev-parse HEAD 2>/dev/null || echo 0000000)
+from=${HATRUNK_SIM_FROM:-$(( (0x${commit:0:7} % 10000000) * 100 + 1000000 ))}
+echo "simulation seeds $from-$((from + 99)), derived from commit ${commit:0:12}; replay: ./target/sim/hatrunk-sim --seeds 100 --from $from (one: --seed N)"
+./target/sim/hatrunk-sim --seeds 100 --from "$from"

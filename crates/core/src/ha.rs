@@ -71,15 +71,47 @@ impl HealthView {
 }
 
 /// Heartbeat answers seen so far: when each peer last answered, and whether it then had quorum.
+///
+/// With hysteresis (`recover_after` > 1), a member that was down (a gap longer than the threshold
+/// between two answers) counts as up again only after that many answers in a row, each within the
+/// threshold of the one before: a flapping link then does not flip traffic with every answer. A
+/// member never seen down is up from its first answer (a cluster starting does not wait).
 #[derive(Debug, Clone, Default)]
 pub struct Liveness {
-    last_ok: BTreeMap<u64, (u64, bool)>,
+    last_ok: BTreeMap<u64, Peer>,
+    recover_after: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    at: u64,
+    quorum: bool,
+    /// Answers in a row, none further than the threshold from the one before.
+    streak: u32,
+    /// It was down at some point (a gap longer than the threshold between answers).
+    was_down: bool,
 }
 
 impl Liveness {
-    /// `id` answered a heartbeat at `now` (ms).
+    /// A detector where a member that was down needs `recover_after` answers in a row to be up.
+    pub fn with_recovery(recover_after: u32) -> Liveness {
+        Liveness { recover_after, ..Liveness::default() }
+    }
+
+    /// `id` answered a heartbeat at `now` (ms); `threshold_ms` says how old the previous answer
+    /// may be for this one to continue its run.
+    pub fn observe_within(&mut self, id: u64, now: u64, quorum: bool, threshold_ms: u64) {
+        let p = match self.last_ok.get(&id) {
+            Some(p) if now.saturating_sub(p.at) <= threshold_ms => Peer { at: now, quorum, streak: p.streak.saturating_add(1), ..*p },
+            Some(_) => Peer { at: now, quorum, streak: 1, was_down: true },
+            None => Peer { at: now, quorum, streak: 1, was_down: false },
+        };
+        self.last_ok.insert(id, p);
+    }
+
+    /// `id` answered a heartbeat at `now` (ms), with no hysteresis bookkeeping.
     pub fn observe(&mut self, id: u64, now: u64, quorum: bool) {
-        self.last_ok.insert(id, (now, quorum));
+        self.observe_within(id, now, quorum, u64::MAX);
     }
 
     /// Forget members that left.
@@ -87,10 +119,13 @@ impl Liveness {
         self.last_ok.retain(|id, _| ids.contains(id));
     }
 
-    /// Whether `id` answered within `threshold_ms` before `now`, and its quorum flag then.
+    /// Whether `id` answered within `threshold_ms` before `now` (and, back from being down, enough
+    /// times in a row), and its quorum flag then.
     pub fn state(&self, id: u64, now: u64, threshold_ms: u64) -> (bool, bool) {
         match self.last_ok.get(&id) {
-            Some(&(at, q)) if now.saturating_sub(at) <= threshold_ms => (true, q),
+            Some(p) if now.saturating_sub(p.at) <= threshold_ms && (!p.was_down || p.streak >= self.recover_after.max(1)) => {
+                (true, p.quorum)
+            }
             _ => (false, false),
         }
     }

@@ -35,6 +35,8 @@ impl ClusterView for HealthView {
 pub struct DetectorTiming {
     pub interval_ms: u64,
     pub threshold_ms: u64,
+    /// A member back from being down counts as up after this many answers in a row.
+    pub recover_after: u32,
 }
 
 pub struct ClusterHealth {
@@ -53,7 +55,7 @@ impl ClusterHealth {
         let h = Arc::new(ClusterHealth {
             consensus,
             timing,
-            liveness: Mutex::new(Liveness::default()),
+            liveness: Mutex::new(Liveness::with_recovery(timing.recover_after)),
             quorum: Arc::new(AtomicBool::new(false)),
             clients: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
@@ -120,7 +122,8 @@ impl ClusterHealth {
                 let r = ping(&mut client, self_id, timeout).await;
                 if let Ok((id, quorum)) = r {
                     if id == m.id {
-                        me.liveness.lock().unwrap_or_else(|p| p.into_inner()).observe(id, (me.clock)(), quorum);
+                        let threshold = me.timing.threshold_ms;
+                        me.liveness.lock().unwrap_or_else(|p| p.into_inner()).observe_within(id, (me.clock)(), quorum, threshold);
                     }
                 }
                 me.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&m.id);

@@ -122,6 +122,9 @@ pub struct ClusterSection {
     /// ...and a member that has not answered for this long is down (detection within about
     /// threshold + interval).
     pub failure_threshold_ms: u64,
+    /// A member that was down counts as up again after this many heartbeat answers in a row
+    /// (hysteresis: a flapping link does not flip traffic with every answer). 1 turns it off.
+    pub recover_after: u32,
     /// A call forwarded to another node (Advanced HA) that gets nothing back, not even 100 Trying,
     /// within this moves to the next node.
     pub forward_timeout_ms: u64,
@@ -139,6 +142,7 @@ impl Default for ClusterSection {
             election_max_ms: t.election_max_ms,
             ping_interval_ms: 200,
             failure_threshold_ms: 800,
+            recover_after: 3,
             forward_timeout_ms: 800,
         }
     }
@@ -320,6 +324,9 @@ impl NodeConfig {
                 "cluster.failure_threshold_ms",
                 "need ping_interval_ms >= 10 and failure_threshold_ms >= 2 x ping_interval_ms".into(),
             );
+        }
+        if !(1..=100).contains(&c.recover_after) {
+            return bad("cluster.recover_after", format!("{} is outside 1..=100", c.recover_after));
         }
         if !(50..=30_000).contains(&c.forward_timeout_ms) {
             return bad("cluster.forward_timeout_ms", format!("{} is outside 50..=30000", c.forward_timeout_ms));

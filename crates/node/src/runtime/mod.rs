@@ -222,7 +222,11 @@ where
     };
     let health = ClusterHealth::new(
         consensus.clone(),
-        DetectorTiming { interval_ms: cfg.cluster.ping_interval_ms, threshold_ms: cfg.cluster.failure_threshold_ms },
+        DetectorTiming {
+            interval_ms: cfg.cluster.ping_interval_ms,
+            threshold_ms: cfg.cluster.failure_threshold_ms,
+            recover_after: cfg.cluster.recover_after,
+        },
         clock,
     );
     health.spawn();
