@@ -129,12 +129,21 @@ impl Calls {
             // already answered or given up (an answered call's node dying later is not a new choice)
             return;
         }
+        // the node may be alive after all (slow, or only its SIP cut off): a setup moved off it is
+        // CANCELled there, so the PBX never sees it twice. Before a provisional response a CANCEL
+        // may not be sent (RFC 3261 section 9.1): one that comes later is CANCELled then
+        // (`late_response`).
+        let pending = !matches!(outcome, Outcome::Final(_));
+        let cancel = (pending && matches!(a.state, AttemptState::Trying | AttemptState::Ringing)).then(|| a.branch.clone());
         a.state = AttemptState::Done;
         a.rec.set_outcome(outcome);
         a.rec.elapsed_ms = now.saturating_sub(a.started);
         let reason = outcome.label();
         cx.metrics.egress_moves.with_label_values(&[&reason]).inc();
         tracing::info!(call = id, node = %a.rec.node, zone = %a.rec.zone, %reason, "egress node did not take the call; next choice");
+        if let Some(branch) = cancel {
+            cx.cancel_branch(&branch);
+        }
         if !self.next_egress(cx, id) {
             self.no_egress(cx, id);
         }
