@@ -3,31 +3,38 @@
 //! or gave up, or the PBX gave up waiting for the ACK. The count is sampled at every change as the
 //! run goes.
 //!
-//! The limit is the one in effect: the scenario's, then each write of the operator (`Op::SetLimit`).
-//! A lowered limit keeps the calls already up, so what is judged is every *new* answer: it must not
-//! take the count above the limit. A write may take effect from when it was sent; one acknowledged
-//! is in effect everywhere [`SETTLE_MS`] later (followers apply it, and admissions already under way
-//! finish): until then the higher of both counts.
+//! The limit is the one in effect when the call was admitted (its first INVITE to a PBX): the
+//! scenario's, then each write of the operator (`Op::SetLimit`). A lowered limit keeps the calls
+//! already up, so what is judged is every *answer*: with it, the count must not exceed the limit in
+//! effect when that call was admitted (a call admitted under the old limit may be answered later,
+//! after a failover). A write may take effect from when it was sent; one acknowledged is in effect
+//! everywhere [`SETTLE_MS`] later: a follower that has not applied it by then has no admission lease
+//! left (seed 930673: the whole cluster cut apart as the limit was lowered). Until then the higher
+//! of both counts.
 
 use super::Verdict;
 use crate::run::Outcome;
 use crate::scenario::Scenario;
 
-/// How long after its acknowledgement a limit write is certainly in effect on every node.
-pub const SETTLE_MS: u64 = 1000;
+/// How long after its acknowledgement a limit write is certainly in effect on every node: a node
+/// still on the old limit then has no lease (`LEASE_MS`), plus a heartbeat's apply lag.
+pub const SETTLE_MS: u64 = hatrunk_consensus::lease::LEASE_MS + 500;
 
 pub fn check(sc: &Scenario, out: &Outcome) -> Verdict {
     let o = &out.oracle;
     let mut violations = Vec::new();
-    let mut prev = 0;
-    for (t, n) in &o.in_progress {
-        let limit = limit_at(sc.limit, &o.limits, *t);
-        if *n > prev && *n > limit {
-            violations.push(format!("{n} calls in progress at {t} ms, limit {limit}"));
+    let mut checked = 0;
+    for (cid, c) in &o.calls {
+        let Some(answered) = c.answered_ms() else { continue };
+        checked += 1;
+        let admitted = c.legs.values().flatten().map(|l| l.invite_ms).min().unwrap_or(answered);
+        let n = o.count_in_progress(answered);
+        let limit = limit_at(sc.limit, &o.limits, admitted);
+        if n > limit {
+            violations.push(format!("{n} calls in progress at {answered} ms when {cid} was answered, limit {limit}"));
         }
-        prev = *n;
     }
-    Verdict::new("calls_within_limit", "1", o.in_progress.len(), violations)
+    Verdict::new("calls_within_limit", "1", checked, violations)
 }
 
 /// The highest limit that may apply at `t`: the last write certainly in effect (acknowledged
@@ -62,7 +69,7 @@ mod tests {
         let w = [(10_000, Some(10_100), 4), (20_000, None, 9)];
         assert_eq!(limit_at(12, &w, 5_000), 12);
         assert_eq!(limit_at(12, &w, 10_500), 12, "sent, not settled: the higher");
-        assert_eq!(limit_at(12, &w, 11_100), 4);
+        assert_eq!(limit_at(12, &w, 10_100 + SETTLE_MS), 4);
         assert_eq!(limit_at(12, &w, 20_001), 9, "unacknowledged: may have applied");
     }
 }
