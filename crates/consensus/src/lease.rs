@@ -26,13 +26,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::Command;
 
-/// How long a renewal lets a node admit, from when it sent the renewal.
-pub const LEASE_MS: u64 = 2000;
+/// How long a renewal lets a node admit, from when it sent the renewal. Longer than a leader
+/// election (1.6-3.2 s with the default Raft timing), so losing the leader does not stop admission
+/// while a new one is elected (`hatrunk demo` refused calls for 2 s with a 2 s lease).
+pub const LEASE_MS: u64 = 4000;
 /// A node renews this often, so two renewals may fail before its lease runs out.
 pub const RENEW_EVERY_MS: u64 = 500;
 /// A node stops admitting this much before its lease ends, and the leader waits this much after:
 /// clocks whose rates differ by up to 10% over a lease cannot make them overlap.
-pub const DRIFT_MARGIN_MS: u64 = 200;
+pub const DRIFT_MARGIN_MS: u64 = 400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LeaseState {

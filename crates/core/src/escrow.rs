@@ -155,6 +155,8 @@ struct Local {
     cap: u32,
     /// A renewal in flight reported this; until it commits the lower of both applies.
     proposed: Option<u32>,
+    /// Admissions since the last renewal was proposed (the next headroom follows the rate).
+    taken: u32,
 }
 
 impl Local {
@@ -194,6 +196,7 @@ impl Escrow {
         l.last_take_ms = now_ms;
         if room {
             l.in_use += 1;
+            l.taken = l.taken.saturating_add(1);
             self.holders.insert(call.to_string(), name);
             return Take::Taken;
         }
@@ -213,9 +216,12 @@ impl Escrow {
         !over_limit && self.trunks.get(trunk).is_some_and(|l| l.in_use < l.usable && (!self.leased || l.in_use < l.cap()))
     }
 
-    /// What to report in a lease renewal, per trunk: calls in progress plus `headroom(trunk)`, or
-    /// no headroom for a trunk without a new call in the last `idle_ms` (then a lost node strands
-    /// exactly its calls in progress, and the next call here waits for one renewal).
+    /// What to report in a lease renewal, per trunk: calls in progress plus a headroom of
+    /// `headroom(trunk)` or six times the admissions since the last renewal (about 3 s of calls at
+    /// the current rate: a leader election's worth, so admission rides one out), whichever is more,
+    /// or no headroom for a trunk
+    /// without a new call in the last `idle_ms` (then a lost node strands exactly its calls in
+    /// progress, and the next call here waits for one renewal).
     /// Until [`Escrow::renewed`] or [`Escrow::not_renewed`], admissions stay within both this
     /// and the last committed report.
     pub fn propose(&mut self, now_ms: u64, idle_ms: u64, headroom: impl Fn(&str) -> u32) -> Vec<(String, u32)> {
@@ -225,7 +231,9 @@ impl Escrow {
             .filter(|(_, l)| l.usable > 0 || l.in_use > 0 || l.cap > 0)
             .map(|(t, l)| {
                 let busy = now_ms.saturating_sub(l.last_take_ms) < idle_ms;
-                let cap = l.in_use + if busy { headroom(t) } else { 0 };
+                let room = headroom(t).max(l.taken.saturating_mul(6));
+                l.taken = 0;
+                let cap = l.in_use + if busy { room } else { 0 };
                 l.proposed = Some(cap);
                 (t.to_string(), cap)
             })

@@ -144,7 +144,11 @@ fn under_a_lease_a_node_admits_no_more_than_its_last_committed_renewal_reported(
     assert_eq!(e.take("t", "c2", 160, false, 0), Take::Taken);
     assert_eq!(e.take("t", "c3", 160, false, 0), Take::Capped);
     // a renewal in flight reporting more does not raise the cap until it commits
-    assert_eq!(e.propose(0, 1000, |_| 3), vec![("t".to_string(), 5)]);
+    assert_eq!(
+        e.propose(0, 1000, |_| 3),
+        vec![("t".to_string(), 14)],
+        "the headroom: 3, or six times the 2 admissions since the last renewal"
+    );
     assert_eq!(e.cap("t"), 2);
     e.not_renewed();
     assert_eq!(e.cap("t"), 2, "unknown fate: the lower of both");
@@ -163,4 +167,13 @@ fn under_a_lease_a_node_admits_no_more_than_its_last_committed_renewal_reported(
     assert_eq!(e.take("t", "c5", 160, false, 0), Take::Need { want: 10 });
     // quiet for a while: no headroom reported, only the calls in progress
     assert_eq!(e.propose(5000, 1000, |_| 8), vec![("t".to_string(), 2)]);
+    // busy: the headroom follows the rate (six times the admissions since the last renewal)
+    e.renewed();
+    e.credit("t", 20);
+    e.propose(5000, 10_000, |_| 3);
+    e.renewed();
+    for i in 0..3 {
+        assert_eq!(e.take("t", &format!("r{i}"), 160, false, 5001), Take::Taken);
+    }
+    assert_eq!(e.propose(5002, 1000, |_| 1), vec![("t".to_string(), 5 + 18)]);
 }
