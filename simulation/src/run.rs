@@ -69,8 +69,6 @@ pub struct NodeState {
     pub ledger: String,
     /// The last log index it applied.
     pub applied: u64,
-    /// The members its applied membership names.
-    pub members: BTreeSet<String>,
 }
 
 type Registry = Rc<RefCell<BTreeMap<String, Handles>>>;
@@ -255,21 +253,15 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         .iter()
         .filter(|(n, _)| !faults.crashed.contains(*n) && !removed.contains(*n))
         .map(|(n, h)| {
+            let applied = h.consensus.raft.metrics().borrow().last_applied.map(|l| l.index).unwrap_or(0);
             let st = h.consensus.local(|s| NodeState {
                 trunks: s.trunks.keys().cloned().collect(),
                 limit: s.trunks.get(crate::topology::TRUNK).map(|t| t.max_concurrent_calls),
                 slots: s.pool.used(crate::topology::TRUNK),
                 shares: s.shares.total(crate::topology::TRUNK),
                 ledger: format!("{:?}", s.shares),
-                applied: 0,
-                members: BTreeSet::new(),
+                applied,
             });
-            let m = h.consensus.raft.metrics().borrow().clone();
-            let st = NodeState {
-                applied: m.last_applied.map(|l| l.index).unwrap_or(0),
-                members: m.membership_config.membership().nodes().map(|(_, n)| n.name.clone()).collect(),
-                ..st
-            };
             (n.clone(), st)
         })
         .collect();

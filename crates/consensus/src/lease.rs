@@ -57,6 +57,12 @@ pub struct LeaseRec {
     pub draining: bool,
 }
 
+impl LeaseRec {
+    fn new(state: LeaseState) -> LeaseRec {
+        LeaseRec { seq: 0, state, keep: BTreeMap::new(), draining: false }
+    }
+}
+
 /// Why a renewal was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NoLease {
@@ -80,12 +86,7 @@ impl Leases {
     /// A node booted: a lease record from now, keeping what its earlier runs hold. A retired node
     /// stays retired (a removed node restarted is still not a member).
     pub fn boot(&mut self, node: &str, keep: BTreeMap<String, u32>) {
-        let rec = self.nodes.entry(node.to_string()).or_insert(LeaseRec {
-            seq: 0,
-            state: LeaseState::Live,
-            keep: BTreeMap::new(),
-            draining: false,
-        });
+        let rec = self.nodes.entry(node.to_string()).or_insert(LeaseRec::new(LeaseState::Live));
         rec.seq += 1;
         rec.keep = keep;
         if rec.state != LeaseState::Retired {
@@ -96,12 +97,7 @@ impl Leases {
     /// A renewal: the lease is live again with `keep`. Returns whether it had lapsed (the node's
     /// shares were cut meanwhile) and whether the node is draining.
     pub fn renew(&mut self, node: &str, keep: BTreeMap<String, u32>) -> Result<(bool, bool), NoLease> {
-        let rec = self.nodes.entry(node.to_string()).or_insert(LeaseRec {
-            seq: 0,
-            state: LeaseState::Lapsed,
-            keep: BTreeMap::new(),
-            draining: false,
-        });
+        let rec = self.nodes.entry(node.to_string()).or_insert(LeaseRec::new(LeaseState::Lapsed));
         if rec.state == LeaseState::Retired {
             return Err(NoLease::Retired);
         }
@@ -133,12 +129,7 @@ impl Leases {
 
     /// The node was removed: what to cut its shares to (its calls stay held until `Expire`).
     pub fn retire(&mut self, node: &str) -> BTreeMap<String, u32> {
-        let rec = self.nodes.entry(node.to_string()).or_insert(LeaseRec {
-            seq: 0,
-            state: LeaseState::Retired,
-            keep: BTreeMap::new(),
-            draining: false,
-        });
+        let rec = self.nodes.entry(node.to_string()).or_insert(LeaseRec::new(LeaseState::Retired));
         rec.state = LeaseState::Retired;
         rec.draining = false;
         rec.seq += 1;

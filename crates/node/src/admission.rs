@@ -47,6 +47,10 @@ const STARVED_RETRIES: [u64; 5] = [20, 40, 60, 80, 100];
 pub const TIDY_EVERY: Duration = Duration::from_millis(50);
 /// Without a new call for this long a node keeps no reserve.
 const IDLE_MS: u64 = 1000;
+/// The longest a background ledger write (a shrink, an ended call) may hold the ledger lock: one
+/// stuck on a leader that cannot answer would otherwise hold up renewals for a minute; it is
+/// retried on the next round instead.
+const BACKGROUND_WRITE: Duration = Duration::from_secs(2);
 
 /// Admission from this node's escrow share.
 pub struct EscrowAdmission {
@@ -160,7 +164,7 @@ impl EscrowAdmission {
         let ended = self.inherited().take_pending();
         for (trunk, call) in ended {
             let cmd = Command::EndInherited { node: self.node.clone(), trunk: trunk.clone(), call: call.clone(), epoch: self.epoch() };
-            match self.consensus.write(cmd).await.map_err(NodeError::from).and_then(outcome) {
+            match self.consensus.write_within(cmd, BACKGROUND_WRITE).await.map_err(NodeError::from).and_then(outcome) {
                 Ok(CommandResult::Ended(true)) => {
                     tracing::debug!(%trunk, call_id = %call, "a previous run's call ended; its slot went back");
                     self.inherited().gave_back(&trunk);
@@ -178,7 +182,7 @@ impl EscrowAdmission {
     fn ledger_view(&self, trunk: &str) -> LedgerView {
         self.consensus.local(|s| {
             let limit = s.trunks.get(trunk).map(|t| t.max_concurrent_calls).unwrap_or(0);
-            let held = s.shares.total(trunk) + s.pool.used(trunk);
+            let held = s.held(trunk);
             LedgerView {
                 limit,
                 held,
@@ -259,7 +263,7 @@ impl EscrowAdmission {
                 continue;
             }
             let cmd = Command::ShrinkAt { trunk: trunk.clone(), node: self.node.clone(), to: usable, epoch: self.epoch() };
-            match self.consensus.write(cmd).await {
+            match self.consensus.write_within(cmd, BACKGROUND_WRITE).await {
                 Ok(CommandResult::Fenced { epoch, current, .. }) => {
                     tracing::error!(node = %self.node, epoch, current, "a newer process of this node runs: this one's share changes are refused");
                     resync.0.remove(&trunk);
@@ -279,10 +283,10 @@ impl EscrowAdmission {
 impl Admission for EscrowAdmission {
     fn admit_now(&self, trunk: &str, limit: u32, call: &SlotId) -> Option<Decision> {
         self.reconciled.get()?;
-        if self.escrow().holds(call.as_str()) {
-            return Some(Decision::AlreadyHeld);
+        if self.lease.check(self.now_ms()).is_err() {
+            // a retried admission of a call already admitted is still answered without a lease
+            return self.escrow().holds(call.as_str()).then_some(Decision::AlreadyHeld);
         }
-        self.lease.check(self.now_ms()).ok()?;
         match self.take(trunk, limit, call.as_str()) {
             Take::Taken => Some(Decision::Granted),
             Take::Held => Some(Decision::AlreadyHeld),
@@ -297,10 +301,10 @@ impl Admission for EscrowAdmission {
             let mut starved_round = 0;
             let mut renewals = 0;
             loop {
-                if self.escrow().holds(call) {
-                    return Ok(Decision::AlreadyHeld);
-                }
                 if let Err(why) = self.lease.check(self.now_ms()) {
+                    if self.escrow().holds(call) {
+                        return Ok(Decision::AlreadyHeld);
+                    }
                     tracing::debug!(%trunk, ?why, "no admission lease: call refused");
                     return Err(NodeError::Consensus(hatrunk_consensus::ConsensusError::Unavailable(format!(
                         "this node may not admit calls ({why:?}): {}",

@@ -12,7 +12,7 @@ use super::{EscrowAdmission, Resync};
 
 impl EscrowAdmission {
     /// Renew this node's lease, reporting per trunk its calls in progress, the slots kept for
-    /// earlier runs' calls, and one batch of headroom. Called with the ledger lock held.
+    /// earlier runs' calls, and a headroom (`Escrow::propose`). Called with the ledger lock held.
     pub(super) async fn renew_locked(&self, _ledger: &mut Resync) {
         let sent = self.now_ms().max(1);
         self.lease.sending(sent);
@@ -109,7 +109,7 @@ impl EscrowAdmission {
                 }
                 _ => {}
             }
-            if let Err(e) = self.consensus.write_within(cmd, std::time::Duration::from_secs(2)).await {
+            if let Err(e) = self.consensus.write_within(cmd, super::BACKGROUND_WRITE).await {
                 tracing::debug!(error = %e, "lease watch: write not committed; due again next round");
             }
         }
