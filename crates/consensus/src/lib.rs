@@ -14,6 +14,7 @@
 //! - [`network`], [`server`]: the tonic Raft network (client and service) of `proto/cluster.proto`;
 //!   [`codec`] bounds every decode.
 //! - [`raft`]: the running member: writes (forwarded to the leader), linearizable reads, membership.
+//! - [`quorum`]: check-quorum: a leader that hears no quorum goes quiet so another is elected.
 //! - [`membership`]: membership policy (who may join, hand-off before the leader's removal) and status.
 //! - [`rt`]: openraft's runtime: tokio with a seedable random source (replayable elections).
 //! - [`error`]: the crate's error type.
@@ -28,6 +29,7 @@ mod legacy;
 pub mod log_store;
 pub mod membership;
 pub mod network;
+pub mod quorum;
 pub mod raft;
 pub mod rt;
 pub mod server;

@@ -2,6 +2,7 @@
 //! deadline on every RPC (openraft's TTL for the call), bincode payloads. Channels come from a
 //! [`Dialer`], so the same code runs over TCP in production and over simulated sockets in turmoil.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,19 +62,23 @@ pub fn tcp_dialer() -> Dialer {
 
 pub struct Network {
     pub dialer: Dialer,
+    /// Set by check-quorum ([`crate::quorum`]): this leader sends no AppendEntries (heartbeats or
+    /// retried entries, which would keep every follower's leader lease alive) until it is deposed.
+    pub mute: Arc<AtomicBool>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Peer {
-        Peer { target, client: (self.dialer)(&node.cluster_addr).ok().map(ClusterClient::new) }
+        Peer { target, client: (self.dialer)(&node.cluster_addr).ok().map(ClusterClient::new), mute: self.mute.clone() }
     }
 }
 
 pub struct Peer {
     target: NodeId,
     client: Option<ClusterClient<Channel>>,
+    mute: Arc<AtomicBool>,
 }
 
 impl Peer {
@@ -83,6 +88,9 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        if which != "vote" && self.mute.load(Ordering::Acquire) {
+            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other("muted: this leader hears no quorum"))));
+        }
         let Some(client) = self.client.as_mut() else {
             return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other("bad peer address"))));
         };

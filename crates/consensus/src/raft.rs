@@ -2,7 +2,7 @@
 //! node is not it), linearizable reads, membership changes, and status for the CLI.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,12 +72,13 @@ pub enum Control {
 }
 
 /// Switches a leader's heartbeats and elections back on when dropped.
-struct Restore<'a>(&'a Raft<TypeConfig>);
+struct Restore<'a>(&'a Raft<TypeConfig>, &'a AtomicBool);
 
 impl Drop for Restore<'_> {
     fn drop(&mut self) {
         self.0.runtime_config().heartbeat(true);
         self.0.runtime_config().elect(true);
+        self.1.store(false, Ordering::Release);
     }
 }
 
@@ -92,6 +93,8 @@ pub struct Consensus {
     dialer: Dialer,
     /// Each [`Control::Quiet`] takes the next number; only the latest one switches elections back on.
     quiet: Arc<AtomicU64>,
+    /// Set while [`Consensus::transfer_leader`] has this leader's heartbeats off on purpose.
+    transferring: Arc<AtomicBool>,
 }
 
 impl Consensus {
@@ -111,6 +114,7 @@ impl Consensus {
         let log = LogStore::open(backend.clone());
         let sm = StateMachineStore::open(backend)?;
         let state = sm.shared();
+        let mute = Arc::new(AtomicBool::new(false));
         let config = openraft::Config {
             cluster_name: "hatrunk".into(),
             heartbeat_interval: timing.heartbeat_ms,
@@ -122,12 +126,17 @@ impl Consensus {
         }
         .validate()
         .map_err(|e| ConsensusError::Config(e.to_string()))?;
-        let raft = Raft::new(id, Arc::new(config), Network { dialer: dialer.clone() }, log, sm)
+        let raft = Raft::new(id, Arc::new(config), Network { dialer: dialer.clone(), mute: mute.clone() }, log, sm)
             .await
             .map_err(|e| ConsensusError::Raft(e.to_string()))?;
         // a random client id per process: serials restart at 1 on every boot
         let client = crate::rt::next_u64() | 1;
-        Ok(Arc::new(Consensus { id, info, raft, state, client, serial: AtomicU64::new(0), dialer, quiet: Arc::default() }))
+        let transferring = Arc::new(AtomicBool::new(false));
+        // check-quorum after two of the longest election timeouts without a quorum answer; quiet
+        // for long enough that a follower's lease runs out and an election completes
+        let limit = timing.election_max_ms * 2;
+        crate::quorum::spawn(raft.clone(), mute, transferring.clone(), timing.heartbeat_ms, limit, limit + timing.election_max_ms);
+        Ok(Arc::new(Consensus { id, info, raft, state, client, serial: AtomicU64::new(0), dialer, quiet: Arc::default(), transferring }))
     }
 
     /// A channel to another member (or any cluster address), made by this member's dialer.
@@ -322,7 +331,8 @@ impl Consensus {
         }
         // and this leader switches its own back on however this ends (even if the caller gives up
         // and drops this future)
-        let _restore = Restore(&self.raft);
+        let _restore = Restore(&self.raft, &self.transferring);
+        self.transferring.store(true, Ordering::Release);
         self.raft.runtime_config().elect(false);
         self.raft.runtime_config().heartbeat(false);
         tokio::time::sleep(Duration::from_millis(timing.election_max_ms + timing.heartbeat_ms * 2)).await;
