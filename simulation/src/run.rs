@@ -193,6 +193,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         down_by: BTreeMap::new(),
         partitions: Vec::new(),
         flaps: Vec::new(),
+        hung: BTreeSet::new(),
     };
     let mut schedule = sc.faults.iter().peekable();
     let mut error = None;
@@ -309,6 +310,8 @@ struct Faults {
     /// Steps that are partitions (undone together by a heal).
     partitions: Vec<u32>,
     flaps: Vec<Flap>,
+    /// Frozen nodes (their links hold messages until resumed).
+    hung: BTreeSet<String>,
 }
 
 /// A link between two groups of nodes that goes down and up every `period_ms` until `until_ms`.
@@ -362,9 +365,30 @@ impl Faults {
     }
 
     fn cut(&mut self, sim: &mut turmoil::Sim, a: &str, b: &str) {
-        sim.partition(a, b);
         let k = if a < b { (a.to_string(), b.to_string()) } else { (b.to_string(), a.to_string()) };
         self.cut.insert(k);
+        self.settle(sim, a, b);
+    }
+
+    /// Set the link between `a` and `b` to what every fault in force says together. turmoil keeps
+    /// one state per link, so releasing a hang would otherwise undo a cut made during it
+    /// (seed 573282830: a zone cut off from the cluster reached the resumed region again), and a
+    /// heal or flap would release a frozen node's link. A cut wins over a hang (messages are
+    /// dropped, not queued); a one-way cut applies once nothing holds the link.
+    fn settle(&self, sim: &mut turmoil::Sim, a: &str, b: &str) {
+        let pair = |x: &str, y: &str| (x == a && y == b) || (x == b && y == a);
+        let cut = self.cut.iter().any(|(x, y)| pair(x, y))
+            || self.flaps.iter().any(|f| f.down && f.a.iter().any(|x| f.b.iter().any(|y| pair(x, y))));
+        if cut {
+            sim.partition(a, b);
+        } else if self.hung.contains(a) || self.hung.contains(b) {
+            sim.hold(a, b);
+        } else {
+            sim.release(a, b);
+            for (x, y) in self.oneway.iter().filter(|(x, y)| pair(x, y)) {
+                sim.partition_oneway(x.as_str(), y.as_str());
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -433,11 +457,10 @@ impl Faults {
             }
             Fault::Heal => {
                 let mut up = BTreeSet::new();
-                for (a, b) in std::mem::take(&mut self.cut) {
-                    sim.repair(a.as_str(), b.as_str());
-                }
-                for (a, b) in std::mem::take(&mut self.oneway) {
-                    sim.repair_oneway(a.as_str(), b.as_str());
+                let links: Vec<(String, String)> =
+                    std::mem::take(&mut self.cut).into_iter().chain(std::mem::take(&mut self.oneway)).collect();
+                for (a, b) in links {
+                    self.settle(sim, &a, &b);
                 }
                 for p in std::mem::take(&mut self.partitions) {
                     up.extend(self.down_by.remove(&p).unwrap_or_default());
@@ -447,13 +470,16 @@ impl Faults {
             }
             Fault::Hang(_) | Fault::Resume(_) => {
                 for n in &target {
+                    if matches!(f, Fault::Hang(_)) {
+                        self.hung.insert(n.clone());
+                    } else {
+                        self.hung.remove(n);
+                    }
+                }
+                for n in &target {
                     for o in hosts {
                         if !target.contains(o) {
-                            if matches!(f, Fault::Hang(_)) {
-                                sim.hold(n.as_str(), o.as_str());
-                            } else {
-                                sim.release(n.as_str(), o.as_str());
-                            }
+                            self.settle(sim, n, o);
                         }
                     }
                 }
@@ -492,8 +518,8 @@ impl Faults {
                 let to = self.resolve(to, layout, registry, hosts);
                 for a in &target {
                     for b in to.iter().filter(|b| *b != a) {
-                        sim.partition_oneway(a.as_str(), b.as_str());
                         self.oneway.insert((a.clone(), b.clone()));
+                        self.settle(sim, a, b);
                     }
                 }
                 rec.what = format!("one-way {target:?} -> {to:?}");
@@ -542,20 +568,16 @@ impl Faults {
 
     /// Flapping links change state on their period.
     fn flap(&mut self, sim: &mut turmoil::Sim, now: u64) {
+        let mut changed = Vec::new();
         for f in &mut self.flaps {
             let want = now < f.until_ms && (now / f.period_ms).is_multiple_of(2);
             if want != f.down {
-                for x in &f.a {
-                    for y in &f.b {
-                        if want {
-                            sim.partition(x.as_str(), y.as_str());
-                        } else {
-                            sim.repair(x.as_str(), y.as_str());
-                        }
-                    }
-                }
                 f.down = want;
+                changed.extend(f.a.iter().flat_map(|x| f.b.iter().map(move |y| (x.clone(), y.clone()))));
             }
+        }
+        for (x, y) in changed {
+            self.settle(sim, &x, &y);
         }
     }
 }
