@@ -68,6 +68,19 @@ impl HealthView {
     pub fn by_sip_addr(&self, addr: &str) -> Option<&MemberHealth> {
         self.members.iter().find(|m| m.member.sip && m.member.sip_addr == addr)
     }
+
+    /// Count a SIP member down while its SIP does not answer (`sip`: answers to the OPTIONS this
+    /// node sends members), whatever its cluster heartbeat says: a wedged engine or a SIP port
+    /// blocked between members would otherwise keep taking forwarded calls that all wait out the
+    /// forward timer. Quorum is left alone: it is about reaching the Raft voters.
+    pub fn require_sip(&mut self, sip: &Liveness, now: u64, threshold_ms: u64) {
+        let me = self.self_id;
+        for m in self.members.iter_mut().filter(|m| m.member.sip && m.member.id != me) {
+            if !sip.state(m.member.id, now, threshold_ms).0 {
+                m.alive = false;
+            }
+        }
+    }
 }
 
 /// Heartbeat answers seen so far: when each peer last answered, and whether it then had quorum.

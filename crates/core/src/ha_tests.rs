@@ -164,3 +164,36 @@ fn a_member_back_from_down_needs_answers_in_a_row() {
     plain.observe_within(2, 5000, true, 800);
     assert!(plain.state(2, 5000, 800).0, "no hysteresis configured");
 }
+
+#[test]
+fn a_member_whose_sip_is_silent_is_down_though_its_heartbeat_answers() {
+    let ms = vec![m(1, "r1", "a"), m(2, "r1", "b"), witness(3, "r1")];
+    let mut grpc = Liveness::default();
+    let mut sip = Liveness::with_recovery(2);
+    for id in [2, 3] {
+        grpc.observe_within(id, 1_000, true, 800);
+    }
+    sip.observe_within(2, 1_000, true, 800);
+    let mut v = grpc.view(1, &ms, 1_100, 800);
+    v.require_sip(&sip, 1_100, 800);
+    assert!(v.get(2).is_some_and(|m| m.alive), "SIP answers: up");
+    assert!(v.get(3).is_some_and(|m| m.alive), "a witness runs no SIP: its heartbeat decides");
+    // SIP silent for longer than the threshold while the heartbeat goes on
+    for id in [2, 3] {
+        grpc.observe_within(id, 2_000, true, 800);
+    }
+    let mut v = grpc.view(1, &ms, 2_100, 800);
+    v.require_sip(&sip, 2_100, 800);
+    assert!(v.get(2).is_some_and(|m| !m.alive && !m.healthy()));
+    assert!(v.quorum, "quorum counts heartbeats: the Raft voters are still reached");
+    // back only after `recover_after` SIP answers in a row
+    sip.observe_within(2, 2_200, true, 800);
+    grpc.observe_within(2, 2_200, true, 800);
+    let mut v = grpc.view(1, &ms, 2_250, 800);
+    v.require_sip(&sip, 2_250, 800);
+    assert!(v.get(2).is_some_and(|m| !m.alive));
+    sip.observe_within(2, 2_400, true, 800);
+    let mut v = grpc.view(1, &ms, 2_450, 800);
+    v.require_sip(&sip, 2_450, 800);
+    assert!(v.get(2).is_some_and(|m| m.alive));
+}

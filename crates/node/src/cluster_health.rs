@@ -1,7 +1,9 @@
 //! The failure detector at the edge: a heartbeat (`Ping` on the cluster gRPC) to every other member
 //! each interval, answers fed to the pure [`Liveness`] in `core`, and the resulting [`HealthView`]
-//! handed to the proxy (egress choice) and the admin API (`members`). Membership comes from Raft;
-//! nothing is gossiped.
+//! handed to the proxy (egress choice) and the admin API (`members`). On a SIP node the engine also
+//! sends every SIP member an OPTIONS each interval (`proxy/members.rs`); a member whose SIP stops
+//! answering is down even while its heartbeat answers. Membership comes from Raft; nothing is
+//! gossiped.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +23,9 @@ pub trait ClusterView: Send + Sync {
     fn quorum(&self, now_ms: u64) -> bool {
         self.view(now_ms).quorum
     }
+
+    /// Member `id`'s SIP answered this node's OPTIONS at `now_ms`.
+    fn sip_answered(&self, _id: u64, _now_ms: u64) {}
 }
 
 /// A fixed view (a node alone, or a test's).
@@ -43,6 +48,10 @@ pub struct ClusterHealth {
     consensus: Arc<Consensus>,
     timing: DetectorTiming,
     liveness: Mutex<Liveness>,
+    /// Answers to the engine's OPTIONS, when this node runs SIP (a witness sends none).
+    sip: Option<Mutex<Liveness>>,
+    /// Members whose heartbeat answers while their SIP does not (logged when it changes).
+    sip_silent: Mutex<BTreeSet<u64>>,
     /// Shared with the cluster service, which reports it in `Ping` answers.
     pub quorum: Arc<AtomicBool>,
     clients: Mutex<HashMap<u64, (String, ClusterClient<Channel>)>>,
@@ -51,11 +60,14 @@ pub struct ClusterHealth {
 }
 
 impl ClusterHealth {
-    pub fn new(consensus: Arc<Consensus>, timing: DetectorTiming, clock: fn() -> u64) -> Arc<ClusterHealth> {
+    /// `probes_sip`: this node's engine probes the other members' SIP, and its view requires answers.
+    pub fn new(consensus: Arc<Consensus>, timing: DetectorTiming, clock: fn() -> u64, probes_sip: bool) -> Arc<ClusterHealth> {
         let h = Arc::new(ClusterHealth {
             consensus,
             timing,
             liveness: Mutex::new(Liveness::with_recovery(timing.recover_after)),
+            sip: probes_sip.then(|| Mutex::new(Liveness::with_recovery(timing.recover_after))),
+            sip_silent: Mutex::new(BTreeSet::new()),
             quorum: Arc::new(AtomicBool::new(false)),
             clients: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
@@ -84,8 +96,35 @@ impl ClusterHealth {
     }
 
     fn refresh_quorum(&self) {
-        let v = self.view((self.clock)());
+        let now = (self.clock)();
+        let v = self.view(now);
         self.quorum.store(v.quorum, Ordering::Relaxed);
+        self.log_sip_silence(&v, now);
+    }
+
+    /// One line when a member's SIP goes silent while its heartbeat answers, and when it is back.
+    fn log_sip_silence(&self, v: &HealthView, now: u64) {
+        let Some(sip) = &self.sip else { return };
+        let silent: BTreeSet<u64> = {
+            let sip = sip.lock().unwrap_or_else(|p| p.into_inner());
+            let live = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+            v.members
+                .iter()
+                .filter(|m| m.member.sip && m.member.id != v.self_id)
+                .filter(|m| {
+                    live.state(m.member.id, now, self.timing.threshold_ms).0 && !sip.state(m.member.id, now, self.timing.threshold_ms).0
+                })
+                .map(|m| m.member.id)
+                .collect()
+        };
+        let mut was = self.sip_silent.lock().unwrap_or_else(|p| p.into_inner());
+        for id in silent.difference(&was) {
+            tracing::warn!(member = id, "member's SIP does not answer while its cluster heartbeat does: counted down, calls go elsewhere");
+        }
+        for id in was.difference(&silent) {
+            tracing::info!(member = id, "member's SIP answers again");
+        }
+        *was = silent;
     }
 
     /// Heartbeat every member each interval until the process ends.
@@ -106,6 +145,9 @@ impl ClusterHealth {
         let members = self.members();
         let ids: BTreeSet<u64> = members.iter().map(|m| m.id).collect();
         self.liveness.lock().unwrap_or_else(|p| p.into_inner()).retain(&ids);
+        if let Some(sip) = &self.sip {
+            sip.lock().unwrap_or_else(|p| p.into_inner()).retain(&ids);
+        }
         let self_id = self.consensus.id;
         for m in members.into_iter().filter(|m| m.id != self_id) {
             if !self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(m.id) {
@@ -149,7 +191,18 @@ impl ClusterHealth {
 impl ClusterView for ClusterHealth {
     fn view(&self, now_ms: u64) -> HealthView {
         let members = self.members();
-        self.liveness.lock().unwrap_or_else(|p| p.into_inner()).view(self.consensus.id, &members, now_ms, self.timing.threshold_ms)
+        let threshold = self.timing.threshold_ms;
+        let mut v = self.liveness.lock().unwrap_or_else(|p| p.into_inner()).view(self.consensus.id, &members, now_ms, threshold);
+        if let Some(sip) = &self.sip {
+            v.require_sip(&sip.lock().unwrap_or_else(|p| p.into_inner()), now_ms, threshold);
+        }
+        v
+    }
+
+    fn sip_answered(&self, id: u64, now_ms: u64) {
+        if let Some(sip) = &self.sip {
+            sip.lock().unwrap_or_else(|p| p.into_inner()).observe_within(id, now_ms, true, self.timing.threshold_ms);
+        }
     }
 
     /// As of the last detector round (at most one interval old).

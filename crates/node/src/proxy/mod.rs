@@ -11,7 +11,8 @@
 //! methods taking a `Cx`: `call.rs` the inbound/outbound INVITE path (modes, admission, attempts),
 //! `call/attempt.rs` an attempt's responses and failover; `cancel.rs` CANCEL and late answers; `egress.rs` Advanced HA forwarding
 //! between nodes; `dialog.rs` in-dialog routing; `registrar.rs` REGISTER; `auth.rs` digest checks;
-//! `probe.rs` OPTIONS answered and health probing; `guard.rs` per-source limits, bans and the
+//! `probe.rs` OPTIONS answered and health probing; `members.rs` the OPTIONS that tell whether
+//! the other members' SIP answers; `guard.rs` per-source limits, bans and the
 //! transaction limit. What a proxy builds itself (responses, ACK, CANCEL, error replies) and the
 //! transaction key live in `hatrunk-sip`. `docs/call-path.md` walks one call through them.
 
@@ -24,6 +25,7 @@ mod dialog;
 mod egress;
 mod forward_sig;
 mod guard;
+mod members;
 mod output;
 mod probe;
 mod registrar;
@@ -159,6 +161,8 @@ pub struct EngineConfig {
     pub shed_backlog: usize,
     /// A new request that waited longer than this since it reached the host gets 503 at once.
     pub shed_wait_ms: u64,
+    /// How often every other SIP member gets an OPTIONS (`[cluster] ping_interval_ms`; 0: never).
+    pub member_probe_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,6 +204,9 @@ pub struct Engine {
     /// How long the message being processed waited since it reached the host (an input).
     waited_ms: u64,
     last_sweep: u64,
+    /// When the members get their next OPTIONS, and the sequence numbering them.
+    next_member_probe: u64,
+    member_seq: u64,
 }
 
 impl Engine {
@@ -228,6 +235,8 @@ impl Engine {
             registrar: Registrar::default(),
             nonces,
             last_sweep: 0,
+            next_member_probe: 0,
+            member_seq: 0,
         }
     }
 
@@ -345,6 +354,9 @@ impl Engine {
         if msg.header("CSeq").is_some_and(|c| c.ends_with("CANCEL")) {
             return; // our CANCELs are sent once, hop by hop; their 200 needs nothing
         }
+        if self.member_answer(&branch) {
+            return;
+        }
         let Some(r) = self.tx.on_response(&branch, &msg, code, self.now, &mut self.io, &self.metrics) else {
             self.metrics.stray_responses.inc();
             return;
@@ -421,7 +433,16 @@ impl Engine {
     /// a few times a second.
     pub fn check_egress(&mut self, now: u64) {
         self.now = now;
+        self.probe_members();
         self.calls.check_egress(&mut cx!(self));
+    }
+
+    /// How often the runtime should call [`Engine::check_egress`] (ms).
+    pub fn check_every_ms(&self) -> u64 {
+        match self.cfg.member_probe_ms {
+            0 => 200,
+            ms => ms.clamp(10, 200),
+        }
     }
 }
 

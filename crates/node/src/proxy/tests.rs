@@ -120,6 +120,7 @@ pub(super) fn engine_signed(trunk: &str, view: Arc<dyn crate::cluster_health::Cl
         max_transactions: 1_000,
         shed_backlog: usize::MAX,
         shed_wait_ms: u64::MAX,
+        member_probe_ms: 0,
     };
     Engine::new(cfg, store as Arc<dyn TrunkStore>, view, Arc::new(Metrics::new().expect("metrics")), Arc::new(SharedStatus::default()))
 }

@@ -241,3 +241,54 @@ async fn with_a_cluster_secret_only_signed_forwards_skip_admission() {
         assert!(sent_to(&a, PRIMARY).is_empty() && !a.iter().any(|x| matches!(x, Action::Admit { .. })));
     }
 }
+
+/// A view that records which members' SIP answered.
+struct Recording(HealthView, std::sync::Mutex<Vec<(u64, u64)>>);
+
+impl crate::cluster_health::ClusterView for Recording {
+    fn view(&self, _now: u64) -> HealthView {
+        self.0.clone()
+    }
+    fn sip_answered(&self, id: u64, now_ms: u64) {
+        self.1.lock().unwrap_or_else(|p| p.into_inner()).push((id, now_ms));
+    }
+}
+
+#[tokio::test]
+async fn members_get_an_options_each_interval_and_only_answers_to_ours_count() {
+    let rec = std::sync::Arc::new(Recording(view(true), std::sync::Mutex::default()));
+    let mut e = super::tests::engine_on(&two_t_trunk(), rec.clone());
+    e.set_member_probe(200);
+    e.check_egress(1_000);
+    let a = e.drain();
+    let sent: Vec<_> = a.iter().filter(|x| matches!(x, Action::Send { .. })).collect();
+    assert_eq!(sent.len(), 1, "only n2: not this node, not the witness");
+    let opt = sent_to(&a, NODE2).remove(0);
+    assert_eq!(opt.method(), Some(&hatrunk_sip::Method::Options));
+    e.check_egress(1_100);
+    assert!(e.drain().is_empty(), "one per interval");
+    // n2's engine answers
+    e.on_message(from(NODE2, &answer(&opt, 200, "OK", NODE2)), 1_010);
+    assert_eq!(*rec.1.lock().unwrap_or_else(|p| p.into_inner()), vec![(2, 1_010)]);
+    assert!(e.drain().is_empty(), "nothing goes anywhere for it");
+    // an answer naming another run's token (or a forger's) does not count
+    let forged = answer(&opt, 200, "OK", NODE2).replace("z9hG4bKhm", "z9hG4bKhmff");
+    e.on_message(from(NODE2, &forged), 1_020);
+    assert_eq!(rec.1.lock().unwrap_or_else(|p| p.into_inner()).len(), 1);
+    e.check_egress(1_200);
+    assert_eq!(sent_to(&e.drain(), NODE2).len(), 1, "the next interval's");
+}
+
+/// An engine answers a member's probe itself (its answer is what tells the member it is alive).
+#[tokio::test]
+async fn a_member_probe_is_answered_200() {
+    let rec = std::sync::Arc::new(Recording(view(true), std::sync::Mutex::default()));
+    let mut n2 = super::tests::engine_on(&two_t_trunk(), rec.clone());
+    n2.set_member_probe(200);
+    n2.check_egress(0);
+    let opt = sent_to(&n2.drain(), NODE2).remove(0);
+    let mut n1 = engine_with(&two_t_trunk(), view(true));
+    n1.on_message(from(NODE2, &String::from_utf8_lossy(&opt.to_bytes())), 5);
+    let codes: Vec<u16> = sent_to(&n1.drain(), NODE2).iter().filter_map(|m| m.code()).collect();
+    assert_eq!(codes, vec![200]);
+}

@@ -74,6 +74,7 @@ impl EngineConfig {
             max_transactions: cfg.security.max_transactions,
             shed_backlog: cfg.security.shed_backlog,
             shed_wait_ms: cfg.security.shed_wait_ms,
+            member_probe_ms: cfg.cluster.ping_interval_ms,
         })
     }
 }
@@ -119,7 +120,7 @@ impl Driver {
     async fn run(mut self, mut events: mpsc::Receiver<TransportEvent>, mut admitted: mpsc::UnboundedReceiver<Admitted>) {
         let clock = self.clock;
         let mut sync = tokio::time::interval(Duration::from_secs(1));
-        let mut egress_check = tokio::time::interval(Duration::from_millis(200));
+        let mut egress_check = tokio::time::interval(Duration::from_millis(self.engine.check_every_ms()));
         loop {
             let deadline = self.engine.next_deadline();
             let sleep = async {

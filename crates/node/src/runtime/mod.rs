@@ -228,6 +228,7 @@ where
             recover_after: cfg.cluster.recover_after,
         },
         clock,
+        cfg.node.role() == NodeRole::Sip,
     );
     health.spawn();
     let metrics = Arc::new(Metrics::new().map_err(|e| NodeError::Metrics(e.to_string()))?);
