@@ -1,6 +1,8 @@
 //! turmoil's sockets behind the node's I/O seams: SIP's [`Datagram`], the gRPC server's incoming
 //! stream and the consensus [`Dialer`]. Production code never knows it is simulated.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -14,14 +16,46 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
 use tonic::transport::Uri;
 
-/// A simulated UDP socket. turmoil sends no ICMP errors, so a dead peer is only ever a timeout.
-pub struct SimUdp(pub turmoil::net::UdpSocket);
+/// A simulated UDP socket of host `.1`. turmoil sends no ICMP errors, so a dead peer is only ever
+/// a timeout.
+pub struct SimUdp(pub turmoil::net::UdpSocket, pub String);
+
+thread_local! {
+    /// Host pairs (sorted) between which SIP datagrams are dropped while everything else (the
+    /// cluster's gRPC) flows: [`crate::scenario::Fault::SipCut`]. turmoil partitions whole hosts.
+    static SIP_CUT: RefCell<BTreeSet<(String, String)>> = const { RefCell::new(BTreeSet::new()) };
+}
+
+/// Drop SIP between `a` and `b` from now on.
+pub fn sip_cut(a: &str, b: &str) {
+    SIP_CUT.with(|c| c.borrow_mut().insert(pair(a, b)));
+}
+
+/// SIP flows between every pair again (a heal; also at the start of a run).
+pub fn sip_heal() {
+    SIP_CUT.with(|c| c.borrow_mut().clear());
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    if a < b {
+        (a.to_string(), b.to_string())
+    } else {
+        (b.to_string(), a.to_string())
+    }
+}
 
 impl Datagram for SimUdp {
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.0.local_addr()
     }
     fn send(&self, peer: SocketAddr, bytes: &[u8]) -> (std::io::Result<()>, Vec<SocketAddr>) {
+        let cut = SIP_CUT.with(|c| {
+            let c = c.borrow();
+            !c.is_empty() && turmoil::reverse_lookup(peer.ip()).is_some_and(|to| c.contains(&pair(&self.1, &to)))
+        });
+        if cut {
+            return (Ok(()), Vec::new()); // lost on the way, as a firewall rule on the SIP port would
+        }
         sip_trace("out", peer, bytes);
         (self.0.try_send_to(bytes, peer).map(|_| ()), Vec::new())
     }

@@ -130,7 +130,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
                 } else {
                     let udp = turmoil::net::UdpSocket::bind(("0.0.0.0", SIP_PORT)).await?;
                     let (tx, events) = mpsc::channel(65_536);
-                    let transports = Transports::start_datagram(Arc::new(SimUdp(udp)), tx);
+                    let transports = Transports::start_datagram(Arc::new(SimUdp(udp, name.clone())), tx);
                     let (cdrs, mut cdr_rx) = mpsc::channel(65_536);
                     tokio::spawn(async move { while cdr_rx.recv().await.is_some() {} });
                     Some(SipIo { transports, events, cdrs, secret: format!("sim-secret-{name}") })
@@ -185,6 +185,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         set_loss(&mut sim, sc.loss);
     }
 
+    crate::net::sip_heal();
     let mut faults = Faults {
         resolved: BTreeMap::new(),
         crashed: BTreeSet::new(),
@@ -408,7 +409,13 @@ impl Faults {
     ) -> FaultRec {
         let mut rec = FaultRec { at_ms: now, what: String::new(), down: Vec::new(), up: Vec::new() };
         let target = match f {
-            Fault::Crash(t) | Fault::Restart(t) | Fault::Isolate(t) | Fault::IsolateFromCluster(t) | Fault::Hang(t) | Fault::Resume(t) => {
+            Fault::Crash(t)
+            | Fault::Restart(t)
+            | Fault::Isolate(t)
+            | Fault::IsolateFromCluster(t)
+            | Fault::Hang(t)
+            | Fault::Resume(t)
+            | Fault::SipCut(t) => {
                 let v = self.resolve(t, layout, registry, hosts);
                 self.resolved.insert(id, v.clone());
                 v
@@ -455,7 +462,18 @@ impl Faults {
                 self.down_by.insert(id, rec.down.clone());
                 self.partitions.push(id);
             }
+            Fault::SipCut(_) => {
+                // nothing is declared down: the cut node still takes and delivers calls itself;
+                // what this asks is that no call waits on a member whose SIP is silent
+                for n in &target {
+                    for o in cluster.iter().filter(|o| !target.contains(o)) {
+                        crate::net::sip_cut(n, o);
+                    }
+                }
+                rec.what = format!("sip-cut {target:?}");
+            }
             Fault::Heal => {
+                crate::net::sip_heal();
                 let mut up = BTreeSet::new();
                 let links: Vec<(String, String)> =
                     std::mem::take(&mut self.cut).into_iter().chain(std::mem::take(&mut self.oneway)).collect();

@@ -35,6 +35,10 @@ pub enum Fault {
     Isolate(Target),
     /// Cut off from the other cluster nodes only; carrier and PBXes still reach it.
     IsolateFromCluster(Target),
+    /// SIP between the target and the other cluster nodes is dropped; their gRPC (Raft, heartbeats)
+    /// still flows, and carrier and PBXes still reach it: a firewall rule on the SIP port between
+    /// members. Undone by [`Fault::Heal`].
+    SipCut(Target),
     /// Frozen, as under `kill -STOP`: nothing in or out until resumed, then all of it at once.
     Hang(Target),
     Resume(Target),
@@ -146,6 +150,7 @@ impl Scenario {
             "whole-cluster-restart",
             "power-loss",
             "hung-node",
+            "sip-only-partition",
             "lossy-network",
             "one-way-zone-link",
             "leader-deaf",
@@ -279,6 +284,18 @@ impl Scenario {
                 sc.faults = vec![(s(8), 0, Fault::Hang(nodes(&["sg1-a1"]))), (s(14), 1, Fault::Resume(Target::Of(0)))];
                 sc
             }
+            "sip-only-partition" => {
+                let mut sc = base(
+                    name,
+                    "2T: SIP between zone sg1-b and the rest is dropped for 10 s while gRPC flows, under load",
+                    "2t",
+                    12,
+                    6.0,
+                    30,
+                );
+                sc.faults = vec![(s(10), 0, Fault::SipCut(Target::Zone("sg1-b".into()))), (s(20), 1, Fault::Heal)];
+                sc
+            }
             "lossy-network" => {
                 let mut sc = base(name, "4T: 5% loss on every link and 20-60 ms latency, at the limit", "4t", 6, 8.0, 25);
                 sc.loss = 0.05;
@@ -354,7 +371,7 @@ impl Scenario {
                     _ => Target::Leader,
                 }
             };
-            let (start, stop) = match rng.gen_range(0..10) {
+            let (start, stop) = match rng.gen_range(0..11) {
                 0 => {
                     // a quarter of crashes are a power loss of the whole cluster at once
                     let t = if rng.gen_bool(0.25) { Target::Nodes(names.clone()) } else { pick(&mut rng) };
@@ -382,6 +399,7 @@ impl Scenario {
                         _ => (Fault::Operator(Op::TransferLeader(node)), Fault::Operator(Op::SetLimit(limit))),
                     }
                 }
+                9 => (Fault::SipCut(pick(&mut rng)), Fault::Heal),
                 _ => {
                     let (a, b) = (pick(&mut rng), pick(&mut rng));
                     let slow = (rng.gen_range(50..200), rng.gen_range(200..400));
