@@ -151,6 +151,7 @@ impl Scenario {
             "power-loss",
             "hung-node",
             "sip-only-partition",
+            "node-lost-for-good",
             "lossy-network",
             "one-way-zone-link",
             "leader-deaf",
@@ -282,6 +283,14 @@ impl Scenario {
             "hung-node" => {
                 let mut sc = base(name, "2T: sg1-a1 freezes (kill -STOP) for 6 s, then resumes", "2t", 12, 6.0, 25);
                 sc.faults = vec![(s(8), 0, Fault::Hang(nodes(&["sg1-a1"]))), (s(14), 1, Fault::Resume(Target::Of(0)))];
+                sc
+            }
+            "node-lost-for-good" => {
+                // the carrier's first entry admits every call; 2 calls/s of 2.5 s keep ~5 up there
+                // against 8 when it dies. The calls it admitted stay held (their BYEs went to it),
+                // and so may its lease headroom; the rest must come back to the next entry.
+                let mut sc = base(name, "2T: the first entry dies with calls up and never returns", "2t", 8, 2.0, 30);
+                sc.faults = vec![(s(8), 0, Fault::Crash(nodes(&["sg1-a1"])))];
                 sc
             }
             "sip-only-partition" => {

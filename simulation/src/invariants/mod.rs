@@ -3,6 +3,7 @@
 //! node's own replicated state at the end. Property 6 (bad input) belongs to the fuzzing and
 //! torture suites, not here.
 
+pub mod availability;
 pub mod config;
 pub mod failover;
 pub mod leak;
@@ -47,6 +48,7 @@ pub fn check_all(sc: &Scenario, out: &Outcome) -> Vec<Verdict> {
         failover::check(sc, out),
         zone_down::check(sc, out),
         outcome::check(sc, out),
+        availability::check(sc, out),
     ];
     if let Some(e) = &out.error {
         v.push(Verdict::new("simulation_ran", "-", 1, vec![e.clone()]));
