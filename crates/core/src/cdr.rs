@@ -130,6 +130,16 @@ pub struct Cdr {
     pub attempts: Vec<AttemptRecord>,
 }
 
+impl Cdr {
+    /// Move the record's instants by `ms` (the node's clock to the wall clock when written).
+    pub fn shift(&mut self, ms: i64) {
+        let at = |t: u64| t.saturating_add_signed(ms);
+        self.start_ms = at(self.start_ms);
+        self.answer_ms = self.answer_ms.map(at);
+        self.end_ms = at(self.end_ms);
+    }
+}
+
 /// What an egress node tells the ingress about a forwarded call, in its responses, so the one CDR the
 /// ingress writes names every attempt towards the PBX with the node, zone and region that made it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +175,31 @@ mod tests {
         assert_eq!(classify(Outcome::ConnectionError), (Disposition::Congestion, Cause::FarendConnectionError));
         assert_eq!(classify(Outcome::UserNotRegistered), (Disposition::Failed, Cause::UserNotRegistered));
         assert_eq!(classify(Outcome::Answered(200)), (Disposition::Answered, Cause::NormalClearing));
+    }
+
+    #[test]
+    fn a_record_moves_to_the_wall_clock_whole() {
+        let mut c = Cdr {
+            call_id: "c".into(),
+            trunk: None,
+            direction: Direction::Inbound,
+            from: String::new(),
+            to: String::new(),
+            start_ms: 10_000,
+            answer_ms: Some(10_500),
+            end_ms: 70_000,
+            disposition: Disposition::Answered,
+            cause: Cause::NormalClearing,
+            final_code: None,
+            failover: false,
+            failover_ms: Some(300),
+            primary_skipped: false,
+            attempts: Vec::new(),
+        };
+        c.shift(-4_000);
+        assert_eq!((c.start_ms, c.answer_ms, c.end_ms, c.failover_ms), (6_000, Some(6_500), 66_000, Some(300)), "durations unchanged");
+        c.shift(-10_000);
+        assert_eq!(c.start_ms, 0, "never below the epoch");
     }
 
     #[test]

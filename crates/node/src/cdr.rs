@@ -1,5 +1,5 @@
 //! The CDR writer: one JSON object per line, appended to `[cdr] path`, off the SIP path (a channel
-//! feeds a task that owns the file).
+//! feeds a task that owns the file). Times are put on the wall clock as it is when written.
 
 use std::path::PathBuf;
 
@@ -24,15 +24,20 @@ pub async fn start(path: PathBuf) -> Result<mpsc::Sender<Box<Cdr>>, NodeError> {
     tokio::spawn(async move {
         while let Some(cdr) = rx.recv().await {
             let mut batch = Vec::new();
-            let mut push = |c: &Cdr| {
-                if let Ok(mut line) = serde_json::to_vec(c) {
+            // the node's clock does not follow steps of the system clock; the record does
+            let shift = crate::runtime::wall_ms() as i64 - crate::runtime::node_ms() as i64;
+            let mut push = |mut c: Box<Cdr>| {
+                if shift.abs() > 1 {
+                    c.shift(shift);
+                }
+                if let Ok(mut line) = serde_json::to_vec(&c) {
                     line.push(b'\n');
                     batch.extend_from_slice(&line);
                 }
             };
-            push(&cdr);
+            push(cdr);
             while let Ok(more) = rx.try_recv() {
-                push(&more);
+                push(more);
             }
             if let Err(e) = file.write_all(&batch).await {
                 tracing::error!(error = %e, path = %path.display(), "cannot write CDRs");

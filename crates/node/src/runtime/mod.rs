@@ -42,6 +42,17 @@ pub fn wall_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// The node's clock: Unix milliseconds as of the first read, advanced by the monotonic clock from
+/// then on. It never jumps when the system clock is stepped (NTP, a VM resumed from a snapshot): a
+/// step back would otherwise hold every failover timer and heartbeat judgement for as long as the
+/// step, and a step forward would fire them at once. CDRs are put back on the wall clock when
+/// written ([`crate::cdr`]).
+pub fn node_ms() -> u64 {
+    static START: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
+    let (at, wall) = START.get_or_init(|| (std::time::Instant::now(), wall_ms()));
+    wall + at.elapsed().as_millis() as u64
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
     let what = what.into();
     move |source| NodeError::Io { what, source }
@@ -149,7 +160,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
             None => hatrunk_consensus::network::tcp_dialer(),
         },
         grpc: GrpcSecurity { tls: cluster_tls.map(|t| t.server), token },
-        clock: wall_ms,
+        clock: node_ms,
         sip,
         http: Some(http),
         seed: wall_ms(),
