@@ -112,7 +112,11 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
     for n in &layout.nodes {
         let disk = SimFs::default();
         disks.insert(n.name.clone(), disk.clone());
-        let cfg = NodeConfig::from_toml(&layout.node_toml(n, sim.lookup(n.name.as_str()))).expect("the simulation's node config is valid");
+        let mut toml = layout.node_toml(n, sim.lookup(n.name.as_str()));
+        if let Some(every) = sc.snapshot_every {
+            toml = toml.replace("[cluster]\n", &format!("[cluster]\nsnapshot_every = {every}\n"));
+        }
+        let cfg = NodeConfig::from_toml(&toml).expect("the simulation's node config is valid");
         let (members, registry, name, witness) = (members.clone(), registry.clone(), n.name.clone(), n.witness);
         let node_seed = seed ^ n.id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         // every boot draws new tags and branches, as production's clock-derived seed does: a

@@ -108,6 +108,9 @@ pub struct Scenario {
     pub faults: Vec<(u64, u32, Fault)>,
     /// When the run ends (simulated ms): late enough for every call and every slot to settle.
     pub end_ms: u64,
+    /// `[cluster] snapshot_every` of every node, when lower than the default: snapshots are then
+    /// built during the run and sent to nodes that fell behind.
+    pub snapshot_every: Option<u64>,
 }
 
 /// Seconds to milliseconds, for readable schedules.
@@ -127,6 +130,7 @@ fn base(name: &str, about: &str, layout: &str, limit: u32, rate: f64, load_s: u6
         latency_ms: (1, 5),
         faults: Vec::new(),
         end_ms: s(3 + load_s) + s(45),
+        snapshot_every: None,
     }
 }
 
@@ -152,6 +156,7 @@ impl Scenario {
             "hung-node",
             "sip-only-partition",
             "node-lost-for-good",
+            "snapshot-install",
             "lossy-network",
             "one-way-zone-link",
             "leader-deaf",
@@ -285,6 +290,12 @@ impl Scenario {
                 sc.faults = vec![(s(8), 0, Fault::Hang(nodes(&["sg1-a1"]))), (s(14), 1, Fault::Resume(Target::Of(0)))];
                 sc
             }
+            "snapshot-install" => {
+                let mut sc = base(name, "2T: a snapshot every 20 entries; sg1-b2 is down 12 s and must be sent one", "2t", 12, 6.0, 25);
+                sc.snapshot_every = Some(20);
+                sc.faults = vec![(s(8), 0, Fault::Crash(nodes(&["sg1-b2"]))), (s(20), 1, Fault::Restart(Target::Of(0)))];
+                sc
+            }
             "node-lost-for-good" => {
                 // the carrier's first entry admits every call; 2 calls/s of 2.5 s keep ~5 up there
                 // against 8 when it dies. The calls it admitted stay held (their BYEs went to it),
@@ -364,6 +375,11 @@ impl Scenario {
         sc.load.hold_ms = (rng.gen_range(500..2000), rng.gen_range(2000..6000));
         sc.loss = if rng.gen_bool(0.3) { rng.gen_range(0.0..0.05) } else { 0.0 };
         sc.latency_ms = (1, rng.gen_range(5..50));
+        // from a stream of its own, so the draws above and below stay what they were
+        let mut snap = SmallRng::seed_from_u64(seed ^ 0x5eed_5a95);
+        if snap.gen_bool(0.3) {
+            sc.snapshot_every = Some(snap.gen_range(20..200));
+        }
         let names: Vec<String> = sc.layout.nodes.iter().map(|n| n.name.clone()).collect();
         let zones = sc.layout.zones();
         let regions = sc.layout.regions();

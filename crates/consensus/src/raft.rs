@@ -121,7 +121,7 @@ impl Consensus {
             election_timeout_min: timing.election_min_ms,
             election_timeout_max: timing.election_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: timing.snapshot_every.min(1000),
             ..Default::default()
         }
         .validate()

@@ -136,6 +136,7 @@ impl<B: Backend> RaftSnapshotBuilder<TypeConfig> for StateMachineStore<B> {
         let snapshot_id = format!("{}-{n}", last_applied.map(|l| l.index).unwrap_or(0));
         let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
         self.save(&meta, bytes.clone()).await?;
+        tracing::debug!(id = %meta.snapshot_id, bytes = bytes.len(), "snapshot built");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
     }
 }
@@ -183,7 +184,9 @@ impl<B: Backend> RaftStateMachine<TypeConfig> for StateMachineStore<B> {
     async fn install_snapshot(&mut self, meta: &SnapshotMeta<NodeId, NodeInfo>, snapshot: Box<Cursor<Vec<u8>>>) -> SResult<()> {
         let bytes = snapshot.into_inner();
         let data: SmData = decode(&bytes).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let size = bytes.len();
         self.save(meta, bytes).await?;
+        tracing::info!(id = %meta.snapshot_id, bytes = size, "installed a snapshot sent by the leader (this member was too far behind for the log)");
         *self.write() = SmData { last_applied: meta.last_log_id, last_membership: meta.last_membership.clone(), state: data.state };
         Ok(())
     }

@@ -128,6 +128,8 @@ pub struct ClusterSection {
     /// A call forwarded to another node (Advanced HA) that gets nothing back, not even 100 Trying,
     /// within this moves to the next node.
     pub forward_timeout_ms: u64,
+    /// Raft log entries between snapshots (and, up to 1,000, kept behind one for slow followers).
+    pub snapshot_every: u64,
 }
 
 impl Default for ClusterSection {
@@ -144,6 +146,7 @@ impl Default for ClusterSection {
             failure_threshold_ms: 800,
             recover_after: 3,
             forward_timeout_ms: 800,
+            snapshot_every: t.snapshot_every,
         }
     }
 }
@@ -327,6 +330,9 @@ impl NodeConfig {
         }
         if !(1..=100).contains(&c.recover_after) {
             return bad("cluster.recover_after", format!("{} is outside 1..=100", c.recover_after));
+        }
+        if !(20..=1_000_000).contains(&c.snapshot_every) {
+            return bad("cluster.snapshot_every", format!("{} is outside 20..=1000000", c.snapshot_every));
         }
         if !(50..=30_000).contains(&c.forward_timeout_ms) {
             return bad("cluster.forward_timeout_ms", format!("{} is outside 50..=30000", c.forward_timeout_ms));

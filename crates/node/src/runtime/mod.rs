@@ -203,7 +203,7 @@ where
         heartbeat_ms: cfg.cluster.heartbeat_ms,
         election_min_ms: cfg.cluster.election_min_ms,
         election_max_ms: cfg.cluster.election_max_ms,
-        ..RaftTiming::default()
+        snapshot_every: cfg.cluster.snapshot_every,
     };
     let consensus = Consensus::start_with(cfg.node.id, info, backend, &timing, dialer).await?;
     if let Some(members) = members {
