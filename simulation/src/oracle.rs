@@ -121,6 +121,7 @@ pub struct Oracle {
 #[derive(Debug, Clone)]
 pub enum OpCmd {
     Remove { id: u64, name: String, force: bool },
+    Rejoin { name: String },
     TransferLeader { id: u64 },
     SetLimit(u32),
     DeleteRecreate,
@@ -136,6 +137,7 @@ impl Oracle {
 
     /// Add a line to the trace.
     pub fn log(&mut self, line: impl AsRef<str>) {
+        tracing::debug!(target: "sim_oracle", t = now_ms(), "{}", line.as_ref());
         self.trace.update(now_ms().to_le_bytes());
         self.trace.update(line.as_ref().as_bytes());
         self.trace.update(b"\n");

@@ -125,6 +125,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         sim.host(n.name.as_str(), move || {
             boots.set(boots.get() + 1);
             let node_seed = node_seed ^ boots.get().wrapping_mul(0xd1b5_4a32_d192_ed03);
+            let first_boot = boots.get() == 1;
             let (cfg, disk, members, registry, name) = (cfg.clone(), disk.clone(), members.clone(), registry.clone(), name.clone());
             async move {
                 // every boot opens the store on what its disk kept, as a restarted process does
@@ -149,7 +150,8 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
                     sip,
                     http: None,
                     seed: node_seed,
-                    members: Some(members),
+                    // only a first boot initialises; a node given an empty disk later waits to be joined
+                    members: first_boot.then_some(members),
                     grpc: Default::default(),
                     on_ready: Some(Box::new(move |h| {
                         reg.borrow_mut().insert(who, h);
@@ -211,6 +213,20 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
             schedule.next();
             let mut rec = faults.apply(&mut sim, &layout, &registry, &disks, &hosts, id, &f, &primary, &secondary, &set_loss, t);
             let mut o = oracle.borrow_mut();
+            if let Fault::Operator(Op::Rejoin(node)) = &f {
+                // joining again takes an empty data_dir: the node is stopped, wiped and started
+                for n in faults.resolve(node, &layout, &registry, &hosts).into_iter().take(1) {
+                    if !faults.crashed.contains(&n) {
+                        sim.crash(n.as_str());
+                        registry.borrow_mut().remove(&n);
+                    }
+                    faults.crashed.remove(&n);
+                    if let Some(d) = disks.get(&n) {
+                        d.wipe();
+                    }
+                    sim.bounce(n.as_str());
+                }
+            }
             if let Fault::Operator(op) = &f {
                 let first = |t: &Target| {
                     let name = faults.resolve(t, &layout, &registry, &hosts).into_iter().next()?;
@@ -219,6 +235,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
                 let cmd = match op {
                     Op::Remove { node, force } => first(node).map(|(id, name)| OpCmd::Remove { id, name, force: *force }),
                     Op::TransferLeader(node) => first(node).map(|(id, _)| OpCmd::TransferLeader { id }),
+                    Op::Rejoin(node) => first(node).map(|(_, name)| OpCmd::Rejoin { name }),
                     Op::SetLimit(n) => Some(OpCmd::SetLimit(*n)),
                     Op::DeleteRecreate => Some(OpCmd::DeleteRecreate),
                     Op::StaleWrite => Some(OpCmd::StaleWrite),

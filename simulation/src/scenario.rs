@@ -83,6 +83,8 @@ pub enum Op {
     /// `cluster remove` of the first node of the target (a live one is drained first unless `force`;
     /// a crashed one is removed at once). It stays out for the rest of the run.
     Remove { node: Target, force: bool },
+    /// `cluster join` of the first node of the target again (after its removal), same id.
+    Rejoin(Target),
     /// `cluster transfer-leader` to the first node of the target.
     TransferLeader(Target),
     /// Apply the trunk again with this limit (calls up).
@@ -157,6 +159,7 @@ impl Scenario {
             "sip-only-partition",
             "node-lost-for-good",
             "snapshot-install",
+            "remove-rejoin",
             "lossy-network",
             "one-way-zone-link",
             "leader-deaf",
@@ -290,6 +293,15 @@ impl Scenario {
                 sc.faults = vec![(s(8), 0, Fault::Hang(nodes(&["sg1-a1"]))), (s(14), 1, Fault::Resume(Target::Of(0)))];
                 sc
             }
+            "remove-rejoin" => {
+                let mut sc =
+                    base(name, "2T: sg1-b1 is drained and removed with calls up, then joins again under the same id", "2t", 12, 6.0, 30);
+                sc.faults = vec![
+                    (s(9), 0, Fault::Operator(Op::Remove { node: nodes(&["sg1-b1"]), force: false })),
+                    (s(18), 1, Fault::Operator(Op::Rejoin(nodes(&["sg1-b1"])))),
+                ];
+                sc
+            }
             "snapshot-install" => {
                 let mut sc = base(name, "2T: a snapshot every 20 entries; sg1-b2 is down 12 s and must be sent one", "2t", 12, 6.0, 25);
                 sc.snapshot_every = Some(20);
@@ -417,7 +429,10 @@ impl Scenario {
                     let sip: Vec<String> = sc.layout.sip_nodes().map(|n| n.name.clone()).collect();
                     let node = Target::Nodes(vec![sip[rng.gen_range(0..sip.len())].clone()]);
                     match rng.gen_range(0..5) {
-                        0 => (Fault::Operator(Op::Remove { node, force: rng.gen_bool(0.3) }), Fault::Operator(Op::SetLimit(limit))),
+                        0 => {
+                            let undo = if rng.gen_bool(0.5) { Op::Rejoin(node.clone()) } else { Op::SetLimit(limit) };
+                            (Fault::Operator(Op::Remove { node, force: rng.gen_bool(0.3) }), Fault::Operator(undo))
+                        }
                         1 => (Fault::Operator(Op::SetLimit(rng.gen_range(1..limit.max(2)))), Fault::Operator(Op::SetLimit(limit))),
                         2 => (Fault::Operator(Op::DeleteRecreate), Fault::Operator(Op::SetLimit(limit))),
                         3 => (Fault::Operator(Op::StaleWrite), Fault::Operator(Op::SetLimit(limit))),

@@ -159,6 +159,18 @@ async fn op(
                 Err(_) => Err("timed out".into()),
             }
         }
+        OpCmd::Rejoin { name } => {
+            let mut c = client(dial, node)?;
+            let addr = format!("{}:{}", turmoil::lookup(name.as_str()), crate::topology::CLUSTER_PORT);
+            match tokio::time::timeout(timeout, c.cluster_join(hatrunk_node::admin::pb::JoinRequest { addr, learner: false })).await {
+                Ok(Ok(_)) => {
+                    oracle.borrow_mut().removed.remove(name);
+                    Ok(format!("{name} joined again"))
+                }
+                Ok(Err(s)) => Err(s.message().to_string()),
+                Err(_) => Err("timed out".into()),
+            }
+        }
         OpCmd::TransferLeader { id } => {
             let mut c = client(dial, node)?;
             match tokio::time::timeout(timeout, c.transfer_leader(hatrunk_node::admin::pb::NodeId { id: *id })).await {

@@ -187,6 +187,11 @@ impl SimFs {
         self.lock().history.take().unwrap_or_default()
     }
 
+    /// An empty disk, as an operator's fresh `data_dir` (a removed node joining again).
+    pub fn wipe(&self) {
+        self.lock().state = FsState::default();
+    }
+
     /// Lose every write not synced, as when the power goes.
     pub fn power_cut(&self) {
         let mut s = self.lock();
