@@ -71,6 +71,26 @@ impl CallRec {
         self.legs.values().flatten().filter_map(|l| l.reply.filter(|(_, c)| (200..300).contains(c)).map(|(t, _)| t)).min()
     }
 
+    /// The PBX dialogs of this call (one per answered leg: Call-ID and To tag) up at `at`: from
+    /// the PBX's 2xx until it got the BYE or gave up for want of an ACK, or the carrier's side
+    /// ended (a leg whose BYE never came is over for the carrier; what the cluster still holds for
+    /// it is the leak invariant's business). A late answer from a PBX the call had moved away from
+    /// is a second dialog until it is torn down, and counts as one.
+    pub fn legs_up_at(&self, at: u64) -> u32 {
+        let carrier_end = [self.hangup_ms, self.gave_up_ms].into_iter().flatten().min();
+        self.legs
+            .values()
+            .flatten()
+            .filter(|l| l.reply.is_some_and(|(t, c)| (200..300).contains(&c) && t <= at))
+            .filter(|l| [l.bye_ms, l.no_ack_ms, carrier_end].into_iter().flatten().min().is_none_or(|e| e > at))
+            .count() as u32
+    }
+
+    /// When each leg was answered.
+    pub fn leg_answers(&self) -> impl Iterator<Item = u64> + '_ {
+        self.legs.values().flatten().filter_map(|l| l.reply.filter(|(_, c)| (200..300).contains(c)).map(|(t, _)| t))
+    }
+
     /// When the answered call stopped being in progress: the first of the PBX getting the BYE, the
     /// carrier hanging up or giving up, the PBX giving up for want of an ACK.
     pub fn ended_ms(&self) -> Option<u64> {
@@ -151,9 +171,10 @@ impl Oracle {
         self.calls.entry(cid.to_string()).or_default()
     }
 
-    /// Calls in progress now (answered at a PBX, not ended).
+    /// Calls in progress at `at`, counted as the PBXes hold them: their dialogs up
+    /// ([`CallRec::legs_up_at`]).
     pub fn count_in_progress(&self, at: u64) -> u32 {
-        self.calls.values().filter(|c| c.answered_ms().is_some_and(|a| a <= at) && c.ended_ms().is_none_or(|e| e > at)).count() as u32
+        self.calls.values().map(|c| c.legs_up_at(at)).sum()
     }
 
     /// Re-count calls in progress after a change (answer or end).

@@ -1,7 +1,8 @@
-//! Property 1: a trunk's calls in progress never exceed its limit. Counted from the PBXes: a call
-//! is in progress from the moment a PBX answered it until the PBX got the BYE, the carrier hung up
-//! or gave up, or the PBX gave up waiting for the ACK. The count is sampled at every change as the
-//! run goes.
+//! Property 1: a trunk's calls in progress never exceed its limit. Counted from the PBXes, per
+//! dialog (Call-ID and To tag), not per carrier call: a leg is up from the moment a PBX answered it
+//! until the PBX got the BYE or gave up waiting for the ACK, or the carrier hung up or gave up. A
+//! late answer from the Primary after the call went to the Secondary is a second dialog while it
+//! lasts. The count is judged at every leg's answer.
 //!
 //! The limit is the one in effect when the call was admitted (its first INVITE to a PBX): the
 //! scenario's, then each write of the operator (`Op::SetLimit`). A lowered limit keeps the calls
@@ -25,13 +26,14 @@ pub fn check(sc: &Scenario, out: &Outcome) -> Verdict {
     let mut violations = Vec::new();
     let mut checked = 0;
     for (cid, c) in &o.calls {
-        let Some(answered) = c.answered_ms() else { continue };
-        checked += 1;
-        let admitted = c.legs.values().flatten().map(|l| l.invite_ms).min().unwrap_or(answered);
-        let n = o.count_in_progress(answered);
-        let limit = limit_at(sc.limit, &o.limits, admitted);
-        if n > limit {
-            violations.push(format!("{n} calls in progress at {answered} ms when {cid} was answered, limit {limit}"));
+        for answered in c.leg_answers() {
+            checked += 1;
+            let admitted = c.legs.values().flatten().map(|l| l.invite_ms).min().unwrap_or(answered);
+            let n = o.count_in_progress(answered);
+            let limit = limit_at(sc.limit, &o.limits, admitted);
+            if n > limit {
+                violations.push(format!("{n} PBX dialogs up at {answered} ms when a leg of {cid} was answered, limit {limit}"));
+            }
         }
     }
     Verdict::new("calls_within_limit", "1", checked, violations)

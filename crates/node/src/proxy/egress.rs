@@ -135,6 +135,7 @@ impl Calls {
         // (`late_response`).
         let pending = !matches!(outcome, Outcome::Final(_));
         let cancel = (pending && matches!(a.state, AttemptState::Trying | AttemptState::Ringing)).then(|| a.branch.clone());
+        let silent = (pending && a.state == AttemptState::Sent).then(|| a.branch.clone());
         a.state = AttemptState::Done;
         a.rec.set_outcome(outcome);
         a.rec.elapsed_ms = now.saturating_sub(a.started);
@@ -143,6 +144,9 @@ impl Calls {
         tracing::info!(call = id, node = %a.rec.node, zone = %a.rec.zone, %reason, "egress node did not take the call; next choice");
         if let Some(branch) = cancel {
             cx.cancel_branch(&branch);
+        }
+        if let Some(branch) = silent {
+            cx.tx.mute(&branch);
         }
         if !self.next_egress(cx, id) {
             self.no_egress(cx, id);

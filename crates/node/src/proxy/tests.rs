@@ -201,6 +201,26 @@ async fn silent_primary_then_late_answer_is_torn_down() {
     assert_eq!(to_carrier[0].headers_named("Via").count(), 1, "our Via is gone");
 }
 
+/// A Primary that never answered gets no more copies of the INVITE once the call went to the
+/// Secondary: each would be a chance of a second dialog at the PBX (and one more call over the
+/// limit as the PBX counts them).
+#[tokio::test]
+async fn an_abandoned_silent_primary_is_not_sent_the_invite_again() {
+    let mut e = engine().await;
+    e.on_message(from(CARRIER, INVITE), 0);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 1);
+    assert_eq!(sent_to(&e.drain(), PRIMARY).len(), 1);
+    e.on_tick(600);
+    assert_eq!(sent_to(&e.drain(), PRIMARY).len(), 1, "Timer A retransmits while the attempt is live");
+    e.on_tick(1001);
+    assert_eq!(sent_to(&e.drain(), SECONDARY).len(), 1);
+    for t in [1_600, 2_600, 4_600, 8_600, 16_600] {
+        e.on_tick(t);
+        assert!(sent_to(&e.drain(), PRIMARY).is_empty(), "no copy at {t} ms");
+    }
+}
+
 #[tokio::test]
 async fn cancel_before_any_provisional_cancels_downstream_once_it_rings() {
     let mut e = engine().await;

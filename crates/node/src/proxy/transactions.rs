@@ -36,6 +36,9 @@ pub(super) struct ClientEntry {
     pub(super) request: Bytes,
     ack: Option<Bytes>,
     pub(super) owner: Owner,
+    /// Abandoned before any provisional response: no more retransmissions, but still matched
+    /// (a late 1xx is CANCELled, a late 2xx torn down) until Timer B ends it.
+    muted: bool,
 }
 
 #[derive(Default)]
@@ -93,7 +96,7 @@ impl Transactions {
     pub(super) fn client_effect(&mut self, branch: &str, f: Effect, now: u64, io: &mut Output, metrics: &Metrics) -> Option<Owner> {
         match f {
             Effect::Retransmit => {
-                if let Some((d, b)) = self.clients.get(branch).map(|e| (e.dest, e.request.clone())) {
+                if let Some((d, b)) = self.clients.get(branch).filter(|e| !e.muted).map(|e| (e.dest, e.request.clone())) {
                     metrics.retransmissions.inc();
                     io.send(d, b);
                 }
@@ -106,6 +109,16 @@ impl Transactions {
             _ => {}
         }
         None
+    }
+
+    /// Stop retransmitting `branch`'s request: the call moved on from a destination that never
+    /// answered, and each copy would be one more chance of it answering a call that is elsewhere
+    /// by now (a second dialog at the PBX). A proxy may not CANCEL before a provisional response
+    /// (RFC 3261 section 9.1); Kamailio's tm stops retransmitting on its fr_timer likewise.
+    pub(super) fn mute(&mut self, branch: &str) {
+        if let Some(e) = self.clients.get_mut(branch) {
+            e.muted = true;
+        }
     }
 
     /// A timer of server transaction `key` fired.
@@ -144,7 +157,7 @@ impl Transactions {
         let bytes = req.to_bytes();
         io.send(dest, bytes.clone());
         let (tx, fx) = ClientTx::start(kind, dest.proto.reliable());
-        self.clients.insert(branch.clone(), ClientEntry { tx, dest, request: bytes, ack: None, owner });
+        self.clients.insert(branch.clone(), ClientEntry { tx, dest, request: bytes, ack: None, owner, muted: false });
         for f in fx {
             // a transaction just started neither times out nor terminates
             let _ = self.client_effect(&branch, f, now, io, metrics);

@@ -131,6 +131,8 @@ impl Calls {
         self.mark_done(id, n);
         if ringing {
             cx.cancel_branch(&branch);
+        } else {
+            cx.tx.mute(&branch);
         }
         self.attempt_outcome(cx, id, n, Outcome::NoAnswer, None);
     }
