@@ -112,6 +112,12 @@ fn removing_a_live_node_drains_it_and_its_calls_keep_their_slots() {
         let out = remove.join().expect("remove");
         assert!(out.status.success(), "removal after the drain: {}", String::from_utf8_lossy(&out.stderr));
     });
+    // the removed node knows it (its next renewal is refused) and says so
+    let removed = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        nodes[2].http_get("/metrics").contains("hatrunk_admission_lease{state=\"removed\"} 1")
+    });
+    assert!(removed, "node 3's lease metric never said removed");
     drop(held);
     std::thread::sleep(Duration::from_millis(300));
     drop(pbx);

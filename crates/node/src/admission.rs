@@ -18,7 +18,7 @@ use crate::error::NodeError;
 use crate::store::{outcome, BoxFuture};
 
 mod inherited;
-mod lease;
+pub mod lease;
 mod renew;
 use inherited::Inherited;
 use lease::LeaseClock;
@@ -38,6 +38,11 @@ pub trait Admission: Send + Sync {
     fn release_inherited(&self, _trunk: &str, _call_id: &str) {}
     /// Slots held per trunk, as this node's applied state sees them.
     fn usage(&self) -> Vec<(String, u32)>;
+    /// The admission lease's state (`lease::STATES`), for `hatrunk_admission_lease`; none on a
+    /// node that takes no calls.
+    fn lease_state(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// How a node that was refused a share waits for the others to give theirs back: the others look
@@ -362,5 +367,9 @@ impl Admission for EscrowAdmission {
         });
         v.sort();
         v
+    }
+
+    fn lease_state(&self) -> Option<&'static str> {
+        self.takes_calls.then(|| self.lease.state(self.now_ms()))
     }
 }

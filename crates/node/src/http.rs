@@ -50,5 +50,10 @@ async fn metrics(axum::extract::State(s): axum::extract::State<Arc<HttpState>>) 
         }
     }
     m.calls_in_progress.set(s.status.calls_in_progress() as i64);
+    if let Some(now) = s.admission.lease_state() {
+        for state in crate::admission::lease::STATES {
+            m.lease.with_label_values(&[state]).set(i64::from(state == now));
+        }
+    }
     m.render()
 }

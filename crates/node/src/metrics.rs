@@ -20,6 +20,7 @@ pub struct Metrics {
     pub account_up: IntGaugeVec,
     pub transactions: IntGaugeVec,
     pub calls_in_progress: IntGauge,
+    pub lease: IntGaugeVec,
     pub guard_drops: IntCounterVec,
     pub guard_bans: IntCounter,
     pub guard_banned: IntGauge,
@@ -57,6 +58,11 @@ impl Metrics {
             account_up: gv("hatrunk_account_health", "Account health: 1 up, 0 down, -1 unknown", &["trunk", "account"])?,
             transactions: gv("hatrunk_sip_transactions", "SIP transactions in memory, by kind", &["kind"])?,
             calls_in_progress: IntGauge::new("hatrunk_calls_in_progress", "Calls being set up or answered on this node")?,
+            lease: gv(
+                "hatrunk_admission_lease",
+                "1 for the state of this node's admission lease: live, expired (no majority), draining, removed",
+                &["state"],
+            )?,
             guard_drops: cv(
                 "hatrunk_guard_drops_total",
                 "Requests not served, by reason: banned (source banned), limit (crossed a limit), overload (transaction limit, 503), shed (far behind, 503), queue (503 at the socket, far behind), forged (unsigned forward, 403)",
@@ -77,7 +83,7 @@ impl Metrics {
         for c in [&m.answered, &m.malformed, &m.stray_responses, &m.retransmissions, &m.auth_failures] {
             m.registry.register(Box::new(c.clone()))?;
         }
-        for g in [&m.pool_in_use, &m.pool_limit, &m.account_up, &m.transactions] {
+        for g in [&m.pool_in_use, &m.pool_limit, &m.account_up, &m.transactions, &m.lease] {
             m.registry.register(Box::new(g.clone()))?;
         }
         m.registry.register(Box::new(m.calls_in_progress.clone()))?;

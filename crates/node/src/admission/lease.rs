@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use hatrunk_consensus::lease::{DRIFT_MARGIN_MS, LEASE_MS, RENEW_EVERY_MS};
 
+/// Every state [`LeaseClock::state`] names.
+pub const STATES: [&str; 4] = ["live", "expired", "draining", "removed"];
+
 /// Why a node may not admit now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoLease {
@@ -69,9 +72,19 @@ impl LeaseClock {
         self.standing.swap(2, Ordering::AcqRel) != 2
     }
 
-    /// The ledger said it was added back.
-    pub fn rejoined(&self) {
-        let _ = self.standing.compare_exchange(2, 0, Ordering::AcqRel, Ordering::Acquire);
+    /// The ledger said it was added back; true when it had been removed.
+    pub fn rejoined(&self) -> bool {
+        self.standing.compare_exchange(2, 0, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// The lease's state at `now_ms`, as `hatrunk_admission_lease` names it.
+    pub fn state(&self, now_ms: u64) -> &'static str {
+        match self.check(now_ms) {
+            Ok(()) => "live",
+            Err(NoLease::Expired) => "expired",
+            Err(NoLease::Draining) => "draining",
+            Err(NoLease::Removed) => "removed",
+        }
     }
 }
 

@@ -40,13 +40,19 @@ impl EscrowAdmission {
                     tracing::warn!(node = %self.node, "admission lease had lapsed: this node's unused reserve went back to the pool");
                 }
                 drop(e);
-                self.lease.rejoined();
+                if self.lease.rejoined() {
+                    tracing::info!(node = %self.node, "this node is a member again: it takes calls and may stand for election");
+                    self.consensus.raft.runtime_config().elect(true);
+                }
                 self.lease.granted(sent, draining);
             }
             Ok(CommandResult::Removed(_)) => {
                 self.escrow().not_renewed();
                 if self.lease.removed() {
-                    tracing::error!(node = %self.node, "this node was removed from the cluster: it takes no new calls; add it back with `hatrunk cluster join`");
+                    tracing::error!(node = %self.node, "this node was removed from the cluster: it takes no new calls and stands for no election; add it back with `hatrunk cluster join`");
+                    // openraft never tells a removed node; left alone it would campaign forever
+                    // with ever higher terms
+                    self.consensus.raft.runtime_config().elect(false);
                 }
             }
             Ok(other) => {
