@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (Debian's sip-tester for
-# SIPp, iproute2 for network namespaces, openssl as an outside TLS peer, strace to see the store's syncs), then runs every unit and end-to-end test and the
+# SIPp, iproute2 for network namespaces, openssl as an outside TLS peer, strace to see the store's syncs, nftables to block SIP between members), then runs every unit and end-to-end test and the
 # deterministic simulation (named scenarios and 100 seeds from a range the commit derives).
 # Fails loudly when a tool cannot be installed; no test skips because a tool is absent.
 set -euo pipefail
@@ -12,6 +12,7 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v strace >/dev/null 2>&1 || need+=(strace)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -21,6 +22,7 @@ fi
 command -v sipp >/dev/null || { echo "FATAL: sipp is still missing after installing sip-tester" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "FATAL: openssl (the outside TLS peer of the TLS tests) is still missing" >&2; exit 1; }
 command -v strace >/dev/null || { echo "FATAL: strace (the test that acknowledgements follow an fdatasync) is still missing" >&2; exit 1; }
+command -v nft >/dev/null || { echo "FATAL: nft (nftables: the test that blocks SIP between members) is still missing" >&2; exit 1; }
 [ -d ../shared/sip-torture ] || { echo "FATAL: ../shared (torture messages, SIPp scenarios) must sit beside the checkout" >&2; exit 1; }
 
 # End-to-end tests bind ports 30000-39999, inside Linux's ephemeral range: reserve them so the kernel

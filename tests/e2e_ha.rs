@@ -271,3 +271,65 @@ fn two_t_four_t_zone_then_region() {
     assert_eq!(count_in(&ports, &[&nodes[4], &nodes[5]]), 10, "zone r2-a: {ports:?}");
     assert_eq!(count_in(&ports, &[&nodes[6], &nodes[7]]), 10, "zone r2-b: {ports:?}");
 }
+
+/// A drop rule (nftables, on loopback) for SIP between two ports, both ways; removed when dropped.
+struct SipBlock(String);
+
+impl SipBlock {
+    fn between(a: u16, b: u16, table: &str) -> SipBlock {
+        let nft = |args: &str| {
+            let out =
+                std::process::Command::new("nft").args(args.split(' ')).output().expect("run nft (the test command installs nftables)");
+            assert!(out.status.success(), "nft {args}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let _ = std::process::Command::new("nft").args(["delete", "table", "inet", table]).output();
+        nft(&format!("add table inet {table}"));
+        nft(&format!("add chain inet {table} out {{ type filter hook output priority 0 ; policy accept ; }}"));
+        nft(&format!("add rule inet {table} out udp sport {a} udp dport {b} drop"));
+        nft(&format!("add rule inet {table} out udp sport {b} udp dport {a} drop"));
+        SipBlock(table.to_string())
+    }
+}
+
+impl Drop for SipBlock {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft").args(["delete", "table", "inet", &self.0]).output();
+    }
+}
+
+/// SIP between two members blocked while their cluster gRPC works (a firewall rule on the SIP port):
+/// the member is down for calls from the first answered OPTIONS it misses, so nothing is forwarded
+/// to it to wait out the forward timer, and it is back once its SIP answers again.
+#[test]
+fn a_member_whose_sip_is_blocked_is_down_while_its_heartbeat_answers() {
+    let base = 37800;
+    let specs = vec![
+        Spec { base, id: 1, region: "r1", zone: "zone-a", witness: false },
+        Spec { base: base + 10, id: 2, region: "r1", zone: "zone-b", witness: false },
+        Spec { base: base + 20, id: 3, region: "r1", zone: "zone-c", witness: true },
+    ];
+    let nodes = cluster(&specs);
+    let dir = tempfile::tempdir().expect("tmp");
+    let pbx = base + 100;
+    nodes[0].apply(&ha_trunk("3780", "2t", pbx, ""));
+    let block = SipBlock::between(nodes[0].sip, nodes[1].sip, "hatrunk_e2e_sip_block");
+    wait_health(&nodes[0], &[2], false);
+    let said = (0..40).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        nodes[0].log().contains("SIP does not answer while its cluster heartbeat does")
+    });
+    assert!(said, "node 1 logs why: {}", nodes[0].log());
+    let status = nodes[0].cli(&["cluster", "status"]);
+    assert!(status.status.success(), "the cluster itself is fine: {}", String::from_utf8_lossy(&status.stderr));
+    let before = nodes[0].http_get("/metrics");
+    let (c, ports) = phase(&nodes[0], pbx, base + 90, "3780", 10, dir.path(), "sip-blocked");
+    assert_eq!(c, Calls { ok: 10, failed: 0 });
+    assert_eq!(count_in(&ports, &[&nodes[0]]), 10, "nothing to the member whose SIP is blocked: {ports:?}");
+    let moves = |m: &str| m.lines().filter(|l| l.starts_with("hatrunk_egress_moves_total")).map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(moves(&before), moves(&nodes[0].http_get("/metrics")), "no call waited on it and moved");
+    drop(block);
+    wait_health(&nodes[0], &[2], true);
+    let (c, ports) = phase(&nodes[0], pbx, base + 91, "3780", 10, dir.path(), "sip-back");
+    assert_eq!(c, Calls { ok: 10, failed: 0 });
+    assert_eq!(count_in(&ports, &[&nodes[1]]), 5, "{ports:?}");
+}
