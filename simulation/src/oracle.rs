@@ -71,24 +71,48 @@ impl CallRec {
         self.legs.values().flatten().filter_map(|l| l.reply.filter(|(_, c)| (200..300).contains(c)).map(|(t, _)| t)).min()
     }
 
-    /// The PBX dialogs of this call (one per answered leg: Call-ID and To tag) up at `at`: from
-    /// the PBX's 2xx until it got the BYE or gave up for want of an ACK, or the carrier's side
-    /// ended (a leg whose BYE never came is over for the carrier; what the cluster still holds for
-    /// it is the leak invariant's business). A late answer from a PBX the call had moved away from
-    /// is a second dialog until it is torn down, and counts as one.
+    /// The PBX dialogs of this call (one per answered leg: Call-ID and To tag) up at `at` that the
+    /// limit counts: from the PBX's 2xx until it got the BYE or gave up for want of an ACK, or the
+    /// carrier's side ended (a leg whose BYE never came is over for the carrier; what the cluster
+    /// still holds for it is the leak invariant's business). Orphans ([`CallRec::orphans`]) are
+    /// judged on their own (`invariants::orphan`).
     pub fn legs_up_at(&self, at: u64) -> u32 {
         let carrier_end = [self.hangup_ms, self.gave_up_ms].into_iter().flatten().min();
-        self.legs
-            .values()
-            .flatten()
-            .filter(|l| l.reply.is_some_and(|(t, c)| (200..300).contains(&c) && t <= at))
+        let carried = self.carried();
+        self.answered_legs()
+            .filter(|l| carried.is_none_or(|c| std::ptr::eq(*l, c)))
+            .filter(|l| l.reply.is_some_and(|(t, _)| t <= at))
             .filter(|l| [l.bye_ms, l.no_ack_ms, carrier_end].into_iter().flatten().min().is_none_or(|e| e > at))
             .count() as u32
     }
 
-    /// When each leg was answered.
-    pub fn leg_answers(&self) -> impl Iterator<Item = u64> + '_ {
-        self.legs.values().flatten().filter_map(|l| l.reply.filter(|(_, c)| (200..300).contains(c)).map(|(t, _)| t))
+    fn answered_legs(&self) -> impl Iterator<Item = &Leg> + '_ {
+        self.legs.values().flatten().filter(|l| l.reply.is_some_and(|(_, c)| (200..300).contains(&c)))
+    }
+
+    /// The leg whose answer reached the carrier: the last answered before the carrier's 2xx.
+    fn carried(&self) -> Option<&Leg> {
+        let (fin, code) = self.final_?;
+        if !(200..300).contains(&code) {
+            return None;
+        }
+        self.answered_legs().filter(|l| l.reply.is_some_and(|(t, _)| t <= fin)).max_by_key(|l| l.reply.map(|(t, _)| t))
+    }
+
+    /// Dialogs a PBX set up for this call that the carrier never saw: the call went on through
+    /// another leg while this one's answer was lost or late (a node that delivered it could not be
+    /// heard, a PBX answered after the failover). hatrunk tears each down once it hears of it.
+    pub fn orphans(&self) -> Vec<&Leg> {
+        match self.carried() {
+            Some(c) => self.answered_legs().filter(|l| !std::ptr::eq(*l, c)).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// When each counted leg was answered.
+    pub fn leg_answers(&self) -> Vec<u64> {
+        let carried = self.carried();
+        self.answered_legs().filter(|l| carried.is_none_or(|c| std::ptr::eq(*l, c))).filter_map(|l| l.reply.map(|(t, _)| t)).collect()
     }
 
     /// When the answered call stopped being in progress: the first of the PBX getting the BYE, the

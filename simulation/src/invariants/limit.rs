@@ -1,8 +1,8 @@
 //! Property 1: a trunk's calls in progress never exceed its limit. Counted from the PBXes, per
 //! dialog (Call-ID and To tag), not per carrier call: a leg is up from the moment a PBX answered it
-//! until the PBX got the BYE or gave up waiting for the ACK, or the carrier hung up or gave up. A
-//! late answer from the Primary after the call went to the Secondary is a second dialog while it
-//! lasts. The count is judged at every leg's answer.
+//! until the PBX got the BYE or gave up waiting for the ACK, or the carrier hung up or gave up.
+//! Legs the carrier never saw (orphans: a late answer after the call went elsewhere) are judged by
+//! `orphan.rs`, not counted here. The count is judged at every counted leg's answer.
 //!
 //! The limit is the one in effect when the call was admitted (its first INVITE to a PBX): the
 //! scenario's, then each write of the operator (`Op::SetLimit`). A lowered limit keeps the calls

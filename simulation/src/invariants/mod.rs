@@ -9,6 +9,7 @@ pub mod failover;
 pub mod leak;
 pub mod limit;
 pub mod lost_update;
+pub mod orphan;
 pub mod outcome;
 pub mod zone_down;
 
@@ -49,6 +50,7 @@ pub fn check_all(sc: &Scenario, out: &Outcome) -> Vec<Verdict> {
         zone_down::check(sc, out),
         outcome::check(sc, out),
         availability::check(sc, out),
+        orphan::check(sc, out),
     ];
     if let Some(e) = &out.error {
         v.push(Verdict::new("simulation_ran", "-", 1, vec![e.clone()]));
