@@ -200,17 +200,27 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         down_by: BTreeMap::new(),
         partitions: Vec::new(),
         flaps: Vec::new(),
-        hung: BTreeSet::new(),
+        hung: BTreeMap::new(),
     };
-    let mut schedule = sc.faults.iter().peekable();
+    let mut schedule: std::collections::VecDeque<(u64, u32, Fault)> = sc.faults.iter().cloned().collect();
     let mut error = None;
     let mut t = 0u64;
     while t < sc.end_ms {
-        while let Some((at, id, f)) = schedule.peek().map(|(a, i, f)| (*a, *i, f.clone())) {
+        while let Some((at, id, f)) = schedule.front().cloned() {
             if at > t {
                 break;
             }
-            schedule.next();
+            schedule.pop_front();
+            // an operator wipes a node's data only once it is out of the cluster: a rejoin waits
+            // for the removal before it (still draining, or being retried) to be acknowledged
+            if let Fault::Operator(Op::Rejoin(node)) = &f {
+                let name = faults.resolve(node, &layout, &registry, &hosts).into_iter().next();
+                if name.is_some_and(|n| !oracle.borrow().removed.contains(&n)) {
+                    let later = schedule.iter().position(|(a, _, _)| *a > t + 1000).unwrap_or(schedule.len());
+                    schedule.insert(later, (t + 1000, id, f));
+                    break;
+                }
+            }
             let mut rec = faults.apply(&mut sim, &layout, &registry, &disks, &hosts, id, &f, &primary, &secondary, &set_loss, t);
             let mut o = oracle.borrow_mut();
             if let Fault::Operator(Op::Rejoin(node)) = &f {
@@ -332,8 +342,9 @@ struct Faults {
     /// Steps that are partitions (undone together by a heal).
     partitions: Vec<u32>,
     flaps: Vec<Flap>,
-    /// Frozen nodes (their links hold messages until resumed).
-    hung: BTreeSet<String>,
+    /// Frozen nodes, by the step that froze them: a link out of a frozen group holds messages
+    /// until resumed; nodes frozen together still reach each other, as the hang step made them.
+    hung: BTreeMap<String, u32>,
 }
 
 /// A link between two groups of nodes that goes down and up every `period_ms` until `until_ms`.
@@ -403,7 +414,7 @@ impl Faults {
             || self.flaps.iter().any(|f| f.down && f.a.iter().any(|x| f.b.iter().any(|y| pair(x, y))));
         if cut {
             sim.partition(a, b);
-        } else if self.hung.contains(a) || self.hung.contains(b) {
+        } else if self.hung.get(a) != self.hung.get(b) {
             sim.hold(a, b);
         } else {
             sim.release(a, b);
@@ -510,7 +521,7 @@ impl Faults {
             Fault::Hang(_) | Fault::Resume(_) => {
                 for n in &target {
                     if matches!(f, Fault::Hang(_)) {
-                        self.hung.insert(n.clone());
+                        self.hung.insert(n.clone(), id);
                     } else {
                         self.hung.remove(n);
                     }
