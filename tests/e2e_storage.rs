@@ -115,7 +115,10 @@ fn trunk_writes_are_acknowledged_only_after_an_fdatasync_of_the_log() {
     let trace_s = trace.display().to_string();
     let wrapper =
         ["strace", "-f", "-qq", "-yy", "-xx", "-s", "40", "-e", "trace=write,writev,sendmsg,sendto,fdatasync,fsync", "-o", &trace_s];
-    let node = Node::start_under(&wrapper, 37300, "", "", "", "");
+    // a witness: no admission lease to renew, so every log write in the audited window is an
+    // apply's (a SIP node's renewals, every 500 ms, would sit between an apply's sync and its
+    // response and read as unsynced to this audit)
+    let node = Node::start_under(&wrapper, 37300, "role = \"witness\"", "", "", "");
     // the single node elects itself first (applies are refused until then) and writes its first
     // entries; once one apply is acknowledged and that has settled, mark the trace with a request
     // on the HTTP port: the audit starts there
