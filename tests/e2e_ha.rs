@@ -90,6 +90,19 @@ fn count_in(ports: &[u16], of: &[&Node]) -> usize {
     ports.iter().filter(|p| of.iter().any(|n| n.sip == **p)).count()
 }
 
+/// A 2T cluster of one node per zone and a witness, with a 2T trunk for `number` and its PBX port.
+fn two_zones(base: u16, number: &str) -> (Vec<Node>, tempfile::TempDir, u16) {
+    let specs = vec![
+        Spec { base, id: 1, region: "r1", zone: "zone-a", witness: false },
+        Spec { base: base + 10, id: 2, region: "r1", zone: "zone-b", witness: false },
+        Spec { base: base + 20, id: 3, region: "r1", zone: "zone-c", witness: true },
+    ];
+    let nodes = cluster(&specs);
+    let pbx = base + 100;
+    nodes[0].apply(&ha_trunk(number, "2t", pbx, ""));
+    (nodes, tempfile::tempdir().expect("tmp"), pbx)
+}
+
 fn two_t_specs(base: u16) -> Vec<Spec> {
     vec![
         Spec { base, id: 1, region: "r1", zone: "zone-a", witness: false },
@@ -155,15 +168,7 @@ fn two_t_round_robin_survives_a_zone_and_resumes() {
 #[test]
 fn hung_node_is_down_within_detection_and_back_on_cont() {
     let base = 38200;
-    let specs = vec![
-        Spec { base, id: 1, region: "r1", zone: "zone-a", witness: false },
-        Spec { base: base + 10, id: 2, region: "r1", zone: "zone-b", witness: false },
-        Spec { base: base + 20, id: 3, region: "r1", zone: "zone-c", witness: true },
-    ];
-    let nodes = cluster(&specs);
-    let dir = tempfile::tempdir().expect("tmp");
-    let pbx = base + 100;
-    nodes[0].apply(&ha_trunk("3820", "2t", pbx, ""));
+    let (nodes, dir, pbx) = two_zones(base, "3820");
     nodes[1].signal("STOP");
     let stopped = Instant::now();
     wait_health(&nodes[0], &[2], false);
@@ -303,15 +308,7 @@ impl Drop for SipBlock {
 #[test]
 fn a_member_whose_sip_is_blocked_is_down_while_its_heartbeat_answers() {
     let base = 37800;
-    let specs = vec![
-        Spec { base, id: 1, region: "r1", zone: "zone-a", witness: false },
-        Spec { base: base + 10, id: 2, region: "r1", zone: "zone-b", witness: false },
-        Spec { base: base + 20, id: 3, region: "r1", zone: "zone-c", witness: true },
-    ];
-    let nodes = cluster(&specs);
-    let dir = tempfile::tempdir().expect("tmp");
-    let pbx = base + 100;
-    nodes[0].apply(&ha_trunk("3780", "2t", pbx, ""));
+    let (nodes, dir, pbx) = two_zones(base, "3780");
     let block = SipBlock::between(nodes[0].sip, nodes[1].sip, "hatrunk_e2e_sip_block");
     wait_health(&nodes[0], &[2], false);
     let said = (0..40).any(|_| {
