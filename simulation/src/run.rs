@@ -526,11 +526,11 @@ impl Faults {
                         self.hung.remove(n);
                     }
                 }
+                // every link of the step's nodes, those among them too: a node frozen again by a
+                // later step may have been held from the rest of this group (seed 990723)
                 for n in &target {
-                    for o in hosts {
-                        if !target.contains(o) {
-                            self.settle(sim, n, o);
-                        }
+                    for o in hosts.iter().filter(|o| *o != n) {
+                        self.settle(sim, n, o);
                     }
                 }
                 if matches!(f, Fault::Hang(_)) {
