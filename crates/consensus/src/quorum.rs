@@ -62,8 +62,10 @@ pub fn spawn(raft: Raft<TypeConfig>, mute: Arc<AtomicBool>, busy: Arc<AtomicBool
             if !running {
                 return;
             }
-            if state != ServerState::Leader || busy.load(Ordering::Acquire) {
-                if quiet > 0 {
+            let transferring = busy.load(Ordering::Acquire);
+            if state != ServerState::Leader || transferring {
+                // a transfer mutes on its own account and unmutes when it is over
+                if quiet > 0 && !transferring {
                     tracing::info!("deposed after going quiet");
                     mute.store(false, Ordering::Release);
                 }

@@ -72,10 +72,11 @@ pub enum Control {
 }
 
 /// Switches a leader's heartbeats and elections back on when dropped.
-struct Restore<'a>(&'a Raft<TypeConfig>, &'a AtomicBool);
+struct Restore<'a>(&'a Raft<TypeConfig>, &'a AtomicBool, &'a AtomicBool);
 
 impl Drop for Restore<'_> {
     fn drop(&mut self) {
+        self.2.store(false, Ordering::Release);
         self.0.runtime_config().heartbeat(true);
         self.0.runtime_config().elect(true);
         self.1.store(false, Ordering::Release);
@@ -95,6 +96,8 @@ pub struct Consensus {
     quiet: Arc<AtomicU64>,
     /// Set while [`Consensus::transfer_leader`] has this leader's heartbeats off on purpose.
     transferring: Arc<AtomicBool>,
+    /// This member's network sends no AppendEntries while set (check-quorum, a transfer).
+    mute: Arc<AtomicBool>,
 }
 
 impl Consensus {
@@ -135,8 +138,19 @@ impl Consensus {
         // check-quorum after two of the longest election timeouts without a quorum answer; quiet
         // for long enough that a follower's lease runs out and an election completes
         let limit = timing.election_max_ms * 2;
-        crate::quorum::spawn(raft.clone(), mute, transferring.clone(), timing.heartbeat_ms, limit, limit + timing.election_max_ms);
-        Ok(Arc::new(Consensus { id, info, raft, state, client, serial: AtomicU64::new(0), dialer, quiet: Arc::default(), transferring }))
+        crate::quorum::spawn(raft.clone(), mute.clone(), transferring.clone(), timing.heartbeat_ms, limit, limit + timing.election_max_ms);
+        Ok(Arc::new(Consensus {
+            id,
+            info,
+            raft,
+            state,
+            client,
+            serial: AtomicU64::new(0),
+            dialer,
+            quiet: Arc::default(),
+            transferring,
+            mute,
+        }))
     }
 
     /// A channel to another member (or any cluster address), made by this member's dialer.
@@ -307,8 +321,8 @@ impl Consensus {
     /// Hand leadership to voter `target`. Run on the leader. openraft 0.9 has no transfer, and a
     /// follower refuses to vote while the leader's lease (election_timeout_max since the last
     /// heartbeat) holds, so: the other followers stop electing on their own, this leader stops
-    /// sending heartbeats, and once the lease is over the target starts an election, which it wins
-    /// with the votes of the quiet followers. Everything is switched back on afterwards, whatever
+    /// sending AppendEntries (once the target holds what any other voter holds), and once the lease
+    /// is over the target starts an election, which it wins with the votes of the quiet followers. Everything is switched back on afterwards, whatever
     /// happened.
     pub async fn transfer_leader(&self, target: u64, timing: &RaftTiming) -> Result<(), ConsensusError> {
         if !self.is_leader() {
@@ -331,10 +345,12 @@ impl Consensus {
         }
         // and this leader switches its own back on however this ends (even if the caller gives up
         // and drops this future)
-        let _restore = Restore(&self.raft, &self.transferring);
+        let _restore = Restore(&self.raft, &self.transferring, &self.mute);
         self.transferring.store(true, Ordering::Release);
         self.raft.runtime_config().elect(false);
         self.raft.runtime_config().heartbeat(false);
+        self.mute_with(target, &others, timing).await;
+        // the followers' leader lease runs from the last AppendEntries they got, before the mute
         tokio::time::sleep(Duration::from_millis(timing.election_max_ms + timing.heartbeat_ms * 2)).await;
         let elected = send_control(&self.dialer, &addr(target), Control::Elect).await;
         let mut won = false;
@@ -356,6 +372,27 @@ impl Consensus {
             (_, false) => Err(ConsensusError::Unavailable(format!("node {target} did not win the election"))),
             _ => Ok(()),
         }
+    }
+
+    /// Stop sending AppendEntries with `target` holding at least every entry any other voter
+    /// holds. Switching heartbeats off is not enough for a transfer: every write (admission lease
+    /// renewals, several a second) is still replicated, and each one renews the followers' leader
+    /// lease, so they refuse the target's votes; and a follower ahead of the target refuses it too.
+    /// So the network goes mute, and speaks again briefly while the target lags behind another.
+    async fn mute_with(&self, target: u64, others: &[u64], timing: &RaftTiming) {
+        for _ in 0..20 {
+            self.mute.store(true, Ordering::Release);
+            // answers to what was already on the way still come in
+            tokio::time::sleep(Duration::from_millis(timing.heartbeat_ms)).await;
+            let m = self.raft.metrics().borrow().clone();
+            let matched = |id: u64| m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map(|l| l.index);
+            if others.iter().all(|o| matched(*o) <= matched(target)) {
+                return;
+            }
+            self.mute.store(false, Ordering::Release);
+            tokio::time::sleep(Duration::from_millis(timing.heartbeat_ms)).await;
+        }
+        self.mute.store(true, Ordering::Release);
     }
 
     pub fn is_leader(&self) -> bool {
