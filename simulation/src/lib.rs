@@ -10,10 +10,12 @@
 //! - [`ua`]: the carrier, the PBXes, the operator.
 //! - [`oracle`]: what they saw; the trace and its hash.
 //! - [`scenario`]: named scenarios and seed-derived ones; faults.
-//! - [`run`]: one run of a scenario; [`invariants`]: the judges; [`report`]: the pictures.
+//! - [`run`]: one run of a scenario; `faults`: what each fault does to the simulated world;
+//!   [`invariants`]: the judges; [`report`]: the pictures.
 //! - [`broken`]: deliberately broken builds the judges must catch.
 
 pub mod broken;
+mod faults;
 pub mod invariants;
 pub mod net;
 pub mod oracle;
