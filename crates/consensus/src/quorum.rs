@@ -21,19 +21,19 @@ use crate::types::TypeConfig;
 /// What the watchdog does on one look at the leader's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Heartbeats on (or back on).
+    /// AppendEntries on (or back on).
     Lead,
     /// No quorum answer within the limit: AppendEntries off.
     Quiet,
 }
 
 /// Pure: `since_ack_ms` is openraft's `millis_since_quorum_ack` (None until a quorum first
-/// answered this term), `leading_ms` how long this node has been leader, `quiet_ms` how long the
-/// heartbeats have been off (0 when on). The silence counted is at most `leading_ms`, which
-/// restarts when the heartbeats come back on, so a leader whose quorum returns hears it first.
+/// answered this term), `leading_ms` how long this node has been leader, `quiet_ms` how long it has
+/// been mute (0 when not). The silence counted is at most `leading_ms`, which restarts when it
+/// speaks again, so a leader whose quorum returns hears it first.
 ///
 /// A quiet leader lets followers elect; if none wins within `retry_ms` (a real minority, or a
-/// cluster of one), the heartbeats come back so a quorum that returns hears from it again.
+/// cluster of one), it speaks again so a quorum that returns hears from it.
 pub fn judge(since_ack_ms: Option<u64>, leading_ms: u64, quiet_ms: u64, limit_ms: u64, retry_ms: u64) -> Verdict {
     let silent = since_ack_ms.map_or(leading_ms, |s| s.min(leading_ms));
     if quiet_ms > 0 {
@@ -47,8 +47,8 @@ pub fn judge(since_ack_ms: Option<u64>, leading_ms: u64, quiet_ms: u64, limit_ms
 }
 
 /// Watch `raft` every `tick_ms` until it shuts down, muting its network (`mute`) while the verdict
-/// is [`Verdict::Quiet`]. `busy` is set while a leadership transfer has switched the heartbeats off
-/// on purpose; the watchdog does not judge then.
+/// is [`Verdict::Quiet`]. `busy` is set while a leadership transfer has muted it on purpose; the
+/// watchdog does not judge then.
 pub fn spawn(raft: Raft<TypeConfig>, mute: Arc<AtomicBool>, busy: Arc<AtomicBool>, tick_ms: u64, limit_ms: u64, retry_ms: u64) {
     tokio::spawn(async move {
         let mut rx = raft.metrics();

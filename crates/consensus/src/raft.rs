@@ -71,15 +71,20 @@ pub enum Control {
     Quiet(u64),
 }
 
-/// Switches a leader's heartbeats and elections back on when dropped.
-struct Restore<'a>(&'a Raft<TypeConfig>, &'a AtomicBool, &'a AtomicBool);
+/// Switches a leader's network, heartbeats and elections back on when dropped, and ends the
+/// transfer for the check-quorum watchdog.
+struct Restore<'a> {
+    raft: &'a Raft<TypeConfig>,
+    transferring: &'a AtomicBool,
+    mute: &'a AtomicBool,
+}
 
 impl Drop for Restore<'_> {
     fn drop(&mut self) {
-        self.2.store(false, Ordering::Release);
-        self.0.runtime_config().heartbeat(true);
-        self.0.runtime_config().elect(true);
-        self.1.store(false, Ordering::Release);
+        self.mute.store(false, Ordering::Release);
+        self.raft.runtime_config().heartbeat(true);
+        self.raft.runtime_config().elect(true);
+        self.transferring.store(false, Ordering::Release);
     }
 }
 
@@ -345,7 +350,7 @@ impl Consensus {
         }
         // and this leader switches its own back on however this ends (even if the caller gives up
         // and drops this future)
-        let _restore = Restore(&self.raft, &self.transferring, &self.mute);
+        let _restore = Restore { raft: &self.raft, transferring: &self.transferring, mute: &self.mute };
         self.transferring.store(true, Ordering::Release);
         self.raft.runtime_config().elect(false);
         self.raft.runtime_config().heartbeat(false);

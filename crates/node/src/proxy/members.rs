@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use hatrunk_sip::transport::Proto;
 use hatrunk_sip::{Method, SipMessage};
 
+use super::context::cx;
 use super::{Engine, Src};
 
 /// Branches of member probes start with this (after the RFC 3261 magic cookie).
@@ -35,7 +36,7 @@ impl Engine {
         self.next_member_probe = self.now + every;
         let view = self.cluster.view(self.now);
         let token = self.member_token();
-        let hostport = format!("{}:{}", self.cfg.advertise, self.cfg.udp.port());
+        let hostport = cx!(self).hostport(Proto::Udp);
         for m in view.members.iter().filter(|m| m.member.sip && m.member.id != self.cfg.node_id) {
             let Ok(addr) = m.member.sip_addr.parse::<SocketAddr>() else { continue };
             self.member_seq += 1;
