@@ -122,6 +122,7 @@ fn removing_a_live_node_drains_it_and_its_calls_keep_their_slots() {
     std::thread::sleep(Duration::from_millis(300));
     drop(pbx);
     let peak = pbx_peak(&trace);
+    eprintln!("the PBX held at most {peak} calls at once");
     assert!(peak <= LIMIT as usize, "the PBX held {peak} calls at once on a limit of {LIMIT}");
     assert!(peak >= 30, "the test put calls up ({peak})");
 }
@@ -136,14 +137,17 @@ fn removing_a_killed_node_keeps_its_calls_counted() {
     nodes[2].kill();
     let out = nodes[0].cli(&["cluster", "remove", "3"]);
     assert!(out.status.success(), "a dead node is removed without a drain: {}", String::from_utf8_lossy(&out.stderr));
+    // offered for 3 s while every answered call stays up 5 s: refusals while shares move between
+    // nodes 1 and 2 are retried by later offers, so the peak measures the usable limit, not a race
     let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| Uac::new(&scenario("uac_rr.xml"), &nodes[0], 39131, "3900").calls(64).rate(100).hold_ms(3000).run());
-        let b = s.spawn(|| Uac::new(&scenario("uac_rr.xml"), &nodes[1], 39132, "3900").calls(20).rate(100).hold_ms(3000).run());
+        let a = s.spawn(|| Uac::new(&scenario("uac_rr.xml"), &nodes[0], 39131, "3900").calls(120).rate(40).hold_ms(5000).run());
+        let b = s.spawn(|| Uac::new(&scenario("uac_rr.xml"), &nodes[1], 39132, "3900").calls(30).rate(10).hold_ms(5000).run());
         (a.join().expect("a"), b.join().expect("b"))
     });
     drop(held);
     drop(pbx);
     let peak = pbx_peak(&trace);
+    eprintln!("the PBX held at most {peak} calls at once");
     assert!(peak <= LIMIT as usize, "the PBX held {peak} calls at once on a limit of {LIMIT} ({a:?} + {b:?} answered)");
     assert!(peak + 4 >= LIMIT as usize, "beside node 3's 30 calls the rest of the limit is usable: peak {peak}");
 }
@@ -168,14 +172,15 @@ fn a_node_frozen_for_good_strands_only_its_calls() {
     }
     let reclaimed = stopped.elapsed();
     let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| Uac::new(&scenario("uac_rr.xml"), &nodes[0], 39231, "3900").calls(40).rate(100).hold_ms(3000).run());
-        let b = s.spawn(|| Uac::new(&scenario("uac_rr.xml"), &nodes[1], 39232, "3900").calls(40).rate(100).hold_ms(3000).run());
+        let a = s.spawn(|| Uac::new(&scenario("uac_rr.xml"), &nodes[0], 39231, "3900").calls(75).rate(25).hold_ms(5000).run());
+        let b = s.spawn(|| Uac::new(&scenario("uac_rr.xml"), &nodes[1], 39232, "3900").calls(75).rate(25).hold_ms(5000).run());
         (a.join().expect("a"), b.join().expect("b"))
     });
     nodes[2].signal("CONT");
     drop(held);
     drop(pbx);
     let peak = pbx_peak(&trace);
+    eprintln!("the PBX held at most {peak} calls at once");
     assert!(peak <= LIMIT as usize, "the PBX held {peak} calls at once on a limit of {LIMIT} ({a:?} + {b:?} answered)");
     assert!(peak + 4 >= LIMIT as usize, "{reclaimed:?} after the freeze the rest of the limit is usable: peak {peak}");
 }
