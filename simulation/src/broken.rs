@@ -22,16 +22,20 @@ pub enum Broken {
     FailoverOn486,
     /// Trunk writes ignore the revision they were read at (property 2's lost update must catch it).
     IgnoreRevision,
+    /// A call going on past an attempt that may still be answered gets its second slot for free
+    /// (property 1 must catch the PBX holding both dialogs).
+    FreeSecondSlot,
 }
 
 impl Broken {
-    pub const ALL: [Broken; 3] = [Broken::SkipPoolCheck, Broken::FailoverOn486, Broken::IgnoreRevision];
+    pub const ALL: [Broken; 4] = [Broken::SkipPoolCheck, Broken::FailoverOn486, Broken::IgnoreRevision, Broken::FreeSecondSlot];
 
     pub fn name(self) -> &'static str {
         match self {
             Broken::SkipPoolCheck => "skip-pool-check",
             Broken::FailoverOn486 => "failover-on-486",
             Broken::IgnoreRevision => "ignore-revision",
+            Broken::FreeSecondSlot => "free-second-slot",
         }
     }
 
@@ -40,30 +44,49 @@ impl Broken {
     }
 
     pub fn admission_layer(self) -> Option<AdmissionLayer> {
-        (self == Broken::SkipPoolCheck).then_some(skip_pool_check as AdmissionLayer)
+        match self {
+            Broken::SkipPoolCheck => Some(skip_pool_check as AdmissionLayer),
+            Broken::FreeSecondSlot => Some(free_second_slot as AdmissionLayer),
+            _ => None,
+        }
     }
 
     pub fn store_layer(self) -> Option<StoreLayer> {
         match self {
             Broken::FailoverOn486 => Some(failover_on_486 as StoreLayer),
             Broken::IgnoreRevision => Some(ignore_revision as StoreLayer),
-            Broken::SkipPoolCheck => None,
+            Broken::SkipPoolCheck | Broken::FreeSecondSlot => None,
         }
     }
 }
 
-/// Admits every call without looking at the pool.
-struct SkipPoolCheck(Arc<dyn Admission>);
+/// Admits every call (or, with `seconds_only`, every second slot: `<slot>~<attempt>`) without
+/// looking at the pool.
+struct SkipPoolCheck(Arc<dyn Admission>, bool);
+
+impl SkipPoolCheck {
+    fn skips(&self, slot: &SlotId) -> bool {
+        !self.1 || slot.as_str().contains('~')
+    }
+}
 
 impl Admission for SkipPoolCheck {
-    fn admit_now(&self, _trunk: &str, _limit: u32, _slot: &SlotId) -> Option<Decision> {
-        Some(Decision::Granted)
+    fn admit_now(&self, trunk: &str, limit: u32, slot: &SlotId) -> Option<Decision> {
+        if self.skips(slot) {
+            return Some(Decision::Granted);
+        }
+        self.0.admit_now(trunk, limit, slot)
     }
-    fn admit(&self, _trunk: String, _limit: u32, _slot: SlotId) -> BoxFuture<'_, Result<Decision, NodeError>> {
-        Box::pin(async { Ok(Decision::Granted) })
+    fn admit(&self, trunk: String, limit: u32, slot: SlotId) -> BoxFuture<'_, Result<Decision, NodeError>> {
+        if self.skips(&slot) {
+            return Box::pin(async { Ok(Decision::Granted) });
+        }
+        self.0.admit(trunk, limit, slot)
     }
     fn release(&self, slot: &SlotId) {
-        self.0.release(slot)
+        if !(self.1 && self.skips(slot)) {
+            self.0.release(slot)
+        }
     }
     fn release_inherited(&self, trunk: &str, call_id: &str) {
         self.0.release_inherited(trunk, call_id)
@@ -74,7 +97,11 @@ impl Admission for SkipPoolCheck {
 }
 
 fn skip_pool_check(a: Arc<dyn Admission>) -> Arc<dyn Admission> {
-    Arc::new(SkipPoolCheck(a))
+    Arc::new(SkipPoolCheck(a, false))
+}
+
+fn free_second_slot(a: Arc<dyn Admission>) -> Arc<dyn Admission> {
+    Arc::new(SkipPoolCheck(a, true))
 }
 
 /// A store with one defect: every trunk the call path sees fails over on 486 too

@@ -1,7 +1,7 @@
 //! The checker checks: the same seed gives the same trace (run again as a user would, in a new
 //! process), and each deliberately broken build (one that skips the pool check, one that fails
-//! over on 486 Busy, one whose trunk writes ignore their revision) fails its invariant on a
-//! scenario the real build passes.
+//! over on 486 Busy, one whose trunk writes ignore their revision, one whose moved calls take no
+//! second slot) fails its invariant on a scenario the real build passes.
 
 use hatrunk_simulation::broken::Broken;
 use hatrunk_simulation::judge;
@@ -37,6 +37,17 @@ fn a_build_whose_trunk_writes_ignore_their_revision_fails_the_lost_update_invari
     assert!(good.passed(), "the real build must pass: {:?}", good.verdicts);
     let broken = judge(sc, 3, Options { broken: Some(Broken::IgnoreRevision), ..Options::default() });
     assert!(!verdict(&broken, "no_lost_update"), "a stale write overwriting a newer one went unnoticed: {:?}", broken.verdicts);
+}
+
+/// Seed 970080: a one-way partition hides an egress's answer and the ingress moves the call; with
+/// its second slot free of the pool the PBX holds both dialogs over the limit.
+#[test]
+fn a_build_whose_moved_calls_take_no_second_slot_fails_the_limit_invariant() {
+    let sc = Scenario::random(970080);
+    let good = judge(sc.clone(), 970080, Options::default());
+    assert!(good.passed(), "the real build must pass: {:?}", good.verdicts);
+    let broken = judge(sc, 970080, Options { broken: Some(Broken::FreeSecondSlot), ..Options::default() });
+    assert!(!verdict(&broken, "calls_within_limit"), "a move without a second slot went unnoticed: {:?}", broken.verdicts);
 }
 
 /// The reproduction promise: the same command, run again in a new process, replays the run.

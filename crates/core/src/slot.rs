@@ -17,6 +17,11 @@ impl SlotId {
         SlotId(format!("{node}/{call_id}/{from_tag}"))
     }
 
+    /// The second slot a call takes while its attempt `n`, given up on, may still be answered.
+    pub fn second(&self, n: usize) -> SlotId {
+        SlotId(format!("{}~{n}", self.0))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -67,11 +67,14 @@ pub(super) struct Attempt {
     pub(super) egress_node: Option<u64>,
     /// A forwarded attempt's own attempts, as its egress node reported them.
     pub(super) sub: Vec<AttemptRecord>,
+    /// A forward given up on before a final response: its node may have delivered it, and the PBX
+    /// may still answer (`second_slot.rs`).
+    pub(super) unsettled: bool,
 }
 
 impl Attempt {
     pub(super) fn new(rec: AttemptRecord, branch: String, started: u64, forward: bool) -> Attempt {
-        Attempt { rec, branch, started, state: AttemptState::Sent, forward, egress_node: None, sub: Vec::new() }
+        Attempt { rec, branch, started, state: AttemptState::Sent, forward, egress_node: None, sub: Vec::new(), unsettled: false }
     }
 }
 
@@ -183,6 +186,8 @@ pub(super) struct Calls {
     rr: HashMap<String, RoundRobin>,
     /// Advanced HA round-robin turn per trunk.
     ha_turn: HashMap<String, u64>,
+    /// Slots held for attempts left behind that may still be answered.
+    pub(super) second: super::second_slot::SecondSlots,
 }
 
 impl Calls {
@@ -282,6 +287,18 @@ impl Calls {
                     .enumerate()
                     .filter_map(move |(n, a)| a.egress_node.filter(|_| a.forward && !a.state.done()).map(|node| (*id, n, node)))
             })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Egress: forwarded calls not yet answered, in call order.
+    pub(super) fn forwarded_setups(&self) -> Vec<u64> {
+        let mut out: Vec<u64> = self
+            .table
+            .iter()
+            .filter(|(_, c)| c.forwarded_from.is_some() && c.answer_ms.is_none() && c.key.is_some())
+            .map(|(id, _)| *id)
             .collect();
         out.sort_unstable();
         out

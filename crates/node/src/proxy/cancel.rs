@@ -22,6 +22,11 @@ impl Calls {
         let Some(id) = cx.tx.servers.get(&invite_key).and_then(|e| e.call) else {
             return;
         };
+        self.cancel_call(cx, id, invite_key);
+    }
+
+    /// Call `id` (its INVITE's server transaction `invite_key`) is cancelled before an answer.
+    pub(super) fn cancel_call(&mut self, cx: &mut Cx<'_>, id: u64, invite_key: TxKey) {
         let Some(call) = self.get_mut(id) else {
             return;
         };
@@ -81,7 +86,7 @@ impl Calls {
             // a cancelled call's attempt is over (its 487). A late answer is not: the PBX's leg is
             // up until our BYE below is answered, and only then may the slot go (simulation seed
             // 6: released at the 200, another call was admitted while the leg was still up)
-            self.release_held(cx, id);
+            self.settle_attempt(cx, id, n);
         }
         let branch = self.attempt(id, n).map(|a| a.branch.clone());
         let entry =
@@ -95,16 +100,16 @@ impl Calls {
                 cx.send(dest, c);
             }
         } else if code < 300 {
-            self.tear_down(cx, &resp, dest, id);
+            self.tear_down(cx, &resp, dest, id, n);
         }
     }
 
     /// Answered too late (after failover or CANCEL): ACK and BYE it so no leg stays up unaccounted;
-    /// call `id`'s held slot goes when the BYE is done.
-    fn tear_down(&mut self, cx: &mut Cx<'_>, resp: &SipMessage, dest: Src, id: u64) {
+    /// what call `id` holds for attempt `n` goes when the BYE is done.
+    fn tear_down(&mut self, cx: &mut Cx<'_>, resp: &SipMessage, dest: Src, id: u64, n: usize) {
         let target = resp.header("Contact").map(|c| addr_uri(c).to_string()).unwrap_or_default();
-        let n = resp.header("CSeq").and_then(|c| c.split_whitespace().next()).and_then(|n| n.parse::<u32>().ok()).unwrap_or(1);
-        for (method, cseq) in [(hatrunk_sip::Method::Ack, n), (hatrunk_sip::Method::Bye, n + 1)] {
+        let seq = resp.header("CSeq").and_then(|c| c.split_whitespace().next()).and_then(|n| n.parse::<u32>().ok()).unwrap_or(1);
+        for (method, cseq) in [(hatrunk_sip::Method::Ack, seq), (hatrunk_sip::Method::Bye, seq + 1)] {
             let mut m = SipMessage::request(method.clone(), target.clone());
             for h in ["From", "To", "Call-ID"] {
                 if let Some(v) = resp.header(h) {
@@ -118,7 +123,7 @@ impl Calls {
                 m.push_front("Via", format!("SIP/2.0/{} {};branch={b}", dest.proto.via_name(), cx.hostport(dest.proto)));
                 cx.send(dest, m);
             } else {
-                cx.start_client(m, dest, Owner::TearDown(id));
+                cx.start_client(m, dest, Owner::TearDown(id, n));
             }
         }
     }

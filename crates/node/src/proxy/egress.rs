@@ -63,9 +63,7 @@ impl Calls {
         if let Some(c) = self.get_mut(id) {
             c.egress = Some(Box::new(EgressPlan { order, next: 0 }));
         }
-        if !self.next_egress(cx, id) {
-            self.no_egress(cx, id);
-        }
+        self.next_egress_or_fail(cx, id);
     }
 
     /// Start the next egress choice; false when none is left.
@@ -137,6 +135,7 @@ impl Calls {
         let cancel = (pending && matches!(a.state, AttemptState::Trying | AttemptState::Ringing)).then(|| a.branch.clone());
         let silent = (pending && a.state == AttemptState::Sent).then(|| a.branch.clone());
         a.state = AttemptState::Done;
+        a.unsettled = pending;
         a.rec.set_outcome(outcome);
         a.rec.elapsed_ms = now.saturating_sub(a.started);
         let reason = outcome.label();
@@ -148,6 +147,16 @@ impl Calls {
         if let Some(branch) = silent {
             cx.tx.mute(&branch);
         }
+        let more = self.get(id).and_then(|c| c.egress.as_ref()).is_some_and(|p| p.next < p.order.len());
+        if more {
+            self.go_on(cx, id, n);
+        } else {
+            self.no_egress(cx, id);
+        }
+    }
+
+    /// The next egress choice, or 503 when none is left.
+    pub(super) fn next_egress_or_fail(&mut self, cx: &mut Cx<'_>, id: u64) {
         if !self.next_egress(cx, id) {
             self.no_egress(cx, id);
         }
@@ -184,6 +193,31 @@ impl Calls {
             live.into_iter().filter(|(_, _, node)| !view.get(*node).is_some_and(|m| m.healthy())).map(|(id, n, _)| (id, n)).collect();
         for (id, n) in stuck {
             self.egress_fault(cx, id, n, Outcome::ConnectionError);
+        }
+    }
+
+    /// Egress side: a forwarded call still being set up whose ingress the detector says is down is
+    /// cancelled as if the ingress had sent CANCEL: the ingress has moved it elsewhere by now (or is
+    /// gone, and its carrier with it), and it holds a second slot for this forward only for about a
+    /// minute (`second_slot.rs`), while the PBX could ring here for Timer C's three. Same rule and
+    /// same view as the ingress's, so both sides let go of the forward at about the same time.
+    pub(super) fn check_ingress(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now;
+        let mut from: Vec<(u64, &str)> = self
+            .forwarded_setups()
+            .into_iter()
+            .filter_map(|id| self.get(id).and_then(|c| c.forwarded_from.as_deref()).map(|n| (id, n)))
+            .collect();
+        if from.is_empty() {
+            return;
+        }
+        let view = cx.cluster.view(now);
+        from.retain(|(_, name)| view.members.iter().any(|m| m.member.name == *name && !m.alive));
+        let lost: Vec<(u64, String)> = from.into_iter().map(|(id, n)| (id, n.to_string())).collect();
+        for (id, ingress) in lost {
+            tracing::info!(call = id, %ingress, "the ingress of a forwarded call is down; cancelling it towards the PBX");
+            let key = self.get(id).map(|c| c.key()).unwrap_or_default();
+            self.cancel_call(cx, id, key);
         }
     }
 

@@ -29,12 +29,15 @@ mod members;
 mod output;
 mod probe;
 mod registrar;
+mod second_slot;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_egress;
 #[cfg(test)]
 mod tests_guard;
+#[cfg(test)]
+mod tests_moves;
 #[cfg(test)]
 mod tests_time;
 mod timers;
@@ -175,7 +178,7 @@ enum Owner {
     Probe(String, Role),
     /// The BYE tearing down a late answer to cancelled call `id`: the PBX's leg is up until it is
     /// answered (or times out), so the slot held for the call goes only then.
-    TearDown(u64),
+    TearDown(u64, usize),
     /// The attempt that answered a call: its 2xx retransmissions (our 2xx upstream or the caller's
     /// ACK was lost) go to the caller through this server transaction (RFC 6026), during the call
     /// and after it ended; a teardown BYE of ours would race the caller's own BYE (481).
@@ -279,7 +282,9 @@ impl Engine {
     /// Admission answered for `call`.
     pub fn on_admitted(&mut self, call: u64, decision: Result<Decision, String>, now: u64) {
         self.now = now;
-        self.calls.call_admitted(&mut cx!(self), call, decision);
+        if !self.calls.second_admitted(&mut cx!(self), call, &decision) {
+            self.calls.call_admitted(&mut cx!(self), call, decision);
+        }
     }
 
     fn on_malformed(&mut self, bytes: &[u8], e: SipError, src: Src) {
@@ -383,8 +388,8 @@ impl Engine {
                     self.respond_msg(&key, msg);
                 }
             }
-            Owner::TearDown(id) if code >= 200 => self.calls.release_held(&mut cx!(self), id),
-            Owner::TearDown(_) => {}
+            Owner::TearDown(id, n) if code >= 200 => self.calls.settle_attempt(&mut cx!(self), id, n),
+            Owner::TearDown(..) => {}
         }
     }
 
@@ -405,7 +410,7 @@ impl Engine {
             Owner::Call(id, n) => self.calls.attempt_timeout(&mut cx!(self), id, n),
             Owner::Relay(key, kept) => dialog::relay_failed(&mut cx!(self), &key, kept, unreachable),
             Owner::Probe(t, r) => self.probe_result(&t, r, false),
-            Owner::TearDown(id) => self.calls.release_held(&mut cx!(self), id),
+            Owner::TearDown(id, n) => self.calls.settle_attempt(&mut cx!(self), id, n),
             Owner::Answered(_) => {}
         }
     }
@@ -429,12 +434,13 @@ impl Engine {
         self.io.send(to, msg.to_bytes());
     }
 
-    /// Calls being set up through a node the detector now says is down move on (`egress.rs`). Run
-    /// a few times a second.
+    /// Calls being set up through a node the detector now says is down move on, and forwarded calls
+    /// whose ingress it says is down are cancelled (`egress.rs`). Run a few times a second.
     pub fn check_egress(&mut self, now: u64) {
         self.now = now;
         self.probe_members();
         self.calls.check_egress(&mut cx!(self));
+        self.calls.check_ingress(&mut cx!(self));
     }
 
     /// How often the runtime should call [`Engine::check_egress`] (ms).

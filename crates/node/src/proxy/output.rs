@@ -35,6 +35,8 @@ pub(super) enum CallTimer {
     MaxDuration,
     /// A cancelled call's slot, held while a PBX may still answer its attempts, goes back anyway.
     HeldSlot,
+    /// The second slot held for attempt `n`, given up on while its PBX may still answer, goes back.
+    SecondSlot(u32),
 }
 
 /// `(at, seq, call id, timer)`: ordered like the other heap's `(at, seq)`, so timers fire in the

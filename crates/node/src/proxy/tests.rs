@@ -152,6 +152,16 @@ pub(super) fn admit_id(actions: &[Action]) -> u64 {
     actions.iter().find_map(|a| if let Action::Admit { call, .. } = a { Some(*call) } else { None }).expect("an Admit action")
 }
 
+/// The slot an Admit action asks for.
+pub(super) fn admitted_slot(actions: &[Action]) -> Option<String> {
+    actions.iter().find_map(|a| if let Action::Admit { slot, .. } = a { Some(slot.to_string()) } else { None })
+}
+
+/// The slots released.
+pub(super) fn released(actions: &[Action]) -> Vec<String> {
+    actions.iter().filter_map(|a| if let Action::Release { slot } = a { Some(slot.to_string()) } else { None }).collect()
+}
+
 pub(super) const INVITE: &str = "INVITE sip:1000@127.0.0.1:5060 SIP/2.0
 Via: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKcarrier1
 From: <sip:caller@10.9.9.9>;tag=c1

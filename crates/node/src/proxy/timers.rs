@@ -31,6 +31,7 @@ impl Engine {
             CallTimer::Forward(n) => self.calls.forward_timer(&mut cx!(self), id, n as usize),
             CallTimer::MaxDuration => self.calls.dialog_expired(&mut cx!(self), id),
             CallTimer::HeldSlot => self.calls.release_held(&mut cx!(self), id),
+            CallTimer::SecondSlot(n) => self.calls.second_expired(&mut cx!(self), id, n as usize),
         }
     }
 

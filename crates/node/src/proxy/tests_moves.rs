@@ -1,0 +1,73 @@
+//! Moves between nodes and what they leave behind: the second slot an ingress holds for a forward
+//! it moved off (`second_slot.rs`), and an egress letting go of a forward whose ingress is down.
+
+use hatrunk_core::pool::Decision;
+
+use super::tests::{admit_id, answer, from, sent_to, CARRIER, PRIMARY};
+use super::tests_egress::{forward_second_call, invite, of_call, two_t_trunk, view, Flip, NODE2};
+
+/// A forward whose node went quiet may have been delivered: its second slot goes back once that
+/// forward is over (here its node's late answer, ACKed and BYEd).
+#[tokio::test]
+async fn a_forward_left_behind_holds_a_second_slot_until_it_is_over() {
+    let mut e = super::tests::engine_with(&two_t_trunk(), view(true));
+    let fwd = forward_second_call(&mut e);
+    e.on_tick(812);
+    let a = e.drain();
+    assert_eq!(super::tests::admitted_slot(&a).as_deref(), Some("n1/call-2/c1~0"));
+    e.on_admitted(admit_id(&a), Ok(Decision::Granted), 813);
+    assert_eq!(of_call(&e.drain(), PRIMARY, 2).len(), 1, "delivered here once the second slot is held");
+    // n2's answer comes late: torn down, and the second slot waits for the BYE's answer
+    e.on_message(from(NODE2, &answer(&fwd, 200, "OK", PRIMARY)), 900);
+    let a = e.drain();
+    let back = of_call(&a, NODE2, 2);
+    assert_eq!(
+        back.iter().filter_map(|m| m.method().cloned()).collect::<Vec<_>>(),
+        vec![hatrunk_sip::Method::Ack, hatrunk_sip::Method::Bye]
+    );
+    assert!(of_call(&a, CARRIER, 2).is_empty(), "the caller never sees it");
+    assert!(super::tests::released(&a).is_empty());
+    let bye = back.into_iter().find(|m| m.method() == Some(&hatrunk_sip::Method::Bye)).expect("bye");
+    e.on_message(from(NODE2, &answer(&bye, 200, "OK", NODE2)), 950);
+    assert_eq!(super::tests::released(&e.drain()), vec!["n1/call-2/c1~0".to_string()]);
+}
+
+/// No slot for the forward left behind (the trunk is full counting it): the call is refused with
+/// 503 rather than delivered a second time, and its own slot stays until that forward is over.
+#[tokio::test]
+async fn no_second_slot_no_move_off_a_node_that_may_have_delivered() {
+    let mut e = super::tests::engine_with(&two_t_trunk(), view(true));
+    forward_second_call(&mut e);
+    e.on_tick(812);
+    let ticket = admit_id(&e.drain());
+    e.on_admitted(ticket, Ok(Decision::Full { used: 5, limit: 5 }), 813);
+    let a = e.drain();
+    assert!(of_call(&a, PRIMARY, 2).is_empty());
+    assert_eq!(of_call(&a, CARRIER, 2).iter().filter_map(|m| m.code()).collect::<Vec<_>>(), vec![503]);
+    assert!(super::tests::released(&a).is_empty(), "the call's slot is kept for the forward");
+    e.on_tick(800 + 2 * hatrunk_sip::transaction::TIMEOUT + 100);
+    assert!(super::tests::released(&e.drain()).contains(&"n1/call-2/c1".to_string()), "until it is certainly over");
+}
+
+/// The ingress of a forwarded call is down (it moved the call elsewhere, or died with it): the egress
+/// cancels its attempt towards the PBX as if the ingress had sent CANCEL, instead of letting the PBX
+/// ring for Timer C while the ingress's second slot for it runs out.
+#[tokio::test]
+async fn an_egress_cancels_a_forward_whose_ingress_is_down() {
+    let flip = std::sync::Arc::new(Flip(std::sync::Mutex::new(view(true))));
+    let mut e = super::tests::engine_on(&two_t_trunk(), flip.clone());
+    let fwd = invite(6).replace("Max-Forwards: 70", "Max-Forwards: 69\r\nX-Hatrunk-Ingress: n2");
+    e.on_message(from(NODE2, &fwd), 0);
+    let to_primary = sent_to(&e.drain(), PRIMARY);
+    e.on_message(from(PRIMARY, &answer(&to_primary[0], 180, "Ringing", PRIMARY)), 50);
+    e.drain();
+    e.check_egress(500);
+    assert!(sent_to(&e.drain(), PRIMARY).is_empty(), "n2 is up: the PBX keeps ringing");
+    flip.0.lock().unwrap_or_else(|p| p.into_inner()).members[1].alive = false;
+    e.check_egress(1500);
+    let a = e.drain();
+    let methods: Vec<_> = sent_to(&a, PRIMARY).iter().filter_map(|m| m.method().cloned()).collect();
+    assert_eq!(methods, vec![hatrunk_sip::Method::Cancel]);
+    e.check_egress(1700);
+    assert!(sent_to(&e.drain(), PRIMARY).is_empty(), "cancelled once");
+}
