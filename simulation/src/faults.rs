@@ -31,7 +31,12 @@ pub(crate) struct Faults {
     /// Frozen nodes, by the step that froze them: a link out of a frozen group holds messages
     /// until resumed; nodes frozen together still reach each other, as the hang step made them.
     hung: BTreeMap<String, u32>,
+    /// Each running node's switch for its SIP engine ([`Fault::Freeze`]), replaced at every boot.
+    pub(crate) engines: Engines,
 }
+
+/// Node name -> the switch that freezes its SIP engine.
+pub(crate) type Engines = std::rc::Rc<std::cell::RefCell<BTreeMap<String, tokio::sync::watch::Sender<bool>>>>;
 
 /// A link between two groups of nodes that goes down and up every `period_ms` until `until_ms`.
 struct Flap {
@@ -132,6 +137,7 @@ impl Faults {
             | Fault::Isolate(t)
             | Fault::IsolateFromCluster(t)
             | Fault::Hang(t)
+            | Fault::Freeze(t)
             | Fault::Resume(t)
             | Fault::SipCut(t) => {
                 let v = self.resolve(t, layout, registry, hosts);
@@ -204,7 +210,25 @@ impl Faults {
                 rec.what = "heal".into();
                 rec.up = up.into_iter().collect();
             }
+            Fault::Freeze(_) => {
+                for n in &target {
+                    if let Some(engine) = self.engines.borrow().get(n) {
+                        let _ = engine.send(true);
+                    }
+                }
+                // out of service for calls only: Raft and heartbeats carry on
+                rec.what = format!("freeze-engine {target:?}");
+                rec.down = target.clone();
+                self.down_by.insert(id, rec.down.clone());
+            }
             Fault::Hang(_) | Fault::Resume(_) => {
+                if matches!(f, Fault::Resume(_)) {
+                    for n in &target {
+                        if let Some(engine) = self.engines.borrow().get(n) {
+                            let _ = engine.send(false);
+                        }
+                    }
+                }
                 for n in &target {
                     if matches!(f, Fault::Hang(_)) {
                         self.hung.insert(n.clone(), id);

@@ -110,6 +110,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         })
         .collect();
     let mut disks: BTreeMap<String, SimFs> = BTreeMap::new();
+    let engines = crate::faults::Engines::default();
     for n in &layout.nodes {
         let disk = SimFs::default();
         disks.insert(n.name.clone(), disk.clone());
@@ -119,6 +120,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
         }
         let cfg = NodeConfig::from_toml(&toml).expect("the simulation's node config is valid");
         let (members, registry, name, witness) = (members.clone(), registry.clone(), n.name.clone(), n.witness);
+        let engines = engines.clone();
         let node_seed = seed ^ n.id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         // every boot draws new tags and branches, as production's clock-derived seed does: a
         // restarted node must not reuse its previous life's branches towards the same PBX
@@ -128,6 +130,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
             let node_seed = node_seed ^ boots.get().wrapping_mul(0xd1b5_4a32_d192_ed03);
             let first_boot = boots.get() == 1;
             let (cfg, disk, members, registry, name) = (cfg.clone(), disk.clone(), members.clone(), registry.clone(), name.clone());
+            let engines = engines.clone();
             async move {
                 // every boot opens the store on what its disk kept, as a restarted process does
                 let store = DiskBackend::open(disk, std::path::Path::new("/data/raft"), StoreOptions::default())?;
@@ -139,7 +142,9 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
                     let transports = Transports::start_datagram(Arc::new(SimUdp(udp, name.clone())), tx);
                     let (cdrs, mut cdr_rx) = mpsc::channel(65_536);
                     tokio::spawn(async move { while cdr_rx.recv().await.is_some() {} });
-                    Some(SipIo { transports, events, cdrs, secret: format!("sim-secret-{name}") })
+                    let (freeze_tx, freeze) = tokio::sync::watch::channel(false);
+                    engines.borrow_mut().insert(name.clone(), freeze_tx);
+                    Some(SipIo { transports, events, cdrs, secret: format!("sim-secret-{name}"), freeze: Some(freeze) })
                 };
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", CLUSTER_PORT)).await?;
                 let reg = registry.clone();
@@ -194,6 +199,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
 
     crate::net::sip_heal();
     let mut faults = Faults::default();
+    faults.engines = engines;
     let mut schedule: std::collections::VecDeque<(u64, u32, Fault)> = sc.faults.iter().cloned().collect();
     let mut error = None;
     let mut t = 0u64;

@@ -41,6 +41,10 @@ pub enum Fault {
     SipCut(Target),
     /// Frozen, as under `kill -STOP`: nothing in or out until resumed, then all of it at once.
     Hang(Target),
+    /// The SIP engine stops (a deadlock, a stuck loop): its messages queue and its timers wait
+    /// while its Raft and heartbeats carry on; the member probes see its SIP silent. Undone by
+    /// [`Fault::Resume`], when it handles all of it at once.
+    Freeze(Target),
     Resume(Target),
     /// Traffic from `from` to `to` is dropped; the other way still flows (a one-way partition, as
     /// a broken route or a firewall rule in one direction makes). Undone by [`Fault::Heal`].
@@ -157,6 +161,7 @@ impl Scenario {
             "power-loss",
             "hung-node",
             "sip-only-partition",
+            "frozen-engine",
             "node-lost-for-good",
             "snapshot-install",
             "remove-rejoin",
@@ -316,6 +321,18 @@ impl Scenario {
                 sc.faults = vec![(s(8), 0, Fault::Crash(nodes(&["sg1-a1"])))];
                 sc
             }
+            "frozen-engine" => {
+                let mut sc = base(
+                    name,
+                    "2T: sg1-a1's SIP engine freezes for 6 s under load while its Raft and heartbeats carry on, then handles its backlog",
+                    "2t",
+                    12,
+                    6.0,
+                    25,
+                );
+                sc.faults = vec![(s(8), 0, Fault::Freeze(nodes(&["sg1-a1"]))), (s(14), 1, Fault::Resume(Target::Of(0)))];
+                sc
+            }
             "sip-only-partition" => {
                 let mut sc = base(
                     name,
@@ -452,6 +469,16 @@ impl Scenario {
             };
             sc.faults.push((at, id, start));
             sc.faults.push((at + len, id + 1, stop));
+        }
+        // a frozen SIP engine in one seed of ten, from a stream of its own (as above): the seeds
+        // named in the docs keep the faults they were found with, bar one in ten
+        let mut frz = SmallRng::seed_from_u64(seed ^ 0xf2ee_2e00);
+        if frz.gen_bool(0.1) {
+            let sip: Vec<String> = sc.layout.sip_nodes().map(|n| n.name.clone()).collect();
+            let node = sip[frz.gen_range(0..sip.len())].clone();
+            let at = frz.gen_range(s(5)..s(3 + load_s - 8));
+            sc.faults.push((at, 6, Fault::Freeze(Target::Nodes(vec![node]))));
+            sc.faults.push((at + frz.gen_range(s(2)..s(7)), 7, Fault::Resume(Target::Of(6))));
         }
         sc.faults.sort_by_key(|(t, id, _)| (*t, *id));
         sc

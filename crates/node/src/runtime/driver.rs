@@ -88,7 +88,7 @@ pub(super) fn start_sip(
     clock: fn() -> u64,
     seed: u64,
 ) -> Result<tokio::task::JoinHandle<()>, NodeError> {
-    let SipIo { transports, events, cdrs, secret } = io;
+    let SipIo { transports, events, cdrs, secret, freeze } = io;
     let ecfg = EngineConfig::from_node(cfg, listen, &transports, secret, seed)?;
     // twice the engine's own ceiling (about 150 ms of queue), and the engine's age limit: what
     // waited too long in the kernel is refused before the parse
@@ -99,7 +99,8 @@ pub(super) fn start_sip(
     }
     let engine = Engine::new(ecfg, shared.store.clone(), shared.health.clone(), shared.metrics.clone(), shared.status.clone());
     let (admitted_tx, admitted) = mpsc::unbounded_channel();
-    let driver = Driver { engine, transports, admission: shared.admission.clone(), store: shared.store.clone(), cdrs, clock, admitted_tx };
+    let driver =
+        Driver { engine, transports, admission: shared.admission.clone(), store: shared.store.clone(), cdrs, clock, admitted_tx, freeze };
     Ok(tokio::spawn(driver.run(events, admitted)))
 }
 
@@ -114,6 +115,7 @@ struct Driver {
     clock: fn() -> u64,
     /// Answers that needed the cluster come back here.
     admitted_tx: mpsc::UnboundedSender<Admitted>,
+    freeze: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Driver {
@@ -122,6 +124,11 @@ impl Driver {
         let mut sync = tokio::time::interval(Duration::from_secs(1));
         let mut egress_check = tokio::time::interval(Duration::from_millis(self.engine.check_every_ms()));
         loop {
+            if let Some(f) = self.freeze.as_mut() {
+                if *f.borrow() && f.wait_for(|frozen| !frozen).await.is_err() {
+                    return;
+                }
+            }
             let deadline = self.engine.next_deadline();
             let sleep = async {
                 match deadline {

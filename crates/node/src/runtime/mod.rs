@@ -112,6 +112,10 @@ pub struct SipIo {
     pub events: mpsc::Receiver<TransportEvent>,
     pub cdrs: mpsc::Sender<Box<hatrunk_core::cdr::Cdr>>,
     pub secret: String,
+    /// While true the engine handles nothing: its messages queue and its timers wait, as in a
+    /// deadlock, while Raft and heartbeats carry on. The simulation's frozen-engine fault; production
+    /// has none.
+    pub freeze: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Run a node until `shutdown` resolves.
@@ -142,7 +146,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         let (ev_tx, events) = mpsc::channel(65_536);
         let transports = Transports::start(udp, streams, ev_tx)?;
         let cdrs = crate::cdr::start(cfg.cdr_path()).await?;
-        Some(SipIo { transports, events, cdrs, secret: crate::upgrade::node_secret(&store).await? })
+        Some(SipIo { transports, events, cdrs, secret: crate::upgrade::node_secret(&store).await?, freeze: None })
     } else {
         None
     };
