@@ -13,6 +13,7 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v svcrack >/dev/null 2>&1 || need+=(sipvicious)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -23,6 +24,7 @@ command -v sipp >/dev/null || { echo "FATAL: sipp is still missing after install
 command -v openssl >/dev/null || { echo "FATAL: openssl (the outside TLS peer of the TLS tests) is still missing" >&2; exit 1; }
 command -v strace >/dev/null || { echo "FATAL: strace (the test that acknowledgements follow an fdatasync) is still missing" >&2; exit 1; }
 command -v nft >/dev/null || { echo "FATAL: nft (nftables: the test that blocks SIP between members) is still missing" >&2; exit 1; }
+command -v svcrack >/dev/null || { echo "FATAL: svcrack (sipvicious: the password-guessing test) is still missing" >&2; exit 1; }
 [ -d ../shared/sip-torture ] || { echo "FATAL: ../shared (torture messages, SIPp scenarios) must sit beside the checkout" >&2; exit 1; }
 
 # End-to-end tests bind ports 30000-39999, inside Linux's ephemeral range: reserve them so the kernel

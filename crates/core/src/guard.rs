@@ -126,17 +126,33 @@ impl Guard {
     /// `ip` presented wrong credentials for `account`. Returns [`Verdict::Banned`] when that was
     /// one failure too many for the source.
     pub fn auth_failed(&mut self, ip: IpAddr, account: &str, now: u64) -> Verdict {
+        self.account_failed(account, now);
+        self.source_auth_failed(ip, now)
+    }
+
+    /// Wrong credentials for `account` from a source that is never banned (a trusted one): only
+    /// the account's lockout counts them. Over UDP a source address proves nothing, so counting
+    /// them against the source would let anyone get a carrier or a PBX banned by spoofing it.
+    /// True when this failure locked the account.
+    pub fn account_failed(&mut self, account: &str, now: u64) -> bool {
         let l = self.limits;
-        if let Some(a) = self.account(account, now) {
-            if now.saturating_sub(a.window_start) >= l.auth_window_ms {
-                a.window_start = now;
-                a.failures = 0;
-            }
-            a.failures += 1;
-            if a.failures > l.auth_failures_per_account && a.locked_until <= now {
-                a.locked_until = now + l.lockout_ms;
-            }
+        let Some(a) = self.account(account, now) else {
+            return false;
+        };
+        if now.saturating_sub(a.window_start) >= l.auth_window_ms {
+            a.window_start = now;
+            a.failures = 0;
         }
+        a.failures += 1;
+        let lock = a.failures > l.auth_failures_per_account && a.locked_until <= now;
+        if lock {
+            a.locked_until = now + l.lockout_ms;
+        }
+        lock
+    }
+
+    fn source_auth_failed(&mut self, ip: IpAddr, now: u64) -> Verdict {
+        let l = self.limits;
         let Some(s) = self.source(ip, now) else {
             return Verdict::Pass;
         };
@@ -156,6 +172,11 @@ impl Guard {
         if let Some(a) = self.account(account, now) {
             a.last_good = Some(ip);
         }
+    }
+
+    /// `account` is locked out (from every address but the one it last authenticated from).
+    pub fn is_locked(&self, account: &str, now: u64) -> bool {
+        self.accounts.get(account).is_some_and(|a| a.locked_until > now)
     }
 
     /// Whether credentials for `account` from `ip` must be refused unchecked (the account is

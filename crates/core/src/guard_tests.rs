@@ -87,6 +87,19 @@ fn password_guessing_bans_the_source_and_locks_the_account_elsewhere() {
 }
 
 #[test]
+fn failures_from_a_source_that_is_never_banned_lock_only_the_account() {
+    let mut g = Guard::new(small());
+    let (pbx, other) = (ip("198.51.100.7"), ip("192.0.2.2"));
+    g.auth_ok(pbx, "acme", 0);
+    for t in 0..10 {
+        g.account_failed("acme", 10 + t);
+    }
+    assert!(g.bans(20).is_empty(), "no source is banned");
+    assert!(g.account_locked(other, "acme", 21));
+    assert!(!g.account_locked(pbx, "acme", 21), "the PBX that last authenticated still may");
+}
+
+#[test]
 fn tables_are_bounded_and_swept() {
     let mut g = Guard::new(small());
     for i in 1..=3 {

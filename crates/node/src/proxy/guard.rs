@@ -17,11 +17,14 @@ impl Engine {
     /// Trusted sources are never limited: configured networks, IP-authenticated accounts, the
     /// upstream carrier and the other cluster nodes.
     pub(super) fn is_trusted(&self, src: Src) -> bool {
-        let ip = src.addr.ip();
+        self.trusted_peer(src.addr.ip()) || super::context::member_at(&*self.cluster, self.cfg.node_id, self.now, src).is_some()
+    }
+
+    /// A configured network, an IP-authenticated account or the upstream carrier.
+    fn trusted_peer(&self, ip: IpAddr) -> bool {
         self.cfg.trusted.iter().any(|n| n.contains(&ip))
             || self.cfg.upstream.is_some_and(|u| u.ip() == ip)
             || !self.store.by_source(ip).is_empty()
-            || super::context::member_at(&*self.cluster, self.cfg.node_id, self.now, src).is_some()
     }
 
     /// Count a new request (or a malformed message) from `src`; false when it must be dropped.
@@ -74,10 +77,29 @@ impl Engine {
         true
     }
 
-    /// Wrong credentials from `ip` for `user`.
+    /// Trusted by address alone (no port): [`Engine::is_trusted`] for where only the IP is known.
+    fn is_trusted_ip(&self, ip: IpAddr) -> bool {
+        self.trusted_peer(ip)
+            || self
+                .cluster
+                .view(self.now)
+                .members
+                .iter()
+                .any(|m| m.member.id != self.cfg.node_id && m.member.sip_addr.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip() == ip))
+    }
+
+    /// Wrong credentials from `ip` for `user`. A trusted source is never banned for them (over
+    /// UDP anyone can send from its address); the account's own lockout still counts them.
     pub(super) fn auth_failed(&mut self, ip: IpAddr, user: &str) {
-        if self.guard.auth_failed(ip, user, self.now) == Verdict::Banned {
+        let was_locked = self.guard.is_locked(user, self.now);
+        if self.is_trusted_ip(ip) {
+            self.guard.account_failed(user, self.now);
+        } else if self.guard.auth_failed(ip, user, self.now) == Verdict::Banned {
             self.banned(ip, "failed authentications");
+        }
+        if !was_locked && self.guard.is_locked(user, self.now) {
+            let s = self.guard.limits().lockout_ms / 1000;
+            tracing::warn!(user, source = %ip, lockout_s = s, "account locked after failed authentications");
         }
     }
 

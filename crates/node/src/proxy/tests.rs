@@ -38,8 +38,13 @@ impl TrunkStore for MemStore {
     fn by_number(&self, n: &str) -> Option<Arc<hatrunk_core::trunk::Trunk>> {
         self.0.iter().find(|t| t.numbers.iter().any(|x| x == n)).cloned()
     }
-    fn by_source(&self, _: std::net::IpAddr) -> Vec<(Arc<hatrunk_core::trunk::Trunk>, hatrunk_core::trunk::Role)> {
-        Vec::new()
+    fn by_source(&self, ip: std::net::IpAddr) -> Vec<(Arc<hatrunk_core::trunk::Trunk>, hatrunk_core::trunk::Role)> {
+        use hatrunk_core::trunk::Role;
+        self.0
+            .iter()
+            .flat_map(|t| [Role::Primary, Role::Secondary].into_iter().map(move |r| (t.clone(), r)))
+            .filter(|(t, r)| t.account(*r).is_some_and(|a| a.allowed_ips.iter().any(|n| n.contains(&ip))))
+            .collect()
     }
     fn by_username(&self, user: &str) -> Option<(Arc<hatrunk_core::trunk::Trunk>, hatrunk_core::trunk::Role)> {
         use hatrunk_core::trunk::Role;

@@ -1,5 +1,6 @@
 //! The engine's defences driven directly: a flooding source banned while others go on, password
-//! guessing banned, the transaction limit answered with 503 and Retry-After.
+//! guessing banned (but never a trusted source), the transaction limit answered with 503 and
+//! Retry-After.
 
 use hatrunk_sip::SipMessage;
 
@@ -45,38 +46,66 @@ async fn a_flooding_source_is_banned_and_another_still_calls() {
     assert_eq!(e.metrics.guard_bans.get(), 1);
 }
 
-#[tokio::test]
-async fn password_guessing_bans_the_source() {
+/// A trunk whose Secondary is the digest account `pbx`.
+fn digest_engine() -> super::Engine {
     let trunk = super::tests::TRUNK.replace(
         "[secondary]\nauth = \"ip\"\ntarget = \"sip:10.0.0.2:5060\"\nallowed_ips = [\"10.0.0.2\"]",
         "[secondary]\nauth = \"digest\"\nusername = \"pbx\"\npassword = \"s3cret-pass\"",
     );
     assert!(trunk.contains("digest"));
-    let mut e = engine_with(&trunk, HealthView::single(member(1, "z", "127.0.0.1:5060")));
-    let reg = |n: u32, auth: &str| {
-        format!(
-            "REGISTER sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP {FLOODER};branch=z9hG4bKr{n}\nFrom: <sip:pbx@127.0.0.1>;tag=r{n}\n\
-             To: <sip:pbx@127.0.0.1>\nCall-ID: r{n}\nCSeq: {n} REGISTER\nContact: <sip:pbx@{FLOODER}>\nMax-Forwards: 70\n{auth}Content-Length: 0\n\n"
-        )
-    };
+    engine_with(&trunk, HealthView::single(member(1, "z", "127.0.0.1:5060")))
+}
+
+fn register(n: u32, src: &str, auth: &str) -> String {
+    format!(
+        "REGISTER sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP {src};branch=z9hG4bKr{n}\nFrom: <sip:pbx@127.0.0.1>;tag=r{n}\n\
+         To: <sip:pbx@127.0.0.1>\nCall-ID: r{n}\nCSeq: {n} REGISTER\nContact: <sip:pbx@{src}>\nMax-Forwards: 70\n{auth}Content-Length: 0\n\n"
+    )
+}
+
+/// `tries` wrong passwords for `pbx` from `src`; how many of them were answered.
+fn guess_passwords(e: &mut super::Engine, src: &str, tries: u32) -> usize {
     let mut answered = 0;
-    for n in 1..=11 {
-        e.on_message(from(FLOODER, &reg(n * 2, "")), u64::from(n));
-        let challenge = sent_to(&e.drain(), FLOODER).pop().expect("401");
+    for n in 1..=tries {
+        e.on_message(from(src, &register(n * 2, src, "")), u64::from(n));
+        let challenge = sent_to(&e.drain(), src).pop().expect("401");
         assert_eq!(challenge.code(), Some(401));
         let www = challenge.header("WWW-Authenticate").expect("challenge").to_string();
         let nonce = www.split("nonce=\"").nth(1).and_then(|r| r.split('"').next()).expect("nonce").to_string();
         let auth = format!(
             "Authorization: Digest username=\"pbx\", realm=\"hatrunk\", nonce=\"{nonce}\", uri=\"sip:127.0.0.1\", response=\"00000000000000000000000000000000\", qop=auth, nc=00000001, cnonce=\"c\"\n"
         );
-        e.on_message(from(FLOODER, &reg(n * 2 + 1, &auth)), u64::from(n));
-        answered += sent_to(&e.drain(), FLOODER).len();
+        e.on_message(from(src, &register(n * 2 + 1, src, &auth)), u64::from(n));
+        answered += sent_to(&e.drain(), src).len();
     }
+    answered
+}
+
+#[tokio::test]
+async fn password_guessing_bans_the_source() {
+    let mut e = digest_engine();
     // every wrong answer is challenged again; the eleventh (limit 10 per minute) bans the source
-    assert_eq!(answered, 11);
+    assert_eq!(guess_passwords(&mut e, FLOODER, 11), 11);
     assert!(e.guard.is_banned(FLOODER.parse::<std::net::SocketAddr>().expect("addr").ip(), 20));
-    e.on_message(from(FLOODER, &reg(99, "")), 30);
+    e.on_message(from(FLOODER, &register(99, FLOODER, "")), 30);
     assert!(sent_to(&e.drain(), FLOODER).is_empty());
+}
+
+/// Over UDP anyone can send from a trusted address (here the Primary PBX's, an IP account's): the
+/// same guessing from it bans nobody, so it cannot be used to cut a carrier or a PBX off. The
+/// account under attack locks instead (issue 19, item 6).
+#[tokio::test]
+async fn password_guessing_from_a_trusted_address_locks_the_account_and_bans_nobody() {
+    const TRUSTED: &str = "10.0.0.1:5060";
+    let mut e = digest_engine();
+    // past the per-source limit (10) and the per-account one (30 a minute)
+    assert_eq!(guess_passwords(&mut e, TRUSTED, 31), 31);
+    let ip = TRUSTED.parse::<std::net::SocketAddr>().expect("addr").ip();
+    assert!(!e.guard.is_banned(ip, 40) && e.guard.bans(40).is_empty(), "a trusted source is never banned");
+    assert!(e.guard.account_locked(FLOODER.parse::<std::net::SocketAddr>().expect("addr").ip(), "pbx", 40), "the account locks");
+    // the PBX at that address is still served
+    e.on_message(from(TRUSTED, &options(7, TRUSTED)), 30);
+    assert_eq!(codes(&sent_to(&e.drain(), TRUSTED)), vec![200]);
 }
 
 #[tokio::test]
