@@ -45,6 +45,8 @@ pub struct Node {
     pub dir: tempfile::TempDir,
     pub sip: u16,
     pub admin: u16,
+    /// Where callers reach its SIP port (`127.0.0.1`, or `[::1]` for a node on IPv6).
+    pub host: String,
 }
 
 impl Node {
@@ -123,7 +125,7 @@ impl Node {
             .stderr(log)
             .spawn()
             .expect("spawn hatrunk");
-        let node = Node { child, bin: bin.to_path_buf(), dir, sip: base, admin: base + 1 };
+        let node = Node { child, bin: bin.to_path_buf(), dir, sip: base, admin: base + 1, host: "127.0.0.1".into() };
         let t0 = Instant::now();
         while TcpStream::connect(("127.0.0.1", node.admin)).is_err() {
             assert!(t0.elapsed() < Duration::from_secs(20), "node did not start:\n{}", node.log());
@@ -422,7 +424,7 @@ impl<'a> Uac<'a> {
             .arg("-sf")
             .arg(scenario)
             .args(["-i", ip, "-p", &local_port.to_string()])
-            .arg(format!("127.0.0.1:{}", node.sip))
+            .arg(format!("{}:{}", node.host, node.sip))
             .args(["-s", number, "-m", &calls.to_string(), "-r", &rate.to_string(), "-l", &calls.to_string(), "-d", &hold_ms.to_string()])
             .args(["-nostdin", "-trace_screen", "-screen_file"])
             .arg(&screen)

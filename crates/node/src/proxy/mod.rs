@@ -141,6 +141,7 @@ pub struct EngineConfig {
     pub tcp: SocketAddr,
     /// The `tls:` listener, if the node has one.
     pub tls: Option<SocketAddr>,
+    /// This node's host in the URIs and Vias it writes (an IPv6 literal in brackets).
     pub advertise: String,
     pub congestion_code: u16,
     pub upstream: Option<SocketAddr>,

@@ -60,7 +60,7 @@ impl EngineConfig {
             udp: transports.local(Proto::Udp),
             tcp: transports.local(Proto::Tcp),
             tls: transports.has_tls().then(|| transports.local(Proto::Tls)),
-            advertise: cfg.sip.advertise.clone().unwrap_or_else(|| listen.udp.ip().to_string()),
+            advertise: uri_host(&cfg.sip.advertise.clone().unwrap_or_else(|| listen.udp.ip().to_string())),
             congestion_code: cfg.sip.congestion_code,
             upstream,
             nonce_secret: secret,
@@ -222,5 +222,26 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+/// A host as it goes into a SIP URI or a Via: an IPv6 literal in brackets (RFC 3261 section 25.1),
+/// else unchanged. Without them `Via: SIP/2.0/UDP ::1:5060` cannot be parsed back, and every answer
+/// echoing our Via or Record-Route was dropped as malformed.
+fn uri_host(host: &str) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => format!("[{v6}]"),
+        Err(_) => host.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_ipv6_literal_is_bracketed_in_uris_and_vias() {
+        assert_eq!(super::uri_host("::1"), "[::1]");
+        assert_eq!(super::uri_host("[::1]"), "[::1]");
+        assert_eq!(super::uri_host("192.0.2.1"), "192.0.2.1");
+        assert_eq!(super::uri_host("sip.example.net"), "sip.example.net");
     }
 }
