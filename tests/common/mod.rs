@@ -93,6 +93,17 @@ impl Node {
 
     /// Like [`Node::start_under`], running the hatrunk binary `bin`.
     pub fn start_bin(bin: &Path, wrapper: &[&str], base: u16, node: &str, sip: &str, cluster: &str, extra: &str) -> Node {
+        Node::spawn(bin, wrapper, base, &[node, sip, cluster, extra], &[], true)
+    }
+
+    /// A node on its defaults but for ports, run with `args` after `run --config` and none of the
+    /// log variables a test otherwise sets (what an operator starting it would see).
+    pub fn start_logging(base: u16, args: &[&str]) -> Node {
+        Node::spawn(Path::new(hatrunk_bin()), &[], base, &["", "", "", ""], args, false)
+    }
+
+    fn spawn(bin: &Path, wrapper: &[&str], base: u16, sections: &[&str; 4], args: &[&str], log_info: bool) -> Node {
+        let [node, sip, cluster, extra] = *sections;
         require_sipp();
         let dir = tempfile::tempdir().expect("tempdir");
         // `sip` lines with their own listen list replace the default one
@@ -110,21 +121,20 @@ impl Node {
         std::fs::write(&path, cfg).expect("write config");
         let log = std::fs::File::create(dir.path().join("node.log")).expect("log");
         let mut cmd = match wrapper.split_first() {
-            Some((prog, args)) => {
+            Some((prog, rest)) => {
                 let mut c = Command::new(prog);
-                c.args(args).arg(bin);
+                c.args(rest).arg(bin);
                 c
             }
             None => Command::new(bin),
         };
-        let child = cmd
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("HATRUNK_LOG", "info")
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn hatrunk");
+        cmd.args(["run", "--config"]).arg(&path).args(args);
+        if log_info {
+            cmd.env("HATRUNK_LOG", "info");
+        } else {
+            cmd.env_remove("HATRUNK_LOG").env_remove("RUST_LOG");
+        }
+        let child = cmd.stdout(log.try_clone().expect("log")).stderr(log).spawn().expect("spawn hatrunk");
         let node = Node { child, bin: bin.to_path_buf(), dir, sip: base, admin: base + 1, host: "127.0.0.1".into() };
         let t0 = Instant::now();
         while TcpStream::connect(("127.0.0.1", node.admin)).is_err() {

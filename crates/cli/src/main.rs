@@ -6,6 +6,7 @@
 mod certs;
 mod client;
 mod demo;
+mod logs;
 mod output;
 
 use std::process::ExitCode;
@@ -61,8 +62,17 @@ pub enum Format {
 enum Cmd {
     /// Run a node (with no config: a complete single-node cluster on loopback).
     Run {
+        /// The node file (TOML); without it, the embedded default.
         #[arg(long)]
         config: Option<std::path::PathBuf>,
+        /// What to log: a level for hatrunk's own events (`error`, `warn`, `info`, `debug`,
+        /// `trace`; dependencies stay at `warn`), or a full filter such as `info,openraft=debug`.
+        /// Default: `RUST_LOG`, else `HATRUNK_LOG`, else `info`.
+        #[arg(long, value_name = "LEVEL|FILTER")]
+        log_level: Option<String>,
+        /// `text` (one line per event) or `json` (one object per line, for log shippers).
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: logs::LogFormat,
     },
     /// A 2T+4T cluster on loopback with a simulated carrier and PBXes: a PBX failure, a zone and a
     /// region lost and back, live (exit 0 when every check holds).
@@ -156,7 +166,13 @@ fn main() -> ExitCode {
         }
     };
     match cli.cmd {
-        Cmd::Run { config } => rt.block_on(run(config)),
+        Cmd::Run { config, log_level, log_format } => {
+            if let Err(e) = logs::init(log_level.as_deref(), log_format) {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            rt.block_on(run(config))
+        }
         Cmd::Demo(args) => rt.block_on(demo::run(args)),
         Cmd::Certs { cmd } => certs::run(cmd),
         cmd => rt.block_on(client::dispatch(cmd, &cli.endpoints, &cli.creds, cli.output)),
@@ -164,11 +180,6 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Option<std::path::PathBuf>) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HATRUNK_LOG").unwrap_or_else(|_| "info".into()))
-        .init();
     let cfg = match config {
         None => hatrunk_node::config::NodeConfig::default(),
         Some(path) => match std::fs::read_to_string(&path)
