@@ -71,6 +71,21 @@ fn three_nodes_form_a_cluster_survive_the_leader_and_remove_a_member() {
     assert_ne!(new_leader, leader);
     assert!(t0.elapsed() < Duration::from_secs(10), "election took {:?}", t0.elapsed());
     nodes[survivor].apply(&trunk_file("b", "3601", 5, 36100));
+    // the survivor says so in its log, once, in an operator's words (dependencies log at WARN)
+    let said = |l: &str| {
+        [
+            "cluster leader changed",
+            &format!("member down: calls go to the others member=n{leader}"),
+            &format!("zone down: none of its members answers zone=z{leader}"),
+        ]
+        .iter()
+        .all(|w| l.contains(w))
+    };
+    let t0 = Instant::now();
+    while !said(&nodes[survivor].log()) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the survivor's log:\n{}", nodes[survivor].log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // the killed node restarts from its disk and catches up
     let restarted = nodes.remove(dead).restart();

@@ -57,6 +57,8 @@ pub struct ClusterHealth {
     clients: Mutex<HashMap<u64, (String, ClusterClient<Channel>)>>,
     in_flight: Mutex<HashSet<u64>>,
     clock: fn() -> u64,
+    /// What was last announced in the log (leader, members, zones, regions down).
+    changes: Mutex<crate::cluster_events::Changes>,
 }
 
 impl ClusterHealth {
@@ -72,6 +74,7 @@ impl ClusterHealth {
             clients: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
             clock,
+            changes: Mutex::new(Default::default()),
         });
         h.refresh_quorum();
         h
@@ -137,8 +140,29 @@ impl ClusterHealth {
                 tick.tick().await;
                 me.round();
                 me.refresh_quorum();
+                me.announce();
             }
         });
+    }
+
+    /// Log what changed since the last round: the leader, members, zones and regions down and up.
+    fn announce(&self) {
+        use crate::cluster_events::Event;
+        let leader = self.consensus.raft.metrics().borrow().current_leader;
+        let view = self.view((self.clock)());
+        let events = self.changes.lock().unwrap_or_else(|p| p.into_inner()).observe(leader, &view);
+        for e in events {
+            match e {
+                Event::Leader(Some(n)) => tracing::info!(leader = %n, "cluster leader changed"),
+                Event::Leader(None) => tracing::warn!("no cluster leader known: trunk changes and share grants wait"),
+                Event::MemberDown(n) => tracing::warn!(member = %n, "member down: calls go to the others"),
+                Event::MemberUp(n) => tracing::info!(member = %n, "member up"),
+                Event::ZoneDown(z) => tracing::warn!(zone = %z, "zone down: none of its members answers"),
+                Event::ZoneUp(z) => tracing::info!(zone = %z, "zone up"),
+                Event::RegionDown(r) => tracing::warn!(region = %r, "region down: none of its members answers"),
+                Event::RegionUp(r) => tracing::info!(region = %r, "region up"),
+            }
+        }
     }
 
     fn round(self: &Arc<Self>) {

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`config`]: the node TOML, defaults and validation.
-//! - [`cluster_health`]: the heartbeat failure detector and the health view the proxy routes on.
+//! - [`cluster_health`]: the heartbeat failure detector and the health view the proxy routes on;
+//!   [`cluster_events`]: the leader, member, zone and region changes it logs.
 //! - [`proxy`]: the SIP proxy engine (calls, failover, dialogs, registrar, probes), pure over events.
 //! - [`runtime`]: the node's tasks; turns engine actions into I/O.
 //! - [`store`], [`admission`]: the configuration and pool interfaces, single-node implementations.
@@ -14,6 +15,7 @@
 pub mod admin;
 pub mod admission;
 pub mod cdr;
+pub mod cluster_events;
 pub mod cluster_health;
 pub mod config;
 pub mod error;
