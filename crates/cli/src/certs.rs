@@ -18,6 +18,7 @@ pub const NODE_NAME: &str = "hatrunk-node";
 pub enum CertsCmd {
     /// Create a cluster CA in DIR and a certificate for each node and for one operator.
     Init {
+        /// Where the CA and the certificates go (created if missing).
         #[arg(long)]
         dir: PathBuf,
         /// Node names, comma separated (each gets NAME.pem and NAME.key).
@@ -29,11 +30,15 @@ pub enum CertsCmd {
     },
     /// Issue one more certificate from the CA in DIR: a node (default) or an operator (--admin).
     Issue {
+        /// The directory holding the CA (`certs init` made it); the certificate goes there too.
         #[arg(long)]
         dir: PathBuf,
+        /// The node's (or operator's) name: NAME.pem and NAME.key.
         name: String,
+        /// An operator's client certificate instead of a node's.
         #[arg(long)]
         admin: bool,
+        /// Extra names or IP addresses the certificate also carries, comma separated.
         #[arg(long, value_delimiter = ',')]
         san: Vec<String>,
     },

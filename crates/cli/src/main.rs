@@ -18,8 +18,12 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// The release and the data format it writes (a mixed-version cluster must agree on it).
+static VERSION: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{} (data format {})", env!("CARGO_PKG_VERSION"), hatrunk_node::DATA_FORMAT));
+
 #[derive(Parser)]
-#[command(name = "hatrunk", version, about = "High-availability SIP trunk cluster")]
+#[command(name = "hatrunk", version = VERSION.as_str(), about = "High-availability SIP trunk cluster")]
 struct Cli {
     /// Admin endpoints (host:port, comma separated); any member serves any verb.
     #[arg(long, global = true, env = "HATRUNK_ENDPOINTS", default_value = "127.0.0.1:7700")]
@@ -94,6 +98,7 @@ enum Cmd {
     },
     /// Pool use per trunk and node.
     Calls {
+        /// Only this trunk.
         #[arg(long)]
         trunk: Option<String>,
     },
@@ -105,6 +110,7 @@ enum ClusterCmd {
     Init,
     /// Add the node whose cluster address is ADDR (learner, catch up, then voter).
     Join {
+        /// The new node's cluster address (`host:port`, its `[cluster] listen` or `advertise`).
         addr: String,
         /// Stay a learner (replicates, does not vote).
         #[arg(long)]
@@ -114,6 +120,7 @@ enum ClusterCmd {
     /// the command waits (showing what is left) until its calls have ended; Ctrl-C stops waiting
     /// and leaves it draining.
     Remove {
+        /// The node's id (`cluster members` lists them).
         id: u64,
         /// Remove it now without waiting for its calls; their slots stay held until they end (by
         /// the trunk's max_call_duration_s at the latest), so the limit still holds.
@@ -123,10 +130,13 @@ enum ClusterCmd {
         #[arg(long, conflicts_with = "force")]
         cancel: bool,
     },
+    /// The members: id, name, zone, region, role, whether each votes, answers and leads.
     Members,
+    /// The leader, Raft term, commit and applied indexes, and the members.
     Status,
     /// Make node ID the leader.
     TransferLeader {
+        /// The node's id.
         id: u64,
     },
 }
@@ -138,19 +148,25 @@ enum TrunkCmd {
     /// revision it had when the node took the request; otherwise it is refused (exit 1) naming the
     /// current revision.
     Apply {
+        /// The trunk file (TOML; `cluster-configs/` has examples).
         file: std::path::PathBuf,
         /// Write whatever revision the trunk is at.
         #[arg(long)]
         force: bool,
     },
     /// Show a trunk with its revision and each account's live state.
-    Get { id: String },
+    Get {
+        /// The trunk's id.
+        id: String,
+    },
     /// List trunks.
     List,
     /// Delete a trunk. Refused while calls of it are up, unless --force; forced, its calls in
     /// progress stay counted (also against a trunk re-created under the same id) until they end.
     Delete {
+        /// The trunk's id.
         id: String,
+        /// Delete it even with calls up.
         #[arg(long)]
         force: bool,
     },
@@ -213,5 +229,38 @@ async fn run(config: Option<std::path::PathBuf>) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every verb and every argument says what it is for in `--help` (issue 21 item 5).
+    #[test]
+    fn every_verb_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let here = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(here.clone());
+                }
+                for arg in sub.get_arguments().filter(|a| !a.is_global_set() && a.get_id() != "help" && a.get_id() != "version") {
+                    if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                        missing.push(format!("{here} <{}>", arg.get_id()));
+                    }
+                }
+                walk(sub, &here, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "hatrunk", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:?}");
+    }
+
+    #[test]
+    fn the_version_names_the_data_format() {
+        let v = super::Cli::command().render_version();
+        assert!(v.contains(&format!("data format {}", hatrunk_node::DATA_FORMAT)), "{v}");
     }
 }

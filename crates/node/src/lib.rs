@@ -12,6 +12,9 @@
 //! - [`status`], [`metrics`]: live state shared with the API.
 //! - [`tls`], [`gate`]: TLS material from the config; who may call the gRPC services.
 
+/// The data format this release writes (`hatrunk --version` names it).
+pub const DATA_FORMAT: u32 = hatrunk_consensus::sm_store::DATA_FORMAT;
+
 pub mod admin;
 pub mod admission;
 pub mod cdr;
