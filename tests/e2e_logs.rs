@@ -62,3 +62,19 @@ fn a_bad_log_level_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad log filter"), "{out:?}");
 }
+
+/// Twelve calls in a row failing over from a Primary that answers 503: one line for the storm, not
+/// one per call, as an operator reads it.
+#[test]
+fn a_failover_storm_is_said_once() {
+    let node = Node::start_logging(38960, &[]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let _failing = uas(&with_code(dir.path(), "uas_fail.xml", 503), 38971, false);
+    let _dr = uas(&scenario("uas_rr.xml"), 38972, false);
+    node.apply(&TrunkFile::new("storm", "3896", (38971, 38972)).limit(20).mode("auto-failover").toml());
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, 38980, "3896").calls(12).rate(10).run();
+    assert_eq!(r, Calls { ok: 12, failed: 0 });
+    let log = node.log();
+    assert_eq!(log.matches("failover storm: 10 calls failed over").count(), 1, "{log}");
+    assert!(log.contains("trunk=storm") && log.contains("reason=\"503\""), "{log}");
+}

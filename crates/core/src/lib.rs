@@ -12,6 +12,7 @@
 //! - [`pool`]: concurrent-call accounting, strict and idempotent.
 //! - [`escrow`]: per-node shares of the pools, so admission needs no consensus round trip per call.
 //! - [`guard`]: per-source rate limits with an expiring ban list, digest brute-force limits.
+//! - [`episode`]: bursts (shedding, failover storms) said once when they start and once when they end.
 //! - [`health`]: account health from OPTIONS probes with up/down thresholds.
 //! - [`rr`]: round-robin selection.
 //! - [`slot`]: a call's claim on its trunk's pool, by name.
@@ -19,6 +20,7 @@
 
 pub mod cdr;
 pub mod credentials;
+pub mod episode;
 pub mod error;
 pub mod escrow;
 pub mod guard;

@@ -36,6 +36,7 @@ pub(super) struct Cx<'a> {
     pub(super) now: u64,
     pub(super) io: &'a mut Output,
     pub(super) tx: &'a mut Transactions,
+    pub(super) episodes: &'a mut super::guard::Episodes,
 }
 
 /// The [`Cx`] of an engine, its fields borrowed one by one.
@@ -52,6 +53,7 @@ macro_rules! cx {
             now: $e.now,
             io: &mut $e.io,
             tx: &mut $e.tx,
+            episodes: &mut $e.episodes,
         }
     };
 }

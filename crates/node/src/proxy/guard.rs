@@ -1,8 +1,10 @@
 //! The proxy's side of [`hatrunk_core::guard`]: which sources are trusted, the per-source limit on
 //! new requests, the transaction limit, and the upkeep of the ban list and of spent nonces.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
+use hatrunk_core::episode::Episode;
 use hatrunk_core::guard::Verdict;
 use hatrunk_sip::SipMessage;
 
@@ -12,6 +14,32 @@ use super::{build, Engine, Src};
 
 /// How often the ban list and spent nonces are swept (ms).
 const SWEEP_EVERY_MS: u64 = 1_000;
+
+/// A failover storm: this many failovers of one trunk within [`STORM_WINDOW_MS`].
+const STORM_FAILOVERS: u32 = 10;
+const STORM_WINDOW_MS: u64 = 10_000;
+
+/// Bursts worth a line when they start and one when they stop, instead of a line per event.
+pub(super) struct Episodes {
+    shedding: Episode,
+    storms: HashMap<String, Episode>,
+}
+
+impl Episodes {
+    /// A call of `trunk` failed over (`why`: the Primary's outcome): a storm of them is logged.
+    pub(super) fn failover(&mut self, trunk: &str, why: &str, now: u64) {
+        let e = self.storms.entry(trunk.to_string()).or_insert_with(|| Episode::new(STORM_WINDOW_MS, STORM_FAILOVERS));
+        if e.event(now) {
+            tracing::warn!(%trunk, reason = why, window_s = STORM_WINDOW_MS / 1000, "failover storm: {STORM_FAILOVERS} calls failed over");
+        }
+    }
+}
+
+impl Default for Episodes {
+    fn default() -> Episodes {
+        Episodes { shedding: Episode::new(SWEEP_EVERY_MS, 1), storms: HashMap::new() }
+    }
+}
 
 impl Engine {
     /// Trusted sources are never limited: configured networks, IP-authenticated accounts, the
@@ -71,6 +99,10 @@ impl Engine {
             return false;
         }
         self.metrics.guard_drops.with_label_values(&[if behind { "shed" } else { "overload" }]).inc();
+        if self.episodes.shedding.event(self.now) {
+            let (backlog, waited_ms, transactions) = (self.backlog, self.waited_ms, self.tx.servers.len());
+            tracing::warn!(backlog, waited_ms, transactions, "shedding: new requests get 503 while the node is behind");
+        }
         let mut r = build::response(msg, 503, Some(&self.io.tag()));
         r.push("Retry-After", "5");
         self.send(src, r);
@@ -116,6 +148,16 @@ impl Engine {
             return;
         }
         self.last_sweep = self.now;
+        if let Some(n) = self.episodes.shedding.tick(self.now) {
+            tracing::info!(shed = n, "shedding stopped");
+        }
+        let now = self.now;
+        for (trunk, e) in self.episodes.storms.iter_mut() {
+            if let Some(n) = e.tick(now) {
+                tracing::info!(%trunk, failovers = n, "failover storm over");
+            }
+        }
+        self.episodes.storms.retain(|_, e| !e.idle(now));
         self.guard.sweep(self.now);
         self.nonces.expire(self.now);
         self.metrics.guard_banned.set(self.guard.bans(self.now).len() as i64);

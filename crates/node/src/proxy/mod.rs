@@ -208,6 +208,8 @@ pub struct Engine {
     /// How long the message being processed waited since it reached the host (an input).
     waited_ms: u64,
     last_sweep: u64,
+    /// Shedding and per-trunk failover storms, logged when they start and stop (`guard.rs`).
+    episodes: guard::Episodes,
     /// When the members get their next OPTIONS, and the sequence numbering them.
     next_member_probe: u64,
     member_seq: u64,
@@ -239,6 +241,7 @@ impl Engine {
             registrar: Registrar::default(),
             nonces,
             last_sweep: 0,
+            episodes: Default::default(),
             next_member_probe: 0,
             member_seq: 0,
         }

@@ -165,6 +165,7 @@ impl Calls {
         if let Step::Try(role) = step {
             call.failover_detect = Some(now);
             cx.metrics.failovers.with_label_values(&[&outcome.label()]).inc();
+            cx.episodes.failover(&call.trunk.id, &outcome.label(), now);
             return self.start_attempt(cx, id, role);
         }
         let key = call.key();
