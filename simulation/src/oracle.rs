@@ -74,28 +74,25 @@ impl CallRec {
     /// The PBX dialogs of this call (one per answered leg: Call-ID and To tag) up at `at` that the
     /// limit counts: from the PBX's 2xx until it got the BYE or gave up for want of an ACK, or the
     /// carrier's side ended (a leg whose BYE never came is over for the carrier; what the cluster
-    /// still holds for it is the leak invariant's business). Orphans another node delivered count
-    /// too ([`CallRec::counted_legs`]); every orphan's life is also judged by `invariants::orphan`.
+    /// still holds for it is the leak invariant's business). Counted once per node that delivered
+    /// them: an orphan another node delivered counts (the ingress holds a second slot for a forward
+    /// it moved off, `proxy/second_slot.rs`); two dialogs one node made (a Primary answering after
+    /// that node failed over to the Secondary, its answer torn down when it arrives) count once,
+    /// and the orphan's life is judged by `invariants::orphan` (docs/decisions.md says why).
     pub fn legs_up_at(&self, at: u64) -> u32 {
         let carrier_end = [self.hangup_ms, self.gave_up_ms].into_iter().flatten().min();
         let carried = self.carried();
-        self.counted_legs()
+        let up: std::collections::BTreeSet<&str> = self
+            .answered_legs()
             .filter(|l| l.reply.is_some_and(|(t, _)| t <= at))
             .filter(|l| {
                 // an orphan is up until the PBX has its BYE or gives up; the carrier's end does not end it
                 let carrier_end = if carried.is_none_or(|c| std::ptr::eq(*l, c)) { carrier_end } else { None };
                 [l.bye_ms, l.no_ack_ms, carrier_end].into_iter().flatten().min().is_none_or(|e| e > at)
             })
-            .count() as u32
-    }
-
-    /// The answered legs the limit counts: the carried one, and orphans another node delivered
-    /// (the ingress holds a second slot for a forward it moved off, `proxy/second_slot.rs`). An
-    /// orphan the carried leg's own node made (a Primary answering after the failover to the
-    /// Secondary) is torn down when its answer arrives and judged by `invariants::orphan` only.
-    fn counted_legs(&self) -> impl Iterator<Item = &Leg> + '_ {
-        let carried = self.carried();
-        self.answered_legs().filter(move |l| carried.is_none_or(|c| std::ptr::eq(*l, c) || l.egress != c.egress))
+            .map(|l| l.egress.as_str())
+            .collect();
+        up.len() as u32
     }
 
     fn answered_legs(&self) -> impl Iterator<Item = &Leg> + '_ {
@@ -121,9 +118,9 @@ impl CallRec {
         }
     }
 
-    /// When each counted leg was answered.
+    /// When each leg was answered.
     pub fn leg_answers(&self) -> Vec<u64> {
-        self.counted_legs().filter_map(|l| l.reply.map(|(t, _)| t)).collect()
+        self.answered_legs().filter_map(|l| l.reply.map(|(t, _)| t)).collect()
     }
 
     /// When the answered call stopped being in progress: the first of the PBX getting the BYE, the
