@@ -36,9 +36,14 @@ pub fn check(_sc: &Scenario, out: &Outcome) -> Verdict {
             Some((t, _)) if t <= timer => None,
             _ => Some(timer),
         };
-        // the caller hung up or gave up before the failover was due: nothing to judge
+        // the caller hung up or gave up before the failover was due, or the call had already
+        // ended before the Primary failed (the ingress refused to move it off a node that may have
+        // delivered it when no second slot was free, seed 2100915): nothing to judge
         if let Some(d) = detected {
             if c.hangup_ms.or(c.gave_up_ms).is_some_and(|h| h < d + WITHIN_MS) && secondary.is_none() {
+                continue;
+            }
+            if c.final_.is_some_and(|(at, code)| code >= 300 && at < d) && secondary.is_none() {
                 continue;
             }
         }

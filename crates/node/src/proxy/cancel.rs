@@ -36,14 +36,18 @@ impl Calls {
         if let Some(p) = call.plan.as_mut() {
             p.cancel();
         }
-        let mut live = Vec::new();
+        let (mut live, mut silent) = (Vec::new(), Vec::new());
         for a in call.attempts.iter_mut().filter(|a| !a.state.done()) {
             let heard = a.state.heard();
             a.state = AttemptState::Done;
             a.rec.set_outcome(Outcome::Cancelled);
-            // section 9.1: a CANCEL may follow any provisional response, 100 included
+            // section 9.1: a CANCEL may follow any provisional response, 100 included; before
+            // one, the INVITE is no longer retransmitted (each copy is one more chance of a
+            // dialog nobody wants, seed 2100915) and a late answer is still CANCELled or torn down
             if heard {
                 live.push(a.branch.clone());
+            } else {
+                silent.push(a.branch.clone());
             }
         }
         // the PBX may answer before it sees our CANCEL: until it has said 487, or its late answer
@@ -57,6 +61,9 @@ impl Calls {
         }
         for branch in live {
             cx.cancel_branch(&branch);
+        }
+        for branch in silent {
+            cx.tx.mute(&branch);
         }
         if egress_hold {
             self.hold_final(id, invite_key);

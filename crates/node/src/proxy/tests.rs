@@ -236,6 +236,24 @@ async fn an_abandoned_silent_primary_is_not_sent_the_invite_again() {
     }
 }
 
+/// A caller's CANCEL before the PBX said anything: no CANCEL may go yet (RFC 3261 section 9.1),
+/// and no more copies of the INVITE either (seed 2100915: the Primary answered the fifth, 7.5 s on).
+#[tokio::test]
+async fn a_cancelled_attempt_that_heard_nothing_is_not_sent_the_invite_again() {
+    let mut e = engine().await;
+    e.on_message(from(CARRIER, INVITE), 0);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 1);
+    assert_eq!(sent_to(&e.drain(), PRIMARY).len(), 1);
+    let cancel = INVITE.replace("INVITE sip", "CANCEL sip").replace("1 INVITE", "1 CANCEL");
+    e.on_message(from(CARRIER, &cancel), 100);
+    assert!(sent_to(&e.drain(), PRIMARY).is_empty());
+    for t in [600, 1_600, 3_600] {
+        e.on_tick(t);
+        assert!(sent_to(&e.drain(), PRIMARY).is_empty(), "no copy at {t} ms");
+    }
+}
+
 #[tokio::test]
 async fn cancel_before_any_provisional_cancels_downstream_once_it_rings() {
     let mut e = engine().await;
