@@ -148,6 +148,9 @@ pub struct Oracle {
     pub faults: Vec<FaultRec>,
     /// Configuration changes: (id, acknowledged at).
     pub config_acked: Vec<(String, u64)>,
+    /// When the operator sent a delete of the main trunk (acknowledged or not: one whose answer
+    /// was lost may still have committed).
+    pub trunk_deleted: Vec<u64>,
     pub trunk_ready_ms: Option<u64>,
     /// Calls in progress at the PBXes, sampled at every change: (ms, count).
     pub in_progress: Vec<(u64, u32)>,

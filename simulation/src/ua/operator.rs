@@ -187,6 +187,7 @@ async fn op(
         OpCmd::DeleteRecreate => {
             let mut c = client(dial, node)?;
             let req = hatrunk_node::admin::pb::DeleteTrunkRequest { id: crate::topology::TRUNK.into(), force: true };
+            oracle.borrow_mut().trunk_deleted.push(now_ms());
             match tokio::time::timeout(Duration::from_secs(5), c.delete_trunk(req)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(s)) => return Err(s.message().to_string()),
