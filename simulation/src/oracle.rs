@@ -79,12 +79,19 @@ impl CallRec {
     /// it moved off, `proxy/second_slot.rs`); two dialogs one node made (a Primary answering after
     /// that node failed over to the Secondary, its answer torn down when it arrives) count once,
     /// and the orphan's life is judged by `invariants::orphan` (docs/decisions.md says why).
-    pub fn legs_up_at(&self, at: u64) -> u32 {
+    /// `pbx_crashes`: when each PBX's host crashed (it forgets its dialogs: one that crashed after
+    /// answering a leg and before `at` holds it no more; seed 392730890).
+    pub fn legs_up_at(&self, at: u64, pbx_crashes: &BTreeMap<&str, Vec<u64>>) -> u32 {
         let carrier_end = [self.hangup_ms, self.gave_up_ms].into_iter().flatten().min();
         let carried = self.carried();
+        let forgotten = |p: &Pbx, answered: u64| pbx_crashes.get(p.host()).is_some_and(|c| c.iter().any(|t| *t >= answered && *t <= at));
         let up: std::collections::BTreeSet<&str> = self
-            .answered_legs()
-            .filter(|l| l.reply.is_some_and(|(t, _)| t <= at))
+            .legs
+            .iter()
+            .flat_map(|(p, legs)| legs.iter().map(move |l| (p, l)))
+            .filter(|(_, l)| l.reply.is_some_and(|(_, c)| (200..300).contains(&c)))
+            .filter(|(p, l)| l.reply.is_some_and(|(t, _)| t <= at && !forgotten(p, t)))
+            .map(|(_, l)| l)
             .filter(|l| {
                 // an orphan is up until the PBX has its BYE or gives up; the carrier's end does not end it
                 let carrier_end = if carried.is_none_or(|c| std::ptr::eq(*l, c)) { carrier_end } else { None };
@@ -209,7 +216,13 @@ impl Oracle {
     /// Calls in progress at `at`, counted as the PBXes hold them: their dialogs up
     /// ([`CallRec::legs_up_at`]).
     pub fn count_in_progress(&self, at: u64) -> u32 {
-        self.calls.values().map(|c| c.legs_up_at(at)).sum()
+        let mut crashes: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        for f in self.faults.iter().filter(|f| f.what.starts_with("pbx") && f.what.ends_with("crash")) {
+            for host in &f.down {
+                crashes.entry(host.as_str()).or_default().push(f.at_ms);
+            }
+        }
+        self.calls.values().map(|c| c.legs_up_at(at, &crashes)).sum()
     }
 
     /// Re-count calls in progress after a change (answer or end).
