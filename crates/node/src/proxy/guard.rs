@@ -49,7 +49,7 @@ impl Engine {
     }
 
     /// A configured network, an IP-authenticated account or the upstream carrier.
-    fn trusted_peer(&self, ip: IpAddr) -> bool {
+    pub(super) fn trusted_peer(&self, ip: IpAddr) -> bool {
         self.cfg.trusted.iter().any(|n| n.contains(&ip))
             || self.cfg.upstream.is_some_and(|u| u.ip() == ip)
             || !self.store.by_source(ip).is_empty()

@@ -256,7 +256,8 @@ impl Engine {
     pub fn on_message(&mut self, inc: Incoming, now: u64) {
         self.now = now;
         let src = Src { proto: inc.proto, addr: inc.peer, conn: inc.conn };
-        if self.guard.is_banned(src.addr.ip(), now) && !self.is_trusted(src) {
+        // (only the cheap checks: a banned flood must stay cheap to drop; members are never banned)
+        if self.guard.is_banned(src.addr.ip(), now) && !self.trusted_peer(src.addr.ip()) {
             // not even parsed; what it keeps sending keeps the ban running
             let _ = self.guard.new_request(src.addr.ip(), now);
             self.metrics.guard_drops.with_label_values(&["banned"]).inc();
