@@ -10,6 +10,7 @@ use hatrunk_sip::SipMessage;
 
 use super::calls::{AttemptState, Calls};
 use super::context::Cx;
+use super::egress::UNSETTLED_HEADER;
 use super::{build, Owner, Src};
 
 impl Calls {
@@ -22,11 +23,16 @@ impl Calls {
         let Some(id) = cx.tx.servers.get(&invite_key).and_then(|e| e.call) else {
             return;
         };
-        self.cancel_call(cx, id, invite_key);
+        self.cancel_call(cx, id, invite_key, false);
     }
 
-    /// Call `id` (its INVITE's server transaction `invite_key`) is cancelled before an answer.
-    pub(super) fn cancel_call(&mut self, cx: &mut Cx<'_>, id: u64, invite_key: TxKey) {
+    /// Call `id` (its INVITE's server transaction `invite_key`) is cancelled before an answer. With
+    /// `let_go` (an egress giving up on a forward whose ingress looks down) the ingress is told at
+    /// once, with a 503 marked [`UNSETTLED_HEADER`], instead of a 487 held until the PBX is done: the
+    /// ingress may be alive after all (a one-way cut: it sees us, we do not see it), and it then
+    /// moves the call on and holds a second slot for our attempts itself (simulation seed 2300667:
+    /// the held 487 came after the carrier's Timer B, so the call never got a final response).
+    pub(super) fn cancel_call(&mut self, cx: &mut Cx<'_>, id: u64, invite_key: TxKey, let_go: bool) {
         let Some(call) = self.get_mut(id) else {
             return;
         };
@@ -55,7 +61,7 @@ impl Calls {
         // node holds no slot, but the ingress that does waits for our final response: it gets its
         // 487 only then (it released the slot at once on our 487 while the PBX, back from a crash,
         // could still answer our retransmitted INVITE; simulation seed 209)
-        let egress_hold = call.forwarded_from.is_some() && !call.attempts.is_empty();
+        let egress_hold = call.forwarded_from.is_some() && !call.attempts.is_empty() && !let_go;
         if call.hold_slot() || egress_hold {
             cx.io.arm_call(cx.now + hatrunk_sip::transaction::TIMEOUT, id, super::CallTimer::HeldSlot);
         }
@@ -67,6 +73,12 @@ impl Calls {
         }
         if egress_hold {
             self.hold_final(id, invite_key);
+        } else if let_go {
+            let tag = cx.io.tag();
+            if let Some(mut reply) = cx.tx.servers.get(&invite_key).map(|e| build::response(&e.req, 503, Some(&tag))) {
+                reply.push(UNSETTLED_HEADER, "1");
+                cx.respond_msg(&invite_key, reply);
+            }
         } else {
             cx.respond_key(&invite_key, 487, None);
         }

@@ -29,6 +29,10 @@ use super::{CallTimer, Owner, Src};
 pub(super) const INGRESS_HEADER: &str = "X-Hatrunk-Ingress";
 /// The egress's report on a forwarded call (JSON [`EgressReport`]).
 pub(super) const REPORT_HEADER: &str = "X-Hatrunk-Report";
+/// On an egress's 503 without a report: it gave up on the call while its attempts towards the PBX
+/// may still be answered (its ingress looked down to it), so the ingress holds a second slot for
+/// them as for any forward it leaves unsettled.
+pub(super) const UNSETTLED_HEADER: &str = "X-Hatrunk-Unsettled";
 /// A report longer than this is ignored (two attempts fit in a few hundred bytes).
 const MAX_REPORT: usize = 8192;
 
@@ -119,6 +123,12 @@ impl Calls {
 
     /// A forwarded attempt ended without its node taking the call: move on, or give up.
     pub(super) fn egress_fault(&mut self, cx: &mut Cx<'_>, id: u64, n: usize, outcome: Outcome) {
+        self.egress_fault_with(cx, id, n, outcome, false);
+    }
+
+    /// [`Self::egress_fault`]; `let_go`: the node answered with a final response but said its own
+    /// attempts may still be answered ([`UNSETTLED_HEADER`]).
+    pub(super) fn egress_fault_with(&mut self, cx: &mut Cx<'_>, id: u64, n: usize, outcome: Outcome, let_go: bool) {
         let now = cx.now;
         let Some(a) = self.attempt_mut(id, n) else {
             return;
@@ -135,7 +145,7 @@ impl Calls {
         let cancel = (pending && matches!(a.state, AttemptState::Trying | AttemptState::Ringing)).then(|| a.branch.clone());
         let silent = (pending && a.state == AttemptState::Sent).then(|| a.branch.clone());
         a.state = AttemptState::Done;
-        a.unsettled = pending;
+        a.unsettled = pending || let_go;
         a.rec.set_outcome(outcome);
         a.rec.elapsed_ms = now.saturating_sub(a.started);
         let reason = outcome.label();
@@ -217,7 +227,7 @@ impl Calls {
         for (id, ingress) in lost {
             tracing::info!(call = id, %ingress, "the ingress of a forwarded call is down; cancelling it towards the PBX");
             let key = self.get(id).map(|c| c.key()).unwrap_or_default();
-            self.cancel_call(cx, id, key);
+            self.cancel_call(cx, id, key, true);
         }
     }
 

@@ -68,6 +68,29 @@ async fn an_egress_cancels_a_forward_whose_ingress_is_down() {
     let a = e.drain();
     let methods: Vec<_> = sent_to(&a, PRIMARY).iter().filter_map(|m| m.method().cloned()).collect();
     assert_eq!(methods, vec![hatrunk_sip::Method::Cancel]);
+    // the ingress hears it at once, in case it is alive after all (a one-way cut)
+    let told = sent_to(&a, NODE2);
+    assert_eq!(told.iter().filter_map(|m| m.code()).collect::<Vec<_>>(), vec![503]);
+    assert_eq!(told[0].header(super::egress::UNSETTLED_HEADER), Some("1"), "its attempt may still be answered");
     e.check_egress(1700);
     assert!(sent_to(&e.drain(), PRIMARY).is_empty(), "cancelled once");
+}
+
+/// An egress let go of our forward while its own attempt may still be answered (503 marked
+/// unsettled): the call moves on as off a silent node, with a second slot for what it left behind.
+#[tokio::test]
+async fn an_egress_letting_go_unsettled_costs_a_second_slot_before_the_move() {
+    let mut e = super::tests::engine_with(&two_t_trunk(), view(true));
+    let fwd = forward_second_call(&mut e);
+    e.on_message(from(NODE2, &answer(&fwd, 100, "Trying", NODE2)), 20);
+    e.drain();
+    let mut gone = answer(&fwd, 503, "Service Unavailable", NODE2);
+    gone = gone.replace("Content-Length", &format!("{}: 1\r\nContent-Length", super::egress::UNSETTLED_HEADER));
+    e.on_message(from(NODE2, &gone), 300);
+    let a = e.drain();
+    assert_eq!(super::tests::admitted_slot(&a).as_deref(), Some("n1/call-2/c1~0"), "a second slot first");
+    assert!(of_call(&a, PRIMARY, 2).is_empty());
+    assert!(of_call(&a, CARRIER, 2).iter().all(|m| m.code() != Some(503)), "not passed to the caller");
+    e.on_admitted(admit_id(&a), Ok(Decision::Granted), 301);
+    assert_eq!(of_call(&e.drain(), PRIMARY, 2).len(), 1, "then delivered here");
 }

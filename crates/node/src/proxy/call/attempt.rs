@@ -8,7 +8,7 @@ use hatrunk_sip::SipMessage;
 
 use super::super::calls::{AttemptState, Calls};
 use super::super::context::Cx;
-use super::super::egress::{take_report, REPORT_HEADER};
+use super::super::egress::{take_report, REPORT_HEADER, UNSETTLED_HEADER};
 use super::super::{build, CallTimer, Owner};
 
 /// RFC 3261 Timer C: > 3 minutes.
@@ -41,7 +41,8 @@ impl Calls {
             };
             if forward && report.is_none() && (code == 503 || code == 408) {
                 // the egress node itself could not take the call: the next node, not the caller
-                return self.egress_fault(cx, id, n, Outcome::Final(code));
+                let let_go = resp.header(UNSETTLED_HEADER).is_some();
+                return self.egress_fault_with(cx, id, n, Outcome::Final(code), let_go);
             }
             if let (Some(r), Some(c)) = (report, self.get_mut(id)) {
                 if let Some(a) = c.attempts.get_mut(n) {
