@@ -5,12 +5,13 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use hatrunk_consensus::types::Command;
 use hatrunk_core::policy::FailoverPolicy;
 use hatrunk_core::pool::Decision;
 use hatrunk_core::slot::SlotId;
 use hatrunk_core::trunk::{Role, Trunk};
 use hatrunk_node::admission::Admission;
-use hatrunk_node::runtime::{AdmissionLayer, StoreLayer};
+use hatrunk_node::runtime::{AdmissionLayer, LeaseLayer, StoreLayer};
 use hatrunk_node::store::{BoxFuture, TrunkStore};
 use hatrunk_node::NodeError;
 
@@ -25,10 +26,14 @@ pub enum Broken {
     /// A call going on past an attempt that may still be answered gets its second slot for free
     /// (property 1 must catch the PBX holding both dialogs).
     FreeSecondSlot,
+    /// Leases never lapse: a lost node keeps its whole share until its calls' longest duration
+    /// (availability must catch the others refusing calls while slots are free).
+    NoLapse,
 }
 
 impl Broken {
-    pub const ALL: [Broken; 4] = [Broken::SkipPoolCheck, Broken::FailoverOn486, Broken::IgnoreRevision, Broken::FreeSecondSlot];
+    pub const ALL: [Broken; 5] =
+        [Broken::SkipPoolCheck, Broken::FailoverOn486, Broken::IgnoreRevision, Broken::FreeSecondSlot, Broken::NoLapse];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -36,6 +41,7 @@ impl Broken {
             Broken::FailoverOn486 => "failover-on-486",
             Broken::IgnoreRevision => "ignore-revision",
             Broken::FreeSecondSlot => "free-second-slot",
+            Broken::NoLapse => "no-lapse",
         }
     }
 
@@ -55,8 +61,12 @@ impl Broken {
         match self {
             Broken::FailoverOn486 => Some(failover_on_486 as StoreLayer),
             Broken::IgnoreRevision => Some(ignore_revision as StoreLayer),
-            Broken::SkipPoolCheck | Broken::FreeSecondSlot => None,
+            Broken::SkipPoolCheck | Broken::FreeSecondSlot | Broken::NoLapse => None,
         }
+    }
+
+    pub fn lease_layer(self) -> Option<LeaseLayer> {
+        (self == Broken::NoLapse).then_some(no_lapse as LeaseLayer)
     }
 }
 
@@ -169,4 +179,9 @@ fn failover_on_486(s: Arc<dyn TrunkStore>) -> Arc<dyn TrunkStore> {
 
 fn ignore_revision(s: Arc<dyn TrunkStore>) -> Arc<dyn TrunkStore> {
     Arc::new(BrokenStore(s, Broken::IgnoreRevision))
+}
+
+/// Drops every `Lapse` the lease watch says is due ([`Broken::NoLapse`]).
+fn no_lapse(due: Vec<Command>) -> Vec<Command> {
+    due.into_iter().filter(|c| !matches!(c, Command::Lapse { .. })).collect()
 }

@@ -317,7 +317,9 @@ impl Scenario {
                 // the carrier's first entry admits every call; 2 calls/s of 2.5 s keep ~5 up there
                 // against 8 when it dies. The calls it admitted stay held (their BYEs went to it),
                 // and so may its lease headroom; the rest must come back to the next entry.
-                let mut sc = base(name, "2T: the first entry dies with calls up and never returns", "2t", 8, 2.0, 30);
+                // Load runs past the longest call's duration after the lease lapsed, when the lost
+                // node may hold nothing at all any more.
+                let mut sc = base(name, "2T: the first entry dies with calls up and never returns", "2t", 8, 2.0, 52);
                 sc.faults = vec![(s(8), 0, Fault::Crash(nodes(&["sg1-a1"])))];
                 sc
             }

@@ -1,7 +1,8 @@
 //! The checker checks: the same seed gives the same trace (run again as a user would, in a new
 //! process), and each deliberately broken build (one that skips the pool check, one that fails
 //! over on 486 Busy, one whose trunk writes ignore their revision, one whose moved calls take no
-//! second slot) fails its invariant on a scenario the real build passes.
+//! second slot, one whose leases never lapse) fails its invariant on a scenario the real build
+//! passes.
 
 use hatrunk_simulation::broken::Broken;
 use hatrunk_simulation::judge;
@@ -48,6 +49,17 @@ fn a_build_whose_moved_calls_take_no_second_slot_fails_the_limit_invariant() {
     assert!(good.passed(), "the real build must pass: {:?}", good.verdicts);
     let broken = judge(sc, 970080, Options { broken: Some(Broken::FreeSecondSlot), ..Options::default() });
     assert!(!verdict(&broken, "calls_within_limit"), "a move without a second slot went unnoticed: {:?}", broken.verdicts);
+}
+
+/// A lost node's lease never lapses, so its share never expires: once its longest call is
+/// certainly over, the others still cannot use the whole limit.
+#[test]
+fn a_build_whose_leases_never_lapse_fails_the_availability_invariant() {
+    let sc = Scenario::named("node-lost-for-good").expect("named scenario");
+    let good = judge(sc.clone(), 1, Options::default());
+    assert!(good.passed(), "the real build must pass: {:?}", good.verdicts);
+    let broken = judge(sc, 1, Options { broken: Some(Broken::NoLapse), ..Options::default() });
+    assert!(!verdict(&broken, "capacity_back_after_node_loss"), "a lost node keeping its share went unnoticed: {:?}", broken.verdicts);
 }
 
 /// The reproduction promise: the same command, run again in a new process, replays the run.

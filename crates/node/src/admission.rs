@@ -76,6 +76,8 @@ pub struct EscrowAdmission {
     watch: Mutex<hatrunk_consensus::lease::Watch>,
     /// A SIP node takes calls and so needs a lease; a witness only watches.
     takes_calls: bool,
+    /// What the leader writes of the watch's due commands (see [`crate::runtime::LeaseLayer`]).
+    lease_layer: Option<crate::runtime::LeaseLayer>,
 }
 
 /// What this node's applied state says about one trunk's ledger.
@@ -114,7 +116,14 @@ impl EscrowAdmission {
             lease: LeaseClock::default(),
             watch: Mutex::new(Default::default()),
             takes_calls,
+            lease_layer: None,
         }
+    }
+
+    /// Filter the lease watch's writes through `layer` (the simulation's broken builds only).
+    pub fn with_lease_layer(mut self, layer: Option<crate::runtime::LeaseLayer>) -> Self {
+        self.lease_layer = layer;
+        self
     }
 
     fn inherited(&self) -> std::sync::MutexGuard<'_, Inherited> {

@@ -11,6 +11,9 @@
 //! in that was admitted before the crash and not over by then, and the headroom is six times the
 //! calls it took in the last second (an over-estimate of one renewal's worth), at least a batch.
 //!
+//! And once the longest call it may have (`max_call_duration_s`) is certainly over, it holds nothing:
+//! from [`GRACE_MS`] after that the others may refuse only when the whole limit is theirs.
+//!
 //! Judged on runs whose only fault is the crash of one SIP node that never returns.
 
 use std::collections::BTreeSet;
@@ -57,11 +60,27 @@ pub fn check(sc: &Scenario, out: &Outcome) -> Verdict {
             .filter(|(id, c)| !held.contains(id) && c.answered_ms().is_some_and(|a| a <= t) && c.ended_ms().is_none_or(|e| e > t))
             .count() as u32
     };
+    // the leader writes the lapse LEASE_MS + DRIFT_MARGIN_MS after the last renewal it saw, and
+    // the expiry the longest call's duration after the lapse
+    let expired = from + hatrunk_consensus::lease::DRIFT_MARGIN_MS + crate::topology::MAX_CALL_DURATION_S * 1000;
+    let all_calls =
+        |t: u64| o.calls.values().filter(|c| c.answered_ms().is_some_and(|a| a <= t) && c.ended_ms().is_none_or(|e| e > t)).count() as u32;
     let mut checked = 0;
     let mut violations = Vec::new();
     for (cid, c) in o.calls.iter().filter(|(_, c)| c.entry != lost && c.offered_ms >= from && c.legs.is_empty()) {
         let Some((at, 503)) = c.final_ else { continue };
         checked += 1;
+        if c.offered_ms >= expired {
+            let n = all_calls(at);
+            if n < sc.limit {
+                violations.push(format!(
+                    "{cid} refused 503 at {at} ms with {n} calls in progress: {lost} (lost at {crash} ms) can hold nothing after \
+                     {expired} ms, so the limit {} was the others'",
+                    sc.limit
+                ));
+            }
+            continue;
+        }
         let n = others(at);
         if n < want {
             violations.push(format!(

@@ -99,6 +99,10 @@ impl EscrowAdmission {
             let member = |node: &str| members.contains(node);
             self.watch.lock().unwrap_or_else(|p| p.into_inner()).due(&s.leases, member, holds, hold_ms, now)
         });
+        let due = match self.lease_layer {
+            Some(layer) => layer(due),
+            None => due,
+        };
         if due.is_empty() || !self.consensus.is_leader() {
             return;
         }

@@ -84,6 +84,9 @@ pub struct Wiring<B: Backend> {
     /// A layer around the trunk store the call path reads, for the same purpose (a broken build
     /// that sees every trunk's failover policy wrong).
     pub store_layer: Option<StoreLayer>,
+    /// A filter on the lease writes the leader makes, for the same purpose (a broken build whose
+    /// lost nodes keep their reserve).
+    pub lease_layer: Option<LeaseLayer>,
 }
 
 /// The gRPC server's TLS and the admin token (none of either: an open cluster, for loopback use).
@@ -97,6 +100,8 @@ pub struct GrpcSecurity {
 pub type AdmissionLayer = fn(Arc<dyn Admission>) -> Arc<dyn Admission>;
 /// Wraps the node's trunk store (see [`Wiring::store_layer`]).
 pub type StoreLayer = fn(Arc<dyn TrunkStore>) -> Arc<dyn TrunkStore>;
+/// Filters the lease watch's due writes (see [`Wiring::lease_layer`]).
+pub type LeaseLayer = fn(Vec<hatrunk_consensus::types::Command>) -> Vec<hatrunk_consensus::types::Command>;
 
 /// A running node's shared parts, for observers (the simulation's invariant checks).
 #[derive(Clone)]
@@ -171,6 +176,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         members: None,
         on_ready: None,
         admission_layer: None,
+        lease_layer: None,
         store_layer: None,
     };
     let incoming = tonic::transport::server::TcpIncoming::from(admin_listener);
@@ -193,7 +199,7 @@ where
 {
     cfg.validate()?;
     let listen = cfg.sip_listen()?;
-    let Wiring { backend, dialer, clock, sip, http, seed, members, grpc, on_ready, admission_layer, store_layer } = wiring;
+    let Wiring { backend, dialer, clock, sip, http, seed, members, grpc, on_ready, admission_layer, store_layer, lease_layer } = wiring;
     let cluster_addr = cfg.cluster.advertise.clone().unwrap_or_else(|| cfg.cluster.listen.clone());
     let info = NodeInfo {
         name: cfg.node.name.clone(),
@@ -226,7 +232,9 @@ where
         Some(layer) => layer(store),
         None => store,
     };
-    let escrow = Arc::new(EscrowAdmission::new(consensus.clone(), cfg.node.name.clone(), cfg.node.role() == NodeRole::Sip));
+    let escrow = Arc::new(
+        EscrowAdmission::new(consensus.clone(), cfg.node.name.clone(), cfg.node.role() == NodeRole::Sip).with_lease_layer(lease_layer),
+    );
     tokio::spawn(tasks::reconcile(consensus.clone(), escrow.clone()));
     tokio::spawn(tasks::ensure_cluster_secret(consensus.clone()));
     tokio::spawn(tasks::tidy_shares(escrow.clone()));
