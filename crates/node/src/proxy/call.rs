@@ -342,9 +342,7 @@ impl Calls {
         code: Option<u16>,
         answered: bool,
     ) -> Option<SlotId> {
-        if !answered {
-            self.keep_for_unsettled(cx, id);
-        }
+        self.keep_for_unsettled(cx, id);
         let (call, release) = self.end(id)?;
         // an egress node writes no CDR: the ingress writes this call's, with our attempts in it
         if let Some(cdr) = call.into_cdr(disposition, cause, if answered { None } else { code }, cx.now) {

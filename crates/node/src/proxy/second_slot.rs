@@ -132,25 +132,34 @@ impl Calls {
         self.finish(cx, id, Disposition::Congestion, Cause::CallLimitExceeded, Some(503), false);
     }
 
-    /// Call `id` is ending unanswered: a forward it gave up on without a second slot may still be
-    /// answered, so its slot is kept until that is over.
+    /// Call `id` is ending: an attempt it gave up on without a second slot (a forward, or a local
+    /// one past a silent PBX) may still be answered, so its slot is kept until that is over.
     pub(super) fn keep_for_unsettled(&mut self, cx: &mut Cx<'_>, id: u64) {
         let now = cx.now;
         let Some(call) = self.get(id) else {
             return;
         };
-        let unsettled = call.attempts.iter().enumerate().filter(|(n, a)| a.unsettled && !self.second.has(id, *n));
-        let Some(started) = unsettled.map(|(_, a)| a.started).max() else {
+        let until = call
+            .attempts
+            .iter()
+            .enumerate()
+            .filter(|(n, a)| a.unsettled && !self.second.has(id, *n))
+            .map(|(_, a)| settle_by(a.started, a.started + a.rec.elapsed_ms))
+            .max();
+        let Some(until) = until.filter(|u| *u > now) else {
             return;
         };
         if self.get_mut(id).is_some_and(|c| c.hold_slot()) {
-            cx.io.arm_call(settle_by(started, now), id, CallTimer::HeldSlot);
+            cx.io.arm_call(until, id, CallTimer::HeldSlot);
         }
     }
 
     /// Attempt `n` of call `id` is over (its final response, its late answer torn down): give back
     /// what was held for it.
     pub(super) fn settle_attempt(&mut self, cx: &mut Cx<'_>, id: u64, n: usize) {
+        if let Some(a) = self.attempt_mut(id, n) {
+            a.unsettled = false;
+        }
         match self.second.held.get_mut(&(id, n)) {
             Some(s) if s.state == State::Held => {
                 cx.io.push(Action::Release { slot: s.slot.clone() });

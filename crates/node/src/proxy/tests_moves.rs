@@ -1,9 +1,10 @@
-//! Moves between nodes and what they leave behind: the second slot an ingress holds for a forward
-//! it moved off (`second_slot.rs`), and an egress letting go of a forward whose ingress is down.
+//! Moves and what they leave behind: the second slot an ingress holds for a forward it moved off
+//! (`second_slot.rs`), an egress letting go of a forward whose ingress is down, and the slot a call
+//! keeps past its end for a silent Primary it failed over from.
 
 use hatrunk_core::pool::Decision;
 
-use super::tests::{admit_id, answer, from, sent_to, CARRIER, PRIMARY};
+use super::tests::{admit_id, answer, from, sent_to, CARRIER, PRIMARY, SECONDARY};
 use super::tests_egress::{forward_second_call, invite, of_call, two_t_trunk, view, Flip, NODE2};
 
 /// A forward whose node went quiet may have been delivered: its second slot goes back once that
@@ -93,4 +94,46 @@ async fn an_egress_letting_go_unsettled_costs_a_second_slot_before_the_move() {
     assert!(of_call(&a, CARRIER, 2).iter().all(|m| m.code() != Some(503)), "not passed to the caller");
     e.on_admitted(admit_id(&a), Ok(Decision::Granted), 301);
     assert_eq!(of_call(&e.drain(), PRIMARY, 2).len(), 1, "then delivered here");
+}
+
+/// The call failed over past a silent Primary and ended on the Secondary: the Primary may still
+/// answer (seed 2400404: its 200 was lost and it was up after the call), so the slot stays until
+/// that answer is torn down or can no longer come (Timer B plus the PBX's 64 x T1).
+#[tokio::test]
+async fn a_call_past_a_silent_primary_keeps_its_slot_until_the_primary_cannot_answer() {
+    use hatrunk_sip::transaction::TIMEOUT;
+    use hatrunk_sip::Method;
+    for late_answer in [true, false] {
+        let mut e = super::tests::engine().await;
+        e.on_message(from(CARRIER, super::tests::INVITE), 0);
+        let id = admit_id(&e.drain());
+        e.on_admitted(id, Ok(Decision::Granted), 1);
+        let to_primary = sent_to(&e.drain(), PRIMARY);
+        e.on_tick(1001);
+        let to_secondary = sent_to(&e.drain(), SECONDARY);
+        e.on_message(from(SECONDARY, &answer(&to_secondary[0], 200, "OK", SECONDARY)), 1100);
+        e.drain();
+        let route = to_secondary[0].header("Record-Route").expect("record-route").to_string();
+        let bye = format!(
+            "BYE sip:{SECONDARY} SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKbye1\nRoute: {route}\nFrom: <sip:caller@10.9.9.9>;tag=c1\nTo: <sip:1000@127.0.0.1>;tag=pbx\nCall-ID: call-1\nCSeq: 2 BYE\nMax-Forwards: 70\nContent-Length: 0\n\n"
+        );
+        e.on_message(from(CARRIER, &bye), 5000);
+        let to_pbx = sent_to(&e.drain(), SECONDARY);
+        let bye_ok = String::from_utf8_lossy(&to_pbx[0].make_response(200, "OK", None).to_bytes()).into_owned();
+        e.on_message(from(SECONDARY, &bye_ok), 5010);
+        assert!(super::tests::released(&e.drain()).is_empty(), "the call is over but the Primary may answer yet");
+        if late_answer {
+            e.on_message(from(PRIMARY, &answer(&to_primary[0], 200, "OK", PRIMARY)), 6000);
+            let back = sent_to(&e.drain(), PRIMARY);
+            assert_eq!(back.iter().filter_map(|m| m.method().cloned()).collect::<Vec<_>>(), vec![Method::Ack, Method::Bye]);
+            let bye = back.into_iter().find(|m| m.method() == Some(&Method::Bye)).expect("bye");
+            e.on_message(from(PRIMARY, &answer(&bye, 200, "OK", PRIMARY)), 6050);
+            assert_eq!(super::tests::released(&e.drain()).len(), 1, "torn down: the slot goes");
+        } else {
+            e.on_tick(1 + 2 * TIMEOUT - 10);
+            assert!(super::tests::released(&e.drain()).is_empty());
+            e.on_tick(1 + 2 * TIMEOUT + 10);
+            assert_eq!(super::tests::released(&e.drain()).len(), 1, "it cannot answer any more");
+        }
+    }
 }

@@ -130,6 +130,12 @@ impl Calls {
         }
         let branch = a.branch.clone();
         self.mark_done(id, n);
+        if let Some(a) = self.attempt_mut(id, n) {
+            // the PBX may still answer it: the call's slot outlives the call until it certainly
+            // cannot (`keep_for_unsettled`; simulation seed 2400404: the Primary's answer was lost,
+            // the Secondary's call ended first, and the Primary's dialog was up with no slot)
+            a.unsettled = true;
+        }
         if ringing {
             cx.cancel_branch(&branch);
         } else {
