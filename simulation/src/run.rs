@@ -165,6 +165,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
                     admission_layer: opts.broken.and_then(Broken::admission_layer),
                     store_layer: opts.broken.and_then(Broken::store_layer),
                     lease_layer: opts.broken.and_then(Broken::lease_layer),
+                    resolver: None,
                 };
                 run_with(cfg, wiring, incoming(listener), std::future::pending()).await?;
                 Ok(())

@@ -162,7 +162,9 @@ enum TrunkCmd {
     /// List trunks.
     List,
     /// Delete a trunk. Refused while calls of it are up, unless --force; forced, its calls in
-    /// progress stay counted (also against a trunk re-created under the same id) until they end.
+    /// progress stay counted (also against a trunk re-created under the same id) until they end. A
+    /// trunk created under another id with the same numbers does not count them: to rename a trunk,
+    /// wait until its calls have ended.
     Delete {
         /// The trunk's id.
         id: String,

@@ -16,6 +16,7 @@
 //! - [`health`]: account health from OPTIONS probes with up/down thresholds.
 //! - [`rr`]: round-robin selection.
 //! - [`slot`]: a call's claim on its trunk's pool, by name.
+//! - [`srv`]: the order a resolved name's targets are tried in (RFC 2782 priorities and weights).
 //! - [`ha`]: Advanced HA: failure detector, quorum, egress node order per `advanced_ha`.
 
 pub mod cdr;
@@ -31,6 +32,7 @@ pub mod policy;
 pub mod pool;
 pub mod rr;
 pub mod slot;
+pub mod srv;
 pub mod trunk;
 
 pub use error::CoreError;

@@ -45,7 +45,7 @@ pub enum AuthMode {
     Digest,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Udp,
@@ -61,11 +61,22 @@ pub enum Role {
     Secondary,
 }
 
-/// Where an IP account's calls go: `sip:HOST[:PORT]`.
+/// Where an IP account's calls go: `sip:HOST[:PORT]` or `sips:HOST[:PORT]`; HOST an address or a
+/// name resolved by RFC 3263 (SRV when no port is given, else A/AAAA).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SipTarget {
     pub host: String,
+    /// The port given, else 5060 (5061 for `sips:`).
     pub port: u16,
+    pub port_given: bool,
+    pub sips: bool,
+}
+
+impl SipTarget {
+    /// The host is a name to resolve, not an address.
+    pub fn is_name(&self) -> bool {
+        self.host.parse::<IpAddr>().is_err()
+    }
 }
 
 /// One SIP account (Primary or Secondary), validated.
@@ -362,7 +373,10 @@ impl AccountFile {
             AuthMode::Ip => {
                 let t =
                     self.target.as_deref().ok_or_else(|| CoreError::field(f("target"), "an ip account needs a target (sip:HOST:PORT)"))?;
-                parse_sip_target(t).map_err(|r| CoreError::field(f("target"), r))?;
+                let parsed = parse_sip_target(t).map_err(|r| CoreError::field(f("target"), r))?;
+                if parsed.sips && transport != Transport::Tls {
+                    return Err(CoreError::field(f("target"), "a sips: target is reached over TLS only; set transport = \"tls\""));
+                }
                 if allowed_ips.is_empty() {
                     return Err(CoreError::field(f("allowed_ips"), "an ip account needs at least one allowed address"));
                 }
@@ -487,9 +501,14 @@ fn parse_cidr(s: &str) -> Result<IpNet, String> {
     s.parse::<IpAddr>().map(IpNet::from).map_err(|_| format!("{s:?} is not an IP address or CIDR block"))
 }
 
-/// Parse `sip:HOST[:PORT]` (an optional `user@` and `;params` are ignored). Default port 5060.
+/// Parse `sip:HOST[:PORT]` or `sips:HOST[:PORT]` (an optional `user@` and `;params` are ignored).
+/// Default port 5060, 5061 for `sips:`.
 pub fn parse_sip_target(s: &str) -> Result<SipTarget, String> {
-    let rest = s.strip_prefix("sip:").ok_or_else(|| format!("{s:?} must start with sip:"))?;
+    let (rest, sips) = match (s.strip_prefix("sip:"), s.strip_prefix("sips:")) {
+        (Some(r), _) => (r, false),
+        (None, Some(r)) => (r, true),
+        _ => return Err(format!("{s:?} must start with sip: or sips:")),
+    };
     let rest = rest.split(';').next().unwrap_or("");
     let hostport = rest.rsplit('@').next().unwrap_or("");
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
@@ -504,11 +523,17 @@ pub fn parse_sip_target(s: &str) -> Result<SipTarget, String> {
     if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c)) {
         return Err(format!("{s:?} has no valid host"));
     }
+    if host.parse::<IpAddr>().is_err() && (host.contains(':') || host.starts_with(['.', '-']) || host.ends_with('-') || host.contains(".."))
+    {
+        return Err(format!("{s:?} has no valid host"));
+    }
+    let port_given = port.is_some();
     let port = match port {
+        None if sips => 5061,
         None => 5060,
         Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("{s:?} has a bad port"))?,
     };
-    Ok(SipTarget { host, port })
+    Ok(SipTarget { host, port, port_given, sips })
 }
 
 #[cfg(test)]

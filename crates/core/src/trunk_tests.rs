@@ -34,7 +34,7 @@ fn good_file_validates() {
     let t = parse_trunk(GOOD).expect("valid");
     assert_eq!(t.numbers, vec!["6561230000", "6561230001"]);
     assert_eq!(t.mode, Mode::AutoFailover);
-    assert_eq!(t.primary.sip_target(), Some(SipTarget { host: "192.0.2.10".into(), port: 5060 }));
+    assert_eq!(t.primary.sip_target(), Some(SipTarget { host: "192.0.2.10".into(), port: 5060, port_given: true, sips: false }));
     let s = t.secondary.as_ref().expect("secondary");
     assert!(s.ha1.is_some());
     let shown = t.redacted().to_string();
@@ -111,10 +111,27 @@ fn taken_numbers_are_refused() {
 
 #[test]
 fn sip_targets() {
-    assert_eq!(parse_sip_target("sip:pbx.example.com"), Ok(SipTarget { host: "pbx.example.com".into(), port: 5060 }));
-    assert_eq!(parse_sip_target("sip:u@[::1]:5070;transport=tcp"), Ok(SipTarget { host: "::1".into(), port: 5070 }));
+    assert_eq!(
+        parse_sip_target("sip:pbx.example.com"),
+        Ok(SipTarget { host: "pbx.example.com".into(), port: 5060, port_given: false, sips: false })
+    );
+    assert_eq!(
+        parse_sip_target("sip:u@[::1]:5070;transport=tcp"),
+        Ok(SipTarget { host: "::1".into(), port: 5070, port_given: true, sips: false })
+    );
     assert!(parse_sip_target("sip:host:0").is_err());
-    assert!(parse_sip_target("sips:host").is_err());
+    assert_eq!(
+        parse_sip_target("sips:sbc.example.com"),
+        Ok(SipTarget { host: "sbc.example.com".into(), port: 5061, port_given: false, sips: true })
+    );
+    assert!(parse_sip_target("sips:sbc.example.com").is_ok_and(|t| t.is_name()));
+    assert!(!parse_sip_target("sip:[2001:db8::1]").is_ok_and(|t| t.is_name()));
+    for bad in ["sip:-pbx.example.com", "sip:pbx..example.com", "sip:pbx.example.com-", "tel:+6561230000"] {
+        assert!(parse_sip_target(bad).is_err(), "{bad}");
+    }
+    let sips_over_udp = GOOD.replace("target = \"sip:192.0.2.10:5060\"", "target = \"sips:sbc.example.com\"");
+    assert!(sips_over_udp.contains("sips:"));
+    assert!(matches!(parse_trunk(&sips_over_udp), Err(CoreError::InvalidField { ref field, .. }) if field == "primary.target"));
 }
 
 #[test]

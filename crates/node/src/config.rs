@@ -21,6 +21,7 @@ pub struct NodeConfig {
     pub security: SecuritySection,
     pub tls: TlsSection,
     pub admin: AdminSection,
+    pub dns: DnsSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,6 +171,39 @@ pub struct UpstreamSection {
     pub target: Option<String>,
 }
 
+/// How PBX targets given by name are resolved (RFC 3263; docs/decisions.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSection {
+    /// DNS servers (`IP` or `IP:PORT`); empty: those of `/etc/resolv.conf`.
+    pub servers: Vec<String>,
+    /// How long the last answer for a name is still used while no DNS server answers (RFC 8767).
+    pub stale_for_s: u64,
+    /// Per query try (two tries per server).
+    pub timeout_ms: u64,
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        DnsSection { servers: Vec::new(), stale_for_s: 86_400, timeout_ms: 2_000 }
+    }
+}
+
+impl DnsSection {
+    /// The servers as socket addresses (port 53 when none is given), checked by `validate`.
+    pub fn server_addrs(&self) -> Result<Vec<std::net::SocketAddr>, NodeError> {
+        self.servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.parse::<std::net::SocketAddr>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                    .map_err(|_| NodeError::Config { field: format!("dns.servers[{i}]"), reason: format!("{s:?} is not IP or IP:PORT") })
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct CdrSection {
@@ -296,6 +330,10 @@ impl NodeConfig {
         }
         if self.node.id == 0 {
             return bad("node.id", "must be at least 1".into());
+        }
+        self.dns.server_addrs()?;
+        if self.dns.timeout_ms == 0 || self.dns.timeout_ms > 30_000 {
+            return bad("dns.timeout_ms", format!("{}: expected 1-30000", self.dns.timeout_ms));
         }
         if self.sip_listen()?.tls.is_some() && (self.sip.tls_cert.is_none() || self.sip.tls_key.is_none()) {
             return bad("sip.tls_cert", "a tls: listener needs sip.tls_cert and sip.tls_key".into());

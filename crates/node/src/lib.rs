@@ -9,7 +9,7 @@
 //! - [`runtime`]: the node's tasks; turns engine actions into I/O.
 //! - [`store`], [`admission`]: the configuration and pool interfaces, single-node implementations.
 //! - [`admin`]: the admin gRPC service; [`http`]: `/metrics` and `/health`; [`cdr`]: the CDR writer.
-//! - [`status`], [`metrics`]: live state shared with the API.
+//! - [`status`], [`metrics`]: live state shared with the API; [`dns`]: PBX targets by name.
 //! - [`tls`], [`gate`]: TLS material from the config; who may call the gRPC services.
 
 /// The data format this release writes (`hatrunk --version` names it).
@@ -21,6 +21,7 @@ pub mod cdr;
 pub mod cluster_events;
 pub mod cluster_health;
 pub mod config;
+pub mod dns;
 pub mod error;
 pub mod gate;
 pub mod http;

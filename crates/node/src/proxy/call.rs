@@ -3,6 +3,7 @@
 //! an attempt once sent, and the choice of the response sent upstream (section 16.7: a 503 from the
 //! last attempt becomes 500), is in [`attempt`].
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -17,10 +18,11 @@ use hatrunk_sip::transaction::TxKey;
 use hatrunk_sip::transport::Proto;
 use hatrunk_sip::SipMessage;
 
-use super::calls::{Attempt, AttemptState, Call, Calls, SlotState};
+use super::calls::{AccountTargets, Attempt, AttemptState, Call, Calls, SlotState};
 use super::context::{cx, Cx};
 use super::egress::INGRESS_HEADER;
 use super::{build, Action, CallTimer, Engine, Owner, Src};
+use crate::dns::DnsKey;
 
 mod attempt;
 
@@ -122,6 +124,7 @@ impl Calls {
             egress: None,
             forwarded_from: forwarded_from.clone(),
             report: None,
+            targets: None,
         };
         if let Some(mut r) = cut_off {
             r.push("Retry-After", "5");
@@ -208,8 +211,38 @@ impl Calls {
             return;
         };
         let trunk = call.trunk.clone();
-        let n = call.attempts.len();
-        let mut rec = AttemptRecord {
+        let number = call.number.clone();
+        let mut dests: VecDeque<(Src, String)> = match call.direction {
+            Direction::Outbound => {
+                cx.cfg.upstream.map(|a| (Src { proto: Proto::Udp, addr: a, conn: None }, format!("sip:{number}@{a}"))).into_iter().collect()
+            }
+            Direction::Inbound => Self::inbound_targets(cx, &trunk, role, &number),
+        };
+        let Some(first) = dests.pop_front() else {
+            let outcome = match trunk.account(role).map(|a| a.auth) {
+                Some(AuthMode::Digest) => Outcome::UserNotRegistered,
+                _ => Outcome::ConnectionError,
+            };
+            let mut rec = self.attempt_record(cx, role);
+            rec.target = trunk.account(role).and_then(|a| a.target.clone().or_else(|| a.username.clone())).unwrap_or_default();
+            let Some(call) = self.get_mut(id) else {
+                return;
+            };
+            let n = call.attempts.len();
+            let mut a = Attempt::new(rec, String::new(), now, false);
+            a.state = AttemptState::Done;
+            call.attempts.push(a);
+            return self.attempt_outcome(cx, id, n, outcome, None);
+        };
+        if let Some(c) = self.get_mut(id) {
+            let per_target_ms = u64::from(trunk.failover_timeout_ms) / (dests.len() as u64 + 1);
+            c.targets = (!dests.is_empty()).then(|| Box::new(AccountTargets { role, rest: dests, started: now, per_target_ms }));
+        }
+        self.send_attempt(cx, id, role, first, now);
+    }
+
+    fn attempt_record(&self, cx: &Cx<'_>, role: Role) -> AttemptRecord {
+        AttemptRecord {
             account: Some(role),
             node: cx.here.0.clone(),
             zone: cx.here.1.clone(),
@@ -218,29 +251,25 @@ impl Calls {
             code: None,
             error: None,
             elapsed_ms: 0,
-        };
-        let dest = match call.direction {
-            Direction::Outbound => {
-                cx.cfg.upstream.map(|a| (Src { proto: Proto::Udp, addr: a, conn: None }, format!("sip:{}@{a}", call.number)))
+        }
+    }
+
+    /// Send attempt `n` (the next) of call `id` to one address of `role`'s account, whose first
+    /// address was tried at `account_start` (the failover timer counts from then).
+    fn send_attempt(&mut self, cx: &mut Cx<'_>, id: u64, role: Role, (dest, ruri): (Src, String), account_start: u64) {
+        let now = cx.now;
+        let mut rec = self.attempt_record(cx, role);
+        // the address the attempt went to, also when the Request-URI names the PBX by name
+        rec.target = match SipUri::parse(&ruri) {
+            Ok(u) if u.host.parse::<IpAddr>().is_err() && dest.conn.is_none() => {
+                format!("sip:{}@{}{}", u.user.as_deref().unwrap_or(""), fmt_hostport(dest.addr), dest.proto.uri_param())
             }
-            Direction::Inbound => Self::inbound_target(cx, &trunk, role, &call.number),
+            _ => ruri.clone(),
         };
-        let Some((dest, ruri)) = dest else {
-            let outcome = match trunk.account(role).map(|a| a.auth) {
-                Some(AuthMode::Digest) => Outcome::UserNotRegistered,
-                _ => Outcome::ConnectionError,
-            };
-            rec.target = trunk.account(role).and_then(|a| a.target.clone().or_else(|| a.username.clone())).unwrap_or_default();
-            let Some(call) = self.get_mut(id) else {
-                return;
-            };
-            let mut a = Attempt::new(rec, String::new(), now, false);
-            a.state = AttemptState::Done;
-            call.attempts.push(a);
-            return self.attempt_outcome(cx, id, n, outcome, None);
-        };
-        rec.target = ruri.clone();
         let fwd = self.forward_request(cx, id, &ruri, dest.proto);
+        let Some(n) = self.get(id).map(|c| c.attempts.len()) else {
+            return;
+        };
         let branch = cx.start_client(fwd, dest, Owner::Call(id, n));
         let Some(call) = self.get_mut(id) else {
             return;
@@ -249,38 +278,109 @@ impl Calls {
             call.failover_ms = Some(now.saturating_sub(at));
         }
         call.attempts.push(Attempt::new(rec, branch, now, false));
+        let trunk = &call.trunk;
         let arm_failover = call.direction == Direction::Inbound && trunk.mode == Mode::AutoFailover && role == Role::Primary;
         if arm_failover {
-            cx.io.arm_call(cx.now + u64::from(trunk.failover_timeout_ms), id, CallTimer::Failover(n as u32));
+            cx.io.arm_call(account_start + u64::from(trunk.failover_timeout_ms), id, CallTimer::Failover(n as u32));
+        }
+        if let Some(t) = call.targets.as_ref().filter(|t| t.role == role && !t.rest.is_empty()) {
+            cx.io.arm_call(now + t.per_target_ms, id, CallTimer::NextTarget(n as u32));
         }
     }
 
-    /// Where an inbound attempt to `role` goes, and its Request-URI.
-    fn inbound_target(cx: &Cx<'_>, trunk: &Trunk, role: Role, number: &str) -> Option<(Src, String)> {
-        let a = trunk.account(role)?;
+    /// Attempt `n` of call `id` failed on its address (a 503, a connection error, silence): the
+    /// account's next address, if it has one. False when it has none left.
+    pub(super) fn next_target(&mut self, cx: &mut Cx<'_>, id: u64, n: usize) -> bool {
+        let Some(call) = self.get_mut(id) else {
+            return false;
+        };
+        let Some(role) = call.attempts.get(n).and_then(|a| a.rec.account) else {
+            return false;
+        };
+        let Some(t) = call.targets.as_mut().filter(|t| t.role == role) else {
+            return false;
+        };
+        let Some(next) = t.rest.pop_front() else {
+            return false;
+        };
+        let started = t.started;
+        self.send_attempt(cx, id, role, next, started);
+        true
+    }
+
+    /// Attempt `n`'s address said nothing (not even 100 Trying) for its share of the account's
+    /// time: it is muted, as a silent Primary is at failover, and the next address tried.
+    pub(super) fn target_silent(&mut self, cx: &mut Cx<'_>, id: u64, n: usize) {
+        let now = cx.now;
+        let Some(a) = self.attempt_mut(id, n) else {
+            return;
+        };
+        if a.state != AttemptState::Sent {
+            return; // answered, heard from, or over
+        }
+        a.state = AttemptState::Done;
+        a.unsettled = true; // it may still answer: see `keep_for_unsettled`
+        a.rec.set_outcome(Outcome::NoAnswer);
+        a.rec.elapsed_ms = now.saturating_sub(a.started);
+        let branch = a.branch.clone();
+        cx.tx.mute(&branch);
+        if !self.next_target(cx, id, n) {
+            self.attempt_outcome(cx, id, n, Outcome::NoAnswer, None);
+        }
+    }
+
+    /// Where an inbound attempt to `role` goes, and its Request-URI: one address, or a name's
+    /// addresses in the order to try them.
+    fn inbound_targets(cx: &mut Cx<'_>, trunk: &Trunk, role: Role, number: &str) -> VecDeque<(Src, String)> {
+        let mut out = VecDeque::new();
+        let Some(a) = trunk.account(role) else {
+            return out;
+        };
         match a.auth {
             AuthMode::Ip => {
-                let t = a.sip_target()?;
-                let ip: IpAddr = t.host.parse().ok()?;
+                let Some(t) = a.sip_target() else {
+                    return out;
+                };
                 let proto = match a.transport {
                     Transport::Udp => Proto::Udp,
                     Transport::Tcp => Proto::Tcp,
                     Transport::Tls => Proto::Tls,
                 };
-                let addr = SocketAddr::new(ip, t.port);
-                Some((Src { proto, addr, conn: None }, format!("sip:{number}@{}{}", fmt_hostport(addr), proto.uri_param())))
+                if let Ok(ip) = t.host.parse::<IpAddr>() {
+                    let addr = SocketAddr::new(ip, t.port);
+                    out.push_back((Src { proto, addr, conn: None }, format!("sip:{number}@{}{}", fmt_hostport(addr), proto.uri_param())));
+                    return out;
+                }
+                let key = DnsKey { host: t.host.clone(), port: t.port_given.then_some(t.port), transport: a.transport };
+                let found = match cx.dns.targets(&key, cx.now) {
+                    Ok(found) => found,
+                    Err(why) => {
+                        tracing::debug!(trunk = %trunk.id, account = ?role, %why, "no address for the account's name");
+                        return out;
+                    }
+                };
+                let io = &mut *cx.io;
+                let order = hatrunk_core::srv::order(&found, || io.next_id().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16);
+                let port = if t.port_given { format!(":{}", t.port) } else { String::new() };
+                let ruri = format!("sip:{number}@{}{port}{}", t.host, proto.uri_param());
+                out.extend(order.into_iter().map(|addr| (Src { proto, addr, conn: None }, ruri.clone())));
             }
             AuthMode::Digest => {
-                let user = a.username.as_deref()?;
+                let Some(user) = a.username.as_deref() else {
+                    return out;
+                };
                 if let Some(b) = cx.registrar.lookup(user, cx.now) {
-                    return Some((b.src, b.contact.clone()));
+                    out.push_back((b.src, b.contact.clone()));
+                    return out;
                 }
                 // registered through another node: the replicated binding
-                let (contact, route, expires_ms) = cx.store.registration(user)?;
-                (expires_ms > cx.now).then_some(())?;
-                Some((super::registrar::parse_route(&route)?, contact))
+                let found = cx.store.registration(user).filter(|(_, _, expires_ms)| *expires_ms > cx.now);
+                if let Some(src) = found.as_ref().and_then(|(_, route, _)| super::registrar::parse_route(route)) {
+                    out.push_back((src, found.map(|(contact, _, _)| contact).unwrap_or_default()));
+                }
             }
         }
+        out
     }
 
     /// The caller's INVITE, rewritten for one attempt (RFC 3261 section 16.6).

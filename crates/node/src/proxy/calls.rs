@@ -109,6 +109,19 @@ pub struct Call {
     pub(super) forwarded_from: Option<String>,
     /// Ingress: what the egress said about failover towards the PBX.
     pub(super) report: Option<Box<EgressReport>>,
+    /// The account being tried has more addresses (its name resolved to several).
+    pub(super) targets: Option<Box<AccountTargets>>,
+}
+
+/// The addresses of the account a call is trying, in RFC 2782 order, still to try: a 503, a
+/// connection error or silence on one moves to the next; `failover_timeout_ms` bounds them all.
+pub(super) struct AccountTargets {
+    pub(super) role: hatrunk_core::trunk::Role,
+    pub(super) rest: std::collections::VecDeque<(Src, String)>,
+    /// When the account's first address was tried.
+    pub(super) started: u64,
+    /// How long one address may stay silent before the next is tried.
+    pub(super) per_target_ms: u64,
 }
 
 impl Call {
@@ -350,6 +363,7 @@ mod tests {
             egress: None,
             forwarded_from: None,
             report: None,
+            targets: None,
         }
     }
 

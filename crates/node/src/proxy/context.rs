@@ -33,6 +33,8 @@ pub(super) struct Cx<'a> {
     pub(super) metrics: &'a Metrics,
     pub(super) status: &'a SharedStatus,
     pub(super) registrar: &'a Registrar,
+    /// PBX targets given by name, as last resolved.
+    pub(super) dns: &'a crate::dns::DnsCache,
     pub(super) now: u64,
     pub(super) io: &'a mut Output,
     pub(super) tx: &'a mut Transactions,
@@ -50,6 +52,7 @@ macro_rules! cx {
             metrics: &$e.metrics,
             status: &$e.status,
             registrar: &$e.registrar,
+            dns: &*$e.dns,
             now: $e.now,
             io: &mut $e.io,
             tx: &mut $e.tx,

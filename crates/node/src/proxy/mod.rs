@@ -33,6 +33,8 @@ mod second_slot;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_dns;
+#[cfg(test)]
 mod tests_egress;
 #[cfg(test)]
 mod tests_guard;
@@ -213,6 +215,7 @@ pub struct Engine {
     /// When the members get their next OPTIONS, and the sequence numbering them.
     next_member_probe: u64,
     member_seq: u64,
+    dns: Arc<crate::dns::DnsCache>,
 }
 
 impl Engine {
@@ -244,7 +247,14 @@ impl Engine {
             episodes: Default::default(),
             next_member_probe: 0,
             member_seq: 0,
+            dns: Arc::default(),
         }
+    }
+
+    /// Read PBX targets given by name from `dns` (kept resolved by [`crate::dns::keep_resolved`]).
+    pub fn with_dns(mut self, dns: Arc<crate::dns::DnsCache>) -> Engine {
+        self.dns = dns;
+        self
     }
 
     /// Take the actions produced so far.

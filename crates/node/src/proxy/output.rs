@@ -37,6 +37,8 @@ pub(super) enum CallTimer {
     HeldSlot,
     /// The second slot held for attempt `n`, given up on while its PBX may still answer, goes back.
     SecondSlot(u32),
+    /// Attempt `n`'s address stayed silent for its share of the account's time: the next one.
+    NextTarget(u32),
 }
 
 /// `(at, seq, call id, timer)`: ordered like the other heap's `(at, seq)`, so timers fire in the

@@ -31,6 +31,7 @@ pub(super) struct Shared {
     pub(super) admission: Arc<dyn Admission>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) status: Arc<SharedStatus>,
+    pub(super) dns: Arc<crate::dns::DnsCache>,
 }
 
 impl EngineConfig {
@@ -97,7 +98,8 @@ pub(super) fn start_sip(
         let pinned = crate::tls_pin::PinnedPeers::new(cfg)?;
         tokio::spawn(crate::tls_pin::keep_pins(pinned, shared.store.clone(), Arc::downgrade(&transports)));
     }
-    let engine = Engine::new(ecfg, shared.store.clone(), shared.health.clone(), shared.metrics.clone(), shared.status.clone());
+    let engine = Engine::new(ecfg, shared.store.clone(), shared.health.clone(), shared.metrics.clone(), shared.status.clone())
+        .with_dns(shared.dns.clone());
     let (admitted_tx, admitted) = mpsc::unbounded_channel();
     let driver =
         Driver { engine, transports, admission: shared.admission.clone(), store: shared.store.clone(), cdrs, clock, admitted_tx, freeze };

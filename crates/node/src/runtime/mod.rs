@@ -87,6 +87,8 @@ pub struct Wiring<B: Backend> {
     /// A filter on the lease writes the leader makes, for the same purpose (a broken build whose
     /// lost nodes keep their reserve).
     pub lease_layer: Option<LeaseLayer>,
+    /// Resolves PBX targets given by name (production: hickory-resolver; the simulation names none).
+    pub resolver: Option<Arc<dyn crate::dns::Resolve>>,
 }
 
 /// The gRPC server's TLS and the admin token (none of either: an open cluster, for loopback use).
@@ -94,6 +96,19 @@ pub struct Wiring<B: Backend> {
 pub struct GrpcSecurity {
     pub tls: Option<tonic::transport::ServerTlsConfig>,
     pub token: Option<Arc<str>>,
+}
+
+/// The DNS client of `[dns]`; one that explains itself on every lookup if none can be made (no
+/// `/etc/resolv.conf`), so a node whose trunks name no host starts anyway.
+fn resolver(cfg: &NodeConfig) -> Result<Arc<dyn crate::dns::Resolve>, NodeError> {
+    let servers = cfg.dns.server_addrs()?;
+    Ok(match crate::dns::Hickory::new(&servers, Duration::from_millis(cfg.dns.timeout_ms)) {
+        Ok(h) => Arc::new(h),
+        Err(e) => {
+            tracing::warn!(error = %e, "DNS: no resolver; PBX targets given by name cannot be reached");
+            Arc::new(crate::dns::NoResolver(e))
+        }
+    })
 }
 
 /// Wraps the node's admission (see [`Wiring::admission_layer`]).
@@ -177,6 +192,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         on_ready: None,
         admission_layer: None,
         lease_layer: None,
+        resolver: Some(resolver(&cfg)?),
         store_layer: None,
     };
     let incoming = tonic::transport::server::TcpIncoming::from(admin_listener);
@@ -199,7 +215,8 @@ where
 {
     cfg.validate()?;
     let listen = cfg.sip_listen()?;
-    let Wiring { backend, dialer, clock, sip, http, seed, members, grpc, on_ready, admission_layer, store_layer, lease_layer } = wiring;
+    let Wiring { backend, dialer, clock, sip, http, seed, members, grpc, on_ready, admission_layer, store_layer, lease_layer, resolver } =
+        wiring;
     let cluster_addr = cfg.cluster.advertise.clone().unwrap_or_else(|| cfg.cluster.listen.clone());
     let info = NodeInfo {
         name: cfg.node.name.clone(),
@@ -260,7 +277,13 @@ where
         f(Handles { consensus: consensus.clone(), admission: admission.clone(), health: health.clone() });
     }
 
-    let shared = Shared { store: store.clone(), health: health.clone(), admission: admission.clone(), metrics, status: status.clone() };
+    let dns = Arc::new(crate::dns::DnsCache::default());
+    if let (Some(r), NodeRole::Sip) = (resolver, cfg.node.role()) {
+        let stale_ms = cfg.dns.stale_for_s.saturating_mul(1000);
+        tokio::spawn(crate::dns::keep_resolved(store.clone(), dns.clone(), r, clock, stale_ms, Duration::from_millis(250)));
+    }
+    let shared =
+        Shared { store: store.clone(), health: health.clone(), admission: admission.clone(), metrics, status: status.clone(), dns };
     let engine_task = match sip {
         Some(io) => Some(driver::start_sip(&cfg, listen, io, &shared, clock, seed)?),
         None => None,

@@ -74,6 +74,7 @@ impl Calls {
                 a.rec.set_outcome(Outcome::Answered(code));
                 call.answer_ms = Some(now);
                 call.req = None; // no new attempt will need it
+                call.targets = None;
                 call.attempts.shrink_to_fit();
                 call.slot.shrink_to_fit();
                 // the INVITE's server transaction is done with at the answer: its key moves to
@@ -168,6 +169,13 @@ impl Calls {
             a.rec.set_outcome(outcome);
             a.rec.elapsed_ms = now.saturating_sub(a.started);
         }
+        // RFC 3263 section 4.3: a 503 or a transport failure moves to the name's next address
+        if matches!(outcome, Outcome::Final(503) | Outcome::ConnectionError) && self.next_target(cx, id, n) {
+            return;
+        }
+        let Some(call) = self.get_mut(id) else {
+            return;
+        };
         let step = call.plan.as_mut().map(|p| p.on_outcome(outcome)).unwrap_or(Step::Done);
         if let Step::Try(role) = step {
             call.failover_detect = Some(now);

@@ -1,0 +1,152 @@
+//! PBX targets by name (RFC 3263), end to end: a real DNS server (Debian's dnsmasq on a loopback
+//! port) serves a PBX name with two SRV targets, SIPp plays the PBXes, and a real node resolves,
+//! fails over between the targets of one account, picks up a changed record after its TTL, goes
+//! on from its stale answer while the DNS server is down, and treats a name that does not exist as
+//! an unreachable account at once.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BASE: u16 = 36600;
+const DNS: u16 = BASE + 53;
+const P1: u16 = BASE + 11;
+const P2: u16 = BASE + 12;
+const SECONDARY: u16 = BASE + 13;
+
+/// dnsmasq answering for `hatrunk.test` only (NXDOMAIN for any other name in it), TTL 2 s.
+struct Dnsmasq(Child);
+
+impl Dnsmasq {
+    fn start(records: &[String]) -> Dnsmasq {
+        let ok = Command::new("dnsmasq").arg("--version").stdout(Stdio::null()).status().is_ok();
+        assert!(ok, "dnsmasq is not installed: run the README's test command (it installs dnsmasq-base)");
+        let mut c = Command::new("dnsmasq");
+        c.args(["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces"])
+            .args(["--listen-address=127.0.0.1", &format!("--port={DNS}"), "--user=root", "--pid-file="])
+            .args(["--local=/hatrunk.test/", "--local-ttl=2", "--log-queries", "--log-facility=-"])
+            .args(records)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = c.spawn().expect("spawn dnsmasq");
+        std::thread::sleep(Duration::from_millis(300));
+        Dnsmasq(child)
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn srv(port: u16, target: &str, priority: u16) -> String {
+    format!("--srv-host=_sip._udp.pbx.hatrunk.test,{target}.hatrunk.test,{port},{priority},1")
+}
+
+fn host(name: &str) -> String {
+    format!("--host-record={name}.hatrunk.test,127.0.0.1")
+}
+
+fn trunk(id: &str, number: &str, primary: &str) -> String {
+    format!(
+        "id = \"{id}\"\nnumbers = [\"{number}\"]\nmax_concurrent_calls = 5\nmode = \"auto-failover\"\nfailover_timeout_ms = 2000\n\
+         [primary]\nauth = \"ip\"\ntarget = \"{primary}\"\nallowed_ips = [\"127.0.0.9/32\"]\n\
+         [secondary]\nauth = \"ip\"\ntarget = \"sip:sec.hatrunk.test:{SECONDARY}\"\nallowed_ips = [\"127.0.0.9/32\"]\n"
+    )
+}
+
+fn wait_log(node: &Node, what: &str) {
+    let t0 = Instant::now();
+    while !node.log().contains(what) {
+        assert!(t0.elapsed() < Duration::from_secs(15), "no {what:?} in the node log:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One call to `number`; its CDR once written (the `nth` of the trunk's).
+fn call(node: &Node, number: &str, trunk: &str, nth: usize) -> serde_json::Value {
+    let r = Uac::new(&scenario("uac_rr.xml"), node, BASE + 20, number).calls(1).rate(1).run();
+    assert_eq!(r, Calls { ok: 1, failed: 0 }, "call {nth} of {trunk}:\n{}", node.log());
+    let cdrs = node.wait_cdrs(|c| c["trunk"] == trunk, nth);
+    cdrs.get(nth - 1).cloned().unwrap_or_else(|| panic!("no CDR {nth} of {trunk}"))
+}
+
+/// Where each attempt went (`sip:NUMBER@ADDR`), and its code.
+fn attempts(cdr: &serde_json::Value) -> Vec<(String, String, u64)> {
+    cdr["attempts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            let target = a["target"].as_str().unwrap_or("").to_string();
+            (a["account"].as_str().unwrap_or("").to_string(), target, a["code"].as_u64().unwrap_or(0))
+        })
+        .collect()
+}
+
+fn to(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+#[test]
+fn srv_targets_fail_over_within_the_account_follow_ttls_and_survive_a_dns_outage() {
+    require_sipp();
+    let dir = tempfile::tempdir().expect("tmp");
+    let first = [srv(P1, "pbx1", 10), srv(P2, "pbx2", 20), host("pbx1"), host("pbx2"), host("sec")];
+    let dns = Dnsmasq::start(&first);
+    let node = Node::start(BASE, &format!("[dns]\nservers = [\"127.0.0.1:{DNS}\"]\ntimeout_ms = 500\n"));
+    let failing = uas(&with_code(dir.path(), "uas_fail.xml", 503), P1, false);
+    let mut second = Some(uas(&scenario("uas_rr.xml"), P2, false));
+    let _secondary = uas(&scenario("uas_rr.xml"), SECONDARY, false);
+
+    node.apply(&trunk("named", "3660", "sip:pbx.hatrunk.test"));
+    wait_log(&node, "host=pbx.hatrunk.test");
+    wait_log(&node, "host=sec.hatrunk.test");
+
+    // the first target (priority 10) says 503: the second target of the same account takes it
+    let cdr = call(&node, "3660", "named", 1);
+    let a = attempts(&cdr);
+    assert_eq!(a.len(), 2, "{cdr}");
+    assert!(a[0].0 == "primary" && a[0].1.contains(&to(P1)) && a[0].2 == 503, "{cdr}");
+    assert!(a[1].0 == "primary" && a[1].1.contains(&to(P2)) && a[1].2 == 200, "{cdr}");
+    assert_eq!(cdr["failover"], false, "the Secondary was not needed: {cdr}");
+
+    // both targets down: then the Secondary (reached by name and port: an A record)
+    drop(second.take());
+    let cdr = call(&node, "3660", "named", 2);
+    let a = attempts(&cdr);
+    assert_eq!(a.last().map(|x| (x.0.as_str(), x.1.contains(&to(SECONDARY)))), Some(("secondary", true)), "{cdr}");
+    assert_eq!(a.iter().filter(|x| x.0 == "primary").count(), 2, "both Primary targets tried first: {cdr}");
+
+    // a name that does not exist: its account is unreachable at once, said once in the log
+    node.apply(&trunk("gone", "3661", "sip:nothere.hatrunk.test"));
+    wait_log(&node, "host=nothere.hatrunk.test");
+    let cdr = call(&node, "3661", "gone", 1);
+    assert_eq!(attempts(&cdr).last().map(|x| x.0.clone()), Some("secondary".into()), "{cdr}");
+    assert!(node.log().contains("DNS: name unusable"), "{}", node.log());
+
+    // the record changes: only the second target, at priority 10. After the TTL (2 s) the node
+    // asks again and goes straight there
+    drop(dns);
+    let dns = Dnsmasq::start(&[srv(P2, "pbx2", 10), host("pbx2"), host("sec")]);
+    second = Some(uas(&scenario("uas_rr.xml"), P2, false));
+    std::thread::sleep(Duration::from_secs(4));
+    let cdr = call(&node, "3660", "named", 3);
+    let a = attempts(&cdr);
+    assert_eq!(a.len(), 1, "the new record, without the failing target: {cdr}");
+    assert!(a[0].1.contains(&to(P2)) && a[0].2 == 200, "{cdr}");
+
+    // the DNS server goes away: past the TTL the last answer is still used (RFC 8767)
+    drop(dns);
+    std::thread::sleep(Duration::from_secs(4));
+    let cdr = call(&node, "3660", "named", 4);
+    let a = attempts(&cdr);
+    assert!(a.len() == 1 && a[0].1.contains(&to(P2)) && a[0].2 == 200, "served stale: {cdr}");
+    wait_log(&node, "DNS: no answer; calls use the last one");
+    drop((failing, second));
+}
