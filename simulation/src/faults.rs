@@ -319,7 +319,11 @@ impl Faults {
                     if !self.crashed.remove(&n) {
                         sim.crash(n.as_str());
                         registry.borrow_mut().remove(&n);
+                        // down and up at once: what it was doing is lost (seed 2500427: a
+                        // final response it was retransmitting to the carrier)
+                        rec.down.push(n.clone());
                     }
+                    rec.up.push(n.clone());
                     if let Some(d) = disks.get(&n) {
                         d.wipe();
                     }

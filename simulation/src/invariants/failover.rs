@@ -26,13 +26,16 @@ pub fn check(_sc: &Scenario, out: &Outcome) -> Verdict {
         let Some(p) = legs.first() else { continue };
         // a retransmitted INVITE is a new leg to a PBX that was silent: the first answer counts
         let reply = legs.iter().find_map(|l| l.reply);
+        // a failure the node never heard (no ACK came for it: lost, and the PBX died before it
+        // was asked again, seed 2500439) was silence to the node: detected at the timer
+        let heard = legs.iter().find(|l| l.reply.is_some()).is_some_and(|l| l.ack_ms.is_some());
         if c.moved_ms.is_some() || touched(c, &windows, 3000) {
             continue;
         }
         let secondary = c.legs.get(&Pbx::Secondary).and_then(|l| l.first());
         let timer = p.invite_ms + FAILOVER_TIMEOUT_MS;
         let detected = match reply {
-            Some((t, code)) if FAILOVER_CODES.contains(&code) && t <= timer => Some(t),
+            Some((t, code)) if FAILOVER_CODES.contains(&code) && t <= timer => Some(if heard { t } else { timer }),
             Some((t, _)) if t <= timer => None,
             _ => Some(timer),
         };

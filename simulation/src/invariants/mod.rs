@@ -67,9 +67,11 @@ pub fn down_windows(out: &Outcome) -> Vec<(String, u64, u64)> {
         for n in &f.up {
             if let Some(from) = open.remove(n) {
                 out.push((n.clone(), from, f.at_ms));
+            } else if f.down.contains(n) {
+                out.push((n.clone(), f.at_ms, f.at_ms)); // restarted in place
             }
         }
-        for n in &f.down {
+        for n in f.down.iter().filter(|n| !f.up.contains(n)) {
             open.entry(n.clone()).or_insert(f.at_ms);
         }
     }

@@ -105,12 +105,14 @@ pub async fn run(which: Pbx, mode: Mode, oracle: Shared, layout: Rc<Layout>) -> 
                     }
                     "ACK" => {
                         let tag = tag_of(&msg);
-                        if waiting_ack.remove(&(cid.clone(), tag.clone())).is_some() {
-                            let mut o = oracle.borrow_mut();
+                        let answered = waiting_ack.remove(&(cid.clone(), tag.clone())).is_some();
+                        let mut o = oracle.borrow_mut();
+                        if answered {
                             o.log(format!("{name} ack {cid} {tag}"));
-                            if let Some(l) = o.call(&cid).legs.entry(which).or_default().iter_mut().find(|l| l.tag == tag) {
-                                l.ack_ms.get_or_insert(now_ms());
-                            }
+                        }
+                        // also the hop-by-hop ACK of a failure: proof the node heard it
+                        if let Some(l) = o.call(&cid).legs.entry(which).or_default().iter_mut().find(|l| l.tag == tag) {
+                            l.ack_ms.get_or_insert(now_ms());
                         }
                     }
                     "BYE" => {
