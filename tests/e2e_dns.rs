@@ -150,3 +150,109 @@ fn srv_targets_fail_over_within_the_account_follow_ttls_and_survive_a_dns_outage
     wait_log(&node, "DNS: no answer; calls use the last one");
     drop((failing, second));
 }
+
+/// `openssl s_server` as a PBX reached over TLS, presenting `cert` (its received bytes in a file).
+struct TlsPbx(Child, std::path::PathBuf);
+
+impl TlsPbx {
+    fn start(dir: &std::path::Path, cert: &str, port: u16) -> TlsPbx {
+        let out = dir.join(format!("s_server-{port}.out"));
+        let file = std::fs::File::create(&out).expect("s_server output");
+        let child = Command::new("openssl")
+            .args(["s_server", "-quiet", "-accept", &format!("127.0.0.1:{port}")])
+            .arg("-cert")
+            .arg(dir.join(format!("{cert}.pem")))
+            .arg("-key")
+            .arg(dir.join(format!("{cert}.key")))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn openssl (the test command installs it)");
+        std::thread::sleep(Duration::from_millis(300));
+        TlsPbx(child, out)
+    }
+
+    fn received(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+}
+
+impl Drop for TlsPbx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn certs(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new(hatrunk_bin()).arg("certs").args(args).arg("--dir").arg(dir).output().expect("hatrunk certs");
+    assert!(out.status.success(), "hatrunk certs {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A `sips:` target by name: the TLS handshake sends the name (SNI) and the certificate must carry
+/// it. A PBX whose certificate names another host is refused and the call fails over; the one
+/// whose certificate names it gets the INVITE, its Request-URI naming it too.
+#[test]
+fn a_tls_target_by_name_is_verified_against_its_name() {
+    require_sipp();
+    let base = 36700u16;
+    let (dns_port, right, wrong, secondary) = (base + 53, base + 11, base + 12, base + 13);
+    let pki = tempfile::tempdir().expect("tmp");
+    certs(pki.path(), &["init", "--nodes", "sbc", "--san", "sbc.hatrunk.test"]);
+    certs(pki.path(), &["issue", "other", "--san", "other.hatrunk.test"]);
+    let ok = Command::new("dnsmasq").arg("--version").stdout(Stdio::null()).status().is_ok();
+    assert!(ok, "dnsmasq is not installed: run the README's test command (it installs dnsmasq-base)");
+    let _dns = Dnsmasq(
+        Command::new("dnsmasq")
+            .args(["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces"])
+            .args(["--listen-address=127.0.0.1", &format!("--port={dns_port}"), "--user=root", "--pid-file="])
+            .args(["--local=/hatrunk.test/", "--local-ttl=60", &host("sbc"), &host("wrong"), &host("sec")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn dnsmasq"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let ca = pki.path().join("ca.pem");
+    let sip = format!("tls_ca = \"{}\"\n", ca.display());
+    let node = Node::start_with(base, &sip, &format!("[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n"));
+    let good = TlsPbx::start(pki.path(), "sbc", right);
+    let bad = TlsPbx::start(pki.path(), "other", wrong);
+    let _s = uas(&scenario("uas_rr.xml"), secondary, false);
+    let tls_trunk = |id: &str, number: &str, target: &str| {
+        format!(
+            "id = \"{id}\"\nnumbers = [\"{number}\"]\nmax_concurrent_calls = 2\nmode = \"auto-failover\"\nfailover_timeout_ms = 2000\n\
+             [primary]\nauth = \"ip\"\ntarget = \"{target}\"\ntransport = \"tls\"\nallowed_ips = [\"127.0.0.9/32\"]\n\
+             [secondary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:{secondary}\"\nallowed_ips = [\"127.0.0.9/32\"]\n"
+        )
+    };
+    node.apply(&tls_trunk("tlswrong", "3670", &format!("sips:wrong.hatrunk.test:{wrong}")));
+    node.apply(&tls_trunk("tlsname", "3671", &format!("sips:sbc.hatrunk.test:{right}")));
+    wait_log(&node, "host=wrong.hatrunk.test");
+    wait_log(&node, "host=sbc.hatrunk.test");
+    std::thread::sleep(Duration::from_millis(600)); // the names reach the transports within 250 ms
+
+    // the certificate names other.hatrunk.test: refused, the Secondary takes the call
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, base + 20, "3670").calls(1).rate(1).run();
+    assert_eq!(r, Calls { ok: 1, failed: 0 }, "{}", node.log());
+    let cdr = node.wait_cdrs(|c| c["trunk"] == "tlswrong", 1);
+    assert_eq!(attempts(&cdr[0]).last().map(|a| a.0.clone()), Some("secondary".into()), "{}", cdr[0]);
+    assert!(!bad.received().contains("INVITE"), "a PBX with another name's certificate got the call: {}", bad.received());
+
+    // the certificate names sbc.hatrunk.test: the INVITE goes through
+    let sock = std::net::UdpSocket::bind(("127.0.0.1", base + 21)).expect("bind");
+    let invite = format!(
+        "INVITE sip:3671@127.0.0.1:{base} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bKtlsname1;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:carrier@127.0.0.1>;tag=c1\r\nTo: <sip:3671@127.0.0.1>\r\nCall-ID: tls-by-name-1\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:carrier@127.0.0.1:{}>\r\nContent-Length: 0\r\n\r\n",
+        base + 21,
+        base + 21
+    );
+    sock.send_to(invite.as_bytes(), ("127.0.0.1", base)).expect("send");
+    let t0 = Instant::now();
+    while !good.received().contains("INVITE sip:3671@sbc.hatrunk.test") {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no INVITE over TLS by name; got {:?}\n{}", good.received(), node.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

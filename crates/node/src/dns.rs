@@ -133,6 +133,15 @@ impl DnsCache {
         }
     }
 
+    /// The name each address reached over TLS was resolved from (its certificate must carry it).
+    pub fn tls_names(&self) -> HashMap<SocketAddr, String> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .filter(|(k, _)| k.transport == Transport::Tls)
+            .flat_map(|(k, e)| e.targets.iter().map(move |t| (t.addr, k.host.clone())))
+            .collect()
+    }
+
     fn get(&self, key: &DnsKey) -> Option<Entry> {
         self.map.read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }

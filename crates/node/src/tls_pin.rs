@@ -24,6 +24,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
 use crate::config::NodeConfig;
+use crate::dns::{DnsCache, DnsKey};
 use crate::error::NodeError;
 use crate::store::TrunkStore;
 
@@ -31,22 +32,32 @@ use crate::store::TrunkStore;
 /// their pins are pooled there.
 pub type Wanted = BTreeMap<SocketAddr, Vec<[u8; 32]>>;
 
-/// The pins the trunks ask for, by the address their PBX is reached at.
-pub fn wanted(trunks: &[Arc<Trunk>]) -> Wanted {
+/// The pins the trunks ask for, by the address their PBX is reached at (every address its name
+/// resolves to at `now`, for a target given by name).
+pub fn wanted(trunks: &[Arc<Trunk>], dns: &DnsCache, now: u64) -> Wanted {
     let mut out = Wanted::new();
     for t in trunks {
         for a in [Role::Primary, Role::Secondary].into_iter().filter_map(|r| t.account(r)) {
             if a.auth != AuthMode::Ip || a.transport != Transport::Tls || a.tls_pins.is_empty() {
                 continue;
             }
-            let Some(addr) = a.sip_target().and_then(|s| Some(SocketAddr::new(s.host.parse::<IpAddr>().ok()?, s.port))) else {
+            let Some(s) = a.sip_target() else {
                 continue;
             };
-            let pins = out.entry(addr).or_default();
-            for p in &a.tls_pins {
-                let mut fp = [0u8; 32];
-                if hex::decode_to_slice(p, &mut fp).is_ok() && !pins.contains(&fp) {
-                    pins.push(fp);
+            let addrs: Vec<SocketAddr> = match s.host.parse::<IpAddr>() {
+                Ok(ip) => vec![SocketAddr::new(ip, s.port)],
+                Err(_) => {
+                    let key = DnsKey { host: s.host.clone(), port: s.port_given.then_some(s.port), transport: a.transport };
+                    dns.targets(&key, now).map(|ts| ts.iter().map(|t| t.addr).collect()).unwrap_or_default()
+                }
+            };
+            for addr in addrs {
+                let pins = out.entry(addr).or_default();
+                for p in &a.tls_pins {
+                    let mut fp = [0u8; 32];
+                    if hex::decode_to_slice(p, &mut fp).is_ok() && !pins.contains(&fp) {
+                        pins.push(fp);
+                    }
                 }
             }
         }
@@ -54,15 +65,28 @@ pub fn wanted(trunks: &[Arc<Trunk>]) -> Wanted {
     out
 }
 
-/// Keep the transports' pinned peers in step with the trunks, once a second, for as long as the
-/// transports live.
-pub async fn keep_pins(mut pinned: PinnedPeers, store: Arc<dyn TrunkStore>, transports: Weak<Transports>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+/// Keep the transports' pinned peers, and the names peers reached over TLS go by, in step with
+/// the trunks and what their names resolve to, four times a second, for as long as the transports
+/// live.
+pub async fn keep_pins(
+    mut pinned: PinnedPeers,
+    store: Arc<dyn TrunkStore>,
+    dns: Arc<DnsCache>,
+    clock: fn() -> u64,
+    transports: Weak<Transports>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut names = HashMap::new();
     loop {
         tick.tick().await;
         let Some(t) = transports.upgrade() else { return };
-        if let Some(peers) = pinned.refresh(&store.list()) {
+        if let Some(peers) = pinned.refresh(&store.list(), &dns, clock()) {
             t.set_tls_peers(peers);
+        }
+        let now_names = dns.tls_names();
+        if now_names != names {
+            t.set_tls_names(now_names.clone());
+            names = now_names;
         }
     }
 }
@@ -79,8 +103,8 @@ impl PinnedPeers {
     }
 
     /// The configs to use now, when the trunks' pins changed since the last call.
-    pub fn refresh(&mut self, trunks: &[Arc<Trunk>]) -> Option<HashMap<SocketAddr, Arc<rustls::ClientConfig>>> {
-        let want = wanted(trunks);
+    pub fn refresh(&mut self, trunks: &[Arc<Trunk>], dns: &DnsCache, now: u64) -> Option<HashMap<SocketAddr, Arc<rustls::ClientConfig>>> {
+        let want = wanted(trunks, dns, now);
         if want == self.last {
             return None;
         }
@@ -183,11 +207,22 @@ mod tests {
             trunk("tt", "sip:192.0.2.10:5061", "tls", &[&b, &a]),
             trunk("ttt", "sip:192.0.2.11:5061", "tls", &[]),
             trunk("tttt", "sip:192.0.2.12:5060", "udp", &[]),
+            trunk("named", "sips:sbc.example.com", "tls", &[&b]),
         ];
-        let w = wanted(&trunks);
+        // the name resolves to two addresses: both carry its pin
+        let dns = DnsCache::default();
+        let resolved = |ip: [u8; 4]| hatrunk_core::srv::SrvTarget { priority: 0, weight: 0, addr: SocketAddr::from((ip, 5061)) };
+        let key = DnsKey { host: "sbc.example.com".into(), port: None, transport: Transport::Tls };
+        let targets = vec![resolved([192, 0, 2, 20]), resolved([192, 0, 2, 21])];
+        dns.put(key, crate::dns::Entry { targets, fresh_until: 10, stale_until: 10, problem: None });
+        let w = wanted(&trunks, &dns, 0);
         let addr: SocketAddr = "192.0.2.10:5061".parse().expect("addr");
-        assert_eq!(w.keys().collect::<Vec<_>>(), vec![&addr]);
+        let named: Vec<SocketAddr> = ["192.0.2.20:5061", "192.0.2.21:5061"].iter().map(|a| a.parse().expect("addr")).collect();
+        assert_eq!(w.keys().collect::<Vec<_>>(), vec![&addr, &named[0], &named[1]]);
         assert_eq!(w[&addr], vec![[0xaa; 32], [0xbb; 32]]);
+        assert_eq!(w[&named[1]], vec![[0xbb; 32]]);
+        assert_eq!(dns.tls_names().get(&named[0]).map(String::as_str), Some("sbc.example.com"), "its certificate must name it");
+        assert!(wanted(&trunks, &dns, 10).get(&named[0]).is_none(), "an unusable answer pins nothing");
     }
 
     #[test]
@@ -206,8 +241,9 @@ mod tests {
     fn configs_are_rebuilt_only_when_the_pins_change() {
         let mut p = PinnedPeers { identity: None, last: Wanted::new() };
         let trunks = [trunk("t", "sip:192.0.2.10:5061", "tls", &[&"aa".repeat(32)])];
-        assert_eq!(p.refresh(&trunks).map(|m| m.len()), Some(1));
-        assert!(p.refresh(&trunks).is_none());
-        assert_eq!(p.refresh(&[]).map(|m| m.len()), Some(0), "pins removed: back to the node-wide verification");
+        let dns = DnsCache::default();
+        assert_eq!(p.refresh(&trunks, &dns, 0).map(|m| m.len()), Some(1));
+        assert!(p.refresh(&trunks, &dns, 0).is_none());
+        assert_eq!(p.refresh(&[], &dns, 0).map(|m| m.len()), Some(0), "pins removed: back to the node-wide verification");
     }
 }

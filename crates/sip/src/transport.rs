@@ -121,6 +121,9 @@ pub struct Transports {
     tls_client: Option<tokio_rustls::TlsConnector>,
     /// Peers verified their own way (a PBX account's pinned certificates) instead of `tls_client`.
     tls_peers: Mutex<HashMap<SocketAddr, tokio_rustls::TlsConnector>>,
+    /// The name a peer reached over TLS was resolved from: sent as SNI and checked against its
+    /// certificate (otherwise the certificate must name the address).
+    tls_names: Mutex<HashMap<SocketAddr, String>>,
     limits: StreamLimits,
     conns: Mutex<Conns>,
     next_id: AtomicU64,
@@ -173,6 +176,7 @@ impl Transports {
             tls_local: None,
             tls_client: None,
             tls_peers: Mutex::new(HashMap::new()),
+            tls_names: Mutex::new(HashMap::new()),
             limits: StreamLimits::default(),
             conns: Mutex::new(Conns { by_id: HashMap::new(), by_peer: HashMap::new(), per_ip: HashMap::new() }),
             next_id: AtomicU64::new(1),
@@ -191,6 +195,20 @@ impl Transports {
     pub fn set_tls_peers(&self, peers: HashMap<SocketAddr, Arc<tokio_rustls::rustls::ClientConfig>>) {
         let peers = peers.into_iter().map(|(a, c)| (a, tokio_rustls::TlsConnector::from(c))).collect();
         *self.tls_peers.lock().unwrap_or_else(|p| p.into_inner()) = peers;
+    }
+
+    /// The names peers reached over TLS go by (a PBX target given by name and resolved to them).
+    pub fn set_tls_names(&self, names: HashMap<SocketAddr, String>) {
+        *self.tls_names.lock().unwrap_or_else(|p| p.into_inner()) = names;
+    }
+
+    /// Who `peer` must prove to be over TLS: the name it was resolved from, else its address.
+    pub(crate) fn tls_server_name(&self, peer: SocketAddr) -> tokio_rustls::rustls::pki_types::ServerName<'static> {
+        let names = self.tls_names.lock().unwrap_or_else(|p| p.into_inner());
+        names
+            .get(&peer)
+            .and_then(|n| tokio_rustls::rustls::pki_types::ServerName::try_from(n.trim_end_matches('.').to_string()).ok())
+            .unwrap_or_else(|| tokio_rustls::rustls::pki_types::ServerName::IpAddress(peer.ip().into()))
     }
 
     /// Whether this node reaches peers over TLS at all (a simulated node does not).

@@ -96,7 +96,7 @@ pub(super) fn start_sip(
     transports.set_drop_backlog(cfg.security.shed_backlog.saturating_mul(2), Duration::from_millis(cfg.security.shed_wait_ms));
     if transports.dials_tls() {
         let pinned = crate::tls_pin::PinnedPeers::new(cfg)?;
-        tokio::spawn(crate::tls_pin::keep_pins(pinned, shared.store.clone(), Arc::downgrade(&transports)));
+        tokio::spawn(crate::tls_pin::keep_pins(pinned, shared.store.clone(), shared.dns.clone(), clock, Arc::downgrade(&transports)));
     }
     let engine = Engine::new(ecfg, shared.store.clone(), shared.health.clone(), shared.metrics.clone(), shared.status.clone())
         .with_dns(shared.dns.clone());

@@ -104,7 +104,7 @@ impl Transports {
             match connector {
                 None => me.run_conn(id, proto, peer, tcp, rx, false).await,
                 Some(c) => {
-                    let name = rustls::pki_types::ServerName::IpAddress(peer.ip().into());
+                    let name = me.tls_server_name(peer);
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, c.connect(name, tcp)).await {
                         Ok(Ok(tls)) => me.run_conn(id, proto, peer, tls, rx, false).await,
                         Ok(Err(e)) => {
