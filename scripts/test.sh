@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (Debian's sip-tester for
-# SIPp, iproute2 for network namespaces, openssl as an outside TLS peer, strace to see the store's syncs, nftables to block SIP between members, dnsmasq as a DNS server), then runs every unit and end-to-end test and the
+# SIPp, iproute2 for network namespaces, openssl as an outside TLS peer, strace to see the store's syncs, nftables to block SIP between members, dnsmasq as a DNS server, prometheus for promtool), then runs every unit and end-to-end test and the
 # deterministic simulation (named scenarios and 100 seeds from a range the commit derives).
 # Fails loudly when a tool cannot be installed; no test skips because a tool is absent.
 set -euo pipefail
@@ -15,6 +15,7 @@ command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v svcrack >/dev/null 2>&1 || need+=(sipvicious)
 command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -27,6 +28,7 @@ command -v strace >/dev/null || { echo "FATAL: strace (the test that acknowledge
 command -v nft >/dev/null || { echo "FATAL: nft (nftables: the test that blocks SIP between members) is still missing" >&2; exit 1; }
 command -v svcrack >/dev/null || { echo "FATAL: svcrack (sipvicious: the password-guessing test) is still missing" >&2; exit 1; }
 command -v dnsmasq >/dev/null || { echo "FATAL: dnsmasq (dnsmasq-base: the DNS server of the SRV test) is still missing" >&2; exit 1; }
+command -v promtool >/dev/null || { echo "FATAL: promtool (prometheus: the alert rules' checks) is still missing" >&2; exit 1; }
 [ -d ../shared/sip-torture ] || { echo "FATAL: ../shared (torture messages, SIPp scenarios) must sit beside the checkout" >&2; exit 1; }
 
 # End-to-end tests bind ports 30000-39999, inside Linux's ephemeral range: reserve them so the kernel
@@ -45,6 +47,9 @@ export CARGO_INCREMENTAL=0
 # criterion benches run once each as tests (--all-targets), so they never rot; they take no
 # --test-threads flag, hence the environment variable for the test binaries.
 export RUST_TEST_THREADS=2
+# the shipped alert rules: valid, and each alert fires on its sample series (the dashboard and the
+# rules name only exported metrics: a unit test in crates/node/src/metrics.rs)
+(cd cluster-configs/observability && promtool check rules alerts.yml && promtool test rules alerts_test.yml)
 cargo test --workspace --all-targets --locked
 # and the benchmarks and load harness binaries build with the optimised profile they are run with
 cargo bench --workspace --no-run --locked

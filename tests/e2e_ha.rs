@@ -176,11 +176,17 @@ fn hung_node_is_down_within_detection_and_back_on_cont() {
     // the detector's default threshold is 800 ms with a heartbeat each 200 ms; allow the CLI's own time
     assert!(detection < Duration::from_millis(2500), "hung node seen down after {detection:?}");
     std::thread::sleep(Duration::from_millis(2500u64.saturating_sub(detection.as_millis() as u64)));
+    // what the alert rules read (cluster-configs/observability): one member down, a leader known
+    let down = |m: &str| m.lines().filter(|l| l.starts_with("hatrunk_member_up{") && l.ends_with(" 0")).count();
+    let m = nodes[0].http_get("/metrics");
+    assert_eq!(down(&m), 1, "{m}");
+    assert!(m.contains("hatrunk_cluster_leader_known 1"), "{m}");
     let (c, ports) = phase(&nodes[0], pbx, base + 90, "3820", 10, dir.path(), "hung");
     assert_eq!(c, Calls { ok: 10, failed: 0 });
     assert_eq!(count_in(&ports, &[&nodes[0]]), 10, "nothing to the hung zone: {ports:?}");
     nodes[1].signal("CONT");
     wait_health(&nodes[0], &[2], true);
+    assert_eq!(down(&nodes[0].http_get("/metrics")), 0);
     let (c, ports) = phase(&nodes[0], pbx, base + 91, "3820", 10, dir.path(), "back");
     assert_eq!(c, Calls { ok: 10, failed: 0 });
     assert_eq!(count_in(&ports, &[&nodes[1]]), 5, "{ports:?}");

@@ -145,6 +145,16 @@ impl ClusterHealth {
         });
     }
 
+    /// The Raft leader this node knows of, if any.
+    pub fn leader(&self) -> Option<u64> {
+        self.consensus.raft.metrics().borrow().current_leader
+    }
+
+    /// The health view now (the detector's clock).
+    pub fn view_now(&self) -> HealthView {
+        self.view((self.clock)())
+    }
+
     /// Log what changed since the last round: the leader, members, zones and regions down and up.
     fn announce(&self) {
         use crate::cluster_events::Event;

@@ -15,6 +15,7 @@ pub struct HttpState {
     pub store: Arc<dyn TrunkStore>,
     pub admission: Arc<dyn Admission>,
     pub status: Arc<SharedStatus>,
+    pub health: Arc<crate::cluster_health::ClusterHealth>,
 }
 
 pub fn router(state: Arc<HttpState>) -> Router {
@@ -50,6 +51,12 @@ async fn metrics(axum::extract::State(s): axum::extract::State<Arc<HttpState>>) 
         }
     }
     m.calls_in_progress.set(s.status.calls_in_progress() as i64);
+    m.leader_known.set(i64::from(s.health.leader().is_some()));
+    m.member_up.reset();
+    for mv in s.health.view_now().members {
+        let role = if mv.member.sip { "sip" } else { "witness" };
+        m.member_up.with_label_values(&[&mv.member.name, &mv.member.zone, &mv.member.region, role]).set(i64::from(mv.alive));
+    }
     if let Some(now) = s.admission.lease_state() {
         for state in crate::admission::lease::STATES {
             m.lease.with_label_values(&[state]).set(i64::from(state == now));

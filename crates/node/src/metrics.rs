@@ -26,6 +26,8 @@ pub struct Metrics {
     pub guard_banned: IntGauge,
     pub stream_connections: IntGauge,
     pub stream_refused: IntCounter,
+    pub member_up: IntGaugeVec,
+    pub leader_known: IntGauge,
 }
 
 impl Metrics {
@@ -75,6 +77,12 @@ impl Metrics {
                 "hatrunk_sip_stream_refused_total",
                 "Inbound SIP TCP/TLS connections closed at once: total or per-source connection limit reached",
             )?,
+            member_up: gv(
+                "hatrunk_member_up",
+                "Each member as this node's failure detector sees it: 1 answering, 0 down (zones and regions down are every member of theirs at 0)",
+                &["member", "zone", "region", "role"],
+            )?,
+            leader_known: IntGauge::new("hatrunk_cluster_leader_known", "1 while this node knows a Raft leader (trunk changes and share grants need one)")?,
             registry,
         };
         for c in [&m.requests, &m.responses, &m.calls, &m.failovers, &m.forwards, &m.egress_moves] {
@@ -83,10 +91,11 @@ impl Metrics {
         for c in [&m.answered, &m.malformed, &m.stray_responses, &m.retransmissions, &m.auth_failures] {
             m.registry.register(Box::new(c.clone()))?;
         }
-        for g in [&m.pool_in_use, &m.pool_limit, &m.account_up, &m.transactions, &m.lease] {
+        for g in [&m.pool_in_use, &m.pool_limit, &m.account_up, &m.transactions, &m.lease, &m.member_up] {
             m.registry.register(Box::new(g.clone()))?;
         }
         m.registry.register(Box::new(m.calls_in_progress.clone()))?;
+        m.registry.register(Box::new(m.leader_known.clone()))?;
         m.registry.register(Box::new(m.guard_drops.clone()))?;
         m.registry.register(Box::new(m.guard_bans.clone()))?;
         m.registry.register(Box::new(m.guard_banned.clone()))?;
@@ -121,5 +130,42 @@ fn catch_up(c: &IntCounter, total: u64) {
     let seen = c.get();
     if total > seen {
         c.inc_by(total - seen);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The alert rules and the dashboard in `cluster-configs/observability/` name only metrics this
+    /// node exports (a renamed metric would silently blind them).
+    #[test]
+    fn the_shipped_rules_and_dashboard_name_only_exported_metrics() {
+        let ours = include_str!("metrics.rs");
+        let exported: std::collections::BTreeSet<&str> = names(ours).into_iter().collect();
+        for (file, text) in [
+            ("alerts.yml", include_str!("../../../cluster-configs/observability/alerts.yml")),
+            ("alerts_test.yml", include_str!("../../../cluster-configs/observability/alerts_test.yml")),
+            ("dashboard.json", include_str!("../../../cluster-configs/observability/dashboard.json")),
+        ] {
+            let used = names(text);
+            assert!(!used.is_empty(), "{file} names no hatrunk metric");
+            for n in used {
+                assert!(exported.contains(n), "{file} names {n}, which no node exports");
+            }
+        }
+    }
+
+    fn names(text: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("hatrunk_") {
+            let tail = &rest[i..];
+            let end = tail.find(|c: char| !(c.is_ascii_lowercase() || c == '_')).unwrap_or(tail.len());
+            let name = &tail[..end];
+            if name.len() > "hatrunk_".len() && !name.ends_with('_') {
+                out.push(name);
+            }
+            rest = &tail[end..];
+        }
+        out
     }
 }

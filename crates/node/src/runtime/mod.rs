@@ -299,7 +299,7 @@ where
         clock,
     };
     if let Some(http_listener) = http {
-        let http_state = Arc::new(HttpState { metrics: shared.metrics, store, admission, status });
+        let http_state = Arc::new(HttpState { metrics: shared.metrics, store, admission, status, health: health.clone() });
         tokio::spawn(async move {
             if let Err(e) = axum::serve(http_listener, router(http_state)).await {
                 tracing::error!(error = %e, "http server stopped");
