@@ -97,6 +97,14 @@ fn removing_a_live_node_drains_it_and_its_calls_keep_their_slots() {
     let (nodes, trace, _dir, pbx) = cluster(39000);
     let held = Carrier::start(&nodes[2], 39030, "3900", 30, 9000);
     wait_held(&nodes[0], 30);
+    // `hatrunk calls`: the cluster's row first, then each node's part, which add up to it
+    let out = nodes[0].cli(&["calls", "--trunk", "ops", "-o", "json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("calls -o json");
+    let rows = rows.as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.first().map(|r| r["node"].clone()), Some("cluster".into()), "{rows:?}");
+    let parts: Vec<u64> = rows.iter().skip(1).map(|r| r["in_use"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(parts.iter().sum::<u64>(), rows[0]["in_use"].as_u64().unwrap_or(0), "{rows:?}");
+    assert!(parts.iter().any(|n| *n >= 30), "node 3 holds its 30 calls: {rows:?}");
     std::thread::scope(|s| {
         // the removal waits while node 3 drains
         let remove = s.spawn(|| nodes[0].cli(&["cluster", "remove", "3"]));

@@ -96,7 +96,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: certs::CertsCmd,
     },
-    /// Pool use per trunk and node.
+    /// Slots held per trunk: the cluster's total (the first row of each trunk), then each node's
+    /// part (its escrow share, unused reserve included, and its calls' own slots).
     Calls {
         /// Only this trunk.
         #[arg(long)]

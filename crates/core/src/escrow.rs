@@ -119,6 +119,11 @@ impl Shares {
         self.granted.iter().filter(|(_, per)| per.contains_key(node)).map(|(t, _)| t.clone()).collect()
     }
 
+    /// Each node's share of `trunk`.
+    pub fn of_trunk<'a>(&'a self, trunk: &str) -> impl Iterator<Item = (&'a str, u32)> + 'a {
+        self.granted.get(trunk).into_iter().flat_map(|per| per.iter().map(|(n, s)| (n.as_str(), *s)))
+    }
+
     /// Shares per trunk, summed over nodes.
     pub fn totals(&self) -> impl Iterator<Item = (&str, u32)> {
         self.granted.iter().map(|(t, per)| (t.as_str(), per.values().sum()))

@@ -77,6 +77,11 @@ impl Pool {
         v
     }
 
+    /// The calls holding a slot of `trunk` (slot references: `node/...`).
+    pub fn holders_of<'a>(&'a self, trunk: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.holders.iter().filter(move |(_, t)| t.as_str() == trunk).map(|(c, _)| c.as_str())
+    }
+
     /// Slots in use per trunk.
     pub fn usage(&self) -> impl Iterator<Item = (&str, u32)> {
         self.used.iter().map(|(t, n)| (t.as_str(), *n))

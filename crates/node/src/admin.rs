@@ -202,16 +202,23 @@ impl Admin for AdminService {
             return Err(Status::not_found(format!("trunk {only} not found")));
         }
         let usage: std::collections::HashMap<String, u32> = self.admission.usage().into_iter().collect();
+        // the cluster's row first (scripts read it as the trunk's use), then each node's part
         let pools = self
             .store
             .list()
             .iter()
             .filter(|t| only.is_empty() || t.id == only)
-            .map(|t| pb::PoolUse {
-                trunk: t.id.clone(),
-                node: "cluster".into(),
-                in_use: usage.get(&t.id).copied().unwrap_or(0),
-                limit: t.max_concurrent_calls,
+            .flat_map(|t| {
+                let limit = t.max_concurrent_calls;
+                let cluster =
+                    pb::PoolUse { trunk: t.id.clone(), node: "cluster".into(), in_use: usage.get(&t.id).copied().unwrap_or(0), limit };
+                let nodes = self.admission.usage_by_node(&t.id).into_iter().map(move |(node, in_use)| pb::PoolUse {
+                    trunk: t.id.clone(),
+                    node,
+                    in_use,
+                    limit,
+                });
+                std::iter::once(cluster).chain(nodes)
             })
             .collect();
         Ok(Response::new(pb::CallsReply { pools }))

@@ -38,6 +38,11 @@ pub trait Admission: Send + Sync {
     fn release_inherited(&self, _trunk: &str, _call_id: &str) {}
     /// Slots held per trunk, as this node's applied state sees them.
     fn usage(&self) -> Vec<(String, u32)>;
+    /// What the ledger holds of `trunk` for each node (its share, reserve included, and its
+    /// calls' own slots), by node name.
+    fn usage_by_node(&self, _trunk: &str) -> Vec<(String, u32)> {
+        Vec::new()
+    }
     /// The admission lease's state (`lease::STATES`), for `hatrunk_admission_lease`; none on a
     /// node that takes no calls.
     fn lease_state(&self) -> Option<&'static str> {
@@ -380,5 +385,16 @@ impl Admission for EscrowAdmission {
 
     fn lease_state(&self) -> Option<&'static str> {
         self.takes_calls.then(|| self.lease.state(self.now_ms()))
+    }
+
+    fn usage_by_node(&self, trunk: &str) -> Vec<(String, u32)> {
+        self.consensus.local(|s| {
+            let mut m: std::collections::BTreeMap<String, u32> = s.shares.of_trunk(trunk).map(|(n, v)| (n.to_string(), v)).collect();
+            for call in s.pool.holders_of(trunk) {
+                let node = call.split('/').next().unwrap_or(call);
+                *m.entry(node.to_string()).or_default() += 1;
+            }
+            m.into_iter().filter(|(_, n)| *n > 0).collect()
+        })
     }
 }

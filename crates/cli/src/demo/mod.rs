@@ -356,7 +356,12 @@ fn settled_slots(admin: u16, within: Duration) -> Option<u64> {
     loop {
         let out = cli(admin, &["calls", "-o", "json"]).ok()?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        let n: u64 = v.as_array()?.iter().filter(|p| p["trunk"] == "demo").map(|p| p["in_use"].as_u64().unwrap_or(0)).sum();
+        let n: u64 = v
+            .as_array()?
+            .iter()
+            .filter(|p| p["trunk"] == "demo" && p["node"] == "cluster")
+            .map(|p| p["in_use"].as_u64().unwrap_or(0))
+            .sum();
         if n == 0 || t0.elapsed() > within {
             return Some(n);
         }
