@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const BASE: u16 = 36600;
+const BASE: u16 = 37100;
 const DNS: u16 = BASE + 53;
 const P1: u16 = BASE + 11;
 const P2: u16 = BASE + 12;
@@ -196,7 +196,7 @@ fn certs(dir: &std::path::Path, args: &[&str]) {
 #[test]
 fn a_tls_target_by_name_is_verified_against_its_name() {
     require_sipp();
-    let base = 36700u16;
+    let base = 37200u16;
     let (dns_port, right, wrong, secondary) = (base + 53, base + 11, base + 12, base + 13);
     let pki = tempfile::tempdir().expect("tmp");
     certs(pki.path(), &["init", "--nodes", "sbc", "--san", "sbc.hatrunk.test"]);
