@@ -40,6 +40,8 @@ pub enum Cause {
     MaxDurationExceeded,
     /// An outbound call from a PBX that failed authentication or came from an address not allowed.
     Unauthorized,
+    /// A session timer (RFC 4028) ran out without a refresh and without a BYE: the node sent both.
+    SessionExpired,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

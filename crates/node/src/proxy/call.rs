@@ -125,6 +125,7 @@ impl Calls {
             forwarded_from: forwarded_from.clone(),
             report: None,
             targets: None,
+            session: None,
         };
         if let Some(mut r) = cut_off {
             r.push("Retry-After", "5");

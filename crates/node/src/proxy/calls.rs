@@ -111,6 +111,8 @@ pub struct Call {
     pub(super) report: Option<Box<EgressReport>>,
     /// The account being tried has more addresses (its name resolved to several).
     pub(super) targets: Option<Box<AccountTargets>>,
+    /// The answer set a session timer (RFC 4028): see `session.rs`.
+    pub(super) session: Option<Box<super::session::Session>>,
 }
 
 /// The addresses of the account a call is trying, in RFC 2782 order, still to try: a 503, a
@@ -364,6 +366,7 @@ mod tests {
             forwarded_from: None,
             report: None,
             targets: None,
+            session: None,
         }
     }
 

@@ -43,6 +43,9 @@ impl Calls {
             return cx.respond_key(&key, 404, None);
         };
         let mut kept = kept;
+        if let Some(id) = msg.header("Call-ID").and_then(|c| self.by_dialog(c)) {
+            self.session_request(id, &msg);
+        }
         if msg.method() == Some(&Method::Bye) {
             if let Some(id) = msg.header("Call-ID").and_then(|c| self.by_dialog(c)) {
                 // the call ends now (its CDR); its slot when the far end has the BYE

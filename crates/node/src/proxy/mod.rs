@@ -30,6 +30,7 @@ mod output;
 mod probe;
 mod registrar;
 mod second_slot;
+mod session;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -186,6 +187,8 @@ enum Owner {
     /// ACK was lost) go to the caller through this server transaction (RFC 6026), during the call
     /// and after it ended; a teardown BYE of ours would race the caller's own BYE (481).
     Answered(TxKey),
+    /// A request of ours whose answer changes nothing (the BYEs ending an expired session).
+    Notice,
 }
 
 /// The proxy state of one node.
@@ -391,7 +394,15 @@ impl Engine {
         let owner = r.owner;
         match owner {
             Owner::Call(id, n) => self.calls.attempt_response(&mut cx!(self), id, n, msg),
-            Owner::Relay(key, kept) => dialog::relay_response(&mut cx!(self), &key, kept, msg),
+            Owner::Relay(key, kept) => {
+                let refresh = matches!(msg.header("CSeq").and_then(|c| c.split_whitespace().nth(1)), Some("INVITE" | "UPDATE"));
+                if refresh && (200..300).contains(&code) {
+                    if let Some(id) = msg.header("Call-ID").and_then(|c| self.calls.by_dialog(c)) {
+                        self.calls.session_refreshed(&mut cx!(self), id, &msg);
+                    }
+                }
+                dialog::relay_response(&mut cx!(self), &key, kept, msg)
+            }
             Owner::Probe(t, r) => {
                 if code >= 200 {
                     self.probe_result(&t, r, true)
@@ -404,7 +415,7 @@ impl Engine {
                 }
             }
             Owner::TearDown(id, n) if code >= 200 => self.calls.settle_attempt(&mut cx!(self), id, n),
-            Owner::TearDown(..) => {}
+            Owner::TearDown(..) | Owner::Notice => {}
         }
     }
 
@@ -426,7 +437,7 @@ impl Engine {
             Owner::Relay(key, kept) => dialog::relay_failed(&mut cx!(self), &key, kept, unreachable),
             Owner::Probe(t, r) => self.probe_result(&t, r, false),
             Owner::TearDown(id, n) => self.calls.settle_attempt(&mut cx!(self), id, n),
-            Owner::Answered(_) => {}
+            Owner::Answered(_) | Owner::Notice => {}
         }
     }
 

@@ -39,6 +39,8 @@ pub(super) enum CallTimer {
     SecondSlot(u32),
     /// Attempt `n`'s address stayed silent for its share of the account's time: the next one.
     NextTarget(u32),
+    /// The call's session timer (RFC 4028) may have run out.
+    SessionExpired,
 }
 
 /// `(at, seq, call id, timer)`: ordered like the other heap's `(at, seq)`, so timers fire in the

@@ -1,6 +1,6 @@
 //! What the engine does as time passes, on simulated time: an answered call that reaches the trunk's
-//! maximum duration without a BYE, and a registration that is not refreshed. (End-to-end tests
-//! could only wait these out in real time.)
+//! maximum duration without a BYE, a session timer that runs out, and a registration that is not
+//! refreshed. (End-to-end tests could only wait these out in real time.)
 
 use hatrunk_core::cdr::Cause;
 use hatrunk_core::ha::HealthView;
@@ -47,6 +47,71 @@ async fn an_answered_call_without_a_bye_gives_its_slot_back_at_the_maximum_durat
          To: <sip:1000@127.0.0.1>;tag=pbx\nCall-ID: call-1\nCSeq: 2 BYE\nMax-Forwards: 70\nContent-Length: 0\n\n"
     );
     e.on_message(from(CARRIER, &bye), 62_000);
+    assert_eq!(releases(&e.drain()), 0);
+}
+
+/// A session timer (RFC 4028) set by the answer: a refresh (re-INVITE answered 2xx) moves its end;
+/// with no refresh and no BYE after that, the node sends BYE to both sides, writes the CDR
+/// (`SESSION_EXPIRED`) and gives the slot back, long before `max_call_duration_s`.
+#[tokio::test]
+async fn a_session_not_refreshed_in_time_is_ended_on_both_sides() {
+    let mut e = engine_with(TRUNK, view());
+    e.on_message(from(CARRIER, INVITE), 0);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 1);
+    let to_primary = sent_to(&e.drain(), PRIMARY);
+    let ok = answer(&to_primary[0], 200, "OK", PRIMARY).replace("Content-Length", "Session-Expires: 90;refresher=uac\r\nContent-Length");
+    assert!(ok.contains("Session-Expires"));
+    e.on_message(from(PRIMARY, &ok), 1_000);
+    assert_eq!(sent_to(&e.drain(), CARRIER)[0].code(), Some(200));
+    // the caller refreshes at 60 s: a re-INVITE, answered 2xx by the PBX
+    let route = to_primary[0].header("Record-Route").expect("record-route").to_string();
+    let reinvite = format!(
+        "INVITE sip:{PRIMARY} SIP/2.0\nVia: SIP/2.0/UDP {CARRIER};branch=z9hG4bKre1\nRoute: {route}\nFrom: <sip:caller@10.9.9.9>;tag=c1\n\
+         To: <sip:1000@127.0.0.1>;tag=pbx\nCall-ID: call-1\nCSeq: 7 INVITE\nContact: <sip:caller@10.9.9.9:5060>\nSession-Expires: 90;refresher=uac\n\
+         Max-Forwards: 70\nContent-Length: 0\n\n"
+    );
+    e.on_message(from(CARRIER, &reinvite), 60_000);
+    let relayed = sent_to(&e.drain(), PRIMARY);
+    assert_eq!(relayed.len(), 1);
+    e.on_message(
+        from(PRIMARY, &answer(&relayed[0], 200, "OK", PRIMARY).replace("Content-Length", "Session-Expires: 90\r\nContent-Length")),
+        60_050,
+    );
+    e.drain();
+    e.on_tick(91_000);
+    let a = e.drain();
+    assert_eq!(releases(&a), 0, "refreshed at 60 s: not over at 91 s");
+    assert!(sent_to(&a, PRIMARY).is_empty());
+    // then nothing: over at 60 s + 90 s
+    e.on_tick(150_049);
+    assert_eq!(releases(&e.drain()), 0);
+    e.on_tick(150_050);
+    let a = e.drain();
+    assert_eq!(releases(&a), 1, "the slot goes back");
+    let cdr = a.iter().find_map(|x| if let Action::Cdr(c) = x { Some(c) } else { None }).expect("a CDR");
+    assert_eq!(cdr.cause, Cause::SessionExpired);
+    let to_pbx = sent_to(&a, PRIMARY);
+    assert_eq!(to_pbx.iter().filter_map(|m| m.method().cloned()).collect::<Vec<_>>(), vec![Method::Bye]);
+    assert_eq!(to_pbx[0].header("CSeq"), Some("8 BYE"), "after the caller's last request");
+    assert!(to_pbx[0].header("To").is_some_and(|t| t.contains("tag=pbx")), "{:?}", to_pbx[0].header("To"));
+    let to_caller = sent_to(&a, CARRIER);
+    assert_eq!(to_caller.iter().filter_map(|m| m.method().cloned()).collect::<Vec<_>>(), vec![Method::Bye]);
+    assert!(to_caller[0].header("From").is_some_and(|f| f.contains("tag=pbx")), "from the PBX's side");
+    assert_eq!(to_caller[0].uri(), Some("sip:caller@10.9.9.9:5060"), "to the caller's Contact");
+}
+
+/// Without `Session-Expires` in the answer nothing is timed but the maximum duration.
+#[tokio::test]
+async fn no_session_timer_without_session_expires() {
+    let mut e = engine_with(TRUNK, view());
+    e.on_message(from(CARRIER, INVITE), 0);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 1);
+    let to_primary = sent_to(&e.drain(), PRIMARY);
+    e.on_message(from(PRIMARY, &answer(&to_primary[0], 200, "OK", PRIMARY)), 1_000);
+    e.drain();
+    e.on_tick(3_600_000);
     assert_eq!(releases(&e.drain()), 0);
 }
 

@@ -33,6 +33,7 @@ impl Engine {
             CallTimer::HeldSlot => self.calls.release_held(&mut cx!(self), id),
             CallTimer::SecondSlot(n) => self.calls.second_expired(&mut cx!(self), id, n as usize),
             CallTimer::NextTarget(n) => self.calls.target_silent(&mut cx!(self), id, n as usize),
+            CallTimer::SessionExpired => self.calls.session_due(&mut cx!(self), id),
         }
     }
 

@@ -64,6 +64,13 @@ impl Calls {
         }
         if code < 300 {
             let now = cx.now;
+            // a session timer (RFC 4028): what ending the session would need, kept before the
+            // INVITE is dropped
+            let session = super::super::session::interval_ms(&resp).and_then(|_| {
+                let call = self.get(id)?;
+                let dest = cx.tx.clients.get(&call.attempts.get(n)?.branch).map(|e| e.dest)?;
+                Some((call.req.as_deref()?.clone(), resp.clone(), dest))
+            });
             let (key, call_id, max_s, branch) = {
                 let Some(call) = self.get_mut(id) else {
                     return;
@@ -94,6 +101,9 @@ impl Calls {
             cx.respond_msg(&key, resp);
             self.answered(id, call_id);
             cx.io.arm_call(cx.now + u64::from(max_s) * 1000, id, CallTimer::MaxDuration);
+            if let Some((invite, ok, dest)) = session {
+                self.session_started(cx, id, &invite, &ok, dest);
+            }
             return;
         }
         if let Some(c) = self.get_mut(id) {
