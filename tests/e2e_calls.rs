@@ -155,3 +155,48 @@ fn a_call_whose_bye_never_comes_gives_its_slot_back_after_the_maximum_duration()
     assert_eq!(c[0]["cause"], "MAX_DURATION_EXCEEDED", "{}", c[0]);
     let _ = caller.join();
 }
+
+/// A session timer set by the PBX's answer (`Session-Expires: 3`, refresher the caller): the
+/// caller is killed with the call up and never refreshes nor hangs up. The node ends the session:
+/// the PBX gets a BYE (its SIPp scenario completes only on one), the slot comes back long before
+/// `max_call_duration_s`, and the CDR says SESSION_EXPIRED.
+#[test]
+fn a_session_nobody_refreshes_is_ended_with_a_bye_and_its_slot_comes_back() {
+    let node = Node::start(32700, "");
+    let mut pbx = std::process::Command::new("sipp")
+        .arg("-sf")
+        .arg(scenario("uas_session.xml"))
+        .args(["-i", "127.0.0.1", "-p", "32711", "-m", "1", "-nostdin"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn sipp");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    node.apply(&TrunkFile::new("timed", "3270", (32711, 32712)).limit(1).mode("only-primary").toml());
+    let n = node.sip;
+    let mut caller = std::process::Command::new("sipp")
+        .arg("-sf")
+        .arg(scenario("uac_rr.xml"))
+        .args(["-i", "127.0.0.1", "-p", "32720", &format!("127.0.0.1:{n}"), "-s", "3270", "-m", "1", "-d", "60000", "-nostdin"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn sipp");
+    assert_eq!(node.settled_in_use("timed", 1), 1, "the call is up");
+    let _ = caller.kill(); // the caller dies: no refresh, no BYE
+    let _ = caller.wait();
+    let t0 = std::time::Instant::now();
+    while node.in_use("timed") != 0 {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "the session timer must end the call:\n{}", node.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let c = node.wait_cdrs(|c| c["trunk"] == "timed", 1);
+    assert_eq!(c[0]["cause"], "SESSION_EXPIRED", "{}", c[0]);
+    // the PBX's scenario ends with the BYE it was waiting for
+    let status = (0..50).find_map(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        pbx.try_wait().ok().flatten()
+    });
+    let _ = pbx.kill();
+    assert_eq!(status.map(|s| s.code()), Some(Some(0)), "the PBX got its BYE and answered it");
+}
