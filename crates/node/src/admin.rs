@@ -210,14 +210,11 @@ impl Admin for AdminService {
             .filter(|t| only.is_empty() || t.id == only)
             .flat_map(|t| {
                 let limit = t.max_concurrent_calls;
-                let cluster =
-                    pb::PoolUse { trunk: t.id.clone(), node: "cluster".into(), in_use: usage.get(&t.id).copied().unwrap_or(0), limit };
-                let nodes = self.admission.usage_by_node(&t.id).into_iter().map(move |(node, in_use)| pb::PoolUse {
-                    trunk: t.id.clone(),
-                    node,
-                    in_use,
-                    limit,
-                });
+                let parts = self.admission.usage_by_node(&t.id);
+                // the total from the same read as its parts when there are parts, so they add up
+                let total = if parts.is_empty() { usage.get(&t.id).copied().unwrap_or(0) } else { parts.iter().map(|(_, n)| n).sum() };
+                let cluster = pb::PoolUse { trunk: t.id.clone(), node: "cluster".into(), in_use: total, limit };
+                let nodes = parts.into_iter().map(move |(node, in_use)| pb::PoolUse { trunk: t.id.clone(), node, in_use, limit });
                 std::iter::once(cluster).chain(nodes)
             })
             .collect();
