@@ -40,6 +40,11 @@ pub struct DnsKey {
 }
 
 impl DnsKey {
+    /// The name an account's `target` gives, reached over `transport`.
+    pub fn of(target: &hatrunk_core::trunk::SipTarget, transport: Transport) -> DnsKey {
+        DnsKey { host: target.host.clone(), port: target.port_given.then_some(target.port), transport }
+    }
+
     /// The SRV name to ask (RFC 3263 section 4.2).
     fn srv_name(&self) -> String {
         let prefix = match self.transport {
@@ -165,7 +170,7 @@ pub fn wanted(trunks: &[Arc<Trunk>]) -> BTreeSet<DnsKey> {
                 continue;
             }
             if let Some(st) = a.sip_target().filter(|s| s.is_name()) {
-                out.insert(DnsKey { host: st.host, port: st.port_given.then_some(st.port), transport: a.transport });
+                out.insert(DnsKey::of(&st, a.transport));
             }
         }
     }

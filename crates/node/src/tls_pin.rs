@@ -47,7 +47,7 @@ pub fn wanted(trunks: &[Arc<Trunk>], dns: &DnsCache, now: u64) -> Wanted {
             let addrs: Vec<SocketAddr> = match s.host.parse::<IpAddr>() {
                 Ok(ip) => vec![SocketAddr::new(ip, s.port)],
                 Err(_) => {
-                    let key = DnsKey { host: s.host.clone(), port: s.port_given.then_some(s.port), transport: a.transport };
+                    let key = DnsKey::of(&s, a.transport);
                     dns.targets(&key, now).map(|ts| ts.iter().map(|t| t.addr).collect()).unwrap_or_default()
                 }
             };

@@ -18,7 +18,7 @@ use hatrunk_sip::transaction::TxKey;
 use hatrunk_sip::transport::Proto;
 use hatrunk_sip::SipMessage;
 
-use super::calls::{AccountTargets, Attempt, AttemptState, Call, Calls, SlotState};
+use super::calls::{AccountTargets, Attempt, AttemptState, Call, Calls, Dest, SlotState};
 use super::context::{cx, Cx};
 use super::egress::INGRESS_HEADER;
 use super::{build, Action, CallTimer, Engine, Owner, Src};
@@ -213,10 +213,13 @@ impl Calls {
         };
         let trunk = call.trunk.clone();
         let number = call.number.clone();
-        let mut dests: VecDeque<(Src, String)> = match call.direction {
-            Direction::Outbound => {
-                cx.cfg.upstream.map(|a| (Src { proto: Proto::Udp, addr: a, conn: None }, format!("sip:{number}@{a}"))).into_iter().collect()
-            }
+        let mut dests: VecDeque<Dest> = match call.direction {
+            Direction::Outbound => cx
+                .cfg
+                .upstream
+                .map(|a| (Src { proto: Proto::Udp, addr: a, conn: None }, format!("sip:{number}@{a}"), None))
+                .into_iter()
+                .collect(),
             Direction::Inbound => Self::inbound_targets(cx, &trunk, role, &number),
         };
         let Some(first) = dests.pop_front() else {
@@ -257,16 +260,10 @@ impl Calls {
 
     /// Send attempt `n` (the next) of call `id` to one address of `role`'s account, whose first
     /// address was tried at `account_start` (the failover timer counts from then).
-    fn send_attempt(&mut self, cx: &mut Cx<'_>, id: u64, role: Role, (dest, ruri): (Src, String), account_start: u64) {
+    fn send_attempt(&mut self, cx: &mut Cx<'_>, id: u64, role: Role, (dest, ruri, shown): Dest, account_start: u64) {
         let now = cx.now;
         let mut rec = self.attempt_record(cx, role);
-        // the address the attempt went to, also when the Request-URI names the PBX by name
-        rec.target = match SipUri::parse(&ruri) {
-            Ok(u) if u.host.parse::<IpAddr>().is_err() && dest.conn.is_none() => {
-                format!("sip:{}@{}{}", u.user.as_deref().unwrap_or(""), fmt_hostport(dest.addr), dest.proto.uri_param())
-            }
-            _ => ruri.clone(),
-        };
+        rec.target = shown.unwrap_or_else(|| ruri.clone());
         let fwd = self.forward_request(cx, id, &ruri, dest.proto);
         let Some(n) = self.get(id).map(|c| c.attempts.len()) else {
             return;
@@ -332,7 +329,7 @@ impl Calls {
 
     /// Where an inbound attempt to `role` goes, and its Request-URI: one address, or a name's
     /// addresses in the order to try them.
-    fn inbound_targets(cx: &mut Cx<'_>, trunk: &Trunk, role: Role, number: &str) -> VecDeque<(Src, String)> {
+    fn inbound_targets(cx: &mut Cx<'_>, trunk: &Trunk, role: Role, number: &str) -> VecDeque<Dest> {
         let mut out = VecDeque::new();
         let Some(a) = trunk.account(role) else {
             return out;
@@ -349,10 +346,14 @@ impl Calls {
                 };
                 if let Ok(ip) = t.host.parse::<IpAddr>() {
                     let addr = SocketAddr::new(ip, t.port);
-                    out.push_back((Src { proto, addr, conn: None }, format!("sip:{number}@{}{}", fmt_hostport(addr), proto.uri_param())));
+                    out.push_back((
+                        Src { proto, addr, conn: None },
+                        format!("sip:{number}@{}{}", fmt_hostport(addr), proto.uri_param()),
+                        None,
+                    ));
                     return out;
                 }
-                let key = DnsKey { host: t.host.clone(), port: t.port_given.then_some(t.port), transport: a.transport };
+                let key = DnsKey::of(&t, a.transport);
                 let found = match cx.dns.targets(&key, cx.now) {
                     Ok(found) => found,
                     Err(why) => {
@@ -364,20 +365,22 @@ impl Calls {
                 let order = hatrunk_core::srv::order(&found, || io.next_id().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16);
                 let port = if t.port_given { format!(":{}", t.port) } else { String::new() };
                 let ruri = format!("sip:{number}@{}{port}{}", t.host, proto.uri_param());
-                out.extend(order.into_iter().map(|addr| (Src { proto, addr, conn: None }, ruri.clone())));
+                // the CDR names the address each attempt went to; the Request-URI keeps the name
+                let shown = |addr| Some(format!("sip:{number}@{}{}", fmt_hostport(addr), proto.uri_param()));
+                out.extend(order.into_iter().map(|addr| (Src { proto, addr, conn: None }, ruri.clone(), shown(addr))));
             }
             AuthMode::Digest => {
                 let Some(user) = a.username.as_deref() else {
                     return out;
                 };
                 if let Some(b) = cx.registrar.lookup(user, cx.now) {
-                    out.push_back((b.src, b.contact.clone()));
+                    out.push_back((b.src, b.contact.clone(), None));
                     return out;
                 }
                 // registered through another node: the replicated binding
                 let found = cx.store.registration(user).filter(|(_, _, expires_ms)| *expires_ms > cx.now);
                 if let Some(src) = found.as_ref().and_then(|(_, route, _)| super::registrar::parse_route(route)) {
-                    out.push_back((src, found.map(|(contact, _, _)| contact).unwrap_or_default()));
+                    out.push_back((src, found.map(|(contact, _, _)| contact).unwrap_or_default(), None));
                 }
             }
         }

@@ -115,11 +115,15 @@ pub struct Call {
     pub(super) session: Option<Box<super::session::Session>>,
 }
 
+/// Where one attempt goes: the address, its Request-URI, and what its CDR names when that is not
+/// the Request-URI (a PBX given by name: the address the name resolved to).
+pub(super) type Dest = (Src, String, Option<String>);
+
 /// The addresses of the account a call is trying, in RFC 2782 order, still to try: a 503, a
 /// connection error or silence on one moves to the next; `failover_timeout_ms` bounds them all.
 pub(super) struct AccountTargets {
     pub(super) role: hatrunk_core::trunk::Role,
-    pub(super) rest: std::collections::VecDeque<(Src, String)>,
+    pub(super) rest: std::collections::VecDeque<Dest>,
     /// When the account's first address was tried.
     pub(super) started: u64,
     /// How long one address may stay silent before the next is tried.

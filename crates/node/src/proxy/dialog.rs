@@ -45,9 +45,7 @@ impl Calls {
         let mut kept = kept;
         if let Some(id) = msg.header("Call-ID").and_then(|c| self.by_dialog(c)) {
             self.session_request(id, &msg);
-        }
-        if msg.method() == Some(&Method::Bye) {
-            if let Some(id) = msg.header("Call-ID").and_then(|c| self.by_dialog(c)) {
+            if msg.method() == Some(&Method::Bye) {
                 // the call ends now (its CDR); its slot when the far end has the BYE
                 kept = self.finish_holding(cx, id, Disposition::Answered, Cause::NormalClearing, None, true).map(Kept::Slot).or(kept);
             }
