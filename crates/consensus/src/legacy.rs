@@ -27,6 +27,7 @@ pub struct SmDataV1 {
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
 struct ClusterStateV1 {
+    #[serde(with = "crate::trunk_wire::map")]
     trunks: BTreeMap<String, Arc<Trunk>>,
     numbers: BTreeMap<String, String>,
     pool: Pool,

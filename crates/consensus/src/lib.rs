@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`types`]: the openraft type configuration, the node record and the replicated commands.
 //! - [`state`]: the replicated state machine's data and its pure `apply` (through `hatrunk-core`).
+//! - [`trunk_wire`]: a trunk in the log and snapshots: format 2's bytes while they fit, else JSON.
 //! - [`fence`]: trunk revisions, boot epochs and ended calls: what refuses a delayed older write.
 //! - [`lease`]: admission leases: renewals, lapse and expiry, and the watch that says when.
 //! - [`backend`]: the key-value interface the stores write through.
@@ -35,6 +36,7 @@ pub mod rt;
 pub mod server;
 pub mod sm_store;
 pub mod state;
+pub mod trunk_wire;
 pub mod types;
 
 /// Generated from `proto/cluster.proto`.

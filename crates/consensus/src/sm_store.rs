@@ -45,8 +45,9 @@ fn digest(data: &[u8]) -> Vec<u8> {
 /// The first bytes of a snapshot's content since format 2; format 1 had no tag.
 const FORMAT2: &[u8] = b"hatrunk-state/2\n";
 
-/// The data format this release writes (`hatrunk --version` names it).
-pub const DATA_FORMAT: u32 = 2;
+/// The data format this release writes (`hatrunk --version` names it). Format 3 changed only how
+/// a trunk is written (`trunk_wire`); snapshots keep format 2's tag and layout around it.
+pub const DATA_FORMAT: u32 = 3;
 
 fn encode(d: &SmData) -> Result<Vec<u8>, bincode::Error> {
     let mut out = FORMAT2.to_vec();

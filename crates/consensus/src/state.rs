@@ -23,6 +23,7 @@ pub struct Registration {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
     /// Shared, so the call path takes a trunk per call without copying it.
+    #[serde(with = "crate::trunk_wire::map")]
     pub trunks: BTreeMap<String, Arc<Trunk>>,
     pub numbers: BTreeMap<String, String>,
     pub pool: Pool,

@@ -81,7 +81,7 @@ impl fmt::Display for NodeInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Store a validated trunk (refused if one of its numbers belongs to another trunk).
-    PutTrunk(Box<Trunk>),
+    PutTrunk(#[serde(with = "crate::trunk_wire::boxed")] Box<Trunk>),
     DeleteTrunk(String),
     /// Take a slot of `trunk` for the call `slot` (idempotent per slot). Per-call admission came
     /// before escrow shares; the node no longer issues it (nor `Release`). Both stay: logs written
@@ -135,6 +135,7 @@ pub enum Command {
     /// Store a validated trunk if it is still at the revision the writer read
     /// ([`CommandResult::Revision`] or [`CommandResult::Stale`]).
     PutTrunkIf {
+        #[serde(with = "crate::trunk_wire::boxed")]
         trunk: Box<Trunk>,
         expect: Expect,
     },

@@ -14,6 +14,7 @@
 //! - [`guard`]: per-source rate limits with an expiring ban list, digest brute-force limits.
 //! - [`episode`]: bursts (shedding, failover storms) said once when they start and once when they end.
 //! - [`health`]: account health from OPTIONS probes with up/down thresholds.
+//! - [`rewrite`]: per-account number rules, removed headers, Diversion/History-Info on failover.
 //! - [`rr`]: round-robin selection.
 //! - [`slot`]: a call's claim on its trunk's pool, by name.
 //! - [`srv`]: the order a resolved name's targets are tried in (RFC 2782 priorities and weights).
@@ -30,6 +31,7 @@ pub mod health;
 pub mod plan;
 pub mod policy;
 pub mod pool;
+pub mod rewrite;
 pub mod rr;
 pub mod slot;
 pub mod srv;

@@ -2,8 +2,9 @@
 //! wrong file whole and names the field.
 //!
 //! [`TrunkFile`] is what an operator writes; [`Trunk`] is what is stored and routed on. [`Trunk`]
-//! travels through the Raft log as bincode, which is not self-describing: no field of it may be
-//! skipped when serialising (no `skip_serializing_if`), or it would not read back. Enumerated
+//! travels through the Raft log in the consensus crate's `trunk_wire` form: format 2's bincode
+//! layout while it fits, else JSON, where the fields added since format 2 carry `#[serde(default)]`
+//! so an older trunk reads. No field may be skipped when serialising (no `skip_serializing_if`). Enumerated
 //! fields are read as strings and checked here, so an unknown value is reported with its field name
 //! rather than as a bare serde variant error.
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::credentials::DigestHa1;
 use crate::error::CoreError;
 use crate::policy::FailoverPolicy;
+use crate::rewrite::{parse_remove_headers, Diversion, NumberRule, SESSION_EXPIRES_RANGE};
 
 /// How a trunk's inbound calls are spread over its two accounts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +104,19 @@ pub struct Account {
     /// certificate is trusted by its fingerprint and by nothing else.
     #[serde(default)]
     pub tls_pins: Vec<String>,
+    // Fields below came with format 3 (2026-11-30).
+    /// The called number toward this account (Request-URI and To user).
+    #[serde(default)]
+    pub to_pbx: NumberRule,
+    /// The called number of this account's outbound calls toward the carrier.
+    #[serde(default)]
+    pub to_carrier: NumberRule,
+    /// Headers removed from the requests this account's PBX receives.
+    #[serde(default)]
+    pub remove_headers: Vec<String>,
+    /// How a call failed over to this account says why (the Secondary's setting counts).
+    #[serde(default)]
+    pub diversion: Diversion,
 }
 
 impl Account {
@@ -130,6 +145,10 @@ pub struct Trunk {
     pub max_call_duration_s: u32,
     pub primary: Account,
     pub secondary: Option<Account>,
+    // Fields below came with format 3 (2026-11-30).
+    /// RFC 4028 session interval (seconds) asked for when the caller asks for none.
+    #[serde(default)]
+    pub session_expires_s: Option<u32>,
 }
 
 impl Trunk {
@@ -147,6 +166,20 @@ impl Trunk {
             let mut v = serde_json::to_value(a).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
                 o.remove("ha1");
+                for (rule, strip, add) in
+                    [("to_pbx", "number_strip", "number_add"), ("to_carrier", "outbound_number_strip", "outbound_number_add")]
+                {
+                    if let Some(r) = o.remove(rule) {
+                        o.insert(strip.into(), r["strip"].clone());
+                        o.insert(add.into(), r["add"].clone());
+                    }
+                }
+                if o.get("remove_headers").is_some_and(|h| h.as_array().is_some_and(|a| a.is_empty())) {
+                    o.remove("remove_headers");
+                }
+                if o.get("diversion").is_some_and(|d| d == "none") {
+                    o.remove("diversion");
+                }
                 o.retain(|_, v| !v.is_null());
                 if a.auth == AuthMode::Digest {
                     o.insert("password_set".into(), serde_json::Value::Bool(a.ha1.is_some()));
@@ -167,6 +200,9 @@ impl Trunk {
         });
         if let Some(r) = &self.primary_region {
             v["primary_region"] = serde_json::json!(r);
+        }
+        if let Some(s) = self.session_expires_s {
+            v["session_expires_s"] = serde_json::json!(s);
         }
         if let FailoverPolicy::Custom(codes) = &self.failover_policy {
             v["failover_codes"] = serde_json::json!(codes);
@@ -193,6 +229,8 @@ pub struct TrunkFile {
     pub failover_timeout_ms: Option<i64>,
     /// Safety timer for calls whose BYE never comes (seconds; default 4 hours).
     pub max_call_duration_s: Option<i64>,
+    /// RFC 4028 session interval asked for when the caller asks for none (seconds, 90-86400).
+    pub session_expires_s: Option<i64>,
     pub primary: Option<AccountFile>,
     pub secondary: Option<AccountFile>,
     /// The revision the file was read at (`trunk get` shows it): the write applies only if the
@@ -216,6 +254,14 @@ pub struct AccountFile {
     pub probe_up_after: Option<i64>,
     pub probe_down_after: Option<i64>,
     pub tls_pin: Option<Vec<String>>,
+    /// The called number toward the PBX: this prefix removed, then `number_add` put in front.
+    pub number_strip: Option<String>,
+    pub number_add: Option<String>,
+    /// The same for the numbers this account's PBX calls out to (toward the carrier).
+    pub outbound_number_strip: Option<String>,
+    pub outbound_number_add: Option<String>,
+    pub remove_headers: Option<Vec<String>>,
+    pub diversion: Option<String>,
 }
 
 pub const DEFAULT_FAILOVER_TIMEOUT_MS: u32 = 2500;
@@ -287,6 +333,11 @@ impl TrunkFile {
             Some(t) if (10..=7 * 86_400).contains(&t) => t as u32,
             Some(t) => return Err(CoreError::field("max_call_duration_s", format!("must be between 10 and 604800, got {t}"))),
         };
+        let session_expires_s = match self.session_expires_s {
+            None => None,
+            Some(t) if SESSION_EXPIRES_RANGE.contains(&t) => Some(t as u32),
+            Some(t) => return Err(CoreError::field("session_expires_s", format!("must be between 90 and 86400, got {t}"))),
+        };
         let primary = self.primary.as_ref().ok_or_else(|| CoreError::field("primary", "missing"))?.validate("primary")?;
         let secondary = self.secondary.as_ref().map(|s| s.validate("secondary")).transpose()?;
         if secondary.is_none() && mode != Mode::OnlyPrimary {
@@ -309,6 +360,7 @@ impl TrunkFile {
             max_call_duration_s,
             primary,
             secondary,
+            session_expires_s,
         })
     }
 
@@ -426,7 +478,18 @@ impl AccountFile {
         if self.tls_pin.as_ref().is_some_and(|p| p.is_empty() || p.len() > 8) {
             return Err(CoreError::field(f("tls_pin"), "1 to 8 fingerprints (the current certificate and its successors)"));
         }
+        let to_pbx = NumberRule::parse(self.number_strip.as_deref(), self.number_add.as_deref(), f, ("number_strip", "number_add"))?;
+        let to_carrier = NumberRule::parse(
+            self.outbound_number_strip.as_deref(),
+            self.outbound_number_add.as_deref(),
+            f,
+            ("outbound_number_strip", "outbound_number_add"),
+        )?;
         Ok(Account {
+            to_pbx,
+            to_carrier,
+            remove_headers: parse_remove_headers(self.remove_headers.as_deref(), at)?,
+            diversion: Diversion::parse(self.diversion.as_deref(), f("diversion"))?,
             tls_pins,
             label,
             auth,
