@@ -103,6 +103,19 @@ impl AttemptRecord {
         self.code = code;
         self.error = error.map(str::to_string);
     }
+
+    /// The outcome [`Self::set_outcome`] recorded, if any.
+    pub fn outcome(&self) -> Option<Outcome> {
+        match (self.code, self.error.as_deref()) {
+            (Some(c), _) if (200..300).contains(&c) => Some(Outcome::Answered(c)),
+            (Some(c), _) => Some(Outcome::Final(c)),
+            (None, Some("connection_error")) => Some(Outcome::ConnectionError),
+            (None, Some("no_answer")) => Some(Outcome::NoAnswer),
+            (None, Some("user_not_registered")) => Some(Outcome::UserNotRegistered),
+            (None, Some("cancelled")) => Some(Outcome::Cancelled),
+            _ => None,
+        }
+    }
 }
 
 /// The record of one call, written when it ends.

@@ -11,7 +11,9 @@ use crate::policy::Outcome;
 
 /// Rewrite a number's leading digits: `strip` removed when the number starts with it, then `add`
 /// put in front. With `strip` set, a number that does not start with it is left alone (an
-/// E.164-to-national rule must not prefix a foreign number).
+/// E.164-to-national rule must not prefix a foreign number). Numbers reach the rule as hatrunk
+/// indexes them, without the carrier's `+`; a `+` leading `strip` is matched whether or not the
+/// number has one (`strip = "+"` alone only drops it), and `add` may put one back.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NumberRule {
     #[serde(default)]
@@ -27,7 +29,7 @@ impl NumberRule {
 
     pub fn apply(&self, number: &str) -> String {
         let rest = match &self.strip {
-            Some(s) => match number.strip_prefix(s.as_str()) {
+            Some(s) => match number.trim_start_matches('+').strip_prefix(s.trim_start_matches('+')) {
                 Some(rest) => rest,
                 None => return number.to_string(),
             },
@@ -162,6 +164,7 @@ mod tests {
     fn e164_to_national_and_back() {
         let to_pbx = NumberRule { strip: Some("+44".into()), add: Some("0".into()) };
         assert_eq!(to_pbx.apply("+442079460000"), "02079460000");
+        assert_eq!(to_pbx.apply("442079460000"), "02079460000", "the number as indexed, its '+' dropped");
         assert_eq!(to_pbx.apply("+33142000000"), "+33142000000", "a foreign number is left alone");
         let to_carrier = NumberRule { strip: Some("0".into()), add: Some("+44".into()) };
         assert_eq!(to_carrier.apply("02079460000"), "+442079460000");

@@ -168,3 +168,29 @@ fn a_file_may_name_the_revision_it_was_read_at() {
     assert!(e.to_string().contains("revision"), "{e}");
     assert_eq!(parse_trunk(&format!("revision = 4\n{base}")).expect("the trunk itself").max_concurrent_calls, 3);
 }
+
+#[test]
+fn format_3_fields_parse_show_under_their_file_names_and_name_a_wrong_one() {
+    let with = |extra: &str| GOOD.replace("probe_interval_ms = 5000", &format!("probe_interval_ms = 5000\n{extra}"));
+    let t = parse_trunk(&format!(
+        "session_expires_s = 1800\n{}",
+        with("number_strip = \"+65\"\nnumber_add = \"0\"\noutbound_number_strip = \"0\"\noutbound_number_add = \"+65\"\nremove_headers = [\"P-Charging-Vector\"]\ndiversion = \"history-info\"")
+    ))
+    .expect("trunk");
+    assert_eq!(t.session_expires_s, Some(1800));
+    assert_eq!(t.primary.to_pbx.apply("6561230000"), "061230000");
+    assert_eq!(t.primary.to_carrier.apply("061230000"), "+6561230000");
+    let v = t.redacted();
+    assert_eq!(v["session_expires_s"], 1800);
+    assert_eq!(v["primary"]["number_strip"], "+65");
+    assert_eq!(v["primary"]["outbound_number_add"], "+65");
+    assert_eq!(v["primary"]["remove_headers"][0], "P-Charging-Vector");
+    assert_eq!(v["primary"]["diversion"], "history-info");
+    assert!(!v.to_string().contains("null") && !v.to_string().contains("to_pbx"), "{v}");
+    let plain = parse_trunk(GOOD).expect("plain").redacted();
+    assert!(plain["primary"].get("number_strip").is_none() && plain["primary"].get("diversion").is_none(), "{plain}");
+    assert_eq!(field_of(&format!("session_expires_s = 30\n{GOOD}")), "session_expires_s");
+    assert_eq!(field_of(&with("number_add = \"x\"")), "primary.number_add");
+    assert_eq!(field_of(&with("remove_headers = [\"Call-ID\"]")), "primary.remove_headers[0]");
+    assert_eq!(field_of(&with("diversion = \"always\"")), "primary.diversion");
+}

@@ -212,7 +212,7 @@ impl Calls {
             return;
         };
         let trunk = call.trunk.clone();
-        let number = call.number.clone();
+        let number = super::account_rules::dialled(call, role);
         let mut dests: VecDeque<Dest> = match call.direction {
             Direction::Outbound => cx
                 .cfg
@@ -264,7 +264,7 @@ impl Calls {
         let now = cx.now;
         let mut rec = self.attempt_record(cx, role);
         rec.target = shown.unwrap_or_else(|| ruri.clone());
-        let fwd = self.forward_request(cx, id, &ruri, dest.proto);
+        let fwd = self.forward_request(cx, id, &ruri, dest.proto, Some(role));
         let Some(n) = self.get(id).map(|c| c.attempts.len()) else {
             return;
         };
@@ -387,8 +387,9 @@ impl Calls {
         out
     }
 
-    /// The caller's INVITE, rewritten for one attempt (RFC 3261 section 16.6).
-    pub(super) fn forward_request(&mut self, cx: &mut Cx<'_>, id: u64, ruri: &str, out_proto: Proto) -> SipMessage {
+    /// The caller's INVITE, rewritten for one attempt (RFC 3261 section 16.6): to the account
+    /// `role`, whose rules it then carries, or (`None`) to the member that delivers the call.
+    pub(super) fn forward_request(&mut self, cx: &mut Cx<'_>, id: u64, ruri: &str, out_proto: Proto, role: Option<Role>) -> SipMessage {
         let Some((call, req)) = self.get(id).and_then(|c| Some((c, c.req.as_deref()?))) else {
             return SipMessage::request(hatrunk_sip::Method::Invite, ruri);
         };
@@ -420,10 +421,13 @@ impl Calls {
                 m.set("P-Asserted-Identity", format!("<sip:{cid}@{}>", cx.cfg.advertise));
                 if call.trunk.primary.caller_id_in_from {
                     if let Some(from) = m.header("From").map(str::to_string) {
-                        m.set("From", rewrite_user(&from, &cid));
+                        m.set("From", super::account_rules::rewrite_user(&from, &cid));
                     }
                 }
             }
+        }
+        if let Some(role) = role {
+            super::account_rules::apply(call, role, &mut m, ruri);
         }
         m
     }
@@ -463,14 +467,4 @@ fn fmt_hostport(a: SocketAddr) -> String {
         SocketAddr::V4(v) => v.to_string(),
         SocketAddr::V6(v) => format!("[{}]:{}", v.ip(), v.port()),
     }
-}
-
-fn rewrite_user(from: &str, user: &str) -> String {
-    let uri = addr_uri(from);
-    let Ok(u) = SipUri::parse(uri) else {
-        return from.to_string();
-    };
-    let port = u.port.map(|p| format!(":{p}")).unwrap_or_default();
-    let new = format!("{}:{user}@{}{port}{}", u.scheme, u.host, u.params);
-    from.replacen(uri, &new, 1)
 }

@@ -106,7 +106,7 @@ impl Calls {
             error: None,
             elapsed_ms: 0,
         };
-        let mut fwd = self.forward_request(cx, id, &ruri, Proto::Udp);
+        let mut fwd = self.forward_request(cx, id, &ruri, Proto::Udp, None);
         let secret = cx.store.cluster_secret();
         let value = super::forward_sig::ingress_value(secret.as_deref(), fwd.header("Call-ID").unwrap_or(""), &cx.cfg.node);
         fwd.set(INGRESS_HEADER, value);

@@ -16,6 +16,7 @@
 //! transaction limit. What a proxy builds itself (responses, ACK, CANCEL, error replies) and the
 //! transaction key live in `hatrunk-sip`. `docs/call-path.md` walks one call through them.
 
+mod account_rules;
 mod auth;
 mod call;
 mod calls;
@@ -41,6 +42,8 @@ mod tests_egress;
 mod tests_guard;
 #[cfg(test)]
 mod tests_moves;
+#[cfg(test)]
+mod tests_rules;
 #[cfg(test)]
 mod tests_time;
 mod timers;
