@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use hatrunk_core::cps::rate_trunk;
 use hatrunk_core::escrow::Shares;
 use hatrunk_core::pool::Pool;
 use hatrunk_core::trunk::{check_numbers_free, Trunk};
@@ -92,6 +93,7 @@ impl ClusterState {
             Command::DeleteTrunkIf { id, force } => self.delete_trunk(id, *force),
             Command::Boot { node } => {
                 let epoch = self.fences.boot(node);
+                self.drop_tokens(node);
                 let held = self.shares.inherit(node);
                 self.leases.boot(node, held.iter().cloned().collect());
                 CommandResult::Booted { epoch, held }
@@ -171,9 +173,9 @@ impl ClusterState {
                 CommandResult::Ok
             }
             Command::Inherit { node } => CommandResult::Inherited(self.shares.inherit(node)),
-            Command::Reserve { trunk, node, want } => match self.trunks.get(trunk) {
-                Some(t) => {
-                    let room = t.max_concurrent_calls.saturating_sub(self.pool.used(trunk));
+            Command::Reserve { trunk, node, want } => match self.limit_of(trunk) {
+                Some(limit) => {
+                    let room = limit.saturating_sub(self.pool.used(trunk));
                     CommandResult::Reserved(self.shares.reserve(trunk, node, *want, room))
                 }
                 None => CommandResult::NotFound(trunk.clone()),
@@ -205,10 +207,30 @@ impl ClusterState {
         self.shares.trunks_of(node).into_iter().map(|t| (t.clone(), self.shares.share(&t, node))).collect()
     }
 
-    /// Cut `node`'s shares to what it kept at its last renewal (a trunk it did not name: to 0).
+    /// Cut `node`'s shares to what it kept at its last renewal (a trunk it did not name: to 0; a
+    /// rate pool: to 0, its tokens are back, see `hatrunk_core::cps`).
     fn cut_shares(&mut self, node: &str, keep: &std::collections::BTreeMap<String, u32>) {
         for t in self.shares.trunks_of(node) {
-            self.shares.shrink(&t, node, keep.get(&t).copied().unwrap_or(0));
+            let kept = if rate_trunk(&t).is_some() { 0 } else { keep.get(&t).copied().unwrap_or(0) };
+            self.shares.shrink(&t, node, kept);
+        }
+    }
+
+    /// A restarted node holds no tokens: its previous life's went back a second after its last call.
+    fn drop_tokens(&mut self, node: &str) {
+        for t in self.shares.trunks_of(node) {
+            if rate_trunk(&t).is_some() {
+                self.shares.shrink(&t, node, 0);
+            }
+        }
+    }
+
+    /// The most the ledger may hold under `key`: a trunk's concurrent-call limit, or the calls per
+    /// second of its rate pool (0 if it has none). `None`: no such trunk.
+    pub fn limit_of(&self, key: &str) -> Option<u32> {
+        match rate_trunk(key) {
+            Some(trunk) => self.trunks.get(trunk).map(|t| t.max_calls_per_second.unwrap_or(0)),
+            None => self.trunks.get(key).map(|t| t.max_concurrent_calls),
         }
     }
 
@@ -273,6 +295,10 @@ impl ClusterState {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "state_rate_tests.rs"]
+mod rate_tests;
 
 #[cfg(test)]
 mod tests {

@@ -91,7 +91,7 @@ fn account_v2(a: &Account) -> AccountV2 {
 /// Format 2 can express `t`: reading its format 2 layout back gives `t` again.
 fn fits_v2(t: &Trunk) -> bool {
     let back = |a: &Account| Account::from(account_v2(a)) == *a;
-    t.session_expires_s.is_none() && back(&t.primary) && t.secondary.as_ref().is_none_or(back)
+    t.session_expires_s.is_none() && t.max_calls_per_second.is_none() && back(&t.primary) && t.secondary.as_ref().is_none_or(back)
 }
 
 /// Format 2's trunk layout has this many fields (a bincode struct is a tuple of its fields).
@@ -166,6 +166,7 @@ impl<'de> Visitor<'de> for TrunkVisitor {
             primary: primary.into(),
             secondary: secondary.map(Account::from),
             session_expires_s: None,
+            max_calls_per_second: None,
         })
     }
 }

@@ -42,6 +42,8 @@ pub enum Cause {
     Unauthorized,
     /// A session timer (RFC 4028) ran out without a refresh and without a BYE: the node sent both.
     SessionExpired,
+    /// The trunk's calls-per-second limit (`max_calls_per_second`) was reached.
+    CpsLimit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

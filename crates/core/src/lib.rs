@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`trunk`]: the trunk model, its file format and validation (errors name the field).
+//! - [`cps`]: a trunk's calls-per-second limit as escrow tokens held for a second.
 //! - [`credentials`]: digest HA1 derivation, so passwords are never stored.
 //! - [`policy`]: failover policies (`current`, `legacy`, `custom`) over attempt outcomes.
 //! - [`plan`]: the attempt chain of one call under a mode (Only Primary, Load Balancing, Auto Fail-over).
@@ -21,6 +22,7 @@
 //! - [`ha`]: Advanced HA: failure detector, quorum, egress node order per `advanced_ha`.
 
 pub mod cdr;
+pub mod cps;
 pub mod credentials;
 pub mod episode;
 pub mod error;

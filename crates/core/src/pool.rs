@@ -20,11 +20,16 @@ pub enum Decision {
         used: u32,
         limit: u32,
     },
+    /// The trunk's calls-per-second limit was reached (`cps`); never in the ledger itself, which
+    /// answers [`Decision::Full`] for a rate pool too (variants go at the end: it is replicated).
+    RateLimited {
+        per_second: u32,
+    },
 }
 
 impl Decision {
     pub fn admitted(self) -> bool {
-        !matches!(self, Decision::Full { .. })
+        !matches!(self, Decision::Full { .. } | Decision::RateLimited { .. })
     }
 }
 

@@ -22,6 +22,11 @@ impl SlotId {
         SlotId(format!("{}~{n}", self.0))
     }
 
+    /// The calls-per-second token the call takes before its slot (`cps`).
+    pub fn token(&self) -> SlotId {
+        SlotId(format!("{}#cps", self.0))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

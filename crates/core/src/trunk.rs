@@ -149,6 +149,9 @@ pub struct Trunk {
     /// RFC 4028 session interval (seconds) asked for when the caller asks for none.
     #[serde(default)]
     pub session_expires_s: Option<u32>,
+    /// Calls admitted per second across the cluster at most (`cps`).
+    #[serde(default)]
+    pub max_calls_per_second: Option<u32>,
 }
 
 impl Trunk {
@@ -204,6 +207,9 @@ impl Trunk {
         if let Some(s) = self.session_expires_s {
             v["session_expires_s"] = serde_json::json!(s);
         }
+        if let Some(r) = self.max_calls_per_second {
+            v["max_calls_per_second"] = serde_json::json!(r);
+        }
         if let FailoverPolicy::Custom(codes) = &self.failover_policy {
             v["failover_codes"] = serde_json::json!(codes);
         }
@@ -231,6 +237,8 @@ pub struct TrunkFile {
     pub max_call_duration_s: Option<i64>,
     /// RFC 4028 session interval asked for when the caller asks for none (seconds, 90-86400).
     pub session_expires_s: Option<i64>,
+    /// Calls admitted per second across the cluster at most (1-100000).
+    pub max_calls_per_second: Option<i64>,
     pub primary: Option<AccountFile>,
     pub secondary: Option<AccountFile>,
     /// The revision the file was read at (`trunk get` shows it): the write applies only if the
@@ -338,6 +346,11 @@ impl TrunkFile {
             Some(t) if SESSION_EXPIRES_RANGE.contains(&t) => Some(t as u32),
             Some(t) => return Err(CoreError::field("session_expires_s", format!("must be between 90 and 86400, got {t}"))),
         };
+        let max_calls_per_second = match self.max_calls_per_second {
+            None => None,
+            Some(r) if (1..=100_000).contains(&r) => Some(r as u32),
+            Some(r) => return Err(CoreError::field("max_calls_per_second", format!("must be between 1 and 100000, got {r}"))),
+        };
         let primary = self.primary.as_ref().ok_or_else(|| CoreError::field("primary", "missing"))?.validate("primary")?;
         let secondary = self.secondary.as_ref().map(|s| s.validate("secondary")).transpose()?;
         if secondary.is_none() && mode != Mode::OnlyPrimary {
@@ -361,6 +374,7 @@ impl TrunkFile {
             primary,
             secondary,
             session_expires_s,
+            max_calls_per_second,
         })
     }
 

@@ -190,6 +190,9 @@ fn format_3_fields_parse_show_under_their_file_names_and_name_a_wrong_one() {
     let plain = parse_trunk(GOOD).expect("plain").redacted();
     assert!(plain["primary"].get("number_strip").is_none() && plain["primary"].get("diversion").is_none(), "{plain}");
     assert_eq!(field_of(&format!("session_expires_s = 30\n{GOOD}")), "session_expires_s");
+    assert_eq!(field_of(&format!("max_calls_per_second = 0\n{GOOD}")), "max_calls_per_second");
+    let rated = parse_trunk(&format!("max_calls_per_second = 25\n{GOOD}")).expect("rated");
+    assert_eq!((rated.max_calls_per_second, rated.redacted()["max_calls_per_second"].as_u64()), (Some(25), Some(25)));
     assert_eq!(field_of(&with("number_add = \"x\"")), "primary.number_add");
     assert_eq!(field_of(&with("remove_headers = [\"Call-ID\"]")), "primary.remove_headers[0]");
     assert_eq!(field_of(&with("diversion = \"always\"")), "primary.diversion");

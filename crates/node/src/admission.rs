@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use hatrunk_consensus::raft::Consensus;
 use hatrunk_consensus::{Command, CommandResult};
+use hatrunk_core::cps::{rate_trunk, TOKEN_MS};
 use hatrunk_core::escrow::{Escrow, Take};
 use hatrunk_core::pool::Decision;
 use hatrunk_core::slot::SlotId;
@@ -77,6 +78,8 @@ pub struct EscrowAdmission {
     epoch: std::sync::atomic::AtomicU64,
     /// Until when this node may admit.
     lease: LeaseClock,
+    /// When this process booted (its `now_ms`; 0 until then): no rate tokens in the second after.
+    booted_ms: std::sync::atomic::AtomicU64,
     /// Every member watches every lease; the leader acts on what it saw.
     watch: Mutex<hatrunk_consensus::lease::Watch>,
     /// A SIP node takes calls and so needs a lease; a witness only watches.
@@ -119,6 +122,7 @@ impl EscrowAdmission {
             inherited: Mutex::new(Inherited::default()),
             epoch: std::sync::atomic::AtomicU64::new(0),
             lease: LeaseClock::default(),
+            booted_ms: std::sync::atomic::AtomicU64::new(0),
             watch: Mutex::new(Default::default()),
             takes_calls,
             lease_layer: None,
@@ -162,6 +166,7 @@ impl EscrowAdmission {
                 };
                 self.epoch.store(epoch, std::sync::atomic::Ordering::Release);
                 let now = self.now_ms();
+                self.booted_ms.store(now.max(1), std::sync::atomic::Ordering::Release);
                 let until = |trunk: &str| {
                     let max_s = self.consensus.local(|s| s.trunks.get(trunk).map(|t| t.max_call_duration_s));
                     now + u64::from(max_s.unwrap_or(hatrunk_core::trunk::DEFAULT_MAX_CALL_DURATION_S)) * 1000
@@ -200,7 +205,7 @@ impl EscrowAdmission {
 
     fn ledger_view(&self, trunk: &str) -> LedgerView {
         self.consensus.local(|s| {
-            let limit = s.trunks.get(trunk).map(|t| t.max_concurrent_calls).unwrap_or(0);
+            let limit = s.limit_of(trunk).unwrap_or(0);
             let held = s.held(trunk);
             LedgerView {
                 limit,
@@ -210,6 +215,14 @@ impl EscrowAdmission {
                 mine: s.shares.share(trunk, &self.node),
             }
         })
+    }
+
+    /// A rate token may be taken now: this process booted [`TOKEN_MS`] ago and its lease lasts
+    /// [`TOKEN_MS`] more (see `hatrunk_core::cps`).
+    fn may_take_tokens(&self) -> bool {
+        let now = self.now_ms();
+        let booted = self.booted_ms.load(std::sync::atomic::Ordering::Acquire);
+        booted > 0 && now >= booted + TOKEN_MS && self.lease.check(now + TOKEN_MS).is_ok()
     }
 
     fn take(&self, trunk: &str, limit: u32, call: &str) -> Take {
@@ -302,6 +315,9 @@ impl EscrowAdmission {
 impl Admission for EscrowAdmission {
     fn admit_now(&self, trunk: &str, limit: u32, call: &SlotId) -> Option<Decision> {
         self.reconciled.get()?;
+        if rate_trunk(trunk).is_some() && !self.may_take_tokens() && !self.escrow().holds(call.as_str()) {
+            return Some(Decision::Full { used: 0, limit });
+        }
         if self.lease.check(self.now_ms()).is_err() {
             // a retried admission of a call already admitted is still answered without a lease
             return self.escrow().holds(call.as_str()).then_some(Decision::AlreadyHeld);
@@ -320,6 +336,9 @@ impl Admission for EscrowAdmission {
             let mut starved_round = 0;
             let mut renewals = 0;
             loop {
+                if rate_trunk(&trunk).is_some() && !self.may_take_tokens() && !self.escrow().holds(call) {
+                    return Ok(Decision::Full { used: 0, limit });
+                }
                 if let Err(why) = self.lease.check(self.now_ms()) {
                     if self.escrow().holds(call) {
                         return Ok(Decision::AlreadyHeld);
@@ -374,7 +393,7 @@ impl Admission for EscrowAdmission {
     fn usage(&self) -> Vec<(String, u32)> {
         let mut v: Vec<(String, u32)> = self.consensus.local(|s| {
             let mut m: std::collections::BTreeMap<String, u32> = s.pool.usage().map(|(t, n)| (t.to_string(), n)).collect();
-            for (t, n) in s.shares.totals() {
+            for (t, n) in s.shares.totals().filter(|(t, _)| rate_trunk(t).is_none()) {
                 *m.entry(t.to_string()).or_default() += n;
             }
             m.into_iter().collect()

@@ -7,6 +7,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub responses: IntCounterVec,
     pub calls: IntCounterVec,
+    pub cps_limited: IntCounterVec,
     pub failovers: IntCounterVec,
     pub forwards: IntCounterVec,
     pub egress_moves: IntCounterVec,
@@ -39,6 +40,11 @@ impl Metrics {
             requests: cv("hatrunk_sip_requests_total", "SIP requests received, by method", &["method"])?,
             responses: cv("hatrunk_sip_responses_sent_total", "SIP responses sent through server transactions, by code", &["code"])?,
             calls: cv("hatrunk_calls_total", "Calls ended, by trunk and CDR disposition", &["trunk", "disposition"])?,
+            cps_limited: cv(
+                "hatrunk_cps_limited_total",
+                "Calls refused (503, Retry-After) because their trunk reached max_calls_per_second, by trunk",
+                &["trunk"],
+            )?,
             failovers: cv("hatrunk_failovers_total", "Failovers to the Secondary, by what the Primary did", &["reason"])?,
             forwards: cv(
                 "hatrunk_forwards_total",
@@ -85,7 +91,7 @@ impl Metrics {
             leader_known: IntGauge::new("hatrunk_cluster_leader_known", "1 while this node knows a Raft leader (trunk changes and share grants need one)")?,
             registry,
         };
-        for c in [&m.requests, &m.responses, &m.calls, &m.failovers, &m.forwards, &m.egress_moves] {
+        for c in [&m.requests, &m.responses, &m.calls, &m.cps_limited, &m.failovers, &m.forwards, &m.egress_moves] {
             m.registry.register(Box::new(c.clone()))?;
         }
         for c in [&m.answered, &m.malformed, &m.stray_responses, &m.retransmissions, &m.auth_failures] {

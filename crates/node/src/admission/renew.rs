@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use hatrunk_consensus::lease::{DRIFT_MARGIN_MS, LEASE_MS};
 use hatrunk_consensus::{Command, CommandResult};
+use hatrunk_core::cps::{rate_key, rate_trunk};
 use hatrunk_core::escrow::batch;
 use hatrunk_core::trunk::DEFAULT_MAX_CALL_DURATION_S;
 
@@ -16,8 +17,11 @@ impl EscrowAdmission {
     pub(super) async fn renew_locked(&self, _ledger: &mut Resync) {
         let sent = self.now_ms().max(1);
         self.lease.sending(sent);
-        let limits: HashMap<String, u32> =
-            self.consensus.local(|s| s.trunks.iter().map(|(id, t)| (id.clone(), t.max_concurrent_calls)).collect());
+        // a trunk's call slots and, with a rate limit, its tokens
+        let limits: HashMap<String, u32> = self.consensus.local(|s| {
+            let rates = s.trunks.iter().filter_map(|(id, t)| Some((rate_key(id), t.max_calls_per_second?)));
+            s.trunks.iter().map(|(id, t)| (id.clone(), t.max_concurrent_calls)).chain(rates).collect()
+        });
         let mut keep: BTreeMap<String, u32> =
             self.escrow().propose(sent, super::IDLE_MS, |t| batch(limits.get(t).copied().unwrap_or(0))).into_iter().collect();
         for (t, n) in self.inherited().counts() {
@@ -90,6 +94,7 @@ impl EscrowAdmission {
                     .shares
                     .trunks_of(node)
                     .iter()
+                    .filter(|t| rate_trunk(t).is_none()) // tokens go at the lapse
                     .map(|t| s.trunks.get(t).map_or(DEFAULT_MAX_CALL_DURATION_S, |t| t.max_call_duration_s))
                     .max()
                     .unwrap_or(DEFAULT_MAX_CALL_DURATION_S);

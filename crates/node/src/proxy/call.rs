@@ -97,7 +97,7 @@ impl Calls {
         let id = cx.io.next_id();
         let from_tag = param(msg.header("From").unwrap_or(""), "tag").unwrap_or("").to_string();
         let slot = SlotId::new(&cx.cfg.node, msg.header("Call-ID").unwrap_or(""), &from_tag);
-        let (trunk_id, limit) = (trunk.id.clone(), trunk.max_concurrent_calls);
+        let (trunk_id, limit, cps) = (trunk.id.clone(), trunk.max_concurrent_calls, trunk.max_calls_per_second);
         if let Some(e) = cx.tx.servers.get_mut(&key) {
             e.call = Some(id);
         }
@@ -142,7 +142,7 @@ impl Calls {
         if let Some(c) = self.get_mut(id) {
             c.slot_state = SlotState::Asking;
         }
-        cx.io.push(Action::Admit { call: id, trunk: trunk_id, limit, slot });
+        cx.io.push(Action::Admit { call: id, trunk: trunk_id, limit, slot, cps });
     }
 
     pub(super) fn call_admitted(&mut self, cx: &mut Cx<'_>, id: u64, decision: Result<Decision, String>) {
@@ -161,6 +161,18 @@ impl Calls {
         call.slot_state = SlotState::None;
         match decision {
             Ok(d) if d.admitted() => call.slot_state = SlotState::Held,
+            Ok(Decision::RateLimited { per_second }) => {
+                let key = call.key();
+                cx.metrics.cps_limited.with_label_values(&[&call.trunk.id]).inc();
+                tracing::debug!(trunk = %call.trunk.id, per_second, "calls-per-second limit reached: call refused");
+                if let Some(mut r) = cx.tx.response(&key, 503, cx.io) {
+                    r.push("Retry-After", "1");
+                    r.push("Reason", "Q.850;cause=34;text=\"Calls per second limit reached\"");
+                    cx.respond_msg(&key, r);
+                }
+                self.finish(cx, id, Disposition::Congestion, Cause::CpsLimit, Some(503), false);
+                return;
+            }
             other => {
                 let key = call.key();
                 let (code, reason) = match &other {

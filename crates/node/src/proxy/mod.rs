@@ -116,6 +116,8 @@ pub enum Action {
         trunk: String,
         limit: u32,
         slot: SlotId,
+        /// The trunk's calls-per-second limit: a token of its rate pool first (`core::cps`).
+        cps: Option<u32>,
     },
     Release {
         slot: SlotId,

@@ -78,7 +78,7 @@ impl Calls {
         let ticket = cx.io.next_id();
         self.second.asking.insert(ticket, (id, n));
         self.second.held.insert((id, n), Second { slot: slot.clone(), state: State::Asking, until });
-        cx.io.push(Action::Admit { call: ticket, trunk, limit, slot });
+        cx.io.push(Action::Admit { call: ticket, trunk, limit, slot, cps: None });
     }
 
     /// Admission answered `ticket`; false when it was not a second slot's.

@@ -75,3 +75,20 @@ async fn the_trunks_session_timer_is_asked_for_only_when_the_caller_asked_none()
     e.on_admitted(id, Ok(Decision::Granted), 1);
     assert_eq!(sent_to(&e.drain(), PRIMARY)[0].header("Session-Expires"), Some("600;refresher=uac"));
 }
+
+#[tokio::test]
+async fn a_call_over_the_calls_per_second_limit_gets_503_retry_after_and_its_cdr_says_so() {
+    let mut e = engine_with(&trunk("max_calls_per_second = 2", ""), HealthView::single(member(1, "z", "127.0.0.1:5060")));
+    e.on_message(from(CARRIER, &invite()), 0);
+    let a = e.drain();
+    assert!(a.iter().any(|x| matches!(x, super::Action::Admit { cps: Some(2), .. })), "the Admit carries the trunk's rate");
+    e.on_admitted(admit_id(&a), Ok(Decision::RateLimited { per_second: 2 }), 1);
+    let a = e.drain();
+    let out = sent_to(&a, CARRIER);
+    let refusal = out.iter().find(|m| m.code() == Some(503)).expect("503");
+    assert_eq!(refusal.header("Retry-After"), Some("1"));
+    assert!(sent_to(&a, PRIMARY).is_empty(), "nothing reaches the PBX");
+    let cdr = a.iter().find_map(|x| if let super::Action::Cdr(c) = x { Some(c.clone()) } else { None }).expect("cdr");
+    assert_eq!(cdr.cause, hatrunk_core::cdr::Cause::CpsLimit);
+    assert!(!a.iter().any(|x| matches!(x, super::Action::Release { .. })), "no slot was taken");
+}

@@ -191,8 +191,12 @@ impl Driver {
     fn act(&mut self, action: Action) {
         match action {
             Action::Send { proto, addr, conn, bytes } => self.transports.send(proto, addr, conn, bytes),
-            Action::Admit { call, trunk, limit, slot } => {
-                if let Some(d) = self.admission.admit_now(&trunk, limit, &slot) {
+            Action::Admit { call, trunk, limit, slot, cps } => {
+                let now = match cps {
+                    Some(rate) => super::rated::admit_now(&self.admission, &trunk, limit, &slot, rate),
+                    None => self.admission.admit_now(&trunk, limit, &slot),
+                };
+                if let Some(d) = now {
                     // decided from the local share: the engine hears it now (its actions follow in
                     // this pass of `carry_out`)
                     return self.engine.on_admitted(call, Ok(d), (self.clock)());
@@ -201,9 +205,18 @@ impl Driver {
                 tokio::spawn(async move {
                     // a call does not wait on a cluster that cannot answer: the carrier gets
                     // 503 and may go elsewhere (a grant that lands later is given back)
-                    let r = match tokio::time::timeout(ADMIT_WAIT, adm.admit(trunk, limit, slot)).await {
+                    let admit = async {
+                        match cps {
+                            Some(rate) => super::rated::admit(adm.clone(), trunk, limit, slot.clone(), rate).await,
+                            None => adm.admit(trunk, limit, slot.clone()).await,
+                        }
+                    };
+                    let r = match tokio::time::timeout(ADMIT_WAIT, admit).await {
                         Ok(r) => r.map_err(|e| e.to_string()),
-                        Err(_) => Err(format!("no admission answer within {} ms", ADMIT_WAIT.as_millis())),
+                        Err(_) => {
+                            super::rated::abandon(&adm, &slot);
+                            Err(format!("no admission answer within {} ms", ADMIT_WAIT.as_millis()))
+                        }
                     };
                     let _ = tx.send((call, r));
                 });

@@ -34,6 +34,7 @@ use crate::status::SharedStatus;
 use crate::store::{RaftTrunkStore, TrunkStore};
 
 mod driver;
+mod rated;
 mod tasks;
 
 use driver::Shared;
