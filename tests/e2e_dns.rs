@@ -256,3 +256,60 @@ fn a_tls_target_by_name_is_verified_against_its_name() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `allowed_ips` naming a host: the PBX at the address the name resolves to calls out through
+/// its account; another address does not; once the record moves, the old address no longer does.
+#[test]
+fn an_allowed_host_name_lets_its_addresses_call_out() {
+    require_sipp();
+    let base = 37700u16;
+    let (dns_port, carrier) = (base + 53, base + 11);
+    let records = |addr: &str| {
+        Dnsmasq(
+            Command::new("dnsmasq")
+                .args(["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces"])
+                .args(["--listen-address=127.0.0.1", &format!("--port={dns_port}"), "--user=root", "--pid-file="])
+                .args(["--local=/hatrunk.test/", "--local-ttl=1", &format!("--host-record=office.hatrunk.test,{addr}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn dnsmasq"),
+        )
+    };
+    let dns = records("127.0.0.3");
+    std::thread::sleep(Duration::from_millis(300));
+    let node = Node::start(
+        base,
+        &format!("[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\ntimeout_ms = 500\n[upstream]\ntarget = \"sip:127.0.0.1:{carrier}\"\n"),
+    );
+    let _carrier = uas(&scenario("uas_rr.xml"), carrier, false);
+    node.apply(
+        "id = \"office\"\nnumbers = [\"3770\"]\nmax_concurrent_calls = 2\n\
+         [primary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:37712\"\nallowed_ips = [\"office.hatrunk.test\"]\n",
+    );
+    let shown = node.cli(&["trunk", "get", "office", "-o", "json"]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("office.hatrunk.test"), "trunk get shows the name as written");
+    wait_log(&node, "host=office.hatrunk.test");
+    // give the node's index a pass after the answer
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, base + 20, "6598765432").source_ip("127.0.0.3").calls(1).rate(1).run();
+    assert_eq!(r, Calls { ok: 1, failed: 0 }, "the named host's address calls out:\n{}", node.log());
+    let dir = tempfile::tempdir().expect("tmp");
+    let refused = with_code(dir.path(), "uac_expect.xml", 404);
+    let r = Uac::new(&refused, &node, base + 21, "6598765432").source_ip("127.0.0.4").calls(1).rate(1).run();
+    assert_eq!(r, Calls { ok: 1, failed: 0 }, "another address gets 404");
+    // the record moves to 127.0.0.4: after its TTL, that address is the office's, 127.0.0.3 is not
+    drop(dns);
+    let _dns = records("127.0.0.4");
+    let t0 = Instant::now();
+    loop {
+        let r = Uac::new(&scenario("uac_rr.xml"), &node, base + 22, "6598765432").source_ip("127.0.0.4").calls(1).rate(1).run();
+        if r.ok == 1 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "the moved record was never picked up:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let r = Uac::new(&refused, &node, base + 23, "6598765432").source_ip("127.0.0.3").calls(1).rate(1).run();
+    assert_eq!(r, Calls { ok: 1, failed: 0 }, "the old address gets 404");
+}

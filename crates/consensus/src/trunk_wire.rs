@@ -66,6 +66,7 @@ impl From<AccountV2> for Account {
             to_carrier: Default::default(),
             remove_headers: Vec::new(),
             diversion: Default::default(),
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -117,6 +117,9 @@ pub struct Account {
     /// How a call failed over to this account says why (the Secondary's setting counts).
     #[serde(default)]
     pub diversion: Diversion,
+    /// Host names in `allowed_ips`: their addresses (A/AAAA, kept resolved by the node) are allowed too.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Account {
@@ -169,6 +172,11 @@ impl Trunk {
             let mut v = serde_json::to_value(a).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
                 o.remove("ha1");
+                if let Some(hosts) = o.remove("allowed_hosts").and_then(|h| h.as_array().cloned()) {
+                    if let Some(ips) = o.get_mut("allowed_ips").and_then(|v| v.as_array_mut()) {
+                        ips.extend(hosts);
+                    }
+                }
                 for (rule, strip, add) in
                     [("to_pbx", "number_strip", "number_add"), ("to_carrier", "outbound_number_strip", "outbound_number_add")]
                 {
@@ -430,9 +438,13 @@ impl AccountFile {
             "tls" => Transport::Tls,
             other => return Err(CoreError::field(f("transport"), format!("unknown transport {other:?}; expected udp, tcp or tls"))),
         };
-        let mut allowed_ips = Vec::new();
+        let (mut allowed_ips, mut allowed_hosts) = (Vec::new(), Vec::new());
         for (i, s) in self.allowed_ips.iter().flatten().enumerate() {
-            allowed_ips.push(parse_cidr(s).map_err(|r| CoreError::field(format!("{at}.allowed_ips[{i}]"), r))?);
+            match parse_cidr(s) {
+                Ok(net) => allowed_ips.push(net),
+                Err(_) if is_host_name(s) => allowed_hosts.push(s.to_ascii_lowercase()),
+                Err(r) => return Err(CoreError::field(format!("{at}.allowed_ips[{i}]"), format!("{r}, nor a host name"))),
+            }
         }
         let (mut target, mut username, mut ha1) = (None, None, None);
         match auth {
@@ -443,7 +455,7 @@ impl AccountFile {
                 if parsed.sips && transport != Transport::Tls {
                     return Err(CoreError::field(f("target"), "a sips: target is reached over TLS only; set transport = \"tls\""));
                 }
-                if allowed_ips.is_empty() {
+                if allowed_ips.is_empty() && allowed_hosts.is_empty() {
                     return Err(CoreError::field(f("allowed_ips"), "an ip account needs at least one allowed address"));
                 }
                 if self.username.is_some() || self.password.is_some() {
@@ -504,6 +516,7 @@ impl AccountFile {
             to_carrier,
             remove_headers: parse_remove_headers(self.remove_headers.as_deref(), at)?,
             diversion: Diversion::parse(self.diversion.as_deref(), f("diversion"))?,
+            allowed_hosts,
             tls_pins,
             label,
             auth,
@@ -569,6 +582,20 @@ pub fn normalize_number(n: &str) -> String {
 fn is_number(n: &str) -> bool {
     let d = n.strip_prefix('+').unwrap_or(n);
     (3..=20).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A DNS host name (RFC 1123 labels) whose last label is not all digits, so a mistyped address
+/// such as `10.0.0.300` is reported as one rather than looked up.
+fn is_host_name(s: &str) -> bool {
+    let labels: Vec<&str> = s.trim_end_matches('.').split('.').collect();
+    s.len() <= 253
+        && labels.iter().all(|l| {
+            (1..=63).contains(&l.len())
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+        && labels.last().is_some_and(|l| l.bytes().any(|b| b.is_ascii_alphabetic()))
 }
 
 fn parse_cidr(s: &str) -> Result<IpNet, String> {

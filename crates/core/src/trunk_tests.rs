@@ -197,3 +197,24 @@ fn format_3_fields_parse_show_under_their_file_names_and_name_a_wrong_one() {
     assert_eq!(field_of(&with("remove_headers = [\"Call-ID\"]")), "primary.remove_headers[0]");
     assert_eq!(field_of(&with("diversion = \"always\"")), "primary.diversion");
 }
+
+#[test]
+fn allowed_ips_may_name_hosts_and_a_bad_address_is_still_an_error() {
+    let t = parse_trunk(&GOOD.replace("allowed_ips = [\"192.0.2.10/32\"]", "allowed_ips = [\"192.0.2.10/32\", \"PBX.Example.com\"]"))
+        .expect("a name");
+    assert_eq!(t.primary.allowed_hosts, vec!["pbx.example.com"]);
+    assert!(t.primary.allows("192.0.2.10".parse().expect("ip")));
+    let shown = t.redacted();
+    assert_eq!(shown["primary"]["allowed_ips"][1], "pbx.example.com", "{shown}");
+    assert!(shown["primary"].get("allowed_hosts").is_none());
+    let only_name =
+        parse_trunk(&GOOD.replace("allowed_ips = [\"192.0.2.10/32\"]", "allowed_ips = [\"office.example.net\"]")).expect("name only");
+    assert!(only_name.primary.allowed_ips.is_empty());
+    for bad in ["10.0.0.300", "-bad.example.com", "a..b", "under_score.example.com"] {
+        assert_eq!(
+            field_of(&GOOD.replace("allowed_ips = [\"192.0.2.10/32\"]", &format!("allowed_ips = [{bad:?}]"))),
+            "primary.allowed_ips[0]",
+            "{bad}"
+        );
+    }
+}

@@ -6,6 +6,9 @@
 //! is always known (the trunk file says it, UDP by default), so NAPTR is not asked (RFC 3263
 //! section 4.1 leaves it to a client that has no transport of its own).
 //!
+//! Host names in an account's `allowed_ips` are kept resolved the same way (A/AAAA), and the
+//! engine asks [`DnsCache::allowed_at`] for a source no address of `allowed_ips` matches.
+//!
 //! While no DNS server answers, the last answer stays in use for `stale_for_s` (RFC 8767); a name
 //! that does not exist is remembered as such for its negative TTL, and the account is unreachable
 //! at once (failover), not after a timeout per call.
@@ -16,7 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use hatrunk_core::srv::SrvTarget;
-use hatrunk_core::trunk::{AuthMode, Transport, Trunk};
+use hatrunk_core::trunk::{AuthMode, Role, Transport, Trunk};
 use hickory_resolver::config::{NameServerConfig, Protocol, ResolverConfig, ResolverOpts};
 use hickory_resolver::error::ResolveErrorKind;
 use hickory_resolver::TokioAsyncResolver;
@@ -40,6 +43,11 @@ pub struct DnsKey {
 }
 
 impl DnsKey {
+    /// A host name in an account's `allowed_ips`: its addresses only (port 0, which no target has).
+    pub fn allowed(host: &str) -> DnsKey {
+        DnsKey { host: host.to_string(), port: Some(0), transport: Transport::Udp }
+    }
+
     /// The name an account's `target` gives, reached over `transport`.
     pub fn of(target: &hatrunk_core::trunk::SipTarget, transport: Transport) -> DnsKey {
         DnsKey { host: target.host.clone(), port: target.port_given.then_some(target.port), transport }
@@ -125,6 +133,8 @@ pub fn next_entry(old: Option<&Entry>, answer: Answer, now: u64, stale_for_ms: u
 #[derive(Default)]
 pub struct DnsCache {
     map: RwLock<HashMap<DnsKey, Entry>>,
+    /// The accounts whose `allowed_ips` name a host resolving to each address (see [`Self::allowed_at`]).
+    allowed: RwLock<HashMap<IpAddr, Vec<(String, Role)>>>,
 }
 
 impl DnsCache {
@@ -147,6 +157,32 @@ impl DnsCache {
             .collect()
     }
 
+    /// The accounts (trunk id, role) that allow `ip` by a host name, as last resolved.
+    pub fn allowed_at(&self, ip: IpAddr) -> Vec<(String, Role)> {
+        self.allowed.read().unwrap_or_else(|p| p.into_inner()).get(&ip).cloned().unwrap_or_default()
+    }
+
+    /// Rebuild [`Self::allowed_at`]'s index from the trunks and their hosts' usable addresses.
+    pub fn index_allowed(&self, trunks: &[Arc<Trunk>], now: u64) {
+        let mut index: HashMap<IpAddr, Vec<(String, Role)>> = HashMap::new();
+        for t in trunks {
+            for role in [Role::Primary, Role::Secondary] {
+                let Some(a) = t.account(role).filter(|a| a.auth == AuthMode::Ip) else {
+                    continue;
+                };
+                for host in &a.allowed_hosts {
+                    for target in self.targets(&DnsKey::allowed(host), now).unwrap_or_default() {
+                        let accounts = index.entry(target.addr.ip()).or_default();
+                        if !accounts.iter().any(|(id, r)| *id == t.id && *r == role) {
+                            accounts.push((t.id.clone(), role));
+                        }
+                    }
+                }
+            }
+        }
+        *self.allowed.write().unwrap_or_else(|p| p.into_inner()) = index;
+    }
+
     fn get(&self, key: &DnsKey) -> Option<Entry> {
         self.map.read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
@@ -161,7 +197,7 @@ impl DnsCache {
     }
 }
 
-/// Every name the trunks' IP accounts are reached at.
+/// Every name the trunks' IP accounts are reached at or allow calls from.
 pub fn wanted(trunks: &[Arc<Trunk>]) -> BTreeSet<DnsKey> {
     let mut out = BTreeSet::new();
     for t in trunks {
@@ -172,6 +208,7 @@ pub fn wanted(trunks: &[Arc<Trunk>]) -> BTreeSet<DnsKey> {
             if let Some(st) = a.sip_target().filter(|s| s.is_name()) {
                 out.insert(DnsKey::of(&st, a.transport));
             }
+            out.extend(a.allowed_hosts.iter().map(|h| DnsKey::allowed(h)));
         }
     }
     out
@@ -307,7 +344,8 @@ pub async fn keep_resolved(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let keys = wanted(&store.list());
+        let trunks = store.list();
+        let keys = wanted(&trunks);
         cache.retain(&keys);
         for key in keys {
             let old = cache.get(&key);
@@ -320,6 +358,7 @@ pub async fn keep_resolved(
             say(&key, old.as_ref(), &new, now);
             cache.put(key, new);
         }
+        cache.index_allowed(&trunks, clock());
     }
 }
 
@@ -335,6 +374,9 @@ fn say(key: &DnsKey, old: Option<&Entry>, new: &Entry, now: u64) {
         (None, _) => tracing::info!(%host, targets = %addrs.join(", "), ttl_s = (new.fresh_until - now) / 1000, "DNS: name resolved"),
         (Some(p), false) => {
             tracing::warn!(%host, problem = %p, stale_s = new.stale_until.saturating_sub(now) / 1000, "DNS: no answer; calls use the last one")
+        }
+        (Some(p), true) if key.port == Some(0) => {
+            tracing::warn!(%host, problem = %p, "DNS: allowed host unusable; its addresses are not allowed by it any more")
         }
         (Some(p), true) => tracing::warn!(%host, problem = %p, "DNS: name unusable; its account is unreachable (calls fail over)"),
     }
@@ -385,5 +427,25 @@ mod tests {
         assert_eq!(k(Transport::Tcp).srv_name(), "_sip._tcp.pbx.example.com.");
         assert_eq!(k(Transport::Tls).srv_name(), "_sips._tcp.pbx.example.com.");
         assert_eq!(k(Transport::Tls).default_port(), 5061);
+    }
+
+    #[test]
+    fn an_allowed_host_is_resolved_and_indexes_its_accounts_by_address() {
+        let trunk = Arc::new(
+            hatrunk_core::trunk::parse_trunk(
+                "id = \"o\"\nnumbers = [\"100\"]\nmax_concurrent_calls = 1\n[primary]\nauth = \"ip\"\ntarget = \"sip:10.0.0.1\"\nallowed_ips = [\"office.example.com\"]\n",
+            )
+            .expect("trunk"),
+        );
+        let keys = wanted(std::slice::from_ref(&trunk));
+        assert_eq!(keys.into_iter().collect::<Vec<_>>(), vec![DnsKey::allowed("office.example.com")]);
+        let cache = DnsCache::default();
+        cache.index_allowed(std::slice::from_ref(&trunk), 0);
+        assert!(cache.allowed_at("127.0.0.1".parse().expect("ip")).is_empty(), "not resolved yet: nothing allowed");
+        cache.put(DnsKey::allowed("office.example.com"), Entry { targets: vec![t(0)], fresh_until: 10, stale_until: 20, problem: None });
+        cache.index_allowed(std::slice::from_ref(&trunk), 5);
+        assert_eq!(cache.allowed_at("127.0.0.1".parse().expect("ip")), vec![("o".to_string(), Role::Primary)]);
+        cache.index_allowed(std::slice::from_ref(&trunk), 25);
+        assert!(cache.allowed_at("127.0.0.1".parse().expect("ip")).is_empty(), "past its stale time: no longer allowed");
     }
 }

@@ -1,5 +1,7 @@
-//! Digest authentication of requests from PBXes (REGISTER with Authorization, outbound INVITE with
-//! Proxy-Authorization) against the stored HA1 of the account named by the username.
+//! Who a PBX's request is from: an IP account allowing its source (by address, or by a host name
+//! in `allowed_ips` as last resolved), else Digest authentication (REGISTER with Authorization,
+//! outbound INVITE with Proxy-Authorization) against the stored HA1 of the account named by the
+//! username.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -12,6 +14,15 @@ use hatrunk_sip::SipMessage;
 use super::{build, Engine};
 
 impl Engine {
+    /// The IP accounts allowing `ip`: by address first, else by a host name resolving to it.
+    pub(super) fn accounts_at(&self, ip: IpAddr) -> Vec<(Arc<Trunk>, Role)> {
+        let by_address = self.store.by_source(ip);
+        if !by_address.is_empty() {
+            return by_address;
+        }
+        self.dns.allowed_at(ip).into_iter().filter_map(|(id, role)| Some((self.store.get(&id)?, role))).collect()
+    }
+
     /// Check digest credentials in `header`. `Ok` names the account; `Err(Some(challenge))` means
     /// challenge (again); `Err(None)` means there are no Digest accounts at all, so nothing to ask.
     /// Wrong credentials count against the source and the account (`guard.rs`); a locked account

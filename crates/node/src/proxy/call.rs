@@ -59,7 +59,7 @@ impl Engine {
         if self.cfg.upstream.is_none() {
             return self.respond_key(&key, 404, None);
         }
-        let by_ip = self.store.by_source(src.addr.ip()).into_iter().next();
+        let by_ip = self.accounts_at(src.addr.ip()).into_iter().next();
         let account = match by_ip {
             Some(found) => Some(found),
             None => match self.authenticate(&msg, "Proxy-Authorization", src.addr.ip()) {

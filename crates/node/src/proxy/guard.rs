@@ -53,6 +53,7 @@ impl Engine {
         self.cfg.trusted.iter().any(|n| n.contains(&ip))
             || self.cfg.upstream.is_some_and(|u| u.ip() == ip)
             || !self.store.by_source(ip).is_empty()
+            || !self.dns.allowed_at(ip).is_empty()
     }
 
     /// Count a new request (or a malformed message) from `src`; false when it must be dropped.
