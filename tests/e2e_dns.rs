@@ -258,9 +258,10 @@ fn a_tls_target_by_name_is_verified_against_its_name() {
 }
 
 /// `allowed_ips` naming a host: the PBX at the address the name resolves to calls out through
-/// its account; another address does not; once the record moves, the old address no longer does.
+/// its account, to an upstream carrier given by name too; another address does not; once the
+/// record moves, the old address no longer does.
 #[test]
-fn an_allowed_host_name_lets_its_addresses_call_out() {
+fn an_allowed_host_name_lets_its_addresses_call_out_to_an_upstream_by_name() {
     require_sipp();
     let base = 37700u16;
     let (dns_port, carrier) = (base + 53, base + 11);
@@ -270,6 +271,7 @@ fn an_allowed_host_name_lets_its_addresses_call_out() {
                 .args(["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces"])
                 .args(["--listen-address=127.0.0.1", &format!("--port={dns_port}"), "--user=root", "--pid-file="])
                 .args(["--local=/hatrunk.test/", "--local-ttl=1", &format!("--host-record=office.hatrunk.test,{addr}")])
+                .arg("--host-record=carrier.hatrunk.test,127.0.0.1")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -280,7 +282,9 @@ fn an_allowed_host_name_lets_its_addresses_call_out() {
     std::thread::sleep(Duration::from_millis(300));
     let node = Node::start(
         base,
-        &format!("[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\ntimeout_ms = 500\n[upstream]\ntarget = \"sip:127.0.0.1:{carrier}\"\n"),
+        &format!(
+            "[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\ntimeout_ms = 500\n[upstream]\ntarget = \"sip:carrier.hatrunk.test:{carrier}\"\n"
+        ),
     );
     let _carrier = uas(&scenario("uas_rr.xml"), carrier, false);
     node.apply(
@@ -294,6 +298,8 @@ fn an_allowed_host_name_lets_its_addresses_call_out() {
     std::thread::sleep(Duration::from_millis(1500));
     let r = Uac::new(&scenario("uac_rr.xml"), &node, base + 20, "6598765432").source_ip("127.0.0.3").calls(1).rate(1).run();
     assert_eq!(r, Calls { ok: 1, failed: 0 }, "the named host's address calls out:\n{}", node.log());
+    let cdr = &node.wait_cdrs(|c| c["trunk"] == "office", 1)[0];
+    assert_eq!(cdr["attempts"][0]["target"], format!("sip:6598765432@127.0.0.1:{carrier}"), "the carrier's resolved address: {cdr}");
     let dir = tempfile::tempdir().expect("tmp");
     let refused = with_code(dir.path(), "uac_expect.xml", 404);
     let r = Uac::new(&refused, &node, base + 21, "6598765432").source_ip("127.0.0.4").calls(1).rate(1).run();

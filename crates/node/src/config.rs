@@ -167,7 +167,7 @@ impl Default for HttpSection {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamSection {
-    /// The carrier, for outbound calls: `sip:HOST:PORT`.
+    /// The carrier, for outbound calls: `sip:HOST[:PORT]`, HOST an address or a name (RFC 3263).
     pub target: Option<String>,
 }
 
@@ -379,7 +379,7 @@ impl NodeConfig {
             return bad("sip.congestion_code", format!("{} is not a failure code", self.sip.congestion_code));
         }
         if let Some(t) = &self.upstream.target {
-            hatrunk_core::trunk::parse_sip_target(t).map_err(|r| NodeError::Config { field: "upstream.target".into(), reason: r })?;
+            crate::proxy::Upstream::parse(t).map_err(|r| NodeError::Config { field: "upstream.target".into(), reason: r })?;
         }
         let sec = &self.security;
         for (field, v) in [

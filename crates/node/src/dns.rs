@@ -339,13 +339,15 @@ pub async fn keep_resolved(
     clock: fn() -> u64,
     stale_for_ms: u64,
     every: Duration,
+    always: Vec<DnsKey>,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let trunks = store.list();
-        let keys = wanted(&trunks);
+        let mut keys = wanted(&trunks);
+        keys.extend(always.iter().cloned());
         cache.retain(&keys);
         for key in keys {
             let old = cache.get(&key);

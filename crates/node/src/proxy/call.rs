@@ -21,7 +21,7 @@ use hatrunk_sip::SipMessage;
 use super::calls::{AccountTargets, Attempt, AttemptState, Call, Calls, Dest, SlotState};
 use super::context::{cx, Cx};
 use super::egress::INGRESS_HEADER;
-use super::{build, Action, CallTimer, Engine, Owner, Src};
+use super::{build, Action, CallTimer, Engine, Owner, Src, Upstream};
 use crate::dns::DnsKey;
 
 mod attempt;
@@ -225,18 +225,14 @@ impl Calls {
         };
         let trunk = call.trunk.clone();
         let number = super::account_rules::dialled(call, role);
-        let mut dests: VecDeque<Dest> = match call.direction {
-            Direction::Outbound => cx
-                .cfg
-                .upstream
-                .map(|a| (Src { proto: Proto::Udp, addr: a, conn: None }, format!("sip:{number}@{a}"), None))
-                .into_iter()
-                .collect(),
+        let direction = call.direction;
+        let mut dests: VecDeque<Dest> = match direction {
+            Direction::Outbound => Self::upstream_targets(cx, &number),
             Direction::Inbound => Self::inbound_targets(cx, &trunk, role, &number),
         };
         let Some(first) = dests.pop_front() else {
             let outcome = match trunk.account(role).map(|a| a.auth) {
-                Some(AuthMode::Digest) => Outcome::UserNotRegistered,
+                Some(AuthMode::Digest) if direction == Direction::Inbound => Outcome::UserNotRegistered,
                 _ => Outcome::ConnectionError,
             };
             let mut rec = self.attempt_record(cx, role);
@@ -365,21 +361,7 @@ impl Calls {
                     ));
                     return out;
                 }
-                let key = DnsKey::of(&t, a.transport);
-                let found = match cx.dns.targets(&key, cx.now) {
-                    Ok(found) => found,
-                    Err(why) => {
-                        tracing::debug!(trunk = %trunk.id, account = ?role, %why, "no address for the account's name");
-                        return out;
-                    }
-                };
-                let io = &mut *cx.io;
-                let order = hatrunk_core::srv::order(&found, || io.next_id().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16);
-                let port = if t.port_given { format!(":{}", t.port) } else { String::new() };
-                let ruri = format!("sip:{number}@{}{port}{}", t.host, proto.uri_param());
-                // the CDR names the address each attempt went to; the Request-URI keeps the name
-                let shown = |addr| Some(format!("sip:{number}@{}{}", fmt_hostport(addr), proto.uri_param()));
-                out.extend(order.into_iter().map(|addr| (Src { proto, addr, conn: None }, ruri.clone(), shown(addr))));
+                return Self::by_name(cx, &DnsKey::of(&t, a.transport), proto, number);
             }
             AuthMode::Digest => {
                 let Some(user) = a.username.as_deref() else {
@@ -397,6 +379,37 @@ impl Calls {
             }
         }
         out
+    }
+
+    /// Where an outbound call goes: the upstream carrier's address, or its name's addresses.
+    fn upstream_targets(cx: &mut Cx<'_>, number: &str) -> VecDeque<Dest> {
+        match cx.cfg.upstream.clone() {
+            None => VecDeque::new(),
+            Some(Upstream::Addr(addr)) => {
+                [(Src { proto: Proto::Udp, addr, conn: None }, format!("sip:{number}@{}", fmt_hostport(addr)), None)].into()
+            }
+            Some(Upstream::Name(key)) => Self::by_name(cx, &key, Proto::Udp, number),
+        }
+    }
+
+    /// The addresses `key` resolves to, in the order to try them (RFC 2782), each with the
+    /// Request-URI (which keeps the name) and the address the CDR names; none while the name is
+    /// not usable (logged).
+    fn by_name(cx: &mut Cx<'_>, key: &DnsKey, proto: Proto, number: &str) -> VecDeque<Dest> {
+        let found = match cx.dns.targets(key, cx.now) {
+            Ok(found) => found,
+            Err(why) => {
+                tracing::debug!(host = %key.host, %why, "no address for the name");
+                return VecDeque::new();
+            }
+        };
+        let io = &mut *cx.io;
+        let order = hatrunk_core::srv::order(&found, || io.next_id().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16);
+        let port = key.port.map(|p| format!(":{p}")).unwrap_or_default();
+        let ruri = format!("sip:{number}@{}{port}{}", key.host, proto.uri_param());
+        // the CDR names the address each attempt went to; the Request-URI keeps the name
+        let shown = |addr| Some(format!("sip:{number}@{}{}", fmt_hostport(addr), proto.uri_param()));
+        order.into_iter().map(|addr| (Src { proto, addr, conn: None }, ruri.clone(), shown(addr))).collect()
     }
 
     /// The caller's INVITE, rewritten for one attempt (RFC 3261 section 16.6): to the account

@@ -51,9 +51,18 @@ impl Engine {
     /// A configured network, an IP-authenticated account or the upstream carrier.
     pub(super) fn trusted_peer(&self, ip: IpAddr) -> bool {
         self.cfg.trusted.iter().any(|n| n.contains(&ip))
-            || self.cfg.upstream.is_some_and(|u| u.ip() == ip)
+            || self.is_upstream(ip)
             || !self.store.by_source(ip).is_empty()
             || !self.dns.allowed_at(ip).is_empty()
+    }
+
+    /// `ip` is the upstream carrier's (an address its name resolves to, when given by name).
+    fn is_upstream(&self, ip: IpAddr) -> bool {
+        match &self.cfg.upstream {
+            None => false,
+            Some(super::Upstream::Addr(a)) => a.ip() == ip,
+            Some(super::Upstream::Name(key)) => self.dns.targets(key, self.now).is_ok_and(|t| t.iter().any(|t| t.addr.ip() == ip)),
+        }
     }
 
     /// Count a new request (or a malformed message) from `src`; false when it must be dropped.

@@ -137,6 +137,28 @@ pub enum Action {
     Cdr(Box<Cdr>),
 }
 
+/// The carrier outbound calls go to: an address, or a name resolved by RFC 3263 like a PBX's
+/// (SRV `_sip._udp` without a port, else A/AAAA), kept resolved by `dns.rs`.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    Addr(SocketAddr),
+    Name(crate::dns::DnsKey),
+}
+
+impl Upstream {
+    /// `upstream.target` as the node file gives it.
+    pub fn parse(target: &str) -> Result<Upstream, String> {
+        let st = hatrunk_core::trunk::parse_sip_target(target)?;
+        if st.sips {
+            return Err("the upstream is reached over UDP; sips: is not supported there".into());
+        }
+        Ok(match st.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => Upstream::Addr(SocketAddr::new(ip, st.port)),
+            Err(_) => Upstream::Name(crate::dns::DnsKey::of(&st, hatrunk_core::trunk::Transport::Udp)),
+        })
+    }
+}
+
 /// What the engine needs to know about its node.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -152,7 +174,8 @@ pub struct EngineConfig {
     /// This node's host in the URIs and Vias it writes (an IPv6 literal in brackets).
     pub advertise: String,
     pub congestion_code: u16,
-    pub upstream: Option<SocketAddr>,
+    /// The carrier outbound calls go to.
+    pub upstream: Option<Upstream>,
     pub nonce_secret: String,
     pub nonce_lifetime_ms: u64,
     pub min_expires_s: u32,

@@ -44,15 +44,13 @@ impl EngineConfig {
         secret: String,
         seed: u64,
     ) -> Result<Self, NodeError> {
-        let upstream = match &cfg.upstream.target {
-            Some(t) => {
-                let bad = |reason: String| NodeError::Config { field: "upstream.target".into(), reason };
-                let st = hatrunk_core::trunk::parse_sip_target(t).map_err(bad)?;
-                let ip = st.host.parse().map_err(|_| bad("must be a literal IP address".into()))?;
-                Some(std::net::SocketAddr::new(ip, st.port))
-            }
-            None => None,
-        };
+        let upstream = cfg
+            .upstream
+            .target
+            .as_deref()
+            .map(crate::proxy::Upstream::parse)
+            .transpose()
+            .map_err(|reason| NodeError::Config { field: "upstream.target".into(), reason })?;
         Ok(EngineConfig {
             node_id: cfg.node.id,
             node: cfg.node.name.clone(),

@@ -281,7 +281,13 @@ where
     let dns = Arc::new(crate::dns::DnsCache::default());
     if let (Some(r), NodeRole::Sip) = (resolver, cfg.node.role()) {
         let stale_ms = cfg.dns.stale_for_s.saturating_mul(1000);
-        tokio::spawn(crate::dns::keep_resolved(store.clone(), dns.clone(), r, clock, stale_ms, Duration::from_millis(250)));
+        // the upstream carrier by name is resolved with the trunks' names
+        let upstream = cfg.upstream.target.as_deref().and_then(|t| match crate::proxy::Upstream::parse(t) {
+            Ok(crate::proxy::Upstream::Name(key)) => Some(key),
+            _ => None,
+        });
+        let every = Duration::from_millis(250);
+        tokio::spawn(crate::dns::keep_resolved(store.clone(), dns.clone(), r, clock, stale_ms, every, upstream.into_iter().collect()));
     }
     let shared =
         Shared { store: store.clone(), health: health.clone(), admission: admission.clone(), metrics, status: status.clone(), dns };
