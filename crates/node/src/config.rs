@@ -83,6 +83,11 @@ pub struct SipSection {
     pub nonce_lifetime_s: u64,
     pub min_expires_s: u32,
     pub max_expires_s: u32,
+    /// A binding behind NAT (or on a stream) expires after this at most, so a PBX whose flow's
+    /// node is gone registers again soon through another one.
+    pub nat_max_expires_s: u32,
+    /// Keep-alive (CRLF CRLF) to bindings behind NAT this often, holding their pinholes open; 0: off.
+    pub nat_keepalive_s: u32,
 }
 
 impl Default for SipSection {
@@ -101,6 +106,8 @@ impl Default for SipSection {
             nonce_lifetime_s: 300,
             min_expires_s: 60,
             max_expires_s: 3600,
+            nat_max_expires_s: 120,
+            nat_keepalive_s: 20,
         }
     }
 }
@@ -377,6 +384,9 @@ impl NodeConfig {
         }
         if !(400..=699).contains(&self.sip.congestion_code) {
             return bad("sip.congestion_code", format!("{} is not a failure code", self.sip.congestion_code));
+        }
+        if self.sip.nat_max_expires_s < self.sip.min_expires_s {
+            return bad("sip.nat_max_expires_s", format!("must be at least sip.min_expires_s ({})", self.sip.min_expires_s));
         }
         if let Some(t) = &self.upstream.target {
             crate::proxy::Upstream::parse(t).map_err(|r| NodeError::Config { field: "upstream.target".into(), reason: r })?;

@@ -268,11 +268,15 @@ impl Calls {
 
     /// Send attempt `n` (the next) of call `id` to one address of `role`'s account, whose first
     /// address was tried at `account_start` (the failover timer counts from then).
-    fn send_attempt(&mut self, cx: &mut Cx<'_>, id: u64, role: Role, (dest, ruri, shown): Dest, account_start: u64) {
+    fn send_attempt(&mut self, cx: &mut Cx<'_>, id: u64, role: Role, d: Dest, account_start: u64) {
         let now = cx.now;
         let mut rec = self.attempt_record(cx, role);
-        rec.target = shown.unwrap_or_else(|| ruri.clone());
-        let fwd = self.forward_request(cx, id, &ruri, dest.proto, Some(role));
+        rec.target = d.shown.clone().unwrap_or_else(|| d.ruri.clone());
+        let (dest, ruri) = (d.src, d.ruri.as_str());
+        let mut fwd = self.forward_request(cx, id, ruri, dest.proto, Some(role));
+        if let Some(hop) = &d.flow {
+            super::flow::mark(cx, &mut fwd, hop);
+        }
         let Some(n) = self.get(id).map(|c| c.attempts.len()) else {
             return;
         };
@@ -354,10 +358,9 @@ impl Calls {
                 };
                 if let Ok(ip) = t.host.parse::<IpAddr>() {
                     let addr = SocketAddr::new(ip, t.port);
-                    out.push_back((
+                    out.push_back(Dest::to(
                         Src { proto, addr, conn: None },
                         format!("sip:{number}@{}{}", fmt_hostport(addr), proto.uri_param()),
-                        None,
                     ));
                     return out;
                 }
@@ -367,15 +370,7 @@ impl Calls {
                 let Some(user) = a.username.as_deref() else {
                     return out;
                 };
-                if let Some(b) = cx.registrar.lookup(user, cx.now) {
-                    out.push_back((b.src, b.contact.clone(), None));
-                    return out;
-                }
-                // registered through another node: the replicated binding
-                let found = cx.store.registration(user).filter(|(_, _, expires_ms)| *expires_ms > cx.now);
-                if let Some(src) = found.as_ref().and_then(|(_, route, _)| super::registrar::parse_route(route)) {
-                    out.push_back((src, found.map(|(contact, _, _)| contact).unwrap_or_default(), None));
-                }
+                out.extend(super::flow::dest(cx, user, &trunk.id));
             }
         }
         out
@@ -386,7 +381,7 @@ impl Calls {
         match cx.cfg.upstream.clone() {
             None => VecDeque::new(),
             Some(Upstream::Addr(addr)) => {
-                [(Src { proto: Proto::Udp, addr, conn: None }, format!("sip:{number}@{}", fmt_hostport(addr)), None)].into()
+                [Dest::to(Src { proto: Proto::Udp, addr, conn: None }, format!("sip:{number}@{}", fmt_hostport(addr)))].into()
             }
             Some(Upstream::Name(key)) => Self::by_name(cx, &key, Proto::Udp, number),
         }
@@ -409,7 +404,10 @@ impl Calls {
         let ruri = format!("sip:{number}@{}{port}{}", key.host, proto.uri_param());
         // the CDR names the address each attempt went to; the Request-URI keeps the name
         let shown = |addr| Some(format!("sip:{number}@{}{}", fmt_hostport(addr), proto.uri_param()));
-        order.into_iter().map(|addr| (Src { proto, addr, conn: None }, ruri.clone(), shown(addr))).collect()
+        order
+            .into_iter()
+            .map(|addr| Dest { src: Src { proto, addr, conn: None }, ruri: ruri.clone(), shown: shown(addr), flow: None })
+            .collect()
     }
 
     /// The caller's INVITE, rewritten for one attempt (RFC 3261 section 16.6): to the account

@@ -115,9 +115,23 @@ pub struct Call {
     pub(super) session: Option<Box<super::session::Session>>,
 }
 
-/// Where one attempt goes: the address, its Request-URI, and what its CDR names when that is not
-/// the Request-URI (a PBX given by name: the address the name resolved to).
-pub(super) type Dest = (Src, String, Option<String>);
+/// Where one attempt goes.
+#[derive(Debug, Clone)]
+pub(super) struct Dest {
+    pub(super) src: Src,
+    pub(super) ruri: String,
+    /// What its CDR names when that is not the Request-URI (a PBX given by name: the address the
+    /// name resolved to; a flow held by another member: that member too).
+    pub(super) shown: Option<String>,
+    /// A registered PBX's flow (`flow.rs`).
+    pub(super) flow: Option<super::flow::Hop>,
+}
+
+impl Dest {
+    pub(super) fn to(src: Src, ruri: String) -> Dest {
+        Dest { src, ruri, shown: None, flow: None }
+    }
+}
 
 /// The addresses of the account a call is trying, in RFC 2782 order, still to try: a 503, a
 /// connection error or silence on one moves to the next; `failover_timeout_ms` bounds them all.

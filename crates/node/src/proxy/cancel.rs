@@ -21,6 +21,12 @@ impl Calls {
         let reply = build::response(&msg, if ok { 200 } else { 481 }, Some(&cx.io.tag()));
         cx.send(src, reply);
         let Some(id) = cx.tx.servers.get(&invite_key).and_then(|e| e.call) else {
+            // an INVITE relayed to a PBX's flow (`flow.rs`): CANCEL it on, hop by hop
+            let relayed =
+                cx.tx.clients.iter().find(|(_, e)| matches!(&e.owner, Owner::Relay(k, _) if *k == invite_key)).map(|(b, _)| b.clone());
+            if let Some(branch) = relayed {
+                cx.cancel_branch(&branch);
+            }
             return;
         };
         self.cancel_call(cx, id, invite_key, false);

@@ -109,19 +109,20 @@ impl Cx<'_> {
     }
 
     /// Remove the top Route entries that name this node (RFC 3261 section 16.4). Returns the
-    /// [`HT_PARAM`] our entry carried, if any.
-    pub(super) fn pop_own_routes(&self, msg: &mut SipMessage) -> Option<String> {
-        let mut ht = None;
+    /// [`HT_PARAM`] our entry carried, if any, and the flow it named (`flow.rs`), if any.
+    pub(super) fn pop_own_routes(&self, msg: &mut SipMessage) -> (Option<String>, Option<Src>) {
+        let (mut ht, mut flow) = (None, None);
         while let Some(top) = msg.header("Route").map(|r| addr_uri(r).to_string()) {
             match SipUri::parse(&top) {
                 Ok(u) if self.is_us(&u) => {
                     ht = ht.or_else(|| u.param(HT_PARAM).map(str::to_string));
+                    flow = flow.or_else(|| u.user.as_deref().and_then(super::flow::parse));
                     msg.pop("Route");
                 }
                 _ => break,
             }
         }
-        ht
+        (ht, flow)
     }
 
     /// This node's `host:port` for `proto`, as written in Via and Record-Route.

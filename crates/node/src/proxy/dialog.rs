@@ -12,7 +12,7 @@ use hatrunk_sip::{Method, SipMessage};
 
 use super::calls::Calls;
 use super::context::Cx;
-use super::{Action, Owner};
+use super::{Action, Owner, Src};
 
 impl Calls {
     /// A BYE whose own Route entry (`ht`, from [`Engine::pop_own_routes`]) names an earlier run of
@@ -32,14 +32,14 @@ impl Calls {
     }
 
     /// A request inside a dialog, with its server transaction `key` already created.
-    pub(super) fn relay_in_dialog(&mut self, cx: &mut Cx<'_>, key: TxKey, mut msg: SipMessage) {
-        let ht = cx.pop_own_routes(&mut msg);
+    pub(super) fn relay_in_dialog(&mut self, cx: &mut Cx<'_>, key: TxKey, mut msg: SipMessage, src: Src) {
+        let (ht, flow) = cx.pop_own_routes(&mut msg);
         let kept = ht.filter(|_| msg.method() == Some(&Method::Bye)).and_then(|ht| Self::earlier_run_bye(cx, &ht, &msg));
         let ruri_is_us = msg.uri().and_then(|u| SipUri::parse(u).ok()).is_some_and(|u| cx.is_us(&u));
         if msg.header("Route").is_none() && ruri_is_us {
             return cx.respond_key(&key, 481, None);
         }
-        let Some(dest) = cx.next_hop(&msg) else {
+        let Some(dest) = super::flow::in_dialog_dest(cx, flow, src).or_else(|| cx.next_hop(&msg)) else {
             return cx.respond_key(&key, 404, None);
         };
         let mut kept = kept;
@@ -65,11 +65,11 @@ impl Calls {
 }
 
 /// ACK for a 2xx (no server transaction): forward statelessly along the route set.
-pub(super) fn route_ack(cx: &mut Cx<'_>, mut msg: SipMessage) {
-    cx.pop_own_routes(&mut msg);
+pub(super) fn route_ack(cx: &mut Cx<'_>, mut msg: SipMessage, src: Src) {
+    let (_, flow) = cx.pop_own_routes(&mut msg);
     // none when it is for us: the ACK of a response sent without a transaction (a 503 while
     // shedding, a refusal to a stranger), or a stray; it ends here
-    let Some(dest) = cx.next_hop(&msg) else {
+    let Some(dest) = super::flow::in_dialog_dest(cx, flow, src).or_else(|| cx.next_hop(&msg)) else {
         return;
     };
     let mf = msg.header("Max-Forwards").and_then(|v| v.parse::<u8>().ok()).unwrap_or(70);

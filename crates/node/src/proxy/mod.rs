@@ -24,6 +24,7 @@ mod cancel;
 mod context;
 mod dialog;
 mod egress;
+mod flow;
 mod forward_sig;
 mod guard;
 mod members;
@@ -180,6 +181,10 @@ pub struct EngineConfig {
     pub nonce_lifetime_ms: u64,
     pub min_expires_s: u32,
     pub max_expires_s: u32,
+    /// Bindings behind NAT expire after this at most (`flow.rs`).
+    pub nat_max_expires_s: u32,
+    /// Keep-alives to bindings behind NAT this often; 0: none.
+    pub nat_keepalive_ms: u64,
     /// A forwarded INVITE with no answer at all (not even 100) from its egress node within this
     /// moves to the next node.
     pub forward_timeout_ms: u64,
@@ -358,7 +363,7 @@ impl Engine {
             if self.tx.server_again(&key, true, self.now, &mut self.io) {
                 return;
             }
-            return dialog::route_ack(&mut cx!(self), msg);
+            return dialog::route_ack(&mut cx!(self), msg, src);
         }
         if self.tx.server_again(&key, false, self.now, &mut self.io) {
             return;
@@ -379,7 +384,11 @@ impl Engine {
             if max_forwards == 0 {
                 return self.respond_key(&key, 483, None);
             }
-            return self.calls.relay_in_dialog(&mut cx!(self), key, msg);
+            return self.calls.relay_in_dialog(&mut cx!(self), key, msg, src);
+        }
+        let mut msg = msg;
+        if method == Method::Invite && self.relay_to_flow(&key, &mut msg, src) {
+            return;
         }
         match method {
             Method::Invite => {

@@ -22,8 +22,13 @@ pub fn route_of(src: Src) -> String {
     format!("{p}:{}", src.addr)
 }
 
-/// Parse [`route_of`]'s format back.
-pub fn parse_route(route: &str) -> Option<Src> {
+/// Parse [`route_of`]'s format back, with the node holding the flow (`;via=ID`, since flows;
+/// bindings replicated before carry none).
+pub fn parse_route(route: &str) -> Option<(Src, Option<u64>)> {
+    let (route, via) = match route.split_once(";via=") {
+        Some((r, v)) => (r, Some(v.parse().ok()?)),
+        None => (route, None),
+    };
     let (p, addr) = route.split_once(':')?;
     let proto = match p {
         "udp" => Proto::Udp,
@@ -31,7 +36,7 @@ pub fn parse_route(route: &str) -> Option<Src> {
         "tls" => Proto::Tls,
         _ => return None,
     };
-    Some(Src { proto, addr: addr.parse().ok()?, conn: None })
+    Some((Src { proto, addr: addr.parse().ok()?, conn: None }, via))
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +44,11 @@ pub struct Binding {
     pub contact: String,
     pub src: Src,
     pub expires_ms: u64,
+    /// Reached over its flow rather than at its Contact (behind NAT, or on its own connection):
+    /// kept alive, and bound for a short time.
+    pub nat: bool,
+    /// When its next keep-alive is due.
+    pub keepalive_ms: u64,
 }
 
 #[derive(Default)]
@@ -49,6 +59,25 @@ pub struct Registrar {
 impl Registrar {
     pub fn lookup(&self, user: &str, now: u64) -> Option<&Binding> {
         self.bindings.get(user).filter(|b| b.expires_ms > now)
+    }
+
+    /// The live binding on `flow` (same transport and address), as it is now: a PBX that
+    /// reconnected has a new connection. Only registered PBXes are reached through a flow.
+    pub fn flow_for(&self, flow: Src, now: u64) -> Option<Src> {
+        self.bindings.values().find(|b| b.expires_ms > now && b.src.proto == flow.proto && b.src.addr == flow.addr).map(|b| b.src)
+    }
+
+    /// The flows of bindings behind NAT whose keep-alive is due at `now` (each then due `every_ms` later).
+    pub fn keepalives_due(&mut self, now: u64, every_ms: u64) -> Vec<Src> {
+        if every_ms == 0 {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for b in self.bindings.values_mut().filter(|b| b.nat && b.keepalive_ms <= now && b.expires_ms > now) {
+            b.keepalive_ms = now + every_ms;
+            out.push(b.src);
+        }
+        out
     }
 
     /// Drop the bindings that expired by `now`; returns their users.
@@ -83,7 +112,7 @@ impl Registrar {
         msg: &SipMessage,
         src: Src,
         now: u64,
-        (min_s, max_s): (u32, u32),
+        (min_s, max_s, nat_max_s): (u32, u32, u32),
     ) -> Result<Option<(String, u32)>, Refusal> {
         let default_expires = msg.header("Expires").and_then(|e| e.trim().parse::<u32>().ok()).unwrap_or(3600);
         let contacts: Vec<String> = msg.headers_named("Contact").map(str::to_string).collect();
@@ -106,17 +135,20 @@ impl Registrar {
             if expires < min_s {
                 return Err(Refusal::TooBrief(min_s));
             }
-            let expires = expires.min(max_s);
             let uri = addr_uri(c).to_string();
             // Deliver to the Contact when its IP is the one the REGISTER came from; otherwise the PBX
             // is behind NAT (nathelper's "Contact IP != source IP" test) and we use the source.
-            let dest = match uri_dest(&uri) {
-                Some(d) if d.addr.ip() == src.addr.ip() => d,
-                Some(_) => Src { conn: None, ..src },
+            let (dest, nat) = match uri_dest(&uri) {
+                Some(d) if d.addr.ip() == src.addr.ip() => (d, false),
+                // on a stream, its own connection: a NAT lets no other in
+                Some(_) if src.proto != Proto::Udp => (src, true),
+                Some(_) => (Src { conn: None, ..src }, true),
                 None => return Err(Refusal::Bad),
             };
-            self.bindings
-                .insert(user.to_string(), Binding { contact: uri.clone(), src: dest, expires_ms: now + u64::from(expires) * 1000 });
+            let expires = expires.min(if nat { nat_max_s.max(min_s) } else { max_s });
+            let keepalive_ms = self.bindings.get(user).map_or(now, |b| b.keepalive_ms);
+            let expires_ms = now + u64::from(expires) * 1000;
+            self.bindings.insert(user.to_string(), Binding { contact: uri.clone(), src: dest, expires_ms, nat, keepalive_ms });
             granted = Some((uri, expires));
         }
         Ok(granted.or_else(|| self.lookup(user, now).map(|b| (b.contact.clone(), ((b.expires_ms - now) / 1000) as u32))))
@@ -143,7 +175,7 @@ impl Engine {
         let Some(user) = trunk.account(role).and_then(|a| a.username.clone()) else {
             return self.respond_key(&key, 403, None);
         };
-        let limits = (self.cfg.min_expires_s, self.cfg.max_expires_s);
+        let limits = (self.cfg.min_expires_s, self.cfg.max_expires_s, self.cfg.nat_max_expires_s);
         let echo = match self.registrar.register(&user, &msg, src, self.now, limits) {
             Ok(echo) => echo,
             Err(Refusal::Bad) => return self.respond_key(&key, 400, None),
@@ -161,7 +193,12 @@ impl Engine {
         self.respond_msg(&key, r);
         self.status.set_registration(&trunk.id, role, self.registrar.lookup(&user, self.now).map(|b| b.contact.clone()));
         let replicated = match self.registrar.lookup(&user, self.now) {
-            Some(b) => Action::Register { user, contact: b.contact.clone(), route: route_of(b.src), expires_ms: b.expires_ms },
+            Some(b) => Action::Register {
+                user,
+                contact: b.contact.clone(),
+                route: format!("{};via={}", route_of(b.src), self.cfg.node_id),
+                expires_ms: b.expires_ms,
+            },
             None => Action::Register { user, contact: String::new(), route: String::new(), expires_ms: 0 },
         };
         self.io.push(replicated);
@@ -190,7 +227,7 @@ mod tests {
     #[test]
     fn bindings_are_bounded_follow_nat_and_can_be_removed() {
         let mut r = Registrar::default();
-        let limits = (60, 3600);
+        let limits = (60, 3600, 120);
         // too brief: 423 with our minimum; too long: capped
         assert_eq!(
             r.register("pbx", &register("<sip:pbx@10.0.0.7:5090>", "30"), from("10.0.0.7:5090"), 0, limits),

@@ -118,6 +118,8 @@ pub(super) fn engine_signed(trunk: &str, view: Arc<dyn crate::cluster_health::Cl
         nonce_lifetime_ms: 300_000,
         min_expires_s: 60,
         max_expires_s: 3600,
+        nat_max_expires_s: 120,
+        nat_keepalive_ms: 20_000,
         forward_timeout_ms: 800,
         seed: 7,
         guard: hatrunk_core::guard::GuardLimits::default(),

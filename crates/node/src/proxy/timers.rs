@@ -61,6 +61,10 @@ impl Engine {
                 self.status.set_registration(&trunk.id, role, None);
             }
         }
+        for flow in self.registrar.keepalives_due(self.now, self.cfg.nat_keepalive_ms) {
+            // RFC 5626 section 3.5.1: a double CRLF, which every SIP peer ignores
+            self.io.send(flow, bytes::Bytes::from_static(b"\r\n\r\n"));
+        }
         self.sweep_guard();
         self.shrink_tables();
     }

@@ -66,6 +66,8 @@ impl EngineConfig {
             nonce_lifetime_ms: cfg.sip.nonce_lifetime_s * 1000,
             min_expires_s: cfg.sip.min_expires_s,
             max_expires_s: cfg.sip.max_expires_s,
+            nat_max_expires_s: cfg.sip.nat_max_expires_s,
+            nat_keepalive_ms: u64::from(cfg.sip.nat_keepalive_s) * 1000,
             forward_timeout_ms: cfg.cluster.forward_timeout_ms,
             seed,
             guard: cfg.security.limits(),
