@@ -40,6 +40,8 @@ mod tests_dns;
 #[cfg(test)]
 mod tests_egress;
 #[cfg(test)]
+mod tests_flow;
+#[cfg(test)]
 mod tests_guard;
 #[cfg(test)]
 mod tests_moves;

@@ -17,7 +17,7 @@ use crate::status::SharedStatus;
 use crate::store::{BoxFuture, TrunkStore};
 
 /// Trunks in memory: the engine reads through the `TrunkStore` trait and never needs more here.
-struct MemStore(Vec<Arc<hatrunk_core::trunk::Trunk>>, Option<String>);
+struct MemStore(Vec<Arc<hatrunk_core::trunk::Trunk>>, Option<String>, Option<(String, String, u64)>);
 
 impl TrunkStore for MemStore {
     fn apply(&self, _: hatrunk_core::trunk::Trunk, _: hatrunk_consensus::Expect) -> BoxFuture<'_, Result<u64, crate::NodeError>> {
@@ -59,7 +59,7 @@ impl TrunkStore for MemStore {
         Box::pin(async { Ok(()) })
     }
     fn registration(&self, _: &str) -> Option<(String, String, u64)> {
-        None
+        self.2.clone()
     }
     fn cluster_secret(&self) -> Option<String> {
         self.1.clone()
@@ -101,11 +101,23 @@ pub(super) fn engine_on(trunk: &str, view: Arc<dyn crate::cluster_health::Cluste
 
 /// An engine whose cluster has `secret` as its shared secret.
 pub(super) fn engine_signed(trunk: &str, view: Arc<dyn crate::cluster_health::ClusterView>, secret: Option<&str>) -> Engine {
+    engine_full(trunk, view, secret, None, 1)
+}
+
+/// An engine for node `id` whose replicated state holds the binding `registration` (contact,
+/// route, expiry) for any Digest user.
+pub(super) fn engine_full(
+    trunk: &str,
+    view: Arc<dyn crate::cluster_health::ClusterView>,
+    secret: Option<&str>,
+    registration: Option<(String, String, u64)>,
+    id: u64,
+) -> Engine {
     let trunk = hatrunk_core::trunk::parse_trunk(trunk).expect("trunk");
-    let store = Arc::new(MemStore(vec![Arc::new(trunk)], secret.map(str::to_string)));
+    let store = Arc::new(MemStore(vec![Arc::new(trunk)], secret.map(str::to_string), registration));
     let cfg = EngineConfig {
-        node_id: 1,
-        node: "n1".into(),
+        node_id: id,
+        node: format!("n{id}"),
         zone: "z".into(),
         region: "r".into(),
         udp: "127.0.0.1:5060".parse().expect("addr"),
