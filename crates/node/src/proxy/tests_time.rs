@@ -101,6 +101,44 @@ async fn a_session_not_refreshed_in_time_is_ended_on_both_sides() {
     assert_eq!(to_caller[0].uri(), Some("sip:caller@10.9.9.9:5060"), "to the caller's Contact");
 }
 
+/// Issue 19: a caller that negotiated `Session-Expires: 90` and refreshes every 45 s keeps its call
+/// for 5 minutes; when the refreshes stop, the call ends 90 s after the last one.
+#[tokio::test]
+async fn a_session_refreshed_every_45_s_lives_for_five_minutes() {
+    let mut e = engine_with(TRUNK, view());
+    let invite = INVITE.replace("Max-Forwards: 70", "Max-Forwards: 70\nSession-Expires: 90;refresher=uac\nSupported: timer");
+    e.on_message(from(CARRIER, &invite), 0);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 1);
+    let to_primary = sent_to(&e.drain(), PRIMARY);
+    let ok = answer(&to_primary[0], 200, "OK", PRIMARY).replace("Content-Length", "Session-Expires: 90;refresher=uac\r\nContent-Length");
+    e.on_message(from(PRIMARY, &ok), 1_000);
+    e.drain();
+    let route = to_primary[0].header("Record-Route").expect("record-route").to_string();
+    let mut last = 1_000;
+    for (n, at) in (45_000..=300_000).step_by(45_000).enumerate() {
+        e.on_tick(at - 1);
+        assert_eq!(releases(&e.drain()), 0, "alive before refresh {n}");
+        let reinvite = format!(
+            "INVITE sip:{PRIMARY} SIP/2.0\nVia: SIP/2.0/UDP {CARRIER};branch=z9hG4bKre{n}\nRoute: {route}\nFrom: <sip:caller@10.9.9.9>;tag=c1\n\
+             To: <sip:1000@127.0.0.1>;tag=pbx\nCall-ID: call-1\nCSeq: {} INVITE\nContact: <sip:caller@10.9.9.9:5060>\nSession-Expires: 90;refresher=uac\n\
+             Max-Forwards: 70\nContent-Length: 0\n\n",
+            10 + n
+        );
+        e.on_message(from(CARRIER, &reinvite), at);
+        let relayed = sent_to(&e.drain(), PRIMARY);
+        let ok = answer(&relayed[0], 200, "OK", PRIMARY).replace("Content-Length", "Session-Expires: 90;refresher=uac\r\nContent-Length");
+        e.on_message(from(PRIMARY, &ok), at + 20);
+        e.drain();
+        last = at + 20;
+    }
+    assert!(last >= 270_000, "refreshed for five minutes");
+    e.on_tick(last + 89_999);
+    assert_eq!(releases(&e.drain()), 0);
+    e.on_tick(last + 90_000);
+    assert_eq!(releases(&e.drain()), 1, "90 s after the last refresh");
+}
+
 /// Without `Session-Expires` in the answer nothing is timed but the maximum duration.
 #[tokio::test]
 async fn no_session_timer_without_session_expires() {
