@@ -211,10 +211,25 @@ impl DnsSection {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CdrSection {
     pub path: Option<PathBuf>,
+    /// Ship CDRs into PostgreSQL too (`postgres://user:password@host:port/database`); the file
+    /// stays the spool while the database is away.
+    pub postgres: Option<String>,
+    /// Rotate the JSON-lines file once it would pass this size (bytes; 0: never by size).
+    pub rotate_bytes: u64,
+    /// Rotate it at the first record of each UTC day too.
+    pub rotate_daily: bool,
+    /// Rotated files kept (the oldest go, never one the database still needs).
+    pub keep_files: usize,
+}
+
+impl Default for CdrSection {
+    fn default() -> Self {
+        CdrSection { path: None, postgres: None, rotate_bytes: 64 << 20, rotate_daily: true, keep_files: 14 }
+    }
 }
 
 /// The cluster's own PKI (docs/security.md): with it, node-to-node gRPC is mutual TLS and only a
@@ -384,6 +399,12 @@ impl NodeConfig {
         }
         if !(400..=699).contains(&self.sip.congestion_code) {
             return bad("sip.congestion_code", format!("{} is not a failure code", self.sip.congestion_code));
+        }
+        if let Some(url) = &self.cdr.postgres {
+            url.parse::<tokio_postgres::Config>().map_err(|e| NodeError::Config {
+                field: "cdr.postgres".into(),
+                reason: format!("not a PostgreSQL connection string: {e}"),
+            })?;
         }
         if self.sip.nat_max_expires_s < self.sip.min_expires_s {
             return bad("sip.nat_max_expires_s", format!("must be at least sip.min_expires_s ({})", self.sip.min_expires_s));

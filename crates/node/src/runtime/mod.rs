@@ -166,7 +166,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         let streams = hatrunk_sip::transport::StreamSetup { tcp, tls, tls_client: Some(crate::tls::sip_client(&cfg)?), limits };
         let (ev_tx, events) = mpsc::channel(65_536);
         let transports = Transports::start(udp, streams, ev_tx)?;
-        let cdrs = crate::cdr::start(cfg.cdr_path()).await?;
+        let cdrs = crate::cdr::start(cfg.cdr_path(), &cfg.cdr).await?;
         Some(SipIo { transports, events, cdrs, secret: crate::upgrade::node_secret(&store).await?, freeze: None })
     } else {
         None
