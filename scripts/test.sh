@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (Debian's sip-tester for
-# SIPp, iproute2 for network namespaces, openssl as an outside TLS peer, strace to see the store's syncs, nftables to block SIP between members, dnsmasq as a DNS server, prometheus for promtool, postgresql as the CDR database), then runs every unit and end-to-end test and the
+# SIPp, iproute2 for network namespaces, openssl as an outside TLS peer, strace to see the store's syncs, nftables to block SIP between members, dnsmasq as a DNS server, prometheus for promtool, postgresql as the CDR database, chromium for the status page), then runs every unit and end-to-end test and the
 # deterministic simulation (named scenarios and 100 seeds from a range the commit derives).
 # Fails loudly when a tool cannot be installed; no test skips because a tool is absent.
 set -euo pipefail
@@ -17,6 +17,7 @@ command -v svcrack >/dev/null 2>&1 || need+=(sipvicious)
 command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -31,6 +32,7 @@ command -v svcrack >/dev/null || { echo "FATAL: svcrack (sipvicious: the passwor
 command -v dnsmasq >/dev/null || { echo "FATAL: dnsmasq (dnsmasq-base: the DNS server of the SRV test) is still missing" >&2; exit 1; }
 command -v promtool >/dev/null || { echo "FATAL: promtool (prometheus: the alert rules' checks) is still missing" >&2; exit 1; }
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v psql >/dev/null && command -v runuser >/dev/null || { echo "FATAL: PostgreSQL (initdb, psql) or runuser is still missing: the CDR database test needs them" >&2; exit 1; }
+command -v chromium >/dev/null || { echo "FATAL: chromium (the status page's browser test) is still missing" >&2; exit 1; }
 [ -d ../shared/sip-torture ] || { echo "FATAL: ../shared (torture messages, SIPp scenarios) must sit beside the checkout" >&2; exit 1; }
 
 # End-to-end tests bind ports 30000-39999, inside Linux's ephemeral range: reserve them so the kernel

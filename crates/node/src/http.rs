@@ -1,4 +1,6 @@
-//! `/metrics` (Prometheus text) and `/health` on `[http] listen`.
+//! `[http] listen`: `/metrics` (Prometheus text) and `/health`, open to scrapers; the status page
+//! at `/` and its data as JSON under `/api/v1/` (`api.rs`), behind the admin token when the node
+//! has one.
 
 use std::sync::Arc;
 
@@ -10,16 +12,27 @@ use crate::metrics::Metrics;
 use crate::status::SharedStatus;
 use crate::store::TrunkStore;
 
+mod api;
+
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub store: Arc<dyn TrunkStore>,
     pub admission: Arc<dyn Admission>,
     pub status: Arc<SharedStatus>,
     pub health: Arc<crate::cluster_health::ClusterHealth>,
+    pub recent: Arc<crate::recent::Recent>,
+    /// The admin token: with it, the page and the API need it (Bearer, or Basic's password).
+    pub token: Option<Arc<str>>,
+    /// This node's name.
+    pub node: String,
 }
 
 pub fn router(state: Arc<HttpState>) -> Router {
-    Router::new().route("/metrics", get(metrics)).route("/health", get(|| async { "ok\n" })).with_state(state)
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(|| async { "ok\n" }))
+        .merge(api::router(state.clone()))
+        .with_state(state)
 }
 
 async fn metrics(axum::extract::State(s): axum::extract::State<Arc<HttpState>>) -> String {

@@ -27,6 +27,7 @@ pub mod gate;
 pub mod http;
 pub mod metrics;
 pub mod proxy;
+pub mod recent;
 pub mod runtime;
 pub mod status;
 pub mod store;

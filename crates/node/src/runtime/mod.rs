@@ -289,8 +289,17 @@ where
         let every = Duration::from_millis(250);
         tokio::spawn(crate::dns::keep_resolved(store.clone(), dns.clone(), r, clock, stale_ms, every, upstream.into_iter().collect()));
     }
-    let shared =
-        Shared { store: store.clone(), health: health.clone(), admission: admission.clone(), metrics, status: status.clone(), dns };
+    // the status page's recent CDRs and rates (the engine's driver feeds it)
+    let recent = Arc::new(crate::recent::Recent::default());
+    let shared = Shared {
+        store: store.clone(),
+        health: health.clone(),
+        admission: admission.clone(),
+        metrics,
+        status: status.clone(),
+        dns,
+        recent: recent.clone(),
+    };
     let engine_task = match sip {
         Some(io) => Some(driver::start_sip(&cfg, listen, io, &shared, clock, seed)?),
         None => None,
@@ -306,7 +315,23 @@ where
         clock,
     };
     if let Some(http_listener) = http {
-        let http_state = Arc::new(HttpState { metrics: shared.metrics, store, admission, status, health: health.clone() });
+        let http_state = Arc::new(HttpState {
+            metrics: shared.metrics,
+            store,
+            admission,
+            status,
+            health: health.clone(),
+            recent: recent.clone(),
+            token: grpc.token.clone(),
+            node: cfg.node.name.clone(),
+        });
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(crate::recent::SAMPLE_MS));
+            loop {
+                tick.tick().await;
+                recent.sample(wall_ms());
+            }
+        });
         tokio::spawn(async move {
             if let Err(e) = axum::serve(http_listener, router(http_state)).await {
                 tracing::error!(error = %e, "http server stopped");
