@@ -1,12 +1,12 @@
-//! CDRs into PostgreSQL: a task follows the CDR files from a persisted cursor and inserts each
-//! complete line, a batch per transaction; the cursor moves (and is saved) only after the commit.
+//! CDRs into PostgreSQL: a task follows the CDR files from a persisted cursor and inserts the
+//! complete lines, up to 500 per transaction, as rows keyed by the call's Call-ID and start time
+//! (`call_id@start_ms`); the cursor moves (and is saved) only after the commit.
 //! Delivery is at least once and the inserts are idempotent on the call's key, so every call has
 //! exactly one row. While the database is unreachable the files are the spool: the task retries
 //! every few seconds, logging once when it goes and once when it is back, and then replays in order.
 
 use std::time::Duration;
 
-use hatrunk_core::cdr::Cdr;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{Cursor, Layout, Shared};
@@ -19,17 +19,22 @@ const BATCH: usize = 500;
 /// Bytes read from a file at once.
 const READ: usize = 1 << 20;
 
-const INSERT_CALL: &str = "INSERT INTO hatrunk_calls (call_key, call_id, trunk, direction, from_uri, to_uri, start_at, answer_at, \
-     end_at, disposition, cause, final_code, failover, failover_ms, primary_skipped, record) VALUES ($1, $2, $3, $4, $5, $6, \
-     to_timestamp($7::bigint / 1000.0), to_timestamp($8::bigint / 1000.0), to_timestamp($9::bigint / 1000.0), $10, $11, $12, $13, \
-     $14, $15, ($16::text)::jsonb) ON CONFLICT (call_key) DO NOTHING";
-const INSERT_ATTEMPT: &str = "INSERT INTO hatrunk_attempts (call_key, n, account, node, zone, region, target, code, error, \
-     elapsed_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (call_key, n) DO NOTHING";
-
-/// A call's key in the database: its Call-ID and start time (ms), fixed once the line is written.
-pub fn call_key(c: &Cdr) -> String {
-    format!("{}@{}", c.call_id, c.start_ms)
-}
+/// The lines of a batch, newline-separated, as one parameter: the database parses them, so a CDR
+/// costs the node no more than its bytes (a statement per CDR cost 0.8x a call's own CPU time).
+const LINES: &str = "WITH r AS (SELECT l::jsonb AS j FROM unnest(string_to_array($1::text, E'\\n')) AS l WHERE l <> '')";
+const INSERT_CALLS: &str = "INSERT INTO hatrunk_calls (call_key, call_id, trunk, direction, from_uri, to_uri, start_at, \
+     answer_at, end_at, disposition, cause, final_code, failover, failover_ms, primary_skipped, record) \
+     SELECT (j->>'call_id') || '@' || (j->>'start_ms'), j->>'call_id', j->>'trunk', j->>'direction', j->>'from', j->>'to', \
+     to_timestamp((j->>'start_ms')::bigint / 1000.0), to_timestamp((j->>'answer_ms')::bigint / 1000.0), \
+     to_timestamp((j->>'end_ms')::bigint / 1000.0), j->>'disposition', j->>'cause', (j->>'final_code')::integer, \
+     (j->>'failover')::boolean, (j->>'failover_ms')::bigint, coalesce((j->>'primary_skipped')::boolean, false), j FROM r \
+     ON CONFLICT (call_key) DO NOTHING";
+const INSERT_ATTEMPTS: &str = "INSERT INTO hatrunk_attempts (call_key, n, account, node, zone, region, target, code, error, \
+     elapsed_ms) SELECT (j->>'call_id') || '@' || (j->>'start_ms'), (a.n - 1)::integer, a.v->>'account', a.v->>'node', \
+     a.v->>'zone', a.v->>'region', a.v->>'target', (a.v->>'code')::integer, a.v->>'error', (a.v->>'elapsed_ms')::bigint \
+     FROM r, jsonb_array_elements(j->'attempts') WITH ORDINALITY AS a(v, n) ON CONFLICT (call_key, n) DO NOTHING";
+/// While less than a full batch waits, gather more for this long (the database is not the call path).
+const GATHER: Duration = Duration::from_millis(250);
 
 /// The saved cursor, or the start of the oldest file (what is already there is shipped too).
 pub fn load_cursor(l: &Layout) -> Cursor {
@@ -113,12 +118,18 @@ async fn follow(client: &mut tokio_postgres::Client, shared: &Shared) -> Result<
             }
             continue;
         }
+        let full = lines.len() >= BATCH;
         insert(client, &lines).await?;
-        let mut cursor = shared.cursor();
-        if let Some(c) = cursor.as_mut() {
-            // the file may have been renamed by a rotation meanwhile: same bytes, same offset
-            c.offset = at.offset + read;
-            save_cursor(l, c);
+        {
+            let mut cursor = shared.cursor();
+            if let Some(c) = cursor.as_mut() {
+                // the file may have been renamed by a rotation meanwhile: same bytes, same offset
+                c.offset = at.offset + read;
+                save_cursor(l, c);
+            }
+        }
+        if !full {
+            tokio::time::sleep(GATHER).await;
         }
     }
 }
@@ -169,63 +180,18 @@ async fn advance(shared: &Shared, at: &Cursor) -> bool {
 }
 
 async fn insert(client: &mut tokio_postgres::Client, lines: &[String]) -> Result<(), tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    let call = tx.prepare(INSERT_CALL).await?;
-    let attempt = tx.prepare(INSERT_ATTEMPT).await?;
+    // a line that is not JSON would fail the whole batch in the database, and then every retry
+    let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
     for line in lines {
-        let c: Cdr = match serde_json::from_str(line) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, line = %line.chars().take(120).collect::<String>(), "a CDR line that does not parse is not shipped");
-                continue;
-            }
-        };
-        let key = call_key(&c);
-        let text = |v: serde_json::Result<serde_json::Value>| v.ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let (direction, disposition, cause) =
-            (text(serde_json::to_value(c.direction)), text(serde_json::to_value(c.disposition)), text(serde_json::to_value(c.cause)));
-        let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        tx.execute(
-            &call,
-            &[
-                &key,
-                &c.call_id,
-                &c.trunk,
-                &direction,
-                &c.from,
-                &c.to,
-                &ms(c.start_ms),
-                &c.answer_ms.map(ms),
-                &ms(c.end_ms),
-                &disposition,
-                &cause,
-                &c.final_code.map(i32::from),
-                &c.failover,
-                &c.failover_ms.map(ms),
-                &c.primary_skipped,
-                line,
-            ],
-        )
-        .await?;
-        for (n, a) in c.attempts.iter().enumerate() {
-            let account = a.account.map(|r| text(serde_json::to_value(r)));
-            tx.execute(
-                &attempt,
-                &[
-                    &key,
-                    &(n as i32),
-                    &account,
-                    &a.node.as_ref(),
-                    &a.zone.as_ref(),
-                    &a.region.as_ref(),
-                    &a.target,
-                    &a.code.map(i32::from),
-                    &a.error,
-                    &ms(a.elapsed_ms),
-                ],
-            )
-            .await?;
+        if serde_json::from_str::<serde::de::IgnoredAny>(line).is_err() {
+            tracing::warn!(line = %line.chars().take(120).collect::<String>(), "a CDR line that does not parse is not shipped");
+            continue;
         }
+        text.push_str(line);
+        text.push('\n');
     }
+    let tx = client.transaction().await?;
+    tx.execute(&format!("{LINES} {INSERT_CALLS}"), &[&text]).await?;
+    tx.execute(&format!("{LINES} {INSERT_ATTEMPTS}"), &[&text]).await?;
     tx.commit().await
 }
