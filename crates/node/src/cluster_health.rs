@@ -150,6 +150,13 @@ impl ClusterHealth {
         self.consensus.raft.metrics().borrow().current_leader
     }
 
+    /// Raft log entries each member is behind the leader, known on the leader only (empty elsewhere).
+    pub fn lag(&self) -> std::collections::BTreeMap<u64, u64> {
+        let m = self.consensus.raft.metrics().borrow().clone();
+        let last = m.last_log_index.unwrap_or(0);
+        m.replication.iter().flatten().map(|(id, matched)| (*id, last.saturating_sub(matched.map_or(0, |l| l.index)))).collect()
+    }
+
     /// The health view now (the detector's clock).
     pub fn view_now(&self) -> HealthView {
         self.view((self.clock)())

@@ -61,6 +61,7 @@ async fn guard(State(s): S, headers: HeaderMap, req: Request, next: Next) -> Res
 async fn members(State(s): S) -> Json<Value> {
     let view = s.health.view_now();
     let leader = s.health.leader();
+    let lag = s.health.lag();
     let list: Vec<Value> = view
         .members
         .iter()
@@ -75,6 +76,8 @@ async fn members(State(s): S) -> Json<Value> {
                 "state": if m.alive { "up" } else { "down" },
                 "quorum": m.quorum,
                 "leader": leader == Some(m.member.id),
+                // log entries behind the leader, when this node is the leader (null elsewhere)
+                "lag": lag.get(&m.member.id),
                 "this_node": m.member.id == view.self_id,
             })
         })
