@@ -81,17 +81,7 @@ fn an_outbound_call_reaches_the_carrier_in_e164() {
          outbound_number_strip = \"0\"\noutbound_number_add = \"+65\"\n",
     );
     let trace = node.dir.path().join("carrier.msg");
-    let carrier = Command::new("sipp")
-        .arg("-sf")
-        .arg(scenario("uas_rr.xml"))
-        .args(["-i", "127.0.0.1", "-p", "39341", "-nostdin", "-trace_msg", "-message_file"])
-        .arg(&trace)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("carrier");
-    let _carrier = Sipp::from(carrier);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _carrier = uas_traced(&scenario("uas_rr.xml"), 39341, &trace);
     let r = Uac::new(&scenario("uac_rr.xml"), &node, 39350, "061230000").source_ip("127.0.0.2").calls(1).rate(1).run();
     assert_eq!(r, Calls { ok: 1, failed: 0 });
     let seen = std::fs::read_to_string(&trace).unwrap_or_default();
