@@ -319,3 +319,36 @@ fn an_allowed_host_name_lets_its_addresses_call_out_to_an_upstream_by_name() {
     let r = Uac::new(&refused, &node, base + 23, "6598765432").source_ip("127.0.0.3").calls(1).rate(1).run();
     assert_eq!(r, Calls { ok: 1, failed: 0 }, "the old address gets 404");
 }
+
+/// IPv6 by name: a PBX whose name has only an AAAA record (`::1`), reached from a node listening
+/// on `[::1]`; the CDR names the address in brackets.
+#[test]
+fn a_pbx_name_with_only_an_aaaa_record_is_reached_over_ipv6() {
+    require_sipp();
+    let base = 37660u16;
+    let (dns_port, pbx, caller) = (base + 19, base + 11, base + 15);
+    let _dns = Dnsmasq(
+        Command::new("dnsmasq")
+            .args(["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces"])
+            .args(["--listen-address=127.0.0.1", &format!("--port={dns_port}"), "--user=root", "--pid-file="])
+            .args(["--local=/hatrunk.test/", "--local-ttl=60", "--host-record=pbx6.hatrunk.test,::1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn dnsmasq"),
+    );
+    let sip = format!("listen = [\"udp:[::1]:{base}\", \"tcp:[::1]:{base}\"]");
+    let mut node = Node::start_sip_listen(base, &sip, &format!("[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\ntimeout_ms = 500\n"));
+    node.host = "[::1]".into();
+    let _pbx = uas_on("::1", &scenario("uas_rr.xml"), pbx, false);
+    node.apply(&format!(
+        "id = \"v6name\"\nnumbers = [\"3766\"]\nmax_concurrent_calls = 5\n\
+         [primary]\nauth = \"ip\"\ntarget = \"sip:pbx6.hatrunk.test:{pbx}\"\nallowed_ips = [\"::1/128\"]\n"
+    ));
+    wait_log(&node, "host=pbx6.hatrunk.test");
+    let r = Uac::new(&scenario("uac_rr.xml"), &node, caller, "3766").source_ip("::1").calls(2).rate(5).run();
+    assert_eq!(r, Calls { ok: 2, failed: 0 }, "{}", node.log());
+    for c in node.wait_cdrs(|c| c["trunk"] == "v6name", 2) {
+        assert_eq!(c["attempts"][0]["target"], format!("sip:3766@[::1]:{pbx}"), "{c}");
+    }
+}

@@ -166,7 +166,8 @@ async fn advance(shared: &Shared, at: &Cursor) -> bool {
     }
     let len = tokio::fs::metadata(l.path(&at.file)).await.map(|m| m.len()).unwrap_or(0);
     if at.offset < len {
-        return false; // a partial last line a crash left: wait, then it is skipped below
+        // no complete line left in a file no longer written: a crash cut its last line short
+        tracing::warn!(file = %at.file, bytes = len - at.offset, "a CDR file ends in a partial line; it is not shipped");
     }
     let files = l.in_order();
     let next = files.iter().position(|f| *f == at.file).and_then(|i| files.get(i + 1)).cloned().unwrap_or_else(|| l.current.clone());
