@@ -54,6 +54,11 @@ pub trait Admission: Send + Sync {
 /// How a node that was refused a share waits for the others to give theirs back: the others look
 /// every [`TIDY_EVERY`], so five tries over ~300 ms cover a few of their rounds and a commit each.
 const STARVED_RETRIES: [u64; 5] = [20, 40, 60, 80, 100];
+/// After the ledger had no rate token for this node, calls over the rate are refused locally for
+/// this long (a tidy round) instead of each asking the ledger: three callers at 3x a limit of 10 made
+/// a ledger write per refused call, five with the slot path's retries, and admissions queued past
+/// 4 s. Meanwhile the others see this node starved and give back their unused tokens.
+const DRY_MS: u64 = 50;
 /// How often a node gives back what it does not need.
 pub const TIDY_EVERY: Duration = Duration::from_millis(50);
 /// Without a new call for this long a node keeps no reserve.
@@ -80,6 +85,8 @@ pub struct EscrowAdmission {
     lease: LeaseClock,
     /// When this process booted (its `now_ms`; 0 until then): no rate tokens in the second after.
     booted_ms: std::sync::atomic::AtomicU64,
+    /// Rate pools the ledger had no token of for us, until when (see [`DRY_MS`]).
+    dry: Mutex<std::collections::HashMap<String, u64>>,
     /// Every member watches every lease; the leader acts on what it saw.
     watch: Mutex<hatrunk_consensus::lease::Watch>,
     /// A SIP node takes calls and so needs a lease; a witness only watches.
@@ -123,6 +130,7 @@ impl EscrowAdmission {
             epoch: std::sync::atomic::AtomicU64::new(0),
             lease: LeaseClock::default(),
             booted_ms: std::sync::atomic::AtomicU64::new(0),
+            dry: Mutex::new(Default::default()),
             watch: Mutex::new(Default::default()),
             takes_calls,
             lease_layer: None,
@@ -335,8 +343,10 @@ impl Admission for EscrowAdmission {
             self.reconcile().await?;
             let mut starved_round = 0;
             let mut renewals = 0;
+            let rated = rate_trunk(&trunk).is_some();
             loop {
-                if rate_trunk(&trunk).is_some() && !self.may_take_tokens() && !self.escrow().holds(call) {
+                let dry = || self.dry.lock().unwrap_or_else(|p| p.into_inner()).get(&trunk).is_some_and(|until| *until > self.now_ms());
+                if rated && (!self.may_take_tokens() || dry()) && !self.escrow().holds(call) {
                     return Ok(Decision::Full { used: 0, limit });
                 }
                 if let Err(why) = self.lease.check(self.now_ms()) {
@@ -365,6 +375,12 @@ impl Admission for EscrowAdmission {
                 };
                 if self.refill(&trunk, call, want).await? {
                     continue;
+                }
+                if rated {
+                    // no waiting for tokens: a call over the rate is refused now, as a caller expects
+                    self.dry.lock().unwrap_or_else(|p| p.into_inner()).insert(trunk.clone(), self.now_ms() + DRY_MS);
+                    let v = self.ledger_view(&trunk);
+                    return Ok(Decision::Full { used: v.held, limit: v.limit });
                 }
                 // nothing free: wait for others to give back their reserve, unless nobody has one
                 let v = self.ledger_view(&trunk);
