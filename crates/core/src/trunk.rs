@@ -584,11 +584,13 @@ fn is_number(n: &str) -> bool {
     (3..=20).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// A DNS host name (RFC 1123 labels) whose last label is not all digits, so a mistyped address
-/// such as `10.0.0.300` is reported as one rather than looked up.
+/// A fully qualified DNS host name (RFC 1123 labels, at least two) whose last label is not all
+/// digits, so a mistyped address such as `10.0.0.300`, or a stray word, is reported as a mistake
+/// rather than looked up.
 fn is_host_name(s: &str) -> bool {
     let labels: Vec<&str> = s.trim_end_matches('.').split('.').collect();
     s.len() <= 253
+        && labels.len() >= 2
         && labels.iter().all(|l| {
             (1..=63).contains(&l.len())
                 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')

@@ -210,7 +210,7 @@ fn allowed_ips_may_name_hosts_and_a_bad_address_is_still_an_error() {
     let only_name =
         parse_trunk(&GOOD.replace("allowed_ips = [\"192.0.2.10/32\"]", "allowed_ips = [\"office.example.net\"]")).expect("name only");
     assert!(only_name.primary.allowed_ips.is_empty());
-    for bad in ["10.0.0.300", "-bad.example.com", "a..b", "under_score.example.com"] {
+    for bad in ["10.0.0.300", "-bad.example.com", "a..b", "under_score.example.com", "office"] {
         assert_eq!(
             field_of(&GOOD.replace("allowed_ips = [\"192.0.2.10/32\"]", &format!("allowed_ips = [{bad:?}]"))),
             "primary.allowed_ips[0]",
