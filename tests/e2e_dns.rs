@@ -22,12 +22,17 @@ struct Dnsmasq(Child);
 
 impl Dnsmasq {
     fn start(records: &[String]) -> Dnsmasq {
+        Dnsmasq::on(DNS, 2, records)
+    }
+
+    /// dnsmasq on 127.0.0.1:`port`, answering for `hatrunk.test` with `records` (TTL `ttl_s`).
+    fn on(port: u16, ttl_s: u32, records: &[String]) -> Dnsmasq {
         let ok = Command::new("dnsmasq").arg("--version").stdout(Stdio::null()).status().is_ok();
         assert!(ok, "dnsmasq is not installed: run the README's test command (it installs dnsmasq-base)");
         let mut c = Command::new("dnsmasq");
         c.args(["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces"])
-            .args(["--listen-address=127.0.0.1", &format!("--port={DNS}"), "--user=root", "--pid-file="])
-            .args(["--local=/hatrunk.test/", "--local-ttl=2", "--log-queries", "--log-facility=-"])
+            .args(["--listen-address=127.0.0.1", &format!("--port={port}"), "--user=root", "--pid-file="])
+            .args(["--local=/hatrunk.test/", &format!("--local-ttl={ttl_s}"), "--log-queries", "--log-facility=-"])
             .args(records)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -201,19 +206,7 @@ fn a_tls_target_by_name_is_verified_against_its_name() {
     let pki = tempfile::tempdir().expect("tmp");
     certs(pki.path(), &["init", "--nodes", "sbc", "--san", "sbc.hatrunk.test"]);
     certs(pki.path(), &["issue", "other", "--san", "other.hatrunk.test"]);
-    let ok = Command::new("dnsmasq").arg("--version").stdout(Stdio::null()).status().is_ok();
-    assert!(ok, "dnsmasq is not installed: run the README's test command (it installs dnsmasq-base)");
-    let _dns = Dnsmasq(
-        Command::new("dnsmasq")
-            .args(["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces"])
-            .args(["--listen-address=127.0.0.1", &format!("--port={dns_port}"), "--user=root", "--pid-file="])
-            .args(["--local=/hatrunk.test/", "--local-ttl=60", &host("sbc"), &host("wrong"), &host("sec")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn dnsmasq"),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let _dns = Dnsmasq::on(dns_port, 60, &[host("sbc"), host("wrong"), host("sec")]);
     let ca = pki.path().join("ca.pem");
     let sip = format!("tls_ca = \"{}\"\n", ca.display());
     let node = Node::start_with(base, &sip, &format!("[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n"));
@@ -266,20 +259,13 @@ fn an_allowed_host_name_lets_its_addresses_call_out_to_an_upstream_by_name() {
     let base = 37700u16;
     let (dns_port, carrier) = (base + 53, base + 11);
     let records = |addr: &str| {
-        Dnsmasq(
-            Command::new("dnsmasq")
-                .args(["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces"])
-                .args(["--listen-address=127.0.0.1", &format!("--port={dns_port}"), "--user=root", "--pid-file="])
-                .args(["--local=/hatrunk.test/", "--local-ttl=1", &format!("--host-record=office.hatrunk.test,{addr}")])
-                .arg("--host-record=carrier.hatrunk.test,127.0.0.1")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn dnsmasq"),
+        Dnsmasq::on(
+            dns_port,
+            1,
+            &[format!("--host-record=office.hatrunk.test,{addr}"), "--host-record=carrier.hatrunk.test,127.0.0.1".into()],
         )
     };
     let dns = records("127.0.0.3");
-    std::thread::sleep(Duration::from_millis(300));
     let node = Node::start(
         base,
         &format!(
@@ -327,16 +313,7 @@ fn a_pbx_name_with_only_an_aaaa_record_is_reached_over_ipv6() {
     require_sipp();
     let base = 37660u16;
     let (dns_port, pbx, caller) = (base + 19, base + 11, base + 15);
-    let _dns = Dnsmasq(
-        Command::new("dnsmasq")
-            .args(["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces"])
-            .args(["--listen-address=127.0.0.1", &format!("--port={dns_port}"), "--user=root", "--pid-file="])
-            .args(["--local=/hatrunk.test/", "--local-ttl=60", "--host-record=pbx6.hatrunk.test,::1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn dnsmasq"),
-    );
+    let _dns = Dnsmasq::on(dns_port, 60, &["--host-record=pbx6.hatrunk.test,::1".to_string()]);
     let sip = format!("listen = [\"udp:[::1]:{base}\", \"tcp:[::1]:{base}\"]");
     let mut node = Node::start_sip_listen(base, &sip, &format!("[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\ntimeout_ms = 500\n"));
     node.host = "[::1]".into();

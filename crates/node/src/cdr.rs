@@ -45,8 +45,12 @@ fn io(what: &std::path::Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
 }
 
 /// Open (create) the CDR file, start shipping to PostgreSQL if configured, and return the sender
-/// that feeds the file.
-pub async fn start(path: std::path::PathBuf, cfg: &CdrSection) -> Result<mpsc::Sender<Box<Cdr>>, NodeError> {
+/// that feeds the file (and `recent`, the status page's view of the last CDRs).
+pub async fn start(
+    path: std::path::PathBuf,
+    cfg: &CdrSection,
+    recent: Arc<crate::recent::Recent>,
+) -> Result<mpsc::Sender<Box<Cdr>>, NodeError> {
     let layout = Layout::of(&path);
     tokio::fs::create_dir_all(&layout.dir).await.map_err(io(&layout.dir))?;
     let open =
@@ -70,6 +74,7 @@ pub async fn start(path: std::path::PathBuf, cfg: &CdrSection) -> Result<mpsc::S
                 if shift.abs() > 1 {
                     c.shift(shift);
                 }
+                recent.saw(&c);
                 if let Ok(mut line) = serde_json::to_vec(&c) {
                     line.push(b'\n');
                     batch.extend_from_slice(&line);

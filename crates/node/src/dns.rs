@@ -157,6 +157,17 @@ impl DnsCache {
             .collect()
     }
 
+    /// Whether `key`'s usable answer at `now` includes `ip` (asked for every untrusted request: no copy).
+    pub fn resolves_to(&self, key: &DnsKey, ip: IpAddr, now: u64) -> bool {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.get(key).is_some_and(|e| now < e.stale_until && e.targets.iter().any(|t| t.addr.ip() == ip))
+    }
+
+    /// Whether some account allows `ip` by a host name (asked for every untrusted request: no copy).
+    pub fn allowed_by_name(&self, ip: IpAddr) -> bool {
+        self.allowed.read().unwrap_or_else(|p| p.into_inner()).contains_key(&ip)
+    }
+
     /// The accounts (trunk id, role) that allow `ip` by a host name, as last resolved.
     pub fn allowed_at(&self, ip: IpAddr) -> Vec<(String, Role)> {
         self.allowed.read().unwrap_or_else(|p| p.into_inner()).get(&ip).cloned().unwrap_or_default()

@@ -432,13 +432,7 @@ impl Calls {
         } else {
             String::new()
         };
-        let rr = |e: &Cx<'_>, p: Proto| format!("<sip:{}{};lr{ht}>", e.hostport(p), p.uri_param());
-        if in_proto != out_proto {
-            let inner = rr(cx, in_proto);
-            m.push_front("Record-Route", inner);
-        }
-        let outer = rr(cx, out_proto);
-        m.push_front("Record-Route", outer);
+        cx.record_route(&mut m, in_proto, out_proto, &ht);
         if call.direction == Direction::Outbound {
             if let Some(cid) = call.trunk.primary.caller_id.clone() {
                 m.set("P-Asserted-Identity", format!("<sip:{cid}@{}>", cx.cfg.advertise));

@@ -22,8 +22,12 @@ impl Calls {
         cx.send(src, reply);
         let Some(id) = cx.tx.servers.get(&invite_key).and_then(|e| e.call) else {
             // an INVITE relayed to a PBX's flow (`flow.rs`): CANCEL it on, hop by hop
-            let relayed =
-                cx.tx.clients.iter().find(|(_, e)| matches!(&e.owner, Owner::Relay(k, _) if *k == invite_key)).map(|(b, _)| b.clone());
+            // (the scan only for an INVITE we have: a stray CANCEL costs no walk of the table)
+            let relayed = ok
+                .then(|| {
+                    cx.tx.clients.iter().find(|(_, e)| matches!(&e.owner, Owner::Relay(k, _) if *k == invite_key)).map(|(b, _)| b.clone())
+                })
+                .flatten();
             if let Some(branch) = relayed {
                 cx.cancel_branch(&branch);
             }

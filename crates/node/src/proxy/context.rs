@@ -125,6 +125,16 @@ impl Cx<'_> {
         (ht, flow)
     }
 
+    /// Record-Route this node into `m` (RFC 3261 section 16.6): one entry, or one per side when the
+    /// transports differ (RFC 5658 double record-routing); `params` follow `;lr`.
+    pub(super) fn record_route(&self, m: &mut SipMessage, inbound: Proto, outbound: Proto, params: &str) {
+        let rr = |p: Proto| format!("<sip:{}{};lr{params}>", self.hostport(p), p.uri_param());
+        if inbound != outbound {
+            m.push_front("Record-Route", rr(inbound));
+        }
+        m.push_front("Record-Route", rr(outbound));
+    }
+
     /// This node's `host:port` for `proto`, as written in Via and Record-Route.
     pub(super) fn hostport(&self, proto: Proto) -> String {
         let port = match proto {

@@ -152,13 +152,8 @@ impl Engine {
         c.pop_own_routes(msg);
         let mf = msg.header("Max-Forwards").and_then(|v| v.parse::<u8>().ok()).unwrap_or(70);
         msg.set("Max-Forwards", mf.saturating_sub(1).to_string());
-        let rr = |c: &Cx<'_>, p: Proto| format!("<sip:{}{};lr>", c.hostport(p), p.uri_param());
-        if src.proto != dest.proto {
-            let inner = rr(&c, src.proto);
-            msg.push_front("Record-Route", inner);
-        }
-        let outer = with_user(&rr(&c, dest.proto), &token(dest));
-        msg.push_front("Record-Route", outer);
+        c.record_route(msg, src.proto, dest.proto, "");
+        mark(&mut c, msg, &Hop::Local(token(dest)));
         c.start_client(std::mem::replace(msg, SipMessage::response(0, "")), dest, Owner::Relay(key.clone(), None));
         true
     }

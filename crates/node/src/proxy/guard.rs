@@ -53,7 +53,7 @@ impl Engine {
         self.cfg.trusted.iter().any(|n| n.contains(&ip))
             || self.is_upstream(ip)
             || !self.store.by_source(ip).is_empty()
-            || !self.dns.allowed_at(ip).is_empty()
+            || self.dns.allowed_by_name(ip)
     }
 
     /// `ip` is the upstream carrier's (an address its name resolves to, when given by name).
@@ -61,7 +61,7 @@ impl Engine {
         match &self.cfg.upstream {
             None => false,
             Some(super::Upstream::Addr(a)) => a.ip() == ip,
-            Some(super::Upstream::Name(key)) => self.dns.targets(key, self.now).is_ok_and(|t| t.iter().any(|t| t.addr.ip() == ip)),
+            Some(super::Upstream::Name(key)) => self.dns.resolves_to(key, ip, self.now),
         }
     }
 

@@ -32,7 +32,6 @@ pub(super) struct Shared {
     pub(super) metrics: Arc<Metrics>,
     pub(super) status: Arc<SharedStatus>,
     pub(super) dns: Arc<crate::dns::DnsCache>,
-    pub(super) recent: Arc<crate::recent::Recent>,
 }
 
 impl EngineConfig {
@@ -102,17 +101,8 @@ pub(super) fn start_sip(
     let engine = Engine::new(ecfg, shared.store.clone(), shared.health.clone(), shared.metrics.clone(), shared.status.clone())
         .with_dns(shared.dns.clone());
     let (admitted_tx, admitted) = mpsc::unbounded_channel();
-    let driver = Driver {
-        engine,
-        transports,
-        admission: shared.admission.clone(),
-        store: shared.store.clone(),
-        cdrs,
-        recent: shared.recent.clone(),
-        clock,
-        admitted_tx,
-        freeze,
-    };
+    let driver =
+        Driver { engine, transports, admission: shared.admission.clone(), store: shared.store.clone(), cdrs, clock, admitted_tx, freeze };
     Ok(tokio::spawn(driver.run(events, admitted)))
 }
 
@@ -124,7 +114,6 @@ struct Driver {
     admission: Arc<dyn Admission>,
     store: Arc<dyn TrunkStore>,
     cdrs: mpsc::Sender<Box<hatrunk_core::cdr::Cdr>>,
-    recent: Arc<crate::recent::Recent>,
     clock: fn() -> u64,
     /// Answers that needed the cluster come back here.
     admitted_tx: mpsc::UnboundedSender<Admitted>,
@@ -243,7 +232,6 @@ impl Driver {
                 });
             }
             Action::Cdr(c) => {
-                self.recent.saw(&c);
                 if self.cdrs.try_send(c).is_err() {
                     tracing::error!("CDR queue full; record dropped");
                 }

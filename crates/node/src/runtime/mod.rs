@@ -69,8 +69,8 @@ pub struct Wiring<B: Backend> {
     pub clock: fn() -> u64,
     /// The SIP side; None on a witness.
     pub sip: Option<SipIo>,
-    /// `/metrics` and `/health` (production only).
-    pub http: Option<TcpListener>,
+    /// `/metrics`, `/health` and the status page (production only).
+    pub http: Option<HttpSide>,
     /// Seeds the engine's tags and branches.
     pub seed: u64,
     /// Members to initialise the cluster with on first start (the simulation's fixed topology).
@@ -90,6 +90,13 @@ pub struct Wiring<B: Backend> {
     pub lease_layer: Option<LeaseLayer>,
     /// Resolves PBX targets given by name (production: hickory-resolver; the simulation names none).
     pub resolver: Option<Arc<dyn crate::dns::Resolve>>,
+}
+
+/// The HTTP endpoint's listener, and the recent CDRs and rates its status page shows (fed by the
+/// node's CDR writer, off the SIP path).
+pub struct HttpSide {
+    pub listener: TcpListener,
+    pub recent: Arc<crate::recent::Recent>,
 }
 
 /// The gRPC server's TLS and the admin token (none of either: an open cluster, for loopback use).
@@ -150,6 +157,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
     if cluster_tls.is_none() && !is_loopback(&cfg.cluster.listen) {
         tracing::warn!(listen = %cfg.cluster.listen, "cluster gRPC is not on loopback and has no [tls]: anyone who reaches it can join the cluster");
     }
+    let recent = Arc::new(crate::recent::Recent::default());
     let sip = if cfg.node.role() == NodeRole::Sip {
         let udp = UdpSocket::bind(listen.udp).await.map_err(io(format!("udp {}", listen.udp)))?;
         udp_recv_buffer(&udp, cfg.sip.udp_recv_buffer);
@@ -166,7 +174,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         let streams = hatrunk_sip::transport::StreamSetup { tcp, tls, tls_client: Some(crate::tls::sip_client(&cfg)?), limits };
         let (ev_tx, events) = mpsc::channel(65_536);
         let transports = Transports::start(udp, streams, ev_tx)?;
-        let cdrs = crate::cdr::start(cfg.cdr_path(), &cfg.cdr).await?;
+        let cdrs = crate::cdr::start(cfg.cdr_path(), &cfg.cdr, recent.clone()).await?;
         Some(SipIo { transports, events, cdrs, secret: crate::upgrade::node_secret(&store).await?, freeze: None })
     } else {
         None
@@ -187,7 +195,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         grpc: GrpcSecurity { tls: cluster_tls.map(|t| t.server), token },
         clock: node_ms,
         sip,
-        http: Some(http),
+        http: Some(HttpSide { listener: http, recent }),
         seed: wall_ms(),
         members: None,
         on_ready: None,
@@ -289,17 +297,8 @@ where
         let every = Duration::from_millis(250);
         tokio::spawn(crate::dns::keep_resolved(store.clone(), dns.clone(), r, clock, stale_ms, every, upstream.into_iter().collect()));
     }
-    // the status page's recent CDRs and rates (the engine's driver feeds it)
-    let recent = Arc::new(crate::recent::Recent::default());
-    let shared = Shared {
-        store: store.clone(),
-        health: health.clone(),
-        admission: admission.clone(),
-        metrics,
-        status: status.clone(),
-        dns,
-        recent: recent.clone(),
-    };
+    let shared =
+        Shared { store: store.clone(), health: health.clone(), admission: admission.clone(), metrics, status: status.clone(), dns };
     let engine_task = match sip {
         Some(io) => Some(driver::start_sip(&cfg, listen, io, &shared, clock, seed)?),
         None => None,
@@ -314,7 +313,7 @@ where
         token: crate::gate::AddToken(grpc.token.clone()),
         clock,
     };
-    if let Some(http_listener) = http {
+    if let Some(HttpSide { listener: http_listener, recent }) = http {
         let http_state = Arc::new(HttpState {
             metrics: shared.metrics,
             store,
