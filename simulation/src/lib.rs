@@ -24,6 +24,7 @@ pub mod run;
 pub mod scenario;
 pub mod topology;
 pub mod ua;
+pub mod wan;
 
 use invariants::Verdict;
 use scenario::Scenario;

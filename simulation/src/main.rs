@@ -44,6 +44,22 @@ struct Args {
     /// Runs at once for --seeds and --all-scenarios (each in its own process; default: the cores).
     #[arg(long)]
     jobs: Option<usize>,
+    /// Instead of clusters: run the WAN false-alarm model (`wan.rs`) for this many simulated hours
+    /// per seed (--seeds, --from), with the product's timing, and fail if region A is ever seen down.
+    #[arg(long)]
+    wan_hours: Option<u64>,
+    /// --wan-hours: the link's round trip (ms).
+    #[arg(long, default_value_t = 150)]
+    wan_rtt_ms: u64,
+    /// --wan-hours: the chance a packet is lost, each way.
+    #[arg(long, default_value_t = 0.01)]
+    wan_loss: f64,
+    /// --wan-hours: the TCP retransmission timer's floor (ms; Linux 200, a route's `rto_min`).
+    #[arg(long, default_value_t = 200)]
+    wan_rto_min_ms: u64,
+    /// --wan-hours: Raft election timing to try instead of the product's (`MIN,MAX` ms).
+    #[arg(long)]
+    wan_election: Option<String>,
     /// Print one run's result as a line of JSON (how --seeds and --all-scenarios get their runs).
     #[arg(long, hide = true)]
     child: bool,
@@ -55,6 +71,35 @@ struct ChildResult {
     passed: bool,
     report: String,
     repro: String,
+}
+
+/// `--wan-hours`: one line per seed and the totals; exit 1 when any run saw region A down.
+fn wan(hours: u64, args: &Args) -> ExitCode {
+    let mut p = hatrunk_simulation::wan::WanParams::product(hours, args.wan_rtt_ms, args.wan_loss);
+    p.rto_min_ms = args.wan_rto_min_ms;
+    if let Some(e) = &args.wan_election {
+        let Some((lo, hi)) = e.split_once(',').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?))) else {
+            eprintln!("error: --wan-election MIN,MAX (ms)");
+            return ExitCode::from(2);
+        };
+        (p.election_min_ms, p.election_max_ms) = (lo, hi);
+    }
+    println!("{p:?}");
+    let (mut region, mut member, mut elections) = (0, 0, 0);
+    let n = args.seeds.unwrap_or(1);
+    for seed in args.from..args.from + n {
+        let r = hatrunk_simulation::wan::run(seed, &p);
+        println!("seed {seed}: {r:?}");
+        region += r.region_down;
+        member += r.member_down;
+        elections += r.elections;
+    }
+    println!("{n} runs of {hours} h: region A seen down {region} times, a member {member} times, follower elections {elections}");
+    if region == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn main() -> ExitCode {
@@ -71,6 +116,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(hours) = args.wan_hours {
+        return wan(hours, &args);
+    }
     if args.list {
         for n in Scenario::names() {
             let sc = Scenario::named(n).expect("listed scenarios exist");

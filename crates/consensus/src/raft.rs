@@ -23,8 +23,10 @@ use crate::sm_store::{SharedState, StateMachineStore};
 use crate::state::ClusterState;
 use crate::types::{Command, CommandResult, NodeInfo, Request, TypeConfig};
 
-/// Raft timing. Defaults are safe across regions (RTT up to ~100 ms, docs/consensus.md): heartbeats every 150 ms, an
-/// election only after 0.8-1.6 s without one. Within one zone they can be lowered.
+/// Raft timing. Defaults are safe across regions with RTT up to ~100 ms (docs/consensus.md):
+/// openraft 0.9 gives every AppendEntries one heartbeat interval (150 ms) to be answered, and a
+/// follower elects only after the leader lease (`election_max_ms`) plus its own timeout
+/// (350-450 ms): 0.8-0.9 s without a heartbeat, so a lost leader is replaced within ~1.3 s.
 #[derive(Debug, Clone)]
 pub struct RaftTiming {
     pub heartbeat_ms: u64,
@@ -36,7 +38,7 @@ pub struct RaftTiming {
 
 impl Default for RaftTiming {
     fn default() -> Self {
-        RaftTiming { heartbeat_ms: 150, election_min_ms: 800, election_max_ms: 1600, snapshot_every: 10_000 }
+        RaftTiming { heartbeat_ms: 150, election_min_ms: 350, election_max_ms: 450, snapshot_every: 10_000 }
     }
 }
 
@@ -223,10 +225,20 @@ impl Consensus {
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
                     Some(leader) => {
                         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                        match tokio::time::timeout(left, forward_write(&self.dialer, &leader.cluster_addr, &req)).await {
-                            Ok(Ok(r)) => return Ok(r),
-                            Ok(Err(e)) => last = e,
-                            Err(_) => last = "the leader did not answer in time".into(),
+                        let forward = tokio::time::timeout(left, forward_write(&self.dialer, &leader.cluster_addr, &req));
+                        tokio::select! {
+                            r = forward => match r {
+                                Ok(Ok(r)) => return Ok(r),
+                                Ok(Err(e)) => last = e,
+                                Err(_) => last = "the leader did not answer in time".into(),
+                            },
+                            // a leader lost silently (its region cut off) holds the forward until its
+                            // RPC timeout; once another is elected, try again there at once (the
+                            // request keeps its serial, so a late commit of this one is not applied twice)
+                            _ = self.leader_other_than(f.leader_id) => {
+                                last = "the leader changed while the write was forwarded".into();
+                                continue;
+                            }
                         }
                     }
                     None => last = "no leader elected".into(),
@@ -235,6 +247,20 @@ impl Consensus {
             }
         }
         Err(ConsensusError::Unavailable(last))
+    }
+
+    /// Resolves once this member knows a leader other than `was` (itself included).
+    async fn leader_other_than(&self, was: Option<u64>) {
+        let mut rx = self.raft.metrics();
+        loop {
+            let now = rx.borrow_and_update().current_leader;
+            if now.is_some() && now != was {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// Serve a forwarded write: only the leader applies it.

@@ -162,6 +162,10 @@ struct Local {
     proposed: Option<u32>,
     /// Admissions since the last renewal was proposed (the next headroom follows the rate).
     taken: u32,
+    /// The rate's headroom the last renewal proposed (about 3 s of calls): the reserve a busy
+    /// node keeps and asks for, so a region loss (calls held longer while their forwards time
+    /// out, a second slot each as they move) does not dry its share while a leader is elected.
+    room: u32,
 }
 
 impl Local {
@@ -208,7 +212,7 @@ impl Escrow {
         if leased && !over_limit && l.in_use < l.usable {
             return Take::Capped;
         }
-        Take::Need { want: batch(limit) }
+        Take::Need { want: batch(limit).max(l.room) }
     }
 
     /// The shared name of `trunk` (created on first use).
@@ -237,6 +241,7 @@ impl Escrow {
             .map(|(t, l)| {
                 let busy = now_ms.saturating_sub(l.last_take_ms) < idle_ms;
                 let room = headroom(t).max(l.taken.saturating_mul(6));
+                l.room = l.taken.saturating_mul(6);
                 l.taken = 0;
                 let cap = l.in_use + if busy { room } else { 0 };
                 l.proposed = Some(cap);
@@ -297,9 +302,9 @@ impl Escrow {
     /// What to give back of `trunk` now, already taken off what this node may use (the ledger is
     /// told afterwards with a shrink to [`Escrow::usable`], so the node never uses a slot the
     /// ledger may have handed to someone else).
-    /// Keeps a batch in reserve while calls came in the last `idle_ms`, nothing after that or when
-    /// another node is starved or the trunk is over its limit. Hysteresis of one batch avoids
-    /// giving back and asking again on every call.
+    /// Keeps a batch in reserve, or the rate's headroom when larger, while calls came in the last
+    /// `idle_ms`; nothing after that or when another node is starved or the trunk is over its
+    /// limit. Hysteresis of one batch avoids giving back and asking again on every call.
     pub fn surplus(&mut self, trunk: &str, limit: u32, others_starved: bool, over_limit: bool, now_ms: u64, idle_ms: u64) -> u32 {
         let Some(l) = self.trunks.get_mut(trunk) else {
             return 0;
@@ -307,15 +312,36 @@ impl Escrow {
         let spare = l.usable - l.in_use.min(l.usable);
         let busy = now_ms.saturating_sub(l.last_take_ms) < idle_ms;
         let b = batch(limit);
+        let keep = b.max(l.room);
         let give = if others_starved || over_limit || !busy {
             spare
-        } else if spare > 2 * b {
-            spare - b
+        } else if spare > keep + b {
+            spare - keep
         } else {
             0
         };
         l.usable -= give;
         give
+    }
+
+    /// What a busy node asks for ahead of need: back up to its reserve (see [`Escrow::surplus`])
+    /// once its spare fell under half of it, so the reserve is there when a leader is not.
+    /// Nothing when idle, when another node is starved or the trunk is over its limit.
+    pub fn shortfall(&self, trunk: &str, limit: u32, others_starved: bool, over_limit: bool, now_ms: u64, idle_ms: u64) -> u32 {
+        let Some(l) = self.trunks.get(trunk) else {
+            return 0;
+        };
+        let busy = now_ms.saturating_sub(l.last_take_ms) < idle_ms;
+        if others_starved || over_limit || !busy {
+            return 0;
+        }
+        let spare = l.usable - l.in_use.min(l.usable);
+        let keep = batch(limit).max(l.room);
+        if spare * 2 < keep {
+            keep - spare
+        } else {
+            0
+        }
     }
 
     pub fn holds(&self, call: &str) -> bool {

@@ -46,6 +46,32 @@ fn a_node_admits_within_its_share_and_keeps_one_batch() {
     assert_eq!(e.usable("t"), 0);
 }
 
+/// A busy node keeps its rate's headroom (six renewal periods of admissions, about 3 s) in
+/// reserve and asks for that much when dry, so a leader election does not dry it (issue 20: a
+/// region loss doubles what the surviving ingress holds while its forwards time out).
+#[test]
+fn a_busy_node_keeps_and_asks_for_its_rates_headroom() {
+    let mut e = Escrow::default();
+    e.credit("t", 100);
+    for i in 0..20 {
+        assert_eq!(e.take("t", &format!("c{i}"), 160, false, 1), Take::Taken);
+    }
+    e.propose(2, 1000, |_| 0); // 20 admissions in the period: a headroom of 120
+    for i in 0..20 {
+        assert!(e.release(&format!("c{i}")));
+    }
+    assert_eq!(e.surplus("t", 160, false, false, 3, 1000), 0, "100 spare: within the headroom");
+    e.credit("t", 40);
+    assert_eq!(e.surplus("t", 160, false, false, 3, 1000), 20, "140 spare: back to the headroom");
+    assert_eq!(e.surplus("t", 160, true, false, 3, 1000), 120, "someone is starved: all of it");
+    assert_eq!(e.take("t", "d", 160, false, 4), Take::Need { want: 120 }, "asks for the headroom when dry");
+    assert_eq!(e.shortfall("t", 160, false, false, 4, 1000), 120, "and ahead of need once under half of it");
+    e.credit("t", 70);
+    assert_eq!(e.shortfall("t", 160, false, false, 4, 1000), 0, "70 spare: more than half");
+    assert_eq!(e.shortfall("t", 160, true, false, 4, 1000), 0, "not while someone is starved");
+    assert_eq!(e.shortfall("t", 160, false, false, 5000, 1000), 0, "not when idle");
+}
+
 /// A ledger write of one node, in flight; `lost`: applied but its answer never arrives.
 #[derive(Clone, Copy)]
 enum Op {

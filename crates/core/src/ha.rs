@@ -83,6 +83,28 @@ impl HealthView {
     }
 }
 
+/// The detector's verdict. Heartbeats go over gRPC, that is TCP, where a segment lost twice in a row
+/// holds back every later heartbeat on the connection for over a second (two retransmission
+/// timeouts, the second doubled), so they are judged against `grace_ms`. A SIP member must also
+/// answer the OPTIONS this node sends it over UDP (`sip`, when this node probes) within
+/// `threshold_ms`: datagrams are lost one by one, so that path reacts fast without false alarms
+/// (docs/decisions.md, Raft and detector timing). Quorum is reaching the voters' heartbeats.
+pub fn judge(
+    beats: &Liveness,
+    sip: Option<&Liveness>,
+    self_id: u64,
+    members: &[Member],
+    now: u64,
+    threshold_ms: u64,
+    grace_ms: u64,
+) -> HealthView {
+    let mut v = beats.view(self_id, members, now, grace_ms);
+    if let Some(sip) = sip {
+        v.require_sip(sip, now, threshold_ms);
+    }
+    v
+}
+
 /// Heartbeat answers seen so far: when each peer last answered, and whether it then had quorum.
 ///
 /// With hysteresis (`recover_after` > 1), a member that was down (a gap longer than the threshold

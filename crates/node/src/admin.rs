@@ -42,6 +42,8 @@ type LeaderClient = AdminClient<tonic::service::interceptor::InterceptedService<
 
 /// How long one `cluster remove` request waits for a draining node's calls (the CLI asks again).
 const DRAIN_WAIT: Duration = Duration::from_secs(15);
+/// How long `cluster status` waits for the leader's view before answering with its own.
+const STATUS_FROM_LEADER: Duration = Duration::from_secs(1);
 
 /// Largest trunk file accepted over the API.
 const MAX_TRUNK_FILE: usize = 64 * 1024;
@@ -222,8 +224,10 @@ impl Admin for AdminService {
     }
 
     async fn cluster_status(&self, req: Request<pb::Empty>) -> Result<Response<pb::ClusterStatusReply>, Status> {
+        // the leader's view, unless it does not answer within a second (lost with its region, and
+        // silent across a WAN): then this node's own view, at once
         if let Ok(Some(mut leader)) = self.leader().await {
-            if let Ok(r) = leader.cluster_status(req.into_inner()).await {
+            if let Ok(Ok(r)) = tokio::time::timeout(STATUS_FROM_LEADER, leader.cluster_status(req.into_inner())).await {
                 return Ok(r);
             }
         }

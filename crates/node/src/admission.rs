@@ -266,6 +266,23 @@ impl EscrowAdmission {
         }
     }
 
+    /// Ask the ledger for `want` more of `trunk` ahead of need (the caller holds the ledger lock).
+    /// False when the write's fate is unknown (the ledger is then resynchronised).
+    async fn top_up(&self, trunk: &str, want: u32) -> bool {
+        let cmd = Command::ReserveAt { trunk: trunk.to_string(), node: self.node.clone(), want, epoch: self.epoch() };
+        match self.consensus.write_within(cmd, BACKGROUND_WRITE).await {
+            Ok(CommandResult::Reserved(g)) => {
+                self.escrow().credit(trunk, g);
+                true
+            }
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(%trunk, error = %e, "reserve not topped up yet");
+                false
+            }
+        }
+    }
+
     /// Give back what this node does not need, and repair the ledger after unanswered writes.
     /// Run every [`TIDY_EVERY`].
     pub async fn tidy(&self) {
@@ -292,11 +309,15 @@ impl EscrowAdmission {
         for trunk in trunks {
             let v = self.ledger_view(&trunk);
             let now = self.now_ms();
-            let (give, usable) = {
+            let (give, top, usable) = {
                 let mut e = self.escrow();
                 let give = e.surplus(&trunk, v.limit, v.others_starved, v.over(), now, IDLE_MS);
-                (give, e.usable(&trunk))
+                let top = if give == 0 { e.shortfall(&trunk, v.limit, v.others_starved, v.over(), now, IDLE_MS) } else { 0 };
+                (give, top, e.usable(&trunk))
             };
+            if top > 0 && rate_trunk(&trunk).is_none() && !resync.0.contains(&trunk) && !self.top_up(&trunk, top).await {
+                resync.0.insert(trunk.clone()); // it may have been granted after all
+            }
             // the share is what new calls may use plus what the previous life's calls still hold
             let usable = usable + self.inherited().count(&trunk);
             if give == 0 && v.mine <= usable && !resync.0.contains(&trunk) {
@@ -363,6 +384,7 @@ impl Admission for EscrowAdmission {
                     Take::Taken => return Ok(Decision::Granted),
                     Take::Held => return Ok(Decision::AlreadyHeld),
                     Take::Capped if renewals < 3 => {
+                        tracing::debug!(%trunk, call_id = %call, "admission capped by the lease: renewing first");
                         renewals += 1;
                         self.renew_for(&trunk).await;
                         continue;
@@ -373,6 +395,7 @@ impl Admission for EscrowAdmission {
                     }
                     Take::Need { want } => want,
                 };
+                tracing::debug!(%trunk, call_id = %call, want, "share dry: asking the ledger");
                 if self.refill(&trunk, call, want).await? {
                     continue;
                 }

@@ -35,11 +35,14 @@ impl ClusterView for HealthView {
     }
 }
 
-/// Detector timing (`[cluster] ping_interval_ms`, `failure_threshold_ms`).
+/// Detector timing (`[cluster] ping_interval_ms`, `failure_threshold_ms`, `heartbeat_grace_ms`).
 #[derive(Debug, Clone, Copy)]
 pub struct DetectorTiming {
     pub interval_ms: u64,
+    /// SIP answers (UDP).
     pub threshold_ms: u64,
+    /// Heartbeat answers (gRPC over TCP).
+    pub grace_ms: u64,
     /// A member back from being down counts as up after this many answers in a row.
     pub recover_after: u32,
 }
@@ -115,7 +118,7 @@ impl ClusterHealth {
                 .iter()
                 .filter(|m| m.member.sip && m.member.id != v.self_id)
                 .filter(|m| {
-                    live.state(m.member.id, now, self.timing.threshold_ms).0 && !sip.state(m.member.id, now, self.timing.threshold_ms).0
+                    live.state(m.member.id, now, self.timing.grace_ms).0 && !sip.state(m.member.id, now, self.timing.threshold_ms).0
                 })
                 .map(|m| m.member.id)
                 .collect()
@@ -199,14 +202,14 @@ impl ClusterHealth {
                 continue;
             };
             let me = self.clone();
-            // an answer later than the threshold is as good as none
-            let timeout = Duration::from_millis(self.timing.threshold_ms);
+            // an answer later than the grace is as good as none
+            let timeout = Duration::from_millis(self.timing.grace_ms);
             tokio::spawn(async move {
                 let r = ping(&mut client, self_id, timeout).await;
                 if let Ok((id, quorum)) = r {
                     if id == m.id {
-                        let threshold = me.timing.threshold_ms;
-                        me.liveness.lock().unwrap_or_else(|p| p.into_inner()).observe_within(id, (me.clock)(), quorum, threshold);
+                        let grace = me.timing.grace_ms;
+                        me.liveness.lock().unwrap_or_else(|p| p.into_inner()).observe_within(id, (me.clock)(), quorum, grace);
                     }
                 }
                 me.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&m.id);
@@ -232,12 +235,10 @@ impl ClusterHealth {
 impl ClusterView for ClusterHealth {
     fn view(&self, now_ms: u64) -> HealthView {
         let members = self.members();
-        let threshold = self.timing.threshold_ms;
-        let mut v = self.liveness.lock().unwrap_or_else(|p| p.into_inner()).view(self.consensus.id, &members, now_ms, threshold);
-        if let Some(sip) = &self.sip {
-            v.require_sip(&sip.lock().unwrap_or_else(|p| p.into_inner()), now_ms, threshold);
-        }
-        v
+        let t = self.timing;
+        let beats = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        let sip = self.sip.as_ref().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()));
+        hatrunk_core::ha::judge(&beats, sip.as_deref(), self.consensus.id, &members, now_ms, t.threshold_ms, t.grace_ms)
     }
 
     fn sip_answered(&self, id: u64, now_ms: u64) {

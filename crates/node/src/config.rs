@@ -127,9 +127,13 @@ pub struct ClusterSection {
     pub election_max_ms: u64,
     /// Failure detector: a heartbeat to every member this often...
     pub ping_interval_ms: u64,
-    /// ...and a member that has not answered for this long is down (detection within about
-    /// threshold + interval).
+    /// ...and a SIP member whose SIP (OPTIONS over UDP, sent at the same interval) has not
+    /// answered for this long is down (detection within about threshold + interval).
     pub failure_threshold_ms: u64,
+    /// A member whose heartbeat (gRPC, over TCP) has not answered for this long is down: longer
+    /// than the threshold, because one TCP segment lost twice stalls the connection for over a
+    /// second across a WAN. Witnesses, which have no SIP, are judged by this alone.
+    pub heartbeat_grace_ms: u64,
     /// A member that was down counts as up again after this many heartbeat answers in a row
     /// (hysteresis: a flapping link does not flip traffic with every answer). 1 turns it off.
     pub recover_after: u32,
@@ -152,6 +156,7 @@ impl Default for ClusterSection {
             election_max_ms: t.election_max_ms,
             ping_interval_ms: 200,
             failure_threshold_ms: 800,
+            heartbeat_grace_ms: 3000,
             recover_after: 3,
             forward_timeout_ms: 800,
             snapshot_every: t.snapshot_every,
@@ -386,6 +391,12 @@ impl NodeConfig {
             return bad(
                 "cluster.failure_threshold_ms",
                 "need ping_interval_ms >= 10 and failure_threshold_ms >= 2 x ping_interval_ms".into(),
+            );
+        }
+        if c.heartbeat_grace_ms < c.failure_threshold_ms || c.heartbeat_grace_ms > 60_000 {
+            return bad(
+                "cluster.heartbeat_grace_ms",
+                format!("{}: need failure_threshold_ms ({}) <= heartbeat_grace_ms <= 60000", c.heartbeat_grace_ms, c.failure_threshold_ms),
             );
         }
         if !(1..=100).contains(&c.recover_after) {

@@ -110,7 +110,7 @@ fn write_configs(dir: &Path, base: u16) -> std::io::Result<Vec<Proc>> {
         let cfg = format!(
             "[node]\nid = {id}\nname = \"{name}\"\nregion = \"{region}\"\nzone = \"{zone}\"\nrole = \"{}\"\ndata_dir = \"{}\"\n\
              [sip]\nlisten = [\"udp:127.0.0.1:{sip}\", \"tcp:127.0.0.1:{sip}\"]\n\
-             [cluster]\nlisten = \"127.0.0.1:{admin}\"\nbootstrap = {}\nheartbeat_ms = 100\nelection_min_ms = 800\nelection_max_ms = 1600\n\
+             [cluster]\nlisten = \"127.0.0.1:{admin}\"\nbootstrap = {}\n\
              [http]\nlisten = \"127.0.0.1:{http}\"\n",
             if witness { "witness" } else { "sip" },
             data.join("data").display(),

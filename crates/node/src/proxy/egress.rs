@@ -70,17 +70,26 @@ impl Calls {
         self.next_egress_or_fail(cx, id);
     }
 
-    /// Start the next egress choice; false when none is left.
+    /// Start the next egress choice; false when none is left. A later choice the detector has
+    /// since seen down is passed over: a call admitted just before a region went silent would
+    /// otherwise wait out the forward timer once more for each of that region's nodes.
     fn next_egress(&mut self, cx: &mut Cx<'_>, id: u64) -> bool {
+        let moved = self.get(id).and_then(|c| c.egress.as_ref()).is_some_and(|p| p.next > 0);
+        let view = moved.then(|| cx.cluster.view(cx.now));
         let target = {
             let Some(plan) = self.get_mut(id).and_then(|c| c.egress.as_mut()) else {
                 return false;
             };
-            let Some(t) = plan.order.get(plan.next).cloned() else {
-                return false;
-            };
-            plan.next += 1;
-            t
+            loop {
+                let Some(t) = plan.order.get(plan.next).cloned() else {
+                    return false;
+                };
+                plan.next += 1;
+                let down = view.as_ref().is_some_and(|v| t.id != cx.cfg.node_id && !v.get(t.id).is_some_and(|m| m.healthy()));
+                if !down {
+                    break t;
+                }
+            }
         };
         if target.id == cx.cfg.node_id {
             self.deliver_locally(cx, id);

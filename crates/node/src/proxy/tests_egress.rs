@@ -299,3 +299,36 @@ async fn a_member_probe_is_answered_200() {
     let codes: Vec<u16> = sent_to(&n1.drain(), NODE2).iter().filter_map(|m| m.code()).collect();
     assert_eq!(codes, vec![200]);
 }
+
+/// 4T, primary region r1 with two nodes (n2, n4), this node n1 in r2: a call admitted just before
+/// r1 went silent waits out the forward timer on its first choice only. The second r1 node, seen
+/// down by then, is passed over and the call is delivered here.
+#[tokio::test]
+async fn a_later_choice_seen_down_meanwhile_is_passed_over() {
+    const NODE4: &str = "10.1.0.4:5060";
+    let at = |id, region: &str, addr| {
+        let mut m = member(id, &format!("{region}-a"), addr);
+        m.region = region.into();
+        MemberHealth { member: m, alive: true, quorum: true }
+    };
+    let members = vec![at(1, "r2", "127.0.0.1:5060"), at(2, "r1", NODE2), at(4, "r1", NODE4), at(3, "r3", "")];
+    let flip = std::sync::Arc::new(Flip(std::sync::Mutex::new(HealthView { self_id: 1, quorum: true, members })));
+    let trunk = super::tests::TRUNK.replace("failover_timeout_ms", "advanced_ha = \"4t\"\nprimary_region = \"r1\"\nfailover_timeout_ms");
+    let mut e = super::tests::engine_on(&trunk, flip.clone());
+    e.on_message(from(CARRIER, &invite(1)), 0);
+    let id = admit_id(&e.drain());
+    e.on_admitted(id, Ok(Decision::Granted), 1);
+    let a = e.drain();
+    let first = if of_call(&a, NODE2, 1).len() == 1 { 1 } else { 2 };
+    assert_eq!(of_call(&a, [NODE2, NODE4][first - 1], 1).len(), 1, "forwarded to an r1 node first");
+    // r1 goes silent; by the time the forward timer fires the detector has both down
+    for m in flip.0.lock().unwrap_or_else(|p| p.into_inner()).members.iter_mut().filter(|m| m.member.region == "r1") {
+        m.alive = false;
+    }
+    e.on_tick(812);
+    let a = e.drain();
+    e.on_admitted(admit_id(&a), Ok(Decision::Granted), 813);
+    let b = e.drain();
+    assert!(of_call(&b, NODE2, 1).is_empty() && of_call(&b, NODE4, 1).is_empty(), "no second wait on the other r1 node");
+    assert_eq!(of_call(&b, PRIMARY, 1).len(), 1, "delivered here at the first timeout");
+}

@@ -274,6 +274,7 @@ where
         DetectorTiming {
             interval_ms: cfg.cluster.ping_interval_ms,
             threshold_ms: cfg.cluster.failure_threshold_ms,
+            grace_ms: cfg.cluster.heartbeat_grace_ms,
             recover_after: cfg.cluster.recover_after,
         },
         clock,
