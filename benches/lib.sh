@@ -6,7 +6,27 @@ shared=$(cd "$here/../shared" && pwd)
 bin="$here/target/release/hatrunk"
 work=$(mktemp -d /tmp/hatrunk-bench.XXXXXX)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; true' EXIT
+cgroups=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; for c in "${cgroups[@]}"; do rmdir "$c" 2>/dev/null; done; true' EXIT
+
+# new_cgroup: when NODE_CPU_PERCENT is set, a fresh cgroup capped at that share of one CPU (a cgroup
+# v1 CFS quota, 10 ms period), removed on exit; sets `cg` (empty without a cap).
+new_cgroup() {
+  cg=""
+  [ -n "${NODE_CPU_PERCENT:-}" ] || return 0
+  cg=/sys/fs/cgroup/cpu/hatrunk-bench-$$-${#cgroups[@]}
+  mkdir -p "$cg" && echo 10000 > "$cg/cpu.cfs_period_us" && echo $((NODE_CPU_PERCENT * 100)) > "$cg/cpu.cfs_quota_us" \
+    || { echo "cannot make the cgroup $cg (cgroup v1 cpu controller needed)" >&2; return 1; }
+  cgroups+=("$cg")
+}
+
+# launch CONFIG LOG: a node in its own cgroup (new_cgroup) and on NODE_CPUS (taskset -c) when set,
+# in the background; HATRUNK_PRELOAD, when set, is preloaded into it (e.g. another allocator).
+launch() {
+  new_cgroup
+  env ${HATRUNK_PRELOAD:+LD_PRELOAD=$HATRUNK_PRELOAD} HATRUNK_LOG=warn sh -c '[ -z "$1" ] || echo $$ > "$1/cgroup.procs"; shift; exec "$@"' \
+    sh "$cg" ${NODE_CPUS:+taskset -c $NODE_CPUS} "$bin" run --config "$1" > "$2" 2>&1 &
+}
 
 # need CMD:PACKAGE...: install the Debian package of every command that is missing.
 need() {
@@ -40,40 +60,32 @@ apply_trunk() {
 }
 
 # start_node: one node, SIP 15060, cluster/admin 17700, HTTP 19090, fresh data; sets `node`.
-# HATRUNK_PRELOAD, when set, is preloaded into it (e.g. another allocator).
 start_node() {
   rm -rf "$work/data"
   printf '[node]\ndata_dir = "%s"\n[sip]\nlisten = ["udp:127.0.0.1:15060", "tcp:127.0.0.1:15060"]\n[cluster]\nlisten = "127.0.0.1:17700"\n[http]\nlisten = "127.0.0.1:19090"\n' \
     "$work/data" > "$work/node.toml"
   # HATRUNK_EXTRA_TOML, when set, is appended to the node's config (e.g. a [security] section)
   printf '%b' "${HATRUNK_EXTRA_TOML:-}" >> "$work/node.toml"
-  # NODE_CPUS, when set, pins the node to those CPUs (taskset -c), away from the load tools;
-  # NODE_CPU_PERCENT caps it at that share of one CPU (a cgroup's CFS quota, 10 ms period)
-  local cg=""
-  if [ -n "${NODE_CPU_PERCENT:-}" ]; then
-    cg=/sys/fs/cgroup/cpu/hatrunk-bench-$$
-    mkdir -p "$cg" && echo 10000 > "$cg/cpu.cfs_period_us" && echo $((NODE_CPU_PERCENT * 100)) > "$cg/cpu.cfs_quota_us" \
-      || { echo "cannot make the cgroup $cg (cgroup v1 cpu controller needed)" >&2; return 1; }
-    trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rmdir '"$cg"' 2>/dev/null; true' EXIT
-  fi
-  env ${HATRUNK_PRELOAD:+LD_PRELOAD=$HATRUNK_PRELOAD} HATRUNK_LOG=warn sh -c '[ -z "$1" ] || echo $$ > "$1/cgroup.procs"; shift; exec "$@"' \
-    sh "$cg" ${NODE_CPUS:+taskset -c $NODE_CPUS} "$bin" run --config "$work/node.toml" > "$work/node.log" 2>&1 &
+  # NODE_CPUS pins the node to those CPUs, away from the load tools; NODE_CPU_PERCENT caps it
+  launch "$work/node.toml" "$work/node.log"
   node=$!
   pids+=("$node")
 }
 
-# start_cluster: nodes c1..c3 (SIP 1516i, cluster/admin 1776i, HTTP 1996i), c1 bootstraps and the
+# start_cluster [N=3]: nodes c1..cN (SIP 1516i, cluster/admin 1776i, HTTP 1996i), fresh data, each
+# launched as `launch` does (own cgroup when NODE_CPU_PERCENT is set); c1 bootstraps and the
 # others join through it; sets `cl` to their pids.
 start_cluster() {
-  local i
+  local i n=${1:-3}
   cl=()
-  for i in 1 2 3; do
+  for i in $(seq 1 "$n"); do
+    rm -rf "$work/c$i"
     printf '[node]\nid = %s\nname = "c%s"\ndata_dir = "%s"\n[sip]\nlisten = ["udp:127.0.0.1:1516%s", "tcp:127.0.0.1:1516%s"]\n[cluster]\nlisten = "127.0.0.1:1776%s"\nbootstrap = %s\n[http]\nlisten = "127.0.0.1:1996%s"\n' \
       "$i" "$i" "$work/c$i" "$i" "$i" "$i" "$([ "$i" = 1 ] && echo true || echo false)" "$i" > "$work/c$i.toml"
-    HATRUNK_LOG=warn "$bin" run --config "$work/c$i.toml" > "$work/c$i.log" 2>&1 &
+    launch "$work/c$i.toml" "$work/c$i.log"
     cl+=($!)
   done
   pids+=("${cl[@]}")
   sleep 2
-  for i in 2 3; do "$bin" --endpoints 127.0.0.1:17761 cluster join "127.0.0.1:1776$i" >/dev/null; done
+  for i in $(seq 2 "$n"); do "$bin" --endpoints 127.0.0.1:17761 cluster join "127.0.0.1:1776$i" >/dev/null; done
 }

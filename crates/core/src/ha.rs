@@ -88,7 +88,9 @@ impl HealthView {
 /// timeouts, the second doubled), so they are judged against `grace_ms`. A SIP member must also
 /// answer the OPTIONS this node sends it over UDP (`sip`, when this node probes) within
 /// `threshold_ms`: datagrams are lost one by one, so that path reacts fast without false alarms
-/// (docs/decisions.md, Raft and detector timing). Quorum is reaching the voters' heartbeats.
+/// (docs/decisions.md, Raft and detector timing). This node's quorum counts the voters that answered
+/// either within `threshold_ms`, so a node cut off from the others stops taking calls as fast as
+/// before (simulation seed 3500088: judged at the grace, a cut-off zone took calls for 3 s).
 pub fn judge(
     beats: &Liveness,
     sip: Option<&Liveness>,
@@ -101,6 +103,14 @@ pub fn judge(
     let mut v = beats.view(self_id, members, now, grace_ms);
     if let Some(sip) = sip {
         v.require_sip(sip, now, threshold_ms);
+        let heard = |id: u64| id == self_id || beats.state(id, now, threshold_ms).0 || sip.state(id, now, threshold_ms).0;
+        let voters = members.iter().filter(|m| m.voter).count();
+        let reached = members.iter().filter(|m| m.voter && heard(m.id)).count();
+        v.quorum = voters > 0 && members.iter().any(|m| m.id == self_id) && reached * 2 > voters;
+        let q = v.quorum;
+        if let Some(me) = v.members.iter_mut().find(|m| m.member.id == self_id) {
+            me.quorum = q;
+        }
     }
     v
 }

@@ -197,3 +197,29 @@ fn a_member_whose_sip_is_silent_is_down_though_its_heartbeat_answers() {
     v.require_sip(&sip, 2_450, 800);
     assert!(v.get(2).is_some_and(|m| m.alive));
 }
+
+/// Issue 20: a SIP member is judged by its OPTIONS within the threshold and by its heartbeats
+/// within the grace, so a TCP stall alone does not mark it down; this node's quorum counts a voter
+/// that answered either within the threshold, so a node cut off from everyone loses it fast.
+#[test]
+fn judge_reads_sip_fast_heartbeats_with_grace_and_quorum_from_either() {
+    let ms = vec![m(1, "a", "a1"), m(2, "a", "a1"), m(3, "b", "b1")];
+    let (mut beats, mut sip) = (Liveness::default(), Liveness::default());
+    for id in [2, 3] {
+        beats.observe(id, 0, true);
+        sip.observe(id, 0, true);
+    }
+    // t=1500: OPTIONS answered by both, heartbeats stalled since 0 (a TCP segment lost twice)
+    sip.observe(2, 1400, true);
+    sip.observe(3, 1400, true);
+    let v = judge(&beats, Some(&sip), 1, &ms, 1500, 800, 3000);
+    assert!(v.get(2).is_some_and(|m| m.alive) && v.get(3).is_some_and(|m| m.alive), "a heartbeat stall alone is not down");
+    assert!(v.quorum);
+    // node 3's SIP silent past the threshold: down at once, whatever its heartbeat
+    let v = judge(&beats, Some(&sip), 1, &ms, 2300, 800, 3000);
+    assert!(!v.get(3).is_some_and(|m| m.alive) && !v.get(2).is_some_and(|m| m.alive));
+    assert!(!v.quorum, "this node heard no other voter within 800 ms: cut off");
+    // without SIP probes (a witness watching), heartbeats within the grace
+    let v = judge(&beats, None, 1, &ms, 2300, 800, 3000);
+    assert!(v.get(3).is_some_and(|m| m.alive) && v.quorum);
+}

@@ -315,12 +315,19 @@ impl EscrowAdmission {
                 let top = if give == 0 { e.shortfall(&trunk, v.limit, v.others_starved, v.over(), now, IDLE_MS) } else { 0 };
                 (give, top, e.usable(&trunk))
             };
-            if top > 0 && rate_trunk(&trunk).is_none() && !resync.0.contains(&trunk) && !self.top_up(&trunk, top).await {
-                resync.0.insert(trunk.clone()); // it may have been granted after all
-            }
             // the share is what new calls may use plus what the previous life's calls still hold
             let usable = usable + self.inherited().count(&trunk);
-            if give == 0 && v.mine <= usable && !resync.0.contains(&trunk) {
+            let settled = give == 0 && v.mine <= usable && !resync.0.contains(&trunk);
+            // ahead of need only what an admission could ask for now (a live lease), and only
+            // while the ledger agrees with this node: a shrink decided on the usable from before
+            // a top-up would leave the ledger below what the node may use (simulation seed 3500113)
+            if top > 0 && settled && rate_trunk(&trunk).is_none() && self.lease.check(now).is_ok() {
+                if !self.top_up(&trunk, top).await {
+                    resync.0.insert(trunk.clone()); // it may have been granted after all
+                }
+                continue;
+            }
+            if settled {
                 continue;
             }
             let cmd = Command::ShrinkAt { trunk: trunk.clone(), node: self.node.clone(), to: usable, epoch: self.epoch() };
