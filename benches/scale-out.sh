@@ -35,7 +35,17 @@ pbxes() {
   sleep 1
 }
 
-answered() { local i s=0; for i in $(seq 1 "$1"); do s=$((s + $(curl -s "127.0.0.1:1996$i/metrics" | awk '$1 == "hatrunk_calls_answered_total" {print int($2)}'))); done; echo $s; }
+# screen_count FILE ROW: SIPp's cumulative count on that row of its last screen (0 when missing)
+screen_count() { { grep -E "$2" "$1" 2>/dev/null || true; } | tail -1 | awk -F'|' '{gsub(/ /,"",$3); n=$3+0} END {print n+0}'; }
+
+# answered N: calls answered so far by nodes c1..cN, summed
+answered() {
+  local i s=0
+  for i in $(seq 1 "$1"); do
+    s=$((s + $(curl -s "127.0.0.1:1996$i/metrics" | awk '$1 == "hatrunk_calls_answered_total" {n=int($2)} END {print n+0}')))
+  done
+  echo $s
+}
 
 # offer NODES RATE_PER_NODE SECS [HOLD_MS]: a caller per entry node; sets `in_window`, `failed`, `ok`
 offer() {
@@ -51,11 +61,11 @@ offer() {
   done
   wait "${callers[@]}" 2>/dev/null || true
   wait "$sampler" 2>/dev/null || true
-  in_window=$(( $(cat "$work/ans_window") - a0 ))
+  in_window=$(( $(cat "$work/ans_window" 2>/dev/null || echo "$a0") - a0 ))
   ok=0 failed=0
   for i in $(seq 1 "$n"); do
-    ok=$((ok + $(grep -E "Successful call" "$work/screen$i.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3+0}')))
-    failed=$((failed + $(grep -E "Failed call" "$work/screen$i.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3+0}')))
+    ok=$((ok + $(screen_count "$work/screen$i.log" "Successful call")))
+    failed=$((failed + $(screen_count "$work/screen$i.log" "Failed call")))
   done
   echo "nodes=$n offered=$((n * r))/s for ${s}s answered_in_window=$in_window sipp_ok=$ok sipp_failed=$failed"
   sleep 3

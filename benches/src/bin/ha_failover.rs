@@ -15,7 +15,7 @@
 //! nodes keep running and talking among themselves, the rest hear silence, never an ICMP answer
 //! or a reset, as when a WAN link or a whole site goes away. The table is deleted to bring it back.
 //!
-//!   cargo run --release -p hatrunk-benches --bin ha-failover -- [--trials 20] [--hatrunk target/release/hatrunk] [--netns] [--keep]
+//!   cargo run --release -p hatrunk-benches --bin ha-failover -- [--trials 20] [--hatrunk target/release/hatrunk] [--netns] [--fast-raft] [--keep]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -214,6 +214,9 @@ fn main() {
     let bin = arg("--hatrunk", "target/release/hatrunk");
     let base: u16 = arg("--base", "39400").parse().expect("--base PORT"); // inside the range scripts/test.sh reserves
     let netns = args.iter().any(|a| a == "--netns");
+    // the fast leader replacement docs/consensus.md describes, instead of the defaults
+    let raft =
+        if args.iter().any(|a| a == "--fast-raft") { "heartbeat_ms = 150\nelection_min_ms = 350\nelection_max_ms = 450\n" } else { "" };
     let _spaces = netns.then(Namespaces::up);
     let host = if netns { Namespaces::HOST } else { "127.0.0.1" };
     let region_no = |region: &str| region.trim_start_matches("region-").parse::<u32>().unwrap_or(1);
@@ -233,7 +236,7 @@ fn main() {
             let config = dir.join(format!("n{id}.toml"));
             let text = format!(
                 "[node]\nid = {id}\nname = \"n{id}\"\nregion = \"{region}\"\nzone = \"{region}-a\"\nrole = \"{role}\"\ndata_dir = \"{}\"\n\
-                 [sip]\nlisten = [\"udp:{ip}:{sip}\", \"tcp:{ip}:{sip}\"]\n[cluster]\nlisten = \"{ip}:{}\"\nbootstrap = {}\n\
+                 [sip]\nlisten = [\"udp:{ip}:{sip}\", \"tcp:{ip}:{sip}\"]\n[cluster]\nlisten = \"{ip}:{}\"\nbootstrap = {}\n{raft}\
                  [http]\nlisten = \"{ip}:{}\"\n",
                 dir.join(format!("n{id}")).display(),
                 sip + 1,

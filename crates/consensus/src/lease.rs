@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::types::Command;
 
 /// How long a renewal lets a node admit, from when it sent the renewal. Longer than a leader
-/// election (about 1.4 s at worst with the default Raft timing), so losing the leader does not stop admission
+/// election (2.4-3.2 s with the default Raft timing), so losing the leader does not stop admission
 /// while a new one is elected (`hatrunk demo` refused calls for 2 s with a 2 s lease).
 pub const LEASE_MS: u64 = 4000;
 /// A node renews this often, so two renewals may fail before its lease runs out.

@@ -241,7 +241,8 @@ impl Escrow {
             .map(|(t, l)| {
                 let busy = now_ms.saturating_sub(l.last_take_ms) < idle_ms;
                 let room = headroom(t).max(l.taken.saturating_mul(6));
-                l.room = l.taken.saturating_mul(6);
+                // a rate token lasts a second: three seconds of them kept would hoard the rate
+                l.room = if crate::cps::rate_trunk(t).is_some() { 0 } else { l.taken.saturating_mul(6) };
                 l.taken = 0;
                 let cap = l.in_use + if busy { room } else { 0 };
                 l.proposed = Some(cap);

@@ -72,6 +72,21 @@ fn a_busy_node_keeps_and_asks_for_its_rates_headroom() {
     assert_eq!(e.shortfall("t", 160, false, false, 5000, 1000), 0, "not when idle");
 }
 
+/// Rate tokens last a second: a busy node keeps no rate headroom of them (three seconds' worth
+/// would hoard the whole rate).
+#[test]
+fn rate_tokens_get_no_headroom() {
+    let key = crate::cps::rate_key("t");
+    let mut e = Escrow::default();
+    e.credit(&key, 10);
+    for i in 0..10 {
+        assert_eq!(e.take(&key, &format!("c{i}"), 160, false, 1), Take::Taken);
+    }
+    e.propose(2, 1000, |_| 0);
+    assert_eq!(e.take(&key, "d", 160, false, 3), Take::Need { want: 10 }, "one batch, not six periods of tokens");
+    assert_eq!(e.shortfall(&key, 160, false, false, 3, 1000), 10, "a batch at most");
+}
+
 /// A ledger write of one node, in flight; `lost`: applied but its answer never arrives.
 #[derive(Clone, Copy)]
 enum Op {

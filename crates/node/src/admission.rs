@@ -243,7 +243,10 @@ impl EscrowAdmission {
     /// granted, or a grant to a concurrent admission landed while this one waited for the ledger.
     async fn refill(&self, trunk: &str, call: &str, want: u32) -> Result<bool, NodeError> {
         let mut resync = self.ledger.lock().await;
-        let over = self.ledger_view(trunk).over();
+        let v = self.ledger_view(trunk);
+        let over = v.over();
+        // beyond one batch, no more than is free: a partial grant marks this node starved
+        let want = want.min(v.limit.saturating_sub(v.held).max(hatrunk_core::escrow::batch(v.limit)));
         {
             let e = self.escrow();
             if e.holds(call) || e.has_room(trunk, over) {
@@ -321,6 +324,9 @@ impl EscrowAdmission {
             // ahead of need only what an admission could ask for now (a live lease), and only
             // while the ledger agrees with this node: a shrink decided on the usable from before
             // a top-up would leave the ledger below what the node may use (simulation seed 3500113)
+            // no more than is free: a partial grant would mark this node starved, and every other
+            // node would then give back all its spare
+            let top = top.min(v.limit.saturating_sub(v.held));
             if top > 0 && settled && rate_trunk(&trunk).is_none() && self.lease.check(now).is_ok() {
                 if !self.top_up(&trunk, top).await {
                     resync.0.insert(trunk.clone()); // it may have been granted after all

@@ -236,8 +236,9 @@ impl ClusterView for ClusterHealth {
     fn view(&self, now_ms: u64) -> HealthView {
         let members = self.members();
         let t = self.timing;
-        let beats = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        // sip before liveness, as in log_sip_silence: one order, no deadlock
         let sip = self.sip.as_ref().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()));
+        let beats = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
         hatrunk_core::ha::judge(&beats, sip.as_deref(), self.consensus.id, &members, now_ms, t.threshold_ms, t.grace_ms)
     }
 
