@@ -16,7 +16,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/benches/lib.sh"
-secs=10 ladder="100 200 300 400 500 600 700 800 1000 1200" limit=60
+secs=10 ladder="100 125 150 175 200 225 250 300 350 400 500 600" limit=60
 while getopts "t:l:b:" o; do case $o in t) secs=$OPTARG;; l) ladder=$OPTARG;; b) limit=$OPTARG;; *) exit 2;; esac; done
 need sipp:sip-tester
 export NODE_CPUS=1 NODE_CPU_PERCENT=${NODE_CPU_PERCENT:-10}
@@ -67,7 +67,7 @@ offer() {
     ok=$((ok + $(screen_count "$work/screen$i.log" "Successful call")))
     failed=$((failed + $(screen_count "$work/screen$i.log" "Failed call")))
   done
-  echo "nodes=$n offered=$((n * r))/s for ${s}s answered_in_window=$in_window sipp_ok=$ok sipp_failed=$failed"
+  echo "nodes=$n offered=$((n * r))/s for ${s}s answered_in_window=$in_window sipp_ok=$ok sipp_failed=$failed" >&2
   sleep 3
 }
 
@@ -86,13 +86,13 @@ echo "== one node at ${NODE_CPU_PERCENT}% of CPU 1"
 bench_trunk 1000000 failover
 start_cluster 1
 apply_trunk 17761
-one=$(sustained 1 | tee /dev/stderr | tail -1)
+one=$(sustained 1)
 kill "${cl[@]}"; wait "${cl[@]}" 2>/dev/null || true
 echo "== three nodes, each at ${NODE_CPU_PERCENT}% of CPU 1"
 start_cluster 3
 apply_trunk 17761
 sleep 2
-three=$(sustained 3 | tee /dev/stderr | tail -1)
+three=$(sustained 3)
 python3 -c "o=$one; t=$three; print(f'one_node_cps={o} three_nodes_cps={t} ratio={t/o if o else 0:.2f} (goal >= 2.7)')"
 
 echo "== the limit binding: $limit over three nodes, calls held 2 s, offered twice that"
