@@ -496,6 +496,12 @@ mod tests {
         assert!(e.to_string().contains("node.role"), "{e}");
         let e = NodeConfig::from_toml("[nodes]\nid = 1").expect_err("bad");
         assert!(e.to_string().contains("nodes"), "{e}");
+        // heartbeats judged faster than SIP answers would bring back the TCP false alarms
+        for bad in ["heartbeat_grace_ms = 500", "heartbeat_grace_ms = 90000"] {
+            let e = NodeConfig::from_toml(&format!("[cluster]\n{bad}")).expect_err(bad);
+            assert!(e.to_string().contains("cluster.heartbeat_grace_ms"), "{e}");
+        }
+        NodeConfig::from_toml("[cluster]\nheartbeat_grace_ms = 800").expect("the threshold itself is allowed");
         for bad in ["shed_wait_ms = 0", "shed_wait_ms = 60000"] {
             let e = NodeConfig::from_toml(&format!("[security]\n{bad}")).expect_err(bad);
             assert!(e.to_string().contains("security.shed_wait_ms"), "{e}");
