@@ -103,16 +103,20 @@ pub fn judge(
     let mut v = beats.view(self_id, members, now, grace_ms);
     if let Some(sip) = sip {
         v.require_sip(sip, now, threshold_ms);
-        let heard = |id: u64| id == self_id || beats.state(id, now, threshold_ms).0 || sip.state(id, now, threshold_ms).0;
-        let voters = members.iter().filter(|m| m.voter).count();
-        let reached = members.iter().filter(|m| m.voter && heard(m.id)).count();
-        v.quorum = voters > 0 && members.iter().any(|m| m.id == self_id) && reached * 2 > voters;
-        let q = v.quorum;
+        let q = majority(self_id, members, |id| beats.state(id, now, threshold_ms).0 || sip.state(id, now, threshold_ms).0);
+        v.quorum = q;
         if let Some(me) = v.members.iter_mut().find(|m| m.member.id == self_id) {
             me.quorum = q;
         }
     }
     v
+}
+
+/// `self_id` is a member and more than half the voters, itself included, are `heard`.
+fn majority(self_id: u64, members: &[Member], heard: impl Fn(u64) -> bool) -> bool {
+    let voters = members.iter().filter(|m| m.voter).count();
+    let reached = members.iter().filter(|m| m.voter && (m.id == self_id || heard(m.id))).count();
+    voters > 0 && members.iter().any(|m| m.id == self_id) && reached * 2 > voters
 }
 
 /// Heartbeat answers seen so far: when each peer last answered, and whether it then had quorum.
@@ -178,9 +182,7 @@ impl Liveness {
     /// The view from `self_id` at `now`: members alive per the threshold; this node has quorum when
     /// more than half the voters (itself included) are alive.
     pub fn view(&self, self_id: u64, members: &[Member], now: u64, threshold_ms: u64) -> HealthView {
-        let voters = members.iter().filter(|m| m.voter).count();
-        let alive_voters = members.iter().filter(|m| m.voter && (m.id == self_id || self.state(m.id, now, threshold_ms).0)).count();
-        let quorum = voters > 0 && members.iter().any(|m| m.id == self_id) && alive_voters * 2 > voters;
+        let quorum = majority(self_id, members, |id| self.state(id, now, threshold_ms).0);
         let members = members
             .iter()
             .map(|m| {

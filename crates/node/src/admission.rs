@@ -111,6 +111,11 @@ impl LedgerView {
     fn over(&self) -> bool {
         self.held > self.limit
     }
+
+    /// What the ledger could still grant.
+    fn free(&self) -> u32 {
+        self.limit.saturating_sub(self.held)
+    }
 }
 
 /// Trunks whose last ledger write went unanswered: the ledger may hold more for us than we use.
@@ -246,7 +251,7 @@ impl EscrowAdmission {
         let v = self.ledger_view(trunk);
         let over = v.over();
         // beyond one batch, no more than is free: a partial grant marks this node starved
-        let want = want.min(v.limit.saturating_sub(v.held).max(hatrunk_core::escrow::batch(v.limit)));
+        let want = want.min(v.free().max(hatrunk_core::escrow::batch(v.limit)));
         {
             let e = self.escrow();
             if e.holds(call) || e.has_room(trunk, over) {
@@ -323,10 +328,10 @@ impl EscrowAdmission {
             let settled = give == 0 && v.mine <= usable && !resync.0.contains(&trunk);
             // ahead of need only what an admission could ask for now (a live lease), and only
             // while the ledger agrees with this node: a shrink decided on the usable from before
-            // a top-up would leave the ledger below what the node may use (simulation seed 3500113)
-            // no more than is free: a partial grant would mark this node starved, and every other
-            // node would then give back all its spare
-            let top = top.min(v.limit.saturating_sub(v.held));
+            // a top-up would leave the ledger below what the node may use (simulation seed
+            // 3500113). No more than is free: a partial grant would mark this node starved, and
+            // every other node would then give back all its spare.
+            let top = top.min(v.free());
             if top > 0 && settled && rate_trunk(&trunk).is_none() && self.lease.check(now).is_ok() {
                 if !self.top_up(&trunk, top).await {
                     resync.0.insert(trunk.clone()); // it may have been granted after all
