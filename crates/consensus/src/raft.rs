@@ -97,6 +97,7 @@ pub struct Consensus {
     pub info: NodeInfo,
     pub raft: Raft<TypeConfig>,
     state: SharedState,
+    applied: Arc<tokio::sync::Notify>,
     client: u64,
     serial: AtomicU64,
     dialer: Dialer,
@@ -125,6 +126,7 @@ impl Consensus {
         let log = LogStore::open(backend.clone());
         let sm = StateMachineStore::open(backend)?;
         let state = sm.shared();
+        let applied = sm.applied();
         let mute = Arc::new(AtomicBool::new(false));
         let config = openraft::Config {
             cluster_name: "hatrunk".into(),
@@ -152,6 +154,7 @@ impl Consensus {
             info,
             raft,
             state,
+            applied,
             client,
             serial: AtomicU64::new(0),
             dialer,
@@ -193,6 +196,11 @@ impl Consensus {
     pub fn local<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> T {
         let d = self.state.read().unwrap_or_else(|p| p.into_inner());
         f(&d.state)
+    }
+
+    /// Notified after commands were applied to this member's state (see [`Consensus::local`]).
+    pub fn applied(&self) -> Arc<tokio::sync::Notify> {
+        self.applied.clone()
     }
 
     /// Apply a command through Raft; followers forward it to the leader. Retries reuse the same

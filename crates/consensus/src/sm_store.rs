@@ -84,6 +84,8 @@ pub struct StateMachineStore<B: Backend> {
     data: SharedState,
     b: B,
     counter: Arc<std::sync::atomic::AtomicU64>,
+    /// Woken after every batch of commands applied (see [`StateMachineStore::applied`]).
+    applied: Arc<tokio::sync::Notify>,
 }
 
 const CURRENT: &[u8] = b"current";
@@ -100,11 +102,17 @@ impl<B: Backend> StateMachineStore<B> {
             let snap = load(&raw).map_err(|why| ConsensusError::Storage(format!("{CORRUPT_HINT} ({why})")))?;
             data = decode(&snap.data).map_err(|e| ConsensusError::Storage(format!("{CORRUPT_HINT} ({e})")))?;
         }
-        Ok(StateMachineStore { data: Arc::new(RwLock::new(data)), b, counter: Arc::default() })
+        Ok(StateMachineStore { data: Arc::new(RwLock::new(data)), b, counter: Arc::default(), applied: Arc::default() })
     }
 
     pub fn shared(&self) -> SharedState {
         self.data.clone()
+    }
+
+    /// Notified each time commands were applied: who waits for another node's share change
+    /// (a starved node, its neighbours giving back) looks again then instead of polling.
+    pub fn applied(&self) -> Arc<tokio::sync::Notify> {
+        self.applied.clone()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, SmData> {
@@ -155,8 +163,9 @@ impl<B: Backend> RaftStateMachine<TypeConfig> for StateMachineStore<B> {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut d = self.write();
         let mut out = Vec::new();
+        let mut normal = false;
+        let mut d = self.write();
         for e in entries {
             d.last_applied = Some(e.log_id);
             match e.payload {
@@ -164,12 +173,17 @@ impl<B: Backend> RaftStateMachine<TypeConfig> for StateMachineStore<B> {
                 EntryPayload::Normal(req) => {
                     let result = d.state.apply(&req);
                     out.push(Response { result: Some(result) });
+                    normal = true;
                 }
                 EntryPayload::Membership(m) => {
                     d.last_membership = StoredMembership::new(Some(e.log_id), m);
                     out.push(Response::default());
                 }
             }
+        }
+        drop(d);
+        if normal {
+            self.applied.notify_waiters();
         }
         Ok(out)
     }
@@ -189,6 +203,7 @@ impl<B: Backend> RaftStateMachine<TypeConfig> for StateMachineStore<B> {
         self.save(meta, bytes).await?;
         tracing::info!(id = %meta.snapshot_id, bytes = size, "installed a snapshot sent by the leader (this member was too far behind for the log)");
         *self.write() = SmData { last_applied: meta.last_log_id, last_membership: meta.last_membership.clone(), state: data.state };
+        self.applied.notify_waiters();
         Ok(())
     }
 

@@ -114,6 +114,11 @@ impl Shares {
         self.starved.get(trunk).is_some_and(|s| s.contains(node))
     }
 
+    /// Trunks `node` is marked starved on.
+    pub fn starved_of(&self, node: &str) -> Vec<String> {
+        self.starved.iter().filter(|(_, s)| s.contains(node)).map(|(t, _)| t.clone()).collect()
+    }
+
     /// Trunks `node` holds a share of.
     pub fn trunks_of(&self, node: &str) -> Vec<String> {
         self.granted.iter().filter(|(_, per)| per.contains_key(node)).map(|(t, _)| t.clone()).collect()

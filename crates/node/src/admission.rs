@@ -21,6 +21,7 @@ use crate::store::{outcome, BoxFuture};
 mod inherited;
 pub mod lease;
 mod renew;
+mod starved;
 use inherited::Inherited;
 use lease::LeaseClock;
 pub use lease::NoLease;
@@ -51,9 +52,8 @@ pub trait Admission: Send + Sync {
     }
 }
 
-/// How a node that was refused a share waits for the others to give theirs back: the others look
-/// every [`TIDY_EVERY`], so five tries over ~300 ms cover a few of their rounds and a commit each.
-const STARVED_RETRIES: [u64; 5] = [20, 40, 60, 80, 100];
+/// Ledger asks one admission may make while it waits for room (each wait ends on a change).
+const MAX_ASKS: u32 = 4;
 /// After the ledger had no rate token for this node, calls over the rate are refused locally for
 /// this long (a tidy round) instead of each asking the ledger: three callers at 3x a limit of 10 made
 /// a ledger write per refused call, five with the slot path's retries, and admissions queued past
@@ -87,6 +87,10 @@ pub struct EscrowAdmission {
     booted_ms: std::sync::atomic::AtomicU64,
     /// Rate pools the ledger had no token of for us, until when (see [`DRY_MS`]).
     dry: Mutex<std::collections::HashMap<String, u64>>,
+    /// Slot pools the ledger had no room of for us (see `admission/starved.rs`).
+    starved: starved::Starved,
+    /// Woken when a call ended here or a grant landed: calls waiting for room look again.
+    changed: tokio::sync::Notify,
     /// Every member watches every lease; the leader acts on what it saw.
     watch: Mutex<hatrunk_consensus::lease::Watch>,
     /// A SIP node takes calls and so needs a lease; a witness only watches.
@@ -136,6 +140,8 @@ impl EscrowAdmission {
             lease: LeaseClock::default(),
             booted_ms: std::sync::atomic::AtomicU64::new(0),
             dry: Mutex::new(Default::default()),
+            starved: Default::default(),
+            changed: Default::default(),
             watch: Mutex::new(Default::default()),
             takes_calls,
             lease_layer: None,
@@ -258,11 +264,24 @@ impl EscrowAdmission {
                 return Ok(true);
             }
         }
+        // the ledger has nothing and already knows we want some: another write would change nothing
+        if v.free() == 0 && self.consensus.local(|s| s.shares.is_starved(trunk, &self.node)) {
+            return Ok(false);
+        }
         let cmd = Command::ReserveAt { trunk: trunk.to_string(), node: self.node.clone(), want, epoch: self.epoch() };
-        match self.consensus.write(cmd).await {
+        let sent = Instant::now();
+        let r = self.consensus.write(cmd).await;
+        self.starved.note_write(sent.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
+        match r {
             Ok(r) => match outcome(r)? {
                 CommandResult::Reserved(g) => {
                     self.escrow().credit(trunk, g);
+                    if g < want {
+                        self.starved.note_short(trunk, self.now_ms());
+                    }
+                    if g > 0 {
+                        self.changed.notify_waiters();
+                    }
                     Ok(g > 0)
                 }
                 other => Err(NodeError::Refused(format!("unexpected reserve result {other:?} for trunk {trunk}"))),
@@ -310,8 +329,15 @@ impl EscrowAdmission {
             tracing::info!(node = %self.node, "slots kept for the previous run's calls given back: their longest duration has passed");
         }
         // the ledger's trunks of ours include those of inherited slots: their share stays there
-        let mine: Vec<String> = self.consensus.local(|s| s.shares.trunks_of(&self.node));
+        let (mine, starved): (Vec<String>, Vec<String>) =
+            self.consensus.local(|s| (s.shares.trunks_of(&self.node), s.shares.starved_of(&self.node)));
         trunks.extend(mine);
+        // a mark nobody here needs any more: the others may keep their reserve again
+        for trunk in starved {
+            if self.starved.quiet(&trunk, self.now_ms(), IDLE_MS) {
+                self.top_up(&trunk, 0).await;
+            }
+        }
         trunks.sort();
         trunks.dedup();
         for trunk in trunks {
@@ -380,7 +406,7 @@ impl Admission for EscrowAdmission {
         Box::pin(async move {
             let call = call.as_str();
             self.reconcile().await?;
-            let mut starved_round = 0;
+            let mut asks = 0;
             let mut renewals = 0;
             let rated = rate_trunk(&trunk).is_some();
             loop {
@@ -413,29 +439,47 @@ impl Admission for EscrowAdmission {
                     }
                     Take::Need { want } => want,
                 };
+                if !rated {
+                    // the ledger just turned this trunk down here: wait with that call, not ask again
+                    if let Some(until) = self.starved.open_until(&trunk, self.now_ms()) {
+                        if self.ledger_view(&trunk).free() == 0 || asks >= MAX_ASKS {
+                            if self.wait_for_room(&trunk, until).await && asks < MAX_ASKS {
+                                continue;
+                            }
+                            let v = self.ledger_view(&trunk);
+                            return Ok(Decision::Full { used: v.held, limit: v.limit });
+                        }
+                    }
+                }
                 tracing::debug!(%trunk, call_id = %call, want, "share dry: asking the ledger");
+                asks += 1;
                 if self.refill(&trunk, call, want).await? {
                     continue;
                 }
+                let v = self.ledger_view(&trunk);
                 if rated {
                     // no waiting for tokens: a call over the rate is refused now, as a caller expects
                     self.dry.lock().unwrap_or_else(|p| p.into_inner()).insert(trunk.clone(), self.now_ms() + DRY_MS);
-                    let v = self.ledger_view(&trunk);
                     return Ok(Decision::Full { used: v.held, limit: v.limit });
                 }
                 // nothing free: wait for others to give back their reserve, unless nobody has one
-                let v = self.ledger_view(&trunk);
-                let Some(wait) = STARVED_RETRIES.get(starved_round).filter(|_| v.others_reserve > 0) else {
+                if v.others_reserve == 0 {
                     return Ok(Decision::Full { used: v.held, limit: v.limit });
-                };
-                starved_round += 1;
-                tokio::time::sleep(Duration::from_millis(*wait)).await;
+                }
+                let until = self.starved.open(&trunk, self.now_ms());
+                if self.wait_for_room(&trunk, until).await && asks < MAX_ASKS {
+                    continue;
+                }
+                let v = self.ledger_view(&trunk);
+                return Ok(Decision::Full { used: v.held, limit: v.limit });
             }
         })
     }
 
     fn release(&self, call: &SlotId) {
-        self.escrow().release(call.as_str());
+        if self.escrow().release(call.as_str()) {
+            self.changed.notify_waiters();
+        }
     }
 
     fn release_inherited(&self, trunk: &str, call_id: &str) {
