@@ -277,7 +277,7 @@ impl EscrowAdmission {
                 CommandResult::Reserved(g) => {
                     self.escrow().credit(trunk, g);
                     if g < want {
-                        self.starved.note_short(trunk, self.now_ms());
+                        self.starved.short(trunk, self.now_ms());
                     }
                     if g > 0 {
                         self.changed.notify_waiters();
@@ -334,7 +334,7 @@ impl EscrowAdmission {
         trunks.extend(mine);
         // a mark nobody here needs any more: the others may keep their reserve again
         for trunk in starved {
-            if self.starved.quiet(&trunk, self.now_ms(), IDLE_MS) {
+            if self.starved.quiet(&trunk, self.now_ms()) {
                 self.top_up(&trunk, 0).await;
             }
         }
@@ -466,8 +466,10 @@ impl Admission for EscrowAdmission {
                 if v.others_reserve == 0 {
                     return Ok(Decision::Full { used: v.held, limit: v.limit });
                 }
-                let until = self.starved.open(&trunk, self.now_ms());
+                let until = self.starved.short(&trunk, self.now_ms());
+                tracing::debug!(%trunk, call_id = %call, wait_ms = until.saturating_sub(self.now_ms()), "ledger full: waiting for the others' spare");
                 if self.wait_for_room(&trunk, until).await && asks < MAX_ASKS {
+                    tracing::debug!(%trunk, call_id = %call, "room came while waiting");
                     continue;
                 }
                 let v = self.ledger_view(&trunk);

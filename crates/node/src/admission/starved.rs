@@ -4,13 +4,17 @@
 //! At a binding limit every call refused here used to ask the ledger itself, five more times while
 //! it waited for the others: six Raft writes per refusal through the node's one ledger lock, and
 //! refusals queued behind each other until the 4 s admission wait ran out (issue 20's scale-out
-//! benchmark, refusal p99 4,008 ms). Now the first call the ledger turns down opens a *window* for
-//! its trunk. Its call and every call of that trunk that finds no room here while the window is
-//! open wait for a change (a share given back anywhere, a call ended here) and are refused when it
-//! closes. The ledger's starved mark tells the others to give back their spare at once (they wake
-//! on the same change); the window lasts a few ledger round trips, so a slot another node frees is
-//! here before the window closes. A call after the window asks again, with a write only when the
-//! ledger shows something free or nobody knows this node is starved.
+//! benchmark, refusal p99 4,008 ms).
+//!
+//! Now the ledger's first "less than you asked" starts an *episode* for the trunk here, and with it
+//! a *window* a few ledger round trips long. The ledger's starved mark tells the others to give
+//! back their spare at once (they wake on the same change). Calls that find no room while the
+//! window is open wait for a change (a share given back anywhere, a call ended here) and are
+//! refused when it closes: by then what the others held spare has come back. After it, while the
+//! episode lasts, the others give back each slot as soon as it is spare, so a call that finds no
+//! room here and nothing free in the ledger is refused at once, without a write. The episode ends
+//! a second after the last shortage; the starved mark then goes, and the others keep a reserve
+//! again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,46 +25,53 @@ use std::sync::Mutex;
 const WINDOW_MS: (u64, u64) = (30, 400);
 /// Round trips in a window: this node's mark reaches the others, one gives back, this node asks.
 const ROUND_TRIPS: u64 = 3;
+/// A trunk refused nothing here for this long: the episode is over (and its starved mark may go).
+pub(super) const QUIET_MS: u64 = 1000;
+
+/// One stretch of this node being short of a trunk, from the first answer of the ledger that was
+/// less than asked to [`QUIET_MS`] after the last.
+#[derive(Clone, Copy)]
+struct Episode {
+    /// The end of the first window: until then calls that find no room wait; after it the others
+    /// have given back what they had spare, and keep doing so as soon as they have any, so a call
+    /// that finds no room is refused at once.
+    until: u64,
+    last: u64,
+}
 
 #[derive(Default)]
 pub(super) struct Starved {
-    /// Per trunk: until when calls wait instead of asking.
-    windows: Mutex<HashMap<String, u64>>,
+    episodes: Mutex<HashMap<String, Episode>>,
     /// Recent ledger write latency in microseconds (a moving average).
     write_us: AtomicU64,
 }
 
 impl Starved {
-    fn windows(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        self.windows.lock().unwrap_or_else(|p| p.into_inner())
+    fn episodes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Episode>> {
+        self.episodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Until when `trunk`'s window is open, if it is at `now_ms`.
+    /// Until when `trunk`'s first window is open, if it is at `now_ms`.
     pub(super) fn open_until(&self, trunk: &str, now_ms: u64) -> Option<u64> {
-        self.windows().get(trunk).copied().filter(|until| *until > now_ms)
+        self.episodes().get(trunk).map(|e| e.until).filter(|until| *until > now_ms)
     }
 
-    /// Open `trunk`'s window (or keep the one open): until when its calls wait.
-    pub(super) fn open(&self, trunk: &str, now_ms: u64) -> u64 {
+    /// The ledger gave `trunk` less than asked, or a call found no room, at `now_ms`: start an
+    /// episode or carry the live one on. Returns the end of its first window (maybe past).
+    pub(super) fn short(&self, trunk: &str, now_ms: u64) -> u64 {
         let len = self.window_ms();
-        let mut w = self.windows();
-        let until = w.entry(trunk.to_string()).or_insert(0);
-        if *until <= now_ms {
-            *until = now_ms + len;
+        let mut all = self.episodes();
+        let e = all.entry(trunk.to_string()).or_insert(Episode { until: 0, last: 0 });
+        if e.until == 0 || e.last + QUIET_MS <= now_ms {
+            e.until = now_ms + len;
         }
-        *until
+        e.last = now_ms;
+        e.until
     }
 
-    /// The ledger granted less than asked of `trunk` at `now_ms` (it marked this node starved).
-    pub(super) fn note_short(&self, trunk: &str, now_ms: u64) {
-        let mut w = self.windows();
-        let until = w.entry(trunk.to_string()).or_insert(0);
-        *until = (*until).max(now_ms);
-    }
-
-    /// Nothing of `trunk` was refused here in the last `quiet_ms`: its starved mark may go.
-    pub(super) fn quiet(&self, trunk: &str, now_ms: u64, quiet_ms: u64) -> bool {
-        self.windows().get(trunk).is_none_or(|until| until + quiet_ms <= now_ms)
+    /// Nothing of `trunk` was refused here in the last [`QUIET_MS`]: its starved mark may go.
+    pub(super) fn quiet(&self, trunk: &str, now_ms: u64) -> bool {
+        self.episodes().get(trunk).is_none_or(|e| e.last + QUIET_MS <= now_ms)
     }
 
     /// A ledger write took `us` microseconds.
@@ -70,7 +81,7 @@ impl Starved {
         self.write_us.store(new, Ordering::Relaxed);
     }
 
-    /// How long a window stays open.
+    /// How long a first window stays open.
     pub(super) fn window_ms(&self) -> u64 {
         let trip = self.write_us.load(Ordering::Relaxed).div_ceil(1000);
         (trip * ROUND_TRIPS).clamp(WINDOW_MS.0, WINDOW_MS.1)
@@ -133,15 +144,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_window_stays_as_opened_until_it_closes_then_a_new_one_opens() {
+    fn only_the_first_window_of_an_episode_holds_calls() {
         let s = Starved::default();
         assert_eq!(s.open_until("t", 0), None);
-        assert_eq!(s.open("t", 100), 130);
-        assert_eq!(s.open("t", 120), 130, "the calls of one window close with it");
+        assert_eq!(s.short("t", 100), 130);
+        assert_eq!(s.short("t", 120), 130, "the calls of one window close with it");
         assert_eq!(s.open_until("t", 129), Some(130));
         assert_eq!(s.open_until("t", 130), None);
-        assert_eq!(s.open("t", 131), 161);
-        assert_eq!(s.open_until("u", 131), None, "per trunk");
+        assert_eq!(s.short("t", 131), 130, "the episode goes on: no new window");
+        assert_eq!(s.short("t", 1130), 130, "a refusal every second keeps it going");
+        assert_eq!(s.short("t", 2130), 2160, "a second without one ended it");
+        assert_eq!(s.open_until("u", 2131), None, "per trunk");
     }
 
     #[test]
@@ -157,15 +170,12 @@ mod tests {
     }
 
     #[test]
-    fn a_trunk_is_quiet_a_while_after_its_last_window() {
+    fn a_trunk_is_quiet_a_second_after_its_last_shortage() {
         let s = Starved::default();
-        assert!(s.quiet("t", 0, 1000), "never starved");
-        s.open("t", 100);
-        assert!(!s.quiet("t", 1000, 1000));
-        assert!(s.quiet("t", 1130, 1000));
-        s.note_short("t", 2000);
-        assert_eq!(s.open_until("t", 2000), None, "a short grant opens no window");
-        assert!(!s.quiet("t", 2999, 1000));
-        assert!(s.quiet("t", 3000, 1000));
+        assert!(s.quiet("t", 0), "never short");
+        s.short("t", 100);
+        s.short("t", 500);
+        assert!(!s.quiet("t", 1499));
+        assert!(s.quiet("t", 1500));
     }
 }
