@@ -72,12 +72,20 @@ offer() {
   sleep 3
 }
 
-# sustained NODES: the highest ladder rate (per node) every node keeps up with, times NODES
+# kept: whether the last offer met the strict rule
+kept() { [ "$in_window" -ge $(($1 * $2 * secs * 97 / 100)) ] && [ $((failed * 200)) -le $(($1 * $2 * secs)) ]; }
+
+# sustained NODES: the highest ladder rate (per node) every node keeps up with, times NODES. A step
+# missed is tried once more before the ladder stops: on two shared cores one stray stall (SIPp's,
+# a Raft snapshot) decided whole runs, and the ratio read 5.0 in one run and 1.5 in the next.
 sustained() {
   local n=$1 r best=0
   for r in $ladder; do
     offer "$n" "$r" "$secs"
-    if [ "$in_window" -ge $((n * r * secs * 97 / 100)) ] && [ $((failed * 200)) -le $((n * r * secs)) ]; then best=$r; else break; fi
+    if kept "$n" "$r"; then best=$r; continue; fi
+    echo "  (missed: once more)" >&2
+    offer "$n" "$r" "$secs"
+    if kept "$n" "$r"; then best=$r; else break; fi
   done
   echo $((best * n))
 }

@@ -13,7 +13,8 @@
 //! (`Command::Inherit`) for its earlier run's calls, which are still up at the carrier and the PBX,
 //! and gives it back slot by slot as their BYEs pass (the node's `admission/inherited.rs`).
 //! When a node is refused a share because others hold it all, the ledger marks the trunk starved;
-//! every other node then gives back its unused reserve, and the refused node asks again.
+//! every other node then gives back its unused reserve, and the refused node takes it (how its
+//! calls wait meanwhile: the node's `admission/starved.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -112,6 +113,11 @@ impl Shares {
 
     pub fn is_starved(&self, trunk: &str, node: &str) -> bool {
         self.starved.get(trunk).is_some_and(|s| s.contains(node))
+    }
+
+    /// Whether a node other than `me` waits for a share of any trunk.
+    pub fn any_starved_but(&self, me: &str) -> bool {
+        self.starved.values().any(|s| s.iter().any(|n| n != me))
     }
 
     /// Trunks `node` is marked starved on.
@@ -272,6 +278,18 @@ impl Escrow {
         for l in self.trunks.values_mut() {
             l.cap = l.cap();
             l.proposed = None;
+        }
+    }
+
+    /// A renewal went unanswered. If it committed, it may have been the one that found the lease
+    /// lapsed: the ledger then cut this node's shares to its last report before it (`Lapse`), and
+    /// the next renewal, finding the lease live, says nothing of it. So what this node may use
+    /// drops to what that report covered: the cap, which admissions were held to anyway (a rate
+    /// pool to nothing, as a lapse leaves it; by then its last token is back).
+    pub fn cut_to_cap(&mut self) {
+        for (t, l) in self.trunks.iter_mut() {
+            let keep = if crate::cps::rate_trunk(t).is_some() { 0 } else { l.cap() };
+            l.usable = l.usable.min(keep);
         }
     }
 

@@ -218,3 +218,22 @@ fn under_a_lease_a_node_admits_no_more_than_its_last_committed_renewal_reported(
     }
     assert_eq!(e.propose(5002, 1000, |_| 1), vec![("t".to_string(), 5 + 18)]);
 }
+
+#[test]
+fn an_unanswered_renewal_leaves_no_more_usable_than_the_last_report_covered() {
+    let mut e = Escrow::leased();
+    e.credit("t", 10);
+    e.credit("t/cps", 5);
+    e.propose(0, 1000, |_| 2);
+    e.renewed();
+    assert_eq!(e.take("t", "c1", 160, false, 0), Take::Taken);
+    assert_eq!(e.take("t/cps", "k1", 5, false, 0), Take::Taken);
+    // the next renewal reports calls plus headroom; its answer is lost
+    e.propose(0, 1000, |_| 2);
+    e.not_renewed();
+    e.cut_to_cap();
+    assert_eq!(e.usable("t"), e.cap("t"), "no more than a lapse's cut would leave");
+    assert!(e.usable("t") >= e.in_use("t"), "the calls in progress stay covered");
+    assert_eq!(e.usable("t/cps"), 0, "a lapse gives a rate pool's tokens back");
+    assert_eq!(e.take("t", "c2", 160, false, 0), Take::Taken, "admissions go on within the cap");
+}

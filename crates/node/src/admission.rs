@@ -52,7 +52,8 @@ pub trait Admission: Send + Sync {
     }
 }
 
-/// Ledger asks one admission may make while it waits for room (each wait ends on a change).
+/// Refills one admission may try (each after a wait that ended on a change): a bound, not a
+/// schedule.
 const MAX_ASKS: u32 = 4;
 /// After the ledger had no rate token for this node, calls over the rate are refused locally for
 /// this long (a tidy round) instead of each asking the ledger: three callers at 3x a limit of 10 made
@@ -89,7 +90,8 @@ pub struct EscrowAdmission {
     dry: Mutex<std::collections::HashMap<String, u64>>,
     /// Slot pools the ledger had no room of for us (see `admission/starved.rs`).
     starved: starved::Starved,
-    /// Woken when a call ended here or a grant landed: calls waiting for room look again.
+    /// Woken when a call ended here or the ledger granted this node more: calls waiting for room
+    /// look again, and so does the tidy task (`admission/starved.rs`).
     changed: tokio::sync::Notify,
     /// Every member watches every lease; the leader acts on what it saw.
     watch: Mutex<hatrunk_consensus::lease::Watch>,
@@ -253,6 +255,18 @@ impl EscrowAdmission {
     /// Ask the ledger for `want` more of `trunk`. True when a new try may succeed: something was
     /// granted, or a grant to a concurrent admission landed while this one waited for the ledger.
     async fn refill(&self, trunk: &str, call: &str, want: u32) -> Result<bool, NodeError> {
+        // the ledger has nothing and already knows we want some: another write would change
+        // nothing, and the answer needs no place in the queue for the ledger lock, behind a
+        // renewal or a round of shrinks (rate pools ask each time: their refusals open no window,
+        // see `DRY_MS`)
+        let rated = rate_trunk(trunk).is_some();
+        let nothing = || {
+            let v = self.ledger_view(trunk);
+            !rated && v.free() == 0 && self.consensus.local(|s| s.shares.is_starved(trunk, &self.node))
+        };
+        if nothing() && !self.escrow().has_room(trunk, false) {
+            return Ok(false);
+        }
         let mut resync = self.ledger.lock().await;
         let v = self.ledger_view(trunk);
         let over = v.over();
@@ -264,19 +278,21 @@ impl EscrowAdmission {
                 return Ok(true);
             }
         }
-        // the ledger has nothing and already knows we want some: another write would change nothing
-        if v.free() == 0 && self.consensus.local(|s| s.shares.is_starved(trunk, &self.node)) {
+        if nothing() {
             return Ok(false);
         }
         let cmd = Command::ReserveAt { trunk: trunk.to_string(), node: self.node.clone(), want, epoch: self.epoch() };
         let sent = Instant::now();
         let r = self.consensus.write(cmd).await;
-        self.starved.note_write(sent.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
+        if r.is_ok() {
+            // a write that waited out an election says nothing of the ledger's round trip
+            self.starved.note_write(sent.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
+        }
         match r {
             Ok(r) => match outcome(r)? {
                 CommandResult::Reserved(g) => {
                     self.escrow().credit(trunk, g);
-                    if g < want {
+                    if g < want && !rated {
                         self.starved.short(trunk, self.now_ms());
                     }
                     if g > 0 {
@@ -300,6 +316,9 @@ impl EscrowAdmission {
         match self.consensus.write_within(cmd, BACKGROUND_WRITE).await {
             Ok(CommandResult::Reserved(g)) => {
                 self.escrow().credit(trunk, g);
+                if g > 0 {
+                    self.changed.notify_waiters();
+                }
                 true
             }
             Ok(_) => true,
@@ -329,12 +348,18 @@ impl EscrowAdmission {
             tracing::info!(node = %self.node, "slots kept for the previous run's calls given back: their longest duration has passed");
         }
         // the ledger's trunks of ours include those of inherited slots: their share stays there
-        let (mine, starved): (Vec<String>, Vec<String>) =
-            self.consensus.local(|s| (s.shares.trunks_of(&self.node), s.shares.starved_of(&self.node)));
+        // a mark nobody here needs any more: the others may keep their reserve again (not a rate
+        // pool's, whose refusals are not counted here; not a deleted trunk's, which the ledger
+        // keeps with its shares)
+        let (mine, starved): (Vec<String>, Vec<String>) = self.consensus.local(|s| {
+            let starved = s.shares.starved_of(&self.node).into_iter().filter(|t| rate_trunk(t).is_none() && s.limit_of(t).is_some());
+            (s.shares.trunks_of(&self.node), starved.collect())
+        });
         trunks.extend(mine);
-        // a mark nobody here needs any more: the others may keep their reserve again
         for trunk in starved {
             if self.starved.quiet(&trunk, self.now_ms()) {
+                // once a quiet second, whatever the answer (a fenced process is refused every time)
+                self.starved.cleared(&trunk, self.now_ms());
                 self.top_up(&trunk, 0).await;
             }
         }
@@ -442,14 +467,18 @@ impl Admission for EscrowAdmission {
                 if !rated {
                     // the ledger just turned this trunk down here: wait with that call, not ask again
                     if let Some(until) = self.starved.open_until(&trunk, self.now_ms()) {
-                        if self.ledger_view(&trunk).free() == 0 || asks >= MAX_ASKS {
-                            if self.wait_for_room(&trunk, until).await && asks < MAX_ASKS {
+                        if self.ledger_view(&trunk).free() == 0 {
+                            if self.wait_for_room(&trunk, until).await {
                                 continue;
                             }
                             let v = self.ledger_view(&trunk);
                             return Ok(Decision::Full { used: v.held, limit: v.limit });
                         }
                     }
+                }
+                if asks >= MAX_ASKS {
+                    let v = self.ledger_view(&trunk);
+                    return Ok(Decision::Full { used: v.held, limit: v.limit });
                 }
                 tracing::debug!(%trunk, call_id = %call, want, "share dry: asking the ledger");
                 asks += 1;
@@ -468,7 +497,7 @@ impl Admission for EscrowAdmission {
                 }
                 let until = self.starved.short(&trunk, self.now_ms());
                 tracing::debug!(%trunk, call_id = %call, wait_ms = until.saturating_sub(self.now_ms()), "ledger full: waiting for the others' spare");
-                if self.wait_for_room(&trunk, until).await && asks < MAX_ASKS {
+                if self.wait_for_room(&trunk, until).await {
                     tracing::debug!(%trunk, call_id = %call, "room came while waiting");
                     continue;
                 }

@@ -64,7 +64,11 @@ impl EscrowAdmission {
                 tracing::warn!(node = %self.node, result = ?other, "lease renewal refused");
             }
             Err(e) => {
-                self.escrow().not_renewed();
+                let mut es = self.escrow();
+                es.not_renewed();
+                // it may have committed, finding the lease lapsed: the ledger's cut is then unheard of
+                es.cut_to_cap();
+                drop(es);
                 tracing::debug!(node = %self.node, error = %e, "lease not renewed");
             }
         }

@@ -30,15 +30,18 @@ pub(super) const QUIET_MS: u64 = 1000;
 
 /// One stretch of this node being short of a trunk, from the first answer of the ledger that was
 /// less than asked to [`QUIET_MS`] after the last.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Episode {
     /// The end of the first window: until then calls that find no room wait; after it the others
     /// have given back what they had spare, and keep doing so as soon as they have any, so a call
     /// that finds no room is refused at once.
     until: u64,
     last: u64,
+    /// When this node last asked the ledger to clear its starved mark.
+    cleared: u64,
 }
 
+/// Per trunk, this node's episodes of being short, and how long the ledger takes to answer.
 #[derive(Default)]
 pub(super) struct Starved {
     episodes: Mutex<HashMap<String, Episode>>,
@@ -61,7 +64,7 @@ impl Starved {
     pub(super) fn short(&self, trunk: &str, now_ms: u64) -> u64 {
         let len = self.window_ms();
         let mut all = self.episodes();
-        let e = all.entry(trunk.to_string()).or_insert(Episode { until: 0, last: 0 });
+        let e = all.entry(trunk.to_string()).or_default();
         if e.until == 0 || e.last + QUIET_MS <= now_ms {
             e.until = now_ms + len;
         }
@@ -70,8 +73,14 @@ impl Starved {
     }
 
     /// Nothing of `trunk` was refused here in the last [`QUIET_MS`]: its starved mark may go.
+    /// Asked once a quiet second, however the ledger answers.
     pub(super) fn quiet(&self, trunk: &str, now_ms: u64) -> bool {
-        self.episodes().get(trunk).is_none_or(|e| e.last + QUIET_MS <= now_ms)
+        self.episodes().get(trunk).is_none_or(|e| e.last.max(e.cleared) + QUIET_MS <= now_ms)
+    }
+
+    /// This node asked the ledger to clear its starved mark of `trunk` at `now_ms`.
+    pub(super) fn cleared(&self, trunk: &str, now_ms: u64) {
+        self.episodes().entry(trunk.to_string()).or_default().cleared = now_ms;
     }
 
     /// A ledger write took `us` microseconds.
@@ -117,8 +126,11 @@ impl super::EscrowAdmission {
     }
 
     /// Another node waits for a trunk this node has spare of: give it back now, not at the next
-    /// round.
-    pub fn owes_starved(&self) -> bool {
+    /// round. Run on every call's end and every applied batch, so the common answer is cheap.
+    fn owes_starved(&self) -> bool {
+        if self.reconciled.get().is_none() || !self.takes_calls || !self.consensus.local(|s| s.shares.any_starved_but(&self.node)) {
+            return false;
+        }
         let trunks = self.escrow().trunks();
         trunks.iter().any(|t| {
             let spare = {
@@ -129,12 +141,25 @@ impl super::EscrowAdmission {
         })
     }
 
-    /// Wait for a change that may matter to the others: this node's calls or the ledger.
-    pub async fn changed(&self) {
+    /// Until the next tidy round is due: `tick`, or at once when another node is starved of what
+    /// this one has spare (a call ended here, or the ledger marked someone starved).
+    pub async fn until_tidy(&self, tick: &mut tokio::time::Interval) {
         let applied = self.consensus.applied();
-        tokio::select! {
-            _ = applied.notified() => {}
-            _ = self.changed.notified() => {}
+        loop {
+            // listen before looking: what changes while tidy runs or between the two is not lost
+            let ledger = applied.notified();
+            let here = self.changed.notified();
+            tokio::pin!(ledger, here);
+            ledger.as_mut().enable();
+            here.as_mut().enable();
+            if self.owes_starved() {
+                return;
+            }
+            tokio::select! {
+                _ = tick.tick() => return,
+                _ = &mut ledger => {}
+                _ = &mut here => {}
+            }
         }
     }
 }
@@ -177,5 +202,8 @@ mod tests {
         s.short("t", 500);
         assert!(!s.quiet("t", 1499));
         assert!(s.quiet("t", 1500));
+        s.cleared("t", 1500);
+        assert!(!s.quiet("t", 2000), "asked to clear: not again within a second");
+        assert!(s.quiet("t", 2500));
     }
 }

@@ -211,6 +211,7 @@ impl Driver {
                             None => adm.admit(trunk, limit, slot.clone()).await,
                         }
                     };
+                    let asked = tokio::time::Instant::now();
                     let r = match tokio::time::timeout(ADMIT_WAIT, admit).await {
                         Ok(r) => r.map_err(|e| e.to_string()),
                         Err(_) => {
@@ -218,6 +219,7 @@ impl Driver {
                             Err(format!("no admission answer within {} ms", ADMIT_WAIT.as_millis()))
                         }
                     };
+                    tracing::debug!(call, took_ms = asked.elapsed().as_millis() as u64, decision = ?r, "admission answered by the cluster");
                     let _ = tx.send((call, r));
                 });
             }

@@ -204,7 +204,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         resolver: Some(resolver(&cfg)?),
         store_layer: None,
     };
-    let incoming = tonic::transport::server::TcpIncoming::from(admin_listener);
+    // Nagle off on accepted connections too: `TcpIncoming::from` leaves it on (the builder's
+    // `tcp_nodelay` applies only to listeners tonic binds itself), and every small answer (a
+    // forwarded write's, an AppendEntries reply) then waited for the peer's delayed ACK, ~40 ms
+    // per ledger write (issue 20's binding run)
+    let incoming = tonic::transport::server::TcpIncoming::from(admin_listener).with_nodelay(Some(true));
     run_with(cfg, wiring, incoming, shutdown).await
 }
 

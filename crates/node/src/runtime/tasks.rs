@@ -73,14 +73,8 @@ pub(super) async fn tidy_shares(admission: Arc<EscrowAdmission>) {
     let mut tick = tokio::time::interval(TIDY_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => admission.tidy().await,
-            // another node starved of what this one has spare gets it now, not next round
-            _ = admission.changed() => {
-                if admission.owes_starved() {
-                    admission.tidy().await;
-                }
-            }
-        }
+        // another node starved of what this one has spare gets it now, not next round
+        admission.until_tidy(&mut tick).await;
+        admission.tidy().await;
     }
 }
