@@ -10,12 +10,15 @@ cgroups=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; for c in "${cgroups[@]}"; do rmdir "$c" 2>/dev/null; done; true' EXIT
 
 # new_cgroup: when NODE_CPU_PERCENT is set, a fresh cgroup capped at that share of one CPU (a cgroup
-# v1 CFS quota, 10 ms period), removed on exit; sets `cg` (empty without a cap).
+# v1 CFS quota, 10 ms period, longer under 10%), removed on exit; sets `cg` (empty without a cap).
 new_cgroup() {
   cg=""
   [ -n "${NODE_CPU_PERCENT:-}" ] || return 0
   cg=/sys/fs/cgroup/cpu/hatrunk-bench-$$-${#cgroups[@]}
-  mkdir -p "$cg" && echo 10000 > "$cg/cpu.cfs_period_us" && echo $((NODE_CPU_PERCENT * 100)) > "$cg/cpu.cfs_quota_us" \
+  # a 10 ms period; under 10% a longer one, since the kernel's smallest quota is 1 ms
+  local period=10000 quota=$((NODE_CPU_PERCENT * 100))
+  if [ "$quota" -lt 1000 ]; then period=$((100000 / NODE_CPU_PERCENT)) quota=1000; fi
+  mkdir -p "$cg" && echo "$period" > "$cg/cpu.cfs_period_us" && echo "$quota" > "$cg/cpu.cfs_quota_us" \
     || { echo "cannot make the cgroup $cg (cgroup v1 cpu controller needed)" >&2; return 1; }
   cgroups+=("$cg")
 }

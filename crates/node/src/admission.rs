@@ -508,7 +508,11 @@ impl Admission for EscrowAdmission {
     }
 
     fn release(&self, call: &SlotId) {
-        if self.escrow().release(call.as_str()) {
+        // a wake only for someone who may use the slot: a call waiting here, or (through the tidy
+        // task) a starved node; not one per call end otherwise
+        if self.escrow().release(call.as_str())
+            && (self.starved.waiting() || self.consensus.local(|s| s.shares.any_starved_but(&self.node)))
+        {
             self.changed.notify_waiters();
         }
     }

@@ -47,6 +47,8 @@ pub(super) struct Starved {
     episodes: Mutex<HashMap<String, Episode>>,
     /// Recent ledger write latency in microseconds (a moving average).
     write_us: AtomicU64,
+    /// Calls waiting for room now.
+    waiters: AtomicU64,
 }
 
 impl Starved {
@@ -90,6 +92,11 @@ impl Starved {
         self.write_us.store(new, Ordering::Relaxed);
     }
 
+    /// Whether a call waits for room now.
+    pub(super) fn waiting(&self) -> bool {
+        self.waiters.load(Ordering::Relaxed) > 0
+    }
+
     /// How long a first window stays open.
     pub(super) fn window_ms(&self) -> u64 {
         let trip = self.write_us.load(Ordering::Relaxed).div_ceil(1000);
@@ -97,32 +104,57 @@ impl Starved {
     }
 }
 
+/// Counts a waiting call for as long as it waits, however its wait ends (an admission abandoned
+/// after the driver's budget is dropped mid-wait).
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicU64) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl super::EscrowAdmission {
-    /// Wait until a call of `trunk` could find room (a slot free here, or something free in the
-    /// ledger) or `until`; true for the first.
-    pub(super) async fn wait_for_room(&self, trunk: &str, until: u64) -> bool {
+    /// Until `ready()` holds (true), or `due` fires first (false), looking again on every change: a
+    /// share given back or granted anywhere (an applied batch), a call ended or a grant here. It
+    /// listens before it looks, so a change between the two is not missed.
+    async fn when_ready(&self, ready: impl Fn() -> bool, due: impl std::future::Future<Output = ()>) -> bool {
         let applied = self.consensus.applied();
+        tokio::pin!(due);
         loop {
-            // listen before looking, so a change between the two is not missed
             let ledger = applied.notified();
             let here = self.changed.notified();
             tokio::pin!(ledger, here);
             ledger.as_mut().enable();
             here.as_mut().enable();
-            let v = self.ledger_view(trunk);
-            if v.free() > 0 || self.escrow().has_room(trunk, v.over()) {
+            if ready() {
                 return true;
             }
-            let now = self.now_ms();
-            if now >= until {
-                return false;
-            }
             tokio::select! {
+                _ = &mut due => return false,
                 _ = &mut ledger => {}
                 _ = &mut here => {}
-                _ = tokio::time::sleep(std::time::Duration::from_millis(until - now)) => return false,
             }
         }
+    }
+
+    /// Wait until a call of `trunk` could find room (a slot free here, or something free in the
+    /// ledger) or `until`; true for the first.
+    pub(super) async fn wait_for_room(&self, trunk: &str, until: u64) -> bool {
+        let room = || {
+            let v = self.ledger_view(trunk);
+            v.free() > 0 || self.escrow().has_room(trunk, v.over())
+        };
+        let wait = std::time::Duration::from_millis(until.saturating_sub(self.now_ms()));
+        let _waiting = Waiting::new(&self.starved.waiters);
+        self.when_ready(room, tokio::time::sleep(wait)).await
     }
 
     /// Another node waits for a trunk this node has spare of: give it back now, not at the next
@@ -144,23 +176,10 @@ impl super::EscrowAdmission {
     /// Until the next tidy round is due: `tick`, or at once when another node is starved of what
     /// this one has spare (a call ended here, or the ledger marked someone starved).
     pub async fn until_tidy(&self, tick: &mut tokio::time::Interval) {
-        let applied = self.consensus.applied();
-        loop {
-            // listen before looking: what changes while tidy runs or between the two is not lost
-            let ledger = applied.notified();
-            let here = self.changed.notified();
-            tokio::pin!(ledger, here);
-            ledger.as_mut().enable();
-            here.as_mut().enable();
-            if self.owes_starved() {
-                return;
-            }
-            tokio::select! {
-                _ = tick.tick() => return,
-                _ = &mut ledger => {}
-                _ = &mut here => {}
-            }
-        }
+        self.when_ready(|| self.owes_starved(), async {
+            tick.tick().await;
+        })
+        .await;
     }
 }
 
