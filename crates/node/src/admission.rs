@@ -347,7 +347,6 @@ impl EscrowAdmission {
         if expired {
             tracing::info!(node = %self.node, "slots kept for the previous run's calls given back: their longest duration has passed");
         }
-        // the ledger's trunks of ours include those of inherited slots: their share stays there
         // a mark nobody here needs any more: the others may keep their reserve again (not a rate
         // pool's, whose refusals are not counted here; not a deleted trunk's, which the ledger
         // keeps with its shares)
@@ -355,6 +354,7 @@ impl EscrowAdmission {
             let starved = s.shares.starved_of(&self.node).into_iter().filter(|t| rate_trunk(t).is_none() && s.limit_of(t).is_some());
             (s.shares.trunks_of(&self.node), starved.collect())
         });
+        // the ledger's trunks of ours include those of inherited slots: their share stays there
         trunks.extend(mine);
         for trunk in starved {
             if self.starved.quiet(&trunk, self.now_ms()) {
