@@ -144,7 +144,7 @@ pub fn run(sc: &Scenario, seed: u64, opts: Options) -> Outcome {
                     tokio::spawn(async move { while cdr_rx.recv().await.is_some() {} });
                     let (freeze_tx, freeze) = tokio::sync::watch::channel(false);
                     engines.borrow_mut().insert(name.clone(), freeze_tx);
-                    Some(SipIo { transports, events, cdrs, secret: format!("sim-secret-{name}"), freeze: Some(freeze) })
+                    Some(SipIo { transports, events, cdrs, secret: format!("sim-secret-{name}"), freeze: Some(freeze), thread: None })
                 };
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", CLUSTER_PORT)).await?;
                 let reg = registry.clone();

@@ -88,8 +88,8 @@ pub(super) fn start_sip(
     shared: &Shared,
     clock: fn() -> u64,
     seed: u64,
-) -> Result<tokio::task::JoinHandle<()>, NodeError> {
-    let SipIo { transports, events, cdrs, secret, freeze } = io;
+) -> Result<(tokio::task::JoinHandle<()>, Option<super::SipThread>), NodeError> {
+    let SipIo { transports, events, cdrs, secret, freeze, thread } = io;
     let ecfg = EngineConfig::from_node(cfg, listen, &transports, secret, seed)?;
     // twice the engine's own ceiling (about 150 ms of queue), and the engine's age limit: what
     // waited too long in the kernel is refused before the parse
@@ -103,7 +103,11 @@ pub(super) fn start_sip(
     let (admitted_tx, admitted) = mpsc::unbounded_channel();
     let driver =
         Driver { engine, transports, admission: shared.admission.clone(), store: shared.store.clone(), cdrs, clock, admitted_tx, freeze };
-    Ok(tokio::spawn(driver.run(events, admitted)))
+    let task = match &thread {
+        Some(t) => t.handle().spawn(driver.run(events, admitted)),
+        None => tokio::spawn(driver.run(events, admitted)),
+    };
+    Ok((task, thread))
 }
 
 type Admitted = (u64, Result<Decision, String>);

@@ -26,7 +26,7 @@ use hatrunk_consensus::{NodeInfo, NodeRole};
 use crate::admin::{pb::admin_server::AdminServer, AdminService};
 use crate::admission::{Admission, EscrowAdmission};
 use crate::cluster_health::{ClusterHealth, DetectorTiming};
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, SipListen};
 use crate::error::NodeError;
 use crate::http::{router, HttpState};
 use crate::metrics::Metrics;
@@ -35,7 +35,10 @@ use crate::store::{RaftTrunkStore, TrunkStore};
 
 mod driver;
 mod rated;
+mod sip_thread;
 mod tasks;
+
+pub use sip_thread::SipThread;
 
 use driver::Shared;
 
@@ -144,6 +147,9 @@ pub struct SipIo {
     /// deadlock, while Raft and heartbeats carry on. The simulation's frozen-engine fault; production
     /// has none.
     pub freeze: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The thread the SIP path runs on (production); None runs it on the caller's runtime (the
+    /// simulation, where turmoil drives one runtime).
+    pub thread: Option<SipThread>,
 }
 
 /// Run a node until `shutdown` resolves.
@@ -159,23 +165,16 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
     }
     let recent = Arc::new(crate::recent::Recent::default());
     let sip = if cfg.node.role() == NodeRole::Sip {
-        let udp = UdpSocket::bind(listen.udp).await.map_err(io(format!("udp {}", listen.udp)))?;
-        udp_recv_buffer(&udp, cfg.sip.udp_recv_buffer);
-        let tcp = TcpListener::bind(listen.tcp).await.map_err(io(format!("tcp {}", listen.tcp)))?;
-        let tls = match (listen.tls, crate::tls::sip_server(&cfg)?) {
-            (Some(addr), Some(sc)) => Some((TcpListener::bind(addr).await.map_err(io(format!("tls {addr}")))?, sc)),
-            _ => None,
-        };
-        let limits = hatrunk_sip::transport::StreamLimits {
-            max_connections: cfg.sip.max_connections,
-            per_source: cfg.sip.max_connections_per_source,
-            idle: Duration::from_secs(cfg.sip.tcp_idle_s),
-        };
-        let streams = hatrunk_sip::transport::StreamSetup { tcp, tls, tls_client: Some(crate::tls::sip_client(&cfg)?), limits };
+        let thread = SipThread::start().map_err(io("the SIP thread"))?;
         let (ev_tx, events) = mpsc::channel(65_536);
-        let transports = Transports::start(udp, streams, ev_tx)?;
+        let transports = {
+            // the sockets register with the SIP thread's reactor and their loops run there
+            let _on_sip_thread = thread.handle().enter();
+            start_transports(&cfg, &listen, ev_tx)?
+        };
         let cdrs = crate::cdr::start(cfg.cdr_path(), &cfg.cdr, recent.clone()).await?;
-        Some(SipIo { transports, events, cdrs, secret: crate::upgrade::node_secret(&store).await?, freeze: None })
+        let secret = crate::upgrade::node_secret(&store).await?;
+        Some(SipIo { transports, events, cdrs, secret, freeze: None, thread: Some(thread) })
     } else {
         None
     };
@@ -304,9 +303,13 @@ where
     }
     let shared =
         Shared { store: store.clone(), health: health.clone(), admission: admission.clone(), metrics, status: status.clone(), dns };
-    let engine_task = match sip {
-        Some(io) => Some(driver::start_sip(&cfg, listen, io, &shared, clock, seed)?),
-        None => None,
+    // the SIP thread lives until the node stops
+    let (engine_task, _sip_thread) = match sip {
+        Some(io) => {
+            let (task, thread) = driver::start_sip(&cfg, listen, io, &shared, clock, seed)?;
+            (Some(task), thread)
+        }
+        None => (None, None),
     };
     let admin = AdminService {
         store: store.clone(),
@@ -371,6 +374,32 @@ where
     }
     tracing::info!("hatrunk node stopped");
     Ok(())
+}
+
+/// Bind the SIP sockets and start the transports on them, on the runtime the caller has entered.
+fn start_transports(cfg: &NodeConfig, listen: &SipListen, events: mpsc::Sender<TransportEvent>) -> Result<Arc<Transports>, NodeError> {
+    let udp = std::net::UdpSocket::bind(listen.udp).map_err(io(format!("udp {}", listen.udp)))?;
+    udp.set_nonblocking(true).map_err(io(format!("udp {}", listen.udp)))?;
+    let udp = UdpSocket::from_std(udp).map_err(io(format!("udp {}", listen.udp)))?;
+    udp_recv_buffer(&udp, cfg.sip.udp_recv_buffer);
+    let tcp = listener(listen.tcp, "tcp")?;
+    let tls = match (listen.tls, crate::tls::sip_server(cfg)?) {
+        (Some(addr), Some(sc)) => Some((listener(addr, "tls")?, sc)),
+        _ => None,
+    };
+    let limits = hatrunk_sip::transport::StreamLimits {
+        max_connections: cfg.sip.max_connections,
+        per_source: cfg.sip.max_connections_per_source,
+        idle: Duration::from_secs(cfg.sip.tcp_idle_s),
+    };
+    let streams = hatrunk_sip::transport::StreamSetup { tcp, tls, tls_client: Some(crate::tls::sip_client(cfg)?), limits };
+    Ok(Transports::start(udp, streams, events)?)
+}
+
+fn listener(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, NodeError> {
+    let l = std::net::TcpListener::bind(addr).map_err(io(format!("{what} {addr}")))?;
+    l.set_nonblocking(true).map_err(io(format!("{what} {addr}")))?;
+    TcpListener::from_std(l).map_err(io(format!("{what} {addr}")))
 }
 
 /// Ask for a receive buffer of `want` bytes; say so when the kernel grants less.
