@@ -164,6 +164,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
         tracing::warn!(listen = %cfg.cluster.listen, "cluster gRPC is not on loopback and has no [tls]: anyone who reaches it can join the cluster");
     }
     let recent = Arc::new(crate::recent::Recent::default());
+    let mut cdr_done = None;
     let sip = if cfg.node.role() == NodeRole::Sip {
         let thread = SipThread::start().map_err(io("the SIP thread"))?;
         let (ev_tx, events) = mpsc::channel(65_536);
@@ -173,8 +174,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
             start_transports(&cfg, &listen, ev_tx)?
         };
         let cdrs = crate::cdr::start(cfg.cdr_path(), &cfg.cdr, recent.clone()).await?;
+        cdr_done = Some(cdrs.done);
         let secret = crate::upgrade::node_secret(&store).await?;
-        Some(SipIo { transports, events, cdrs, secret, freeze: None, thread: Some(thread) })
+        Some(SipIo { transports, events, cdrs: cdrs.tx, secret, freeze: None, thread: Some(thread) })
     } else {
         None
     };
@@ -208,7 +210,15 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
     // forwarded write's, an AppendEntries reply) then waited for the peer's delayed ACK, ~40 ms
     // per ledger write (issue 20's binding run)
     let incoming = tonic::transport::server::TcpIncoming::from(admin_listener).with_nodelay(Some(true));
-    run_with(cfg, wiring, incoming, shutdown).await
+    let ran = run_with(cfg, wiring, incoming, shutdown).await;
+    if let Some(done) = cdr_done {
+        // the SIP thread stops as `run_with` returns, and with it the CDRs' last sender: wait for
+        // the writer to put what it holds on disk, so a clean stop loses no record
+        if tokio::time::timeout(Duration::from_secs(2), done).await.is_err() {
+            tracing::warn!("the CDR writer did not finish within 2 s of the stop");
+        }
+    }
+    ran
 }
 
 /// Run a node on `wiring`, serving the cluster and admin gRPC services on `incoming`, until
