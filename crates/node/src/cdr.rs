@@ -119,10 +119,10 @@ impl Writer {
                 if shift.abs() > 1 {
                     c.shift(shift);
                 }
-                self.recent.saw(&c);
                 if serde_json::to_writer(&mut batch, &c).is_ok() {
                     batch.push(b'\n');
                 }
+                self.recent.saw(Arc::from(c));
             };
             push(cdr);
             while let Ok(more) = rx.try_recv() {

@@ -2,7 +2,7 @@
 //! calls and failovers per second over the last minutes, sampled from the CDRs as they are written.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use hatrunk_core::cdr::Cdr;
 use serde::Serialize;
@@ -24,8 +24,8 @@ pub struct Rate {
 
 #[derive(Default)]
 struct Inner {
-    cdrs: VecDeque<serde_json::Value>,
-    failovers: VecDeque<serde_json::Value>,
+    cdrs: VecDeque<Arc<Cdr>>,
+    failovers: VecDeque<Arc<Cdr>>,
     calls_total: u64,
     failovers_total: u64,
     last_sample: Option<(u64, u64, u64)>,
@@ -42,17 +42,17 @@ impl Recent {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A CDR was written.
-    pub fn saw(&self, c: &Cdr) {
-        let v = serde_json::to_value(c).unwrap_or_default();
+    /// A CDR was written. It is kept as it is and put into JSON only when the page asks: the writer
+    /// sees every call, the page a few of them.
+    pub fn saw(&self, c: Arc<Cdr>) {
         let mut g = self.lock();
         g.calls_total += 1;
         if c.failover {
             g.failovers_total += 1;
-            g.failovers.push_front(v.clone());
+            g.failovers.push_front(c.clone());
             g.failovers.truncate(CDRS);
         }
-        g.cdrs.push_front(v);
+        g.cdrs.push_front(c);
         g.cdrs.truncate(CDRS);
     }
 
@@ -73,17 +73,21 @@ impl Recent {
 
     /// The last CDRs, newest first.
     pub fn cdrs(&self) -> Vec<serde_json::Value> {
-        self.lock().cdrs.iter().cloned().collect()
+        json(&self.lock().cdrs)
     }
 
     /// The last failed-over calls' CDRs, newest first.
     pub fn failovers(&self) -> Vec<serde_json::Value> {
-        self.lock().failovers.iter().cloned().collect()
+        json(&self.lock().failovers)
     }
 
     pub fn rates(&self) -> Vec<Rate> {
         self.lock().rates.iter().copied().collect()
     }
+}
+
+fn json(cdrs: &VecDeque<Arc<Cdr>>) -> Vec<serde_json::Value> {
+    cdrs.iter().map(|c| serde_json::to_value(&**c).unwrap_or_default()).collect()
 }
 
 #[cfg(test)]
@@ -103,12 +107,12 @@ mod tests {
         let r = Recent::default();
         r.sample(0);
         for i in 0..20 {
-            r.saw(&cdr(i % 4 == 0));
+            r.saw(Arc::new(cdr(i % 4 == 0)));
         }
         r.sample(5_000);
         assert_eq!(r.rates(), vec![Rate { at_ms: 5_000, calls_per_s: 4.0, failovers_per_s: 1.0 }]);
         for i in 0..100 {
-            r.saw(&cdr(false));
+            r.saw(Arc::new(cdr(false)));
             r.sample(10_000 + i * 5_000);
         }
         assert_eq!(r.cdrs().len(), CDRS);
