@@ -283,6 +283,20 @@ impl Faults {
                     }
                 }
                 rec.what = format!("one-way {target:?} -> {to:?}");
+                // sides that overlap cut the shared nodes off both ways: from all to all leaves
+                // every node alone (seed 5100665). A node that now hears no member and is heard
+                // by none is out, as an isolation from the cluster would make it
+                let heard = |a: &String, b: &String| !self.oneway.contains(&(a.clone(), b.clone()));
+                let alone: Vec<String> = cluster
+                    .iter()
+                    .filter(|n| cluster.len() > 1 && cluster.iter().filter(|o| o != n).all(|o| !heard(n, o) && !heard(o, n)))
+                    .cloned()
+                    .collect();
+                if !alone.is_empty() {
+                    rec.down = alone;
+                    self.down_by.insert(id, rec.down.clone());
+                    self.partitions.push(id);
+                }
             }
             Fault::PbxCrash(which) => {
                 if self.crashed.insert(which.host().to_string()) {
