@@ -50,6 +50,11 @@ pub trait Admission: Send + Sync {
     fn lease_state(&self) -> Option<&'static str> {
         None
     }
+    /// How long this node's recent ledger writes (share grants) took, a moving average in
+    /// microseconds, for `hatrunk_ledger_write_seconds`; none before the first.
+    fn ledger_write_us(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Refills one admission may try (each after a wait that ended on a change): a bound, not a
@@ -540,6 +545,10 @@ impl Admission for EscrowAdmission {
 
     fn lease_state(&self) -> Option<&'static str> {
         self.takes_calls.then(|| self.lease.state(self.now_ms()))
+    }
+
+    fn ledger_write_us(&self) -> Option<u64> {
+        self.starved.write_us()
     }
 
     fn usage_by_node(&self, trunk: &str) -> Vec<(String, u32)> {

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub stream_refused: IntCounter,
     pub member_up: IntGaugeVec,
     pub leader_known: IntGauge,
+    pub ledger_write: prometheus::Gauge,
 }
 
 impl Metrics {
@@ -88,6 +89,10 @@ impl Metrics {
                 "Each member as this node's failure detector sees it: 1 answering, 0 down (zones and regions down are every member of theirs at 0)",
                 &["member", "zone", "region", "role"],
             )?,
+            ledger_write: prometheus::Gauge::new(
+                "hatrunk_ledger_write_seconds",
+                "Moving average of this node's answered ledger writes (share grants through Raft): the round trip a call short of room waits on",
+            )?,
             leader_known: IntGauge::new("hatrunk_cluster_leader_known", "1 while this node knows a Raft leader (trunk changes and share grants need one)")?,
             registry,
         };
@@ -102,6 +107,7 @@ impl Metrics {
         }
         m.registry.register(Box::new(m.calls_in_progress.clone()))?;
         m.registry.register(Box::new(m.leader_known.clone()))?;
+        m.registry.register(Box::new(m.ledger_write.clone()))?;
         m.registry.register(Box::new(m.guard_drops.clone()))?;
         m.registry.register(Box::new(m.guard_bans.clone()))?;
         m.registry.register(Box::new(m.guard_banned.clone()))?;

@@ -92,6 +92,11 @@ impl Starved {
         self.write_us.store(new, Ordering::Relaxed);
     }
 
+    /// The moving average of answered ledger writes, once there is one.
+    pub(super) fn write_us(&self) -> Option<u64> {
+        Some(self.write_us.load(Ordering::Relaxed)).filter(|us| *us > 0)
+    }
+
     /// Whether a call waits for room now.
     pub(super) fn waiting(&self) -> bool {
         self.waiters.load(Ordering::Relaxed) > 0
