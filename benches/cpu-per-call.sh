@@ -11,6 +11,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/benches/lib.sh"
 rate=1000 secs=10 runs=1
 while getopts "r:t:n:" o; do case $o in r) rate=$OPTARG;; t) secs=$OPTARG;; n) runs=$OPTARG;; *) exit 2;; esac; done
+[ "$runs" -ge 1 ] 2>/dev/null || { echo "-n RUNS: a whole number >= 1" >&2; exit 2; }
 need sipp:sip-tester kamailio:kamailio
 cargo build --release -p hatrunk --bin hatrunk --manifest-path "$here/Cargo.toml"
 bench_trunk 1000000 failover
@@ -21,8 +22,8 @@ for i in $(seq 1 "$runs"); do
   start_node
   apply_trunk 17700
   echo "== hatrunk (pid $node), run $i of $runs"
-  # PERF_OUT=FILE: also sample the node's stacks while it is measured (`perf report -i FILE`); the
-  # sampling costs CPU too, so take the ratio from a run without it
+  # PERF_OUT=FILE: also sample the node's stacks in the first run (`perf report -i FILE`); the
+  # sampling costs CPU too and that run counts in the medians, so take the ratio from a run without it
   prof=""
   if [ -n "${PERF_OUT:-}" ] && [ "$i" = 1 ]; then
     need perf:linux-perf
@@ -40,13 +41,15 @@ for i in $(seq 1 "$runs"); do
   sleep 2
   "$shared/bench/cpu-per-call.sh" "$kam" 127.0.0.1:15070 -f 503 -r "$rate" -t "$secs" | tee "$work/kamailio.out"
   ks+=("$(grep -oE "cpu_us_per_call=[0-9.]+" "$work/kamailio.out" | cut -d= -f2)")
-  kill $kam; wait $kam 2>/dev/null || true
+  kill $kam 2>/dev/null || true; wait $kam 2>/dev/null || true
   sleep 1
 done
 python3 - "${hs[*]}" "${ks[*]}" <<'PY'
 import statistics, sys
 h = [float(x) for x in sys.argv[1].split()]
 k = [float(x) for x in sys.argv[2].split()]
+if not h or not k or 0.0 in h or 0.0 in k:
+    sys.exit(f"a run answered no call (hatrunk {h}, kamailio {k}): no ratio")
 print("runs (hatrunk / kamailio, us per call): " + ", ".join(f"{a:.0f} / {b:.0f}" for a, b in zip(h, k)))
 hm, km = statistics.median(h), statistics.median(k)
 print(f"hatrunk_cpu_us_per_call={hm:.0f} kamailio_cpu_us_per_call={km:.0f} ratio={hm/km if km else 0:.2f} (goal <= 0.2)")

@@ -51,7 +51,8 @@ pub trait Admission: Send + Sync {
         None
     }
     /// How long this node's recent ledger writes (share grants) took, a moving average in
-    /// microseconds, for `hatrunk_ledger_write_seconds`; none before the first.
+    /// microseconds, for `hatrunk_ledger_write_seconds`; none if none was answered in the last
+    /// minute.
     fn ledger_write_us(&self) -> Option<u64> {
         None
     }
@@ -290,8 +291,9 @@ impl EscrowAdmission {
         let sent = Instant::now();
         let r = self.consensus.write(cmd).await;
         if r.is_ok() {
-            // a write that waited out an election says nothing of the ledger's round trip
-            self.starved.note_write(sent.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
+            // a failed write says nothing of the ledger's round trip; an answered one counts as
+            // long as the caller waited for it, retries included
+            self.starved.note_write(sent.elapsed().as_micros().try_into().unwrap_or(u64::MAX), self.now_ms());
         }
         match r {
             Ok(r) => match outcome(r)? {
@@ -548,7 +550,7 @@ impl Admission for EscrowAdmission {
     }
 
     fn ledger_write_us(&self) -> Option<u64> {
-        self.starved.write_us()
+        self.starved.write_us(self.now_ms())
     }
 
     fn usage_by_node(&self, trunk: &str) -> Vec<(String, u32)> {

@@ -54,8 +54,8 @@ pub struct CdrSink {
     pub done: tokio::sync::oneshot::Receiver<()>,
 }
 
-/// Open (create) the CDR file, start shipping to PostgreSQL if configured, and start the writer
-/// (and `recent`, the status page's view of the last CDRs). The writer is a thread of its own
+/// Open (create) the CDR file, start shipping to PostgreSQL if configured, and start the writer,
+/// which also feeds `recent` (the status page's view of the last CDRs). The writer is a thread of its own
 /// that blocks on the file: a write per batch costs no hop through the runtime's blocking pool,
 /// and a slow disk holds up no runtime worker.
 pub async fn start(path: std::path::PathBuf, cfg: &CdrSection, recent: Arc<crate::recent::Recent>) -> Result<CdrSink, NodeError> {
@@ -119,8 +119,11 @@ impl Writer {
                 if shift.abs() > 1 {
                     c.shift(shift);
                 }
-                if serde_json::to_writer(&mut batch, &c).is_ok() {
-                    batch.push(b'\n');
+                let start = batch.len();
+                match serde_json::to_writer(&mut batch, &c) {
+                    Ok(()) => batch.push(b'\n'),
+                    // half a record would run into the next line
+                    Err(_) => batch.truncate(start),
                 }
                 self.recent.saw(Arc::from(c));
             };

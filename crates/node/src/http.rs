@@ -75,8 +75,6 @@ async fn metrics(axum::extract::State(s): axum::extract::State<Arc<HttpState>>) 
             m.lease.with_label_values(&[state]).set(i64::from(state == now));
         }
     }
-    if let Some(us) = s.admission.ledger_write_us() {
-        m.ledger_write.set(us as f64 / 1e6);
-    }
+    m.ledger_write.set(s.admission.ledger_write_us().map_or(0.0, |us| us as f64 / 1e6));
     m.render()
 }

@@ -91,7 +91,7 @@ impl Metrics {
             )?,
             ledger_write: prometheus::Gauge::new(
                 "hatrunk_ledger_write_seconds",
-                "Moving average of this node's answered ledger writes (share grants through Raft): the round trip a call short of room waits on",
+                "Moving average of this node's answered ledger writes (share grants through Raft): the round trip a call short of room waits on; 0 when none was answered in the last minute",
             )?,
             leader_known: IntGauge::new("hatrunk_cluster_leader_known", "1 while this node knows a Raft leader (trunk changes and share grants need one)")?,
             registry,

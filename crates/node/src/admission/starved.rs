@@ -47,6 +47,8 @@ pub(super) struct Starved {
     episodes: Mutex<HashMap<String, Episode>>,
     /// Recent ledger write latency in microseconds (a moving average).
     write_us: AtomicU64,
+    /// When the last one was answered (the admission's clock, ms).
+    written_ms: AtomicU64,
     /// Calls waiting for room now.
     waiters: AtomicU64,
 }
@@ -86,15 +88,18 @@ impl Starved {
     }
 
     /// A ledger write took `us` microseconds.
-    pub(super) fn note_write(&self, us: u64) {
+    pub(super) fn note_write(&self, us: u64, now_ms: u64) {
+        self.written_ms.store(now_ms, Ordering::Relaxed);
         let old = self.write_us.load(Ordering::Relaxed);
         let new = if old == 0 { us } else { (old * 7 + us) / 8 };
         self.write_us.store(new, Ordering::Relaxed);
     }
 
-    /// The moving average of answered ledger writes, once there is one.
-    pub(super) fn write_us(&self) -> Option<u64> {
-        Some(self.write_us.load(Ordering::Relaxed)).filter(|us| *us > 0)
+    /// The moving average of answered ledger writes, while one was answered within the last
+    /// minute: an old average says nothing of the ledger now.
+    pub(super) fn write_us(&self, now_ms: u64) -> Option<u64> {
+        let fresh = now_ms.saturating_sub(self.written_ms.load(Ordering::Relaxed)) <= 60_000;
+        Some(self.write_us.load(Ordering::Relaxed)).filter(|us| *us > 0 && fresh)
     }
 
     /// Whether a call waits for room now.
@@ -210,10 +215,10 @@ mod tests {
     fn the_window_is_a_few_ledger_round_trips_within_bounds() {
         let s = Starved::default();
         assert_eq!(s.window_ms(), 30, "no write seen yet: the LAN floor");
-        s.note_write(40_000);
+        s.note_write(40_000, 0);
         assert_eq!(s.window_ms(), 120);
         for _ in 0..64 {
-            s.note_write(500_000);
+            s.note_write(500_000, 0);
         }
         assert_eq!(s.window_ms(), 400, "a slow ledger does not hold calls longer than the ceiling");
     }

@@ -101,8 +101,19 @@ pub(super) fn start_sip(
     let engine = Engine::new(ecfg, shared.store.clone(), shared.health.clone(), shared.metrics.clone(), shared.status.clone())
         .with_dns(shared.dns.clone());
     let (admitted_tx, admitted) = mpsc::unbounded_channel();
-    let driver =
-        Driver { engine, transports, admission: shared.admission.clone(), store: shared.store.clone(), cdrs, clock, admitted_tx, freeze };
+    // called on the main runtime: cluster work the engine asks for goes there, off the SIP thread
+    let main = tokio::runtime::Handle::current();
+    let driver = Driver {
+        engine,
+        transports,
+        admission: shared.admission.clone(),
+        store: shared.store.clone(),
+        cdrs,
+        clock,
+        admitted_tx,
+        freeze,
+        main,
+    };
     let task = match &thread {
         Some(t) => t.handle().spawn(driver.run(events, admitted)),
         None => tokio::spawn(driver.run(events, admitted)),
@@ -122,6 +133,9 @@ struct Driver {
     /// Answers that needed the cluster come back here.
     admitted_tx: mpsc::UnboundedSender<Admitted>,
     freeze: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The main runtime: admissions that need the ledger and registrations are Raft writes and
+    /// gRPC calls, and run there rather than on the SIP thread.
+    main: tokio::runtime::Handle,
 }
 
 impl Driver {
@@ -206,7 +220,7 @@ impl Driver {
                     return self.engine.on_admitted(call, Ok(d), (self.clock)());
                 }
                 let (adm, tx) = (self.admission.clone(), self.admitted_tx.clone());
-                tokio::spawn(async move {
+                self.main.spawn(async move {
                     // a call does not wait on a cluster that cannot answer: the carrier gets
                     // 503 and may go elsewhere (a grant that lands later is given back)
                     let admit = async {
@@ -231,7 +245,7 @@ impl Driver {
             Action::ReleaseInherited { trunk, call_id } => self.admission.release_inherited(&trunk, &call_id),
             Action::Register { user, contact, route, expires_ms } => {
                 let store = self.store.clone();
-                tokio::spawn(async move {
+                self.main.spawn(async move {
                     if let Err(e) = store.register(user.clone(), contact, route, expires_ms).await {
                         tracing::warn!(user, error = %e, "registration not replicated");
                     }

@@ -406,10 +406,14 @@ fn start_transports(cfg: &NodeConfig, listen: &SipListen, events: mpsc::Sender<T
     Ok(Transports::start(udp, streams, events)?)
 }
 
+/// A SIP stream listener with the backlog tokio's own `bind` gives (1024; std's is 128): PBXes
+/// reconnect in bursts after a failover.
 fn listener(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, NodeError> {
-    let l = std::net::TcpListener::bind(addr).map_err(io(format!("{what} {addr}")))?;
-    l.set_nonblocking(true).map_err(io(format!("{what} {addr}")))?;
-    TcpListener::from_std(l).map_err(io(format!("{what} {addr}")))
+    let err = || io(format!("{what} {addr}"));
+    let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.map_err(err())?;
+    sock.set_reuseaddr(true).map_err(err())?;
+    sock.bind(addr).map_err(err())?;
+    sock.listen(1024).map_err(err())
 }
 
 /// Ask for a receive buffer of `want` bytes; say so when the kernel grants less.
