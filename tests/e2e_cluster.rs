@@ -155,7 +155,16 @@ fn one_limit_across_two_nodes() {
         let b = s.spawn(|| Uac::new(&scenario("uac_rr.xml"), &n2, 36331, "3630").calls(20).rate(100).hold_ms(4000).run());
         (a.join().expect("a"), b.join().expect("b"))
     });
-    assert_eq!(a.ok + b.ok, 20, "answered {a:?} + {b:?}");
+    if a.ok + b.ok != 20 {
+        let why = |n: &Node| {
+            n.cdrs()
+                .iter()
+                .map(|c| format!("{} {} {} {} {}\n", c["start_ms"], c["end_ms"], c["disposition"], c["cause"], c["final_code"]))
+                .collect::<String>()
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        panic!("answered {a:?} + {b:?}\nn1 cdrs:\n{}\nn2 cdrs:\n{}\nn1 log:\n{}\nn2 log:\n{}", why(&n1), why(&n2), n1.log(), n2.log());
+    }
     assert_eq!(a.failed + b.failed, 20);
     // when they end, every slot is back, as any node sees it
     let t0 = Instant::now();
@@ -213,7 +222,15 @@ fn five_nodes_survive_two_losses_with_a_witness_voting() {
         join(&nodes[0], n);
     }
     join(&nodes[0], &witness);
-    let m = members(&witness);
+    // the join is acknowledged once the leader committed it; the witness hears of it after
+    let t0 = Instant::now();
+    let m = loop {
+        let m = members(&witness);
+        if m.iter().filter(|x| x["voter"] == true).count() == 5 || t0.elapsed() > Duration::from_secs(10) {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(m.iter().filter(|x| x["voter"] == true).count(), 5, "{m:?}");
     assert!(m.iter().any(|x| x["role"] == "witness" && x["sip"] == ""), "{m:?}");
     // the witness runs no SIP: nothing listens on its SIP port

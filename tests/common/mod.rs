@@ -130,7 +130,8 @@ impl Node {
         };
         cmd.args(["run", "--config"]).arg(&path).args(args);
         if log_info {
-            cmd.env("HATRUNK_LOG", "info");
+            // HATRUNK_TEST_LOG (a filter such as `info,hatrunk_node::admission=debug`) to see more
+            cmd.env("HATRUNK_LOG", std::env::var("HATRUNK_TEST_LOG").unwrap_or_else(|_| "info".into()));
         } else {
             cmd.env_remove("HATRUNK_LOG").env_remove("RUST_LOG");
         }

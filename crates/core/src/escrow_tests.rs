@@ -237,3 +237,50 @@ fn an_unanswered_renewal_leaves_no_more_usable_than_the_last_report_covered() {
     assert_eq!(e.usable("t/cps"), 0, "a lapse gives a rate pool's tokens back");
     assert_eq!(e.take("t", "c2", 160, false, 0), Take::Taken, "admissions go on within the cap");
 }
+
+#[test]
+fn a_renewal_and_a_request_to_the_ledger_cover_the_calls_waiting_here() {
+    // a burst on a quiet trunk: nothing admitted since the last renewal, 9 calls being decided
+    let mut e = Escrow::leased();
+    e.credit("t", 20);
+    for i in 0..9 {
+        e.asking("t");
+        assert_eq!(e.take("t", &format!("c{i}"), 20, false, 0), Take::Capped);
+    }
+    assert_eq!(e.propose(0, 1000, |_| 1), vec![("t".to_string(), 9)], "the waiting calls, not one batch");
+    e.renewed();
+    for i in 0..9 {
+        assert_eq!(e.take("t", &format!("c{i}"), 20, false, 0), Take::Taken, "call {i}");
+        e.asked("t");
+    }
+    // decided: the next renewal reports what it sees, not the burst again
+    assert_eq!(e.propose(0, 1000, |_| 1), vec![("t".to_string(), 9 + 54)]);
+    assert_eq!(e.propose(0, 1000, |_| 1), vec![("t".to_string(), 10)]);
+    // the share used up with 12 calls waiting: one request for all of them, not one each
+    let mut e = Escrow::leased();
+    for _ in 0..12 {
+        e.asking("t");
+    }
+    assert_eq!(e.take("t", "d0", 20, false, 0), Take::Need { want: 12 });
+}
+
+#[test]
+fn a_starved_node_is_given_only_the_spare_no_call_here_waits_for() {
+    let mut e = Escrow::leased();
+    e.credit("t", 5);
+    e.propose(0, 1000, |_| 5);
+    e.renewed();
+    assert_eq!(e.take("t", "c1", 20, false, 0), Take::Taken);
+    // two calls being decided here (say, waiting for a renewal): 4 spare, 2 of them wanted
+    e.asking("t");
+    e.asking("t");
+    assert_eq!(e.surplus("t", 20, true, false, 1, 1000), 2);
+    assert_eq!(e.usable("t"), 3);
+    e.asked("t");
+    e.asked("t");
+    assert_eq!(e.surplus("t", 20, true, false, 1, 1000), 2, "decided: the rest goes too");
+    // over the limit or idle, every spare slot goes whoever waits
+    e.credit("t", 3);
+    e.asking("t");
+    assert_eq!(e.surplus("t", 20, true, true, 1, 1000), 3);
+}

@@ -107,6 +107,27 @@ pub struct EscrowAdmission {
     lease_layer: Option<crate::runtime::LeaseLayer>,
 }
 
+/// An admission being decided: counted in the escrow (what a starved node may be given leaves
+/// it out) for as long as it runs, however it ends (one abandoned after the driver's budget is
+/// dropped mid-wait).
+struct Asking<'a> {
+    admission: &'a EscrowAdmission,
+    trunk: &'a str,
+}
+
+impl<'a> Asking<'a> {
+    fn new(admission: &'a EscrowAdmission, trunk: &'a str) -> Self {
+        admission.escrow().asking(trunk);
+        Asking { admission, trunk }
+    }
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        self.admission.escrow().asked(self.trunk);
+    }
+}
+
 /// What this node's applied state says about one trunk's ledger.
 struct LedgerView {
     limit: u32,
@@ -270,7 +291,7 @@ impl EscrowAdmission {
             let v = self.ledger_view(trunk);
             !rated && v.free() == 0 && self.consensus.local(|s| s.shares.is_starved(trunk, &self.node))
         };
-        if nothing() && !self.escrow().has_room(trunk, false) {
+        if nothing() && !self.escrow().has_share(trunk, false) {
             return Ok(false);
         }
         let mut resync = self.ledger.lock().await;
@@ -280,7 +301,7 @@ impl EscrowAdmission {
         let want = want.min(v.free().max(hatrunk_core::escrow::batch(v.limit)));
         {
             let e = self.escrow();
-            if e.holds(call) || e.has_room(trunk, over) {
+            if e.holds(call) || e.has_share(trunk, over) {
                 return Ok(true);
             }
         }
@@ -437,6 +458,7 @@ impl Admission for EscrowAdmission {
     fn admit(&self, trunk: String, limit: u32, call: SlotId) -> BoxFuture<'_, Result<Decision, NodeError>> {
         Box::pin(async move {
             let call = call.as_str();
+            let _asking = Asking::new(self, &trunk);
             self.reconcile().await?;
             let mut asks = 0;
             let mut renewals = 0;
@@ -503,7 +525,14 @@ impl Admission for EscrowAdmission {
                     return Ok(Decision::Full { used: v.held, limit: v.limit });
                 }
                 let until = self.starved.short(&trunk, self.now_ms());
-                tracing::debug!(%trunk, call_id = %call, wait_ms = until.saturating_sub(self.now_ms()), "ledger full: waiting for the others' spare");
+                let (in_use, usable, cap) = {
+                    let e = self.escrow();
+                    (e.in_use(&trunk), e.usable(&trunk), e.cap(&trunk))
+                };
+                tracing::debug!(
+                    %trunk, call_id = %call, wait_ms = until.saturating_sub(self.now_ms()), held = v.held, mine = v.mine, in_use, usable, cap,
+                    "ledger full: waiting for the others' spare"
+                );
                 if self.wait_for_room(&trunk, until).await {
                     tracing::debug!(%trunk, call_id = %call, "room came while waiting");
                     continue;

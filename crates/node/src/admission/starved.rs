@@ -160,7 +160,7 @@ impl super::EscrowAdmission {
     pub(super) async fn wait_for_room(&self, trunk: &str, until: u64) -> bool {
         let room = || {
             let v = self.ledger_view(trunk);
-            v.free() > 0 || self.escrow().has_room(trunk, v.over())
+            v.free() > 0 || self.escrow().has_share(trunk, v.over())
         };
         let wait = std::time::Duration::from_millis(until.saturating_sub(self.now_ms()));
         let _waiting = Waiting::new(&self.starved.waiters);
@@ -175,10 +175,7 @@ impl super::EscrowAdmission {
         }
         let trunks = self.escrow().trunks();
         trunks.iter().any(|t| {
-            let spare = {
-                let e = self.escrow();
-                e.usable(t) > e.in_use(t)
-            };
+            let spare = self.escrow().spare_for_others(t) > 0;
             spare && self.consensus.local(|s| s.shares.starved_by_other(t, &self.node))
         })
     }
