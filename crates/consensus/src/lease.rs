@@ -11,7 +11,8 @@
 //! ```
 //!
 //! Each renewal reports, per trunk, `keep`: the node's calls in progress plus the slots kept for
-//! its earlier runs' calls plus a headroom (one batch). Until the next renewal commits, the node
+//! its earlier runs' calls plus a headroom (a batch, about 3 s of calls at the current rate, or
+//! the calls waiting there to be decided, whichever is most: `Escrow::propose`). Until the next renewal commits, the node
 //! admits no more than that (`hatrunk_core::escrow` caps), so at any moment its calls in progress
 //! are within the `keep` of its last committed renewal. Hence cutting its share to `keep` once its
 //! lease lapsed never frees a slot a call holds. A node stops admitting when its lease runs out by

@@ -263,9 +263,10 @@ impl Escrow {
         let mut out: Vec<(String, u32)> = self
             .trunks
             .iter_mut()
-            .filter(|(_, l)| l.usable > 0 || l.in_use > 0 || l.cap > 0)
+            .filter(|(_, l)| l.usable > 0 || l.in_use > 0 || l.cap > 0 || l.asking > 0)
             .map(|(t, l)| {
-                let busy = now_ms.saturating_sub(l.last_take_ms) < idle_ms;
+                // a call waiting here makes the trunk busy however long it has waited
+                let busy = now_ms.saturating_sub(l.last_take_ms) < idle_ms || l.asking > 0;
                 let room = headroom(t).max(l.taken.saturating_mul(6)).max(l.asking);
                 // a rate token lasts a second: three seconds of them kept would hoard the rate
                 l.room = if crate::cps::rate_trunk(t).is_some() { 0 } else { l.taken.saturating_mul(6) };
@@ -349,9 +350,10 @@ impl Escrow {
             return 0;
         };
         let spare = l.usable - l.in_use.min(l.usable);
-        let busy = now_ms.saturating_sub(l.last_take_ms) < idle_ms;
+        let busy = now_ms.saturating_sub(l.last_take_ms) < idle_ms || l.asking > 0;
         let b = batch(limit);
-        let keep = b.max(l.room);
+        // what calls waiting here were granted (a burst's request covers them) is theirs
+        let keep = b.max(l.room).max(l.asking);
         let give = if over_limit || !busy {
             spare
         } else if others_starved {

@@ -279,8 +279,26 @@ fn a_starved_node_is_given_only_the_spare_no_call_here_waits_for() {
     e.asked("t");
     e.asked("t");
     assert_eq!(e.surplus("t", 20, true, false, 1, 1000), 2, "decided: the rest goes too");
-    // over the limit or idle, every spare slot goes whoever waits
-    e.credit("t", 3);
+    // nobody starved: a request granted for 9 waiting calls is not given back as surplus, even
+    // when they waited longer than a quiet second
+    let mut e = Escrow::leased();
+    e.credit("t", 9);
+    for _ in 0..9 {
+        e.asking("t");
+    }
+    assert_eq!(e.surplus("t", 20, false, false, 0, 1000), 0);
+    assert_eq!(e.surplus("t", 20, false, false, 5000, 1000), 0);
+    assert_eq!(e.propose(5000, 1000, |_| 1), vec![("t".to_string(), 9)], "reported, however long they waited");
+    for _ in 0..9 {
+        e.asked("t");
+    }
+    assert_eq!(e.surplus("t", 20, false, false, 5000, 1000), 9, "decided and quiet: all of it");
+    let mut e = Escrow::leased();
+    e.credit("t", 5);
+    e.propose(0, 1000, |_| 5);
+    e.renewed();
+    assert_eq!(e.take("t", "c1", 20, false, 0), Take::Taken);
     e.asking("t");
-    assert_eq!(e.surplus("t", 20, true, true, 1, 1000), 3);
+    // over the limit, every spare slot goes whoever waits
+    assert_eq!(e.surplus("t", 20, true, true, 1, 1000), 4);
 }
