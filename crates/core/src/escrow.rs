@@ -190,6 +190,16 @@ impl Local {
     fn cap(&self) -> u32 {
         self.proposed.map_or(self.cap, |p| p.min(self.cap))
     }
+
+    /// What this node may use and no call here uses.
+    fn spare(&self) -> u32 {
+        self.usable.saturating_sub(self.in_use)
+    }
+
+    /// The spare no admission being decided here waits for: what a starved node may be given.
+    fn spare_for_others(&self) -> u32 {
+        self.spare().saturating_sub(self.asking)
+    }
 }
 
 /// One node's side: calls in progress per trunk against what it may use.
@@ -240,7 +250,7 @@ impl Escrow {
 
     /// Whether a new call of `trunk` could be admitted from what this node may use now.
     pub fn has_room(&self, trunk: &str, over_limit: bool) -> bool {
-        !over_limit && self.trunks.get(trunk).is_some_and(|l| l.in_use < l.usable && (!self.leased || l.in_use < l.cap()))
+        self.has_share(trunk, over_limit) && self.trunks.get(trunk).is_some_and(|l| !self.leased || l.in_use < l.cap())
     }
 
     /// Whether this node's share of `trunk` has a slot no call here uses, the lease's cap aside:
@@ -342,14 +352,15 @@ impl Escrow {
     /// What to give back of `trunk` now, already taken off what this node may use (the ledger is
     /// told afterwards with a shrink to [`Escrow::usable`], so the node never uses a slot the
     /// ledger may have handed to someone else).
-    /// Keeps a batch in reserve, or the rate's headroom when larger, while calls came in the last
-    /// `idle_ms`; nothing after that or when another node is starved or the trunk is over its
-    /// limit. Hysteresis of one batch avoids giving back and asking again on every call.
+    /// Keeps a batch in reserve, or the rate's headroom or what calls waiting here want when
+    /// larger, while calls came in the last `idle_ms` or wait now; nothing after that or when the
+    /// trunk is over its limit, only what waiting calls want when another node is starved.
+    /// Hysteresis of one batch avoids giving back and asking again on every call.
     pub fn surplus(&mut self, trunk: &str, limit: u32, others_starved: bool, over_limit: bool, now_ms: u64, idle_ms: u64) -> u32 {
         let Some(l) = self.trunks.get_mut(trunk) else {
             return 0;
         };
-        let spare = l.usable - l.in_use.min(l.usable);
+        let spare = l.spare();
         let busy = now_ms.saturating_sub(l.last_take_ms) < idle_ms || l.asking > 0;
         let b = batch(limit);
         // what calls waiting here were granted (a burst's request covers them) is theirs
@@ -357,7 +368,7 @@ impl Escrow {
         let give = if over_limit || !busy {
             spare
         } else if others_starved {
-            spare.saturating_sub(l.asking)
+            l.spare_for_others()
         } else if spare > keep + b {
             spare - keep
         } else {
@@ -378,7 +389,7 @@ impl Escrow {
         if others_starved || over_limit || !busy {
             return 0;
         }
-        let spare = l.usable - l.in_use.min(l.usable);
+        let spare = l.spare();
         let keep = batch(limit).max(l.room);
         if spare * 2 < keep {
             keep - spare
@@ -403,7 +414,7 @@ impl Escrow {
 
     /// What a starved node could be given of `trunk` now: the spare no admission here waits for.
     pub fn spare_for_others(&self, trunk: &str) -> u32 {
-        self.trunks.get(trunk).map_or(0, |l| l.usable.saturating_sub(l.in_use).saturating_sub(l.asking))
+        self.trunks.get(trunk).map_or(0, Local::spare_for_others)
     }
 
     pub fn holds(&self, call: &str) -> bool {

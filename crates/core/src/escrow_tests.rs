@@ -264,13 +264,19 @@ fn a_renewal_and_a_request_to_the_ledger_cover_the_calls_waiting_here() {
     assert_eq!(e.take("t", "d0", 20, false, 0), Take::Need { want: 12 });
 }
 
-#[test]
-fn a_starved_node_is_given_only_the_spare_no_call_here_waits_for() {
+/// A leased escrow with 5 of trunk `t`, a renewal covering them, and one call admitted.
+fn one_call_in_a_share_of_five() -> Escrow {
     let mut e = Escrow::leased();
     e.credit("t", 5);
     e.propose(0, 1000, |_| 5);
     e.renewed();
     assert_eq!(e.take("t", "c1", 20, false, 0), Take::Taken);
+    e
+}
+
+#[test]
+fn a_starved_node_is_given_only_the_spare_no_call_here_waits_for() {
+    let mut e = one_call_in_a_share_of_five();
     // two calls being decided here (say, waiting for a renewal): 4 spare, 2 of them wanted
     e.asking("t");
     e.asking("t");
@@ -293,11 +299,7 @@ fn a_starved_node_is_given_only_the_spare_no_call_here_waits_for() {
         e.asked("t");
     }
     assert_eq!(e.surplus("t", 20, false, false, 5000, 1000), 9, "decided and quiet: all of it");
-    let mut e = Escrow::leased();
-    e.credit("t", 5);
-    e.propose(0, 1000, |_| 5);
-    e.renewed();
-    assert_eq!(e.take("t", "c1", 20, false, 0), Take::Taken);
+    let mut e = one_call_in_a_share_of_five();
     e.asking("t");
     // over the limit, every spare slot goes whoever waits
     assert_eq!(e.surplus("t", 20, true, true, 1, 1000), 4);
