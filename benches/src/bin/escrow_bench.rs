@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hatrunk_consensus::Command;
-use hatrunk_node::admission::{Admission, EscrowAdmission, TIDY_EVERY};
+use hatrunk_node::admission::{Admission, EscrowAdmission};
 
 const TRUNK: &str = "id = \"bench\"\nnumbers = [\"1000\"]\nmax_concurrent_calls = LIMIT\n[primary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:9\"\nallowed_ips = [\"127.0.0.9/32\"]\n";
 
@@ -29,24 +29,20 @@ async fn main() -> Result<(), String> {
         nodes.iter().enumerate().map(|(i, c)| Arc::new(EscrowAdmission::new(c.clone(), format!("n{}", i + 1), true))).collect();
     for a in &adms {
         a.reconcile().await.map_err(|e| e.to_string())?;
-        let a = a.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(TIDY_EVERY).await;
-                a.tidy().await;
-            }
-        });
+        tokio::spawn(a.clone().tidy_forever());
     }
     // every node sees the trunk before the clock starts
     while adms.len() != nodes.iter().filter(|c| c.local(|s| s.trunks.contains_key("bench"))).count() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for w in 0..workers {
         let adm = adms[w % adms.len()].clone();
         tasks.push(tokio::spawn(async move {
             let (mut n, mut pairs, mut full, mut lat) = (0u64, 0u64, 0u64, Vec::new());
+            let mut refusals: Vec<(u64, u64, u32)> = Vec::new();
             let mut held: VecDeque<hatrunk_core::slot::SlotId> = VecDeque::new();
             while Instant::now() < deadline {
                 let call = hatrunk_core::slot::SlotId::new(&format!("w{w}"), &n.to_string(), "b");
@@ -59,6 +55,9 @@ async fn main() -> Result<(), String> {
                 lat.push(t0.elapsed());
                 if !d.admitted() {
                     full += 1;
+                    if let hatrunk_core::pool::Decision::Full { used, .. } = d {
+                        refusals.push(((t0 - start).as_millis() as u64, t0.elapsed().as_micros() as u64, used));
+                    }
                     tokio::task::yield_now().await;
                     continue;
                 }
@@ -73,17 +72,30 @@ async fn main() -> Result<(), String> {
                     tokio::task::yield_now().await;
                 }
             }
-            Ok::<_, String>((pairs, full, lat))
+            Ok::<_, String>((pairs, full, lat, refusals))
         }));
     }
     let (mut pairs, mut full, mut lat) = (0u64, 0u64, Vec::new());
+    let mut refused: Vec<(u64, u64, u32)> = Vec::new();
     for t in tasks {
-        let (p, f, l) = t.await.map_err(|e| e.to_string())??;
+        let (p, f, l, r) = t.await.map_err(|e| e.to_string())??;
+        refused.extend(r);
         pairs += p;
         full += f;
         lat.extend(l);
     }
     lat.sort();
+    // when refusals came, how long they took and what the ledger held then: a refusal while the
+    // ledger held less than the limit is one the pool had room for
+    if let (Some(first), Some(last)) = (refused.iter().map(|r| r.0).min(), refused.iter().map(|r| r.0).max()) {
+        let slowest = refused.iter().map(|r| r.1).max().unwrap_or(0);
+        let held = refused.iter().map(|r| r.2).max().unwrap_or(0);
+        println!(
+            "refusals: {} between {first} and {last} ms into the run, the slowest after {:.1} ms, the ledger holding at most {held} of {limit}",
+            refused.len(),
+            slowest as f64 / 1e3
+        );
+    }
     let q = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default();
     let writes = nodes[0].raft.metrics().borrow().last_log_index.unwrap_or(0) - writes_before;
     let held: u32 = nodes[0].local(|s| s.shares.total("bench"));

@@ -15,17 +15,12 @@ use std::time::{Duration, Instant};
 
 use hatrunk_consensus::Command;
 use hatrunk_core::slot::SlotId;
-use hatrunk_node::admission::{Admission, EscrowAdmission, TIDY_EVERY};
+use hatrunk_node::admission::{Admission, EscrowAdmission};
 
 const TRUNK: &str = "id = \"bench\"\nnumbers = [\"1000\"]\nmax_concurrent_calls = 64\n[primary]\nauth = \"ip\"\ntarget = \"sip:127.0.0.1:9\"\nallowed_ips = [\"127.0.0.9/32\"]\n";
 
 fn tidy(a: Arc<EscrowAdmission>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(TIDY_EVERY).await;
-            a.tidy().await;
-        }
-    })
+    tokio::spawn(a.tidy_forever())
 }
 
 #[tokio::main]

@@ -147,6 +147,13 @@ pub fn batch(limit: u32) -> u32 {
     (limit / 16).clamp(1, 64)
 }
 
+/// The most reserve one of `sharers` nodes keeps of a trunk of `limit` for its rate (at least a
+/// batch): together they keep at most half the pool as reserve, so the rest stays free for the
+/// calls themselves wherever they arrive.
+pub fn reserve_ceiling(limit: u32, sharers: u32) -> u32 {
+    (limit / sharers.max(1).saturating_mul(2)).max(batch(limit))
+}
+
 /// The local answer to "may this call have a slot?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Take {
@@ -262,14 +269,26 @@ impl Escrow {
 
     /// What to report in a lease renewal, per trunk: calls in progress plus a headroom of
     /// `headroom(trunk)`, six times the admissions since the last renewal (about 3 s of calls at
-    /// the current rate: a leader election's worth, so admission rides one out) or the admissions
-    /// being decided here (they wait for this renewal), whichever is most,
-    /// or no headroom for a trunk
+    /// the current rate: a leader election's worth, so admission rides one out) but no more than
+    /// `ceiling(trunk)`, or the admissions being decided here (they wait for this renewal),
+    /// whichever is most, or no headroom for a trunk
     /// without a new call in the last `idle_ms` (then a lost node strands exactly its calls in
     /// progress, and the next call here waits for one renewal).
     /// Until [`Escrow::renewed`] or [`Escrow::not_renewed`], admissions stay within both this
     /// and the last committed report.
-    pub fn propose(&mut self, now_ms: u64, idle_ms: u64, headroom: impl Fn(&str) -> u32) -> Vec<(String, u32)> {
+    ///
+    /// The rate's headroom is also the reserve the node keeps and asks for ([`Escrow::surplus`],
+    /// [`Escrow::shortfall`]). `ceiling` keeps the reserves of all nodes within the pool (see
+    /// [`reserve_ceiling`]): short calls at a high rate made each node's three seconds of calls
+    /// larger than the whole limit, the ledger held all of it as reserves while an eighth was in
+    /// use, and the nodes refused calls while they passed the pool between them.
+    pub fn propose(
+        &mut self,
+        now_ms: u64,
+        idle_ms: u64,
+        headroom: impl Fn(&str) -> u32,
+        ceiling: impl Fn(&str) -> u32,
+    ) -> Vec<(String, u32)> {
         let mut out: Vec<(String, u32)> = self
             .trunks
             .iter_mut()
@@ -277,9 +296,10 @@ impl Escrow {
             .map(|(t, l)| {
                 // a call waiting here makes the trunk busy however long it has waited
                 let busy = now_ms.saturating_sub(l.last_take_ms) < idle_ms || l.asking > 0;
-                let room = headroom(t).max(l.taken.saturating_mul(6)).max(l.asking);
+                let rate = l.taken.saturating_mul(6).min(ceiling(t));
+                let room = headroom(t).max(rate).max(l.asking);
                 // a rate token lasts a second: three seconds of them kept would hoard the rate
-                l.room = if crate::cps::rate_trunk(t).is_some() { 0 } else { l.taken.saturating_mul(6) };
+                l.room = if crate::cps::rate_trunk(t).is_some() { 0 } else { rate };
                 l.taken = 0;
                 let cap = l.in_use + if busy { room } else { 0 };
                 l.proposed = Some(cap);

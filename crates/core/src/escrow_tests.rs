@@ -56,7 +56,7 @@ fn a_busy_node_keeps_and_asks_for_its_rates_headroom() {
     for i in 0..20 {
         assert_eq!(e.take("t", &format!("c{i}"), 160, false, 1), Take::Taken);
     }
-    e.propose(2, 1000, |_| 0); // 20 admissions in the period: a headroom of 120
+    e.propose(2, 1000, |_| 0, |_| u32::MAX); // 20 admissions in the period: a headroom of 120
     for i in 0..20 {
         assert!(e.release(&format!("c{i}")));
     }
@@ -72,6 +72,32 @@ fn a_busy_node_keeps_and_asks_for_its_rates_headroom() {
     assert_eq!(e.shortfall("t", 160, false, false, 5000, 1000), 0, "not when idle");
 }
 
+/// Short calls at a high rate: six periods of admissions are more than the whole limit. The
+/// reserve stops at the ceiling, so the nodes' reserves leave half the pool free (the escrow
+/// bench's three nodes held all 100,000 slots as reserve with 12,800 calls up, and refused calls).
+#[test]
+fn the_rates_headroom_stops_at_the_reserve_ceiling() {
+    assert_eq!(super::reserve_ceiling(100_000, 3), 16_666);
+    assert_eq!(super::reserve_ceiling(20, 2), 5);
+    assert_eq!(super::reserve_ceiling(20, 0), 10, "a node alone");
+    assert_eq!(super::reserve_ceiling(1000, 100), 62, "never under a batch");
+    let mut e = Escrow::default();
+    e.credit("t", 100);
+    for i in 0..50 {
+        assert_eq!(e.take("t", &format!("c{i}"), 100, false, 1), Take::Taken);
+    }
+    for i in 0..50 {
+        assert!(e.release(&format!("c{i}")));
+    }
+    assert_eq!(e.propose(2, 1000, |_| 6, |_| 25), vec![("t".to_string(), 25)], "the ceiling, not 300");
+    assert_eq!(e.surplus("t", 100, false, false, 3, 1000), 75, "keeps the ceiling");
+    assert_eq!(e.take("t", "d", 100, false, 4), Take::Taken);
+    for i in 0..24 {
+        assert_eq!(e.take("t", &format!("e{i}"), 100, false, 4), Take::Taken);
+    }
+    assert_eq!(e.take("t", "f", 100, false, 4), Take::Need { want: 25 }, "asks for the ceiling when dry");
+}
+
 /// Rate tokens last a second: a busy node keeps no rate headroom of them (three seconds' worth
 /// would hoard the whole rate).
 #[test]
@@ -82,7 +108,7 @@ fn rate_tokens_get_no_headroom() {
     for i in 0..10 {
         assert_eq!(e.take(&key, &format!("c{i}"), 160, false, 1), Take::Taken);
     }
-    e.propose(2, 1000, |_| 0);
+    e.propose(2, 1000, |_| 0, |_| u32::MAX);
     assert_eq!(e.take(&key, "d", 160, false, 3), Take::Need { want: 10 }, "one batch, not six periods of tokens");
     assert_eq!(e.shortfall(&key, 160, false, false, 3, 1000), 10, "a batch at most");
 }
@@ -178,7 +204,7 @@ fn under_a_lease_a_node_admits_no_more_than_its_last_committed_renewal_reported(
     let mut e = Escrow::leased();
     e.credit("t", 10);
     assert_eq!(e.take("t", "c1", 160, false, 0), Take::Capped, "nothing reported yet");
-    assert_eq!(e.propose(0, 1000, |_| 2), vec![("t".to_string(), 2)]);
+    assert_eq!(e.propose(0, 1000, |_| 2, |_| u32::MAX), vec![("t".to_string(), 2)]);
     assert_eq!(e.take("t", "c1", 160, false, 0), Take::Capped, "not committed yet");
     e.renewed();
     assert_eq!(e.take("t", "c1", 160, false, 0), Take::Taken);
@@ -186,7 +212,7 @@ fn under_a_lease_a_node_admits_no_more_than_its_last_committed_renewal_reported(
     assert_eq!(e.take("t", "c3", 160, false, 0), Take::Capped);
     // a renewal in flight reporting more does not raise the cap until it commits
     assert_eq!(
-        e.propose(0, 1000, |_| 3),
+        e.propose(0, 1000, |_| 3, |_| u32::MAX),
         vec![("t".to_string(), 14)],
         "the headroom: 3, or six times the 2 admissions since the last renewal"
     );
@@ -195,11 +221,11 @@ fn under_a_lease_a_node_admits_no_more_than_its_last_committed_renewal_reported(
     assert_eq!(e.cap("t"), 2, "unknown fate: the lower of both");
     // one reporting less lowers it at once
     e.release("c1");
-    assert_eq!(e.propose(0, 1000, |_| 0), vec![("t".to_string(), 1)]);
+    assert_eq!(e.propose(0, 1000, |_| 0, |_| u32::MAX), vec![("t".to_string(), 1)]);
     assert_eq!(e.cap("t"), 1);
     e.renewed();
     assert_eq!(e.take("t", "c4", 160, false, 0), Take::Capped);
-    e.propose(0, 1000, |_| 8);
+    e.propose(0, 1000, |_| 8, |_| u32::MAX);
     e.renewed();
     assert_eq!(e.take("t", "c4", 160, false, 0), Take::Taken);
     // the ledger cut the share to 3 after a lapse, 1 of them for an earlier run's call
@@ -207,16 +233,16 @@ fn under_a_lease_a_node_admits_no_more_than_its_last_committed_renewal_reported(
     assert_eq!(e.usable("t"), 2);
     assert_eq!(e.take("t", "c5", 160, false, 0), Take::Need { want: 10 });
     // quiet for a while: no headroom reported, only the calls in progress
-    assert_eq!(e.propose(5000, 1000, |_| 8), vec![("t".to_string(), 2)]);
+    assert_eq!(e.propose(5000, 1000, |_| 8, |_| u32::MAX), vec![("t".to_string(), 2)]);
     // busy: the headroom follows the rate (six times the admissions since the last renewal)
     e.renewed();
     e.credit("t", 20);
-    e.propose(5000, 10_000, |_| 3);
+    e.propose(5000, 10_000, |_| 3, |_| u32::MAX);
     e.renewed();
     for i in 0..3 {
         assert_eq!(e.take("t", &format!("r{i}"), 160, false, 5001), Take::Taken);
     }
-    assert_eq!(e.propose(5002, 1000, |_| 1), vec![("t".to_string(), 5 + 18)]);
+    assert_eq!(e.propose(5002, 1000, |_| 1, |_| u32::MAX), vec![("t".to_string(), 5 + 18)]);
 }
 
 #[test]
@@ -224,12 +250,12 @@ fn an_unanswered_renewal_leaves_no_more_usable_than_the_last_report_covered() {
     let mut e = Escrow::leased();
     e.credit("t", 10);
     e.credit("t/cps", 5);
-    e.propose(0, 1000, |_| 2);
+    e.propose(0, 1000, |_| 2, |_| u32::MAX);
     e.renewed();
     assert_eq!(e.take("t", "c1", 160, false, 0), Take::Taken);
     assert_eq!(e.take("t/cps", "k1", 5, false, 0), Take::Taken);
     // the next renewal reports calls plus headroom; its answer is lost
-    e.propose(0, 1000, |_| 2);
+    e.propose(0, 1000, |_| 2, |_| u32::MAX);
     e.not_renewed();
     e.cut_to_cap();
     assert_eq!(e.usable("t"), e.cap("t"), "no more than a lapse's cut would leave");
@@ -247,15 +273,15 @@ fn a_renewal_and_a_request_to_the_ledger_cover_the_calls_waiting_here() {
         e.asking("t");
         assert_eq!(e.take("t", &format!("c{i}"), 20, false, 0), Take::Capped);
     }
-    assert_eq!(e.propose(0, 1000, |_| 1), vec![("t".to_string(), 9)], "the waiting calls, not one batch");
+    assert_eq!(e.propose(0, 1000, |_| 1, |_| u32::MAX), vec![("t".to_string(), 9)], "the waiting calls, not one batch");
     e.renewed();
     for i in 0..9 {
         assert_eq!(e.take("t", &format!("c{i}"), 20, false, 0), Take::Taken, "call {i}");
         e.asked("t");
     }
     // decided: the next renewal reports what it sees, not the burst again
-    assert_eq!(e.propose(0, 1000, |_| 1), vec![("t".to_string(), 9 + 54)]);
-    assert_eq!(e.propose(0, 1000, |_| 1), vec![("t".to_string(), 10)]);
+    assert_eq!(e.propose(0, 1000, |_| 1, |_| u32::MAX), vec![("t".to_string(), 9 + 54)]);
+    assert_eq!(e.propose(0, 1000, |_| 1, |_| u32::MAX), vec![("t".to_string(), 10)]);
     // the share used up with 12 calls waiting: one request for all of them, not one each
     let mut e = Escrow::leased();
     for _ in 0..12 {
@@ -268,7 +294,7 @@ fn a_renewal_and_a_request_to_the_ledger_cover_the_calls_waiting_here() {
 fn one_call_in_a_share_of_five() -> Escrow {
     let mut e = Escrow::leased();
     e.credit("t", 5);
-    e.propose(0, 1000, |_| 5);
+    e.propose(0, 1000, |_| 5, |_| u32::MAX);
     e.renewed();
     assert_eq!(e.take("t", "c1", 20, false, 0), Take::Taken);
     e
@@ -294,7 +320,7 @@ fn a_starved_node_is_given_only_the_spare_no_call_here_waits_for() {
     }
     assert_eq!(e.surplus("t", 20, false, false, 0, 1000), 0);
     assert_eq!(e.surplus("t", 20, false, false, 5000, 1000), 0);
-    assert_eq!(e.propose(5000, 1000, |_| 1), vec![("t".to_string(), 9)], "reported, however long they waited");
+    assert_eq!(e.propose(5000, 1000, |_| 1, |_| u32::MAX), vec![("t".to_string(), 9)], "reported, however long they waited");
     for _ in 0..9 {
         e.asked("t");
     }

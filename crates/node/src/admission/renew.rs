@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use hatrunk_consensus::lease::{DRIFT_MARGIN_MS, LEASE_MS};
 use hatrunk_consensus::{Command, CommandResult};
 use hatrunk_core::cps::{rate_key, rate_trunk};
-use hatrunk_core::escrow::batch;
+use hatrunk_core::escrow::{batch, reserve_ceiling};
 use hatrunk_core::trunk::DEFAULT_MAX_CALL_DURATION_S;
 
 use super::{EscrowAdmission, Resync};
@@ -17,13 +17,29 @@ impl EscrowAdmission {
     pub(super) async fn renew_locked(&self, _ledger: &mut Resync) {
         let sent = self.now_ms().max(1);
         self.lease.sending(sent);
-        // a trunk's call slots and, with a rate limit, its tokens
-        let limits: HashMap<String, u32> = self.consensus.local(|s| {
+        // a trunk's call slots and, with a rate limit, its tokens; and how many nodes hold a share
+        // of it, this one counted whether it holds one yet or not
+        let (limits, sharers): (HashMap<String, u32>, HashMap<String, u32>) = self.consensus.local(|s| {
             let rates = s.trunks.iter().filter_map(|(id, t)| Some((rate_key(id), t.max_calls_per_second?)));
-            s.trunks.iter().map(|(id, t)| (id.clone(), t.max_concurrent_calls)).chain(rates).collect()
+            let limits = s.trunks.iter().map(|(id, t)| (id.clone(), t.max_concurrent_calls)).chain(rates).collect();
+            let sharers = s
+                .trunks
+                .keys()
+                .map(|id| {
+                    let others = s.shares.of_trunk(id).filter(|(n, v)| *v > 0 && *n != self.node).count();
+                    (id.clone(), u32::try_from(others).unwrap_or(u32::MAX).saturating_add(1))
+                })
+                .collect();
+            (limits, sharers)
         });
+        let limit = |t: &str| limits.get(t).copied().unwrap_or(0);
+        // (a rate pool keeps no reserve: its headroom stays the rate's)
+        let ceiling = |t: &str| match rate_trunk(t) {
+            Some(_) => u32::MAX,
+            None => reserve_ceiling(limit(t), sharers.get(t).copied().unwrap_or(1)),
+        };
         let mut keep: BTreeMap<String, u32> =
-            self.escrow().propose(sent, super::IDLE_MS, |t| batch(limits.get(t).copied().unwrap_or(0))).into_iter().collect();
+            self.escrow().propose(sent, super::IDLE_MS, |t| batch(limit(t)), ceiling).into_iter().collect();
         for (t, n) in self.inherited().counts() {
             *keep.entry(t).or_default() += n;
         }

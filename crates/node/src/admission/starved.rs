@@ -180,9 +180,21 @@ impl super::EscrowAdmission {
         })
     }
 
+    /// Give back unused shares and repair the ledger, every [`super::TIDY_EVERY`] and at once when
+    /// another node is starved of what this one has spare, for the node's life. Benchmarks run
+    /// this same loop: a plain timer left a starved node's window to close before the spare came.
+    pub async fn tidy_forever(self: std::sync::Arc<Self>) {
+        let mut tick = tokio::time::interval(super::TIDY_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.until_tidy(&mut tick).await;
+            self.tidy().await;
+        }
+    }
+
     /// Until the next tidy round is due: `tick`, or at once when another node is starved of what
     /// this one has spare (a call ended here, or the ledger marked someone starved).
-    pub async fn until_tidy(&self, tick: &mut tokio::time::Interval) {
+    async fn until_tidy(&self, tick: &mut tokio::time::Interval) {
         self.when_ready(|| self.owes_starved(), async {
             tick.tick().await;
         })

@@ -281,7 +281,7 @@ where
     );
     tokio::spawn(tasks::reconcile(consensus.clone(), escrow.clone()));
     tokio::spawn(tasks::ensure_cluster_secret(consensus.clone()));
-    tokio::spawn(tasks::tidy_shares(escrow.clone()));
+    tokio::spawn(escrow.clone().tidy_forever());
     let admission: Arc<dyn Admission> = escrow;
     let admission = match admission_layer {
         Some(layer) => layer(admission),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hatrunk_consensus::raft::Consensus;
 
-use crate::admission::{EscrowAdmission, TIDY_EVERY};
+use crate::admission::EscrowAdmission;
 
 /// `shutdown`, or the moment the Raft core stops on a fatal error (a log write that failed because
 /// the disk is full, say), reported on `fatal`. A node whose Raft stopped could neither commit nor
@@ -65,16 +65,5 @@ pub(super) async fn reconcile(consensus: Arc<Consensus>, admission: Arc<EscrowAd
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// Give back unused shares and repair the ledger, a few times a second, for the node's life.
-pub(super) async fn tidy_shares(admission: Arc<EscrowAdmission>) {
-    let mut tick = tokio::time::interval(TIDY_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        // another node starved of what this one has spare gets it now, not next round
-        admission.until_tidy(&mut tick).await;
-        admission.tidy().await;
     }
 }
