@@ -14,6 +14,7 @@
 //! - [`build`]: what a stateful proxy writes itself: responses, ACK and CANCEL, error replies, the
 //!   stateless refusal, the `received`/`rport` stamp.
 //! - [`transport`]: UDP, TCP and TLS sockets on tokio, behind one handle (streams in `transport/stream.rs`).
+//! - [`standing`]: whether a queue stands late (CoDel's test), for refusing new requests when behind.
 //! - [`digest`]: digest authentication (RFC 7616 / 2617), done by hand.
 //! - [`uas`]: the answers of a minimal PBX, for the demo and the benchmarks.
 
@@ -24,6 +25,7 @@ pub mod framing;
 pub mod headers;
 pub mod message;
 pub mod parse;
+pub mod standing;
 pub mod transaction;
 pub mod transport;
 pub mod uas;

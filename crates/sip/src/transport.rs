@@ -133,6 +133,10 @@ pub struct Transports {
     /// `drop_wait_ms` since it reached the host, new requests are refused at the socket.
     drop_backlog: AtomicUsize,
     drop_wait_ms: AtomicU64,
+    /// Whether new requests have stood late (see [`crate::standing`]).
+    standing: Mutex<crate::standing::Standing>,
+    /// When these transports started, on the runtime's clock.
+    started: tokio::time::Instant,
     dropped: AtomicU64,
     epoch: Instant,
     events: mpsc::Sender<TransportEvent>,
@@ -184,6 +188,8 @@ impl Transports {
             refused: AtomicU64::new(0),
             drop_backlog: AtomicUsize::new(usize::MAX),
             drop_wait_ms: AtomicU64::new(u64::MAX),
+            standing: Mutex::new(crate::standing::Standing::default()),
+            started: tokio::time::Instant::now(),
             dropped: AtomicU64::new(0),
             epoch: Instant::now(),
             events,
@@ -234,8 +240,9 @@ impl Transports {
     /// The last line of defence under overload. The engine refuses new requests with 503 while it
     /// keeps up with refusing; when even that falls behind, a queue that keeps growing would make
     /// every answer late, every INVITE retransmitted, and the overload permanent. So past `n`
-    /// messages waiting for the engine, or once a request has waited longer than `wait` since it
-    /// reached the host (in the kernel's buffer: a queue the engine cannot count), a new UDP
+    /// messages waiting for the engine, or once new requests have waited longer than `wait` since
+    /// they reached the host (in the kernel's buffer: a queue the engine cannot count) for an
+    /// interval ([`crate::standing`]: one stall of the host is not a queue), a new UDP
     /// request (any request but ACK, BYE and CANCEL, which end things) is answered as it comes
     /// off the socket by [`crate::build::far_behind_refusal`] (a stateless 503 built from the raw
     /// bytes, without the full parse), or dropped when it cannot be. The ACK of such a refusal (its To tag is
@@ -254,7 +261,15 @@ impl Transports {
     /// a new request, or it is the ACK of a refusal sent from here; false once the engine is gone.
     async fn deliver(&self, m: Incoming) -> bool {
         let waiting = self.events.max_capacity() - self.events.capacity();
-        let late = || m.arrived.elapsed().as_millis() > u128::from(self.drop_wait_ms.load(Ordering::Relaxed));
+        // late, and new requests have stood late for an interval: not one stall of the host
+        let late = || {
+            // on the runtime's clock, as `arrived` is (simulated time in the simulation)
+            let now = tokio::time::Instant::now();
+            let waited = now.saturating_duration_since(m.arrived).as_millis().try_into().unwrap_or(u64::MAX);
+            let now = now.saturating_duration_since(self.started).as_millis().try_into().unwrap_or(u64::MAX);
+            let target = self.drop_wait_ms.load(Ordering::Relaxed);
+            self.standing.lock().unwrap_or_else(|p| p.into_inner()).late(waited, target, now)
+        };
         if starts_something(&m.bytes) && (waiting > self.drop_backlog.load(Ordering::Relaxed) || late()) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             if let Some(reply) = crate::build::far_behind_refusal(&m.bytes) {

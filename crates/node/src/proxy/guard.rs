@@ -99,12 +99,14 @@ impl Engine {
     }
 
     /// Past the transaction limit, or too far behind (a new request when more than `shed_backlog`
-    /// messages wait, or one that itself waited longer than `shed_wait_ms`): answer 503 with
-    /// Retry-After statelessly and say so. In-dialog
+    /// messages wait, or one that itself waited longer than `shed_wait_ms` once new requests have
+    /// stood that late for an interval, `hatrunk_sip::standing`): answer 503 with Retry-After
+    /// statelessly and say so. In-dialog
     /// requests (a BYE frees a slot) may use twice the room new ones may.
     pub(super) fn overloaded(&mut self, msg: &SipMessage, src: Src, in_dialog: bool) -> bool {
         let room = if in_dialog { self.cfg.max_transactions.saturating_mul(2) } else { self.cfg.max_transactions };
-        let behind = !in_dialog && (self.backlog > self.cfg.shed_backlog || self.waited_ms > self.cfg.shed_wait_ms);
+        let late = !in_dialog && self.standing.late(self.waited_ms, self.cfg.shed_wait_ms, self.now);
+        let behind = !in_dialog && (self.backlog > self.cfg.shed_backlog || late);
         if self.tx.servers.len() < room && !behind {
             return false;
         }

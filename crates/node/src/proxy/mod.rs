@@ -247,6 +247,8 @@ pub struct Engine {
     backlog: usize,
     /// How long the message being processed waited since it reached the host (an input).
     waited_ms: u64,
+    /// Whether new requests have stood late (`hatrunk_sip::standing`): one stall is not a queue.
+    standing: hatrunk_sip::standing::Standing,
     last_sweep: u64,
     /// Shedding and per-trunk failover storms, logged when they start and stop (`guard.rs`).
     episodes: guard::Episodes,
@@ -270,6 +272,7 @@ impl Engine {
             guard: Guard::new(cfg.guard),
             backlog: 0,
             waited_ms: 0,
+            standing: Default::default(),
             io: Output::new(cfg.seed),
             tx: Transactions::default(),
             cfg,
