@@ -166,12 +166,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
     let recent = Arc::new(crate::recent::Recent::default());
     let mut cdr_done = None;
     let sip = if cfg.node.role() == NodeRole::Sip {
-        // off by default: a fresh-clone run of the suite saw an entry node's one SIP thread fall
-        // 50 ms behind and shed calls with nine debug nodes on two cores (docs/decisions.md)
-        let thread = match std::env::var("HATRUNK_SIP_THREAD").as_deref() {
-            Ok("1") => Some(SipThread::start().map_err(io("the SIP thread"))?),
-            _ => None,
-        };
+        // on by default (docs/decisions.md): the saving is a quarter of a call's CPU
+        let thread = if cfg.sip.own_thread { Some(SipThread::start().map_err(io("the SIP thread"))?) } else { None };
         let (ev_tx, events) = mpsc::channel(65_536);
         let transports = {
             // the sockets register with the SIP thread's reactor, if any, and their loops run there
