@@ -114,7 +114,8 @@ impl Node {
             if node.contains("data_dir") { String::new() } else { format!("data_dir = \"{}\"", dir.path().join("data").display()) };
         // These tests judge calls, routing and consensus, not overload (the guard's own tests and
         // benches/overload.sh do): several debug-build clusters on two cores fall 50 ms behind at
-        // times, and the default `shed_wait_ms` then refuses a call (CI, e2e_ha, stops 31 and 32).
+        // times, and before the standing-queue test (`hatrunk_sip::standing`) the default
+        // `shed_wait_ms` then refused a call (CI, e2e_ha, stops 31 and 32).
         let security = if sections.iter().any(|s| s.contains("[security]")) { "" } else { "\n[security]\nshed_wait_ms = 2000\n" };
         let cfg = format!(
             "[node]\n{data_dir}\n{node}\n[sip]\n{listen}\n{sip}\n[cluster]\nlisten = \"127.0.0.1:{}\"\n{cluster}\n[http]\nlisten = \"127.0.0.1:{}\"\n{extra}{security}",

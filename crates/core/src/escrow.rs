@@ -148,8 +148,9 @@ pub fn batch(limit: u32) -> u32 {
 }
 
 /// The most reserve one of `sharers` nodes keeps of a trunk of `limit` for its rate (at least a
-/// batch): together they keep at most half the pool as reserve, so the rest stays free for the
-/// calls themselves wherever they arrive.
+/// batch): together they keep at most half the pool as reserve (beyond the batch floor, which
+/// binds only with more than eight nodes sharing a trunk), so the rest stays free for the calls
+/// themselves wherever they arrive.
 pub fn reserve_ceiling(limit: u32, sharers: u32) -> u32 {
     (limit / sharers.max(1).saturating_mul(2)).max(batch(limit))
 }

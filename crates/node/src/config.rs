@@ -90,7 +90,9 @@ pub struct SipSection {
     pub nat_keepalive_s: u32,
     /// Run the SIP path (sockets, receive loops, the engine) on a thread of its own rather than on
     /// the shared runtime: a datagram then wakes no second thread on its way to the engine, which
-    /// was a quarter of a call's CPU. One node's call rate is then bounded by one core.
+    /// was a quarter of a call's CPU. One node's call rate is then bounded by one core. Off by
+    /// default: with it on, a nine-node test cluster lost more calls across a zone loss
+    /// (docs/decisions.md).
     pub own_thread: bool,
 }
 
@@ -112,7 +114,7 @@ impl Default for SipSection {
             max_expires_s: 3600,
             nat_max_expires_s: 120,
             nat_keepalive_s: 20,
-            own_thread: true,
+            own_thread: false,
         }
     }
 }
@@ -301,7 +303,8 @@ pub struct SecuritySection {
     /// Received messages waiting for the call engine past which new requests get 503 at once.
     pub shed_backlog: usize,
     /// A new request that waited longer than this (ms) since it reached the host, in the kernel's
-    /// buffer or behind other messages, gets 503 at once.
+    /// buffer or behind other messages, gets 503 once new requests have stood that late for 100 ms
+    /// (`hatrunk_sip::standing`: one stall of the host refuses nothing).
     pub shed_wait_ms: u64,
 }
 

@@ -1,7 +1,9 @@
 //! Telling a node that is behind from one that stalled once: CoDel's test for a standing queue
 //! (RFC 8289 section 3.2). A new request that waited longer than the target is refused only once
 //! every one taken off the queue for [`INTERVAL_MS`] waited that long; from then on each late one is
-//! refused until none was late for [`INTERVAL_MS`].
+//! refused until none was late for [`INTERVAL_MS`]. A gap of more than [`INTERVAL_MS`] between new
+//! requests starts afresh, as CoDel does when its queue empties: requests that far apart make no
+//! queue, and two stalls minutes apart are not one standing queue.
 //!
 //! Why: refusing every late request at once refused calls after a single stall. A VM descheduled
 //! for 54 ms (nine debug nodes and SIPp on two cores) found its next INVITEs 54 ms old and answered
@@ -21,12 +23,18 @@ pub struct Standing {
     /// Since when none did, while shedding.
     on_time_since: Option<u64>,
     shedding: bool,
+    /// When the last request was taken off the queue.
+    last: Option<u64>,
 }
 
 impl Standing {
     /// A request that waited `waited_ms` is taken off the queue at `now_ms`: true when it must be
     /// refused (it is late, and the queue has stood late for [`INTERVAL_MS`]).
     pub fn late(&mut self, waited_ms: u64, target_ms: u64, now_ms: u64) -> bool {
+        if self.last.is_some_and(|last| now_ms.saturating_sub(last) > INTERVAL_MS) {
+            *self = Standing::default();
+        }
+        self.last = Some(now_ms);
         if waited_ms <= target_ms {
             self.late_since = None;
             if self.shedding {
@@ -87,9 +95,15 @@ mod tests {
     }
 
     #[test]
-    fn requests_late_across_a_quiet_gap_are_a_slow_node() {
+    fn a_gap_between_requests_starts_afresh() {
         let mut s = Standing::default();
         assert!(!s.late(80, 50, 0));
-        assert!(s.late(80, 50, 500), "every request for half a second was late");
+        assert!(!s.late(80, 50, 500), "two stalls half a second apart are not a standing queue");
+        for t in (510..600).step_by(10) {
+            assert!(!s.late(80, 50, t));
+        }
+        assert!(s.late(80, 50, 600), "late requests 10 ms apart for an interval: a standing queue");
+        assert!(!s.late(80, 50, 701), "no new request for over an interval: the overload is over");
+        assert!(!s.shedding());
     }
 }

@@ -201,7 +201,8 @@ pub struct EngineConfig {
     /// Messages waiting to be processed past which new requests are refused at once with 503
     /// (RFC 7339's aim: shed early and cheaply instead of answering everything late).
     pub shed_backlog: usize,
-    /// A new request that waited longer than this since it reached the host gets 503 at once.
+    /// A new request that waited longer than this since it reached the host gets 503, once new
+    /// requests have stood that late for an interval (`hatrunk_sip::standing`).
     pub shed_wait_ms: u64,
     /// How often every other SIP member gets an OPTIONS (`[cluster] ping_interval_ms`; 0: never).
     pub member_probe_ms: u64,

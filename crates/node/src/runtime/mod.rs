@@ -166,7 +166,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
     let recent = Arc::new(crate::recent::Recent::default());
     let mut cdr_done = None;
     let sip = if cfg.node.role() == NodeRole::Sip {
-        // on by default (docs/decisions.md): the saving is a quarter of a call's CPU
+        // `[sip] own_thread`, off by default (docs/decisions.md): it saves a quarter of a call's
+        // CPU, but a nine-node test cluster lost calls across a zone loss more often with it
         let thread = if cfg.sip.own_thread { Some(SipThread::start().map_err(io("the SIP thread"))?) } else { None };
         let (ev_tx, events) = mpsc::channel(65_536);
         let transports = {
