@@ -83,7 +83,7 @@ pub fn error_reply(bytes: &[u8], status: u16, why: &str) -> Option<SipMessage> {
             continue;
         };
         let name = canonical_name(name.trim());
-        if ["Via", "From", "To", "Call-ID", "CSeq"].contains(&name.as_str()) && value.len() < 1024 {
+        if ["Via", "From", "To", "Call-ID", "CSeq"].contains(&&*name) && value.len() < 1024 {
             r.push(&name, value.trim());
         }
     }

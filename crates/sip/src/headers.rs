@@ -15,16 +15,27 @@ pub struct Via {
 
 impl Via {
     pub fn parse(v: &str) -> Result<Via, SipError> {
+        let (transport, host, port, params) = Via::parts(v)?;
+        Ok(Via { transport: transport.to_ascii_uppercase(), host: host.to_string(), port, params: params.to_string() })
+    }
+
+    /// What [`Via::parse`] refuses, without building the value (the parser checks every Via).
+    pub fn check(v: &str) -> Result<(), SipError> {
+        Via::parts(v).map(|_| ())
+    }
+
+    /// (transport, host, port, params), borrowed from `v`.
+    fn parts(v: &str) -> Result<(&str, &str, Option<u16>, &str), SipError> {
         let v = v.trim();
         // sent-protocol is "SIP / 2.0 / UDP", LWS allowed around the slashes (RFC 3261 section 25.1)
         let second = v.match_indices('/').nth(1).map(|(i, _)| i).ok_or_else(|| SipError::bad("Via without protocol"))?;
         let after = v[second + 1..].trim_start();
         let tlen = after.find(|c: char| c.is_whitespace()).ok_or_else(|| SipError::bad("Via without sent-by"))?;
-        let (transport, rest) = (Some(&after[..tlen]), &after[tlen..]);
+        let (transport, rest) = (&after[..tlen], &after[tlen..]);
         let proto = &v[..second];
         let mut parts = proto.split('/').map(str::trim);
         let (name, ver) = (parts.next(), parts.next());
-        if !name.is_some_and(|n| n.eq_ignore_ascii_case("SIP")) || ver != Some("2.0") || transport.is_none_or(str::is_empty) {
+        if !name.is_some_and(|n| n.eq_ignore_ascii_case("SIP")) || ver != Some("2.0") || transport.is_empty() {
             return Err(SipError::bad(format!("Via protocol {proto:?}")));
         }
         let rest = rest.trim_start();
@@ -32,8 +43,8 @@ impl Via {
             Some(i) => (rest[..i].trim(), &rest[i..]),
             None => (rest.trim(), ""),
         };
-        let (host, port) = split_host_port(sent_by)?;
-        Ok(Via { transport: transport.unwrap_or("UDP").to_ascii_uppercase(), host, port, params: params.to_string() })
+        let (host, port) = host_port(sent_by)?;
+        Ok((transport, host, port, params))
     }
 
     pub fn branch(&self) -> Option<&str> {
@@ -43,6 +54,11 @@ impl Via {
 
 /// Split `host[:port]` (IPv6 in brackets).
 pub fn split_host_port(s: &str) -> Result<(String, Option<u16>), SipError> {
+    host_port(s).map(|(h, p)| (h.to_string(), p))
+}
+
+/// [`split_host_port`], borrowing the host.
+fn host_port(s: &str) -> Result<(&str, Option<u16>), SipError> {
     let (host, port) = if let Some(v6) = s.strip_prefix('[') {
         let (h, after) = v6.split_once(']').ok_or_else(|| SipError::bad("unclosed IPv6 reference"))?;
         (h, after.strip_prefix(':'))
@@ -59,7 +75,7 @@ pub fn split_host_port(s: &str) -> Result<(String, Option<u16>), SipError> {
         None => None,
         Some(p) => Some(p.trim().parse::<u16>().map_err(|_| SipError::bad(format!("bad port in {s:?}")))?),
     };
-    Ok((host.to_string(), port))
+    Ok((host, port))
 }
 
 /// The value of `;name=value` (or `Some("")` for a bare `;name`) in a parameter list. Parameters
@@ -88,6 +104,11 @@ pub fn addr_uri(v: &str) -> &str {
 
 /// `CSeq: 4711 INVITE`
 pub fn parse_cseq(v: &str) -> Result<(u32, String), SipError> {
+    cseq_parts(v).map(|(n, m)| (n, m.to_string()))
+}
+
+/// [`parse_cseq`], borrowing the method.
+pub(crate) fn cseq_parts(v: &str) -> Result<(u32, &str), SipError> {
     let mut it = v.split_whitespace();
     let (n, m) = (it.next(), it.next());
     if it.next().is_some() {
@@ -98,7 +119,7 @@ pub fn parse_cseq(v: &str) -> Result<(u32, String), SipError> {
         .filter(|n| *n < (1u32 << 31))
         .ok_or_else(|| SipError::bad(format!("CSeq number in {v:?}")))?;
     let m = m.filter(|m| m.bytes().all(is_token_byte)).ok_or_else(|| SipError::bad(format!("CSeq method in {v:?}")))?;
-    Ok((n, m.to_string()))
+    Ok((n, m))
 }
 
 pub(crate) fn is_token_byte(b: u8) -> bool {
@@ -118,9 +139,28 @@ pub struct SipUri {
 
 impl SipUri {
     pub fn parse(s: &str) -> Result<SipUri, SipError> {
+        let (scheme, user, host, port, params) = SipUri::parts(s)?;
+        Ok(SipUri {
+            scheme: scheme.to_ascii_lowercase(),
+            user: user.map(str::to_string),
+            host: host.to_ascii_lowercase(),
+            port,
+            params: params.to_string(),
+        })
+    }
+
+    /// What [`SipUri::parse`] refuses, without building the value (the parser checks every
+    /// Request-URI).
+    pub fn check(s: &str) -> Result<(), SipError> {
+        SipUri::parts(s).map(|_| ())
+    }
+
+    /// (scheme, user, host, port, params), borrowed from `s`.
+    #[allow(clippy::type_complexity)]
+    fn parts(s: &str) -> Result<(&str, Option<&str>, &str, Option<u16>, &str), SipError> {
         let (scheme, rest) = s.split_once(':').ok_or_else(|| SipError::bad(format!("URI without scheme: {s:?}")))?;
-        let scheme = scheme.to_ascii_lowercase();
-        if scheme != "sip" && scheme != "sips" {
+        if !scheme.eq_ignore_ascii_case("sip") && !scheme.eq_ignore_ascii_case("sips") {
+            let scheme = scheme.to_ascii_lowercase();
             return Err(SipError::Malformed { status: 416, reason: format!("unsupported URI scheme {scheme:?}") });
         }
         if rest[rest.rfind('@').map_or(0, |i| i + 1)..].contains('?') {
@@ -135,9 +175,9 @@ impl SipUri {
             Some(i) => (&hostpart[..i], &hostpart[i..]),
             None => (hostpart, ""),
         };
-        let (host, port) = split_host_port(hostport)?;
-        let user = userinfo.map(|u| u.split(':').next().unwrap_or("").to_string());
-        Ok(SipUri { scheme, user, host: host.to_ascii_lowercase(), port, params: params.to_string() })
+        let (host, port) = host_port(hostport)?;
+        let user = userinfo.map(|u| u.split(':').next().unwrap_or(""));
+        Ok((scheme, user, host, port, params))
     }
 
     pub fn param(&self, name: &str) -> Option<&str> {

@@ -3,6 +3,7 @@
 //! Multi-valued routing headers (Via, Route, Record-Route, Contact) are kept one value per entry,
 //! so "pop the top Via" is removing one entry. Serialisation always writes a fresh Content-Length.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use bytes::Bytes;
@@ -51,12 +52,90 @@ pub enum StartLine {
     Response { code: u16, reason: String },
 }
 
+/// A header name: the headers a proxy sees on every call are static strings, so that parsing and
+/// building a message allocates nothing for them; any other name is kept as it came.
+pub type HeaderName = Cow<'static, str>;
+
+/// The canonical spellings of the header names we know (RFC 3261 section 20 and the extensions
+/// carriers send). A name that matches one ignoring case is stored as the static string.
+pub(crate) const KNOWN_NAMES: &[&str] = &[
+    "Via",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Contact",
+    "Max-Forwards",
+    "Content-Length",
+    "Content-Type",
+    "Route",
+    "Record-Route",
+    "Allow",
+    "Supported",
+    "User-Agent",
+    "Server",
+    "Expires",
+    "Date",
+    "Reason",
+    "Require",
+    "Proxy-Require",
+    "Unsupported",
+    "Content-Encoding",
+    "Content-Disposition",
+    "Accept",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Authorization",
+    "WWW-Authenticate",
+    "Proxy-Authorization",
+    "Proxy-Authenticate",
+    "Session-Expires",
+    "Min-SE",
+    "Subject",
+    "Event",
+    "Allow-Events",
+    "Refer-To",
+    "Referred-By",
+    "Replaces",
+    "P-Asserted-Identity",
+    "P-Preferred-Identity",
+    "Privacy",
+    "Diversion",
+    "History-Info",
+    "Retry-After",
+    "Warning",
+    "Timestamp",
+    "Organization",
+    "Priority",
+    "Call-Info",
+    "Alert-Info",
+    "Error-Info",
+    "In-Reply-To",
+    "Reply-To",
+    "MIME-Version",
+    "Content-Language",
+    "Min-Expires",
+    "RSeq",
+    "RAck",
+    "Path",
+    "Identity",
+];
+
+/// `name` as a [`HeaderName`]: a known name spelled in any case becomes its canonical static
+/// spelling; any other name is kept verbatim.
+pub fn header_name(name: &str) -> HeaderName {
+    match KNOWN_NAMES.iter().find(|k| k.eq_ignore_ascii_case(name)) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(name.to_string()),
+    }
+}
+
 /// One parsed SIP message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SipMessage {
     pub start: StartLine,
     /// (canonical name, value) in wire order.
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(HeaderName, String)>,
     pub body: Bytes,
 }
 
@@ -111,13 +190,13 @@ impl SipMessage {
 
     /// Add a header after the existing ones.
     pub fn push(&mut self, name: &str, value: impl Into<String>) {
-        self.headers.push((name.to_string(), value.into()));
+        self.headers.push((header_name(name), value.into()));
     }
 
     /// Add a header value above every existing value of the same name (e.g. a new top Via).
     pub fn push_front(&mut self, name: &str, value: impl Into<String>) {
         let at = self.headers.iter().position(|(n, _)| n.eq_ignore_ascii_case(name)).unwrap_or(0);
-        self.headers.insert(at, (name.to_string(), value.into()));
+        self.headers.insert(at, (header_name(name), value.into()));
     }
 
     /// Remove and return the first value of `name`.

@@ -3,61 +3,45 @@
 //! entry each, and the checks whose failure earns a 400 (or 416/505), so that nothing malformed reaches
 //! the proxy. `datagram` says whether Content-Length may be absent (UDP) and truncates the body to it.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 use crate::error::SipError;
-use crate::headers::{addr_uri, is_token_byte, parse_cseq, split_list, SipUri, Via};
-use crate::message::{Method, SipMessage, StartLine};
+use crate::headers::{addr_uri, cseq_parts, is_token_byte, split_list, SipUri, Via};
+use crate::message::{header_name, HeaderName, Method, SipMessage, StartLine};
 
-/// Headers we never accept more than one of (RFC 3261 section 7.3.1 and 20).
-const SINGLE: &[&str] = &["From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length"];
-/// Headers kept one value per entry.
-const LISTS: &[&str] = &["Via", "Route", "Record-Route", "Contact"];
 /// At most this many header lines; more is a flood, not a message.
 pub const MAX_HEADERS: usize = 256;
 
-/// The canonical spelling of a header name (compact forms of RFC 3261 section 7.3.3 expanded).
-pub fn canonical_name(name: &str) -> String {
-    const KNOWN: &[(&str, &str)] = &[
-        ("i", "Call-ID"),
-        ("m", "Contact"),
-        ("e", "Content-Encoding"),
-        ("l", "Content-Length"),
-        ("c", "Content-Type"),
-        ("f", "From"),
-        ("s", "Subject"),
-        ("k", "Supported"),
-        ("t", "To"),
-        ("v", "Via"),
-        ("o", "Event"),
-        ("r", "Refer-To"),
-        ("u", "Allow-Events"),
-        ("x", "Session-Expires"),
-        ("call-id", "Call-ID"),
-        ("contact", "Contact"),
-        ("content-length", "Content-Length"),
-        ("content-type", "Content-Type"),
-        ("from", "From"),
-        ("to", "To"),
-        ("via", "Via"),
-        ("cseq", "CSeq"),
-        ("max-forwards", "Max-Forwards"),
-        ("route", "Route"),
-        ("record-route", "Record-Route"),
-        ("expires", "Expires"),
-        ("authorization", "Authorization"),
-        ("www-authenticate", "WWW-Authenticate"),
-        ("proxy-authorization", "Proxy-Authorization"),
-        ("proxy-authenticate", "Proxy-Authenticate"),
-        ("require", "Require"),
-        ("proxy-require", "Proxy-Require"),
-        ("supported", "Supported"),
-        ("content-encoding", "Content-Encoding"),
-        ("reason", "Reason"),
-        ("user-agent", "User-Agent"),
-    ];
-    let lower = name.to_ascii_lowercase();
-    KNOWN.iter().find(|(k, _)| *k == lower).map(|(_, v)| v.to_string()).unwrap_or_else(|| name.to_string())
+/// The compact forms of RFC 3261 section 7.3.3 (and of the extensions that define one).
+const COMPACT: &[(u8, &str)] = &[
+    (b'i', "Call-ID"),
+    (b'm', "Contact"),
+    (b'e', "Content-Encoding"),
+    (b'l', "Content-Length"),
+    (b'c', "Content-Type"),
+    (b'f', "From"),
+    (b's', "Subject"),
+    (b'k', "Supported"),
+    (b't', "To"),
+    (b'v', "Via"),
+    (b'o', "Event"),
+    (b'r', "Refer-To"),
+    (b'u', "Allow-Events"),
+    (b'x', "Session-Expires"),
+];
+
+/// The canonical spelling of a header name: compact forms expanded, known names in their usual
+/// case (both static, no allocation); any other name verbatim.
+pub fn canonical_name(name: &str) -> HeaderName {
+    if let [b] = name.as_bytes() {
+        let b = b.to_ascii_lowercase();
+        if let Some((_, long)) = COMPACT.iter().find(|(c, _)| *c == b) {
+            return Cow::Borrowed(long);
+        }
+    }
+    header_name(name)
 }
 
 /// Parse one whole message (a datagram, or a frame cut by [`crate::framing`]).
@@ -67,10 +51,10 @@ pub fn parse(buf: &[u8], datagram: bool) -> Result<SipMessage, SipError> {
     let buf = &buf[start..];
     let (head_end, body_start) = find_head_end(buf).ok_or_else(|| SipError::bad("no blank line after the headers"))?;
     let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| SipError::bad("headers are not UTF-8"))?;
-    let mut lines = unfold(head).into_iter();
+    let mut lines = Unfold { raw: head.split('\n').peekable() };
     let first = lines.next().ok_or_else(|| SipError::bad("no start line"))?;
     let start_line = parse_start_line(&first)?;
-    let mut msg = SipMessage { start: start_line, headers: Vec::new(), body: Bytes::new() };
+    let mut msg = SipMessage { start: start_line, headers: Vec::with_capacity(16), body: Bytes::new() };
     for line in lines {
         let (name, value) = line.split_once(':').ok_or_else(|| SipError::bad(format!("header line without ':': {line:?}")))?;
         let name = name.trim_end();
@@ -79,12 +63,18 @@ pub fn parse(buf: &[u8], datagram: bool) -> Result<SipMessage, SipError> {
         }
         let name = canonical_name(name);
         let value = value.trim();
-        if LISTS.iter().any(|l| name == *l) && !(name == "Contact" && value == "*") {
+        let list = matches!(&*name, "Via" | "Route" | "Record-Route") || (name == "Contact" && value != "*");
+        if !list {
+            msg.headers.push((name, value.to_string()));
+        } else if !value.contains(',') {
+            // one value, the usual case: no list to split
+            if !value.is_empty() {
+                msg.headers.push((name, value.to_string()));
+            }
+        } else {
             for v in split_list(value) {
                 msg.headers.push((name.clone(), v.to_string()));
             }
-        } else {
-            msg.headers.push((name, value.to_string()));
         }
         if msg.headers.len() > MAX_HEADERS {
             return Err(SipError::bad("too many headers"));
@@ -115,21 +105,25 @@ fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
     buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2))
 }
 
-/// Split the head into logical lines, joining continuation lines (leading SP/HT) with one space.
-fn unfold(head: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for raw in head.split('\n') {
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = out.last_mut() {
-                last.push(' ');
-                last.push_str(line.trim_start());
-                continue;
-            }
+/// The head's logical lines: continuation lines (leading SP/HT) joined to the line before with one
+/// space. A line that is not folded is borrowed from the head.
+struct Unfold<'a> {
+    raw: std::iter::Peekable<std::str::Split<'a, char>>,
+}
+
+impl<'a> Iterator for Unfold<'a> {
+    type Item = Cow<'a, str>;
+
+    fn next(&mut self) -> Option<Cow<'a, str>> {
+        let cut = |raw: &'a str| raw.strip_suffix('\r').unwrap_or(raw);
+        let mut line = Cow::Borrowed(cut(self.raw.next()?));
+        while let Some(more) = self.raw.next_if(|raw| raw.starts_with([' ', '\t'])) {
+            let joined = line.to_mut();
+            joined.push(' ');
+            joined.push_str(cut(more).trim_start());
         }
-        out.push(line.to_string());
+        Some(line)
     }
-    out
 }
 
 fn parse_start_line(line: &str) -> Result<StartLine, SipError> {
@@ -164,57 +158,57 @@ fn parse_start_line(line: &str) -> Result<StartLine, SipError> {
     Ok(StartLine::Request { method: Method::parse(method), uri: uri.to_string() })
 }
 
-/// Checks shared by requests and responses; request-only checks are flagged as such.
+/// Checks shared by requests and responses; request-only checks are flagged as such. One pass
+/// over the headers: this runs on every message the node receives.
 fn validate(msg: &SipMessage) -> Result<(), SipError> {
-    for h in SINGLE {
-        if msg.headers_named(h).nth(1).is_some() {
-            return Err(SipError::bad(format!("more than one {h}")));
+    // From, To, Call-ID, CSeq, Max-Forwards, Content-Length: at most one each (RFC 3261 7.3.1, 20)
+    const SINGLE: [&str; 6] = ["From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length"];
+    let mut singles = [0u8; SINGLE.len()];
+    let (mut vias, mut cseq) = (0usize, "");
+    for (name, v) in &msg.headers {
+        let name: &str = name;
+        if let Some(i) = SINGLE.iter().position(|s| s.eq_ignore_ascii_case(name)) {
+            singles[i] += 1;
+            if singles[i] > 1 {
+                return Err(SipError::bad(format!("more than one {}", SINGLE[i])));
+            }
         }
-    }
-    for h in ["Via", "From", "To", "Call-ID", "CSeq"] {
-        if msg.header(h).is_none() {
-            return Err(SipError::bad(format!("missing {h}")));
-        }
-    }
-    for v in msg.headers_named("Via") {
-        Via::parse(v)?;
-    }
-    for h in ["From", "To", "Contact", "Route", "Record-Route"] {
-        for v in msg.headers_named(h) {
-            if !quotes_balanced(v) {
-                return Err(SipError::bad(format!("unbalanced quotes in {h}")));
+        match name {
+            _ if name.eq_ignore_ascii_case("Via") => {
+                vias += 1;
+                Via::check(v)?;
             }
-            if v.contains("< ") || v.contains(" >") || (!v.contains('<') && v.contains('?')) {
-                // LWS inside <...>, or an addr-spec carrying URI headers (RFC 4475 3.1.2.16, 3.1.2.15)
-                return Err(SipError::bad(format!("bad address in {h}: {v:?}")));
+            _ if name.eq_ignore_ascii_case("CSeq") => cseq = v,
+            _ if name.eq_ignore_ascii_case("Max-Forwards") => {
+                v.parse::<u8>().map_err(|_| SipError::bad(format!("Max-Forwards {v:?}")))?;
             }
-            let open = v.matches('<').count();
-            if open != v.matches('>').count() || open > 1 && h != "Contact" {
-                return Err(SipError::bad(format!("unbalanced angle brackets in {h}")));
+            _ if name.eq_ignore_ascii_case("Date") => {
+                if !v.ends_with("GMT") {
+                    return Err(SipError::bad("Date must be in GMT (RFC 3261 section 20.17)"));
+                }
             }
-            if v != "*" {
-                let uri = addr_uri(v);
-                if uri.is_empty() || uri.contains(char::is_whitespace) {
-                    return Err(SipError::bad(format!("bad address in {h}: {v:?}")));
+            _ => {
+                if let Some(h) = ["From", "To", "Contact", "Route", "Record-Route"].iter().find(|h| h.eq_ignore_ascii_case(name)) {
+                    check_address(h, v)?;
                 }
             }
         }
     }
-    if let Some(date) = msg.header("Date") {
-        if !date.ends_with("GMT") {
-            return Err(SipError::bad("Date must be in GMT (RFC 3261 section 20.17)"));
+    if vias == 0 {
+        return Err(SipError::bad("missing Via"));
+    }
+    for (i, h) in SINGLE[..4].iter().enumerate() {
+        if singles[i] == 0 {
+            return Err(SipError::bad(format!("missing {h}")));
         }
     }
-    let (_, cseq_method) = parse_cseq(msg.header("CSeq").unwrap_or(""))?;
-    if let Some(mf) = msg.header("Max-Forwards") {
-        mf.parse::<u8>().map_err(|_| SipError::bad(format!("Max-Forwards {mf:?}")))?;
-    }
+    let (_, cseq_method) = cseq_parts(cseq)?;
     if let StartLine::Request { method, uri } = &msg.start {
         if cseq_method != method.as_str() {
             return Err(SipError::bad(format!("CSeq method {cseq_method} does not match {}", method.as_str())));
         }
         if uri.starts_with("sip:") || uri.starts_with("sips:") {
-            SipUri::parse(uri)?;
+            SipUri::check(uri)?;
         } else if !uri.starts_with("tel:") {
             return Err(SipError::Malformed { status: 416, reason: format!("unsupported URI scheme in {uri:?}") });
         }
@@ -222,17 +216,48 @@ fn validate(msg: &SipMessage) -> Result<(), SipError> {
     Ok(())
 }
 
-fn quotes_balanced(v: &str) -> bool {
-    let (mut open, mut escaped) = (false, false);
-    for c in v.chars() {
+/// A From, To, Contact, Route or Record-Route value, in one scan: quotes balanced (a backslash
+/// escapes inside quotes), no LWS just inside `<...>`, no URI headers in an addr-spec (RFC 4475
+/// 3.1.2.16, 3.1.2.15), brackets balanced and at most one pair except in Contact, and a URI.
+fn check_address(h: &str, v: &str) -> Result<(), SipError> {
+    let b = v.as_bytes();
+    let (mut quoted, mut escaped, mut open, mut close, mut spaced, mut question) = (false, false, 0usize, 0usize, false, false);
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'<' => {
+                open += 1;
+                spaced |= b.get(i + 1) == Some(&b' ');
+            }
+            b'>' => {
+                close += 1;
+                spaced |= i > 0 && b[i - 1] == b' ';
+            }
+            b'?' => question = true,
+            _ => {}
+        }
         match c {
             _ if escaped => escaped = false,
-            '\\' if open => escaped = true,
-            '"' => open = !open,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
             _ => {}
         }
     }
-    !open
+    if quoted {
+        return Err(SipError::bad(format!("unbalanced quotes in {h}")));
+    }
+    if spaced || (open == 0 && question) {
+        return Err(SipError::bad(format!("bad address in {h}: {v:?}")));
+    }
+    if open != close || open > 1 && h != "Contact" {
+        return Err(SipError::bad(format!("unbalanced angle brackets in {h}")));
+    }
+    if v != "*" {
+        let uri = addr_uri(v);
+        if uri.is_empty() || uri.contains(char::is_whitespace) {
+            return Err(SipError::bad(format!("bad address in {h}: {v:?}")));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
