@@ -27,15 +27,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::Command;
 
-/// How long a renewal lets a node admit, from when it sent the renewal. Longer than a leader
-/// election (2.4-3.2 s with the default Raft timing), so losing the leader does not stop admission
-/// while a new one is elected (`hatrunk demo` refused calls for 2 s with a 2 s lease).
-pub const LEASE_MS: u64 = 4000;
-/// A node renews this often, so two renewals may fail before its lease runs out.
+/// How long a renewal lets a node admit, from when it sent the renewal. It must outlast a leader
+/// election with room to spare, or losing the leader stops admission everywhere: the node's last
+/// renewal may be half a second old when the leader goes, and elections take 2.4-3.2 s with the
+/// default Raft timing, one more timeout (0.8-1.6 s) after a split vote, and were seen at 4.6 s on
+/// a loaded two-core box. At 4 s (3.1-3.6 s left after the loss) a cluster refused every call
+/// through such elections; `hatrunk demo` refused calls for 2 s with a 2 s lease. The price of a
+/// longer lease: a lost node's unused reserve comes back that much later.
+pub const LEASE_MS: u64 = 7000;
+/// A node renews this often, so several renewals may fail before its lease runs out.
 pub const RENEW_EVERY_MS: u64 = 500;
 /// A node stops admitting this much before its lease ends, and the leader waits this much after:
 /// clocks whose rates differ by up to 10% over a lease cannot make them overlap.
-pub const DRIFT_MARGIN_MS: u64 = 400;
+pub const DRIFT_MARGIN_MS: u64 = LEASE_MS / 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LeaseState {
