@@ -5,7 +5,7 @@
 //! answering is down even while its heartbeat answers. Membership comes from Raft; nothing is
 //! gossiped.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -108,27 +108,34 @@ impl ClusterHealth {
         self.log_sip_silence(&v, now);
     }
 
-    /// One line when a member's SIP goes silent while its heartbeat answers, and when it is back.
+    /// One line when a member's SIP goes silent while its heartbeat answers, and one when that
+    /// ends, saying how: its SIP answers again, its heartbeat went silent too, or it left.
     fn log_sip_silence(&self, v: &HealthView, now: u64) {
         let Some(sip) = &self.sip else { return };
-        let silent: BTreeSet<u64> = {
+        // per SIP member: (heartbeat answers, SIP answers)
+        let states: BTreeMap<u64, (bool, bool)> = {
             let sip = sip.lock().unwrap_or_else(|p| p.into_inner());
             let live = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
             v.members
                 .iter()
                 .filter(|m| m.member.sip && m.member.id != v.self_id)
-                .filter(|m| {
-                    live.state(m.member.id, now, self.timing.grace_ms).0 && !sip.state(m.member.id, now, self.timing.threshold_ms).0
+                .map(|m| {
+                    let id = m.member.id;
+                    (id, (live.state(id, now, self.timing.grace_ms).0, sip.state(id, now, self.timing.threshold_ms).0))
                 })
-                .map(|m| m.member.id)
                 .collect()
         };
+        let silent: BTreeSet<u64> = states.iter().filter(|(_, (beat, sip))| *beat && !*sip).map(|(id, _)| *id).collect();
         let mut was = self.sip_silent.lock().unwrap_or_else(|p| p.into_inner());
         for id in silent.difference(&was) {
             tracing::warn!(member = id, "member's SIP does not answer while its cluster heartbeat does: counted down, calls go elsewhere");
         }
         for id in was.difference(&silent) {
-            tracing::info!(member = id, "member's SIP answers again");
+            match states.get(id) {
+                Some((_, true)) => tracing::info!(member = id, "member's SIP answers again"),
+                Some((false, false)) => tracing::warn!(member = id, "member's cluster heartbeat is silent too: member down"),
+                _ => tracing::info!(member = id, "member is no longer a SIP member of the cluster"),
+            }
         }
         *was = silent;
     }
