@@ -135,6 +135,13 @@ impl Shares {
         self.granted.get(trunk).into_iter().flat_map(|per| per.iter().map(|(n, s)| (n.as_str(), *s)))
     }
 
+    /// How many nodes share `trunk`, as `me` sizes its reserve ceiling: the others holding a share,
+    /// and `me` whether it holds one yet or not (it is asking).
+    pub fn sharers_with(&self, trunk: &str, me: &str) -> u32 {
+        let others = self.of_trunk(trunk).filter(|(n, v)| *v > 0 && *n != me).count();
+        u32::try_from(others).unwrap_or(u32::MAX).saturating_add(1)
+    }
+
     /// Shares per trunk, summed over nodes.
     pub fn totals(&self) -> impl Iterator<Item = (&str, u32)> {
         self.granted.iter().map(|(t, per)| (t.as_str(), per.values().sum()))

@@ -75,6 +75,22 @@ fn a_busy_node_keeps_and_asks_for_its_rates_headroom() {
 /// Short calls at a high rate: six periods of admissions are more than the whole limit. The
 /// reserve stops at the ceiling, so the nodes' reserves leave half the pool free (the escrow
 /// bench's three nodes held all 100,000 slots as reserve with 12,800 calls up, and refused calls).
+/// A node sizing its ceiling counts the nodes holding a share and itself, holding one or not;
+/// a node whose share went back to nothing no longer counts.
+#[test]
+fn sharers_are_the_nodes_holding_a_share_and_the_one_asking() {
+    let mut s = Shares::default();
+    assert_eq!(s.sharers_with("t", "a"), 1, "alone, before any grant");
+    s.reserve("t", "a", 4, 100);
+    s.reserve("t", "b", 4, 100);
+    s.reserve("u", "c", 4, 100);
+    assert_eq!(s.sharers_with("t", "a"), 2, "itself once, and b");
+    assert_eq!(s.sharers_with("t", "c"), 3, "c asks: a, b and c");
+    s.shrink("t", "b", 0);
+    assert_eq!(s.sharers_with("t", "a"), 1, "b gave its share back");
+    assert_eq!(reserve_ceiling(100, s.sharers_with("t", "c")), 25);
+}
+
 #[test]
 fn the_rates_headroom_stops_at_the_reserve_ceiling() {
     assert_eq!(super::reserve_ceiling(100_000, 3), 16_666);

@@ -22,14 +22,7 @@ impl EscrowAdmission {
         let (limits, sharers): (HashMap<String, u32>, HashMap<String, u32>) = self.consensus.local(|s| {
             let rates = s.trunks.iter().filter_map(|(id, t)| Some((rate_key(id), t.max_calls_per_second?)));
             let limits = s.trunks.iter().map(|(id, t)| (id.clone(), t.max_concurrent_calls)).chain(rates).collect();
-            let sharers = s
-                .trunks
-                .keys()
-                .map(|id| {
-                    let others = s.shares.of_trunk(id).filter(|(n, v)| *v > 0 && *n != self.node).count();
-                    (id.clone(), u32::try_from(others).unwrap_or(u32::MAX).saturating_add(1))
-                })
-                .collect();
+            let sharers = s.trunks.keys().map(|id| (id.clone(), s.shares.sharers_with(id, &self.node))).collect();
             (limits, sharers)
         });
         let limit = |t: &str| limits.get(t).copied().unwrap_or(0);
