@@ -18,8 +18,9 @@ fn demo_runs_every_act_and_passes_its_checks() {
     // Known and tracked (issue 20): the zone act and the region act each kill the Raft leader
     // (sg1-a1, then whoever leads in sg1), and the voters left sometimes take several rounds to
     // elect another (5.3 s without a leader in one run, 4.0 s in the zone act in another), past
-    // the 2.5 s the demo allows, so admission leases lapse and calls are refused. That alone gets
-    // one more run; anything else, or the same twice, fails.
+    // the 2.5 s the demo allows; with 4 s admission leases calls were then refused. Leases are 7 s
+    // since, which should end it; until runs show that, this alone gets one more run; anything
+    // else, or the same twice, fails.
     let first = String::from_utf8_lossy(&out.stdout).to_string();
     let leader_window = |l: &str| l.contains("region sg1 down: calls offered") || l.contains("zone sg1-a down: calls offered");
     let only_region_window = first.lines().filter(|l| l.contains("(NOT ok)")).all(leader_window);

@@ -270,7 +270,9 @@ impl Scenario {
             "lower-limit" => {
                 let mut sc = base(name, "2T: the limit goes from 12 to 4 with calls up, then back", "2t", 12, 8.0, 25);
                 sc.load.hold_ms = (3000, 8000);
-                sc.faults = vec![(s(10), 0, Fault::Operator(Op::SetLimit(4))), (s(18), 1, Fault::Operator(Op::SetLimit(12)))];
+                // raised once the lowered limit has been judged for a while: it applies `SETTLE_MS` (the
+                // lease and half a second) after the change
+                sc.faults = vec![(s(10), 0, Fault::Operator(Op::SetLimit(4))), (s(21), 1, Fault::Operator(Op::SetLimit(12)))];
                 sc
             }
             "delete-recreate-trunk" => {
@@ -294,8 +296,9 @@ impl Scenario {
                 sc
             }
             "hung-node" => {
-                let mut sc = base(name, "2T: sg1-a1 freezes (kill -STOP) for 6 s, then resumes", "2t", 12, 6.0, 25);
-                sc.faults = vec![(s(8), 0, Fault::Hang(nodes(&["sg1-a1"]))), (s(14), 1, Fault::Resume(Target::Of(0)))];
+                // frozen past its lease and the lapse (7.7 s after its last renewal), so it resumes lapsed
+                let mut sc = base(name, "2T: sg1-a1 freezes (kill -STOP) for 10 s, then resumes", "2t", 12, 6.0, 25);
+                sc.faults = vec![(s(8), 0, Fault::Hang(nodes(&["sg1-a1"]))), (s(18), 1, Fault::Resume(Target::Of(0)))];
                 sc
             }
             "remove-rejoin" => {
@@ -319,7 +322,7 @@ impl Scenario {
                 // and so may its lease headroom; the rest must come back to the next entry.
                 // Load runs past the longest call's duration after the lease lapsed, when the lost
                 // node may hold nothing at all any more.
-                let mut sc = base(name, "2T: the first entry dies with calls up and never returns", "2t", 8, 2.0, 52);
+                let mut sc = base(name, "2T: the first entry dies with calls up and never returns", "2t", 8, 2.0, 55);
                 sc.faults = vec![(s(8), 0, Fault::Crash(nodes(&["sg1-a1"])))];
                 sc
             }

@@ -72,9 +72,6 @@ fn a_busy_node_keeps_and_asks_for_its_rates_headroom() {
     assert_eq!(e.shortfall("t", 160, false, false, 5000, 1000), 0, "not when idle");
 }
 
-/// Short calls at a high rate: six periods of admissions are more than the whole limit. The
-/// reserve stops at the ceiling, so the nodes' reserves leave half the pool free (the escrow
-/// bench's three nodes held all 100,000 slots as reserve with 12,800 calls up, and refused calls).
 /// A node sizing its ceiling counts the nodes holding a share and itself, holding one or not;
 /// a node whose share went back to nothing no longer counts.
 #[test]
@@ -91,6 +88,9 @@ fn sharers_are_the_nodes_holding_a_share_and_the_one_asking() {
     assert_eq!(reserve_ceiling(100, s.sharers_with("t", "c")), 25);
 }
 
+/// Short calls at a high rate: six periods of admissions are more than the whole limit. The
+/// reserve stops at the ceiling, so the nodes' reserves leave half the pool free (the escrow
+/// bench's three nodes held all 100,000 slots as reserve with 12,800 calls up, and refused calls).
 #[test]
 fn the_rates_headroom_stops_at_the_reserve_ceiling() {
     assert_eq!(super::reserve_ceiling(100_000, 3), 16_666);
