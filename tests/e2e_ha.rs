@@ -79,7 +79,10 @@ fn phase(via: &Node, pbx: u16, carrier: u16, number: &str, n: u32, dir: &Path, t
     std::thread::sleep(Duration::from_millis(300));
     drop(p);
     let ports = invite_via_ports(&trace);
-    if ports.len() as u64 != calls.ok + calls.failed {
+    if ports.len() as u64 != calls.ok + calls.failed || calls.failed > 0 {
+        // what the entry node made of each call, so a failure explains itself
+        let cdrs: String = via.cdrs().iter().map(|c| format!("{c}\n")).collect();
+        eprintln!("phase {tag}: {calls:?}, {} INVITEs at the PBX; the entry node's CDRs:\n{cdrs}", ports.len());
         let _ = std::fs::copy(&trace, format!("/tmp/ha-debug-{tag}.log"));
         let _ = std::fs::write(format!("/tmp/ha-debug-{tag}-node.log"), via.log());
     }
