@@ -159,7 +159,8 @@ fn parse_start_line(line: &str) -> Result<StartLine, SipError> {
 }
 
 /// Checks shared by requests and responses; request-only checks are flagged as such. One pass
-/// over the headers: this runs on every message the node receives.
+/// over the headers: this runs on every message the node receives. Names are compared exactly:
+/// [`canonical_name`] gave every name checked here its canonical spelling (all are known names).
 fn validate(msg: &SipMessage) -> Result<(), SipError> {
     // From, To, Call-ID, CSeq, Max-Forwards, Content-Length: at most one each (RFC 3261 7.3.1, 20)
     const SINGLE: [&str; 6] = ["From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length"];
@@ -167,31 +168,24 @@ fn validate(msg: &SipMessage) -> Result<(), SipError> {
     let (mut vias, mut cseq) = (0usize, "");
     for (name, v) in &msg.headers {
         let name: &str = name;
-        if let Some(i) = SINGLE.iter().position(|s| s.eq_ignore_ascii_case(name)) {
+        if let Some(i) = SINGLE.iter().position(|s| *s == name) {
             singles[i] += 1;
             if singles[i] > 1 {
-                return Err(SipError::bad(format!("more than one {}", SINGLE[i])));
+                return Err(SipError::bad(format!("more than one {name}")));
             }
         }
         match name {
-            _ if name.eq_ignore_ascii_case("Via") => {
+            "Via" => {
                 vias += 1;
                 Via::check(v)?;
             }
-            _ if name.eq_ignore_ascii_case("CSeq") => cseq = v,
-            _ if name.eq_ignore_ascii_case("Max-Forwards") => {
+            "CSeq" => cseq = v,
+            "Max-Forwards" => {
                 v.parse::<u8>().map_err(|_| SipError::bad(format!("Max-Forwards {v:?}")))?;
             }
-            _ if name.eq_ignore_ascii_case("Date") => {
-                if !v.ends_with("GMT") {
-                    return Err(SipError::bad("Date must be in GMT (RFC 3261 section 20.17)"));
-                }
-            }
-            _ => {
-                if let Some(h) = ["From", "To", "Contact", "Route", "Record-Route"].iter().find(|h| h.eq_ignore_ascii_case(name)) {
-                    check_address(h, v)?;
-                }
-            }
+            "Date" if !v.ends_with("GMT") => return Err(SipError::bad("Date must be in GMT (RFC 3261 section 20.17)")),
+            "From" | "To" | "Contact" | "Route" | "Record-Route" => check_address(name, v)?,
+            _ => {}
         }
     }
     if vias == 0 {
@@ -291,6 +285,19 @@ mod tests {
                 Err(SipError::Malformed { status: s, .. }) => assert_eq!(s, status, "{bad}"),
                 other => panic!("{bad:?} gave {other:?}"),
             }
+        }
+    }
+
+    /// The checks compare canonical names, so any spelling of a checked header is checked.
+    #[test]
+    fn checks_see_every_spelling_of_a_name() {
+        for bad in [
+            INVITE.replace("t: <sip:6561230000@h>", "t: <sip:6561230000@h>\r\nTO: <sip:x@h>"),
+            INVITE.replace("CSeq: 1 INVITE", "cseq: 1 BYE"),
+            INVITE.replace("f: <sip:a@b>;tag=1", "FROM: \"a <sip:a@b>;tag=1"),
+            INVITE.replace("i: abc", "date: Mon, 1 Dec 2026 10:00:00 CET\r\ni: abc"),
+        ] {
+            assert!(matches!(parse(bad.as_bytes(), true), Err(SipError::Malformed { status: 400, .. })), "{bad}");
         }
     }
 
