@@ -14,6 +14,7 @@
 //! - [`sm_store`]: the state machine store: state in memory, snapshots (bincode) in the backend.
 //! - [`network`], [`server`]: the tonic Raft network (client and service) of `proto/cluster.proto`;
 //!   [`codec`] bounds every decode.
+//! - [`channels`]: the channels a member keeps to the others for its forwarded requests.
 //! - [`raft`]: the running member: writes (forwarded to the leader), linearizable reads, membership.
 //! - [`quorum`]: check-quorum: a leader that hears no quorum goes quiet so another is elected.
 //! - [`membership`]: membership policy (who may join, hand-off before the leader's removal) and status.
@@ -21,6 +22,7 @@
 //! - [`error`]: the crate's error type.
 
 pub mod backend;
+pub mod channels;
 pub mod codec;
 pub mod disk;
 pub mod error;

@@ -14,6 +14,7 @@ use openraft::{ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
+use crate::channels::Channels;
 use crate::error::ConsensusError;
 use crate::log_store::LogStore;
 use crate::network::{tcp_dialer, Dialer, Network};
@@ -101,6 +102,8 @@ pub struct Consensus {
     client: u64,
     serial: AtomicU64,
     dialer: Dialer,
+    /// Kept channels for this member's own requests to others (forwarded writes and reads, controls).
+    channels: Channels,
     /// Each [`Control::Quiet`] takes the next number; only the latest one switches elections back on.
     quiet: Arc<AtomicU64>,
     /// Set while [`Consensus::transfer_leader`] has this leader's heartbeats off on purpose.
@@ -157,6 +160,7 @@ impl Consensus {
             applied,
             client,
             serial: AtomicU64::new(0),
+            channels: Channels::new(dialer.clone()),
             dialer,
             quiet: Arc::default(),
             transferring,
@@ -234,7 +238,7 @@ impl Consensus {
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
                     Some(leader) => {
                         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                        let forward = tokio::time::timeout(left, forward_write(&self.dialer, &leader.cluster_addr, &req));
+                        let forward = tokio::time::timeout(left, forward_write(&self.channels, &leader.cluster_addr, &req));
                         tokio::select! {
                             r = forward => match r {
                                 Ok(Ok(r)) => return Ok(r),
@@ -289,7 +293,7 @@ impl Consensus {
             Ok(_) => Ok(self.answer(&q)),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
                 let leader = f.leader_node.ok_or_else(|| ConsensusError::Unavailable("no leader elected".into()))?;
-                forward_read(&self.dialer, &leader.cluster_addr, &q).await.map_err(ConsensusError::Unavailable)
+                forward_read(&self.channels, &leader.cluster_addr, &q).await.map_err(ConsensusError::Unavailable)
             }
             Err(e) => Err(ConsensusError::Raft(e.to_string())),
         }
@@ -381,7 +385,7 @@ impl Consensus {
         // the followers switch elections back on by themselves once the transfer is certainly over
         let quiet_ms = timing.election_max_ms + timing.heartbeat_ms * 2 + 5_000 + 1_000;
         for v in &others {
-            let _ = send_control(&self.dialer, &addr(*v), Control::Quiet(quiet_ms)).await;
+            let _ = send_control(&self.channels, &addr(*v), Control::Quiet(quiet_ms)).await;
         }
         // and this leader switches its own back on however this ends (even if the caller gives up
         // and drops this future)
@@ -392,7 +396,7 @@ impl Consensus {
         self.mute_with(target, &others, timing).await;
         // the followers' leader lease runs from the last AppendEntries they got, before the mute
         tokio::time::sleep(Duration::from_millis(timing.election_max_ms + timing.heartbeat_ms * 2)).await;
-        let elected = send_control(&self.dialer, &addr(target), Control::Elect).await;
+        let elected = send_control(&self.channels, &addr(target), Control::Elect).await;
         let mut won = false;
         if elected.is_ok() {
             for _ in 0..50 {
@@ -405,7 +409,7 @@ impl Consensus {
         }
         drop(_restore);
         for v in &others {
-            let _ = send_control(&self.dialer, &addr(*v), Control::SetElection(true)).await;
+            let _ = send_control(&self.channels, &addr(*v), Control::SetElection(true)).await;
         }
         match (elected, won) {
             (Err(e), _) => Err(ConsensusError::Unavailable(format!("node {target} could not start an election: {e}"))),
@@ -468,13 +472,13 @@ enum Rpc {
 /// Call `rpc` on the node at `addr` with `q` (bincode), within `timeout`, and decode its
 /// `Result<R, String>` answer.
 async fn call<Q: Serialize, R: serde::de::DeserializeOwned>(
-    dialer: &Dialer,
+    channels: &Channels,
     addr: &str,
     rpc: Rpc,
     q: &Q,
     timeout: Duration,
 ) -> Result<R, String> {
-    let mut c = ClusterClient::new(dialer(addr)?);
+    let mut c = ClusterClient::new(channels.get(addr)?);
     let mut r = tonic::Request::new(Blob { data: crate::codec::encode(q).map_err(|e| e.to_string())? });
     r.set_timeout(timeout);
     let reply = match rpc {
@@ -486,14 +490,14 @@ async fn call<Q: Serialize, R: serde::de::DeserializeOwned>(
     crate::codec::decode::<Result<R, String>>(&reply.into_inner().data).map_err(|e| e.to_string())?
 }
 
-async fn send_control(dialer: &Dialer, addr: &str, c: Control) -> Result<(), String> {
-    call(dialer, addr, Rpc::Control, &c, Duration::from_secs(3)).await
+async fn send_control(channels: &Channels, addr: &str, c: Control) -> Result<(), String> {
+    call(channels, addr, Rpc::Control, &c, Duration::from_secs(3)).await
 }
 
-async fn forward_write(dialer: &Dialer, addr: &str, req: &Request) -> Result<CommandResult, String> {
-    call(dialer, addr, Rpc::Write, req, Duration::from_secs(5)).await
+async fn forward_write(channels: &Channels, addr: &str, req: &Request) -> Result<CommandResult, String> {
+    call(channels, addr, Rpc::Write, req, Duration::from_secs(5)).await
 }
 
-async fn forward_read(dialer: &Dialer, addr: &str, q: &Read) -> Result<ReadReply, String> {
-    call(dialer, addr, Rpc::Read, q, Duration::from_secs(5)).await
+async fn forward_read(channels: &Channels, addr: &str, q: &Read) -> Result<ReadReply, String> {
+    call(channels, addr, Rpc::Read, q, Duration::from_secs(5)).await
 }
