@@ -55,6 +55,14 @@ impl Engine {
             let n = number.unwrap_or_default();
             return self.calls.new_call(&mut cx!(self), key, msg, src, trunk, Direction::Inbound, None, n, forwarded_from);
         }
+        if let Some(from) = forwarded_from {
+            // members forward only inbound calls, to a number the ingress knew: this member's copy
+            // of the trunks is behind, so wait for it (`catch_up.rs`) rather than answer 404
+            if !self.park_for_trunk(key.clone(), msg, src, from, number.unwrap_or_default()) {
+                self.respond_key(&key, 404, None);
+            }
+            return;
+        }
         // Not one of our numbers: an outbound call from a customer PBX, or nothing we route.
         if self.cfg.upstream.is_none() {
             return self.respond_key(&key, 404, None);

@@ -21,6 +21,7 @@ mod auth;
 mod call;
 mod calls;
 mod cancel;
+mod catch_up;
 mod context;
 mod dialog;
 mod egress;
@@ -257,6 +258,8 @@ pub struct Engine {
     next_member_probe: u64,
     member_seq: u64,
     dns: Arc<crate::dns::DnsCache>,
+    /// Forwarded INVITEs waiting for a trunk this member has not applied yet (`catch_up.rs`).
+    catch_up: catch_up::CatchUp,
 }
 
 impl Engine {
@@ -290,6 +293,7 @@ impl Engine {
             next_member_probe: 0,
             member_seq: 0,
             dns: Arc::default(),
+            catch_up: Default::default(),
         }
     }
 
@@ -375,7 +379,10 @@ impl Engine {
             return;
         }
         if method == Method::Cancel {
-            return self.calls.on_cancel(&mut cx!(self), msg, src);
+            self.calls.on_cancel(&mut cx!(self), msg, src);
+            // an INVITE still waiting for its trunk has no call yet to cancel
+            self.cancel_parked(&key.with_method("INVITE"));
+            return;
         }
         let in_dialog = hatrunk_sip::headers::param(msg.header("To").unwrap_or(""), "tag").is_some();
         if !in_dialog && !self.admit_new_request(src) {

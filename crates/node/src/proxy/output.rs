@@ -18,6 +18,8 @@ pub(super) enum TimerKey {
     Server(TxKey, Timer),
     Client(String, Timer),
     Probe(String, Role),
+    /// Forwarded INVITEs wait for their trunk (`catch_up.rs`): one poll for all of them.
+    CatchUp,
 }
 
 /// A timer of one call (by id), kept in its own heap without a map entry: an answered call keeps

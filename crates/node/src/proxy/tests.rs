@@ -17,7 +17,8 @@ use crate::status::SharedStatus;
 use crate::store::{BoxFuture, TrunkStore};
 
 /// Trunks in memory: the engine reads through the `TrunkStore` trait and never needs more here.
-struct MemStore(Vec<Arc<hatrunk_core::trunk::Trunk>>, Option<String>, Option<(String, String, u64)>);
+/// The fourth field, while set, hides the trunks' numbers (a member that has not applied them yet).
+struct MemStore(Vec<Arc<hatrunk_core::trunk::Trunk>>, Option<String>, Option<(String, String, u64)>, Arc<std::sync::atomic::AtomicBool>);
 
 impl TrunkStore for MemStore {
     fn apply(&self, _: hatrunk_core::trunk::Trunk, _: hatrunk_consensus::Expect) -> BoxFuture<'_, Result<u64, crate::NodeError>> {
@@ -36,6 +37,9 @@ impl TrunkStore for MemStore {
         self.0.clone()
     }
     fn by_number(&self, n: &str) -> Option<Arc<hatrunk_core::trunk::Trunk>> {
+        if self.3.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         self.0.iter().find(|t| t.numbers.iter().any(|x| x == n)).cloned()
     }
     fn by_source(&self, ip: std::net::IpAddr) -> Vec<(Arc<hatrunk_core::trunk::Trunk>, hatrunk_core::trunk::Role)> {
@@ -113,8 +117,21 @@ pub(super) fn engine_full(
     registration: Option<(String, String, u64)>,
     id: u64,
 ) -> Engine {
+    engine_behind(trunk, view, secret, registration, id, Arc::default())
+}
+
+/// [`engine_full`] whose trunk's numbers are unknown while `behind` is set (its copy of the
+/// trunks lags the cluster's).
+pub(super) fn engine_behind(
+    trunk: &str,
+    view: Arc<dyn crate::cluster_health::ClusterView>,
+    secret: Option<&str>,
+    registration: Option<(String, String, u64)>,
+    id: u64,
+    behind: Arc<std::sync::atomic::AtomicBool>,
+) -> Engine {
     let trunk = hatrunk_core::trunk::parse_trunk(trunk).expect("trunk");
-    let store = Arc::new(MemStore(vec![Arc::new(trunk)], secret.map(str::to_string), registration));
+    let store = Arc::new(MemStore(vec![Arc::new(trunk)], secret.map(str::to_string), registration, behind));
     let cfg = EngineConfig {
         node_id: id,
         node: format!("n{id}"),

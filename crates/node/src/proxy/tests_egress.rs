@@ -332,3 +332,53 @@ async fn a_later_choice_seen_down_meanwhile_is_passed_over() {
     assert!(of_call(&b, NODE2, 1).is_empty() && of_call(&b, NODE4, 1).is_empty(), "no second wait on the other r1 node");
     assert_eq!(of_call(&b, PRIMARY, 1).len(), 1, "delivered here at the first timeout");
 }
+
+/// A forwarded INVITE for a number this member has not applied yet waits for it (the ingress knew
+/// it) instead of a 404 the carrier would take as the number's answer; one whose trunk never comes
+/// gets the 404 after the wait, and a CANCEL of a waiting one gets its 487.
+#[tokio::test]
+async fn a_forward_for_a_trunk_not_applied_here_yet_waits_for_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let behind = std::sync::Arc::new(AtomicBool::new(true));
+    let mut e = super::tests::engine_behind(&two_t_trunk(), std::sync::Arc::new(view(true)), None, None, 1, behind.clone());
+    let fwd = |n: u32| invite(n).replace("Max-Forwards: 70", "Max-Forwards: 69\r\nX-Hatrunk-Ingress: n2");
+    let codes = |a: &[Action]| sent_to(a, NODE2).iter().filter_map(|m| m.code()).collect::<Vec<u16>>();
+    // a carrier's INVITE for an unknown number is still 404 at once: only forwards wait
+    e.on_message(from(CARRIER, &invite(9)), 0);
+    assert_eq!(sent_to(&e.drain(), CARRIER).iter().filter_map(|m| m.code()).collect::<Vec<_>>(), vec![100, 404]);
+    e.on_message(from(NODE2, &fwd(5)), 0);
+    e.on_message(from(NODE2, &fwd(6)), 0);
+    let a = e.drain();
+    assert_eq!(codes(&a), vec![100, 100], "only 100s while the trunk is not here");
+    assert!(sent_to(&a, PRIMARY).is_empty());
+    // the caller of call 6 hangs up while it waits
+    let cancel = fwd(6).replacen("INVITE sip", "CANCEL sip", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    e.on_message(from(NODE2, &cancel), 30);
+    assert_eq!(codes(&e.drain()), vec![200, 487]);
+    // the trunk arrives: call 5 goes to the PBX on the next look, without admission (the ingress holds the slot)
+    e.on_tick(100);
+    assert!(e.drain().is_empty(), "still waiting");
+    behind.store(false, Ordering::Relaxed);
+    let due = e.next_deadline().expect("a poll is armed");
+    assert!(due <= 200, "{due}");
+    e.on_tick(due);
+    let a = e.drain();
+    let to_pbx = sent_to(&a, PRIMARY);
+    assert_eq!(to_pbx.len(), 1, "{a:?}");
+    assert_eq!(to_pbx[0].header("Call-ID"), Some("call-5"));
+    assert!(!a.iter().any(|x| matches!(x, Action::Admit { .. })));
+    // a trunk that never comes: 404 once the wait is over, not before
+    behind.store(true, Ordering::Relaxed);
+    e.on_message(from(NODE2, &fwd(7)), 1_000);
+    assert_eq!(codes(&e.drain()), vec![100]);
+    let mut t = 1_000;
+    let mut got = Vec::new();
+    while got.is_empty() && t < 3_000 {
+        t = e.next_deadline().expect("a poll is armed").max(t);
+        e.on_tick(t);
+        // (call 6's 487 is retransmitted meanwhile: no ACK comes for it here)
+        got = of_call(&e.drain(), NODE2, 7).iter().filter_map(|m| m.code()).collect();
+    }
+    assert_eq!(got, vec![404]);
+    assert!((2_000..2_100).contains(&t), "404 after the wait ({t} ms)");
+}

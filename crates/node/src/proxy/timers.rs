@@ -46,6 +46,7 @@ impl Engine {
                 }
             }
             TimerKey::Probe(t, r) => self.probe_due(&t, r),
+            TimerKey::CatchUp => self.catch_up_due(),
         }
     }
 
