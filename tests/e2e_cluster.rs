@@ -58,6 +58,11 @@ fn three_nodes_form_a_cluster_survive_the_leader_and_remove_a_member() {
 
     // a trunk applied through one node is read through another (linearizable get)
     nodes[1].apply(&trunk_file("a", "3600", 5, 36100));
+    // the follower it went through has applied it by the time the CLI returns: its list, read
+    // from its own state as routing reads it, has the trunk at once (calls sent to it at once got
+    // 404 while it lagged the leader by a heartbeat)
+    let listed = json(&nodes[1].cli(&["trunk", "list", "-o", "json"]));
+    assert!(listed.as_array().is_some_and(|a| a.iter().any(|t| t["id"] == "a")), "{listed}");
     assert!(nodes[2].has_trunk("a"));
     assert!(nodes[0].has_trunk("a"));
 

@@ -202,6 +202,27 @@ impl Consensus {
         f(&d.state)
     }
 
+    /// Wait until this member's applied state satisfies `f`, at most `within`; whether it did.
+    /// What a write forwarded to the leader needs before its caller reads here: the leader has
+    /// committed it, this member may apply it a heartbeat later.
+    pub async fn local_until(&self, within: Duration, f: impl Fn(&ClusterState) -> bool) -> bool {
+        let due = tokio::time::sleep(within);
+        tokio::pin!(due);
+        loop {
+            // listen before looking, so an apply between the two is not missed
+            let applied = self.applied.notified();
+            tokio::pin!(applied);
+            applied.as_mut().enable();
+            if self.local(&f) {
+                return true;
+            }
+            tokio::select! {
+                _ = &mut due => return false,
+                _ = &mut applied => {}
+            }
+        }
+    }
+
     /// Notified after commands were applied to this member's state (see [`Consensus::local`]).
     pub fn applied(&self) -> Arc<tokio::sync::Notify> {
         self.applied.clone()

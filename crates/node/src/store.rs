@@ -55,6 +55,9 @@ pub(crate) fn outcome(r: CommandResult) -> Result<CommandResult, NodeError> {
     }
 }
 
+/// How long a trunk write waits for this node to apply what the leader committed.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Trunks in the replicated state machine.
 pub struct RaftTrunkStore {
     consensus: Arc<Consensus>,
@@ -69,15 +72,32 @@ impl RaftTrunkStore {
 impl TrunkStore for RaftTrunkStore {
     fn apply(&self, trunk: Trunk, expect: Expect) -> BoxFuture<'_, Result<u64, NodeError>> {
         Box::pin(async move {
+            let id = trunk.id.clone();
             match outcome(self.consensus.write(Command::PutTrunkIf { trunk: Box::new(trunk), expect }).await?)? {
-                CommandResult::Revision(r) => Ok(r),
+                CommandResult::Revision(r) => {
+                    // read-your-writes here: once `trunk apply` through this node returns, this
+                    // node routes the trunk (calls sent to it at once got 404 while it lagged the
+                    // leader by a heartbeat; e2e_ha, 2026-12-01). Committed either way: a member
+                    // that cannot catch up within the wait still answers with the revision.
+                    if !self.consensus.local_until(CATCH_UP, |s| s.fences.revision(&id) >= r).await {
+                        tracing::warn!(trunk = %id, revision = r, "trunk committed but not yet applied on this node");
+                    }
+                    Ok(r)
+                }
                 other => Err(NodeError::Refused(format!("unexpected trunk write result {other:?}"))),
             }
         })
     }
 
     fn delete(&self, id: String, force: bool) -> BoxFuture<'_, Result<(), NodeError>> {
-        Box::pin(async move { outcome(self.consensus.write(Command::DeleteTrunkIf { id, force }).await?).map(|_| ()) })
+        Box::pin(async move {
+            outcome(self.consensus.write(Command::DeleteTrunkIf { id: id.clone(), force }).await?)?;
+            // as for apply: once the delete returns, this node routes the trunk no more
+            if !self.consensus.local_until(CATCH_UP, |s| !s.trunks.contains_key(&id)).await {
+                tracing::warn!(trunk = %id, "trunk deletion committed but not yet applied on this node");
+            }
+            Ok(())
+        })
     }
 
     fn revision(&self, id: &str) -> u64 {
