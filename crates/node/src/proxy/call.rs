@@ -59,7 +59,7 @@ impl Engine {
             // members forward only inbound calls, to a number the ingress knew: this member's copy
             // of the trunks is behind, so wait for it (`catch_up.rs`) rather than answer 404
             if !self.park_for_trunk(key.clone(), msg, src, from, number.unwrap_or_default()) {
-                self.respond_key(&key, 404, None);
+                self.respond_key(&key, 503, Some(super::catch_up::NOT_HERE));
             }
             return;
         }

@@ -3,7 +3,9 @@
 //! copy is behind: a trunk applied a moment ago (followers apply it on the next AppendEntries), or a
 //! member catching up after a restart. The INVITE waits for it, up to [`CATCH_UP_MS`], instead of
 //! a 404 that the ingress would pass to the carrier as the number's answer (e2e_ha, 2026-12-01: the
-//! third call after `trunk apply` got 404 from the egress member in the other zone).
+//! third call after `trunk apply` got 404 from the egress member in the other zone). A member still
+//! without it after the wait answers 503 with no egress report, on which the ingress moves the call
+//! to the next node, as for any member refusing it.
 
 use hatrunk_core::cdr::Direction;
 use hatrunk_sip::transaction::TxKey;
@@ -18,8 +20,11 @@ use super::{Engine, Src};
 pub(super) const CATCH_UP_MS: u64 = 1000;
 /// How often waiting INVITEs look again.
 const POLL_MS: u64 = 20;
-/// INVITEs waiting at once at most; past it the next is answered 404 at once, as before.
+/// INVITEs waiting at once at most; past it the next is answered 503 at once.
 const MAX_PARKED: usize = 256;
+
+/// Why this member refused a forward: the ingress moves it on (no egress report).
+pub(super) const NOT_HERE: &str = "SIP;cause=503;text=\"Trunk not applied on this member yet\"";
 
 pub(super) struct Parked {
     key: TxKey,
@@ -52,7 +57,7 @@ impl Engine {
         true
     }
 
-    /// The poll: route what is known now, answer 404 to what waited out, look again while any waits.
+    /// The poll: route what is known now, refuse what waited out, look again while any waits.
     pub(super) fn catch_up_due(&mut self) {
         for p in std::mem::take(&mut self.catch_up.parked) {
             if !self.tx.servers.contains_key(&p.key) {
@@ -68,9 +73,9 @@ impl Engine {
                         number = p.number,
                         ingress = p.from,
                         waited_ms = CATCH_UP_MS,
-                        "forwarded INVITE for a trunk this member still does not have: 404"
+                        "forwarded INVITE for a trunk this member still does not have: 503, the ingress moves it on"
                     );
-                    self.respond_key(&p.key, 404, None);
+                    self.respond_key(&p.key, 503, Some(NOT_HERE));
                 }
                 None => self.catch_up.parked.push(p),
             }

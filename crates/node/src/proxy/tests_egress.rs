@@ -335,7 +335,7 @@ async fn a_later_choice_seen_down_meanwhile_is_passed_over() {
 
 /// A forwarded INVITE for a number this member has not applied yet waits for it (the ingress knew
 /// it) instead of a 404 the carrier would take as the number's answer; one whose trunk never comes
-/// gets the 404 after the wait, and a CANCEL of a waiting one gets its 487.
+/// gets 503 after the wait (the ingress moves it on), and a CANCEL of a waiting one gets its 487.
 #[tokio::test]
 async fn a_forward_for_a_trunk_not_applied_here_yet_waits_for_it() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -367,7 +367,7 @@ async fn a_forward_for_a_trunk_not_applied_here_yet_waits_for_it() {
     assert_eq!(to_pbx.len(), 1, "{a:?}");
     assert_eq!(to_pbx[0].header("Call-ID"), Some("call-5"));
     assert!(!a.iter().any(|x| matches!(x, Action::Admit { .. })));
-    // a trunk that never comes: 404 once the wait is over, not before
+    // a trunk that never comes: 503 once the wait is over, not before
     behind.store(true, Ordering::Relaxed);
     e.on_message(from(NODE2, &fwd(7)), 1_000);
     assert_eq!(codes(&e.drain()), vec![100]);
@@ -379,6 +379,6 @@ async fn a_forward_for_a_trunk_not_applied_here_yet_waits_for_it() {
         // (call 6's 487 is retransmitted meanwhile: no ACK comes for it here)
         got = of_call(&e.drain(), NODE2, 7).iter().filter_map(|m| m.code()).collect();
     }
-    assert_eq!(got, vec![404]);
-    assert!((2_000..2_100).contains(&t), "404 after the wait ({t} ms)");
+    assert_eq!(got, vec![503]);
+    assert!((2_000..2_100).contains(&t), "503 after the wait ({t} ms)");
 }
