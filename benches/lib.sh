@@ -65,7 +65,7 @@ apply_trunk() {
 # start_node: one node, SIP 15060, cluster/admin 17700, HTTP 19090, fresh data; sets `node`.
 start_node() {
   rm -rf "$work/data"
-  # HATRUNK_SIP_TOML, when set, goes into its [sip] section (e.g. `own_thread = true`)
+  # HATRUNK_SIP_TOML, when set, goes into its [sip] section (e.g. `own_thread = false`)
   printf '[node]\ndata_dir = "%s"\n[sip]\nlisten = ["udp:127.0.0.1:15060", "tcp:127.0.0.1:15060"]\n%b\n[cluster]\nlisten = "127.0.0.1:17700"\n[http]\nlisten = "127.0.0.1:19090"\n' \
     "$work/data" "${HATRUNK_SIP_TOML:-}" > "$work/node.toml"
   # HATRUNK_EXTRA_TOML, when set, is appended to the node's config (e.g. a [security] section)

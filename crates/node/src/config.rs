@@ -90,8 +90,8 @@ pub struct SipSection {
     pub nat_keepalive_s: u32,
     /// Run the SIP path (sockets, receive loops, the engine) on a thread of its own rather than on
     /// the shared runtime: a datagram then wakes no second thread on its way to the engine, which
-    /// was a quarter of a call's CPU. One node's call rate is then bounded by one core. Off by
-    /// default: the fresh-clone test run lost a call with it on (docs/decisions.md).
+    /// was a quarter of a call's CPU. One node's call rate is then bounded by one core. On by
+    /// default (docs/decisions.md); `false` runs the SIP path on the shared runtime.
     pub own_thread: bool,
 }
 
@@ -113,7 +113,7 @@ impl Default for SipSection {
             max_expires_s: 3600,
             nat_max_expires_s: 120,
             nat_keepalive_s: 20,
-            own_thread: false,
+            own_thread: true,
         }
     }
 }

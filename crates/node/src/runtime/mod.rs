@@ -166,7 +166,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()> + Send + 's
     let recent = Arc::new(crate::recent::Recent::default());
     let mut cdr_done = None;
     let sip = if cfg.node.role() == NodeRole::Sip {
-        // `[sip] own_thread`, off by default (docs/decisions.md): it saves a quarter of a call's CPU
+        // `[sip] own_thread`, on by default (docs/decisions.md): it saves a quarter of a call's CPU
         let thread = if cfg.sip.own_thread { Some(SipThread::start().map_err(io("the SIP thread"))?) } else { None };
         let (ev_tx, events) = mpsc::channel(65_536);
         let transports = {
