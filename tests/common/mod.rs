@@ -117,8 +117,8 @@ impl Node {
         // times, and before the standing-queue test (`hatrunk_sip::standing`) the default
         // `shed_wait_ms` then refused a call (CI, e2e_ha, stops 31 and 32).
         let security = if sections.iter().any(|s| s.contains("[security]")) { "" } else { "\n[security]\nshed_wait_ms = 2000\n" };
-        // HATRUNK_TEST_SIP: more `[sip]` lines for every test node (`own_thread = true` runs the
-        // suite with the SIP thread), unless the test sets the same key itself
+        // HATRUNK_TEST_SIP: one more `[sip]` line for every test node (`own_thread = false` runs
+        // the suite without the SIP thread), unless the test sets the same key itself
         let more_sip = std::env::var("HATRUNK_TEST_SIP").unwrap_or_default();
         let more_sip = match more_sip.split('=').next() {
             Some(key) if !key.trim().is_empty() && sip.contains(key.trim()) => String::new(),

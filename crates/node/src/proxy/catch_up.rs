@@ -6,6 +6,12 @@
 //! third call after `trunk apply` got 404 from the egress member in the other zone). A member still
 //! without it after the wait answers 503 with no egress report, on which the ingress moves the call
 //! to the next node, as for any member refusing it.
+//!
+//! The wait assumes the ingress is the side ahead. When it is the one behind (the number was
+//! deleted or moved a moment ago and the ingress has not applied that yet), a current egress now
+//! answers 503 after the wait instead of a 404 at once, and the ingress tries the next node: calls
+//! to a number in the heartbeat after its deletion take longer to be refused. Carrying the
+//! ingress's applied index with the forward would tell the two apart; not done yet.
 
 use hatrunk_core::cdr::Direction;
 use hatrunk_sip::transaction::TxKey;
@@ -40,6 +46,8 @@ pub(super) struct Parked {
 #[derive(Default)]
 pub(super) struct CatchUp {
     parked: Vec<Parked>,
+    /// A poll is armed (one for all, whatever CANCELs emptied the list meanwhile).
+    polling: bool,
 }
 
 impl Engine {
@@ -49,7 +57,8 @@ impl Engine {
         if self.catch_up.parked.len() >= MAX_PARKED {
             return false;
         }
-        if self.catch_up.parked.is_empty() {
+        if !self.catch_up.polling {
+            self.catch_up.polling = true;
             self.io.arm(self.now + POLL_MS, TimerKey::CatchUp);
         }
         tracing::debug!(number, ingress = from, "forwarded INVITE for a trunk not applied here yet: waiting for it");
@@ -59,6 +68,7 @@ impl Engine {
 
     /// The poll: route what is known now, refuse what waited out, look again while any waits.
     pub(super) fn catch_up_due(&mut self) {
+        self.catch_up.polling = false;
         for p in std::mem::take(&mut self.catch_up.parked) {
             if !self.tx.servers.contains_key(&p.key) {
                 continue; // its transaction is gone
@@ -81,6 +91,7 @@ impl Engine {
             }
         }
         if !self.catch_up.parked.is_empty() {
+            self.catch_up.polling = true;
             self.io.arm(self.now + POLL_MS, TimerKey::CatchUp);
         }
     }

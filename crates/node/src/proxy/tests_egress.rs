@@ -382,3 +382,20 @@ async fn a_forward_for_a_trunk_not_applied_here_yet_waits_for_it() {
     assert_eq!(got, vec![503]);
     assert!((2_000..2_100).contains(&t), "503 after the wait ({t} ms)");
 }
+
+/// At most 256 forwards wait at once; the next is refused at once with 503 and no egress report
+/// (the ingress moves it on), and the waiting ones are not disturbed.
+#[tokio::test]
+async fn waiting_forwards_are_bounded() {
+    let behind = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut e = super::tests::engine_behind(&two_t_trunk(), std::sync::Arc::new(view(true)), None, None, 1, behind);
+    let fwd = |n: u32| invite(n).replace("Max-Forwards: 70", "Max-Forwards: 69\r\nX-Hatrunk-Ingress: n2");
+    for n in 100..356 {
+        e.on_message(from(NODE2, &fwd(n)), 0);
+    }
+    assert!(sent_to(&e.drain(), NODE2).iter().all(|m| m.code() == Some(100)), "256 wait");
+    e.on_message(from(NODE2, &fwd(999)), 1);
+    let refused = of_call(&e.drain(), NODE2, 999);
+    assert_eq!(refused.iter().filter_map(|m| m.code()).collect::<Vec<_>>(), vec![100, 503]);
+    assert!(refused[1].header("X-Hatrunk-Report").is_none(), "no egress report: the ingress moves it on");
+}
