@@ -49,6 +49,8 @@ const WRITE_TRY: Duration = Duration::from_secs(3);
 /// What [`Consensus::write`] allows in all: more than its 20 tries can take, so it only bounds
 /// what they did before.
 const WRITE_BUDGET: Duration = Duration::from_secs(120);
+/// What [`Consensus::read`] allows in all: an operator waits on it.
+const READ_BUDGET: Duration = Duration::from_secs(15);
 
 /// A read served by the leader after confirming its leadership (linearizable).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -308,16 +310,42 @@ impl Consensus {
         }
     }
 
-    /// A linearizable read: confirmed by the leader (forwarded there from a follower).
+    /// A linearizable read: confirmed by the leader (forwarded there from a follower). Tried
+    /// again, as a write is, while it fails for a reason that passes: the leader's confirming
+    /// round may miss its quorum when members answer late (openraft gives each AppendEntries one
+    /// heartbeat interval; nine debug-build members on two cores missed it, and `trunk apply`
+    /// failed with "not enough for a quorum", fresh-clone run of 2026-12-01), or no leader is
+    /// elected yet. A read changes nothing, so a retry is always safe.
     pub async fn read(&self, q: Read) -> Result<ReadReply, ConsensusError> {
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(self.answer(&q)),
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                let leader = f.leader_node.ok_or_else(|| ConsensusError::Unavailable("no leader elected".into()))?;
-                forward_read(&self.channels, &leader.cluster_addr, &q).await.map_err(ConsensusError::Unavailable)
+        let deadline = tokio::time::Instant::now() + READ_BUDGET;
+        let mut last = String::from("no leader");
+        for attempt in 0..20u64 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100 * attempt.min(5))).await;
             }
-            Err(e) => Err(ConsensusError::Raft(e.to_string())),
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let Ok(checked) = tokio::time::timeout(WRITE_TRY.min(left), self.raft.ensure_linearizable()).await else {
+                last = "the leader did not confirm in time".into();
+                continue;
+            };
+            match checked {
+                Ok(_) => return Ok(self.answer(&q)),
+                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => match f.leader_node {
+                    Some(leader) => match tokio::time::timeout(left, forward_read(&self.channels, &leader.cluster_addr, &q)).await {
+                        Ok(Ok(r)) => return Ok(r),
+                        Ok(Err(e)) => last = e,
+                        Err(_) => last = "the leader did not answer in time".into(),
+                    },
+                    None => last = "no leader elected".into(),
+                },
+                Err(RaftError::APIError(e)) => last = e.to_string(),
+                Err(e) => return Err(ConsensusError::Raft(e.to_string())),
+            }
         }
+        Err(ConsensusError::Unavailable(last))
     }
 
     /// Serve a forwarded read (leader only).
