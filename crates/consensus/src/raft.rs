@@ -241,16 +241,9 @@ impl Consensus {
     /// a fresh one next round replaces, so they never hold their caller for a minute.
     pub async fn write_within(&self, command: Command, budget: Duration) -> Result<CommandResult, ConsensusError> {
         let req = Request { client: self.client, serial: self.serial.fetch_add(1, Ordering::Relaxed) + 1, command };
-        let deadline = tokio::time::Instant::now() + budget;
+        let mut tries = Tries::within(budget);
         let mut last = String::from("no leader");
-        for attempt in 0..20u64 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100 * attempt.min(5))).await;
-            }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                break;
-            }
+        while let Some(left) = tries.next().await {
             // a leader that lost its majority may never answer: give up on this try and retry
             let Ok(written) = tokio::time::timeout(WRITE_TRY.min(left), self.raft.client_write(req.clone())).await else {
                 last = "the leader did not commit in time".into();
@@ -260,7 +253,7 @@ impl Consensus {
                 Ok(r) => return Ok(r.data.result.unwrap_or(CommandResult::Ok)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
                     Some(leader) => {
-                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        let left = tries.left();
                         let forward = tokio::time::timeout(left, forward_write(&self.channels, &leader.cluster_addr, &req));
                         tokio::select! {
                             r = forward => match r {
@@ -317,16 +310,9 @@ impl Consensus {
     /// failed with "not enough for a quorum", fresh-clone run of 2026-12-01), or no leader is
     /// elected yet. A read changes nothing, so a retry is always safe.
     pub async fn read(&self, q: Read) -> Result<ReadReply, ConsensusError> {
-        let deadline = tokio::time::Instant::now() + READ_BUDGET;
+        let mut tries = Tries::within(READ_BUDGET);
         let mut last = String::from("no leader");
-        for attempt in 0..20u64 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100 * attempt.min(5))).await;
-            }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                break;
-            }
+        while let Some(left) = tries.next().await {
             let Ok(checked) = tokio::time::timeout(WRITE_TRY.min(left), self.raft.ensure_linearizable()).await else {
                 last = "the leader did not confirm in time".into();
                 continue;
@@ -334,11 +320,13 @@ impl Consensus {
             match checked {
                 Ok(_) => return Ok(self.answer(&q)),
                 Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => match f.leader_node {
-                    Some(leader) => match tokio::time::timeout(left, forward_read(&self.channels, &leader.cluster_addr, &q)).await {
-                        Ok(Ok(r)) => return Ok(r),
-                        Ok(Err(e)) => last = e,
-                        Err(_) => last = "the leader did not answer in time".into(),
-                    },
+                    Some(leader) => {
+                        match tokio::time::timeout(tries.left(), forward_read(&self.channels, &leader.cluster_addr, &q)).await {
+                            Ok(Ok(r)) => return Ok(r),
+                            Ok(Err(e)) => last = e,
+                            Err(_) => last = "the leader did not answer in time".into(),
+                        }
+                    }
                     None => last = "no leader elected".into(),
                 },
                 Err(RaftError::APIError(e)) => last = e.to_string(),
@@ -508,6 +496,36 @@ pub async fn ping(client: &mut ClusterClient<Channel>, from: u64, timeout: Durat
     let reply =
         tokio::time::timeout(timeout, client.ping(r)).await.map_err(|_| "timed out".to_string())?.map_err(|s| s.message().to_string())?;
     crate::codec::decode(&reply.into_inner().data).map_err(|e| e.to_string())
+}
+
+/// The tries of a write or read: at most 20, the first at once, then after 100, 200, ... up to
+/// 500 ms, while the budget lasts.
+struct Tries {
+    deadline: tokio::time::Instant,
+    attempt: u64,
+}
+
+impl Tries {
+    fn within(budget: Duration) -> Tries {
+        Tries { deadline: tokio::time::Instant::now() + budget, attempt: 0 }
+    }
+
+    /// Wait for the next try; the budget left for it, or None when none is left.
+    async fn next(&mut self) -> Option<Duration> {
+        if self.attempt >= 20 {
+            return None;
+        }
+        if self.attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(100 * self.attempt.min(5))).await;
+        }
+        self.attempt += 1;
+        Some(self.left()).filter(|left| !left.is_zero())
+    }
+
+    /// What is left of the budget now.
+    fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(tokio::time::Instant::now())
+    }
 }
 
 /// Which request-reply RPC of the cluster service to call.
