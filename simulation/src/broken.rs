@@ -140,6 +140,9 @@ impl TrunkStore for BrokenStore {
     fn cluster_secret(&self) -> Option<String> {
         self.0.cluster_secret()
     }
+    fn applied(&self) -> u64 {
+        self.0.applied()
+    }
     fn apply(&self, trunk: Trunk, expect: hatrunk_consensus::Expect) -> BoxFuture<'_, Result<u64, NodeError>> {
         let expect = if self.1 == Broken::IgnoreRevision { hatrunk_consensus::Expect::Any } else { expect };
         self.0.apply(trunk, expect)

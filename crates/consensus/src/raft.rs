@@ -204,6 +204,13 @@ impl Consensus {
         f(&d.state)
     }
 
+    /// The index of the last log entry this member has applied: the same entry has the same
+    /// index on every member, so two members compare how far their states have come with it.
+    pub fn applied_index(&self) -> u64 {
+        let d = self.state.read().unwrap_or_else(|p| p.into_inner());
+        d.last_applied.map(|l| l.index).unwrap_or(0)
+    }
+
     /// Wait until this member's applied state satisfies `f`, at most `within`; whether it did.
     /// What a write forwarded to the leader needs before its caller reads here: the leader has
     /// committed it, this member may apply it a heartbeat later.

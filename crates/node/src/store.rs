@@ -40,6 +40,9 @@ pub trait TrunkStore: Send + Sync {
     fn cluster_secret(&self) -> Option<String> {
         None
     }
+    /// How far this node's applied state has come: the Raft index of the last entry applied, the
+    /// same on every member for the same entry (a forward carries the ingress's, `catch_up.rs`).
+    fn applied(&self) -> u64;
 }
 
 /// Map a command's result to the store's error vocabulary.
@@ -141,6 +144,10 @@ impl TrunkStore for RaftTrunkStore {
 
     fn cluster_secret(&self) -> Option<String> {
         self.consensus.local(|s| s.cluster_secret.as_ref().map(|x| x.0.clone()))
+    }
+
+    fn applied(&self) -> u64 {
+        self.consensus.applied_index()
     }
 
     fn by_username(&self, user: &str) -> Option<(Arc<Trunk>, Role)> {

@@ -30,6 +30,7 @@ impl Engine {
     /// A new INVITE: whose call it is (an inbound DID, a PBX calling out, a forward from another
     /// member), checked here where credentials are; the call itself is the calls' part.
     pub(super) fn on_invite(&mut self, key: TxKey, mut msg: SipMessage, src: Src) {
+        let mut ingress_applied = None;
         let forwarded_from = match msg.header(INGRESS_HEADER).map(str::to_string) {
             Some(value) => {
                 msg.remove_all(INGRESS_HEADER);
@@ -42,6 +43,7 @@ impl Engine {
                     self.metrics.guard_drops.with_label_values(&["forged"]).inc();
                     return self.respond_key(&key, 403, None);
                 }
+                ingress_applied = super::forward_sig::applied_of(&value);
                 member
             }
             None => None,
@@ -56,12 +58,9 @@ impl Engine {
             return self.calls.new_call(&mut cx!(self), key, msg, src, trunk, Direction::Inbound, None, n, forwarded_from);
         }
         if let Some(from) = forwarded_from {
-            // members forward only inbound calls, to a number the ingress knew: this member's copy
-            // of the trunks is behind, so wait for it (`catch_up.rs`) rather than answer 404
-            if !self.park_for_trunk(key.clone(), msg, src, from, number.unwrap_or_default()) {
-                self.respond_key(&key, 503, Some(super::catch_up::NOT_HERE));
-            }
-            return;
+            // members forward only inbound calls, to a number the ingress knew: one of the two
+            // copies of the trunks is behind (`catch_up.rs`)
+            return self.unknown_forward(key, msg, src, from, number.unwrap_or_default(), ingress_applied);
         }
         // Not one of our numbers: an outbound call from a customer PBX, or nothing we route.
         if self.cfg.upstream.is_none() {

@@ -1,17 +1,19 @@
-//! Forwarded INVITEs for a number this member does not know yet. The ingress member routed the
-//! call by a trunk it had applied, so the trunk is in the committed state and only this member's
-//! copy is behind: a trunk applied a moment ago (followers apply it on the next AppendEntries), or a
-//! member catching up after a restart. The INVITE waits for it, up to [`CATCH_UP_MS`], instead of
-//! a 404 that the ingress would pass to the carrier as the number's answer (e2e_ha, 2026-12-01: the
-//! third call after `trunk apply` got 404 from the egress member in the other zone). A member still
-//! without it after the wait answers 503 with no egress report, on which the ingress moves the call
-//! to the next node, as for any member refusing it.
+//! Forwarded INVITEs for a number this member does not know. The ingress member routed the call
+//! by a trunk it had applied, so one of the two copies of the trunks is behind, and the forward
+//! says which: it carries the Raft index the ingress had applied (`forward_sig::applied_of`).
 //!
-//! The wait assumes the ingress is the side ahead. When it is the one behind (the number was
-//! deleted or moved a moment ago and the ingress has not applied that yet), a current egress now
-//! answers 503 after the wait instead of a 404 at once, and the ingress tries the next node: calls
-//! to a number in the heartbeat after its deletion take longer to be refused. Carrying the
-//! ingress's applied index with the forward would tell the two apart; not done yet.
+//! - This member has applied as far or further: the number is gone (deleted or moved since the
+//!   ingress looked), and the answer is the number's: 404 at once.
+//! - This member is behind (a trunk applied a moment ago, which followers apply on the next
+//!   AppendEntries; a member catching up after a restart): the INVITE waits until it has applied
+//!   as far, up to [`CATCH_UP_MS`], instead of a 404 that the ingress would pass to the carrier as
+//!   the number's answer (e2e_ha, 2026-12-01: the third call after `trunk apply` got 404 from the
+//!   egress member in the other zone). Then it is routed, or 404 if the number went meanwhile.
+//!
+//! A member still behind after the wait (or with [`MAX_PARKED`] already waiting) answers 503 with
+//! no egress report, on which the ingress moves the call to the next node, as for any member
+//! refusing it. A forward from a member of the release before carries no index: it waits for the
+//! number itself, and a number that is gone is refused with that 503 after the wait.
 
 use hatrunk_core::cdr::Direction;
 use hatrunk_sip::transaction::TxKey;
@@ -39,6 +41,8 @@ pub(super) struct Parked {
     /// The ingress member's name.
     from: String,
     number: String,
+    /// How far the ingress's state had come; none from a member of the release before.
+    seen: Option<u64>,
     until: u64,
 }
 
@@ -51,22 +55,31 @@ pub(super) struct CatchUp {
 }
 
 impl Engine {
-    /// Let the forwarded INVITE `key` for `number` wait for its trunk; false (and nothing kept)
-    /// when too many already wait.
-    pub(super) fn park_for_trunk(&mut self, key: TxKey, msg: SipMessage, src: Src, from: String, number: String) -> bool {
+    /// A forwarded INVITE for `number`, which this member does not know; `seen` is how far the
+    /// ingress `from` had applied.
+    pub(super) fn unknown_forward(&mut self, key: TxKey, msg: SipMessage, src: Src, from: String, number: String, seen: Option<u64>) {
+        if self.caught_up(seen) {
+            tracing::debug!(number, ingress = from, "forwarded INVITE for a number gone here and at the ingress's index: 404");
+            return self.respond_key(&key, 404, None);
+        }
         if self.catch_up.parked.len() >= MAX_PARKED {
-            return false;
+            return self.respond_key(&key, 503, Some(NOT_HERE));
         }
         if !self.catch_up.polling {
             self.catch_up.polling = true;
             self.io.arm(self.now + POLL_MS, TimerKey::CatchUp);
         }
         tracing::debug!(number, ingress = from, "forwarded INVITE for a trunk not applied here yet: waiting for it");
-        self.catch_up.parked.push(Parked { key, msg, src, from, number, until: self.now + CATCH_UP_MS });
-        true
+        self.catch_up.parked.push(Parked { key, msg, src, from, number, seen, until: self.now + CATCH_UP_MS });
     }
 
-    /// The poll: route what is known now, refuse what waited out, look again while any waits.
+    /// Whether this member has applied all the ingress had when it forwarded.
+    fn caught_up(&self, seen: Option<u64>) -> bool {
+        seen.is_some_and(|n| self.store.applied() >= n)
+    }
+
+    /// The poll: route what is known now, 404 what is gone, refuse what waited out, look again
+    /// while any waits.
     pub(super) fn catch_up_due(&mut self) {
         self.catch_up.polling = false;
         for p in std::mem::take(&mut self.catch_up.parked) {
@@ -78,6 +91,7 @@ impl Engine {
                     let Parked { key, msg, src, from, number, .. } = p;
                     self.calls.new_call(&mut cx!(self), key, msg, src, trunk, Direction::Inbound, None, number, Some(from));
                 }
+                None if self.caught_up(p.seen) => self.respond_key(&p.key, 404, None),
                 None if self.now >= p.until => {
                     tracing::warn!(
                         number = p.number,

@@ -117,7 +117,8 @@ impl Calls {
         };
         let mut fwd = self.forward_request(cx, id, &ruri, Proto::Udp, None);
         let secret = cx.store.cluster_secret();
-        let value = super::forward_sig::ingress_value(secret.as_deref(), fwd.header("Call-ID").unwrap_or(""), &cx.cfg.node);
+        let call_id = fwd.header("Call-ID").unwrap_or("");
+        let value = super::forward_sig::ingress_value(secret.as_deref(), call_id, &cx.cfg.node, Some(cx.store.applied()));
         fwd.set(INGRESS_HEADER, value);
         let branch = cx.start_client(fwd, Src { proto: Proto::Udp, addr: t.addr, conn: None }, Owner::Call(id, n));
         cx.metrics.forwards.with_label_values(&[&t.region, &t.zone]).inc();

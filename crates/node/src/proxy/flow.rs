@@ -105,7 +105,7 @@ pub(super) fn mark(cx: &mut Cx<'_>, m: &mut SipMessage, hop: &Hop) {
         Hop::Member { token, at } => {
             m.push_front("Route", format!("<sip:{token}@{at};lr>"));
             let secret = cx.store.cluster_secret();
-            let value = super::forward_sig::ingress_value(secret.as_deref(), m.header("Call-ID").unwrap_or(""), &cx.cfg.node);
+            let value = super::forward_sig::ingress_value(secret.as_deref(), m.header("Call-ID").unwrap_or(""), &cx.cfg.node, None);
             m.set(FLOW_HEADER, value);
         }
     }

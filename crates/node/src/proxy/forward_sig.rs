@@ -16,13 +16,28 @@ fn mac(secret: &str, call_id: &str, node: &str) -> Option<Hmac<Sha256>> {
     Some(m)
 }
 
-/// The `X-Hatrunk-Ingress` value for a call `node` forwards: `NAME;sig=HEX`, or just the name
-/// before the cluster has its secret.
-pub(super) fn ingress_value(secret: Option<&str>, call_id: &str, node: &str) -> String {
-    match secret.and_then(|s| mac(s, call_id, node)) {
-        Some(m) => format!("{node};sig={}", hex::encode(m.finalize().into_bytes())),
+/// The `X-Hatrunk-Ingress` value for a call `node` forwards: `NAME;applied=N;sig=HEX`, or
+/// without `;sig` before the cluster has its secret. `applied` is how far the sender's state had
+/// come (`catch_up.rs`); it stands before `;sig` and is signed as part of the sender's identity,
+/// so a member of the release before it, which signs and checks `NAME` alone, still verifies it.
+pub(super) fn ingress_value(secret: Option<&str>, call_id: &str, node: &str, applied: Option<u64>) -> String {
+    let who = match applied {
+        Some(n) => format!("{node};{APPLIED}{n}"),
         None => node.to_string(),
+    };
+    match secret.and_then(|s| mac(s, call_id, &who)) {
+        Some(m) => format!("{who};sig={}", hex::encode(m.finalize().into_bytes())),
+        None => who,
     }
+}
+
+const APPLIED: &str = "applied=";
+
+/// The sender's applied index in an `X-Hatrunk-Ingress` value (verify it first); none from a
+/// member of an earlier release.
+pub(super) fn applied_of(value: &str) -> Option<u64> {
+    let who = value.split_once(";sig=").map_or(value, |(who, _)| who);
+    who.rsplit_once(';')?.1.trim().strip_prefix(APPLIED)?.parse().ok()
 }
 
 /// Whether an `X-Hatrunk-Ingress` value is signed with `secret` for this Call-ID (compared in
@@ -46,7 +61,7 @@ mod tests {
 
     #[test]
     fn only_the_secret_signs_a_forward() {
-        let v = ingress_value(Some("s3cret"), "call-1", "n2");
+        let v = ingress_value(Some("s3cret"), "call-1", "n2", None);
         assert!(v.starts_with("n2;sig="));
         assert!(verify(Some("s3cret"), "call-1", &v));
         assert!(!verify(Some("other"), "call-1", &v), "another secret");
@@ -56,5 +71,21 @@ mod tests {
             assert!(!verify(Some("s3cret"), "call-1", bad), "{bad:?}");
         }
         assert!(verify(None, "call-1", "n2"), "no secret yet: as before");
+    }
+
+    #[test]
+    fn the_applied_index_is_signed_and_read_back() {
+        let v = ingress_value(Some("s3cret"), "call-1", "n2", Some(42));
+        assert!(v.starts_with("n2;applied=42;sig="), "{v}");
+        assert!(verify(Some("s3cret"), "call-1", &v));
+        assert_eq!(applied_of(&v), Some(42));
+        assert!(!verify(Some("s3cret"), "call-1", &v.replace("=42;", "=43;")), "the index cannot be changed");
+        assert_eq!(applied_of(&ingress_value(None, "call-1", "n2", Some(7))), Some(7), "before the secret too");
+        // a member of the release before: no index, and its checks of ours still pass (it signs NAME alone)
+        assert_eq!(applied_of(&ingress_value(Some("s3cret"), "call-1", "n2", None)), None);
+        assert_eq!(applied_of("n2"), None);
+        for bad in ["n2;applied=", "n2;applied=x;sig=00", "n2;applied=-1"] {
+            assert_eq!(applied_of(bad), None, "{bad:?}");
+        }
     }
 }

@@ -37,6 +37,8 @@ mod session;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_catch_up;
+#[cfg(test)]
 mod tests_dns;
 #[cfg(test)]
 mod tests_egress;

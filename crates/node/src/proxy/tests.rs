@@ -17,8 +17,27 @@ use crate::status::SharedStatus;
 use crate::store::{BoxFuture, TrunkStore};
 
 /// Trunks in memory: the engine reads through the `TrunkStore` trait and never needs more here.
-/// The fourth field, while set, hides the trunks' numbers (a member that has not applied them yet).
-struct MemStore(Vec<Arc<hatrunk_core::trunk::Trunk>>, Option<String>, Option<(String, String, u64)>, Arc<std::sync::atomic::AtomicBool>);
+/// The fourth field says how far this member's copy has come.
+struct MemStore(Vec<Arc<hatrunk_core::trunk::Trunk>>, Option<String>, Option<(String, String, u64)>, Arc<Lag>);
+
+/// How far a test member's replicated state has come: its applied index, and whether its trunks'
+/// numbers are hidden (not applied yet, or deleted).
+#[derive(Default)]
+pub(super) struct Lag {
+    pub hidden: std::sync::atomic::AtomicBool,
+    pub applied: std::sync::atomic::AtomicU64,
+}
+
+impl Lag {
+    /// Numbers hidden at `applied`.
+    pub fn at(hidden: bool, applied: u64) -> Arc<Lag> {
+        Arc::new(Lag { hidden: hidden.into(), applied: applied.into() })
+    }
+    pub fn set(&self, hidden: bool, applied: u64) {
+        self.hidden.store(hidden, std::sync::atomic::Ordering::Relaxed);
+        self.applied.store(applied, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 impl TrunkStore for MemStore {
     fn apply(&self, _: hatrunk_core::trunk::Trunk, _: hatrunk_consensus::Expect) -> BoxFuture<'_, Result<u64, crate::NodeError>> {
@@ -37,7 +56,7 @@ impl TrunkStore for MemStore {
         self.0.clone()
     }
     fn by_number(&self, n: &str) -> Option<Arc<hatrunk_core::trunk::Trunk>> {
-        if self.3.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.3.hidden.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
         self.0.iter().find(|t| t.numbers.iter().any(|x| x == n)).cloned()
@@ -67,6 +86,9 @@ impl TrunkStore for MemStore {
     }
     fn cluster_secret(&self) -> Option<String> {
         self.1.clone()
+    }
+    fn applied(&self) -> u64 {
+        self.3.applied.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -120,15 +142,14 @@ pub(super) fn engine_full(
     engine_behind(trunk, view, secret, registration, id, Arc::default())
 }
 
-/// [`engine_full`] whose trunk's numbers are unknown while `behind` is set (its copy of the
-/// trunks lags the cluster's).
+/// [`engine_full`] whose copy of the trunks is as `lag` says (behind or ahead of the cluster's).
 pub(super) fn engine_behind(
     trunk: &str,
     view: Arc<dyn crate::cluster_health::ClusterView>,
     secret: Option<&str>,
     registration: Option<(String, String, u64)>,
     id: u64,
-    behind: Arc<std::sync::atomic::AtomicBool>,
+    behind: Arc<Lag>,
 ) -> Engine {
     let trunk = hatrunk_core::trunk::parse_trunk(trunk).expect("trunk");
     let store = Arc::new(MemStore(vec![Arc::new(trunk)], secret.map(str::to_string), registration, behind));

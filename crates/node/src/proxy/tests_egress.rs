@@ -59,7 +59,7 @@ async fn two_t_alternates_zones_and_a_silent_node_is_skipped() {
     let a = e.drain();
     let fwd = sent_to(&a, NODE2);
     assert_eq!(fwd.len(), 1);
-    assert_eq!(fwd[0].header("X-Hatrunk-Ingress"), Some("n1"));
+    assert_eq!(fwd[0].header("X-Hatrunk-Ingress"), Some("n1;applied=0"), "the name and how far its state had come");
     assert!(fwd[0].uri().is_some_and(|u| u.ends_with(NODE2)), "{:?}", fwd[0].uri());
     assert!(sent_to(&a, PRIMARY).is_empty());
     // n2 sends nothing within forward_timeout_ms (800): the call moves to the next choice, here
@@ -225,12 +225,12 @@ async fn with_a_cluster_secret_only_signed_forwards_skip_admission() {
     let mut ingress = super::tests::engine_signed(&two_t_trunk(), std::sync::Arc::new(view(true)), secret);
     let fwd = forward_second_call(&mut ingress);
     let value = fwd.header("X-Hatrunk-Ingress").expect("marked").to_string();
-    assert!(value.starts_with("n1;sig="), "{value}");
+    assert!(value.starts_with("n1;applied=0;sig="), "{value}");
     // an egress with the same secret takes a signed forward without admission...
     let mut egress = super::tests::engine_signed(&two_t_trunk(), std::sync::Arc::new(view(true)), secret);
     let signed = invite(5).replace(
         "Max-Forwards: 70",
-        &format!("Max-Forwards: 69\r\nX-Hatrunk-Ingress: {}", super::forward_sig::ingress_value(secret, "call-5", "n2")),
+        &format!("Max-Forwards: 69\r\nX-Hatrunk-Ingress: {}", super::forward_sig::ingress_value(secret, "call-5", "n2", Some(1))),
     );
     egress.on_message(from(NODE2, &signed), 0);
     let a = egress.drain();
@@ -238,7 +238,7 @@ async fn with_a_cluster_secret_only_signed_forwards_skip_admission() {
     assert_eq!(sent_to(&a, PRIMARY).len(), 1);
     // ...and refuses one from a member's address without a valid signature
     for (n, forged) in
-        [(6, "n2".to_string()), (7, "n2;sig=00".into()), (8, super::forward_sig::ingress_value(Some("guess"), "call-8", "n2"))]
+        [(6, "n2".to_string()), (7, "n2;sig=00".into()), (8, super::forward_sig::ingress_value(Some("guess"), "call-8", "n2", Some(1)))]
     {
         let fake = invite(n).replace("Max-Forwards: 70", &format!("Max-Forwards: 69\r\nX-Hatrunk-Ingress: {forged}"));
         egress.on_message(from(NODE2, &fake), 1);
@@ -331,71 +331,4 @@ async fn a_later_choice_seen_down_meanwhile_is_passed_over() {
     let b = e.drain();
     assert!(of_call(&b, NODE2, 1).is_empty() && of_call(&b, NODE4, 1).is_empty(), "no second wait on the other r1 node");
     assert_eq!(of_call(&b, PRIMARY, 1).len(), 1, "delivered here at the first timeout");
-}
-
-/// A forwarded INVITE for a number this member has not applied yet waits for it (the ingress knew
-/// it) instead of a 404 the carrier would take as the number's answer; one whose trunk never comes
-/// gets 503 after the wait (the ingress moves it on), and a CANCEL of a waiting one gets its 487.
-#[tokio::test]
-async fn a_forward_for_a_trunk_not_applied_here_yet_waits_for_it() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let behind = std::sync::Arc::new(AtomicBool::new(true));
-    let mut e = super::tests::engine_behind(&two_t_trunk(), std::sync::Arc::new(view(true)), None, None, 1, behind.clone());
-    let fwd = |n: u32| invite(n).replace("Max-Forwards: 70", "Max-Forwards: 69\r\nX-Hatrunk-Ingress: n2");
-    let codes = |a: &[Action]| sent_to(a, NODE2).iter().filter_map(|m| m.code()).collect::<Vec<u16>>();
-    // a carrier's INVITE for an unknown number is still 404 at once: only forwards wait
-    e.on_message(from(CARRIER, &invite(9)), 0);
-    assert_eq!(sent_to(&e.drain(), CARRIER).iter().filter_map(|m| m.code()).collect::<Vec<_>>(), vec![100, 404]);
-    e.on_message(from(NODE2, &fwd(5)), 0);
-    e.on_message(from(NODE2, &fwd(6)), 0);
-    let a = e.drain();
-    assert_eq!(codes(&a), vec![100, 100], "only 100s while the trunk is not here");
-    assert!(sent_to(&a, PRIMARY).is_empty());
-    // the caller of call 6 hangs up while it waits
-    let cancel = fwd(6).replacen("INVITE sip", "CANCEL sip", 1).replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
-    e.on_message(from(NODE2, &cancel), 30);
-    assert_eq!(codes(&e.drain()), vec![200, 487]);
-    // the trunk arrives: call 5 goes to the PBX on the next look, without admission (the ingress holds the slot)
-    e.on_tick(100);
-    assert!(e.drain().is_empty(), "still waiting");
-    behind.store(false, Ordering::Relaxed);
-    let due = e.next_deadline().expect("a poll is armed");
-    assert!(due <= 200, "{due}");
-    e.on_tick(due);
-    let a = e.drain();
-    let to_pbx = sent_to(&a, PRIMARY);
-    assert_eq!(to_pbx.len(), 1, "{a:?}");
-    assert_eq!(to_pbx[0].header("Call-ID"), Some("call-5"));
-    assert!(!a.iter().any(|x| matches!(x, Action::Admit { .. })));
-    // a trunk that never comes: 503 once the wait is over, not before
-    behind.store(true, Ordering::Relaxed);
-    e.on_message(from(NODE2, &fwd(7)), 1_000);
-    assert_eq!(codes(&e.drain()), vec![100]);
-    let mut t = 1_000;
-    let mut got = Vec::new();
-    while got.is_empty() && t < 3_000 {
-        t = e.next_deadline().expect("a poll is armed").max(t);
-        e.on_tick(t);
-        // (call 6's 487 is retransmitted meanwhile: no ACK comes for it here)
-        got = of_call(&e.drain(), NODE2, 7).iter().filter_map(|m| m.code()).collect();
-    }
-    assert_eq!(got, vec![503]);
-    assert!((2_000..2_100).contains(&t), "503 after the wait ({t} ms)");
-}
-
-/// At most 256 forwards wait at once; the next is refused at once with 503 and no egress report
-/// (the ingress moves it on), and the waiting ones are not disturbed.
-#[tokio::test]
-async fn waiting_forwards_are_bounded() {
-    let behind = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let mut e = super::tests::engine_behind(&two_t_trunk(), std::sync::Arc::new(view(true)), None, None, 1, behind);
-    let fwd = |n: u32| invite(n).replace("Max-Forwards: 70", "Max-Forwards: 69\r\nX-Hatrunk-Ingress: n2");
-    for n in 100..356 {
-        e.on_message(from(NODE2, &fwd(n)), 0);
-    }
-    assert!(sent_to(&e.drain(), NODE2).iter().all(|m| m.code() == Some(100)), "256 wait");
-    e.on_message(from(NODE2, &fwd(999)), 1);
-    let refused = of_call(&e.drain(), NODE2, 999);
-    assert_eq!(refused.iter().filter_map(|m| m.code()).collect::<Vec<_>>(), vec![100, 503]);
-    assert!(refused[1].header("X-Hatrunk-Report").is_none(), "no egress report: the ingress moves it on");
 }
