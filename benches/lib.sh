@@ -77,15 +77,15 @@ start_node() {
 }
 
 # start_cluster [N=3]: nodes c1..cN (SIP 1516i, cluster/admin 1776i, HTTP 1996i), fresh data, each
-# launched as `launch` does (own cgroup when NODE_CPU_PERCENT is set); c1 bootstraps and the
-# others join through it; sets `cl` to their pids.
+# launched as `launch` does (own cgroup when NODE_CPU_PERCENT is set; HATRUNK_SIP_TOML in [sip]);
+# c1 bootstraps and the others join through it; sets `cl` to their pids.
 start_cluster() {
   local i n=${1:-3}
   cl=()
   for i in $(seq 1 "$n"); do
     rm -rf "$work/c$i"
-    printf '[node]\nid = %s\nname = "c%s"\ndata_dir = "%s"\n[sip]\nlisten = ["udp:127.0.0.1:1516%s", "tcp:127.0.0.1:1516%s"]\n[cluster]\nlisten = "127.0.0.1:1776%s"\nbootstrap = %s\n[http]\nlisten = "127.0.0.1:1996%s"\n' \
-      "$i" "$i" "$work/c$i" "$i" "$i" "$i" "$([ "$i" = 1 ] && echo true || echo false)" "$i" > "$work/c$i.toml"
+    printf '[node]\nid = %s\nname = "c%s"\ndata_dir = "%s"\n[sip]\nlisten = ["udp:127.0.0.1:1516%s", "tcp:127.0.0.1:1516%s"]\n%b\n[cluster]\nlisten = "127.0.0.1:1776%s"\nbootstrap = %s\n[http]\nlisten = "127.0.0.1:1996%s"\n' \
+      "$i" "$i" "$work/c$i" "$i" "$i" "${HATRUNK_SIP_TOML:-}" "$i" "$([ "$i" = 1 ] && echo true || echo false)" "$i" > "$work/c$i.toml"
     launch "$work/c$i.toml" "$work/c$i.log"
     cl+=($!)
   done
