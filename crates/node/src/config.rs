@@ -365,6 +365,10 @@ impl NodeConfig {
         if self.node.id == 0 {
             return bad("node.id", "must be at least 1".into());
         }
+        // the name travels in SIP headers between members (`NAME;applied=N;sig=...`)
+        if self.node.name.is_empty() || self.node.name.chars().any(|c| c.is_whitespace() || c.is_control() || ";=,\"<>".contains(c)) {
+            return bad("node.name", format!("{:?}: must be non-empty, without spaces or any of ; = , \" < >", self.node.name));
+        }
         self.dns.server_addrs()?;
         if self.dns.timeout_ms == 0 || self.dns.timeout_ms > 30_000 {
             return bad("dns.timeout_ms", format!("{}: expected 1-30000", self.dns.timeout_ms));
@@ -501,6 +505,10 @@ mod tests {
         assert!(e.to_string().contains("sip.listen[0]"), "{e}");
         let e = NodeConfig::from_toml("[node]\nrole = \"boss\"").expect_err("bad");
         assert!(e.to_string().contains("node.role"), "{e}");
+        for name in ["", "a b", "x;applied=9", "n=1", "a,b"] {
+            let e = NodeConfig::from_toml(&format!("[node]\nname = {name:?}")).expect_err(name);
+            assert!(e.to_string().contains("node.name"), "{e}");
+        }
         let e = NodeConfig::from_toml("[nodes]\nid = 1").expect_err("bad");
         assert!(e.to_string().contains("nodes"), "{e}");
         // heartbeats judged faster than SIP answers would bring back the TCP false alarms

@@ -2,8 +2,9 @@
 //! by a trunk it had applied, so one of the two copies of the trunks is behind, and the forward
 //! says which: it carries the Raft index the ingress had applied (`forward_sig::applied_of`).
 //!
-//! - This member has applied as far or further: the number is gone (deleted or moved since the
-//!   ingress looked), and the answer is the number's: 404 at once.
+//! - This member has applied as far or further: the number is gone (deleted since the ingress
+//!   looked; one moved to another trunk is found under it), and the answer is the number's: 404
+//!   at once.
 //! - This member is behind (a trunk applied a moment ago, which followers apply on the next
 //!   AppendEntries; a member catching up after a restart): the INVITE waits until it has applied
 //!   as far, up to [`CATCH_UP_MS`], instead of a 404 that the ingress would pass to the carrier as
@@ -58,7 +59,13 @@ impl Engine {
     /// A forwarded INVITE for `number`, which this member does not know; `seen` is how far the
     /// ingress `from` had applied.
     pub(super) fn unknown_forward(&mut self, key: TxKey, msg: SipMessage, src: Src, from: String, number: String, seen: Option<u64>) {
-        if self.caught_up(seen) {
+        // the index first, then the number again: the index only grows, so a batch applied
+        // between the caller's look and this one cannot make a number it added look gone
+        let here = self.store.applied();
+        if let Some(trunk) = self.store.by_number(&number) {
+            return self.calls.new_call(&mut cx!(self), key, msg, src, trunk, Direction::Inbound, None, number, Some(from));
+        }
+        if caught_up(seen, here) {
             tracing::debug!(number, ingress = from, "forwarded INVITE for a number gone here and at the ingress's index: 404");
             return self.respond_key(&key, 404, None);
         }
@@ -73,15 +80,11 @@ impl Engine {
         self.catch_up.parked.push(Parked { key, msg, src, from, number, seen, until: self.now + CATCH_UP_MS });
     }
 
-    /// Whether this member has applied all the ingress had when it forwarded.
-    fn caught_up(&self, seen: Option<u64>) -> bool {
-        seen.is_some_and(|n| self.store.applied() >= n)
-    }
-
     /// The poll: route what is known now, 404 what is gone, refuse what waited out, look again
     /// while any waits.
     pub(super) fn catch_up_due(&mut self) {
         self.catch_up.polling = false;
+        let here = self.store.applied(); // before the numbers (see `unknown_forward`)
         for p in std::mem::take(&mut self.catch_up.parked) {
             if !self.tx.servers.contains_key(&p.key) {
                 continue; // its transaction is gone
@@ -91,7 +94,7 @@ impl Engine {
                     let Parked { key, msg, src, from, number, .. } = p;
                     self.calls.new_call(&mut cx!(self), key, msg, src, trunk, Direction::Inbound, None, number, Some(from));
                 }
-                None if self.caught_up(p.seen) => self.respond_key(&p.key, 404, None),
+                None if caught_up(p.seen, here) => self.respond_key(&p.key, 404, None),
                 None if self.now >= p.until => {
                     tracing::warn!(
                         number = p.number,
@@ -119,4 +122,10 @@ impl Engine {
         self.respond_key(&p.key, 487, None);
         true
     }
+}
+
+/// Whether a member at applied index `here` has applied all the ingress had (`seen`) when it
+/// forwarded.
+fn caught_up(seen: Option<u64>, here: u64) -> bool {
+    seen.is_some_and(|n| here >= n)
 }

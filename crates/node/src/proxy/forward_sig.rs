@@ -81,7 +81,8 @@ mod tests {
         assert_eq!(applied_of(&v), Some(42));
         assert!(!verify(Some("s3cret"), "call-1", &v.replace("=42;", "=43;")), "the index cannot be changed");
         assert_eq!(applied_of(&ingress_value(None, "call-1", "n2", Some(7))), Some(7), "before the secret too");
-        // a member of the release before: no index, and its checks of ours still pass (it signs NAME alone)
+        // `verify` is the release before's unchanged, so that release accepts ours (checked above);
+        // a forward from it carries no index
         assert_eq!(applied_of(&ingress_value(Some("s3cret"), "call-1", "n2", None)), None);
         assert_eq!(applied_of("n2"), None);
         for bad in ["n2;applied=", "n2;applied=x;sig=00", "n2;applied=-1"] {

@@ -26,12 +26,15 @@ struct MemStore(Vec<Arc<hatrunk_core::trunk::Trunk>>, Option<String>, Option<(St
 pub(super) struct Lag {
     pub hidden: std::sync::atomic::AtomicBool,
     pub applied: std::sync::atomic::AtomicU64,
+    /// Reading the applied index shows the numbers: a batch applied (numbers and index in one
+    /// write) between the engine's looking up a number and its reading the index.
+    pub applies_on_read: std::sync::atomic::AtomicBool,
 }
 
 impl Lag {
     /// Numbers hidden at `applied`.
     pub fn at(hidden: bool, applied: u64) -> Arc<Lag> {
-        Arc::new(Lag { hidden: hidden.into(), applied: applied.into() })
+        Arc::new(Lag { hidden: hidden.into(), applied: applied.into(), applies_on_read: false.into() })
     }
     pub fn set(&self, hidden: bool, applied: u64) {
         self.hidden.store(hidden, std::sync::atomic::Ordering::Relaxed);
@@ -88,6 +91,9 @@ impl TrunkStore for MemStore {
         self.1.clone()
     }
     fn applied(&self) -> u64 {
+        if self.3.applies_on_read.load(std::sync::atomic::Ordering::Relaxed) {
+            self.3.hidden.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
         self.3.applied.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

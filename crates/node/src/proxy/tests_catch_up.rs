@@ -79,7 +79,7 @@ async fn a_forward_for_a_trunk_not_applied_here_yet_waits_for_it() {
 }
 
 /// A number the egress does not know although it has applied all the ingress had is gone (deleted
-/// or moved since the ingress looked): 404 at once, or as soon as a waiting egress has come that
+/// since the ingress looked): 404 at once, or as soon as a waiting egress has come that
 /// far. A forward from a member of the release before (no index) cannot tell: it waits, and 503.
 #[tokio::test]
 async fn a_forward_for_a_number_gone_is_refused_with_404() {
@@ -102,6 +102,20 @@ async fn a_forward_for_a_number_gone_is_refused_with_404() {
     assert_eq!(codes(&e.drain(), 4), vec![100]);
     let (got, t) = until_final(&mut e, 4, 500);
     assert_eq!((got, t >= 1_500), (vec![503], true), "{t}");
+}
+
+/// The trunk's batch lands between the engine's first look for the number and its reading of the
+/// applied index, taking that index to the ingress's: the call is routed, not refused with 404
+/// (the index is read before the number is looked up again).
+#[tokio::test]
+async fn a_trunk_applied_between_the_looks_is_routed_not_refused() {
+    let lag = Lag::at(true, 10);
+    lag.applies_on_read.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut e = egress(&lag);
+    e.on_message(from(NODE2, &fwd(1, Some(10))), 0);
+    let a = e.drain();
+    assert_eq!(codes(&a, 1), vec![100]);
+    assert_eq!(of_call(&a, PRIMARY, 1).len(), 1, "routed to the PBX: {a:?}");
 }
 
 /// At most 256 forwards wait at once; the next is refused at once with 503 and no egress report

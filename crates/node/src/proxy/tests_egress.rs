@@ -44,7 +44,8 @@ pub(super) fn invite(n: u32) -> String {
 
 #[tokio::test]
 async fn two_t_alternates_zones_and_a_silent_node_is_skipped() {
-    let mut e = engine_with(&two_t_trunk(), view(true));
+    let lag = super::tests::Lag::at(false, 7);
+    let mut e = super::tests::engine_behind(&two_t_trunk(), std::sync::Arc::new(view(true)), None, None, 1, lag);
     // turn 0: this node's zone, delivered here
     e.on_message(from(CARRIER, &invite(1)), 0);
     let id = admit_id(&e.drain());
@@ -59,7 +60,7 @@ async fn two_t_alternates_zones_and_a_silent_node_is_skipped() {
     let a = e.drain();
     let fwd = sent_to(&a, NODE2);
     assert_eq!(fwd.len(), 1);
-    assert_eq!(fwd[0].header("X-Hatrunk-Ingress"), Some("n1;applied=0"), "the name and how far its state had come");
+    assert_eq!(fwd[0].header("X-Hatrunk-Ingress"), Some("n1;applied=7"), "the name and how far its state had come");
     assert!(fwd[0].uri().is_some_and(|u| u.ends_with(NODE2)), "{:?}", fwd[0].uri());
     assert!(sent_to(&a, PRIMARY).is_empty());
     // n2 sends nothing within forward_timeout_ms (800): the call moves to the next choice, here
